@@ -1,0 +1,3 @@
+from amqprouter.cli import main
+
+main()

@@ -1,0 +1,213 @@
+"""``amqprouter``: the daemon's command line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+import trio
+
+from amqprouter import __version__
+from amqprouter.observe import logging as router_logging
+from amqprouter.protocol import TuneParams
+from amqprouter.routing import Backend, RoutingTable
+from amqprouter.server import Server
+from amqprouter.session import SessionSettings, Timeouts
+from amqprouter.session import settings as defaults
+
+SIMPLE_MODE_INCOMPLETE = (
+    "If configuring in simple mode, the --listenPort, --destinationPort and "
+    "--destinationDNS must all be set"
+)
+EXIT_SIMPLE_MODE_INCOMPLETE = 2
+EXIT_BAD_VERBOSITY = 3
+EXIT_LISTEN_FAILED = 4
+
+_seconds = click.FloatRange(min=0.001)
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=(
+        "Simple mode (all three --listen-port, --destination-dns, --destination-port) "
+        "sends every vhost to one broker. The camelCase spellings of amqpprox "
+        "(--listenPort, --destinationDNS, --destinationPort, --controlSocket, "
+        "--logDirectory, --cleanupIntervalMs, --consoleVerbosity) are accepted as aliases. "
+        "SIGINT and SIGTERM stop the router."
+    ),
+)
+@click.option(
+    "--listen-port",
+    "--listenPort",
+    "listen_port",
+    type=click.IntRange(1, 65535),
+    help="Simple mode: port to accept AMQP clients on (all addresses, IPv6 and IPv4).",
+)
+@click.option(
+    "--destination-dns",
+    "--destinationDNS",
+    "destination_dns",
+    help="Simple mode: broker host name or address, resolved at each new connection; "
+    "every address it resolves to is tried in order.",
+)
+@click.option(
+    "--destination-port",
+    "--destinationPort",
+    "destination_port",
+    type=click.IntRange(1, 65535),
+    help="Simple mode: broker port.",
+)
+@click.option(
+    "--control-socket",
+    "--controlSocket",
+    "control_socket",
+    default="/tmp/amqprouter",
+    show_default=True,
+    help="Path of the Unix control socket (control commands arrive with the control plane; "
+    "today the path only names the instance in the start and stop lines).",
+)
+@click.option(
+    "--log-directory",
+    "--logDirectory",
+    "log_directory",
+    default="logs",
+    show_default=True,
+    help="Directory for log files (file logging arrives with the statistics work; "
+    "today logs go to stderr).",
+)
+@click.option(
+    "--cleanup-interval-ms",
+    "--cleanupIntervalMs",
+    "cleanup_interval_ms",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Interval of session clean-up and statistics, in milliseconds.",
+)
+@click.option(
+    "-v",
+    "--console-verbosity",
+    "--consoleVerbosity",
+    "verbosity",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Console log verbosity: 0 FATAL, 1 ERROR, 2 WARN, 3 INFO, 4 DEBUG, 5 TRACE.",
+)
+@click.option(
+    "--client-handshake-timeout",
+    type=_seconds,
+    default=defaults.CLIENT_HANDSHAKE_TIMEOUT,
+    show_default=True,
+    help="Seconds a client may take from TCP accept to Connection.Open.",
+)
+@click.option(
+    "--connect-timeout",
+    type=_seconds,
+    default=defaults.CONNECT_TIMEOUT,
+    show_default=True,
+    help="Seconds for one TCP connect to one broker address before trying the next.",
+)
+@click.option(
+    "--broker-handshake-timeout",
+    type=_seconds,
+    default=defaults.BROKER_HANDSHAKE_TIMEOUT,
+    show_default=True,
+    help="Seconds the broker may take from TCP connect to Connection.OpenOk.",
+)
+@click.option(
+    "--close-timeout",
+    type=_seconds,
+    default=defaults.CLOSE_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for Connection.CloseOk before closing a socket anyway.",
+)
+@click.option(
+    "--channel-max",
+    type=click.IntRange(0, 65535),
+    default=TuneParams().channel_max,
+    show_default=True,
+    help="channel_max offered to clients in Connection.Tune (0 = no limit).",
+)
+@click.option(
+    "--frame-max",
+    type=click.IntRange(4096, 2**31 - 1),
+    default=TuneParams().frame_max,
+    show_default=True,
+    help="frame_max offered to clients in Connection.Tune, in bytes.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(0, 65535),
+    default=TuneParams().heartbeat,
+    show_default=True,
+    help="Heartbeat interval offered to clients in Connection.Tune, in seconds (0 = off).",
+)
+@click.version_option(__version__, prog_name="amqprouter")
+def main(
+    listen_port: int | None,
+    destination_dns: str | None,
+    destination_port: int | None,
+    control_socket: str,
+    log_directory: str,
+    cleanup_interval_ms: int,
+    verbosity: int,
+    client_handshake_timeout: float,
+    connect_timeout: float,
+    broker_handshake_timeout: float,
+    close_timeout: float,
+    channel_max: int,
+    frame_max: int,
+    heartbeat: int,
+) -> None:
+    """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
+    connection is sent to a broker chosen by its vhost."""
+    simple = (listen_port, destination_dns, destination_port)
+    if any(value is not None for value in simple) and not all(simple):
+        click.echo(SIMPLE_MODE_INCOMPLETE, err=True)
+        sys.exit(EXIT_SIMPLE_MODE_INCOMPLETE)
+    if not 0 <= verbosity <= router_logging.MAX_VERBOSITY:
+        click.echo("Console log verbosity must be between 0 and 5", err=True)
+        sys.exit(EXIT_BAD_VERBOSITY)
+    router_logging.configure(verbosity)
+    settings = SessionSettings(
+        tune=TuneParams(channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat),
+        timeouts=Timeouts(
+            client_handshake=client_handshake_timeout,
+            connect=connect_timeout,
+            broker_handshake=broker_handshake_timeout,
+            close=close_timeout,
+        ),
+    )
+    routing = RoutingTable()
+    if destination_dns is not None and destination_port is not None:
+        # amqpprox's simple mode: BACKEND ADD_DNS default-backend none <dns> <port>,
+        # FARM ADD default round-robin default-backend, MAP DEFAULT default.
+        routing = RoutingTable(
+            default=(Backend("default-backend", "none", destination_dns, destination_port),)
+        )
+    click.echo(
+        f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
+    )
+    code = trio.run(_serve, Server(settings, routing), listen_port)
+    click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
+    sys.exit(code)
+
+
+async def _serve(server: Server, listen_port: int | None) -> int:
+    """Run until SIGINT or SIGTERM; the exit code."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            if listen_port is not None:
+                try:
+                    await server.listen(listen_port)
+                except OSError as exc:
+                    click.echo(f"Cannot listen on port {listen_port}: {exc.strerror}", err=True)
+                    nursery.cancel_scope.cancel()
+                    return EXIT_LISTEN_FAILED
+            async for _signal in signals:
+                break
+            nursery.cancel_scope.cancel()
+    return 0

@@ -1,0 +1,140 @@
+"""The broker-facing handshake: the router replays the client's handshake.
+
+::
+
+    (initiate: protocol header sent)
+    AWAITING_START --Start--> AWAITING_TUNE        (client's StartOk sent, with
+                                                    amqprouter_client / amqprouter_host added)
+    AWAITING_TUNE --Tune--> AWAITING_OPEN_OK       (client's TuneOk + a fresh Open(vhost) sent)
+    AWAITING_OPEN_OK --Open-Ok--> OPENED           (event BrokerOpened)
+    any state --Close--> CLOSED                    (Close-Ok queued; event PeerClosed, relayed
+                                                    to the client with the broker's code/text)
+
+A fresh ``Open(virtual_host=...)`` is built rather than re-marshalling the client's,
+because pamqp refuses to marshal an Open with ``insist`` or capabilities set.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pamqp import commands
+
+from amqprouter.protocol import constants, properties
+from amqprouter.protocol.close import CLOSE_OK_FRAME, peer_closed
+from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
+from amqprouter.protocol.events import BrokerOpened, PeerClosed, StartOkInfo
+from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.tune import TuneParams, broker_tune_ok
+
+
+class BrokerState(enum.Enum):
+    AWAITING_START = "awaiting Connection.Start"
+    AWAITING_TUNE = "awaiting Connection.Tune"
+    AWAITING_OPEN_OK = "awaiting Connection.OpenOk"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class BrokerHandshake:
+    """Sans-IO replay of a client's handshake towards one broker."""
+
+    def __init__(
+        self,
+        *,
+        vhost: str,
+        start_ok: StartOkInfo,
+        client_tune: TuneParams,
+        extra_client_properties: dict[str, str],
+        backend: str,
+    ) -> None:
+        self.vhost = vhost
+        self.backend = backend
+        self.state = BrokerState.AWAITING_START
+        self.tune: TuneParams | None = None
+        self._start_ok = start_ok
+        self._client_tune = client_tune
+        self._extra = extra_client_properties
+        self._reader = FrameReader()
+        self._outgoing = bytearray(constants.PROTOCOL_HEADER)
+
+    def receive_data(self, data: bytes) -> None:
+        self._reader.feed(data)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    def next_event(self) -> BrokerOpened | PeerClosed | None:
+        while self.state not in (BrokerState.OPENED, BrokerState.CLOSED):
+            if self.state is BrokerState.AWAITING_START:
+                self._check_not_header_reply()
+            frame = self._reader.next_frame()
+            if frame is None:
+                return None
+            event = self._handle(frame)
+            if event is not None:
+                return event
+        return None
+
+    def _check_not_header_reply(self) -> None:
+        # A broker that does not speak 0-9-1 answers with its own protocol header.
+        seen = self._reader.peek()[:4]
+        if seen and constants.PROTOCOL_HEADER.startswith(seen) and len(seen) == 4:
+            raise ProtocolError(
+                f"broker {self.backend} refused protocol AMQP 0-9-1",
+                reply_code=constants.NOT_IMPLEMENTED,
+            )
+
+    def _handle(self, frame: Frame) -> BrokerOpened | PeerClosed | None:
+        if frame.frame_type == constants.FRAME_HEARTBEAT:
+            return None
+        if frame.frame_type != constants.FRAME_METHOD or frame.channel != 0:
+            raise UnexpectedFrame(
+                f"broker {self.backend} sent frame type {frame.frame_type} on channel "
+                f"{frame.channel} while {self.state.value}"
+            )
+        if frame.method_id == constants.CONNECTION_CLOSE:
+            self._outgoing += CLOSE_OK_FRAME
+            self.state = BrokerState.CLOSED
+            return peer_closed(frame)
+        method = frame.decode()
+        if self.state is BrokerState.AWAITING_START and isinstance(
+            method, commands.Connection.Start
+        ):
+            if (method.version_major, method.version_minor) != (0, 9):
+                raise ProtocolError(
+                    f"broker {self.backend} speaks AMQP "
+                    f"{method.version_major}-{method.version_minor}, not 0-9-1",
+                    reply_code=constants.NOT_IMPLEMENTED,
+                )
+            self._outgoing += properties.splice_client_properties(self._start_ok.raw, self._extra)
+            self.state = BrokerState.AWAITING_TUNE
+            return None
+        if self.state is BrokerState.AWAITING_TUNE and isinstance(method, commands.Connection.Tune):
+            offer = TuneParams(method.channel_max, method.frame_max, method.heartbeat)
+            self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
+            self._outgoing += encode_method(
+                commands.Connection.TuneOk(
+                    channel_max=self.tune.channel_max,
+                    frame_max=self.tune.frame_max,
+                    heartbeat=self.tune.heartbeat,
+                )
+            )
+            self._outgoing += encode_method(commands.Connection.Open(virtual_host=self.vhost))
+            self._reader.frame_max = self.tune.frame_max
+            self.state = BrokerState.AWAITING_OPEN_OK
+            return None
+        if self.state is BrokerState.AWAITING_OPEN_OK and isinstance(
+            method, commands.Connection.OpenOk
+        ):
+            self.state = BrokerState.OPENED
+            return BrokerOpened(open_ok=frame.raw, pending=self._reader.drain())
+        if isinstance(method, commands.Connection.Secure):
+            raise ProtocolError(
+                f"broker {self.backend} asked for Connection.Secure, which amqprouter "
+                "does not relay; use the PLAIN or AMQPLAIN mechanism",
+                reply_code=constants.NOT_IMPLEMENTED,
+            )
+        raise UnexpectedFrame(f"broker {self.backend} sent {method.name} while {self.state.value}")

@@ -1,0 +1,56 @@
+"""Events the sans-IO machines hand to the session layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from amqprouter.protocol.tune import TuneParams
+
+
+@attrs.frozen
+class StartOkInfo:
+    """What the client said in Connection.StartOk, kept for the broker-side replay."""
+
+    raw: bytes  # the whole frame as the client sent it
+    client_properties: dict[str, Any]
+    mechanism: str
+
+    @property
+    def connection_name(self) -> str | None:
+        name = self.client_properties.get("connection_name")
+        return name if isinstance(name, str) else None
+
+
+@attrs.frozen
+class ClientOpened:
+    """The client finished its handshake with us and asked for ``vhost``."""
+
+    vhost: str
+    start_ok: StartOkInfo
+    tune: TuneParams
+    pending: bytes  # frames the client pipelined after Open, to forward once the broker is open
+
+
+@attrs.frozen
+class BrokerOpened:
+    """The broker accepted the replayed handshake."""
+
+    open_ok: bytes  # the broker's own Open-Ok frame, passed to the client unchanged
+    pending: bytes  # anything the broker sent after it, in order
+
+
+@attrs.frozen
+class PeerClosed:
+    """The peer sent Connection.Close; a Close-Ok is queued for it already."""
+
+    reply_code: int
+    reply_text: str
+    class_id: int = 0
+    method_id: int = 0
+
+
+@attrs.frozen
+class CloseOkReceived:
+    """The peer answered our Connection.Close."""

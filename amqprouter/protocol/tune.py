@@ -1,0 +1,73 @@
+"""Tune negotiation across the two legs of a routed connection.
+
+The client agrees channel_max/frame_max/heartbeat with the router *before* the
+router knows which broker it will reach (the vhost only arrives in Connection.Open,
+after Tune). So the router offers RabbitMQ's defaults and, once the broker's Tune
+arrives, checks that what the client agreed fits inside it:
+
+* heartbeat: the client's choice is sent to the broker as is (RabbitMQ accepts any
+  heartbeat from the client, and heartbeats then flow end to end);
+* channel_max and frame_max: the broker is sent the client's values. If the broker
+  is stricter than what the client was promised, the client could later open a
+  channel or send a frame the broker rejects with an obscure error mid-session, so
+  the router refuses the connection at once with 530 NOT_ALLOWED and a text saying
+  which limit and which flag to lower (``--channel-max`` / ``--frame-max``).
+  Clamping silently is not safe: the client would still believe the larger value.
+
+A value of 0 means "no limit" in AMQP 0.9.1.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from amqprouter.protocol import constants
+from amqprouter.protocol.errors import NegotiationError
+
+#: RabbitMQ's defaults (rabbit.app: channel_max 2047, frame_max 131072, heartbeat 60).
+DEFAULT_CHANNEL_MAX: Final = 2047
+DEFAULT_FRAME_MAX: Final = 131072
+DEFAULT_HEARTBEAT: Final = 60
+
+
+@attrs.frozen
+class TuneParams:
+    channel_max: int = DEFAULT_CHANNEL_MAX
+    frame_max: int = DEFAULT_FRAME_MAX
+    heartbeat: int = DEFAULT_HEARTBEAT
+
+
+def accept_client_tune_ok(offered: TuneParams, asked: TuneParams) -> TuneParams:
+    """Validate the client's TuneOk against our Tune and return the agreed values."""
+    for name in ("channel_max", "frame_max"):
+        mine, theirs = getattr(offered, name), getattr(asked, name)
+        if mine and theirs > mine:
+            raise NegotiationError(
+                f"NOT_ALLOWED - TuneOk {name}={theirs} is above the {mine} offered"
+            )
+    if asked.frame_max and asked.frame_max < constants.FRAME_MIN_SIZE:
+        raise NegotiationError(
+            f"NOT_ALLOWED - TuneOk frame_max={asked.frame_max} is below the minimum "
+            f"{constants.FRAME_MIN_SIZE}"
+        )
+    return TuneParams(
+        # A TuneOk of 0 ("no limit") cannot exceed what we offered: keep our offer.
+        channel_max=asked.channel_max or offered.channel_max,
+        frame_max=asked.frame_max or offered.frame_max,
+        heartbeat=asked.heartbeat,
+    )
+
+
+def broker_tune_ok(client_agreed: TuneParams, broker_offer: TuneParams, backend: str) -> TuneParams:
+    """The TuneOk to send the broker, or NegotiationError if the broker is stricter."""
+    for name, flag in (("channel_max", "--channel-max"), ("frame_max", "--frame-max")):
+        client_value, broker_value = getattr(client_agreed, name), getattr(broker_offer, name)
+        if broker_value and (client_value == 0 or client_value > broker_value):
+            raise NegotiationError(
+                f"NOT_ALLOWED - broker {backend} allows {name}={broker_value}, below the "
+                f"{client_value or 'unlimited'} this client agreed with amqprouter; "
+                f"start amqprouter with {flag} {broker_value} or lower"
+            )
+    return client_agreed

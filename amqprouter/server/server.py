@@ -1,0 +1,89 @@
+"""The server: listeners, the live routing snapshot and the registry of sessions."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+from amqprouter.routing import Resolver, RoutingTable
+from amqprouter.server.listener import accept_loop, bind_listener
+from amqprouter.session import Session, SessionSettings
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = structlog.get_logger("amqprouter.server")
+
+
+class Server:
+    """Owns every session and listener of one router process.
+
+    ``routing`` is replaced whole (never mutated) when the configuration changes;
+    sessions read it once, when their client's Connection.Open arrives.
+    """
+
+    def __init__(self, settings: SessionSettings, routing: RoutingTable | None = None) -> None:
+        self.settings = settings
+        self.routing = routing or RoutingTable()
+        self.resolver = Resolver()
+        self.sessions: dict[int, Session] = {}
+        self.listeners: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; sessions and listeners live in this nursery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def current_routing(self) -> RoutingTable:
+        return self.routing
+
+    async def listen(self, port: int, host: str = "") -> int:
+        """Start listening on ``port`` (0 picks a free one); returns the bound port."""
+        assert self._nursery is not None, "Server.run() must be started first"
+        if port in self.listeners:
+            log.info("already listening", port=port)
+            return port
+        sock = bind_listener(port, host)
+        bound = int(sock.getsockname()[1])
+        scope = trio.CancelScope()
+        self.listeners[bound] = scope
+
+        async def serve() -> None:
+            with scope:
+                await accept_loop(sock, lambda client: self._start_session(client, bound))
+            self.listeners.pop(bound, None)
+
+        self._nursery.start_soon(serve)
+        log.info("listening", port=bound)
+        return bound
+
+    def stop_listening(self, port: int | None = None) -> None:
+        """Stop one listener, or all; existing sessions are not touched."""
+        for bound, scope in list(self.listeners.items()):
+            if port is None or port == bound:
+                scope.cancel()
+                self.listeners.pop(bound, None)
+
+    def _start_session(self, client: socket.socket, listen_port: int) -> None:
+        assert self._nursery is not None
+        session = Session(
+            client,
+            settings=self.settings,
+            routing=self.current_routing,
+            resolver=self.resolver,
+            listen_port=listen_port,
+        )
+        self.sessions[session.id] = session
+        self._nursery.start_soon(self._run_session, session)
+
+    async def _run_session(self, session: Session) -> None:
+        try:
+            await session.run()
+        finally:
+            del self.sessions[session.id]

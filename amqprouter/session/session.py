@@ -1,0 +1,480 @@
+"""One client connection, from accept to close.
+
+Theory of operation
+-------------------
+
+1. **Client handshake** (bounded by ``client_handshake`` timeout): the router plays
+   the broker with ``ClientHandshake`` until the client's Connection.Open names a vhost.
+2. **Broker connect**: the routing snapshot gives ordered candidate backends; each
+   backend's addresses are tried in order, each attempt bounded by ``connect``.
+3. **Broker handshake** (bounded by ``broker_handshake``): ``BrokerHandshake`` replays
+   the client's StartOk/TuneOk and a fresh Open. The broker's own Open-Ok goes back
+   to the client, so the client sees the broker's answer, not ours. A broker Close
+   (403 bad password, 530 vhost not allowed) is relayed with its own code and text.
+4. **Forwarding**: two pumps (client→broker in this task, broker→client in a child
+   task) move raw bytes, reading only frame headers (``FrameScanner``). A socket is
+   written by exactly one task at a time, so whole frames never interleave.
+5. **Ending**: the first pump to stop says why (``End``); the other is cancelled and
+   the session, now the only user of both sockets, finishes the close handshake on
+   whichever side is still there, each wait bounded by the ``close`` timeout.
+
+Nothing here blocks without a deadline, and nothing escapes ``run``: one broken
+session must never take the server down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import structlog
+import trio
+
+from amqprouter.protocol import (
+    BadProtocolHeader,
+    BrokerHandshake,
+    BrokerOpened,
+    ClientHandshake,
+    ClientOpened,
+    CloseHandshake,
+    Frame,
+    FrameScanner,
+    NegotiationError,
+    PeerClosed,
+    ProtocolError,
+    close_frame,
+    constants,
+    peer_closed,
+)
+from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
+from amqprouter.session import sockets
+from amqprouter.session.settings import SessionSettings
+from amqprouter.session.sockets import PeerGone
+
+if TYPE_CHECKING:
+    from amqprouter.protocol.tune import TuneParams
+
+log = structlog.get_logger("amqprouter.session")
+
+#: After this many reads served without waiting, a pump yields to the scheduler so
+#: that other sessions run and cancellation can reach it.
+YIELD_EVERY: Final = 16
+
+_ids = itertools.count(1)
+
+
+def _endpoint(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class End(enum.Enum):
+    """Why forwarding stopped; decides what is still owed to each side."""
+
+    CLEAN = "close handshake completed"
+    CLIENT_GONE = "client closed the TCP connection"
+    BROKER_GONE = "broker closed the TCP connection"
+    CLIENT_ERROR = "client sent a malformed frame"
+    BROKER_ERROR = "broker sent a malformed frame"
+    TIMEOUT = "close handshake timed out"
+
+
+# What the client is told when forwarding ends for each reason that leaves it alive.
+_CLIENT_CLOSE: Final[dict[End, Callable[[str], tuple[int, str]]]] = {
+    End.BROKER_GONE: lambda backend: (
+        constants.CONNECTION_FORCED,
+        f"CONNECTION_FORCED - broker {backend} closed the connection",
+    ),
+    End.BROKER_ERROR: lambda backend: (
+        constants.CONNECTION_FORCED,
+        f"CONNECTION_FORCED - broker {backend} sent a malformed frame",
+    ),
+    End.CLIENT_ERROR: lambda _backend: (constants.FRAME_ERROR, "FRAME_ERROR - malformed frame"),
+}
+
+
+class Session:
+    """The state of one routed connection, readable by the control plane and stats."""
+
+    def __init__(
+        self,
+        client: socket.socket,
+        *,
+        settings: SessionSettings,
+        routing: Callable[[], RoutingTable],
+        resolver: Resolver,
+        listen_port: int,
+    ) -> None:
+        self.id = next(_ids)
+        self.client = client
+        self.broker: socket.socket | None = None
+        self.settings = settings
+        self._routing = routing
+        self._resolver = resolver
+        self.listen_port = listen_port
+        self.state = State.HANDSHAKE
+        self.vhost: str | None = None
+        self.backend: Backend | None = None
+        self.connection_name: str | None = None
+        self.client_address = sockets.peer_name(client)
+        self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
+        self.started = time.time()
+        self.ended: End | None = None
+        # Counters: ingress = client→broker, egress = broker→client (bytes, frames, reads).
+        self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
+        self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
+        self._forwarding: trio.CancelScope | None = None
+        self._clean_after_forward = False
+        self.log = log.bind(session=self.id, client=_endpoint(self.client_address))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection to its end; never raises except on cancellation."""
+        try:
+            opened = await self._client_handshake()
+            if opened is None:
+                return
+            open_ok = await self._open_broker(opened)
+            if open_ok is None:
+                return
+            await self._forward(opened, open_ok)
+        except Exception:
+            self.log.exception("session failed")
+        finally:
+            self.state = State.CLOSED
+            sockets.close_socket(self.client)
+            if self.broker is not None:
+                sockets.close_socket(self.broker)
+
+    # -- 1. client handshake ---------------------------------------------------------
+
+    async def _client_handshake(self) -> ClientOpened | None:
+        machine = ClientHandshake(self.settings.tune)
+        timeout = self.settings.timeouts.client_handshake
+        with trio.move_on_after(timeout):
+            try:
+                while True:
+                    event = machine.next_event()
+                    outgoing = machine.data_to_send()
+                    if outgoing:
+                        await sockets.send_all(self.client, outgoing)
+                    if isinstance(event, ClientOpened):
+                        self.vhost = event.vhost
+                        self.connection_name = event.start_ok.connection_name
+                        self.log = self.log.bind(vhost=event.vhost)
+                        return event
+                    if isinstance(event, PeerClosed):
+                        self.log.info("client closed during handshake", reply_code=event.reply_code)
+                        return None
+                    machine.receive_data(await sockets.recv_some(self.client))
+            except BadProtocolHeader as exc:
+                self.log.warning("bad protocol header", received=exc.received)
+                await self._send_quietly(self.client, constants.PROTOCOL_HEADER)
+                return None
+            except ProtocolError as exc:
+                self.log.warning("client handshake error", error=str(exc))
+                await self._close_client(exc.reply_code, exc.reply_text)
+                return None
+            except PeerGone:
+                self.log.info("client left during handshake")
+                return None
+        self.log.warning("client handshake timed out", timeout=timeout)
+        return None
+
+    # -- 2 and 3. broker connect and handshake ---------------------------------------
+
+    async def _open_broker(self, opened: ClientOpened) -> BrokerOpened | None:
+        self.state = State.CONNECTING
+        try:
+            candidates = self._routing().candidates(opened.vhost)
+        except NoRoute as exc:
+            self.log.error("no mapping for vhost", ingressRemote=_endpoint(self.client_address))
+            await self._close_client(constants.RESOURCE_ERROR, str(exc))
+            return None
+        failures: list[str] = []
+        for backend in candidates:
+            broker = await self._connect(backend, failures)
+            if broker is None:
+                continue
+            self.broker, self.backend = broker, backend
+            self.broker_address = sockets.peer_name(broker)
+            self.log = self.log.bind(backend=backend.name)
+            return await self._broker_handshake(opened, backend)
+        names = ", ".join(backend.label for backend in candidates)
+        self.log.error("no backend reachable", tried=failures)
+        await self._close_client(
+            constants.CONNECTION_FORCED,
+            f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})",
+        )
+        return None
+
+    async def _connect(self, backend: Backend, failures: list[str]) -> socket.socket | None:
+        timeout = self.settings.timeouts.connect
+        addresses: list[tuple[socket.AddressFamily, tuple[str, int]]] = []
+        with trio.move_on_after(timeout):
+            try:
+                addresses = await self._resolver.resolve(backend.host, backend.port)
+            except OSError as exc:
+                failures.append(f"{backend.label}: {exc}")
+                self.log.error("cannot resolve backend", backend=backend.label, error=str(exc))
+                return None
+        if not addresses:
+            failures.append(f"{backend.label}: resolution timed out")
+            return None
+        for family, address in addresses:
+            with trio.move_on_after(timeout):
+                try:
+                    return await sockets.connect(address, family)
+                except OSError as exc:
+                    failures.append(f"{address[0]}:{address[1]}: {exc.strerror or exc}")
+                    self.log.warning(
+                        "broker connect failed", address=_endpoint(address), error=str(exc)
+                    )
+                    continue
+            failures.append(f"{address[0]}:{address[1]}: timed out after {timeout}s")
+            self.log.warning("broker connect timed out", address=_endpoint(address))
+        return None
+
+    async def _broker_handshake(
+        self, opened: ClientOpened, backend: Backend
+    ) -> BrokerOpened | None:
+        assert self.broker is not None
+        broker = self.broker
+        local_host, local_port = sockets.local_name(broker)
+        machine = BrokerHandshake(
+            vhost=opened.vhost,
+            start_ok=opened.start_ok,
+            client_tune=opened.tune,
+            extra_client_properties={
+                "amqprouter_client": _endpoint(self.client_address),
+                "amqprouter_host": f"(:{self.listen_port}) {socket.gethostname()}:{local_port}",
+            },
+            backend=backend.name,
+        )
+        self.log.info(
+            "starting broker connection",
+            connectionName=self.connection_name,
+            broker=_endpoint(self.broker_address),
+            local=f"{local_host}:{local_port}",
+        )
+        timeout = self.settings.timeouts.broker_handshake
+        with trio.move_on_after(timeout):
+            try:
+                while True:
+                    event = machine.next_event()
+                    outgoing = machine.data_to_send()
+                    if outgoing:
+                        await sockets.send_all(broker, outgoing)
+                    if isinstance(event, BrokerOpened):
+                        return event
+                    if isinstance(event, PeerClosed):
+                        # 403 wrong password, 530 vhost missing: the client gets the
+                        # broker's own words. Close-Ok to the broker was just sent.
+                        self.log.warning(
+                            "broker refused connection",
+                            reply_code=event.reply_code,
+                            reply_text=event.reply_text,
+                        )
+                        await self._close_client(
+                            event.reply_code, event.reply_text, event.class_id, event.method_id
+                        )
+                        return None
+                    machine.receive_data(await sockets.recv_some(broker))
+            except NegotiationError as exc:
+                self.log.error("tune mismatch with broker", error=str(exc))
+                await self._close_client(exc.reply_code, exc.reply_text)
+                return None
+            except ProtocolError as exc:
+                self.log.error("broker handshake error", error=str(exc))
+                await self._close_client(
+                    constants.CONNECTION_FORCED, f"CONNECTION_FORCED - {exc.reply_text}"
+                )
+                return None
+            except PeerGone as exc:
+                self.log.warning("broker closed during handshake", error=str(exc))
+                await self._close_client(
+                    constants.CONNECTION_FORCED,
+                    f"CONNECTION_FORCED - broker {backend.label} closed the connection "
+                    "during the handshake",
+                )
+                return None
+        self.log.warning("broker handshake timed out", timeout=timeout)
+        await self._close_client(
+            constants.CONNECTION_FORCED,
+            f"CONNECTION_FORCED - broker {backend.label} did not complete the handshake "
+            f"within {timeout:g}s",
+        )
+        return None
+
+    # -- 4. forwarding ---------------------------------------------------------------
+
+    async def _forward(self, opened: ClientOpened, broker_open: BrokerOpened) -> None:
+        assert self.broker is not None and self.backend is not None
+        tune: TuneParams = opened.tune
+        self.ingress.frame_max = tune.frame_max
+        self.egress.frame_max = tune.frame_max
+        self.state = State.OPEN
+        self.log.info("session open", broker=_endpoint(self.broker_address))
+        end = End.TIMEOUT  # what a close deadline expiring below means
+        with trio.CancelScope() as scope:
+            self._forwarding = scope
+            # What each side sent ahead of the handshake's end goes first, in order.
+            try:
+                await self._deliver(self.broker, opened.pending, self.ingress, from_client=True)
+                await self._deliver(
+                    self.client,
+                    broker_open.open_ok + broker_open.pending,
+                    self.egress,
+                    from_client=False,
+                )
+            except ProtocolError:
+                end = End.CLIENT_ERROR
+            except PeerGone:
+                end = End.CLIENT_GONE
+            else:
+                end = await self._run_pumps()
+        self.ended = end
+        self.state = State.CLOSING
+        await self._finish(end)
+
+    async def _run_pumps(self) -> End:
+        assert self.broker is not None
+        outcome: list[End] = []
+
+        async def pump(src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+            outcome.append(await self._pump(src, dst, from_client))
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, self.broker, self.client, False)
+            await pump(self.client, self.broker, True)
+        return outcome[0] if outcome else End.TIMEOUT
+
+    async def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> End:
+        scanner = self.ingress if from_client else self.egress
+        budget = YIELD_EVERY
+        src_gone, dst_gone = (
+            (End.CLIENT_GONE, End.BROKER_GONE)
+            if from_client
+            else (End.BROKER_GONE, End.CLIENT_GONE)
+        )
+        recv = src.recv
+        size = sockets.READ_SIZE
+        while True:
+            try:
+                data = recv(size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(src.fileno())
+                budget = YIELD_EVERY
+                continue
+            except OSError:
+                return src_gone
+            if not data:
+                return End.CLEAN if self._clean_after_forward else src_gone
+            try:
+                await self._deliver(dst, data, scanner, from_client)
+            except ProtocolError as exc:
+                self.log.warning("malformed frame", from_client=from_client, error=str(exc))
+                return End.CLIENT_ERROR if from_client else End.BROKER_ERROR
+            except PeerGone:
+                return dst_gone
+            if self._clean_after_forward:
+                return End.CLEAN
+            budget -= 1
+            if not budget:
+                budget = YIELD_EVERY
+                await trio.lowlevel.checkpoint()
+
+    async def _deliver(
+        self, dst: socket.socket, data: bytes, scanner: FrameScanner, from_client: bool
+    ) -> None:
+        """Scan ``data`` and forward the whole frames in it."""
+        ready, controls = scanner.scan(data)
+        if controls is not None:
+            self._on_channel_zero(controls, from_client)
+        if ready:
+            await sockets.send_all(dst, ready)
+
+    def _on_channel_zero(self, frames: list[Frame], from_client: bool) -> None:
+        """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked."""
+        side = "client" if from_client else "broker"
+        for frame in frames:
+            method_id = frame.method_id
+            if method_id == constants.CONNECTION_CLOSE:
+                close = peer_closed(frame)
+                self.log.info(
+                    f"{side} sent Connection.Close",
+                    reply_code=close.reply_code,
+                    reply_text=close.reply_text,
+                )
+                self.state = State.CLOSING
+                # The other side owes a Close-Ok; it gets the close timeout to send it.
+                if self._forwarding is not None:
+                    deadline = trio.current_time() + self.settings.timeouts.close
+                    self._forwarding.deadline = min(self._forwarding.deadline, deadline)
+            elif method_id == constants.CONNECTION_CLOSE_OK:
+                self._clean_after_forward = True
+            elif method_id == constants.CONNECTION_BLOCKED:
+                self.log.info("broker blocked the connection")
+            elif method_id == constants.CONNECTION_UNBLOCKED:
+                self.log.info("broker unblocked the connection")
+
+    # -- 5. ending -------------------------------------------------------------------
+
+    async def _finish(self, end: End) -> None:
+        assert self.backend is not None
+        backend = self.backend.label
+        if end is End.CLEAN:
+            self.log.info("session closed cleanly")
+            return
+        self.log.info("session ending", reason=end.value)
+        async with trio.open_nursery() as nursery:
+            if end in _CLIENT_CLOSE:
+                nursery.start_soon(self._close_client, *_CLIENT_CLOSE[end](backend))
+            if end in (End.CLIENT_GONE, End.CLIENT_ERROR):
+                nursery.start_soon(
+                    self._close_broker,
+                    constants.REPLY_SUCCESS,
+                    f"amqprouter: {end.value} ({self.client_address[0]}:{self.client_address[1]})",
+                )
+
+    async def _close_client(
+        self, code: int, text: str, class_id: int = 0, method_id: int = 0
+    ) -> None:
+        await self._close_peer(self.client, close_frame(code, text, class_id, method_id))
+
+    async def _close_broker(self, code: int, text: str) -> None:
+        if self.broker is not None:
+            await self._close_peer(self.broker, close_frame(code, text))
+
+    async def _close_peer(self, sock: socket.socket, frame: bytes) -> None:
+        """Send Close, wait (bounded) for Close-Ok, then close the socket."""
+        machine = CloseHandshake(self.settings.tune.frame_max)
+        with trio.move_on_after(self.settings.timeouts.close):
+            try:
+                await sockets.send_all(sock, frame)
+                while machine.next_event() is None:
+                    machine.receive_data(await sockets.recv_some(sock))
+                outgoing = machine.data_to_send()
+                if outgoing:
+                    await sockets.send_all(sock, outgoing)
+            except (PeerGone, ProtocolError):
+                pass
+        sockets.close_socket(sock)
+
+    async def _send_quietly(self, sock: socket.socket, data: bytes) -> None:
+        with trio.move_on_after(self.settings.timeouts.close), contextlib.suppress(PeerGone):
+            await sockets.send_all(sock, data)

@@ -1,0 +1,33 @@
+"""Per-session settings: what we offer in Tune and how long each wait may last."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from amqprouter.protocol import TuneParams
+
+#: From accept to Connection.Open. RabbitMQ's own handshake_timeout is 10 s.
+CLIENT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: One TCP connect attempt to one broker address; a dead address is skipped after this.
+CONNECT_TIMEOUT: Final = 5.0
+#: From TCP connect to the broker's Open-Ok (covers a slow vhost or auth backend).
+BROKER_HANDSHAKE_TIMEOUT: Final = 10.0
+#: Waiting for a Close-Ok once a Close was sent or seen. A healthy peer answers in
+#: milliseconds; short enough that a client learns of a dead broker within a second.
+CLOSE_TIMEOUT: Final = 0.5
+
+
+@attrs.frozen
+class Timeouts:
+    client_handshake: float = CLIENT_HANDSHAKE_TIMEOUT
+    connect: float = CONNECT_TIMEOUT
+    broker_handshake: float = BROKER_HANDSHAKE_TIMEOUT
+    close: float = CLOSE_TIMEOUT
+
+
+@attrs.frozen
+class SessionSettings:
+    tune: TuneParams = attrs.field(factory=TuneParams)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)

@@ -1,0 +1,135 @@
+"""Non-blocking socket operations on trio's event loop, without trio's socket wrapper.
+
+trio's ``SocketStream`` and ``trio.socket`` checkpoint around every call, even when
+the kernel has data ready or buffer space free. On the forwarding path each of
+those scheduling round trips adds latency (DESIGN.md measured ~47 µs per traversal
+for a plain trio relay), so these helpers try the system call first and only park
+the task on ``wait_readable``/``wait_writable`` when it would block. Callers that
+loop without blocking must checkpoint now and then themselves (see
+``forwarding.py``), or one busy session could starve the others.
+
+Closing goes through ``close_socket`` so that any task parked on the socket is woken
+with ``trio.ClosedResourceError`` instead of waiting on a dead file descriptor.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import trio
+
+#: One read moves up to this much. Large reads are the throughput lever (DESIGN.md);
+#: CPython shrinks the bytes object to what arrived, so idle sessions hold nothing.
+READ_SIZE = 256 * 1024
+
+
+class PeerGone(Exception):
+    """The peer closed or reset the connection."""
+
+
+async def recv_some(sock: socket.socket, size: int = READ_SIZE) -> bytes:
+    """Wait for and return at least one byte; PeerGone on EOF or reset."""
+    while True:
+        try:
+            data = sock.recv(size)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock.fileno())
+            continue
+        except OSError as exc:  # reset, timed-out keepalive, unreachable: all mean gone
+            raise PeerGone(str(exc)) from exc
+        if not data:
+            raise PeerGone("end of stream")
+        return data
+
+
+def recv_ready(sock: socket.socket, size: int = READ_SIZE) -> bytes | None:
+    """Whatever is already readable, without waiting; None if nothing is."""
+    try:
+        data = sock.recv(size)
+    except BlockingIOError:
+        return None
+    except OSError as exc:  # reset, timed-out keepalive, unreachable: all mean gone
+        raise PeerGone(str(exc)) from exc
+    if not data:
+        raise PeerGone("end of stream")
+    return data
+
+
+async def send_all(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data``, parking only while the kernel buffer is full."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise PeerGone(str(exc)) from exc
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    while view:
+        await trio.lowlevel.wait_writable(sock.fileno())
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            raise PeerGone(str(exc)) from exc
+        view = view[sent:]
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """Options for both legs, as amqpprox sets them: no Nagle delay, kernel keepalive."""
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+async def connect(address: tuple[str, int], family: socket.AddressFamily) -> socket.socket:
+    """Open a TCP connection to an already-resolved address (OSError on failure).
+
+    The caller bounds it with a timeout; on cancellation the half-open socket is closed.
+    """
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        tune_socket(sock)
+        code = sock.connect_ex(address)
+        if code == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(sock.fileno())
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code != 0:
+            raise OSError(code, errno.errorcode.get(code, str(code)))
+    except BaseException:
+        close_socket(sock)
+        raise
+    return sock
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close now; wake any task waiting on it. Safe to call twice."""
+    if sock.fileno() == -1:
+        return
+    trio.lowlevel.notify_closing(sock.fileno())
+    sock.close()
+
+
+def _host_port(address: tuple[object, ...]) -> tuple[str, int]:
+    host = str(address[0])
+    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; show them as a.b.c.d.
+    if host.startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:") :]
+    return host, int(str(address[1]))
+
+
+def peer_name(sock: socket.socket) -> tuple[str, int]:
+    try:
+        return _host_port(sock.getpeername())
+    except OSError:
+        return ("0.0.0.0", 0)
+
+
+def local_name(sock: socket.socket) -> tuple[str, int]:
+    try:
+        return _host_port(sock.getsockname())
+    except OSError:
+        return ("0.0.0.0", 0)

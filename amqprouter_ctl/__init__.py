@@ -1,0 +1,1 @@
+"""amqprouter_ctl: send one control command to a running amqprouter."""

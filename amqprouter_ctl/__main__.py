@@ -1,0 +1,3 @@
+from amqprouter_ctl.cli import main
+
+main()
