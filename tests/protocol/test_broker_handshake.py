@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import pytest
+from pamqp import commands, frame
+
+from amqprouter.protocol import (
+    BrokerHandshake,
+    BrokerOpened,
+    BrokerState,
+    ClientHandshake,
+    ClientOpened,
+    NegotiationError,
+    PeerClosed,
+    ProtocolError,
+    TuneParams,
+    constants,
+    properties,
+)
+from tests.protocol.helpers import CLIENT_HANDSHAKE, START_OK, decode_all, feed_bytewise, method
+
+EXTRA = {"amqprouter_client": "10.0.0.7:51234", "amqprouter_host": "(:5673) router1:40000"}
+BROKER_START = commands.Connection.Start(
+    server_properties={"product": "RabbitMQ"}, mechanisms="PLAIN AMQPLAIN", locales="en_US"
+)
+BROKER_TUNE = commands.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=60)
+OPEN_OK = method(commands.Connection.OpenOk())
+
+
+def _opened_client() -> ClientOpened:
+    machine = ClientHandshake(TuneParams())
+    machine.receive_data(CLIENT_HANDSHAKE)
+    event = machine.next_event()
+    assert isinstance(event, ClientOpened)
+    return event
+
+
+def _machine(client: ClientOpened | None = None) -> BrokerHandshake:
+    client = client or _opened_client()
+    return BrokerHandshake(
+        vhost=client.vhost,
+        start_ok=client.start_ok,
+        client_tune=client.tune,
+        extra_client_properties=EXTRA,
+        backend="rabbit1",
+    )
+
+
+def test_replay_byte_by_byte() -> None:
+    machine = _machine()
+    header = machine.data_to_send()
+    assert header == constants.PROTOCOL_HEADER
+    events, sent = feed_bytewise(machine, method(BROKER_START) + method(BROKER_TUNE) + OPEN_OK)
+    assert events == [BrokerOpened(open_ok=OPEN_OK, pending=b"")]
+    start_ok, tune_ok, open_ = decode_all(sent)
+    assert isinstance(start_ok, commands.Connection.StartOk)
+    # The client's own properties, capabilities and connection_name kept, ours added last.
+    expected = dict(START_OK.client_properties)
+    expected.update(EXTRA)
+    assert start_ok.client_properties == expected
+    assert list(start_ok.client_properties)[-2:] == list(EXTRA)
+    assert (start_ok.mechanism, start_ok.response, start_ok.locale) == (
+        "PLAIN",
+        "\0guest\0guest",
+        "en_US",
+    )
+    assert (tune_ok.channel_max, tune_ok.frame_max, tune_ok.heartbeat) == (2047, 131072, 60)
+    assert isinstance(open_, commands.Connection.Open)
+    assert open_.virtual_host == "/prod"
+    assert machine.state is BrokerState.OPENED
+
+
+def test_client_table_bytes_are_kept_verbatim() -> None:
+    # A byte-array value and a short int: pamqp cannot re-encode the first and would
+    # widen the second; splicing keeps the client's bytes exactly.
+    raw_table = b"\x04blobx\x00\x00\x00\x02\xff\x00\x05smalls\x00\x07"
+    payload = (
+        b"\x00\x0a\x00\x0b"
+        + len(raw_table).to_bytes(4, "big")
+        + raw_table
+        + b"\x05PLAIN"
+        + b"\x00\x00\x00\x02\x00x"
+        + b"\x05en_US"
+    )
+    start_ok = constants.FRAME_HEADER_STRUCT.pack(1, 0, len(payload)) + payload + b"\xce"
+    spliced = properties.splice_client_properties(start_ok, {"k": "v"})
+    assert raw_table in spliced
+    assert spliced.endswith(b"\x05PLAIN\x00\x00\x00\x02\x00x\x05en_US\xce")
+    _, _, decoded = frame.unmarshal(spliced)
+    assert decoded.client_properties["k"] == "v"
+
+
+def test_broker_close_after_start_ok_is_relayed_event() -> None:
+    machine = _machine()
+    machine.data_to_send()
+    refusal = commands.Connection.Close(
+        reply_code=403, reply_text="ACCESS_REFUSED - Login was refused", class_id=0, method_id=0
+    )
+    events, sent = feed_bytewise(machine, method(BROKER_START) + method(refusal))
+    assert events == [PeerClosed(403, "ACCESS_REFUSED - Login was refused", 0, 0)]
+    assert sent.endswith(method(commands.Connection.CloseOk()))
+    assert machine.state is BrokerState.CLOSED
+
+
+def test_broker_close_after_open_is_relayed() -> None:
+    # RabbitMQ refuses an unknown or forbidden vhost only after Open (amqpprox swallows it).
+    machine = _machine()
+    machine.data_to_send()
+    refusal = commands.Connection.Close(
+        reply_code=530, reply_text="NOT_ALLOWED - vhost /prod not found", class_id=10, method_id=40
+    )
+    events, _ = feed_bytewise(machine, method(BROKER_START) + method(BROKER_TUNE) + method(refusal))
+    assert events == [PeerClosed(530, "NOT_ALLOWED - vhost /prod not found", 10, 40)]
+
+
+def test_frames_after_open_ok_are_kept_in_order() -> None:
+    machine = _machine()
+    machine.data_to_send()
+    blocked = method(commands.Connection.Blocked(reason="low on memory"))
+    machine.receive_data(method(BROKER_START) + method(BROKER_TUNE) + OPEN_OK + blocked)
+    assert machine.next_event() == BrokerOpened(open_ok=OPEN_OK, pending=blocked)
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        (
+            commands.Connection.Tune(channel_max=100, frame_max=131072, heartbeat=60),
+            "channel_max=100",
+        ),
+        (
+            commands.Connection.Tune(channel_max=2047, frame_max=8192, heartbeat=60),
+            "--frame-max 8192",
+        ),
+    ],
+)
+def test_broker_stricter_than_client_agreement_is_refused(
+    tune: commands.Connection.Tune, message: str
+) -> None:
+    machine = _machine()
+    machine.data_to_send()
+    with pytest.raises(NegotiationError) as caught:
+        feed_bytewise(machine, method(BROKER_START) + method(tune))
+    assert caught.value.reply_code == 530
+    assert message in str(caught.value)
+    assert "rabbit1" in str(caught.value)
+
+
+def test_broker_looser_than_client_agreement_gets_client_values() -> None:
+    machine = _machine()
+    machine.data_to_send()
+    loose = commands.Connection.Tune(channel_max=0, frame_max=0, heartbeat=0)
+    _, sent = feed_bytewise(machine, method(BROKER_START) + method(loose))
+    _start_ok, tune_ok, _open = decode_all(sent)
+    assert (tune_ok.channel_max, tune_ok.frame_max, tune_ok.heartbeat) == (2047, 131072, 60)
+
+
+def test_connection_secure_is_refused_clearly() -> None:
+    machine = _machine()
+    machine.data_to_send()
+    with pytest.raises(ProtocolError) as caught:
+        feed_bytewise(
+            machine, method(BROKER_START) + method(commands.Connection.Secure(challenge="x"))
+        )
+    assert caught.value.reply_code == 540
+
+
+def test_wrong_version_refused() -> None:
+    machine = _machine()
+    machine.data_to_send()
+    start = commands.Connection.Start(version_major=0, version_minor=8)
+    with pytest.raises(ProtocolError):
+        feed_bytewise(machine, method(start))
