@@ -186,6 +186,8 @@ class Session:
                 return None
             except ProtocolError as exc:
                 self.log.warning("client handshake error", error=str(exc))
+                # What the machine queued before the error (Connection.Start) goes first.
+                await self._send_quietly(self.client, machine.data_to_send())
                 await self._close_client(exc.reply_code, exc.reply_text)
                 return None
             except PeerGone:
