@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pamqp import commands
 
@@ -36,8 +38,9 @@ def test_full_handshake_byte_by_byte() -> None:
     assert isinstance(start, commands.Connection.Start)
     assert (start.version_major, start.version_minor) == (0, 9)
     # pamqp writes table keys sorted; clients look capabilities up by name.
-    assert sorted(start.server_properties["capabilities"]) == sorted(properties.CAPABILITIES)
-    assert all(start.server_properties["capabilities"].values())
+    capabilities: Any = start.server_properties["capabilities"]
+    assert sorted(capabilities) == sorted(properties.CAPABILITIES)
+    assert all(capabilities.values())
     assert start.server_properties["product"] == "amqprouter"
     assert start.mechanisms == "PLAIN AMQPLAIN"
     assert isinstance(tune, commands.Connection.Tune)

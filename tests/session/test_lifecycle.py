@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 from pamqp import body, commands, frame, header
 
@@ -283,7 +285,7 @@ async def test_start_ok_carries_router_properties() -> None:
     async with fake_broker(_serve_then) as broker, router(broker.port) as (_server, port):
         client = await open_client(port)
         [start_ok] = broker.start_oks
-        properties = start_ok.client_properties
+        properties: dict[str, Any] = start_ok.client_properties
         assert properties["connection_name"] == "wire-test"
         host, _, client_port = properties["amqprouter_client"].rpartition(":")
         assert host == "127.0.0.1" and int(client_port) > 0
