@@ -16,7 +16,7 @@ from tests.router import RouterProcess
 
 
 def _params(router: RouterProcess, **kwargs: object) -> pika.ConnectionParameters:
-    return pika.ConnectionParameters("127.0.0.1", router.port, **kwargs)  # type: ignore[arg-type]
+    return pika.ConnectionParameters("127.0.0.1", router.port, **kwargs)
 
 
 def test_publish_and_consume_1000_in_order(system_router: RouterProcess) -> None:
