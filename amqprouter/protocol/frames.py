@@ -146,6 +146,12 @@ class FrameScanner:
         """Bytes of an incomplete frame held back."""
         return len(self._partial)
 
+    def take_pending(self) -> bytes:
+        """Hand over the held-back partial frame (when forwarding stops)."""
+        pending = bytes(self._partial)
+        self._partial = bytearray()
+        return pending
+
     def scan(self, data: bytes) -> tuple[bytes | bytearray, list[Frame] | None]:
         """Split ``data`` into forwardable bytes and channel-0 method frames seen in them."""
         if self._partial:

@@ -136,6 +136,9 @@ class Session:
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
         self._forwarding: trio.CancelScope | None = None
+        # Sockets with a write in progress. A pump cancelled mid-write leaves its peer's
+        # stream inside a frame, where a Close would be garbage: such a peer is just cut.
+        self._writing: set[socket.socket] = set()
         self._clean_after_forward = False
         self.log = log.bind(session=self.id, client=_endpoint(self.client_address))
 
@@ -408,7 +411,9 @@ class Session:
         if controls is not None:
             self._on_channel_zero(controls, from_client)
         if ready:
+            self._writing.add(dst)
             await sockets.send_all(dst, ready)
+            self._writing.discard(dst)
 
     def _on_channel_zero(self, frames: list[Frame], from_client: bool) -> None:
         """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked."""
@@ -456,15 +461,24 @@ class Session:
     async def _close_client(
         self, code: int, text: str, class_id: int = 0, method_id: int = 0
     ) -> None:
-        await self._close_peer(self.client, close_frame(code, text, class_id, method_id))
+        frame = close_frame(code, text, class_id, method_id)
+        await self._close_peer(self.client, frame, self.ingress.take_pending())
 
     async def _close_broker(self, code: int, text: str) -> None:
         if self.broker is not None:
-            await self._close_peer(self.broker, close_frame(code, text))
+            await self._close_peer(self.broker, close_frame(code, text), self.egress.take_pending())
 
-    async def _close_peer(self, sock: socket.socket, frame: bytes) -> None:
-        """Send Close, wait (bounded) for Close-Ok, then close the socket."""
+    async def _close_peer(self, sock: socket.socket, frame: bytes, unread: bytes) -> None:
+        """Send Close, wait (bounded) for Close-Ok, then close the socket.
+
+        ``unread`` is the partial frame the peer was sending when forwarding stopped,
+        so that its Close-Ok is read from a frame boundary.
+        """
+        if sock in self._writing:
+            sockets.close_socket(sock)
+            return
         machine = CloseHandshake(self.settings.tune.frame_max)
+        machine.receive_data(unread)
         with trio.move_on_after(self.settings.timeouts.close):
             try:
                 await sockets.send_all(sock, frame)
