@@ -1,0 +1,92 @@
+"""Shared pytest fixtures.
+
+Broker fixtures (real RabbitMQ; helpers live in tests/brokers.py):
+
+* ``system_broker``   -- session: the machine's broker on 127.0.0.1:5672,
+  started if needed; the run FAILS (never skips) if it cannot be had.
+* ``system_vhost``    -- function: a fresh vhost on the system broker (guest
+  has full rights), deleted afterwards.
+* ``rabbit_node_factory`` -- function: ``factory() -> RabbitNode`` boots a
+  private node (~4-5 s); every node it made is killed and deleted after the test.
+* ``session_rabbit_node_factory`` -- the same, but nodes live until the end of
+  the session: use it for shared backends in (module/session) fixtures.
+* ``rabbit_node``     -- function: one private node, free to kill/stop/restart.
+
+All of these are sync fixtures; they work unchanged with async tests under
+pytest-trio's trio_mode.
+
+Import the helpers as ``from tests.brokers import free_port, wait_for, ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from tests.brokers import (
+    BrokerError,
+    RabbitNode,
+    RabbitNodeFactory,
+    SystemBroker,
+    unique_name,
+)
+
+# --------------------------------------------------------------------------- #
+# brokers
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="session")
+def system_broker() -> SystemBroker:
+    broker = SystemBroker()
+    try:
+        broker.ensure_running()
+    except BrokerError as exc:
+        pytest.fail(f"the machine's RabbitMQ broker is required: {exc}", pytrace=False)
+    return broker
+
+
+@pytest.fixture
+def system_vhost(system_broker: SystemBroker) -> Iterator[str]:
+    name = unique_name("amqprt-vhost")
+    system_broker.add_vhost(name)
+    yield name
+    system_broker.delete_vhost(name)
+
+
+@pytest.fixture(scope="session")
+def session_rabbit_node_factory() -> Iterator[RabbitNodeFactory]:
+    with RabbitNodeFactory() as factory:
+        yield factory
+
+
+@pytest.fixture
+def rabbit_node_factory() -> Iterator[RabbitNodeFactory]:
+    with RabbitNodeFactory() as factory:
+        yield factory
+
+
+@pytest.fixture
+def rabbit_node(rabbit_node_factory: RabbitNodeFactory) -> RabbitNode:
+    return rabbit_node_factory()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On failure, append the tails of the test's private nodes' logs to the report."""
+    report = yield
+    if report.failed and isinstance(item, pytest.Function):
+        for fixture in ("rabbit_node_factory", "session_rabbit_node_factory"):
+            factory = item.funcargs.get(fixture)
+            if isinstance(factory, RabbitNodeFactory):
+                for node in factory.nodes:
+                    report.sections.append((f"RabbitMQ node {node.name}", node.log_tail(30)))
+    return report
+
+
+# --------------------------------------------------------------------------- #
+# router fixtures (amqprouter instances in front of the brokers above) go here
+# --------------------------------------------------------------------------- #
