@@ -99,21 +99,21 @@ class BrokerHandshake:
             self._outgoing += CLOSE_OK_FRAME
             self.state = BrokerState.CLOSED
             return peer_closed(frame)
-        method = frame.decode()
-        if self.state is BrokerState.AWAITING_START and isinstance(
-            method, commands.Connection.Start
-        ):
-            if (method.version_major, method.version_minor) != (0, 9):
+        method_id = frame.method_id
+        # Start, Tune and Open-Ok are read from their fixed layout: pamqp would decode
+        # the broker's whole server-properties table only for the router to drop it.
+        if self.state is BrokerState.AWAITING_START and method_id == constants.CONNECTION_START:
+            version = frame.unpack(constants.VERSION_ARGUMENTS)
+            if version != (0, 9):
                 raise ProtocolError(
-                    f"broker {self.backend} speaks AMQP "
-                    f"{method.version_major}-{method.version_minor}, not 0-9-1",
+                    f"broker {self.backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
                     reply_code=constants.NOT_IMPLEMENTED,
                 )
             self._outgoing += properties.splice_client_properties(self._start_ok.raw, self._extra)
             self.state = BrokerState.AWAITING_TUNE
             return None
-        if self.state is BrokerState.AWAITING_TUNE and isinstance(method, commands.Connection.Tune):
-            offer = TuneParams(method.channel_max, method.frame_max, method.heartbeat)
+        if self.state is BrokerState.AWAITING_TUNE and method_id == constants.CONNECTION_TUNE:
+            offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
             self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
             self._outgoing += encode_method(
                 commands.Connection.TuneOk(
@@ -126,15 +126,15 @@ class BrokerHandshake:
             self._reader.frame_max = self.tune.frame_max
             self.state = BrokerState.AWAITING_OPEN_OK
             return None
-        if self.state is BrokerState.AWAITING_OPEN_OK and isinstance(
-            method, commands.Connection.OpenOk
-        ):
+        if self.state is BrokerState.AWAITING_OPEN_OK and method_id == constants.CONNECTION_OPEN_OK:
             self.state = BrokerState.OPENED
             return BrokerOpened(open_ok=frame.raw, pending=self._reader.drain())
-        if isinstance(method, commands.Connection.Secure):
+        if method_id == constants.CONNECTION_SECURE:
             raise ProtocolError(
                 f"broker {self.backend} asked for Connection.Secure, which amqprouter "
                 "does not relay; use the PLAIN or AMQPLAIN mechanism",
                 reply_code=constants.NOT_IMPLEMENTED,
             )
-        raise UnexpectedFrame(f"broker {self.backend} sent {method.name} while {self.state.value}")
+        raise UnexpectedFrame(
+            f"broker {self.backend} sent {frame.decode().name} while {self.state.value}"
+        )

@@ -16,12 +16,13 @@ or a method out of order, raises a ProtocolError whose reply code the session se
 from __future__ import annotations
 
 import enum
+import functools
 
 from pamqp import commands
 
 from amqprouter.protocol import constants, properties
 from amqprouter.protocol.close import CLOSE_OK_FRAME, peer_closed
-from amqprouter.protocol.errors import BadProtocolHeader, FrameError, ProtocolError, UnexpectedFrame
+from amqprouter.protocol.errors import BadProtocolHeader, ProtocolError, UnexpectedFrame
 from amqprouter.protocol.events import ClientOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.frames import Frame, FrameReader, encode_method
 from amqprouter.protocol.tune import TuneParams, accept_client_tune_ok
@@ -39,11 +40,20 @@ class ClientState(enum.Enum):
 
 
 # The one method each state accepts (besides Connection.Close, accepted everywhere).
-_EXPECTED: dict[ClientState, type[object]] = {
-    ClientState.AWAITING_START_OK: commands.Connection.StartOk,
-    ClientState.AWAITING_TUNE_OK: commands.Connection.TuneOk,
-    ClientState.AWAITING_OPEN: commands.Connection.Open,
+_EXPECTED: dict[ClientState, tuple[tuple[int, int], str]] = {
+    ClientState.AWAITING_START_OK: (constants.CONNECTION_START_OK, "Connection.StartOk"),
+    ClientState.AWAITING_TUNE_OK: (constants.CONNECTION_TUNE_OK, "Connection.TuneOk"),
+    ClientState.AWAITING_OPEN: (constants.CONNECTION_OPEN, "Connection.Open"),
 }
+
+
+@functools.lru_cache(maxsize=8)
+def _tune_frame(offer: TuneParams) -> bytes:
+    return encode_method(
+        commands.Connection.Tune(
+            channel_max=offer.channel_max, frame_max=offer.frame_max, heartbeat=offer.heartbeat
+        )
+    )
 
 
 class ClientHandshake:
@@ -86,7 +96,7 @@ class ClientHandshake:
             raise BadProtocolHeader(seen)
         if self._reader.take(constants.PROTOCOL_HEADER_SIZE) is None:
             return False
-        self._outgoing += encode_method(properties.connection_start())
+        self._outgoing += properties.START_FRAME
         self.state = ClientState.AWAITING_START_OK
         return True
 
@@ -102,40 +112,33 @@ class ClientHandshake:
             self._outgoing += CLOSE_OK_FRAME
             self.state = ClientState.CLOSED
             return peer_closed(frame)
-        method = frame.decode()
-        expected = _EXPECTED[self.state]
-        if not isinstance(method, expected):
+        expected_id, expected_name = _EXPECTED[self.state]
+        if frame.method_id != expected_id:
             raise ProtocolError(
-                f"COMMAND_INVALID - expected {expected.__qualname__}, got {method.name}",
+                f"COMMAND_INVALID - expected {expected_name}, got {frame.decode().name}",
                 reply_code=constants.COMMAND_INVALID,
             )
-        if isinstance(method, commands.Connection.StartOk):
+        if self.state is ClientState.AWAITING_START_OK:
+            # Decoded with pamqp: the client properties are a field table.
+            method = frame.decode()
+            assert isinstance(method, commands.Connection.StartOk)
             self._start_ok = StartOkInfo(
                 raw=frame.raw,
                 client_properties=dict(method.client_properties or {}),
                 mechanism=method.mechanism,
             )
-            self._outgoing += encode_method(
-                commands.Connection.Tune(
-                    channel_max=self.offer.channel_max,
-                    frame_max=self.offer.frame_max,
-                    heartbeat=self.offer.heartbeat,
-                )
-            )
+            self._outgoing += _tune_frame(self.offer)
             self.state = ClientState.AWAITING_TUNE_OK
             return None
-        if isinstance(method, commands.Connection.TuneOk):
+        if self.state is ClientState.AWAITING_TUNE_OK:
             self._tune = accept_client_tune_ok(
-                self.offer, TuneParams(method.channel_max, method.frame_max, method.heartbeat)
+                self.offer, TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
             )
             self._reader.frame_max = self._tune.frame_max
             self.state = ClientState.AWAITING_OPEN
             return None
-        assert isinstance(method, commands.Connection.Open)
         assert self._start_ok is not None and self._tune is not None
-        vhost = method.virtual_host
-        if not isinstance(vhost, str):
-            raise FrameError("Connection.Open virtual_host is not UTF-8")
+        vhost = frame.short_string()
         self.state = ClientState.OPENED
         return ClientOpened(
             vhost=vhost, start_ok=self._start_ok, tune=self._tune, pending=self._reader.drain()

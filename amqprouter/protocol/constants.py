@@ -28,6 +28,19 @@ FRAME_MIN_SIZE: Final = 4096
 FRAME_HEADER_STRUCT: Final = struct.Struct(">BHI")
 METHOD_ID_STRUCT: Final = struct.Struct(">HH")
 
+# Arguments of the fixed-layout methods, read with struct instead of pamqp.
+TUNE_ARGUMENTS: Final = struct.Struct(">HIH")  # channel_max, frame_max, heartbeat
+VERSION_ARGUMENTS: Final = struct.Struct(">BB")  # Connection.Start version major, minor
+
+# (class id, method id) of the handshake methods.
+CONNECTION_START: Final = (10, 10)
+CONNECTION_START_OK: Final = (10, 11)
+CONNECTION_SECURE: Final = (10, 20)
+CONNECTION_TUNE: Final = (10, 30)
+CONNECTION_TUNE_OK: Final = (10, 31)
+CONNECTION_OPEN: Final = (10, 40)
+CONNECTION_OPEN_OK: Final = (10, 41)
+
 # (class id, method id) of the channel-0 methods the router must understand while forwarding.
 CONNECTION_CLOSE: Final = (10, 50)
 CONNECTION_CLOSE_OK: Final = (10, 51)

@@ -9,7 +9,8 @@ a frame we already know to be whole and well formed.
 
 from __future__ import annotations
 
-from typing import Final
+import struct
+from typing import Any, Final
 
 import attrs
 from pamqp import base, frame
@@ -29,6 +30,8 @@ _VALID_TYPES: Final = frozenset(
     )
 )
 _FRAME_END: Final = constants.FRAME_END
+#: Method arguments start after the frame header and the class and method ids.
+_ARGUMENTS_AT: Final = constants.FRAME_HEADER_SIZE + 4
 _OVERHEAD: Final = constants.FRAME_OVERHEAD
 
 
@@ -58,6 +61,25 @@ class Frame:
             return None
         class_id, method_id = _unpack_method_id(self.raw, constants.FRAME_HEADER_SIZE)
         return class_id, method_id
+
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        """Fixed-layout method arguments, read without pamqp (FrameError if too short)."""
+        try:
+            return layout.unpack_from(self.raw, _ARGUMENTS_AT)
+        except struct.error as exc:
+            raise FrameError(f"method frame too short: {exc}") from exc
+
+    def short_string(self, offset: int = 0) -> str:
+        """The short string starting ``offset`` bytes into the method arguments."""
+        at = _ARGUMENTS_AT + offset
+        payload_end = len(self.raw) - 1
+        if at >= payload_end or at + 1 + self.raw[at] > payload_end:
+            raise FrameError("short string overruns the frame")
+        end = at + 1 + self.raw[at]
+        try:
+            return self.raw[at + 1 : end].decode()
+        except UnicodeDecodeError as exc:
+            raise FrameError("short string is not UTF-8") from exc
 
     def decode(self) -> base.Frame:
         """Decode a method frame with pamqp; FrameError if pamqp cannot."""
@@ -152,48 +174,77 @@ class FrameScanner:
         self._partial = bytearray()
         return pending
 
-    def scan(self, data: bytes) -> tuple[bytes | bytearray, list[Frame] | None]:
-        """Split ``data`` into forwardable bytes and channel-0 method frames seen in them."""
-        if self._partial:
-            self._partial += data
-            buffer: bytes | bytearray = self._partial
-        else:
-            buffer = data
-        length = len(buffer)
-        frame_max = self.frame_max
-        position = 0
-        count = 0
+    def scan(self, data: bytes) -> tuple[list[bytes | memoryview], list[Frame] | None]:
+        """Split ``data`` into forwardable pieces and the channel-0 method frames in them.
+
+        The pieces (at most two: a held-back frame now completed, then whole frames from
+        ``data``) are meant for one scatter write; ``data`` itself is never copied.
+        """
+        pieces: list[bytes | memoryview] = []
         controls: list[Frame] | None = None
-        # Hot loop: keep it to one struct call and a few comparisons per frame.
+        start = 0
+        if self._partial:
+            start = self._complete_partial(data)
+            if start < 0:
+                return pieces, None
+            completed = bytes(self._partial)
+            self._partial = bytearray()
+            if completed[0] == 1 and completed[1:3] == b"\x00\x00":
+                controls = [Frame(1, 0, completed)]
+            pieces.append(completed)
+            self.frames += 1
+            self.bytes += len(completed)
+        length = len(data)
+        limit = self.frame_max - _OVERHEAD if self.frame_max else 1 << 32
+        position = start
+        count = 0
+        # Hot loop: one struct call and a few comparisons per frame.
         while length - position >= 7:
-            frame_type, channel, size = _unpack_header(buffer, position)
+            frame_type, channel, size = _unpack_header(data, position)
+            if size > limit or frame_type not in _VALID_TYPES:
+                check_frame_header(frame_type, size, self.frame_max)
             end = position + size + _OVERHEAD
-            if frame_type not in _VALID_TYPES or (frame_max and size + _OVERHEAD > frame_max):
-                check_frame_header(frame_type, size, frame_max)
             if end > length:
                 break
-            if buffer[end - 1] != _FRAME_END:
-                raise FrameError(f"bad frame-end octet {buffer[end - 1]:#04x}")
-            if channel == 0 and frame_type == 1:
+            if data[end - 1] != _FRAME_END:
+                raise FrameError(f"bad frame-end octet {data[end - 1]:#04x}")
+            if not channel and frame_type == 1:
                 if controls is None:
                     controls = []
-                controls.append(Frame(1, 0, bytes(buffer[position:end])))
+                controls.append(Frame(1, 0, bytes(data[position:end])))
             position = end
             count += 1
-        if position == length:
-            ready = buffer
-            if buffer is self._partial:
-                self._partial = bytearray()
-        else:
-            ready = buffer[:position]
-            if buffer is self._partial:
-                del self._partial[:position]
-            else:
-                self._partial = bytearray(buffer[position:])
+        if position > start:
+            whole = start == 0 and position == length
+            pieces.append(data if whole else memoryview(data)[start:position])
+        if position < length:
+            # Its header, if whole, was checked in the loop: an oversized frame is
+            # refused before its body is buffered.
+            self._partial += memoryview(data)[position:]
         self.frames += count
-        self.bytes += position
+        self.bytes += position - start
         self.reads += 1
-        return ready, controls
+        return pieces, controls
+
+    def _complete_partial(self, data: bytes) -> int:
+        """Move the rest of the held-back frame from ``data``; its end offset, or -1."""
+        partial = self._partial
+        taken = 0
+        if len(partial) < 7:
+            taken = min(7 - len(partial), len(data))
+            partial += data[:taken]
+            if len(partial) < 7:
+                return -1
+        frame_type, _channel, size = _unpack_header(partial, 0)
+        check_frame_header(frame_type, size, self.frame_max)
+        missing = int(size) + _OVERHEAD - len(partial)
+        if len(data) - taken < missing:
+            partial += memoryview(data)[taken:]
+            return -1
+        partial += memoryview(data)[taken : taken + missing]
+        if partial[-1] != _FRAME_END:
+            raise FrameError(f"bad frame-end octet {partial[-1]:#04x}")
+        return taken + missing
 
 
 def encode_method(method: base.Frame, channel: int = 0) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from pamqp import commands
+from pamqp import commands, frame
 
 from amqprouter import __version__
 from amqprouter.protocol import constants
@@ -51,6 +51,10 @@ def connection_start() -> commands.Connection.Start:
         mechanisms=MECHANISMS,
         locales=LOCALES,
     )
+
+
+#: Connection.Start is the same for every client: encode it once.
+START_FRAME: Final = frame.marshal(connection_start(), 0)
 
 
 def _long_string_entry(key: str, value: str) -> bytes:

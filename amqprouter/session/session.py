@@ -66,6 +66,8 @@ log = structlog.get_logger("amqprouter.session")
 YIELD_EVERY: Final = 16
 
 _ids = itertools.count(1)
+#: Named in amqprouter_host; looked up once, not per connection.
+HOSTNAME: Final = socket.gethostname()
 
 
 def _endpoint(address: tuple[str, int]) -> str:
@@ -265,7 +267,7 @@ class Session:
             client_tune=opened.tune,
             extra_client_properties={
                 "amqprouter_client": _endpoint(self.client_address),
-                "amqprouter_host": f"(:{self.listen_port}) {socket.gethostname()}:{local_port}",
+                "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
             },
             backend=backend.name,
         )
@@ -407,12 +409,12 @@ class Session:
         self, dst: socket.socket, data: bytes, scanner: FrameScanner, from_client: bool
     ) -> None:
         """Scan ``data`` and forward the whole frames in it."""
-        ready, controls = scanner.scan(data)
+        pieces, controls = scanner.scan(data)
         if controls is not None:
             self._on_channel_zero(controls, from_client)
-        if ready:
+        if pieces:
             self._writing.add(dst)
-            await sockets.send_all(dst, ready)
+            await sockets.send_pieces(dst, pieces)
             self._writing.discard(dst)
 
     def _on_channel_zero(self, frames: list[Frame], from_client: bool) -> None:

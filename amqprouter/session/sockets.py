@@ -78,6 +78,22 @@ async def send_all(sock: socket.socket, data: bytes | bytearray | memoryview) ->
         view = view[sent:]
 
 
+async def send_pieces(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
+    """Write several buffers in order with one scatter write (no joining copy)."""
+    if len(pieces) == 1:
+        await send_all(sock, pieces[0])
+        return
+    try:
+        sent = sock.sendmsg(pieces)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise PeerGone(str(exc)) from exc
+    if sent < sum(len(piece) for piece in pieces):
+        # The kernel buffer filled up: copy what is left once and finish as usual.
+        await send_all(sock, b"".join(pieces)[sent:])
+
+
 def tune_socket(sock: socket.socket) -> None:
     """Options for both legs, as amqpprox sets them: no Nagle delay, kernel keepalive."""
     sock.setblocking(False)

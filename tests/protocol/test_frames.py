@@ -69,7 +69,7 @@ def test_scanner_forwards_only_whole_frames_in_order() -> None:
         for start in range(0, len(stream), chunk_size):
             ready, controls = scanner.scan(stream[start : start + chunk_size])
             assert controls is None
-            out += ready
+            out += b"".join(ready)
         assert bytes(out) == stream
         assert scanner.frames == 16
         assert scanner.bytes == len(stream)
@@ -80,7 +80,7 @@ def test_scanner_holds_back_partial_frame() -> None:
     data = _publish(1, b"x" * 50)
     scanner = FrameScanner(131072)
     ready, _ = scanner.scan(data[:-3])
-    assert bytes(ready) == data[: len(data) - len(frame.marshal(body.ContentBody(b"x" * 50), 1))]
+    assert b"".join(ready) == data[: len(data) - len(frame.marshal(body.ContentBody(b"x" * 50), 1))]
     assert scanner.pending > 0
     ready, _ = scanner.scan(data[-3:])
     assert scanner.pending == 0
@@ -97,7 +97,7 @@ def test_scanner_reports_channel_zero_methods_only() -> None:
     )
     scanner = FrameScanner(131072)
     ready, controls = scanner.scan(data)
-    assert bytes(ready) == data
+    assert b"".join(ready) == data
     assert controls is not None
     assert [f.method_id for f in controls] == [constants.CONNECTION_CLOSE]
     assert controls[0].raw == close
@@ -122,3 +122,26 @@ def test_oversized_frame_rejected_before_it_is_buffered() -> None:
     scanner = FrameScanner(8192)
     with pytest.raises(FrameError):
         scanner.scan(constants.FRAME_HEADER_STRUCT.pack(3, 1, 9000))
+
+
+def test_channel_zero_method_split_across_reads_is_still_reported() -> None:
+    close = method(
+        commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+    )
+    data = _publish(1, b"a") + close
+    for split in range(1, len(close)):
+        scanner = FrameScanner(131072)
+        cut = len(data) - split
+        first, controls_first = scanner.scan(data[:cut])
+        second, controls_second = scanner.scan(data[cut:])
+        assert b"".join(first) + b"".join(second) == data
+        assert controls_first is None
+        assert controls_second is not None and controls_second[0].raw == close
+
+
+def test_oversized_header_split_across_reads_is_refused() -> None:
+    scanner = FrameScanner(8192)
+    header_bytes = constants.FRAME_HEADER_STRUCT.pack(3, 1, 9000)
+    assert scanner.scan(header_bytes[:3]) == ([], None)
+    with pytest.raises(FrameError):
+        scanner.scan(header_bytes[3:])
