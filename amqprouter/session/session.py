@@ -380,17 +380,23 @@ class Session:
         )
         recv = src.recv
         size = sockets.READ_SIZE
+        drained = False
         while True:
+            if drained:
+                # The last read came back short, so the kernel buffer was empty: wait
+                # instead of paying for a recv() that would only say EAGAIN.
+                await trio.lowlevel.wait_readable(src.fileno())
+                budget = YIELD_EVERY
             try:
                 data = recv(size)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(src.fileno())
-                budget = YIELD_EVERY
+                drained = True
                 continue
             except OSError:
                 return src_gone
             if not data:
                 return End.CLEAN if self._clean_after_forward else src_gone
+            drained = len(data) < size
             try:
                 await self._deliver(dst, data, scanner, from_client)
             except ProtocolError as exc:
