@@ -1,0 +1,262 @@
+"""Parsed control commands: one frozen value per command form.
+
+``grammar.parse`` turns a line into one of these; the control server executes
+it; ``grammar.to_line`` writes it back as text (for ``CONFIG PRINT``). The
+classes hold what the operator typed, checked only for shape (a port is a port,
+a level is 0..5); whether a backend, farm, selector or policy exists is decided
+when the command is executed, against the state of that moment.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import attrs
+
+# --------------------------------------------------------------------------- #
+# HELP, CONN, EXIT, CONFIG
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class Help:
+    """``HELP``, and also any unknown verb or an empty line (as amqpprox answers them)."""
+
+
+@attrs.frozen
+class Conn:
+    """``CONN``: print the connected sessions."""
+
+
+@attrs.frozen
+class Exit:
+    """``EXIT``: stop the router."""
+
+
+@attrs.frozen
+class ConfigPrint:
+    """``CONFIG PRINT`` (ours): print the configuration as the commands that rebuild it."""
+
+
+# --------------------------------------------------------------------------- #
+# BACKEND
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class BackendAdd:
+    """``BACKEND ADD name datacenter host port [SEND-PROXY] [TLS]``: resolve ``host`` once, now."""
+
+    name: str
+    datacenter: str
+    host: str
+    port: int
+    send_proxy: bool = False
+    tls: bool = False
+
+
+@attrs.frozen
+class BackendAddDns:
+    """``BACKEND ADD_DNS name datacenter host port [SEND-PROXY] [TLS]``: resolve per connection."""
+
+    name: str
+    datacenter: str
+    host: str
+    port: int
+    send_proxy: bool = False
+    tls: bool = False
+
+
+@attrs.frozen
+class BackendDelete:
+    """``BACKEND DELETE name``."""
+
+    name: str
+
+
+@attrs.frozen
+class BackendPrint:
+    """``BACKEND PRINT``."""
+
+
+# --------------------------------------------------------------------------- #
+# FARM
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class FarmAdd:
+    """``FARM ADD name selector backend*`` (also spelled ``ADD_MANUAL``); may have no backends."""
+
+    name: str
+    selector: str
+    backends: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class FarmPartition:
+    """``FARM PARTITION name policy``: append a partition policy to a farm."""
+
+    name: str
+    policy: str
+
+
+@attrs.frozen
+class FarmDelete:
+    """``FARM DELETE name``."""
+
+    name: str
+
+
+@attrs.frozen
+class FarmPrint:
+    """``FARM PRINT``."""
+
+
+# --------------------------------------------------------------------------- #
+# MAP
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class MapBackend:
+    """``MAP BACKEND vhost backend``."""
+
+    vhost: str
+    backend: str
+
+
+@attrs.frozen
+class MapFarm:
+    """``MAP FARM vhost farm``."""
+
+    vhost: str
+    farm: str
+
+
+@attrs.frozen
+class MapUnmap:
+    """``MAP UNMAP vhost``."""
+
+    vhost: str
+
+
+@attrs.frozen
+class MapDefault:
+    """``MAP DEFAULT farm``: the farm for vhosts that have no mapping."""
+
+    farm: str
+
+
+@attrs.frozen
+class MapRemoveDefault:
+    """``MAP REMOVE_DEFAULT``."""
+
+
+@attrs.frozen
+class MapPrint:
+    """``MAP PRINT``."""
+
+
+# --------------------------------------------------------------------------- #
+# LISTEN
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class ListenStart:
+    """``LISTEN START port``."""
+
+    port: int
+
+
+@attrs.frozen
+class ListenStartSecure:
+    """``LISTEN START_SECURE port``: a TLS listener."""
+
+    port: int
+
+
+@attrs.frozen
+class ListenStop:
+    """``LISTEN STOP [port]``: ``port`` None stops every listener."""
+
+    port: int | None = None
+
+
+# --------------------------------------------------------------------------- #
+# DATACENTER, LOG, MAPHOSTNAME
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class DatacenterSet:
+    """``DATACENTER SET [name]``: a missing name sets "" (no datacenter), as in amqpprox."""
+
+    name: str
+
+
+@attrs.frozen
+class DatacenterPrint:
+    """``DATACENTER PRINT``."""
+
+
+@attrs.frozen
+class LogConsole:
+    """``LOG CONSOLE level``: 0 FATAL, 1 ERROR, 2 WARN, 3 INFO, 4 DEBUG, 5 TRACE."""
+
+    level: int
+
+
+@attrs.frozen
+class LogFile:
+    """``LOG FILE level``: same levels as ``LogConsole``."""
+
+    level: int
+
+
+@attrs.frozen
+class MapHostnameDns:
+    """``MAPHOSTNAME DNS``: show reverse-DNS names instead of IPs from now on."""
+
+
+# --------------------------------------------------------------------------- #
+# unions
+# --------------------------------------------------------------------------- #
+
+# Commands that change the router's configuration: the ones CONFIG PRINT can
+# emit and a --config file would hold. The aliases are runtime unions, so
+# ``isinstance(command, MutatingCommand)`` works.
+MutatingCommand: TypeAlias = (
+    BackendAdd
+    | BackendAddDns
+    | BackendDelete
+    | FarmAdd
+    | FarmPartition
+    | FarmDelete
+    | MapBackend
+    | MapFarm
+    | MapUnmap
+    | MapDefault
+    | MapRemoveDefault
+    | ListenStart
+    | ListenStartSecure
+    | ListenStop
+    | DatacenterSet
+    | LogConsole
+    | LogFile
+    | MapHostnameDns
+)
+
+# Everything ``grammar.parse`` can return besides a ParseError.
+Command: TypeAlias = (
+    MutatingCommand
+    | Help
+    | Conn
+    | Exit
+    | ConfigPrint
+    | BackendPrint
+    | FarmPrint
+    | MapPrint
+    | DatacenterPrint
+)

@@ -1,0 +1,520 @@
+"""The control-command grammar: one text line in, one ``Command`` or ``ParseError`` out.
+
+Pure functions, no I/O. The grammar, the case rules and every error text are
+amqpprox's (reference/amqpprox.md section 1), so an amqpprox operator's scripts
+work unchanged:
+
+* The verb is the text up to the first space (a space, not any whitespace, as
+  in amqpprox), upper-cased. An unknown verb, or an empty line, is ``HELP``.
+* The rest of the line is split on any run of whitespace (amqpprox reads it
+  with ``>>`` stream extraction), so extra spaces and tabs between words are
+  fine.
+* Subcommands and BACKEND flags are upper-cased; names, vhosts, hosts,
+  selectors and policies keep their case. Upper-casing is ASCII-only, like
+  ``boost::to_upper`` in the C locale (``str.upper`` would turn a long s,
+  U+017F, into ``S``).
+* Words after the ones a command uses are ignored, as in amqpprox (``MAP
+  UNMAP v extra`` unmaps ``v``), except after a BACKEND port (see below).
+* Whether a backend, farm, selector or policy exists is not the parser's
+  business: that is checked when the command runs.
+
+Differences from amqpprox (each fixes a quirk, or is new):
+
+1. ``FARM ADD name selector`` with no backends creates an empty farm; amqpprox
+   answers ``Farm name and selector must be provided.\\n``.
+2. ``BACKEND ADD``/``ADD_DNS``: every word after the port must be
+   ``SEND-PROXY`` or ``TLS`` (any case, any order); anything else is refused
+   with ``Unknown backend flag '<word>': expected SEND-PROXY or TLS.\\n``.
+   amqpprox reads two words there and silently ignores unknown ones (a typo
+   such as ``TSL`` would quietly give a plain-text backend).
+3. A port is a whole decimal word in 1..65535. amqpprox's BACKEND only checks
+   port != 0, so ``-1`` passes and ``5672x`` reads as 5672; ours answers its
+   usual ``Arguments not correctly provided``. LISTEN START likewise reads
+   ``5673x`` as 5673; ours answers ``Invalid port provided.\\n``.
+4. ``LISTEN STOP <port>`` with an invalid port answers ``Invalid port
+   provided.\\n``; amqpprox stops *every* listener. Only a bare ``LISTEN STOP``
+   stops them all.
+5. ``LOG CONSOLE|FILE <level>``: the level must be a whole integer word in
+   0..5, else ``Verbosity must be between 0 and 5.\\n`` (amqpprox takes any
+   int, and reads ``3x`` as 3; a non-integer word still answers ``Command or
+   verbosity not found.\\n``).
+6. New verb ``CONFIG PRINT``: the configuration as the commands that rebuild
+   it. Errors ``No subcommand provided.\\n`` and ``Unknown subcommand.\\n``.
+7. A line longer than ``MAX_LINE_LENGTH`` characters answers ``Command line
+   too long.\\n``.
+8. One trailing ``\\r`` is dropped, so a CRLF client works; amqpprox keeps it
+   in the last word (``MAP PRINT\\r`` is then an unknown subcommand).
+9. Trailing whitespace is insignificant: amqpprox's FARM ADD reads an empty
+   backend name after a trailing space and answers ``Backend '' not found``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Mapping, Sequence
+from typing import assert_never
+
+import attrs
+
+from amqprouter.control.commands import (
+    BackendAdd,
+    BackendAddDns,
+    BackendDelete,
+    BackendPrint,
+    Command,
+    ConfigPrint,
+    Conn,
+    DatacenterPrint,
+    DatacenterSet,
+    Exit,
+    FarmAdd,
+    FarmDelete,
+    FarmPartition,
+    FarmPrint,
+    Help,
+    ListenStart,
+    ListenStartSecure,
+    ListenStop,
+    LogConsole,
+    LogFile,
+    MapBackend,
+    MapDefault,
+    MapFarm,
+    MapHostnameDns,
+    MapPrint,
+    MapRemoveDefault,
+    MapUnmap,
+)
+
+# The control socket reads one line per command; 4096 characters is far more
+# than any real command needs (names are single words) and keeps a runaway
+# client from handing the parser megabytes.
+MAX_LINE_LENGTH = 4096
+
+
+@attrs.frozen
+class ParseError:
+    """A line that is not a valid command; ``reply`` is the exact text to send back."""
+
+    reply: str
+
+
+# Whitespace as C's isspace() sees it in the C locale, which is what amqpprox's
+# ``>>`` extraction splits on; str.split() would also split on Unicode spaces.
+_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+# An optionally signed decimal integer, as ``>> int`` reads one, but only as a
+# whole word. At most 9 significant digits: a longer number is refused like an
+# overflowing ``>> int`` is, and int() never sees a huge string.
+_INTEGER = re.compile(r"([+-]?)0*([0-9]{1,9})")
+
+# Parses the words after a verb, or after a subcommand.
+_Parser = Callable[[Sequence[str]], Command | ParseError]
+
+
+def _upper(word: str) -> str:
+    return word.translate(_ASCII_UPPER)
+
+
+def _integer(word: str) -> int | None:
+    match = _INTEGER.fullmatch(word)
+    if match is None:
+        return None
+    sign, digits = match.groups()
+    return -int(digits) if sign == "-" else int(digits)
+
+
+def _port(word: str) -> int | None:
+    value = _integer(word)
+    return value if value is not None and 1 <= value <= 65535 else None
+
+
+def _subcommands(
+    table: Mapping[str, _Parser], *, missing: str, unknown: Callable[[str], str]
+) -> _Parser:
+    """A verb whose first word picks a subcommand from ``table``.
+
+    ``missing`` and ``unknown`` are that verb's own error texts: amqpprox words
+    them differently for every verb.
+    """
+
+    def parse_verb(args: Sequence[str]) -> Command | ParseError:
+        if not args:
+            return ParseError(missing)
+        subcommand = _upper(args[0])
+        parse_args = table.get(subcommand)
+        if parse_args is None:
+            return ParseError(unknown(subcommand))
+        return parse_args(args[1:])
+
+    return parse_verb
+
+
+# --------------------------------------------------------------------------- #
+# BACKEND
+# --------------------------------------------------------------------------- #
+
+_BACKEND_ARGUMENTS = "Arguments not correctly provided"
+_BACKEND_FLAGS = ("SEND-PROXY", "TLS")
+
+
+def _backend_add(kind: type[BackendAdd] | type[BackendAddDns]) -> _Parser:
+    def parse_args(args: Sequence[str]) -> Command | ParseError:
+        if len(args) < 4:
+            return ParseError(_BACKEND_ARGUMENTS)
+        name, datacenter, host, port_word, *flags = args
+        port = _port(port_word)
+        if port is None:
+            return ParseError(_BACKEND_ARGUMENTS)
+        unknown = [flag for flag in flags if _upper(flag) not in _BACKEND_FLAGS]
+        if unknown:
+            return ParseError(f"Unknown backend flag '{unknown[0]}': expected SEND-PROXY or TLS.\n")
+        upper_flags = {_upper(flag) for flag in flags}
+        return kind(
+            name,
+            datacenter,
+            host,
+            port,
+            send_proxy="SEND-PROXY" in upper_flags,
+            tls="TLS" in upper_flags,
+        )
+
+    return parse_args
+
+
+def _backend_delete(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("DELETE requires a name argument")
+    return BackendDelete(args[0])
+
+
+def _not_recognized(subcommand: str) -> str:
+    return f"Subcommand '{subcommand}' not recognized."
+
+
+_backend = _subcommands(
+    {
+        "ADD": _backend_add(BackendAdd),
+        "ADD_DNS": _backend_add(BackendAddDns),
+        "DELETE": _backend_delete,
+        "PRINT": lambda args: BackendPrint(),
+    },
+    # amqpprox compares the empty word like any other: "Subcommand '' not recognized."
+    missing=_not_recognized(""),
+    unknown=_not_recognized,
+)
+
+# --------------------------------------------------------------------------- #
+# FARM
+# --------------------------------------------------------------------------- #
+
+
+def _farm_add(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and selector must be provided.\n")
+    return FarmAdd(args[0], args[1], tuple(args[2:]))
+
+
+def _farm_partition(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and policy must be provided.\n")
+    return FarmPartition(args[0], args[1])
+
+
+def _farm_delete(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Farm name not provided.")
+    return FarmDelete(args[0])
+
+
+_farm = _subcommands(
+    {
+        "ADD": _farm_add,
+        "ADD_MANUAL": _farm_add,  # amqpprox keeps this old spelling for compatibility
+        "PARTITION": _farm_partition,
+        "DELETE": _farm_delete,
+        "PRINT": lambda args: FarmPrint(),
+    },
+    missing=_not_recognized(""),
+    unknown=_not_recognized,
+)
+
+# --------------------------------------------------------------------------- #
+# MAP
+# --------------------------------------------------------------------------- #
+
+
+def _map_backend(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Vhost and backend must be provided")
+    return MapBackend(args[0], args[1])
+
+
+def _map_farm(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Vhost and farm name must be provided")
+    return MapFarm(args[0], args[1])
+
+
+def _map_unmap(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Vhost not provided.")
+    return MapUnmap(args[0])
+
+
+def _map_default(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Farm name for default must be provided")
+    return MapDefault(args[0])
+
+
+_map = _subcommands(
+    {
+        "BACKEND": _map_backend,
+        "FARM": _map_farm,
+        "UNMAP": _map_unmap,
+        "DEFAULT": _map_default,
+        "REMOVE_DEFAULT": lambda args: MapRemoveDefault(),
+        "PRINT": lambda args: MapPrint(),
+    },
+    missing="Unrecognized subcommand.",
+    unknown=lambda subcommand: "Unrecognized subcommand.",
+)
+
+# --------------------------------------------------------------------------- #
+# LISTEN
+# --------------------------------------------------------------------------- #
+
+_INVALID_PORT = "Invalid port provided.\n"
+
+
+def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> _Parser:
+    def parse_args(args: Sequence[str]) -> Command | ParseError:
+        port = _port(args[0]) if args else None
+        return ParseError(_INVALID_PORT) if port is None else kind(port)
+
+    return parse_args
+
+
+def _listen_stop(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ListenStop(None)
+    # amqpprox stops every listener when the port is invalid; a typo must not do that.
+    port = _port(args[0])
+    return ParseError(_INVALID_PORT) if port is None else ListenStop(port)
+
+
+_listen = _subcommands(
+    {
+        "START": _listen_start(ListenStart),
+        "START_SECURE": _listen_start(ListenStartSecure),
+        "STOP": _listen_stop,
+    },
+    missing="No subcommand provided.\n",
+    unknown=lambda subcommand: "Unknown subcommand.\n",
+)
+
+# --------------------------------------------------------------------------- #
+# DATACENTER, LOG, MAPHOSTNAME, CONFIG
+# --------------------------------------------------------------------------- #
+
+_datacenter = _subcommands(
+    {
+        # A bare SET clears the datacenter, as in amqpprox.
+        "SET": lambda args: DatacenterSet(args[0] if args else ""),
+        "PRINT": lambda args: DatacenterPrint(),
+    },
+    missing="No subcommand provided.\n",
+    unknown=lambda subcommand: "Unknown subcommand.\n",
+)
+
+_LOG_KINDS: Mapping[str, type[LogConsole] | type[LogFile]] = {
+    "CONSOLE": LogConsole,
+    "FILE": LogFile,
+}
+
+
+def _log(args: Sequence[str]) -> Command | ParseError:
+    # amqpprox reads both words before looking at either, so a missing level
+    # is reported before an unknown subcommand.
+    level = _integer(args[1]) if len(args) >= 2 else None
+    if level is None:
+        return ParseError("Command or verbosity not found.\n")
+    kind = _LOG_KINDS.get(_upper(args[0]))
+    if kind is None:
+        return ParseError("Type to verb is not known.\n")
+    if not 0 <= level <= 5:
+        return ParseError("Verbosity must be between 0 and 5.\n")
+    return kind(level)
+
+
+_maphostname = _subcommands(
+    {"DNS": lambda args: MapHostnameDns()},
+    missing="No subcommand specified.\n",
+    unknown=lambda subcommand: "Only DNS subcommand is supported.\n",
+)
+
+_config = _subcommands(
+    {"PRINT": lambda args: ConfigPrint()},
+    missing="No subcommand provided.\n",
+    unknown=lambda subcommand: "Unknown subcommand.\n",
+)
+
+# --------------------------------------------------------------------------- #
+# verbs and HELP
+# --------------------------------------------------------------------------- #
+
+# Verb → parser of the words after it. A later verb (SESSION, VHOST, STAT, TLS,
+# LIMIT, AUTH) adds its parser here and its line to _HELP_TEXTS below.
+_VERBS: Mapping[str, _Parser] = {
+    "BACKEND": _backend,
+    "CONFIG": _config,
+    "CONN": lambda args: Conn(),
+    "DATACENTER": _datacenter,
+    "EXIT": lambda args: Exit(),
+    "FARM": _farm,
+    "HELP": lambda args: Help(),
+    "LISTEN": _listen,
+    "LOG": _log,
+    "MAP": _map,
+    "MAPHOSTNAME": _maphostname,
+}
+
+# Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
+# them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
+_HELP_TEXTS: Mapping[str, str] = {
+    "BACKEND": "(ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter "
+    "address port [SEND-PROXY] [TLS] | DELETE name | PRINT) - Change backend servers",
+    "CONFIG": "PRINT - Print the current configuration as the commands that rebuild it",
+    "CONN": "Print the connected sessions",
+    "DATACENTER": "SET name | PRINT",
+    "EXIT": "Exit the program gracefully.",
+    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT) "
+    "- Change farms",
+    "HELP": "Print this help text.",
+    "LISTEN": "START port | START_SECURE port | STOP [port]",
+    "LOG": "CONSOLE verbosity | FILE verbosity",
+    "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
+    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
+    "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
+}
+
+
+def help_text() -> str:
+    """The reply to HELP (and to an unknown verb or an empty line)."""
+    return "".join(f"{verb} {text}\n" for verb, text in sorted(_HELP_TEXTS.items()))
+
+
+# --------------------------------------------------------------------------- #
+# parse and to_line
+# --------------------------------------------------------------------------- #
+
+
+def parse(line: str) -> Command | ParseError:
+    """Parse one control line (its ``\\n`` or ``\\r\\n`` terminator optional).
+
+    Returns:
+        The command, ``Help()`` for an unknown verb or an empty line, or a
+        ``ParseError`` whose ``reply`` is the exact text to answer with.
+    """
+    line = line.removesuffix("\n").removesuffix("\r")
+    if len(line) > MAX_LINE_LENGTH:
+        return ParseError("Command line too long.\n")
+    verb, _, rest = line.partition(" ")
+    parse_verb = _VERBS.get(_upper(verb))
+    if parse_verb is None:
+        return Help()
+    return parse_verb([word for word in _WHITESPACE.split(rest) if word])
+
+
+def _words(command: Command) -> list[str]:
+    match command:
+        case BackendAdd() | BackendAddDns():
+            subcommand = "ADD" if isinstance(command, BackendAdd) else "ADD_DNS"
+            flags = [
+                flag
+                for flag, wanted in (("SEND-PROXY", command.send_proxy), ("TLS", command.tls))
+                if wanted
+            ]
+            return [
+                "BACKEND",
+                subcommand,
+                command.name,
+                command.datacenter,
+                command.host,
+                str(command.port),
+                *flags,
+            ]
+        case BackendDelete(name):
+            return ["BACKEND", "DELETE", name]
+        case BackendPrint():
+            return ["BACKEND", "PRINT"]
+        case FarmAdd(name, selector, backends):
+            return ["FARM", "ADD", name, selector, *backends]
+        case FarmPartition(name, policy):
+            return ["FARM", "PARTITION", name, policy]
+        case FarmDelete(name):
+            return ["FARM", "DELETE", name]
+        case FarmPrint():
+            return ["FARM", "PRINT"]
+        case MapBackend(vhost, backend):
+            return ["MAP", "BACKEND", vhost, backend]
+        case MapFarm(vhost, farm):
+            return ["MAP", "FARM", vhost, farm]
+        case MapUnmap(vhost):
+            return ["MAP", "UNMAP", vhost]
+        case MapDefault(farm):
+            return ["MAP", "DEFAULT", farm]
+        case MapRemoveDefault():
+            return ["MAP", "REMOVE_DEFAULT"]
+        case MapPrint():
+            return ["MAP", "PRINT"]
+        case ListenStart(port):
+            return ["LISTEN", "START", str(port)]
+        case ListenStartSecure(port):
+            return ["LISTEN", "START_SECURE", str(port)]
+        case ListenStop(port):
+            return ["LISTEN", "STOP"] + ([] if port is None else [str(port)])
+        case DatacenterSet(name):
+            # An empty name is a bare SET, which parses back to "".
+            return ["DATACENTER", "SET"] + ([name] if name else [])
+        case DatacenterPrint():
+            return ["DATACENTER", "PRINT"]
+        case LogConsole(level):
+            return ["LOG", "CONSOLE", str(level)]
+        case LogFile(level):
+            return ["LOG", "FILE", str(level)]
+        case MapHostnameDns():
+            return ["MAPHOSTNAME", "DNS"]
+        case ConfigPrint():
+            return ["CONFIG", "PRINT"]
+        case Conn():
+            return ["CONN"]
+        case Exit():
+            return ["EXIT"]
+        case Help():
+            return ["HELP"]
+        case _:
+            assert_never(command)
+
+
+def to_line(command: Command) -> str:
+    """The command line (without ``\\n``) that ``parse`` turns back into ``command``.
+
+    CONFIG PRINT writes the configuration with this, and a ``--config`` file
+    is read back with ``parse``, so ``parse(to_line(c)) == c`` must hold for
+    every command.
+
+    Raises:
+        ValueError: ``command`` holds a value no command line can carry (an
+            empty name, a name with whitespace in it, a port or level out of
+            range). The round trip itself is checked, so nothing that would
+            read back differently ever leaves here.
+    """
+    line = " ".join(_words(command))
+    if parse(line) != command:
+        raise ValueError(f"{command!r} cannot be written as a control command line")
+    return line

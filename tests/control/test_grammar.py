@@ -1,0 +1,661 @@
+"""The control grammar: every verb, subcommand and error text, without a socket.
+
+Error texts are asserted byte for byte against reference/amqpprox.md section 1
+(including whether they end in a newline); ours are marked as such.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from amqprouter.control.commands import (
+    BackendAdd,
+    BackendAddDns,
+    BackendDelete,
+    BackendPrint,
+    Command,
+    ConfigPrint,
+    Conn,
+    DatacenterPrint,
+    DatacenterSet,
+    Exit,
+    FarmAdd,
+    FarmDelete,
+    FarmPartition,
+    FarmPrint,
+    Help,
+    ListenStart,
+    ListenStartSecure,
+    ListenStop,
+    LogConsole,
+    LogFile,
+    MapBackend,
+    MapDefault,
+    MapFarm,
+    MapHostnameDns,
+    MapPrint,
+    MapRemoveDefault,
+    MapUnmap,
+    MutatingCommand,
+)
+from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, parse, to_line
+
+# --------------------------------------------------------------------------- #
+# HELP
+# --------------------------------------------------------------------------- #
+
+EXPECTED_HELP = (
+    "BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter"
+    " address port [SEND-PROXY] [TLS] | DELETE name | PRINT) - Change backend servers\n"
+    "CONFIG PRINT - Print the current configuration as the commands that rebuild it\n"
+    "CONN Print the connected sessions\n"
+    "DATACENTER SET name | PRINT\n"
+    "EXIT Exit the program gracefully.\n"
+    "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT)"
+    " - Change farms\n"
+    "HELP Print this help text.\n"
+    "LISTEN START port | START_SECURE port | STOP [port]\n"
+    "LOG CONSOLE verbosity | FILE verbosity\n"
+    "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
+    " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers\n"
+    "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames\n"
+)
+
+
+def test_help_text_is_the_reference_text_for_our_verbs_plus_config() -> None:
+    assert help_text() == EXPECTED_HELP
+
+
+def test_help_lines_are_sorted_by_verb() -> None:
+    verbs = [line.split(" ", 1)[0] for line in help_text().splitlines()]
+    assert verbs == sorted(verbs)
+    # std::map order: MAP before MAPHOSTNAME.
+    assert verbs.index("MAP") + 1 == verbs.index("MAPHOSTNAME")
+
+
+@pytest.mark.parametrize("verb", [line.split(" ", 1)[0] for line in EXPECTED_HELP.splitlines()])
+def test_every_verb_in_help_is_recognized(verb: str) -> None:
+    # A bare known verb is a command or that verb's own error, never the HELP fallback.
+    assert (parse(verb) == Help()) is (verb == "HELP")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "\n",
+        " ",
+        "   \t ",
+        "HELP",
+        "help",
+        "Help me please",
+        "FOO",
+        "BACKENDS PRINT",
+        "STAT LISTEN json",  # a verb that arrives with a later issue
+        "SESSION 1 PAUSE",
+        # The verb ends at the first *space*: a leading space or a tab after
+        # the verb leaves a verb amqpprox does not know, so it answers HELP.
+        " BACKEND PRINT",
+        "BACKEND\tPRINT",
+    ],
+)
+def test_unknown_verb_or_empty_line_is_help(line: str) -> None:
+    assert parse(line) == Help()
+
+
+# --------------------------------------------------------------------------- #
+# every verb and subcommand
+# --------------------------------------------------------------------------- #
+
+VALID: list[tuple[str, Command]] = [
+    ("CONN", Conn()),
+    ("EXIT", Exit()),
+    ("CONFIG PRINT", ConfigPrint()),
+    # BACKEND
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5672",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5672),
+    ),
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5672 SEND-PROXY",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5672, send_proxy=True),
+    ),
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5671 TLS",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5671, tls=True),
+    ),
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5671 SEND-PROXY TLS",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5671, send_proxy=True, tls=True),
+    ),
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5671 TLS SEND-PROXY",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5671, send_proxy=True, tls=True),
+    ),
+    (
+        "BACKEND ADD_DNS rabbit2 london-az2 rmq2.internal 5672",
+        BackendAddDns("rabbit2", "london-az2", "rmq2.internal", 5672),
+    ),
+    (
+        "BACKEND ADD_DNS rabbit2 london-az2 rmq2.internal 5671 tls send-proxy",
+        BackendAddDns("rabbit2", "london-az2", "rmq2.internal", 5671, send_proxy=True, tls=True),
+    ),
+    ("BACKEND ADD b dc ::1 1", BackendAdd("b", "dc", "::1", 1)),
+    ("BACKEND ADD b dc 10.0.0.1 65535", BackendAdd("b", "dc", "10.0.0.1", 65535)),
+    ("BACKEND DELETE rabbit1", BackendDelete("rabbit1")),
+    ("BACKEND PRINT", BackendPrint()),
+    # FARM
+    (
+        "FARM ADD shared round-robin rabbit1 rabbit2",
+        FarmAdd("shared", "round-robin", ("rabbit1", "rabbit2")),
+    ),
+    ("FARM ADD solo round-robin rabbit1", FarmAdd("solo", "round-robin", ("rabbit1",))),
+    ("FARM ADD empty round-robin", FarmAdd("empty", "round-robin", ())),
+    (
+        "FARM ADD_MANUAL shared round-robin rabbit1 rabbit2",
+        FarmAdd("shared", "round-robin", ("rabbit1", "rabbit2")),
+    ),
+    # Selector and backends are not checked here: that happens at execution.
+    ("FARM ADD f no-such-selector x x", FarmAdd("f", "no-such-selector", ("x", "x"))),
+    ("FARM PARTITION shared datacenter-affinity", FarmPartition("shared", "datacenter-affinity")),
+    ("FARM PARTITION shared nonsense", FarmPartition("shared", "nonsense")),
+    ("FARM DELETE shared", FarmDelete("shared")),
+    ("FARM PRINT", FarmPrint()),
+    # MAP
+    ("MAP BACKEND vhost-example rabbit1", MapBackend("vhost-example", "rabbit1")),
+    ("MAP BACKEND / rabbit1", MapBackend("/", "rabbit1")),
+    ("MAP FARM vhost-example shared", MapFarm("vhost-example", "shared")),
+    ("MAP UNMAP vhost-example", MapUnmap("vhost-example")),
+    ("MAP DEFAULT shared", MapDefault("shared")),
+    ("MAP REMOVE_DEFAULT", MapRemoveDefault()),
+    ("MAP PRINT", MapPrint()),
+    # LISTEN
+    ("LISTEN START 5673", ListenStart(5673)),
+    ("LISTEN START 1", ListenStart(1)),
+    ("LISTEN START 65535", ListenStart(65535)),
+    ("LISTEN START_SECURE 5671", ListenStartSecure(5671)),
+    ("LISTEN STOP 5673", ListenStop(5673)),
+    ("LISTEN STOP", ListenStop(None)),
+    # DATACENTER
+    ("DATACENTER SET london-az1", DatacenterSet("london-az1")),
+    ("DATACENTER SET", DatacenterSet("")),
+    ("DATACENTER PRINT", DatacenterPrint()),
+    # LOG
+    *[(f"LOG CONSOLE {level}", LogConsole(level)) for level in range(6)],
+    *[(f"LOG FILE {level}", LogFile(level)) for level in range(6)],
+    # MAPHOSTNAME
+    ("MAPHOSTNAME DNS", MapHostnameDns()),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), VALID)
+def test_parse_valid(line: str, expected: Command) -> None:
+    assert parse(line) == expected
+
+
+@pytest.mark.parametrize(("line", "expected"), VALID)
+def test_parse_valid_with_line_terminators(line: str, expected: Command) -> None:
+    assert parse(line + "\n") == expected
+    assert parse(line + "\r\n") == expected
+
+
+def test_every_command_class_is_reached_by_valid_lines() -> None:
+    reached = {type(command) for _, command in VALID} | {Help}
+    assert reached == set(Command.__args__)
+
+
+# --------------------------------------------------------------------------- #
+# every error text
+# --------------------------------------------------------------------------- #
+
+ERRORS: list[tuple[str, str]] = [
+    # BACKEND (reference texts; none ends in a newline)
+    ("BACKEND", "Subcommand '' not recognized."),
+    ("BACKEND FOO", "Subcommand 'FOO' not recognized."),
+    ("backend foo", "Subcommand 'FOO' not recognized."),
+    ("BACKEND ADD", "Arguments not correctly provided"),
+    ("BACKEND ADD b", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host", "Arguments not correctly provided"),
+    ("BACKEND ADD_DNS b dc host", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host 0", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host 65536", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host -1", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host 5672x", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host port", "Arguments not correctly provided"),
+    ("BACKEND ADD_DNS b dc host 99999 TLS", "Arguments not correctly provided"),
+    ("BACKEND ADD b dc host TLS", "Arguments not correctly provided"),
+    ("BACKEND DELETE", "DELETE requires a name argument"),
+    # BACKEND flags (ours: amqpprox ignores unknown flags)
+    ("BACKEND ADD b dc host 5672 TSL", "Unknown backend flag 'TSL': expected SEND-PROXY or TLS.\n"),
+    ("BACKEND ADD b dc host 5672 tsl", "Unknown backend flag 'tsl': expected SEND-PROXY or TLS.\n"),
+    (
+        "BACKEND ADD_DNS b dc host 5672 TLS SEND_PROXY",
+        "Unknown backend flag 'SEND_PROXY': expected SEND-PROXY or TLS.\n",
+    ),
+    (
+        "BACKEND ADD b dc host 5672 TLS SEND-PROXY extra",
+        "Unknown backend flag 'extra': expected SEND-PROXY or TLS.\n",
+    ),
+    # FARM
+    ("FARM", "Subcommand '' not recognized."),
+    ("FARM ADDX f rr", "Subcommand 'ADDX' not recognized."),
+    ("FARM ADD", "Farm name and selector must be provided.\n"),
+    ("FARM ADD shared", "Farm name and selector must be provided.\n"),
+    ("FARM ADD_MANUAL shared", "Farm name and selector must be provided.\n"),
+    ("FARM PARTITION", "Farm name and policy must be provided.\n"),
+    ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
+    ("FARM DELETE", "Farm name not provided."),
+    # MAP
+    ("MAP", "Unrecognized subcommand."),
+    ("MAP VHOST v b", "Unrecognized subcommand."),
+    ("MAP BACKEND", "Vhost and backend must be provided"),
+    ("MAP BACKEND vhost", "Vhost and backend must be provided"),
+    ("MAP FARM", "Vhost and farm name must be provided"),
+    ("MAP FARM vhost", "Vhost and farm name must be provided"),
+    ("MAP UNMAP", "Vhost not provided."),
+    ("MAP DEFAULT", "Farm name for default must be provided"),
+    # LISTEN
+    ("LISTEN", "No subcommand provided.\n"),
+    ("LISTEN BEGIN 5673", "Unknown subcommand.\n"),
+    ("LISTEN START", "Invalid port provided.\n"),
+    ("LISTEN START 0", "Invalid port provided.\n"),
+    ("LISTEN START 65536", "Invalid port provided.\n"),
+    ("LISTEN START -5673", "Invalid port provided.\n"),
+    ("LISTEN START port", "Invalid port provided.\n"),
+    ("LISTEN START 5673x", "Invalid port provided.\n"),
+    ("LISTEN START_SECURE", "Invalid port provided.\n"),
+    ("LISTEN START_SECURE 70000", "Invalid port provided.\n"),
+    # ours: amqpprox stops every listener on an invalid STOP port
+    ("LISTEN STOP 0", "Invalid port provided.\n"),
+    ("LISTEN STOP all", "Invalid port provided.\n"),
+    ("LISTEN STOP 65536", "Invalid port provided.\n"),
+    # DATACENTER
+    ("DATACENTER", "No subcommand provided.\n"),
+    ("DATACENTER GET", "Unknown subcommand.\n"),
+    # LOG: both words are read before either is looked at
+    ("LOG", "Command or verbosity not found.\n"),
+    ("LOG CONSOLE", "Command or verbosity not found.\n"),
+    ("LOG CONSOLE loud", "Command or verbosity not found.\n"),
+    ("LOG CONSOLE 3x", "Command or verbosity not found.\n"),
+    ("LOG FILE 99999999999", "Command or verbosity not found.\n"),  # overflows an int
+    ("LOG SYSLOG", "Command or verbosity not found.\n"),
+    ("LOG SYSLOG 3", "Type to verb is not known.\n"),
+    ("LOG SYSLOG 9", "Type to verb is not known.\n"),
+    # ours: amqpprox has no range check
+    ("LOG CONSOLE 6", "Verbosity must be between 0 and 5.\n"),
+    ("LOG CONSOLE -1", "Verbosity must be between 0 and 5.\n"),
+    ("LOG FILE 100", "Verbosity must be between 0 and 5.\n"),
+    # MAPHOSTNAME
+    ("MAPHOSTNAME", "No subcommand specified.\n"),
+    ("MAPHOSTNAME REVERSE", "Only DNS subcommand is supported.\n"),
+    # CONFIG (ours)
+    ("CONFIG", "No subcommand provided.\n"),
+    ("CONFIG LOAD file", "Unknown subcommand.\n"),
+]
+
+
+@pytest.mark.parametrize(("line", "reply"), ERRORS)
+def test_error_reply_is_exact(line: str, reply: str) -> None:
+    assert parse(line) == ParseError(reply)
+
+
+def test_newline_endings_follow_the_reference() -> None:
+    # Spot checks called out in the reference: some texts end in "\n", some do not.
+    assert parse("BACKEND ADD") == ParseError("Arguments not correctly provided")
+    assert parse("FARM ADD") == ParseError("Farm name and selector must be provided.\n")
+    assert parse("FARM DELETE") == ParseError("Farm name not provided.")
+    assert parse("LISTEN START") == ParseError("Invalid port provided.\n")
+
+
+# --------------------------------------------------------------------------- #
+# case rules
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "backend add Rabbit1 London-AZ1 LocalHost 5672",
+            BackendAdd("Rabbit1", "London-AZ1", "LocalHost", 5672),
+        ),
+        ("BaCkEnD aDd_DnS B DC H 5672 Tls", BackendAddDns("B", "DC", "H", 5672, tls=True)),
+        ("backend delete Rabbit1", BackendDelete("Rabbit1")),
+        ("backend print", BackendPrint()),
+        ("farm add Shared Round-Robin A b", FarmAdd("Shared", "Round-Robin", ("A", "b"))),
+        ("farm add_manual Shared round-robin", FarmAdd("Shared", "round-robin", ())),
+        (
+            "farm partition Shared Datacenter-Affinity",
+            FarmPartition("Shared", "Datacenter-Affinity"),
+        ),
+        ("farm delete Shared", FarmDelete("Shared")),
+        ("map backend VHost B", MapBackend("VHost", "B")),
+        ("map farm VHost F", MapFarm("VHost", "F")),
+        ("map unmap VHost", MapUnmap("VHost")),
+        ("map default F", MapDefault("F")),
+        ("map remove_default", MapRemoveDefault()),
+        ("listen start_secure 5671", ListenStartSecure(5671)),
+        ("listen stop", ListenStop(None)),
+        ("datacenter set London-AZ1", DatacenterSet("London-AZ1")),
+        ("datacenter print", DatacenterPrint()),
+        ("log console 3", LogConsole(3)),
+        ("Log File 4", LogFile(4)),
+        ("maphostname dns", MapHostnameDns()),
+        ("config print", ConfigPrint()),
+        ("conn", Conn()),
+        ("exit", Exit()),
+    ],
+)
+def test_verbs_and_subcommands_are_case_insensitive_names_are_not(
+    line: str, expected: Command
+) -> None:
+    assert parse(line) == expected
+
+
+def test_upper_casing_is_ascii_only() -> None:
+    # str.upper() would turn the long s (U+017F) into "S" and accept these.
+    assert parse("LISTEN \u017ftart 5673") == ParseError("Unknown subcommand.\n")
+    assert parse("backend add b dc h 5672 tl\u017f") == ParseError(
+        "Unknown backend flag 'tl\u017f': expected SEND-PROXY or TLS.\n"
+    )
+    assert parse("\u017fTAT") == Help()
+    assert parse("BACKEND add\u0131") == ParseError("Subcommand 'ADD\u0131' not recognized.")
+
+
+def test_non_ascii_names_are_kept() -> None:
+    assert parse("MAP BACKEND vhöst bäckend") == MapBackend("vhöst", "bäckend")
+
+
+# --------------------------------------------------------------------------- #
+# whitespace
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "BACKEND   ADD  rabbit1   dc\thost \t 5672   tls  ",
+            BackendAdd("rabbit1", "dc", "host", 5672, tls=True),
+        ),
+        ("FARM ADD f rr a   b\tc  ", FarmAdd("f", "rr", ("a", "b", "c"))),
+        ("FARM ADD f rr ", FarmAdd("f", "rr", ())),  # amqpprox: "Backend '' not found"
+        ("MAP  \t UNMAP \x0b v \x0c", MapUnmap("v")),
+        ("LISTEN STOP   ", ListenStop(None)),
+        ("DATACENTER SET   ", DatacenterSet("")),
+        ("MAP PRINT\r", MapPrint()),
+        ("LOG  FILE\t2", LogFile(2)),
+        ("CONN   ", Conn()),
+    ],
+)
+def test_whitespace_between_words_is_insignificant(line: str, expected: Command) -> None:
+    assert parse(line) == expected
+
+
+def test_unicode_spaces_are_part_of_a_word() -> None:
+    # amqpprox splits on C isspace(); a no-break space is an ordinary character.
+    assert parse("MAP UNMAP a\u00a0b") == MapUnmap("a\u00a0b")
+
+
+# --------------------------------------------------------------------------- #
+# words after the ones a command uses are ignored, as in amqpprox
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("HELP BACKEND", Help()),
+        ("CONN all", Conn()),
+        ("EXIT now", Exit()),
+        ("CONFIG PRINT all", ConfigPrint()),
+        ("BACKEND DELETE a b", BackendDelete("a")),
+        ("BACKEND PRINT all", BackendPrint()),
+        ("FARM PARTITION f p extra", FarmPartition("f", "p")),
+        ("FARM DELETE f g", FarmDelete("f")),
+        ("MAP BACKEND v b extra", MapBackend("v", "b")),
+        ("MAP FARM v f extra", MapFarm("v", "f")),
+        ("MAP UNMAP v extra", MapUnmap("v")),
+        ("MAP DEFAULT f extra", MapDefault("f")),
+        ("MAP REMOVE_DEFAULT f", MapRemoveDefault()),
+        ("LISTEN START 5673 5674", ListenStart(5673)),
+        ("LISTEN STOP 5673 x", ListenStop(5673)),
+        ("DATACENTER SET a b", DatacenterSet("a")),
+        ("LOG CONSOLE 3 4", LogConsole(3)),
+        ("MAPHOSTNAME DNS x", MapHostnameDns()),
+    ],
+)
+def test_extra_words_are_ignored(line: str, expected: Command) -> None:
+    assert parse(line) == expected
+
+
+# --------------------------------------------------------------------------- #
+# numbers
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("word", "port"), [("1", 1), ("05672", 5672), ("+5672", 5672), ("65535", 65535)]
+)
+def test_ports_read_like_an_int(word: str, port: int) -> None:
+    assert parse(f"LISTEN START {word}") == ListenStart(port)
+    assert parse(f"BACKEND ADD b dc h {word}") == BackendAdd("b", "dc", "h", port)
+
+
+@pytest.mark.parametrize(
+    "word",
+    [
+        "0",
+        "65536",
+        "-1",
+        "00000",
+        "5672x",
+        "x5672",
+        "0x10",
+        "1e3",
+        "5_672",
+        "56.72",
+        "\u0665\u0666\u0667\u0662",  # Arabic-Indic digits: int() takes them, >> int does not
+        "\uff15\uff16\uff17\uff12",  # full-width digits
+        "1234567890123",
+        "+",
+        "-",
+    ],
+)
+def test_bad_ports_are_refused(word: str) -> None:
+    assert parse(f"LISTEN START {word}") == ParseError("Invalid port provided.\n")
+    assert parse(f"LISTEN STOP {word}") == ParseError("Invalid port provided.\n")
+    assert parse(f"BACKEND ADD b dc h {word}") == ParseError("Arguments not correctly provided")
+
+
+@pytest.mark.parametrize(("word", "level"), [("0", 0), ("+3", 3), ("003", 3), ("-0", 0), ("5", 5)])
+def test_log_levels_read_like_an_int(word: str, level: int) -> None:
+    assert parse(f"LOG CONSOLE {word}") == LogConsole(level)
+
+
+# --------------------------------------------------------------------------- #
+# line length
+# --------------------------------------------------------------------------- #
+
+
+def test_line_of_max_length_is_parsed() -> None:
+    line = "MAP UNMAP " + "v" * (MAX_LINE_LENGTH - len("MAP UNMAP "))
+    assert len(line) == MAX_LINE_LENGTH == 4096
+    assert parse(line) == MapUnmap("v" * (MAX_LINE_LENGTH - len("MAP UNMAP ")))
+    assert parse(line + "\n") == parse(line)
+    assert parse(line + "\r\n") == parse(line)
+
+
+@pytest.mark.parametrize("line", ["MAP UNMAP " + "v" * 4087, "x" * 100_000, " " * 4097])
+def test_overlong_line_is_refused(line: str) -> None:
+    assert len(line) > MAX_LINE_LENGTH
+    assert parse(line) == ParseError("Command line too long.\n")
+
+
+# --------------------------------------------------------------------------- #
+# to_line: canonical text and the round trip CONFIG PRINT relies on
+# --------------------------------------------------------------------------- #
+
+CANONICAL: list[tuple[Command, str]] = [
+    (
+        BackendAdd("rabbit1", "london-az1", "localhost", 5672),
+        "BACKEND ADD rabbit1 london-az1 localhost 5672",
+    ),
+    (BackendAdd("r", "dc", "h", 5671, send_proxy=True), "BACKEND ADD r dc h 5671 SEND-PROXY"),
+    (BackendAdd("r", "dc", "h", 5671, tls=True), "BACKEND ADD r dc h 5671 TLS"),
+    (
+        BackendAdd("r", "dc", "h", 5671, send_proxy=True, tls=True),
+        "BACKEND ADD r dc h 5671 SEND-PROXY TLS",
+    ),
+    (BackendAddDns("r", "dc", "rmq.internal", 5672), "BACKEND ADD_DNS r dc rmq.internal 5672"),
+    (
+        BackendAddDns("r", "dc", "h", 1, send_proxy=True, tls=True),
+        "BACKEND ADD_DNS r dc h 1 SEND-PROXY TLS",
+    ),
+    (BackendDelete("Rabbit1"), "BACKEND DELETE Rabbit1"),
+    (
+        FarmAdd("shared", "round-robin", ("rabbit1", "rabbit2")),
+        "FARM ADD shared round-robin rabbit1 rabbit2",
+    ),
+    (FarmAdd("empty", "round-robin"), "FARM ADD empty round-robin"),
+    (FarmPartition("shared", "datacenter-affinity"), "FARM PARTITION shared datacenter-affinity"),
+    (FarmDelete("shared"), "FARM DELETE shared"),
+    (MapBackend("/", "rabbit1"), "MAP BACKEND / rabbit1"),
+    (MapFarm("VHost", "shared"), "MAP FARM VHost shared"),
+    (MapUnmap("vhost-example"), "MAP UNMAP vhost-example"),
+    (MapDefault("shared"), "MAP DEFAULT shared"),
+    (MapRemoveDefault(), "MAP REMOVE_DEFAULT"),
+    (ListenStart(5673), "LISTEN START 5673"),
+    (ListenStartSecure(5671), "LISTEN START_SECURE 5671"),
+    (ListenStop(5673), "LISTEN STOP 5673"),
+    (ListenStop(), "LISTEN STOP"),
+    (DatacenterSet("london-az1"), "DATACENTER SET london-az1"),
+    (DatacenterSet(""), "DATACENTER SET"),
+    (LogConsole(0), "LOG CONSOLE 0"),
+    (LogFile(5), "LOG FILE 5"),
+    (MapHostnameDns(), "MAPHOSTNAME DNS"),
+    (BackendPrint(), "BACKEND PRINT"),
+    (FarmPrint(), "FARM PRINT"),
+    (MapPrint(), "MAP PRINT"),
+    (DatacenterPrint(), "DATACENTER PRINT"),
+    (ConfigPrint(), "CONFIG PRINT"),
+    (Conn(), "CONN"),
+    (Exit(), "EXIT"),
+    (Help(), "HELP"),
+]
+
+
+@pytest.mark.parametrize(("command", "line"), CANONICAL)
+def test_to_line_is_canonical(command: Command, line: str) -> None:
+    assert to_line(command) == line
+
+
+@pytest.mark.parametrize(("command", "line"), CANONICAL)
+def test_canonical_line_parses_back(command: Command, line: str) -> None:
+    assert parse(line) == command
+
+
+def test_canonical_examples_cover_every_mutating_command() -> None:
+    covered = {type(command) for command, _ in CANONICAL}
+    assert set(MutatingCommand.__args__) <= covered
+
+
+# Every command any accepted line produces, including odd spellings.
+@pytest.mark.parametrize(
+    "command", [command for _, command in VALID] + [command for command, _ in CANONICAL]
+)
+def test_round_trip(command: Command) -> None:
+    assert parse(to_line(command)) == command
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "farm add_manual Shared Round-Robin a B",
+        "backend add_dns b dc h 05672 tls",
+        "BACKEND ADD b dc h +1 send-proxy SEND-PROXY",
+        "datacenter set",
+        "listen stop",
+        "LOG FILE +0",
+        "MAP BACKEND vhöst b",
+    ],
+)
+def test_round_trip_from_any_spelling(line: str) -> None:
+    command = parse(line)
+    assert not isinstance(command, ParseError)
+    assert parse(to_line(command)) == command
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        BackendAdd("", "dc", "h", 5672),
+        BackendAdd("a b", "dc", "h", 5672),
+        BackendAddDns("b", "dc\t1", "h", 5672),
+        BackendAdd("b", "dc", "h", 0),
+        BackendAddDns("b", "dc", "h", 65536),
+        BackendDelete(""),
+        FarmAdd("f", "round-robin", ("a", "")),
+        FarmAdd("f", "round-robin", ("a b",)),
+        FarmAdd("f", ""),
+        FarmPartition("f", "datacenter affinity"),
+        FarmDelete("f\n"),
+        MapBackend("", "b"),
+        MapFarm("v", "f\r"),
+        MapUnmap(" "),
+        MapDefault(""),
+        ListenStart(0),
+        ListenStartSecure(70000),
+        ListenStop(-1),
+        DatacenterSet("a b"),
+        LogConsole(6),
+        LogFile(-1),
+        MapUnmap("v" * MAX_LINE_LENGTH),
+    ],
+)
+def test_to_line_refuses_what_no_line_can_carry(command: Command) -> None:
+    with pytest.raises(ValueError, match="cannot be written as a control command line"):
+        to_line(command)
+
+
+# --------------------------------------------------------------------------- #
+# the command values
+# --------------------------------------------------------------------------- #
+
+
+def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
+    assert set(MutatingCommand.__args__) == {
+        BackendAdd,
+        BackendAddDns,
+        BackendDelete,
+        FarmAdd,
+        FarmPartition,
+        FarmDelete,
+        MapBackend,
+        MapFarm,
+        MapUnmap,
+        MapDefault,
+        MapRemoveDefault,
+        ListenStart,
+        ListenStartSecure,
+        ListenStop,
+        DatacenterSet,
+        LogConsole,
+        LogFile,
+        MapHostnameDns,
+    }
+    assert isinstance(parse("MAP DEFAULT f"), MutatingCommand)
+    assert not isinstance(parse("MAP PRINT"), MutatingCommand)
+
+
+def test_commands_and_errors_are_frozen_and_hashable() -> None:
+    command = parse("FARM ADD f round-robin a b")
+    assert isinstance(command, FarmAdd)
+    assert hash(command) == hash(FarmAdd("f", "round-robin", ("a", "b")))
+    with pytest.raises(AttributeError):
+        command.name = "g"  # type: ignore[misc]
+    error = parse("FARM ADD")
+    assert isinstance(error, ParseError)
+    with pytest.raises(AttributeError):
+        error.reply = ""  # type: ignore[misc]
