@@ -131,7 +131,11 @@ class Session:
         self.backend: Backend | None = None
         self.connection_name: str | None = None
         self.client_address = sockets.peer_name(client)
+        self.client_local = sockets.local_name(client)
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
+        self.broker_local: tuple[str, int] = ("0.0.0.0", 0)
+        # When each direction last carried data (time.monotonic), for CONN's idle times.
+        self.last_ingress = self.last_egress = time.monotonic()
         self.started = time.time()
         self.ended: End | None = None
         # Counters: ingress = client→broker, egress = broker→client (bytes, frames, reads).
@@ -218,6 +222,7 @@ class Session:
                 continue
             self.broker, self.backend = broker, backend
             self.broker_address = sockets.peer_name(broker)
+            self.broker_local = sockets.local_name(broker)
             self.log = self.log.bind(backend=backend.name)
             return await self._broker_handshake(opened, backend)
         names = ", ".join(backend.label for backend in candidates)
@@ -415,6 +420,10 @@ class Session:
         self, dst: socket.socket, data: bytes, scanner: FrameScanner, from_client: bool
     ) -> None:
         """Scan ``data`` and forward the whole frames in it."""
+        if from_client:
+            self.last_ingress = time.monotonic()
+        else:
+            self.last_egress = time.monotonic()
         pieces, controls = scanner.scan(data)
         if controls is not None:
             self._on_channel_zero(controls, from_client)

@@ -1,0 +1,134 @@
+"""The control socket over a real Unix socket, with a stand-in command handler."""
+
+from __future__ import annotations
+
+import socket
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from amqprouter.control import socket_server
+from amqprouter.control.socket_server import ControlSocketInUse, Reply, serve_control
+
+
+async def _echo(line: str) -> Reply:
+    if line.startswith("FAIL"):
+        return Reply("it failed\n", ok=False)
+    return Reply(f"got {line!r}\n")
+
+
+@asynccontextmanager
+async def control(path: Path, mode: int = 0o600) -> AsyncIterator[None]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_control, path, _echo, mode=mode))
+        yield
+        nursery.cancel_scope.cancel()
+
+
+async def _ask(path: Path, data: bytes, *, half_close: bool = True) -> bytes:
+    stream = await trio.open_unix_socket(str(path))
+    async with stream:
+        await stream.send_all(data)
+        if half_close:
+            await stream.send_eof()
+        reply = bytearray()
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+        return bytes(reply)
+
+
+async def test_one_line_one_reply_then_close(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    async with control(path):
+        assert await _ask(path, b"MAP PRINT\n") == b"got 'MAP PRINT'\n"
+        assert await _ask(path, b"MAP PRINT\r\nIGNORED\n") == b"got 'MAP PRINT'\n"
+    assert not path.exists(), "the socket file is removed on exit"
+
+
+async def test_status_trailer_only_for_clients_that_ask(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    hello = socket_server.STATUS_HELLO.encode() + b"\n"
+    async with control(path):
+        assert await _ask(path, hello + b"X\n") == b"got 'X'\n\x000"
+        assert await _ask(path, hello + b"FAIL\n") == b"it failed\n\x001"
+        assert await _ask(path, b"FAIL\n") == b"it failed\n"
+
+
+async def test_created_private_and_mode_can_be_widened(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    async with control(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    async with control(path, mode=0o660):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+
+
+async def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens: what a crashed router leaves
+    async with control(path):
+        assert await _ask(path, b"HELLO\n") == b"got 'HELLO'\n"
+
+
+async def test_live_socket_is_not_stolen(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    async with control(path):
+        with pytest.raises(ControlSocketInUse) as caught:
+            socket_server.prepare_path(path)
+        assert "is the control socket of a running router" in str(caught.value)
+        assert await _ask(path, b"STILL\n") == b"got 'STILL'\n"
+
+
+def test_a_regular_file_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    path.write_text("precious")
+    with pytest.raises(ControlSocketInUse):
+        socket_server.prepare_path(path)
+    assert path.read_text() == "precious"
+
+
+async def test_overlong_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    async with control(path):
+        assert await _ask(path, b"X" * 10_000) == b"Command line too long.\n"
+        assert await _ask(path, b"X" * 5000 + b"\n") == b"Command line too long.\n"
+
+
+async def test_unfinished_line_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    async with control(path):
+        assert await _ask(path, b"MAP PRINT") == b"Command line must end with a newline.\n"
+
+
+async def test_silent_client_times_out_and_control_keeps_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket_server, "READ_TIMEOUT", 0.3)
+    path = tmp_path / "ctl"
+    async with control(path):
+        silent = await trio.open_unix_socket(str(path))
+        async with silent:
+            with trio.fail_after(5):
+                data = await silent.receive_some(1024)
+            assert data == b"No command line within 0.3s.\n"
+        assert await _ask(path, b"NEXT\n") == b"got 'NEXT'\n"
+
+
+async def test_many_concurrent_clients(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    replies: list[bytes] = []
+
+    async def one(number: int) -> None:
+        replies.append(await _ask(path, f"C{number}\n".encode()))
+
+    async with control(path), trio.open_nursery() as nursery:
+        for number in range(100):
+            nursery.start_soon(one, number)
+    assert sorted(replies) == sorted(f"got 'C{n}'\n".encode() for n in range(100))
