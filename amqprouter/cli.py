@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import signal
 import sys
+from functools import partial
+from pathlib import Path
 
 import click
 import trio
 
 from amqprouter import __version__
+from amqprouter.control.controller import Controller
+from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
 from amqprouter.observe import logging as router_logging
 from amqprouter.protocol import TuneParams
-from amqprouter.routing import Backend, RoutingTable
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
@@ -23,6 +26,10 @@ SIMPLE_MODE_INCOMPLETE = (
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_BAD_VERBOSITY = 3
 EXIT_LISTEN_FAILED = 4
+EXIT_CONTROL_SOCKET_IN_USE = 5
+EXIT_CONFIG_FAILED = 6
+#: After EXIT, time for the control reply ("Exiting.") to reach its client.
+EXIT_REPLY_GRACE = 0.2
 
 _seconds = click.FloatRange(min=0.001)
 
@@ -64,8 +71,22 @@ _seconds = click.FloatRange(min=0.001)
     "control_socket",
     default="/tmp/amqprouter",
     show_default=True,
-    help="Path of the Unix control socket (control commands arrive with the control plane; "
-    "today the path only names the instance in the start and stop lines).",
+    help="Path of the Unix control socket that amqprouter_ctl talks to. A stale socket "
+    "file is replaced; one a running router answers on is not.",
+)
+@click.option(
+    "--control-socket-mode",
+    type=str,
+    default=f"{DEFAULT_MODE:04o}",
+    show_default=True,
+    help="Permissions of the control socket file, in octal (0660 lets a group run amqprouter_ctl).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of control commands applied at start, one per line (blank lines and # "
+    "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one.",
 )
 @click.option(
     "--log-directory",
@@ -150,6 +171,8 @@ def main(
     destination_dns: str | None,
     destination_port: int | None,
     control_socket: str,
+    control_socket_mode: str,
+    config_file: Path | None,
     log_directory: str,
     cleanup_interval_ms: int,
     verbosity: int,
@@ -180,34 +203,77 @@ def main(
             close=close_timeout,
         ),
     )
-    routing = RoutingTable()
+    try:
+        mode = int(control_socket_mode, 8)
+    except ValueError:
+        click.echo(f"--control-socket-mode must be octal, like 0600: {control_socket_mode}")
+        sys.exit(EXIT_CONFIG_FAILED)
+    setup: list[tuple[str, str]] = [("--console-verbosity", f"LOG CONSOLE {verbosity}")]
+    if config_file is not None:
+        setup += _config_lines(config_file)
     if destination_dns is not None and destination_port is not None:
-        # amqpprox's simple mode: BACKEND ADD_DNS default-backend none <dns> <port>,
-        # FARM ADD default round-robin default-backend, MAP DEFAULT default.
-        routing = RoutingTable(
-            default=(Backend("default-backend", "none", destination_dns, destination_port),)
-        )
+        # Simple mode is exactly amqpprox's: these four control commands.
+        setup += [
+            (
+                "simple mode",
+                f"BACKEND ADD_DNS default-backend none {destination_dns} {destination_port}",
+            ),
+            ("simple mode", "FARM ADD default round-robin default-backend"),
+            ("simple mode", "MAP DEFAULT default"),
+            ("simple mode", f"LISTEN START {listen_port}"),
+        ]
     click.echo(
         f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
     )
-    code = trio.run(_serve, Server(settings, routing), listen_port)
+    code = trio.run(_serve, Server(settings), Path(control_socket), mode, setup)
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
     sys.exit(code)
 
 
-async def _serve(server: Server, listen_port: int | None) -> int:
-    """Run until SIGINT or SIGTERM; the exit code."""
+def _config_lines(path: Path) -> list[tuple[str, str]]:
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        stripped = text.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append((f"{path}:{number}", stripped))
+    return lines
+
+
+async def _serve(
+    server: Server, control_socket: Path, mode: int, setup: list[tuple[str, str]]
+) -> int:
+    """Run until SIGINT, SIGTERM or EXIT; the exit code."""
+    stop = trio.Event()
+    controller = Controller(server, request_exit=stop.set)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
-            if listen_port is not None:
-                try:
-                    await server.listen(listen_port)
-                except OSError as exc:
-                    click.echo(f"Cannot listen on port {listen_port}: {exc.strerror}", err=True)
+            try:
+                await nursery.start(
+                    partial(serve_control, control_socket, controller.handle, mode=mode)
+                )
+            except ControlSocketInUse as exc:
+                click.echo(f"Cannot use the control socket: {exc}", err=True)
+                nursery.cancel_scope.cancel()
+                return EXIT_CONTROL_SOCKET_IN_USE
+            for source, line in setup:
+                reply = await controller.handle(line)
+                if not reply.ok:
+                    if source == "simple mode":
+                        click.echo(reply.text.rstrip("\n"), err=True)
+                        code = EXIT_LISTEN_FAILED
+                    else:
+                        click.echo(f"{source}: {line}: {reply.text.rstrip()}", err=True)
+                        code = EXIT_CONFIG_FAILED
                     nursery.cancel_scope.cancel()
-                    return EXIT_LISTEN_FAILED
-            async for _signal in signals:
-                break
+                    return code
+
+            async def on_signal() -> None:
+                async for _signal in signals:
+                    stop.set()
+
+            nursery.start_soon(on_signal)
+            await stop.wait()
+            await trio.sleep(EXIT_REPLY_GRACE)
             nursery.cancel_scope.cancel()
     return 0

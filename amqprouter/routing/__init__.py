@@ -1,6 +1,24 @@
-"""Where a connection goes: routing snapshots and backend name resolution."""
+"""Where a connection goes: routing snapshots and backend name resolution.
 
-from amqprouter.routing.model import Backend, NoRoute, RoutingTable
+``model`` holds the frozen data (``RoutingTable`` and what it is made of),
+``selectors`` the partition policies and selectors farms order their members with,
+``configure`` the routing control commands as pure functions on a snapshot.
+"""
+
+from amqprouter.routing import configure, selectors
+from amqprouter.routing.model import Backend, Farm, FarmLayout, NoRoute, RoutingTable, Target
 from amqprouter.routing.resolver import Resolver
+from amqprouter.routing.selectors import Markers
 
-__all__ = ["Backend", "NoRoute", "Resolver", "RoutingTable"]
+__all__ = [
+    "Backend",
+    "Farm",
+    "FarmLayout",
+    "Markers",
+    "NoRoute",
+    "Resolver",
+    "RoutingTable",
+    "Target",
+    "configure",
+    "selectors",
+]

@@ -212,7 +212,11 @@ class Session:
         try:
             candidates = self._routing().candidates(opened.vhost)
         except NoRoute as exc:
-            self.log.error("no mapping for vhost", ingressRemote=_endpoint(self.client_address))
+            self.log.error(
+                "no mapping for vhost",
+                ingressRemote=_endpoint(self.client_address),
+                detail=exc.detail,
+            )
             await self._close_client(constants.RESOURCE_ERROR, str(exc))
             return None
         failures: list[str] = []
@@ -238,7 +242,7 @@ class Session:
         addresses: list[tuple[socket.AddressFamily, tuple[str, int]]] = []
         with trio.move_on_after(timeout):
             try:
-                addresses = await self._resolver.resolve(backend.host, backend.port)
+                addresses = await self._resolver.resolve(backend.connect_host, backend.port)
             except OSError as exc:
                 failures.append(f"{backend.label}: {exc}")
                 self.log.error("cannot resolve backend", backend=backend.label, error=str(exc))

@@ -179,7 +179,7 @@ async def router(
     """An in-process router in simple mode in front of ``broker_port`` (None: no route)."""
     routing = RoutingTable()
     if broker_port is not None:
-        routing = RoutingTable(default=(Backend("fake", "none", "127.0.0.1", broker_port),))
+        routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))
     server = Server(SessionSettings(timeouts=timeouts), routing)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)

@@ -1,0 +1,145 @@
+"""Executing control commands against a running server.
+
+Routing commands are pure (``routing.configure.apply`` builds the next snapshot and
+the reply); this module adds what needs the live process: resolving a BACKEND ADD
+host, listeners, log levels, the session list and EXIT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+import structlog
+import trio
+
+from amqprouter.control import commands as c
+from amqprouter.control.grammar import ParseError, help_text, parse, to_line
+from amqprouter.control.socket_server import Reply
+from amqprouter.observe import logging as router_logging
+from amqprouter.routing import configure
+from amqprouter.server import Server
+from amqprouter.session import Session
+
+log = structlog.get_logger("amqprouter.control")
+
+#: BACKEND ADD resolves its host once, at command time; a dead DNS server gets this long.
+RESOLVE_TIMEOUT: Final = 5.0
+
+
+class Controller:
+    """Turns command lines into replies, one at a time (commands never interleave)."""
+
+    def __init__(self, server: Server, *, request_exit: Callable[[], None]) -> None:
+        self.server = server
+        self._request_exit = request_exit
+        self._lock = trio.Lock()
+        self.console_verbosity = 0
+        self.file_verbosity = 3
+
+    async def handle(self, line: str) -> Reply:
+        command = parse(line)
+        if isinstance(command, ParseError):
+            return Reply(command.reply, ok=False)
+        if isinstance(command, c.Help):
+            # An unknown verb is answered with HELP too, but it is still a mistake.
+            verb = line.strip().split(" ", 1)[0].upper()
+            return Reply(help_text(), ok=verb == "HELP")
+        # One command at a time: each reads the current snapshot and replaces it whole.
+        async with self._lock:
+            return await self._execute(command)
+
+    async def _execute(self, command: c.Command) -> Reply:
+        if isinstance(command, configure.ROUTING_COMMANDS):
+            return await self._routing(command)
+        if isinstance(command, c.ListenStart):
+            return await self._listen(command.port)
+        if isinstance(command, c.ListenStartSecure):
+            return Reply(
+                "TLS is not configured: LISTEN START_SECURE needs the TLS support that "
+                "is not in this version.\n",
+                ok=False,
+            )
+        if isinstance(command, c.ListenStop):
+            self.server.stop_listening(command.port)
+            return Reply("")
+        if isinstance(command, c.LogConsole):
+            self.console_verbosity = command.level
+            router_logging.configure(command.level)
+            return Reply("")
+        if isinstance(command, c.LogFile):
+            self.file_verbosity = command.level
+            return Reply("")
+        if isinstance(command, c.Conn):
+            return Reply("".join(conn_line(s) + "\n" for s in self.server.sessions.values()))
+        if isinstance(command, c.ConfigPrint):
+            return Reply(self.config_text())
+        if isinstance(command, c.Exit):
+            self._request_exit()
+            return Reply("Exiting.\n")
+        if isinstance(command, c.MapHostnameDns):
+            return Reply(
+                "MAPHOSTNAME DNS is not supported in this version: hosts are shown as addresses.\n",
+                ok=False,
+            )
+        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+    async def _routing(self, command: c.Command) -> Reply:
+        resolved_ip: str | None = None
+        if isinstance(command, c.BackendAdd):
+            resolved_ip, error = await self._resolve_once(command.host, command.port)
+            if error is not None:
+                return Reply(error, ok=False)
+        table, text = configure.apply(self.server.routing, command, resolved_ip=resolved_ip)
+        self.server.routing = table
+        # Mutations answer nothing on success; any text they return is an error.
+        ok = not text or not isinstance(command, c.MutatingCommand)
+        return Reply(text, ok=ok)
+
+    async def _resolve_once(self, host: str, port: int) -> tuple[str | None, str | None]:
+        with trio.move_on_after(RESOLVE_TIMEOUT):
+            try:
+                addresses = await self.server.resolver.resolve(host, port)
+            except OSError as exc:
+                return None, f"Failed to resolve '{host}', error code: {exc.strerror or exc}"
+            return addresses[0][1][0], None
+        return None, f"Failed to resolve '{host}', error code: timed out"
+
+    async def _listen(self, port: int) -> Reply:
+        try:
+            await self.server.listen(port)
+        except OSError as exc:
+            return Reply(f"Cannot listen on port {port}: {exc.strerror or exc}\n", ok=False)
+        return Reply("")
+
+    def config_text(self) -> str:
+        """The current configuration as the commands that rebuild it (CONFIG PRINT)."""
+        lines = [f"LOG CONSOLE {self.console_verbosity}", f"LOG FILE {self.file_verbosity}"]
+        lines += [to_line(command) for command in configure.config_commands(self.server.routing)]
+        lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
+        return "".join(line + "\n" for line in lines)
+
+
+def _yes(flag: bool) -> str:
+    return "Y" if flag else "N"
+
+
+def conn_line(session: Session) -> str:
+    """One CONN line, in amqpprox's format (idle seconds measured, not since 1970)."""
+    now = time.monotonic()
+    ingress, egress = session.ingress, session.egress
+    client_host, client_port = session.client_address
+    local_host, _local_port = session.client_local
+    egress_local = session.broker_local
+    broker_host, broker_port = session.broker_address
+    return (
+        f"id={session.id} vhost={session.vhost or ''} "
+        f"disconnected={_yes(session.state.value in ('closing', 'closed'))} paused=N "
+        f"authDenied=N ingressRemote={client_host}:{client_port} ingressLocal={local_host} "
+        f"egressLocal={egress_local[0]}:{egress_local[1]} "
+        f"egressRemote={broker_host}:{broker_port} "
+        f"inBytes={ingress.bytes} inFrames={ingress.frames} inPackets={ingress.reads} "
+        f"outBytes={egress.bytes} outFrames={egress.frames} outPackets={egress.reads} "
+        f"{now - session.last_ingress:.3f}:{now - session.last_egress:.3f}"
+    )

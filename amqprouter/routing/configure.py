@@ -1,0 +1,228 @@
+"""Routing commands as pure functions: (snapshot, command) → (next snapshot, reply).
+
+``apply`` executes BACKEND, FARM, MAP and DATACENTER commands against one
+``RoutingTable`` and returns the table that replaces it with the reply text; the
+table passed in is never changed. Successful mutations reply ``""``; print
+commands return the same table. ``config_commands`` goes the other way: the
+commands that rebuild a table from an empty one (for CONFIG PRINT).
+
+Replies and errors are amqpprox's (reference/amqpprox.md §1), with these
+differences, each fixing a quirk of the reference:
+
+- BACKEND PRINT and FARM PRINT list in name order (amqpprox: hash order). A farm
+  lists its members in the order FARM ADD gave them (amqpprox: hash order), and
+  that is also the order round-robin and datacenter-affinity work in. A member
+  named twice in FARM ADD is kept once, at its first place.
+- MAP PRINT also prints the default farm, after the vhosts, as
+  ``(default) => Farm:<farm>`` (amqpprox does not print it at all).
+- BACKEND DELETE of a backend that a farm still uses is refused with
+  ``Backend '<b>' is used by farm(s) <f1>, <f2>; remove it from them first.\\n``
+  (amqpprox deletes it and leaves the farm pointing at freed memory).
+- FARM ADD with no backends creates an empty farm (amqpprox answers "Farm name
+  and selector must be provided."). A connection routed to an empty farm is
+  refused like an unmapped vhost, and the log says the farm has no backends.
+- Unchanged from amqpprox, on purpose: MAP BACKEND/FARM/DEFAULT accept a backend
+  or farm that does not exist (yet); ``RoutingTable.candidates`` then refuses the
+  connection with the usual text and a ``NoRoute.detail`` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from amqprouter.control import commands as c
+from amqprouter.routing import selectors
+from amqprouter.routing.model import Backend, Farm, RoutingTable, Target
+
+#: The commands ``apply`` executes.
+ROUTING_COMMANDS = (
+    c.BackendAdd,
+    c.BackendAddDns,
+    c.BackendDelete,
+    c.BackendPrint,
+    c.FarmAdd,
+    c.FarmPartition,
+    c.FarmDelete,
+    c.FarmPrint,
+    c.MapBackend,
+    c.MapFarm,
+    c.MapUnmap,
+    c.MapDefault,
+    c.MapRemoveDefault,
+    c.MapPrint,
+    c.DatacenterSet,
+    c.DatacenterPrint,
+)
+
+
+def backend_line(backend: Backend) -> str:
+    """A backend as BACKEND PRINT shows it, without the newline."""
+    flags = (" PROXY PROTOCOL V1 ENABLED" if backend.send_proxy else "") + (
+        " TLS" if backend.tls else ""
+    )
+    return (
+        f"{backend.name} ({backend.datacenter}): {backend.host} "
+        f"{backend.ip or ''}:{backend.port}{flags}"
+    )
+
+
+def apply(
+    table: RoutingTable, command: c.Command, *, resolved_ip: str | None = None
+) -> tuple[RoutingTable, str]:
+    """Execute one routing command: the next snapshot and the reply text.
+
+    ``resolved_ip`` is BACKEND ADD's host, resolved by the caller (who answers the
+    resolution error itself when it fails).
+
+    Raises:
+        ValueError: BACKEND ADD without ``resolved_ip``.
+        TypeError: ``command`` is not one of ``ROUTING_COMMANDS``.
+    """
+    match command:
+        case c.BackendAdd() | c.BackendAddDns():
+            return _backend_add(table, command, resolved_ip)
+        case c.BackendDelete(name=name):
+            return _backend_delete(table, name)
+        case c.BackendPrint():
+            return table, "".join(
+                backend_line(table.backends[n]) + "\n" for n in sorted(table.backends)
+            )
+        case c.FarmAdd(name=name, selector=selector, backends=members):
+            return _farm_add(table, name, selector, members)
+        case c.FarmPartition(name=name, policy=policy):
+            return _farm_partition(table, name, policy)
+        case c.FarmDelete(name=name):
+            farms = {n: f for n, f in table.farms.items() if n != name}
+            return attrs.evolve(table, farms=farms), ""
+        case c.FarmPrint():
+            return table, "".join(
+                f"{n}: " + "".join(m + " " for m in table.farms[n].members) + "\n"
+                for n in sorted(table.farms)
+            )
+        case c.MapBackend(vhost=vhost, backend=backend):
+            return _map(table, vhost, ("backend", backend)), ""
+        case c.MapFarm(vhost=vhost, farm=farm):
+            return _map(table, vhost, ("farm", farm)), ""
+        case c.MapUnmap(vhost=vhost):
+            mappings = {v: t for v, t in table.mappings.items() if v != vhost}
+            return attrs.evolve(table, mappings=mappings), ""
+        case c.MapDefault(farm=farm):
+            return attrs.evolve(table, default_farm=farm), ""
+        case c.MapRemoveDefault():
+            return attrs.evolve(table, default_farm=None), ""
+        case c.MapPrint():
+            return table, _map_print(table)
+        case c.DatacenterSet(name=name):
+            # amqpprox repartitions every farm, even for the same datacenter: markers reset.
+            return attrs.evolve(table, datacenter=name, layouts={}), ""
+        case c.DatacenterPrint():
+            return table, table.datacenter + "\n"
+    raise TypeError(f"not a routing command: {command!r}")
+
+
+def _backend_add(
+    table: RoutingTable, command: c.BackendAdd | c.BackendAddDns, resolved_ip: str | None
+) -> tuple[RoutingTable, str]:
+    dns = isinstance(command, c.BackendAddDns)
+    if not dns and resolved_ip is None:
+        raise ValueError("BACKEND ADD needs the host resolved by the caller (resolved_ip)")
+    backend = Backend(
+        command.name,
+        command.datacenter,
+        command.host,
+        command.port,
+        dns=dns,
+        ip=None if dns else resolved_ip,
+        send_proxy=command.send_proxy,
+        tls=command.tls,
+    )
+    if backend.name in table.backends:
+        return table, f"Failed to insert backend: '{backend_line(backend)}', error code: 1"
+    return attrs.evolve(table, backends={**table.backends, backend.name: backend}), ""
+
+
+def _backend_delete(table: RoutingTable, name: str) -> tuple[RoutingTable, str]:
+    if name not in table.backends:
+        return table, f"Delete failed to remove '{name}', rcode 1"
+    users = sorted(farm.name for farm in table.farms.values() if name in farm.members)
+    if users:
+        return table, (
+            f"Backend '{name}' is used by farm(s) {', '.join(users)}; remove it from them first.\n"
+        )
+    backends = {n: b for n, b in table.backends.items() if n != name}
+    return attrs.evolve(table, backends=backends), ""
+
+
+def _farm_add(
+    table: RoutingTable, name: str, selector: str, members: tuple[str, ...]
+) -> tuple[RoutingTable, str]:
+    if selector not in selectors.SELECTORS:
+        return table, f"Selector '{selector}' not found\n"
+    unique = tuple(dict.fromkeys(members))
+    missing = [member for member in unique if member not in table.backends]
+    if missing:
+        return table, "".join(f"Backend '{member}' not found\n" for member in missing) + (
+            "Farm not inserted due to at least one missing Backend\n"
+        )
+    # A replaced farm loses its policies and is repartitioned: markers reset.
+    return _with_farm(table, Farm(name, selector, unique)), ""
+
+
+def _farm_partition(table: RoutingTable, name: str, policy: str) -> tuple[RoutingTable, str]:
+    if policy not in selectors.POLICIES:
+        return table, f"Partition policy '{policy}' not found\n"
+    farm = table.farms.get(name)
+    if farm is None:
+        return table, f"Farm '{name}' not found\n"
+    return _with_farm(table, attrs.evolve(farm, policies=(*farm.policies, policy))), ""
+
+
+def _with_farm(table: RoutingTable, farm: Farm) -> RoutingTable:
+    """``table`` with ``farm`` added or replaced, and repartitioned (its markers reset)."""
+    layouts = {n: layout for n, layout in table.layouts.items() if n != farm.name}
+    return attrs.evolve(table, farms={**table.farms, farm.name: farm}, layouts=layouts)
+
+
+def _map(table: RoutingTable, vhost: str, target: Target) -> RoutingTable:
+    return attrs.evolve(table, mappings={**table.mappings, vhost: target})
+
+
+def _map_print(table: RoutingTable) -> str:
+    lines = [
+        f'"{vhost}" => {"Farm" if kind == "farm" else "Backend"}:{name}\n'
+        for vhost, (kind, name) in sorted(table.mappings.items())
+    ]
+    if table.default_farm is not None:
+        lines.append(f"(default) => Farm:{table.default_farm}\n")
+    return "".join(lines)
+
+
+def config_commands(table: RoutingTable) -> list[c.Command]:
+    """The commands that rebuild ``table`` from an empty one, in an order that works.
+
+    DATACENTER SET (when set), BACKEND ADD/ADD_DNS by name, FARM ADD and its FARM
+    PARTITIONs by farm name, MAP BACKEND/FARM by vhost, MAP DEFAULT. A static
+    backend is re-added by host, so loading the commands resolves it again.
+    Round-robin positions are not configuration and start again from 0.
+    """
+    result: list[c.Command] = []
+    if table.datacenter:
+        result.append(c.DatacenterSet(table.datacenter))
+    for name in sorted(table.backends):
+        b = table.backends[name]
+        kind = c.BackendAddDns if b.dns else c.BackendAdd
+        result.append(
+            kind(b.name, b.datacenter, b.host, b.port, send_proxy=b.send_proxy, tls=b.tls)
+        )
+    for name in sorted(table.farms):
+        farm = table.farms[name]
+        result.append(c.FarmAdd(farm.name, farm.selector, farm.members))
+        result += [c.FarmPartition(farm.name, policy) for policy in farm.policies]
+    for vhost, (kind_name, target) in sorted(table.mappings.items()):
+        if kind_name == "farm":
+            result.append(c.MapFarm(vhost, target))
+        else:
+            result.append(c.MapBackend(vhost, target))
+    if table.default_farm is not None:
+        result.append(c.MapDefault(table.default_farm))
+    return result
