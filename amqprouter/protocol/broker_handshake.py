@@ -21,10 +21,10 @@ import enum
 from pamqp import commands
 
 from amqprouter.protocol import constants, properties
-from amqprouter.protocol.close import CLOSE_OK_FRAME, peer_closed
 from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
 from amqprouter.protocol.events import BrokerOpened, PeerClosed, StartOkInfo
-from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.frames import Frame, encode_method
+from amqprouter.protocol.machine import Machine
 from amqprouter.protocol.tune import TuneParams, broker_tune_ok
 
 
@@ -36,7 +36,7 @@ class BrokerState(enum.Enum):
     CLOSED = "closed"
 
 
-class BrokerHandshake:
+class BrokerHandshake(Machine):
     """Sans-IO replay of a client's handshake towards one broker."""
 
     def __init__(
@@ -55,16 +55,8 @@ class BrokerHandshake:
         self._start_ok = start_ok
         self._client_tune = client_tune
         self._extra = extra_client_properties
-        self._reader = FrameReader()
-        self._outgoing = bytearray(constants.PROTOCOL_HEADER)
-
-    def receive_data(self, data: bytes) -> None:
-        self._reader.feed(data)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
+        super().__init__()
+        self._outgoing += constants.PROTOCOL_HEADER
 
     def next_event(self) -> BrokerOpened | PeerClosed | None:
         while self.state not in (BrokerState.OPENED, BrokerState.CLOSED):
@@ -88,17 +80,12 @@ class BrokerHandshake:
             )
 
     def _handle(self, frame: Frame) -> BrokerOpened | PeerClosed | None:
-        if frame.frame_type == constants.FRAME_HEARTBEAT:
-            return None
-        if frame.frame_type != constants.FRAME_METHOD or frame.channel != 0:
-            raise UnexpectedFrame(
-                f"broker {self.backend} sent frame type {frame.frame_type} on channel "
-                f"{frame.channel} while {self.state.value}"
-            )
-        if frame.method_id == constants.CONNECTION_CLOSE:
-            self._outgoing += CLOSE_OK_FRAME
+        screened = self._screen(frame, f"broker {self.backend}, while {self.state.value}")
+        if isinstance(screened, PeerClosed):
             self.state = BrokerState.CLOSED
-            return peer_closed(frame)
+            return screened
+        if not screened:
+            return None
         method_id = frame.method_id
         # Start, Tune and Open-Ok are read from their fixed layout: pamqp would decode
         # the broker's whole server-properties table only for the router to drop it.

@@ -21,10 +21,10 @@ import functools
 from pamqp import commands
 
 from amqprouter.protocol import constants, properties
-from amqprouter.protocol.close import CLOSE_OK_FRAME, peer_closed
-from amqprouter.protocol.errors import BadProtocolHeader, ProtocolError, UnexpectedFrame
+from amqprouter.protocol.errors import BadProtocolHeader, ProtocolError
 from amqprouter.protocol.events import ClientOpened, PeerClosed, StartOkInfo
-from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.frames import Frame, encode_method
+from amqprouter.protocol.machine import Machine
 from amqprouter.protocol.tune import TuneParams, accept_client_tune_ok
 
 _ACCEPTED_HEADERS = (constants.PROTOCOL_HEADER, constants.LEGACY_PROTOCOL_HEADER)
@@ -56,24 +56,15 @@ def _tune_frame(offer: TuneParams) -> bytes:
     )
 
 
-class ClientHandshake:
+class ClientHandshake(Machine):
     """Sans-IO: ``receive_data`` bytes in, ``next_event`` events out, ``data_to_send`` bytes out."""
 
     def __init__(self, offer: TuneParams) -> None:
+        super().__init__()
         self.offer = offer
         self.state = ClientState.AWAITING_HEADER
-        self._reader = FrameReader()
-        self._outgoing = bytearray()
         self._start_ok: StartOkInfo | None = None
         self._tune: TuneParams | None = None
-
-    def receive_data(self, data: bytes) -> None:
-        self._reader.feed(data)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
 
     def next_event(self) -> ClientOpened | PeerClosed | None:
         """Advance as far as the buffered bytes allow; None means "need more data"."""
@@ -101,17 +92,12 @@ class ClientHandshake:
         return True
 
     def _handle(self, frame: Frame) -> ClientOpened | PeerClosed | None:
-        if frame.frame_type == constants.FRAME_HEARTBEAT:
-            return None
-        if frame.frame_type != constants.FRAME_METHOD or frame.channel != 0:
-            raise UnexpectedFrame(
-                f"UNEXPECTED_FRAME - frame type {frame.frame_type} on channel {frame.channel} "
-                f"while {self.state.value}"
-            )
-        if frame.method_id == constants.CONNECTION_CLOSE:
-            self._outgoing += CLOSE_OK_FRAME
+        screened = self._screen(frame, f"client, while {self.state.value}")
+        if isinstance(screened, PeerClosed):
             self.state = ClientState.CLOSED
-            return peer_closed(frame)
+            return screened
+        if not screened:
+            return None
         expected_id, expected_name = _EXPECTED[self.state]
         if frame.method_id != expected_id:
             raise ProtocolError(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pamqp import commands
 
 from amqprouter.protocol import constants
-from amqprouter.protocol.errors import FrameError
 from amqprouter.protocol.events import CloseOkReceived, PeerClosed
-from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.frames import encode_method
+from amqprouter.protocol.machine import CLOSE_OK_FRAME, Machine, peer_closed
 
-CLOSE_OK_FRAME = encode_method(commands.Connection.CloseOk())
+__all__ = ["CLOSE_OK_FRAME", "CloseHandshake", "close_frame", "peer_closed"]
 
 
 def close_frame(reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0) -> bytes:
@@ -22,21 +22,7 @@ def close_frame(reply_code: int, reply_text: str, class_id: int = 0, method_id: 
     )
 
 
-def peer_closed(frame: Frame) -> PeerClosed:
-    """Decode a Connection.Close frame into the event the session acts on."""
-    method = frame.decode()
-    if not isinstance(method, commands.Connection.Close):
-        raise FrameError(f"expected Connection.Close, got {method.name}")
-    text = method.reply_text
-    return PeerClosed(
-        reply_code=method.reply_code or 0,
-        reply_text=text if isinstance(text, str) else bytes(text).decode(errors="replace"),
-        class_id=method.class_id or 0,
-        method_id=method.method_id or 0,
-    )
-
-
-class CloseHandshake:
+class CloseHandshake(Machine):
     """After we sent Connection.Close: wait for the peer's Close-Ok.
 
     Everything else the peer sends meanwhile is discarded, as the spec asks. If the
@@ -44,16 +30,7 @@ class CloseHandshake:
     """
 
     def __init__(self, frame_max: int) -> None:
-        self._reader = FrameReader(frame_max)
-        self._outgoing = bytearray()
-
-    def receive_data(self, data: bytes) -> None:
-        self._reader.feed(data)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
+        super().__init__(frame_max)
 
     def next_event(self) -> CloseOkReceived | PeerClosed | None:
         while (frame := self._reader.next_frame()) is not None:
