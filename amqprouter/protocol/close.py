@@ -29,9 +29,6 @@ class CloseHandshake(Machine):
     peer's own Close crossed ours, we answer it with Close-Ok and count that as done.
     """
 
-    def __init__(self, frame_max: int) -> None:
-        super().__init__(frame_max)
-
     def next_event(self) -> CloseOkReceived | PeerClosed | None:
         while (frame := self._reader.next_frame()) is not None:
             if frame.channel != 0:

@@ -159,7 +159,12 @@ class Session:
             open_ok = await self._open_broker(opened)
             if open_ok is None:
                 return
-            await self._forward(opened, open_ok)
+            tune, client_early = opened.tune, opened.pending
+            broker_early = open_ok.open_ok + open_ok.pending
+            # The handshake's records (the client's StartOk and its properties) are not
+            # needed while forwarding: idle sessions should not hold them.
+            del opened, open_ok
+            await self._forward(tune, client_early, broker_early)
         except Exception:
             self.log.exception("session failed")
         finally:
@@ -337,9 +342,9 @@ class Session:
 
     # -- 4. forwarding ---------------------------------------------------------------
 
-    async def _forward(self, opened: ClientOpened, broker_open: BrokerOpened) -> None:
+    async def _forward(self, tune: TuneParams, client_early: bytes, broker_early: bytes) -> None:
+        """Forward until either side ends; ``*_early`` were sent before the handshake ended."""
         assert self.broker is not None and self.backend is not None
-        tune: TuneParams = opened.tune
         self.ingress.frame_max = tune.frame_max
         self.egress.frame_max = tune.frame_max
         self.state = State.OPEN
@@ -347,24 +352,29 @@ class Session:
         end = End.TIMEOUT  # what a close deadline expiring below means
         with trio.CancelScope() as scope:
             self._forwarding = scope
-            # What each side sent ahead of the handshake's end goes first, in order.
-            try:
-                await self._deliver(self.broker, opened.pending, self.ingress, from_client=True)
-                await self._deliver(
-                    self.client,
-                    broker_open.open_ok + broker_open.pending,
-                    self.egress,
-                    from_client=False,
-                )
-            except ProtocolError:
-                end = End.CLIENT_ERROR
-            except PeerGone:
-                end = End.CLIENT_GONE
-            else:
-                end = await self._run_pumps()
+            end = await self._deliver_early(client_early, broker_early) or await self._run_pumps()
         self.ended = end
         self.state = State.CLOSING
         await self._finish(end)
+
+    async def _deliver_early(self, client_early: bytes, broker_early: bytes) -> End | None:
+        """Frames pipelined during the handshake go first, in order; an End if that fails."""
+        assert self.broker is not None
+        for dst, data, from_client in (
+            (self.broker, client_early, True),
+            (self.client, broker_early, False),
+        ):
+            if not data:
+                continue
+            try:
+                await self._deliver(
+                    dst, data, self.ingress if from_client else self.egress, from_client
+                )
+            except ProtocolError:
+                return End.CLIENT_ERROR if from_client else End.BROKER_ERROR
+            except PeerGone:
+                return End.BROKER_GONE if from_client else End.CLIENT_GONE
+        return None
 
     async def _run_pumps(self) -> End:
         assert self.broker is not None
