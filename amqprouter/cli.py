@@ -24,6 +24,7 @@ SIMPLE_MODE_INCOMPLETE = (
     "--destinationDNS must all be set"
 )
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
+EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
 EXIT_LISTEN_FAILED = 4
 EXIT_CONTROL_SOCKET_IN_USE = 5
@@ -206,8 +207,10 @@ def main(
     try:
         mode = int(control_socket_mode, 8)
     except ValueError:
-        click.echo(f"--control-socket-mode must be octal, like 0600: {control_socket_mode}")
-        sys.exit(EXIT_CONFIG_FAILED)
+        click.echo(
+            f"--control-socket-mode must be octal, like 0600: {control_socket_mode}", err=True
+        )
+        sys.exit(EXIT_USAGE)
     setup: list[tuple[str, str]] = [("--console-verbosity", f"LOG CONSOLE {verbosity}")]
     if config_file is not None:
         setup += _config_lines(config_file)
@@ -254,6 +257,13 @@ async def _serve(
                 )
             except ControlSocketInUse as exc:
                 click.echo(f"Cannot use the control socket: {exc}", err=True)
+                nursery.cancel_scope.cancel()
+                return EXIT_CONTROL_SOCKET_IN_USE
+            except OSError as exc:  # a missing directory, no permission, a path too long
+                click.echo(
+                    f"Cannot use the control socket: {control_socket}: {exc.strerror or exc}",
+                    err=True,
+                )
                 nursery.cancel_scope.cancel()
                 return EXIT_CONTROL_SOCKET_IN_USE
             for source, line in setup:
