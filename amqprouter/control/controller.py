@@ -24,7 +24,8 @@ from amqprouter.session import Session
 
 log = structlog.get_logger("amqprouter.control")
 
-#: BACKEND ADD resolves its host once, at command time; a dead DNS server gets this long.
+#: BACKEND ADD resolves its host once, at command time. The resolver gives up on a dead
+#: DNS server sooner (routing.resolver.DNS_TIMEOUT); this bounds everything else.
 RESOLVE_TIMEOUT: Final = 5.0
 
 
@@ -72,17 +73,16 @@ class Controller:
             self.file_verbosity = command.level
             return Reply("")
         if isinstance(command, c.Conn):
-            return Reply("".join(conn_line(s) + "\n" for s in self.server.sessions.values()))
+            name = self.server.host_name
+            return Reply("".join(conn_line(s, name) + "\n" for s in self.server.sessions.values()))
         if isinstance(command, c.ConfigPrint):
             return Reply(self.config_text())
         if isinstance(command, c.Exit):
             self._request_exit()
             return Reply("Exiting.\n")
         if isinstance(command, c.MapHostnameDns):
-            return Reply(
-                "MAPHOSTNAME DNS is not supported in this version: hosts are shown as addresses.\n",
-                ok=False,
-            )
+            self.server.map_hostnames()
+            return Reply("Hostname mapper set for all current sessions.\n")
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
     async def _routing(self, command: c.Command) -> Reply:
@@ -125,8 +125,11 @@ def _yes(flag: bool) -> str:
     return "Y" if flag else "N"
 
 
-def conn_line(session: Session) -> str:
-    """One CONN line, in amqpprox's format (idle seconds measured, not since 1970)."""
+def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
+    """One CONN line, in amqpprox's format (idle seconds measured, not since 1970).
+
+    ``name`` turns an address into a host name (MAPHOSTNAME DNS) without waiting.
+    """
     now = time.monotonic()
     ingress, egress = session.ingress, session.egress
     client_host, client_port = session.client_address
@@ -136,9 +139,10 @@ def conn_line(session: Session) -> str:
     return (
         f"id={session.id} vhost={session.vhost or ''} "
         f"disconnected={_yes(session.state.value in ('closing', 'closed'))} paused=N "
-        f"authDenied=N ingressRemote={client_host}:{client_port} ingressLocal={local_host} "
-        f"egressLocal={egress_local[0]}:{egress_local[1]} "
-        f"egressRemote={broker_host}:{broker_port} "
+        f"authDenied=N ingressRemote={name(client_host)}:{client_port} "
+        f"ingressLocal={name(local_host)} "
+        f"egressLocal={name(egress_local[0])}:{egress_local[1]} "
+        f"egressRemote={name(broker_host)}:{broker_port} "
         f"inBytes={ingress.bytes} inFrames={ingress.frames} inPackets={ingress.reads} "
         f"outBytes={egress.bytes} outFrames={egress.frames} outPackets={egress.reads} "
         f"{now - session.last_ingress:.3f}:{now - session.last_egress:.3f}"

@@ -9,6 +9,7 @@ import structlog
 import trio
 
 from amqprouter.routing import Resolver, RoutingTable
+from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.server.listener import accept_loop, bind_listener
 from amqprouter.session import Session, SessionSettings
 
@@ -31,6 +32,9 @@ class Server:
         self.resolver = Resolver()
         self.sessions: dict[int, Session] = {}
         self.listeners: dict[int, trio.CancelScope] = {}
+        #: Set by MAPHOSTNAME DNS: host names instead of addresses in CONN and in the
+        #: amqprouter_client property (looked up in the background, never waited for).
+        self.hostnames: HostnameMapper | None = None
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -39,6 +43,16 @@ class Server:
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
+
+    def map_hostnames(self) -> None:
+        """Start naming hosts by reverse DNS (idempotent)."""
+        assert self._nursery is not None, "Server.run() must be started first"
+        if self.hostnames is None:
+            self.hostnames = HostnameMapper(self._nursery, resolver=self.resolver)
+
+    def host_name(self, ip: str) -> str:
+        """``ip``'s name once known (after MAPHOSTNAME DNS), else ``ip``; never waits."""
+        return ip if self.hostnames is None else self.hostnames.name_for(ip)
 
     def current_routing(self) -> RoutingTable:
         return self.routing
@@ -78,6 +92,7 @@ class Server:
             routing=self.current_routing,
             resolver=self.resolver,
             listen_port=listen_port,
+            host_name=self.host_name,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)

@@ -118,6 +118,7 @@ class Session:
         routing: Callable[[], RoutingTable],
         resolver: Resolver,
         listen_port: int,
+        host_name: Callable[[str], str] = str,
     ) -> None:
         self.id = next(_ids)
         self.client = client
@@ -126,6 +127,7 @@ class Session:
         self._routing = routing
         self._resolver = resolver
         self.listen_port = listen_port
+        self._host_name = host_name
         self.state = State.HANDSHAKE
         self.vhost: str | None = None
         self.backend: Backend | None = None
@@ -280,7 +282,8 @@ class Session:
             start_ok=opened.start_ok,
             client_tune=opened.tune,
             extra_client_properties={
-                "amqprouter_client": _endpoint(self.client_address),
+                "amqprouter_client": f"{self._host_name(self.client_address[0])}:"
+                f"{self.client_address[1]}",
                 "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
             },
             backend=backend.name,

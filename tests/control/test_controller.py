@@ -1,0 +1,46 @@
+"""The controller against an in-process server: CONN lines and MAPHOSTNAME DNS."""
+
+from __future__ import annotations
+
+import re
+
+import trio
+
+from amqprouter.control.controller import Controller
+from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, open_client, router
+
+CONN_LINE = re.compile(
+    r"id=(\d+) vhost=/ disconnected=N paused=N authDenied=N "
+    r"ingressRemote=(\S+):(\d+) ingressLocal=(\S+) egressLocal=(\S+):(\d+) "
+    r"egressRemote=(\S+):(\d+) inBytes=(\d+) inFrames=(\d+) inPackets=(\d+) "
+    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)\n"
+)
+
+
+async def _serve(peer: Peer, broker: FakeBroker) -> None:
+    await broker_handshake(peer, broker)
+    await trio.sleep_forever()
+
+
+async def test_conn_lines_and_hostname_mapping() -> None:
+    async with fake_broker(_serve) as broker, router(broker.port) as (server, port):
+        controller = Controller(server, request_exit=lambda: None)
+        client = await open_client(port)
+        reply = await controller.handle("CONN")
+        match = CONN_LINE.fullmatch(reply.text)
+        assert match is not None, reply.text
+        assert match.group(2) == "127.0.0.1"
+        assert match.group(7) == "127.0.0.1" and int(match.group(8)) == broker.port
+        assert int(match.group(13)) == 1  # the broker's Open-Ok went out
+        assert float(match.group(15)) < 5
+
+        mapped = await controller.handle("MAPHOSTNAME DNS")
+        assert mapped.text == "Hostname mapper set for all current sessions.\n"
+        # Names are looked up in the background: the first CONN may still show
+        # addresses, never waits, and a later one shows the name from /etc/hosts.
+        with trio.fail_after(5):
+            while "ingressRemote=localhost:" not in (await controller.handle("CONN")).text:
+                await trio.sleep(0.05)
+        text = (await controller.handle("CONN")).text
+        assert f"egressRemote=localhost:{broker.port}" in text
+        await client.aclose()
