@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,3 +108,5 @@ def running_router(broker_port: int, **kwargs: object) -> Iterator[RouterProcess
         yield router
     finally:
         router.stop()
+        # Its output files and control socket directory go with it.
+        shutil.rmtree(router.stdout_path.parent, ignore_errors=True)

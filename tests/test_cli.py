@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def test_start_and_stop_lines_and_clean_exit(system_broker: SystemBroker, sig: i
         f"Stopping amqprouter, instance: {control}",
     ]
     assert "Traceback" not in router.stderr
+    shutil.rmtree(router.stdout_path.parent, ignore_errors=True)
 
 
 def test_amqpprox_spellings_work(system_broker: SystemBroker, tmp_path: Path) -> None:
