@@ -29,8 +29,6 @@ EXIT_BAD_VERBOSITY = 3
 EXIT_LISTEN_FAILED = 4
 EXIT_CONTROL_SOCKET_IN_USE = 5
 EXIT_CONFIG_FAILED = 6
-#: After EXIT, time for the control reply ("Exiting.") to reach its client.
-EXIT_REPLY_GRACE = 0.2
 
 _seconds = click.FloatRange(min=0.001)
 
@@ -268,6 +266,8 @@ async def _serve(
                 return EXIT_CONTROL_SOCKET_IN_USE
             for source, line in setup:
                 reply = await controller.handle(line)
+                if reply.after is not None:
+                    reply.after()  # EXIT in a --config file
                 if not reply.ok:
                     if source == "simple mode":
                         click.echo(reply.text.rstrip("\n"), err=True)
@@ -284,6 +284,5 @@ async def _serve(
 
             nursery.start_soon(on_signal)
             await stop.wait()
-            await trio.sleep(EXIT_REPLY_GRACE)
             nursery.cancel_scope.cancel()
     return 0

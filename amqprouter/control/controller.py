@@ -78,8 +78,7 @@ class Controller:
         if isinstance(command, c.ConfigPrint):
             return Reply(self.config_text())
         if isinstance(command, c.Exit):
-            self._request_exit()
-            return Reply("Exiting.\n")
+            return Reply("Exiting.\n", after=self._request_exit)
         if isinstance(command, c.MapHostnameDns):
             self.server.map_hostnames()
             return Reply("Hostname mapper set for all current sessions.\n")

@@ -49,6 +49,8 @@ DRAIN_LIMIT: Final = 1 << 20
 class Reply:
     text: str
     ok: bool = True
+    #: Run once the reply has been written (EXIT stops the router only then).
+    after: Callable[[], None] | None = attrs.field(default=None, eq=False)
 
 
 Handler = Callable[[str], Awaitable[Reply]]
@@ -122,6 +124,7 @@ async def serve_control(
 
 
 async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
+    reply: Reply | None = None
     try:
         reply, want_status = await _read_and_handle(stream, handler)
         payload = reply.text.encode()
@@ -142,6 +145,8 @@ async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
         log.exception("control connection failed")
     finally:
         await trio.aclose_forcefully(stream)
+        if reply is not None and reply.after is not None:
+            reply.after()
 
 
 async def _read_and_handle(stream: trio.SocketStream, handler: Handler) -> tuple[Reply, bool]:

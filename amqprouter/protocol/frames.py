@@ -52,10 +52,6 @@ class Frame:
     raw: bytes
 
     @property
-    def payload(self) -> bytes:
-        return self.raw[constants.FRAME_HEADER_SIZE : -1]
-
-    @property
     def method_id(self) -> tuple[int, int] | None:
         if self.frame_type != constants.FRAME_METHOD or len(self.raw) < 12:
             return None

@@ -30,7 +30,7 @@ import itertools
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import structlog
 import trio
@@ -66,8 +66,33 @@ log = structlog.get_logger("amqprouter.session")
 YIELD_EVERY: Final = 16
 
 _ids = itertools.count(1)
+_Event = TypeVar("_Event", covariant=True)
 #: Named in amqprouter_host; looked up once, not per connection.
 HOSTNAME: Final = socket.gethostname()
+
+
+class _Conversation(Protocol[_Event]):
+    """A sans-IO machine: bytes in, events out, bytes to send."""
+
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> _Event | None: ...
+    def data_to_send(self) -> bytes: ...
+
+
+async def _converse(sock: socket.socket, machine: _Conversation[_Event]) -> _Event:
+    """Feed ``machine`` from ``sock`` and send what it says until it has an event.
+
+    What the machine queued is sent before its event is returned (a Close-Ok owed to a
+    peer goes out first). Unbounded on its own: callers hold the deadline.
+    """
+    while True:
+        event = machine.next_event()
+        outgoing = machine.data_to_send()
+        if outgoing:
+            await sockets.send_all(sock, outgoing)
+        if event is not None:
+            return event
+        machine.receive_data(await sockets.recv_some(sock))
 
 
 def _endpoint(address: tuple[str, int]) -> str:
@@ -182,20 +207,14 @@ class Session:
         timeout = self.settings.timeouts.client_handshake
         with trio.move_on_after(timeout):
             try:
-                while True:
-                    event = machine.next_event()
-                    outgoing = machine.data_to_send()
-                    if outgoing:
-                        await sockets.send_all(self.client, outgoing)
-                    if isinstance(event, ClientOpened):
-                        self.vhost = event.vhost
-                        self.connection_name = event.start_ok.connection_name
-                        self.log = self.log.bind(vhost=event.vhost)
-                        return event
-                    if isinstance(event, PeerClosed):
-                        self.log.info("client closed during handshake", reply_code=event.reply_code)
-                        return None
-                    machine.receive_data(await sockets.recv_some(self.client))
+                event: ClientOpened | PeerClosed = await _converse(self.client, machine)
+                if isinstance(event, ClientOpened):
+                    self.vhost = event.vhost
+                    self.connection_name = event.start_ok.connection_name
+                    self.log = self.log.bind(vhost=event.vhost)
+                    return event
+                self.log.info("client closed during handshake", reply_code=event.reply_code)
+                return None
             except BadProtocolHeader as exc:
                 self.log.warning("bad protocol header", received=exc.received)
                 await self._send_quietly(self.client, constants.PROTOCOL_HEADER)
@@ -297,26 +316,20 @@ class Session:
         timeout = self.settings.timeouts.broker_handshake
         with trio.move_on_after(timeout):
             try:
-                while True:
-                    event = machine.next_event()
-                    outgoing = machine.data_to_send()
-                    if outgoing:
-                        await sockets.send_all(broker, outgoing)
-                    if isinstance(event, BrokerOpened):
-                        return event
-                    if isinstance(event, PeerClosed):
-                        # 403 wrong password, 530 vhost missing: the client gets the
-                        # broker's own words. Close-Ok to the broker was just sent.
-                        self.log.warning(
-                            "broker refused connection",
-                            reply_code=event.reply_code,
-                            reply_text=event.reply_text,
-                        )
-                        await self._close_client(
-                            event.reply_code, event.reply_text, event.class_id, event.method_id
-                        )
-                        return None
-                    machine.receive_data(await sockets.recv_some(broker))
+                event: BrokerOpened | PeerClosed = await _converse(broker, machine)
+                if isinstance(event, BrokerOpened):
+                    return event
+                # 403 wrong password, 530 vhost missing: the client gets the broker's own
+                # words. The Close-Ok to the broker was already sent.
+                self.log.warning(
+                    "broker refused connection",
+                    reply_code=event.reply_code,
+                    reply_text=event.reply_text,
+                )
+                await self._close_client(
+                    event.reply_code, event.reply_text, event.class_id, event.method_id
+                )
+                return None
             except NegotiationError as exc:
                 self.log.error("tune mismatch with broker", error=str(exc))
                 await self._close_client(exc.reply_code, exc.reply_text)
@@ -516,11 +529,7 @@ class Session:
         with trio.move_on_after(self.settings.timeouts.close):
             try:
                 await sockets.send_all(sock, frame)
-                while machine.next_event() is None:
-                    machine.receive_data(await sockets.recv_some(sock))
-                outgoing = machine.data_to_send()
-                if outgoing:
-                    await sockets.send_all(sock, outgoing)
+                await _converse(sock, machine)
             except (PeerGone, ProtocolError):
                 pass
         sockets.close_socket(sock)

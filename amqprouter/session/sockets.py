@@ -43,19 +43,6 @@ async def recv_some(sock: socket.socket, size: int = READ_SIZE) -> bytes:
         return data
 
 
-def recv_ready(sock: socket.socket, size: int = READ_SIZE) -> bytes | None:
-    """Whatever is already readable, without waiting; None if nothing is."""
-    try:
-        data = sock.recv(size)
-    except BlockingIOError:
-        return None
-    except OSError as exc:  # reset, timed-out keepalive, unreachable: all mean gone
-        raise PeerGone(str(exc)) from exc
-    if not data:
-        raise PeerGone("end of stream")
-    return data
-
-
 async def send_all(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data``, parking only while the kernel buffer is full."""
     try:

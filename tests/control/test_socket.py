@@ -132,3 +132,19 @@ async def test_many_concurrent_clients(tmp_path: Path) -> None:
         for number in range(100):
             nursery.start_soon(one, number)
     assert sorted(replies) == sorted(f"got 'C{n}'\n".encode() for n in range(100))
+
+
+async def test_after_action_runs_once_the_reply_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    ran = trio.Event()
+
+    async def exiting(line: str) -> Reply:
+        return Reply("Exiting.\n", after=ran.set)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_control, path, exiting))
+        assert not ran.is_set()
+        assert await _ask(path, b"EXIT\n") == b"Exiting.\n"
+        with trio.fail_after(5):
+            await ran.wait()
+        nursery.cancel_scope.cancel()
