@@ -84,6 +84,15 @@ class Server:
                 scope.cancel()
                 self.listeners.pop(bound, None)
 
+    def disconnect_backend(self, name: str, *, graceful: bool, reason: str) -> int:
+        """Disconnect every session connected to backend ``name``; how many were asked.
+
+        ``graceful``: Close(320, ``reason``) to the client and the close handshake with
+        both sides, bounded in time; else both sockets are cut at once. Used by BACKEND
+        DRAIN and by health policies.
+        """
+        raise NotImplementedError("session control: filled in by the session-control work")
+
     def _start_session(self, client: socket.socket, listen_port: int) -> None:
         assert self._nursery is not None
         session = Session(

@@ -165,6 +165,8 @@ class Session:
         self.last_ingress = self.last_egress = time.monotonic()
         self.started = time.time()
         self.ended: End | None = None
+        #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
+        self.paused = False
         # Counters: ingress = client→broker, egress = broker→client (bytes, frames, reads).
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
