@@ -1,14 +1,21 @@
 """The broker-facing handshake: the router replays the client's handshake.
 
-::
+Everything the router will say is known before the broker says anything (the
+client's StartOk and TuneOk, the vhost), so it is all sent at once, pipelined::
 
-    (initiate: protocol header sent)
-    AWAITING_START --Start--> AWAITING_TUNE        (client's StartOk sent, with
-                                                    amqprouter_client / amqprouter_host added)
-    AWAITING_TUNE --Tune--> AWAITING_OPEN_OK       (client's TuneOk + a fresh Open(vhost) sent)
+    (initiate: protocol header, the client's StartOk with amqprouter_client /
+     amqprouter_host added, the client's TuneOk and a fresh Open(vhost), in one write)
+    AWAITING_START --Start--> AWAITING_TUNE        (version checked)
+    AWAITING_TUNE --Tune--> AWAITING_OPEN_OK       (the client's TuneOk checked against it)
     AWAITING_OPEN_OK --Open-Ok--> OPENED           (event BrokerOpened)
     any state --Close--> CLOSED                    (Close-Ok queued; event PeerClosed, relayed
                                                     to the client with the broker's code/text)
+
+Pipelining costs the broker nothing (RabbitMQ reads each frame in turn, in the state the
+previous one left it in) and saves the router two round trips per connection. It changes
+no outcome: the TuneOk replayed is the client's whatever the broker's Tune says (a broker
+stricter than the client's agreement ends the connection either way, see ``tune``); a
+broker that refuses the credentials or the vhost answers Close, which wins in any state.
 
 A fresh ``Open(virtual_host=...)`` is built rather than re-marshalling the client's,
 because pamqp refuses to marshal an Open with ``insist`` or capabilities set.
@@ -52,11 +59,18 @@ class BrokerHandshake(Machine):
         self.backend = backend
         self.state = BrokerState.AWAITING_START
         self.tune: TuneParams | None = None
-        self._start_ok = start_ok
         self._client_tune = client_tune
-        self._extra = extra_client_properties
         super().__init__()
         self._outgoing += constants.PROTOCOL_HEADER
+        self._outgoing += properties.splice_client_properties(start_ok.raw, extra_client_properties)
+        self._outgoing += encode_method(
+            commands.Connection.TuneOk(
+                channel_max=client_tune.channel_max,
+                frame_max=client_tune.frame_max,
+                heartbeat=client_tune.heartbeat,
+            )
+        )
+        self._outgoing += encode_method(commands.Connection.Open(virtual_host=vhost))
 
     def next_event(self) -> BrokerOpened | PeerClosed | None:
         while self.state not in (BrokerState.OPENED, BrokerState.CLOSED):
@@ -96,20 +110,12 @@ class BrokerHandshake(Machine):
                     f"broker {self.backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
                     reply_code=constants.NOT_IMPLEMENTED,
                 )
-            self._outgoing += properties.splice_client_properties(self._start_ok.raw, self._extra)
             self.state = BrokerState.AWAITING_TUNE
             return None
         if self.state is BrokerState.AWAITING_TUNE and method_id == constants.CONNECTION_TUNE:
             offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+            # Raises if the broker is stricter than the TuneOk already sent.
             self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
-            self._outgoing += encode_method(
-                commands.Connection.TuneOk(
-                    channel_max=self.tune.channel_max,
-                    frame_max=self.tune.frame_max,
-                    heartbeat=self.tune.heartbeat,
-                )
-            )
-            self._outgoing += encode_method(commands.Connection.Open(virtual_host=self.vhost))
             self._reader.frame_max = self.tune.frame_max
             self.state = BrokerState.AWAITING_OPEN_OK
             return None

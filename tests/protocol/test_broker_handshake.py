@@ -49,11 +49,13 @@ def _machine(client: ClientOpened | None = None) -> BrokerHandshake:
 
 def test_replay_byte_by_byte() -> None:
     machine = _machine()
-    header = machine.data_to_send()
-    assert header == constants.PROTOCOL_HEADER
+    # Everything is pipelined: header, StartOk, TuneOk and Open before the broker speaks.
+    opening = machine.data_to_send()
+    assert opening.startswith(constants.PROTOCOL_HEADER)
     events, sent = feed_bytewise(machine, method(BROKER_START) + method(BROKER_TUNE) + OPEN_OK)
     assert events == [BrokerOpened(open_ok=OPEN_OK, pending=b"")]
-    start_ok, tune_ok, open_ = decode_all(sent)
+    assert sent == b"", "nothing more is owed to a broker that accepts"
+    start_ok, tune_ok, open_ = decode_all(opening[len(constants.PROTOCOL_HEADER) :])
     assert isinstance(start_ok, commands.Connection.StartOk)
     # The client's own properties, capabilities and connection_name kept, ours added last.
     expected = dict(START_OK.client_properties)
@@ -149,11 +151,14 @@ def test_broker_stricter_than_client_agreement_is_refused(
 
 def test_broker_looser_than_client_agreement_gets_client_values() -> None:
     machine = _machine()
-    machine.data_to_send()
+    opening = machine.data_to_send()
     loose = commands.Connection.Tune(channel_max=0, frame_max=0, heartbeat=0)
-    _, sent = feed_bytewise(machine, method(BROKER_START) + method(loose))
-    _start_ok, tune_ok, _open = decode_all(sent)
+    events, sent = feed_bytewise(machine, method(BROKER_START) + method(loose) + OPEN_OK)
+    assert events == [BrokerOpened(open_ok=OPEN_OK, pending=b"")]
+    assert sent == b""
+    _start_ok, tune_ok, _open = decode_all(opening[len(constants.PROTOCOL_HEADER) :])
     assert (tune_ok.channel_max, tune_ok.frame_max, tune_ok.heartbeat) == (2047, 131072, 60)
+    assert machine.tune == TuneParams(2047, 131072, 60)
 
 
 def test_connection_secure_is_refused_clearly() -> None:
