@@ -31,6 +31,7 @@ from tests.integration.test_control_plane import (
     running_router,
     workdir,  # noqa: F401 - fixture
 )
+from tests.router import router_command
 
 MESSAGES = 50
 BODY = b"s" * 2000
@@ -204,3 +205,20 @@ def test_healthz_503_without_a_listener(workdir: Path) -> None:  # noqa: F811
             urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=WAIT)
         assert error.value.code == 503
         assert error.value.read() == b"no listener\n"
+
+
+def test_http_port_in_use_is_a_clear_error(workdir: Path) -> None:  # noqa: F811
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            router_command("--control-socket", str(workdir / "control"), "--http-port", str(port)),
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    assert result.returncode == 7
+    assert f"Cannot serve HTTP on port {port}: Address already in use" in result.stderr
