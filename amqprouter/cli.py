@@ -7,6 +7,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import attrs
 import click
 import trio
 
@@ -14,6 +15,8 @@ from amqprouter import __version__
 from amqprouter.control.controller import Controller
 from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
 from amqprouter.observe import logging as router_logging
+from amqprouter.observe.render import DEFAULT_PREFIX
+from amqprouter.observe.runtime import start_http, start_stats
 from amqprouter.protocol import TuneParams
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings, Timeouts
@@ -29,6 +32,7 @@ EXIT_BAD_VERBOSITY = 3
 EXIT_LISTEN_FAILED = 4
 EXIT_CONTROL_SOCKET_IN_USE = 5
 EXIT_CONFIG_FAILED = 6
+EXIT_HTTP_FAILED = 7
 
 _seconds = click.FloatRange(min=0.001)
 
@@ -103,7 +107,7 @@ _seconds = click.FloatRange(min=0.001)
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Interval of session clean-up and statistics, in milliseconds.",
+    help="Interval of statistics (STAT LISTEN chunks, STAT SEND datagrams), in milliseconds.",
 )
 @click.option(
     "-v",
@@ -164,6 +168,23 @@ _seconds = click.FloatRange(min=0.001)
     show_default=True,
     help="Heartbeat interval offered to clients in Connection.Tune, in seconds (0 = off).",
 )
+@click.option(
+    "--statsd-prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="First component of every StatsD metric name sent by STAT SEND.",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus /metrics and /healthz over HTTP on this port (default: off).",
+)
+@click.option(
+    "--http-host",
+    default=None,
+    help="Address the --http-port server binds to (default: every address).",
+)
 @click.version_option(__version__, prog_name="amqprouter")
 def main(
     listen_port: int | None,
@@ -182,6 +203,9 @@ def main(
     channel_max: int,
     frame_max: int,
     heartbeat: int,
+    statsd_prefix: str,
+    http_port: int | None,
+    http_host: str | None,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
     connection is sent to a broker chosen by its vhost."""
@@ -226,7 +250,8 @@ def main(
     click.echo(
         f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
     )
-    code = trio.run(_serve, Server(settings), Path(control_socket), mode, setup)
+    observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
+    code = trio.run(_serve, Server(settings), Path(control_socket), mode, setup, observe)
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
     sys.exit(code)
 
@@ -240,15 +265,44 @@ def _config_lines(path: Path) -> list[tuple[str, str]]:
     return lines
 
 
+@attrs.frozen
+class Observe:
+    """Statistics and HTTP endpoint settings (--cleanup-interval-ms, --statsd-*, --http-*)."""
+
+    interval: float = 1.0
+    statsd_prefix: str = DEFAULT_PREFIX
+    http_port: int | None = None
+    http_host: str | None = None
+
+
 async def _serve(
-    server: Server, control_socket: Path, mode: int, setup: list[tuple[str, str]]
+    server: Server,
+    control_socket: Path,
+    mode: int,
+    setup: list[tuple[str, str]],
+    observe: Observe = Observe(),
 ) -> int:
     """Run until SIGINT, SIGTERM or EXIT; the exit code."""
     stop = trio.Event()
-    controller = Controller(server, request_exit=stop.set)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            stats = await start_stats(
+                nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
+            )
+            controller = Controller(server, request_exit=stop.set, stats=stats)
+            if observe.http_port is not None:
+                try:
+                    await start_http(
+                        nursery, server, stats, port=observe.http_port, host=observe.http_host
+                    )
+                except OSError as exc:
+                    click.echo(
+                        f"Cannot serve HTTP on port {observe.http_port}: {exc.strerror or exc}",
+                        err=True,
+                    )
+                    nursery.cancel_scope.cancel()
+                    return EXIT_HTTP_FAILED
             try:
                 await nursery.start(
                     partial(serve_control, control_socket, controller.handle, mode=mode)

@@ -4,7 +4,8 @@ The arguments are joined with single spaces into one line, sent to the router's
 control socket, and the reply is printed as it arrives.
 
 Exit codes: 0 the command succeeded, 1 the router answered with an error,
-2 the router could not be reached (the message says why).
+2 the router could not be reached (the message says why). A streaming reply
+(``STAT LISTEN``) is printed until the router closes it or Ctrl-C; both exit 0.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ reached.
 #: Must match amqprouter.control.socket_server.STATUS_HELLO (kept literal so that the
 #: client stays importable without the daemon's dependencies).
 STATUS_HELLO: Final = b"AMQPROUTER_CTL STATUS\n"
+#: The status of a streaming reply (amqprouter.control.socket_server.STATUS_STREAMING).
+STREAMING: Final = b"S"
 CONNECT_TIMEOUT: Final = 5.0
 #: The router answers every command within its own timeouts; this is a last resort.
 READ_TIMEOUT: Final = 60.0
@@ -66,16 +69,24 @@ def run(path: str, line: str) -> int:
             if not trailer and (cut := chunk.find(b"\0")) >= 0:
                 trailer = True
                 status, chunk = chunk[cut + 1 :], chunk[:cut]
-            elif trailer:
+                if status.startswith(STREAMING):
+                    # A stream (STAT LISTEN): the rest is output, until EOF or Ctrl-C.
+                    chunk += status[1:]
+                    client.settimeout(None)
+            elif trailer and not status.startswith(STREAMING):
                 status, chunk = status + chunk, b""
             out.write(chunk)
             out.flush()
+    except KeyboardInterrupt:
+        if status.startswith(STREAMING):
+            return EXIT_OK  # how a STAT LISTEN is meant to end
+        raise
     except OSError as exc:
         print(f"amqprouter_ctl: connection to {path} failed: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     finally:
         client.close()
-    if status.startswith(b"0"):
+    if status.startswith(b"0") or status.startswith(STREAMING):
         return EXIT_OK
     if status.startswith(b"1"):
         return EXIT_COMMAND_FAILED

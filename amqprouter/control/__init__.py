@@ -34,6 +34,10 @@ from amqprouter.control.commands import (
     MapRemoveDefault,
     MapUnmap,
     MutatingCommand,
+    StatListen,
+    StatPerSource,
+    StatSend,
+    StatStopSend,
 )
 from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, parse, to_line
 
@@ -68,6 +72,10 @@ __all__ = [
     "MapUnmap",
     "MutatingCommand",
     "ParseError",
+    "StatListen",
+    "StatPerSource",
+    "StatSend",
+    "StatStopSend",
     "help_text",
     "parse",
     "to_line",

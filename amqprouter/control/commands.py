@@ -221,6 +221,45 @@ class MapHostnameDns:
 
 
 # --------------------------------------------------------------------------- #
+# STAT
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class StatListen:
+    """``STAT LISTEN (json|human) [filter]``: stream a snapshot every stats interval.
+
+    ``output`` is ``json`` or ``human``; ``filter`` one of ``all``,
+    ``all-except-per-source``, ``overall``, ``process``, ``bufferpool`` (``value``
+    empty) or ``vhost``, ``backend``, ``source`` (``value`` is the key).
+    """
+
+    output: str
+    filter: str = "all"
+    value: str = ""
+
+
+@attrs.frozen
+class StatSend:
+    """``STAT SEND host port``: publish every interval to a StatsD endpoint over UDP."""
+
+    host: str
+    port: int
+
+
+@attrs.frozen
+class StatStopSend:
+    """``STAT STOP SEND``: stop every StatsD publisher (listeners go on)."""
+
+
+@attrs.frozen
+class StatPerSource:
+    """``STAT ENABLE|DISABLE per-source``: collect the per-client-host axis or not."""
+
+    enabled: bool
+
+
+# --------------------------------------------------------------------------- #
 # unions
 # --------------------------------------------------------------------------- #
 
@@ -259,4 +298,8 @@ Command: TypeAlias = (
     | FarmPrint
     | MapPrint
     | DatacenterPrint
+    | StatListen
+    | StatSend
+    | StatStopSend
+    | StatPerSource
 )

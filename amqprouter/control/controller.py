@@ -7,6 +7,7 @@ host, listeners, log levels, the session list and EXIT.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Final
@@ -18,6 +19,8 @@ from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
 from amqprouter.observe import logging as router_logging
+from amqprouter.observe.render import Output
+from amqprouter.observe.service import StatsService
 from amqprouter.routing import configure
 from amqprouter.server import Server
 from amqprouter.session import Session
@@ -32,8 +35,16 @@ RESOLVE_TIMEOUT: Final = 5.0
 class Controller:
     """Turns command lines into replies, one at a time (commands never interleave)."""
 
-    def __init__(self, server: Server, *, request_exit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        server: Server,
+        *,
+        request_exit: Callable[[], None],
+        stats: StatsService | None = None,
+    ) -> None:
         self.server = server
+        #: STAT's statistics loop; None where none runs (STAT then answers an error).
+        self.stats = stats
         self._request_exit = request_exit
         self._lock = trio.Lock()
         self.console_verbosity = 0
@@ -82,7 +93,43 @@ class Controller:
         if isinstance(command, c.MapHostnameDns):
             self.server.map_hostnames()
             return Reply("Hostname mapper set for all current sessions.\n")
+        if isinstance(command, c.StatListen | c.StatSend | c.StatStopSend | c.StatPerSource):
+            return await self._stat(command)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+    async def _stat(
+        self, command: c.StatListen | c.StatSend | c.StatStopSend | c.StatPerSource
+    ) -> Reply:
+        if self.stats is None:
+            return Reply("Statistics are not collected in this router.\n", ok=False)
+        if isinstance(command, c.StatListen):
+            output: Output = "json" if command.output == "json" else "human"
+            return Reply("", stream=self.stats.listen(output, command.filter, command.value))
+        if isinstance(command, c.StatSend):
+            endpoint, error = await self._resolve_endpoint(command.host, command.port)
+            if endpoint is None:
+                return Reply(error, ok=False)
+            self.stats.send_to(*endpoint)
+            return Reply(f"Sending stats on {command.host}:{command.port}\n")
+        if isinstance(command, c.StatStopSend):
+            self.stats.stop_sending()
+            return Reply("Stopped sending stats.\n")
+        self.stats.collector.per_source = command.enabled
+        return Reply(f"{'ENABLE' if command.enabled else 'DISABLE'} per-source applied.\n")
+
+    async def _resolve_endpoint(
+        self, host: str, port: int
+    ) -> tuple[tuple[socket.AddressFamily, tuple[str, int]] | None, str]:
+        """``host``'s first address (any family), or None and the error reply."""
+        with trio.move_on_after(RESOLVE_TIMEOUT):
+            try:
+                addresses = await self.server.resolver.resolve(host, port)
+            except OSError as exc:
+                return None, f"Failed to resolve '{host}', error code: {exc.strerror or exc}\n"
+            if addresses:
+                family, address = addresses[0]
+                return (family, (address[0], address[1])), ""
+        return None, f"Failed to resolve '{host}', error code: timed out\n"
 
     async def _routing(self, command: c.Command) -> Reply:
         resolved_ip: str | None = None

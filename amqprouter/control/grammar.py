@@ -85,6 +85,10 @@ from amqprouter.control.commands import (
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    StatListen,
+    StatPerSource,
+    StatSend,
+    StatStopSend,
 )
 
 # The control socket reads one line per command; 4096 characters is far more
@@ -364,6 +368,83 @@ _config = _subcommands(
 )
 
 # --------------------------------------------------------------------------- #
+# STAT
+# --------------------------------------------------------------------------- #
+
+_STAT_OUTPUTS = ("JSON", "HUMAN")
+_STAT_WHOLE_FILTERS = ("ALL", "ALL-EXCEPT-PER-SOURCE", "OVERALL", "BUFFERPOOL", "PROCESS")
+_STAT_AXIS_FILTERS = ("VHOST", "BACKEND", "SOURCE")
+
+
+def _stat_listen(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("No output type specified.\n")
+    output = _upper(args[0])
+    if output not in _STAT_OUTPUTS:
+        return ParseError("json or human must be the type of output\n")
+    if len(args) < 2:
+        return StatListen(output.lower())
+    term = args[1]
+    if _upper(term) in _STAT_WHOLE_FILTERS:
+        return StatListen(output.lower(), _upper(term).lower())
+    # amqpprox splits on "=" with boost's tokenizer, which drops empty tokens.
+    tokens = [token for token in term.split("=") if token]
+    if len(tokens) != 2:
+        return ParseError("Filter specified incorrectly.\n")
+    kind = _upper(tokens[0])
+    if kind not in _STAT_AXIS_FILTERS:
+        # amqpprox prints this inside the stream, every interval; we refuse at once.
+        return ParseError(f"Unknown filter type: '{kind}'")
+    return StatListen(output.lower(), kind.lower(), tokens[1])
+
+
+def _stat_send(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("No output host specified.\n")
+    if len(args) < 2 or _integer(args[1]) is None:
+        return ParseError("No output port specified.\n")
+    port = _port(args[1])
+    if port is None:
+        return ParseError(_INVALID_PORT)
+    if args[2:] and [_upper(word) for word in args[2:]] != ["ALL"]:
+        return ParseError("Filters aren't supported when sending metrics.\n")
+    return StatSend(args[0], port)
+
+
+def _stat_stop(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Missing stop type.\n")
+    if args[0] != "SEND":  # case-sensitive in amqpprox
+        return ParseError(f'Unrecognized argument for STOP: "{args[0]}".\n')
+    return StatStopSend()
+
+
+def _stat_per_source(enabled: bool) -> _Parser:
+    def parse_args(args: Sequence[str]) -> Command | ParseError:
+        if not args:
+            return ParseError("Missing enable/disable type.\n")
+        if args[0].lower() != "per-source":
+            subcommand = "ENABLE" if enabled else "DISABLE"
+            return ParseError(f'Unrecognized argument for {subcommand}: "{args[0]}".\n')
+        return StatPerSource(enabled)
+
+    return parse_args
+
+
+_STAT_ONLY = "Only LISTEN, SEND, STOP, ENABLE, and DISABLE subcommands are supported.\n"
+_stat = _subcommands(
+    {
+        "LISTEN": _stat_listen,
+        "SEND": _stat_send,
+        "STOP": _stat_stop,
+        "ENABLE": _stat_per_source(True),
+        "DISABLE": _stat_per_source(False),
+    },
+    missing=_STAT_ONLY,
+    unknown=lambda subcommand: _STAT_ONLY,
+)
+
+# --------------------------------------------------------------------------- #
 # verbs and HELP
 # --------------------------------------------------------------------------- #
 
@@ -381,6 +462,7 @@ _VERBS: Mapping[str, _Parser] = {
     "LOG": _log,
     "MAP": _map,
     "MAPHOSTNAME": _maphostname,
+    "STAT": _stat,
 }
 
 # Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
@@ -400,6 +482,11 @@ _HELP_TEXTS: Mapping[str, str] = {
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
     "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
     "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
+    # Two HELP lines in amqpprox (two STAT handlers): the second keeps its own verb.
+    "STAT": "(STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
+    "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
+    "statistics\nSTAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of "
+    "per-source statistics. Applies to all send/listeners",
 }
 
 
@@ -491,6 +578,14 @@ def _words(command: Command) -> list[str]:
             return ["MAPHOSTNAME", "DNS"]
         case ConfigPrint():
             return ["CONFIG", "PRINT"]
+        case StatListen(output, kind, value):
+            return ["STAT", "LISTEN", output, f"{kind}={value}" if value else kind]
+        case StatSend(host, port):
+            return ["STAT", "SEND", host, str(port)]
+        case StatStopSend():
+            return ["STAT", "STOP", "SEND"]
+        case StatPerSource(enabled):
+            return ["STAT", "ENABLE" if enabled else "DISABLE", "per-source"]
         case Conn():
             return ["CONN"]
         case Exit():

@@ -8,6 +8,10 @@ One addition, for ``amqprouter_ctl``'s exit codes: a client that starts with the
 line ``STATUS_HELLO`` gets its reply followed by a NUL byte and ``0`` (success) or
 ``1`` (the command failed). Plain clients (``nc -U``, socat, amqpprox scripts) never
 send it and see only the reply text.
+
+A streaming reply (``STAT LISTEN``) is never closed by the server: it is written
+chunk by chunk until the client disconnects. Its status (NUL and ``S``) comes first,
+before the chunks.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -33,6 +37,9 @@ log = structlog.get_logger("amqprouter.control")
 #: Sent first by amqprouter_ctl to ask for the status trailer.
 STATUS_HELLO: Final = "AMQPROUTER_CTL STATUS"
 STATUS_SEPARATOR: Final = b"\0"
+#: The status of a streaming reply, sent before its first chunk: what follows is the
+#: stream (amqprouter_ctl prints it until EOF or Ctrl-C, and exits 0).
+STATUS_STREAMING: Final = b"S"
 #: A command line longer than this is refused (the grammar's limit, plus the newline).
 MAX_LINE_BYTES: Final = 4096 + 2
 #: A client that connects and never finishes its line is answered and dropped after this.
@@ -51,6 +58,9 @@ class Reply:
     ok: bool = True
     #: Run once the reply has been written (EXIT stops the router only then).
     after: Callable[[], None] | None = attrs.field(default=None, eq=False)
+    #: A streaming reply (STAT LISTEN): chunks written as they come, after ``text``,
+    #: until the client disconnects or the stream ends.
+    stream: AsyncGenerator[str, None] | None = attrs.field(default=None, eq=False)
 
 
 Handler = Callable[[str], Awaitable[Reply]]
@@ -127,6 +137,9 @@ async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
     reply: Reply | None = None
     try:
         reply, want_status = await _read_and_handle(stream, handler)
+        if reply.stream is not None:
+            await _stream_reply(stream, reply, want_status)
+            return
         payload = reply.text.encode()
         if want_status:
             payload += STATUS_SEPARATOR + (b"0" if reply.ok else b"1")
@@ -147,6 +160,41 @@ async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
         await trio.aclose_forcefully(stream)
         if reply is not None and reply.after is not None:
             reply.after()
+
+
+async def _stream_reply(stream: trio.SocketStream, reply: Reply, want_status: bool) -> None:
+    """Write ``reply.text``, then each chunk of ``reply.stream``, until the client leaves.
+
+    The client's EOF (or any reset) is watched for while the stream waits for its
+    next chunk, so a listener that went away is dropped at once, not at the next
+    write; a client that stops reading is dropped after ``WRITE_TIMEOUT``.
+    """
+    assert reply.stream is not None
+    head = reply.text.encode()
+    if want_status:
+        head += STATUS_SEPARATOR + STATUS_STREAMING
+    chunks = reply.stream
+    async with contextlib.aclosing(chunks), trio.open_nursery() as nursery:
+
+        async def watch_for_eof() -> None:
+            # Input after the command line is read and dropped; EOF ends the stream.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while await stream.receive_some(4096):
+                    pass
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_for_eof)
+        # Caught here, inside the nursery: escaping it they would come wrapped in a group.
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError
+        ):
+            if head:
+                with trio.fail_after(WRITE_TIMEOUT):
+                    await stream.send_all(head)
+            async for chunk in chunks:
+                with trio.fail_after(WRITE_TIMEOUT):
+                    await stream.send_all(chunk.encode())
+        nursery.cancel_scope.cancel()
 
 
 async def _read_and_handle(stream: trio.SocketStream, handler: Handler) -> tuple[Reply, bool]:

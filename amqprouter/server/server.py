@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -35,6 +36,9 @@ class Server:
         #: Set by MAPHOSTNAME DNS: host names instead of addresses in CONN and in the
         #: amqprouter_client property (looked up in the background, never waited for).
         self.hostnames: HostnameMapper | None = None
+        #: Called with each session once it has left ``sessions`` (statistics count its
+        #: last interval's traffic and why it ended). Must not raise or block.
+        self.session_ended: list[Callable[[Session], None]] = []
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -111,3 +115,5 @@ class Server:
             await session.run()
         finally:
             del self.sessions[session.id]
+            for callback in self.session_ended:
+                callback(session)

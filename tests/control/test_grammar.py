@@ -37,6 +37,10 @@ from amqprouter.control.commands import (
     MapRemoveDefault,
     MapUnmap,
     MutatingCommand,
+    StatListen,
+    StatPerSource,
+    StatSend,
+    StatStopSend,
 )
 from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, parse, to_line
 
@@ -59,6 +63,11 @@ EXPECTED_HELP = (
     "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
     " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers\n"
     "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames\n"
+    "STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
+    "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
+    "statistics\n"
+    "STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source "
+    "statistics. Applies to all send/listeners\n"
 )
 
 
@@ -91,7 +100,7 @@ def test_every_verb_in_help_is_recognized(verb: str) -> None:
         "Help me please",
         "FOO",
         "BACKENDS PRINT",
-        "STAT LISTEN json",  # a verb that arrives with a later issue
+        "STATS LISTEN json",
         "SESSION 1 PAUSE",
         # The verb ends at the first *space*: a leading space or a tab after
         # the verb leaves a verb amqpprox does not know, so it answers HELP.
@@ -185,6 +194,11 @@ VALID: list[tuple[str, Command]] = [
     *[(f"LOG FILE {level}", LogFile(level)) for level in range(6)],
     # MAPHOSTNAME
     ("MAPHOSTNAME DNS", MapHostnameDns()),
+    # STAT (more in test_stat_grammar.py)
+    ("STAT LISTEN json", StatListen("json")),
+    ("STAT SEND localhost 8125", StatSend("localhost", 8125)),
+    ("STAT STOP SEND", StatStopSend()),
+    ("STAT DISABLE per-source", StatPerSource(False)),
 ]
 
 

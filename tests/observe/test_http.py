@@ -1,0 +1,174 @@
+"""/metrics and /healthz over real HTTP, in process; the page read by Prometheus's parser."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from amqprouter import __version__
+from amqprouter.observe import http
+from amqprouter.observe.prometheus import escape_label, health_reason, metrics_text
+from amqprouter.observe.runtime import BackendHealth, start_http, start_stats
+from amqprouter.observe.service import StatsService
+from amqprouter.observe.stats import StatsCollector, Totals
+from amqprouter.routing import Backend, RoutingTable
+from amqprouter.server import Server
+from amqprouter.session import SessionSettings
+from tests.brokers import SystemBroker
+from tests.observe.test_collector import open_channel
+from tests.session.wire import WAIT, open_client, router
+
+
+async def get(port: int, request: bytes, timeout: float = WAIT) -> tuple[int, dict[str, str], str]:
+    """Send ``request`` raw; (status, headers, body) once the server closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        raw = b""
+        with trio.fail_after(timeout):
+            while data := await stream.receive_some(65536):
+                raw += data
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    assert headers["Connection"] == "close"
+    assert int(headers["Content-Length"]) == len(body)
+    return int(status_line.split(" ")[1]), headers, body.decode()
+
+
+def get_request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\n\r\n".encode()
+
+
+@asynccontextmanager
+async def serving(
+    server: Server, health: BackendHealth = lambda: None
+) -> AsyncIterator[tuple[int, StatsService]]:
+    async with trio.open_nursery() as nursery:
+        stats = await start_stats(nursery, server, interval=0.05)
+        ports = await start_http(
+            nursery, server, stats, port=0, host="127.0.0.1", backend_health=health
+        )
+        yield ports[0], stats
+        nursery.cancel_scope.cancel()
+
+
+async def test_healthz_is_503_without_a_listener_and_200_once_one_is_up() -> None:
+    backend = Backend("b1", "dc", "127.0.0.1", 5672)
+    server = Server(SessionSettings(), RoutingTable.single(backend))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with serving(server) as (port, _stats):
+            assert await get(port, get_request("/healthz")) == (
+                503,
+                {"Content-Type": http.TEXT, "Content-Length": "12", "Connection": "close"},
+                "no listener\n",
+            )
+            await server.listen(0, "127.0.0.1")
+            status, _headers, body = await get(port, get_request("/healthz"))
+            assert (status, body) == (200, "ok\n")
+            server.stop_listening()
+            assert (await get(port, get_request("/healthz")))[0] == 503
+        nursery.cancel_scope.cancel()
+
+
+def test_health_reasons() -> None:
+    assert health_reason(listeners=0, backends=1) == "no listener"
+    assert health_reason(listeners=1, backends=0) == "no backend configured"
+    assert health_reason(listeners=1, backends=2, backend_up={"a": False, "b": False}) == (
+        "no backend up"
+    )
+    assert health_reason(listeners=1, backends=2, backend_up={"a": False, "b": True}) is None
+    assert health_reason(listeners=1, backends=1, backend_up={}) is None
+
+
+async def test_metrics_parse_and_count_real_traffic(system_broker: SystemBroker) -> None:
+    async with router(system_broker.port) as (server, _port):
+        health = {"fake": True, "other": False}
+        async with serving(server, lambda: health) as (port, stats):
+            client = await open_client(next(iter(server.listeners)))
+            (session,) = server.sessions.values()
+            await open_channel(client)
+            with trio.fail_after(WAIT):
+                while stats.collector.last.overall.active != 1:
+                    await trio.sleep(0.01)
+            await client.aclose()
+            with trio.fail_after(WAIT):
+                while stats.collector.last.overall.removed_client != 1:
+                    await trio.sleep(0.01)
+            status, headers, body = await get(port, get_request("/metrics"))
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {family.name: family for family in text_string_to_metric_families(body)}
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in families.values()
+        for sample in family.samples
+    }
+    assert samples[("amqprouter_build_info", (("version", __version__),))] == 1
+    where = (("backend", "fake"), ("vhost", "/"))
+    inbound = (("backend", "fake"), ("direction", "client_to_broker"), ("vhost", "/"))
+    outbound = (("backend", "fake"), ("direction", "broker_to_client"), ("vhost", "/"))
+    assert samples[("amqprouter_bytes_total", inbound)] == session.ingress.bytes > 0
+    assert samples[("amqprouter_bytes_total", outbound)] == session.egress.bytes > 0
+    assert samples[("amqprouter_frames_total", inbound)] == session.ingress.frames
+    assert samples[("amqprouter_reads_total", outbound)] == session.egress.reads
+    ended = "amqprouter_sessions_ended_total"
+    assert samples[(ended, (where[0], ("reason", "client_snapped"), where[1]))] == 1
+    assert samples[(ended, (where[0], ("reason", "graceful"), where[1]))] == 0
+    assert samples[("amqprouter_sessions_active", where)] == 0
+    assert samples[("amqprouter_sessions_paused", where)] == 0
+    assert samples[("amqprouter_backend_up", (("backend", "fake"),))] == 1
+    assert samples[("amqprouter_backend_up", (("backend", "other"),))] == 0
+    assert samples[("amqprouter_listeners", ())] == 1
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert families["amqprouter_bytes"].type == "counter"
+    assert families["amqprouter_sessions_active"].type == "gauge"
+
+
+def test_label_values_are_escaped() -> None:
+    assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    collector = StatsCollector({}, 1.0)
+    odd = 'we"ird\\vhost\nname'
+    collector.totals[(odd, "b")] = Totals(bytes_received=5)
+    text = metrics_text(collector, listeners=0, backend_up=None)
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "amqprouter_bytes"]
+    labels = [sample.labels for sample in family.samples if sample.value == 5]
+    assert labels == [{"direction": "client_to_broker", "vhost": odd, "backend": "b"}]
+    backend_up = [f for f in text_string_to_metric_families(text) if f.name.endswith("_up")]
+    assert backend_up[0].samples == [], "no health monitor: no samples"
+
+
+async def test_bad_requests_get_short_errors() -> None:
+    server = Server(SessionSettings())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with serving(server) as (port, _stats):
+            assert (await get(port, get_request("/nope")))[0] == 404
+            status, headers, _body = await get(port, b"POST /metrics HTTP/1.1\r\n\r\n")
+            assert (status, headers["Allow"]) == (405, "GET")
+            assert (await get(port, b"GARBAGE\r\n\r\n"))[0] == 400
+            huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * http.MAX_REQUEST_BYTES + b"\r\n\r\n"
+            assert (await get(port, huge))[0] == 431
+            assert (await get(port, get_request("/metrics?x=1")))[0] == 200
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_client_is_answered_408_at_the_read_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Virtual time: the server's read timeout passes as soon as everyone waits.
+    async with trio.open_nursery() as nursery:
+        (port,) = await nursery.start(partial(http.serve_http, 0, {}, host="127.0.0.1"))
+        started = trio.current_time()
+        status, _headers, body = await get(
+            port, b"GET /metrics HTTP/1.1\r\n", 2 * http.READ_TIMEOUT
+        )
+        assert (status, body) == (408, "request head not received in time\n")
+        assert trio.current_time() - started >= http.READ_TIMEOUT
+        nursery.cancel_scope.cancel()
