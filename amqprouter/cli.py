@@ -15,6 +15,7 @@ from amqprouter.control.controller import Controller
 from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
 from amqprouter.observe import logging as router_logging
 from amqprouter.protocol import TuneParams
+from amqprouter.routing import health
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
@@ -144,6 +145,14 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds to wait for Connection.CloseOk before closing a socket anyway.",
 )
 @click.option(
+    "--backend-down-seconds",
+    type=_seconds,
+    default=health.DOWN_SECONDS,
+    show_default=True,
+    help="Seconds a backend that refused or timed out a connect is tried only after the "
+    "healthy members of its farm (and only when they all fail).",
+)
+@click.option(
     "--channel-max",
     type=click.IntRange(0, 65535),
     default=TuneParams().channel_max,
@@ -179,6 +188,7 @@ def main(
     connect_timeout: float,
     broker_handshake_timeout: float,
     close_timeout: float,
+    backend_down_seconds: float,
     channel_max: int,
     frame_max: int,
     heartbeat: int,
@@ -226,7 +236,8 @@ def main(
     click.echo(
         f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
     )
-    code = trio.run(_serve, Server(settings), Path(control_socket), mode, setup)
+    server = Server(settings, backend_down_seconds=backend_down_seconds)
+    code = trio.run(_serve, server, Path(control_socket), mode, setup)
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
     sys.exit(code)
 
