@@ -58,7 +58,8 @@ class HealthMonitor:
         self.registry = registry
         registry.on_down = self._on_down
         self._routing = routing
-        self._probe = probe
+        #: How a check probes a backend (replaceable, e.g. by tests, before a check starts).
+        self.probe = probe
         self._disconnect = disconnect
         #: Checked backends, by name: the command that turned the check on.
         self.checks: dict[str, c.BackendCheckOn] = {}
@@ -153,7 +154,7 @@ class HealthMonitor:
                 backend = self._routing().backends.get(name)
                 if backend is None:
                     return
-                reason = await self._probe(backend, timeout)
+                reason = await self.probe(backend, timeout)
                 if reason is None:
                     self.registry.check_passed(name)
                 else:
