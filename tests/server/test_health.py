@@ -187,8 +187,8 @@ async def test_config_print_round_trips_checks_and_farm_policies() -> None:
         await text(ctl, "FARM ON_DOWN f DISCONNECT")
     # LOG lines would reconfigure this process's logging: leave them out (they are
     # not health settings, and a later test's capture_logs needs structlog untouched).
-    lines = tuple(line for line in config.splitlines() if not line.startswith("LOG "))
-    async with controlled(*lines) as (again, _server, _probe):
+    replay = tuple(line for line in config.splitlines() if not line.startswith("LOG "))
+    async with controlled(*replay) as (again, _server, _probe):
         assert await text(again, "CONFIG PRINT") == config
 
 
