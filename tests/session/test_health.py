@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog.testing
 import trio
@@ -47,7 +48,7 @@ async def farm_router(*ports: int) -> AsyncIterator[tuple[Server, int]]:
             nursery.cancel_scope.cancel()
 
 
-def connect_failures(logs: list[dict[str, object]]) -> list[object]:
+def connect_failures(logs: list[MutableMapping[str, Any]]) -> list[object]:
     return [entry.get("address") for entry in logs if entry["event"] == "broker connect failed"]
 
 
