@@ -46,6 +46,10 @@ Differences from amqpprox (each fixes a quirk, or is new):
    in the last word (``MAP PRINT\\r`` is then an unknown subcommand).
 9. Trailing whitespace is insignificant: amqpprox's FARM ADD reads an empty
    backend name after a trailing space and answers ``Backend '' not found``.
+10. New subcommands ``BACKEND CHECK name ON [interval_ms [fall [rise
+    [timeout_ms]]]]`` / ``BACKEND CHECK name OFF`` and ``FARM ON_DOWN name
+    DISCONNECT|KEEP`` (backend health, docs/health.md). Numbers are whole words
+    in range; extra words are refused, as a misplaced number would be a mistake.
 """
 
 from __future__ import annotations
