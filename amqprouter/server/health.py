@@ -154,7 +154,12 @@ class HealthMonitor:
                 backend = self._routing().backends.get(name)
                 if backend is None:
                     return
-                reason = await self.probe(backend, timeout)
+                try:
+                    reason = await self.probe(backend, timeout)
+                except Exception as exc:
+                    # A bug or an odd OS error in one probe must not end the server.
+                    log.exception("health check probe failed", backend=name)
+                    reason = f"probe error: {exc!r}"
                 if reason is None:
                     self.registry.check_passed(name)
                 else:

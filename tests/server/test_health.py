@@ -271,3 +271,21 @@ async def test_a_failing_policy_does_not_stop_the_check(
         calls = len(probe.calls)
         await trio.sleep(0.5)
         assert len(probe.calls) > calls
+
+
+async def test_a_probe_that_raises_is_a_failed_check(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def broken(backend: Backend, timeout: float) -> str | None:
+        raise RuntimeError("bug")
+
+    async with controlled(*SETUP) as (ctl, server, _probe):
+        server.health.probe = broken
+        with structlog.testing.capture_logs() as logs:
+            await text(ctl, "BACKEND CHECK a ON 100 2 1")
+            await trio.sleep(0.15)
+        assert await text(ctl, "BACKEND PRINT") == (
+            "a (dc1): 127.0.0.1 :5998 DOWN (probe error: RuntimeError('bug'), 2 checks)\n"
+            "b (dc1): 127.0.0.1 :5999\n"
+        )
+        assert "health check probe failed" in [entry["event"] for entry in logs]
