@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 import structlog.testing
+import trio
+import trio.testing
 
 from amqprouter.routing.health import HealthRegistry
 
@@ -214,4 +216,15 @@ def test_results_for_unchecked_backends_are_ignored(registry: HealthRegistry) ->
 def test_forget(registry: HealthRegistry) -> None:
     registry.connect_failed("a", "x")
     registry.forget("a")
+    assert registry.down() == frozenset()
+
+
+async def test_the_default_clock_is_trios_so_down_time_runs_on_a_mock_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    registry = HealthRegistry(down_seconds=10.0)
+    registry.connect_failed("a", "refused")
+    await trio.sleep(9.99)
+    assert registry.down() == {"a"}
+    await trio.sleep(0.02)
     assert registry.down() == frozenset()

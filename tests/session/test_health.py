@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import MutableMapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog.testing
@@ -13,9 +13,8 @@ import trio
 from amqprouter.control.controller import Controller
 from amqprouter.routing import Backend, Farm, RoutingTable
 from amqprouter.server import Server
-from amqprouter.session import SessionSettings
 from tests.brokers import free_port
-from tests.session.wire import FAST, FakeBroker, Peer, _clients, broker_handshake, fake_broker
+from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, router
 from tests.session.wire import open_client as open_wire_client
 
 
@@ -24,28 +23,15 @@ async def _serve(peer: Peer, broker: FakeBroker) -> None:
     await trio.sleep_forever()
 
 
-@asynccontextmanager
-async def farm_router(*ports: int) -> AsyncIterator[tuple[Server, int]]:
+def farm_router(*ports: int) -> AbstractAsyncContextManager[tuple[Server, int]]:
     """An in-process router whose default farm is one backend per port, in order."""
     names = [f"n{index}" for index in range(1, len(ports) + 1)]
-    backends = {
-        name: Backend(name, "dc", "127.0.0.1", port)
-        for name, port in zip(names, ports, strict=True)
-    }
+    pairs = zip(names, ports, strict=True)
+    backends = {name: Backend(name, "dc", "127.0.0.1", port) for name, port in pairs}
     farm = Farm("f", "round-robin", tuple(names))
-    server = Server(
-        SessionSettings(timeouts=FAST),
-        RoutingTable(backends=backends, farms={"f": farm}, default_farm="f"),
+    return router(
+        None, routing=RoutingTable(backends=backends, farms={"f": farm}, default_farm="f")
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        port = await server.listen(0, "127.0.0.1")
-        try:
-            yield server, port
-        finally:
-            while _clients:
-                await _clients.pop().aclose()
-            nursery.cancel_scope.cancel()
 
 
 def connect_failures(logs: list[MutableMapping[str, Any]]) -> list[object]:
