@@ -150,7 +150,7 @@ class RoutingTable:
         """The backends one new connection to ``vhost`` tries, in order.
 
         A farm advances its round-robin markers: call once per connection.
-        Backends named in ``down`` (marked down by health checks) go last, in farm
+        Backends named in ``down`` (marked down, see ``routing.health``) go last, in farm
         order, after the selector's order of the others, so the healthy members
         share the rotation evenly; when every member is down they are all tried in
         the selector's order anyway (a slow attempt beats a refusal).
