@@ -18,6 +18,7 @@ from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.observe.runtime import start_http, start_stats
 from amqprouter.protocol import TuneParams
+from amqprouter.routing import health
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
@@ -148,6 +149,14 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds to wait for Connection.CloseOk before closing a socket anyway.",
 )
 @click.option(
+    "--backend-down-seconds",
+    type=_seconds,
+    default=health.DOWN_SECONDS,
+    show_default=True,
+    help="Seconds a backend that refused or timed out a connect is tried only after the "
+    "healthy members of its farm (and only when they all fail).",
+)
+@click.option(
     "--channel-max",
     type=click.IntRange(0, 65535),
     default=TuneParams().channel_max,
@@ -200,6 +209,7 @@ def main(
     connect_timeout: float,
     broker_handshake_timeout: float,
     close_timeout: float,
+    backend_down_seconds: float,
     channel_max: int,
     frame_max: int,
     heartbeat: int,
@@ -251,7 +261,8 @@ def main(
         f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
     )
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
-    code = trio.run(_serve, Server(settings), Path(control_socket), mode, setup, observe)
+    server = Server(settings, backend_down_seconds=backend_down_seconds)
+    code = trio.run(_serve, server, Path(control_socket), mode, setup, observe)
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
     sys.exit(code)
 
@@ -294,7 +305,12 @@ async def _serve(
             if observe.http_port is not None:
                 try:
                     await start_http(
-                        nursery, server, stats, port=observe.http_port, host=observe.http_host
+                        nursery,
+                        server,
+                        stats,
+                        port=observe.http_port,
+                        host=observe.http_host,
+                        backend_health=server.backend_up,
                     )
                 except OSError as exc:
                     click.echo(

@@ -79,6 +79,36 @@ class BackendPrint:
     """``BACKEND PRINT``."""
 
 
+#: Active health check defaults, HAProxy's (``inter 2000 fall 3 rise 2``; the check
+#: timeout defaults to the interval, as HAProxy's does without ``timeout check``).
+CHECK_INTERVAL_MS = 2000
+CHECK_FALL = 3
+CHECK_RISE = 2
+
+
+@attrs.frozen
+class BackendCheckOn:
+    """``BACKEND CHECK name ON [interval_ms [fall [rise [timeout_ms]]]]`` (ours).
+
+    Every ``interval_ms`` send each address of the backend the AMQP protocol header
+    and expect Connection.Start within ``timeout_ms``; ``fall`` failures in a row mark
+    it down, ``rise`` successes in a row up. The parser fills in the defaults.
+    """
+
+    name: str
+    interval_ms: int = CHECK_INTERVAL_MS
+    fall: int = CHECK_FALL
+    rise: int = CHECK_RISE
+    timeout_ms: int = CHECK_INTERVAL_MS
+
+
+@attrs.frozen
+class BackendCheckOff:
+    """``BACKEND CHECK name OFF`` (ours): stop checking; a check's down mark is lifted."""
+
+    name: str
+
+
 # --------------------------------------------------------------------------- #
 # FARM
 # --------------------------------------------------------------------------- #
@@ -111,6 +141,15 @@ class FarmDelete:
 @attrs.frozen
 class FarmPrint:
     """``FARM PRINT``."""
+
+
+@attrs.frozen
+class FarmOnDown:
+    """``FARM ON_DOWN name DISCONNECT|KEEP`` (ours): what a member going down does to
+    its sessions; ``disconnect`` closes them gracefully (default KEEP)."""
+
+    name: str
+    disconnect: bool
 
 
 # --------------------------------------------------------------------------- #
@@ -270,9 +309,12 @@ MutatingCommand: TypeAlias = (
     BackendAdd
     | BackendAddDns
     | BackendDelete
+    | BackendCheckOn
+    | BackendCheckOff
     | FarmAdd
     | FarmPartition
     | FarmDelete
+    | FarmOnDown
     | MapBackend
     | MapFarm
     | MapUnmap

@@ -23,6 +23,7 @@ from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
 from amqprouter.routing import configure
 from amqprouter.server import Server
+from amqprouter.server.health import HEALTH_COMMANDS
 from amqprouter.session import Session
 
 log = structlog.get_logger("amqprouter.control")
@@ -63,6 +64,9 @@ class Controller:
             return await self._execute(command)
 
     async def _execute(self, command: c.Command) -> Reply:
+        if isinstance(command, HEALTH_COMMANDS):  # BACKEND CHECK and PRINT, FARM ON_DOWN
+            text = self.server.health.execute(command)
+            return Reply(text, ok=not text or isinstance(command, c.BackendPrint))
         if isinstance(command, configure.ROUTING_COMMANDS):
             return await self._routing(command)
         if isinstance(command, c.ListenStart):
@@ -139,6 +143,7 @@ class Controller:
                 return Reply(error, ok=False)
         table, text = configure.apply(self.server.routing, command, resolved_ip=resolved_ip)
         self.server.routing = table
+        self.server.health.routing_changed(table)
         # Mutations answer nothing on success; any text they return is an error.
         ok = not text or not isinstance(command, c.MutatingCommand)
         return Reply(text, ok=ok)
@@ -163,6 +168,7 @@ class Controller:
         """The current configuration as the commands that rebuild it (CONFIG PRINT)."""
         lines = [f"LOG CONSOLE {self.console_verbosity}", f"LOG FILE {self.file_verbosity}"]
         lines += [to_line(command) for command in configure.config_commands(self.server.routing)]
+        lines += [to_line(command) for command in self.server.health.config_commands()]
         lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
         return "".join(line + "\n" for line in lines)
 

@@ -46,6 +46,10 @@ Differences from amqpprox (each fixes a quirk, or is new):
    in the last word (``MAP PRINT\\r`` is then an unknown subcommand).
 9. Trailing whitespace is insignificant: amqpprox's FARM ADD reads an empty
    backend name after a trailing space and answers ``Backend '' not found``.
+10. New subcommands ``BACKEND CHECK name ON [interval_ms [fall [rise
+    [timeout_ms]]]]`` / ``BACKEND CHECK name OFF`` and ``FARM ON_DOWN name
+    DISCONNECT|KEEP`` (backend health, docs/health.md). Numbers are whole words
+    in range; extra words are refused, as a misplaced number would be a mistake.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ import attrs
 from amqprouter.control.commands import (
     BackendAdd,
     BackendAddDns,
+    BackendCheckOff,
+    BackendCheckOn,
     BackendDelete,
     BackendPrint,
     Command,
@@ -70,6 +76,7 @@ from amqprouter.control.commands import (
     Exit,
     FarmAdd,
     FarmDelete,
+    FarmOnDown,
     FarmPartition,
     FarmPrint,
     Help,
@@ -195,6 +202,43 @@ def _backend_delete(args: Sequence[str]) -> Command | ParseError:
     return BackendDelete(args[0])
 
 
+# BACKEND CHECK (ours): the numbers after ON, in order, and the range each must be in.
+_CHECK_NUMBERS = (
+    ("interval_ms", 10, 3_600_000),
+    ("fall", 1, 1000),
+    ("rise", 1, 1000),
+    ("timeout_ms", 10, 3_600_000),
+)
+
+
+def _backend_check(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("CHECK requires a backend name and ON or OFF.\n")
+    name, state, *numbers = args
+    match _upper(state):
+        case "OFF":
+            if numbers:
+                return ParseError("CHECK name OFF takes nothing after OFF.\n")
+            return BackendCheckOff(name)
+        case "ON":
+            pass
+        case _:
+            return ParseError(f"Check state '{state}' not recognized: expected ON or OFF.\n")
+    if len(numbers) > len(_CHECK_NUMBERS):
+        return ParseError("CHECK name ON takes at most: interval_ms fall rise timeout_ms.\n")
+    values: list[int] = []
+    for word, (field, low, high) in zip(numbers, _CHECK_NUMBERS, strict=False):
+        value = _integer(word)
+        if value is None or not low <= value <= high:
+            return ParseError(f"Check {field} must be a whole number in {low}..{high}.\n")
+        values.append(value)
+    command = BackendCheckOn(name, *values)
+    if len(values) < len(_CHECK_NUMBERS):
+        # The timeout defaults to the interval, as HAProxy's check timeout does.
+        command = attrs.evolve(command, timeout_ms=command.interval_ms)
+    return command
+
+
 def _not_recognized(subcommand: str) -> str:
     return f"Subcommand '{subcommand}' not recognized."
 
@@ -205,6 +249,7 @@ _backend = _subcommands(
         "ADD_DNS": _backend_add(BackendAddDns),
         "DELETE": _backend_delete,
         "PRINT": lambda args: BackendPrint(),
+        "CHECK": _backend_check,  # ours: active health checks
     },
     # amqpprox compares the empty word like any other: "Subcommand '' not recognized."
     missing=_not_recognized(""),
@@ -228,6 +273,18 @@ def _farm_partition(args: Sequence[str]) -> Command | ParseError:
     return FarmPartition(args[0], args[1])
 
 
+_ON_DOWN_ACTIONS = {"DISCONNECT": True, "KEEP": False}
+
+
+def _farm_on_down(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and DISCONNECT or KEEP must be provided.\n")
+    disconnect = _ON_DOWN_ACTIONS.get(_upper(args[1]))
+    if disconnect is None:
+        return ParseError(f"On-down action '{args[1]}' not found: expected DISCONNECT or KEEP.\n")
+    return FarmOnDown(args[0], disconnect)
+
+
 def _farm_delete(args: Sequence[str]) -> Command | ParseError:
     if not args:
         return ParseError("Farm name not provided.")
@@ -241,6 +298,7 @@ _farm = _subcommands(
         "PARTITION": _farm_partition,
         "DELETE": _farm_delete,
         "PRINT": lambda args: FarmPrint(),
+        "ON_DOWN": _farm_on_down,  # ours: farm policy when a member goes down
     },
     missing=_not_recognized(""),
     unknown=_not_recognized,
@@ -469,13 +527,16 @@ _VERBS: Mapping[str, _Parser] = {
 # them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
 _HELP_TEXTS: Mapping[str, str] = {
     "BACKEND": "(ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter "
-    "address port [SEND-PROXY] [TLS] | DELETE name | PRINT) - Change backend servers",
+    "address port [SEND-PROXY] [TLS] | DELETE name | PRINT"
+    " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
+    ") - Change backend servers",
     "CONFIG": "PRINT - Print the current configuration as the commands that rebuild it",
     "CONN": "Print the connected sessions",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "Exit the program gracefully.",
-    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT) "
-    "- Change farms",
+    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP)"
+    ") - Change farms",
     "HELP": "Print this help text.",
     "LISTEN": "START port | START_SECURE port | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
@@ -539,6 +600,11 @@ def _words(command: Command) -> list[str]:
             return ["BACKEND", "DELETE", name]
         case BackendPrint():
             return ["BACKEND", "PRINT"]
+        case BackendCheckOn(name, interval_ms, fall, rise, timeout_ms):
+            numbers = [str(n) for n in (interval_ms, fall, rise, timeout_ms)]
+            return ["BACKEND", "CHECK", name, "ON", *numbers]
+        case BackendCheckOff(name):
+            return ["BACKEND", "CHECK", name, "OFF"]
         case FarmAdd(name, selector, backends):
             return ["FARM", "ADD", name, selector, *backends]
         case FarmPartition(name, policy):
@@ -547,6 +613,8 @@ def _words(command: Command) -> list[str]:
             return ["FARM", "DELETE", name]
         case FarmPrint():
             return ["FARM", "PRINT"]
+        case FarmOnDown(name, disconnect):
+            return ["FARM", "ON_DOWN", name, "DISCONNECT" if disconnect else "KEEP"]
         case MapBackend(vhost, backend):
             return ["MAP", "BACKEND", vhost, backend]
         case MapFarm(vhost, farm):

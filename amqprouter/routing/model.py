@@ -15,7 +15,7 @@ PARTITION, DATACENTER SET), which resets its markers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
@@ -146,10 +146,14 @@ class RoutingTable:
             backends={backend.name: backend}, farms={farm.name: farm}, default_farm="default"
         )
 
-    def candidates(self, vhost: str) -> tuple[Backend, ...]:
+    def candidates(self, vhost: str, down: Container[str] = ()) -> tuple[Backend, ...]:
         """The backends one new connection to ``vhost`` tries, in order.
 
         A farm advances its round-robin markers: call once per connection.
+        Backends named in ``down`` (marked down, see ``routing.health``) go last, in farm
+        order, after the selector's order of the others, so the healthy members
+        share the rotation evenly; when every member is down they are all tried in
+        the selector's order anyway (a slow attempt beats a refusal).
 
         Raises:
             NoRoute: nothing usable is mapped; the text is for the client, ``detail``
@@ -179,4 +183,13 @@ class RoutingTable:
         layout = self.layouts[name]
         if not layout.partitions:
             raise NoRoute(text, f"{subject} has no backends")
-        return selector(layout.partitions, layout.markers)
+        members = [backend for partition in layout.partitions for backend in partition]
+        unhealthy = tuple(backend for backend in members if backend.name in down)
+        if not unhealthy or len(unhealthy) == len(members):
+            return selector(layout.partitions, layout.markers)
+        # Emptied partitions stay, so each keeps its marker; a selector skips them.
+        healthy = tuple(
+            tuple(backend for backend in partition if backend.name not in down)
+            for partition in layout.partitions
+        )
+        return selector(healthy, layout.markers) + unhealthy

@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 if TYPE_CHECKING:
     from amqprouter.routing.model import Backend
 
-#: Priority groups of backends, highest priority first; none is empty.
+#: Priority groups of backends, highest priority first. None is empty in a farm
+#: layout; a selector must still accept empty ones (``RoutingTable.candidates`` empties
+#: the partitions of members that are down) and skip them.
 Partitions: TypeAlias = "tuple[tuple[Backend, ...], ...]"
 #: A partition policy: (partitions, the router's datacenter) → partitions.
 PartitionPolicy: TypeAlias = "Callable[[Partitions, str], Partitions]"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
 from amqprouter.routing import Resolver, RoutingTable
+from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
+from amqprouter.server.health import HealthMonitor
 from amqprouter.server.listener import accept_loop, bind_listener
+from amqprouter.server.probe import probe_backend
 from amqprouter.session import Session, SessionSettings
 
 if TYPE_CHECKING:
@@ -27,10 +31,25 @@ class Server:
     sessions read it once, when their client's Connection.Open arrives.
     """
 
-    def __init__(self, settings: SessionSettings, routing: RoutingTable | None = None) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        routing: RoutingTable | None = None,
+        *,
+        backend_down_seconds: float = DOWN_SECONDS,
+    ) -> None:
         self.settings = settings
         self.routing = routing or RoutingTable()
         self.resolver = Resolver()
+        #: Backend health (failed connects, BACKEND CHECK) and the farm policies on it.
+        self.health = HealthMonitor(
+            HealthRegistry(down_seconds=backend_down_seconds),
+            routing=self.current_routing,
+            probe=partial(probe_backend, self.resolver),
+            disconnect=lambda name, reason: self.disconnect_backend(
+                name, graceful=True, reason=reason
+            ),
+        )
         self.sessions: dict[int, Session] = {}
         self.listeners: dict[int, trio.CancelScope] = {}
         #: Set by MAPHOSTNAME DNS: host names instead of addresses in CONN and in the
@@ -45,6 +64,7 @@ class Server:
         """Serve until cancelled; sessions and listeners live in this nursery."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.health.start(nursery)
             task_status.started()
             await trio.sleep_forever()
 
@@ -57,6 +77,11 @@ class Server:
     def host_name(self, ip: str) -> str:
         """``ip``'s name once known (after MAPHOSTNAME DNS), else ``ip``; never waits."""
         return ip if self.hostnames is None else self.hostnames.name_for(ip)
+
+    def backend_up(self) -> dict[str, bool]:
+        """Every configured backend's health now: name → up (for /metrics, /healthz)."""
+        down = self.health.registry.down()
+        return {name: name not in down for name in self.routing.backends}
 
     def current_routing(self) -> RoutingTable:
         return self.routing
@@ -106,6 +131,7 @@ class Server:
             resolver=self.resolver,
             listen_port=listen_port,
             host_name=self.host_name,
+            health=self.health.registry,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)

@@ -52,6 +52,7 @@ from amqprouter.protocol import (
     peer_closed,
 )
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
+from amqprouter.routing.health import HealthRegistry
 from amqprouter.session import sockets
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.sockets import PeerGone
@@ -144,6 +145,7 @@ class Session:
         resolver: Resolver,
         listen_port: int,
         host_name: Callable[[str], str] = str,
+        health: HealthRegistry | None = None,
     ) -> None:
         self.id = next(_ids)
         self.client = client
@@ -153,6 +155,7 @@ class Session:
         self._resolver = resolver
         self.listen_port = listen_port
         self._host_name = host_name
+        self._health = health
         self.state = State.HANDSHAKE
         self.vhost: str | None = None
         self.backend: Backend | None = None
@@ -237,8 +240,11 @@ class Session:
 
     async def _open_broker(self, opened: ClientOpened) -> BrokerOpened | None:
         self.state = State.CONNECTING
+        health = self._health
         try:
-            candidates = self._routing().candidates(opened.vhost)
+            # Backends marked down are tried last (routing.health).
+            down = health.down() if health is not None else ()
+            candidates = self._routing().candidates(opened.vhost, down)
         except NoRoute as exc:
             self.log.error(
                 "no mapping for vhost",
@@ -249,7 +255,13 @@ class Session:
             return None
         failures: list[str] = []
         for backend in candidates:
+            tried = len(failures)
             broker = await self._connect(backend, failures)
+            if health is not None:
+                if broker is None:
+                    health.connect_failed(backend.name, "; ".join(failures[tried:]))
+                else:
+                    health.connect_succeeded(backend.name)
             if broker is None:
                 continue
             self.broker, self.backend = broker, backend

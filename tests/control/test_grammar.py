@@ -11,6 +11,8 @@ import pytest
 from amqprouter.control.commands import (
     BackendAdd,
     BackendAddDns,
+    BackendCheckOff,
+    BackendCheckOn,
     BackendDelete,
     BackendPrint,
     Command,
@@ -21,6 +23,7 @@ from amqprouter.control.commands import (
     Exit,
     FarmAdd,
     FarmDelete,
+    FarmOnDown,
     FarmPartition,
     FarmPrint,
     Help,
@@ -50,13 +53,14 @@ from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, p
 
 EXPECTED_HELP = (
     "BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter"
-    " address port [SEND-PROXY] [TLS] | DELETE name | PRINT) - Change backend servers\n"
+    " address port [SEND-PROXY] [TLS] | DELETE name | PRINT"
+    " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
     "CONFIG PRINT - Print the current configuration as the commands that rebuild it\n"
     "CONN Print the connected sessions\n"
     "DATACENTER SET name | PRINT\n"
     "EXIT Exit the program gracefully.\n"
-    "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT)"
-    " - Change farms\n"
+    "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP)) - Change farms\n"
     "HELP Print this help text.\n"
     "LISTEN START port | START_SECURE port | STOP [port]\n"
     "LOG CONSOLE verbosity | FILE verbosity\n"
@@ -71,7 +75,7 @@ EXPECTED_HELP = (
 )
 
 
-def test_help_text_is_the_reference_text_for_our_verbs_plus_config() -> None:
+def test_help_text_is_the_reference_text_for_our_verbs_plus_config_and_health() -> None:
     assert help_text() == EXPECTED_HELP
 
 
@@ -153,6 +157,14 @@ VALID: list[tuple[str, Command]] = [
     ("BACKEND ADD b dc 10.0.0.1 65535", BackendAdd("b", "dc", "10.0.0.1", 65535)),
     ("BACKEND DELETE rabbit1", BackendDelete("rabbit1")),
     ("BACKEND PRINT", BackendPrint()),
+    # BACKEND CHECK (ours): HAProxy's defaults; the timeout defaults to the interval
+    ("BACKEND CHECK rabbit1 ON", BackendCheckOn("rabbit1", 2000, 3, 2, 2000)),
+    ("backend check rabbit1 on 500", BackendCheckOn("rabbit1", 500, 3, 2, 500)),
+    ("BACKEND CHECK rabbit1 ON 500 5", BackendCheckOn("rabbit1", 500, 5, 2, 500)),
+    ("BACKEND CHECK rabbit1 ON 500 5 1", BackendCheckOn("rabbit1", 500, 5, 1, 500)),
+    ("BACKEND CHECK Rabbit1 On 10 1 1000 3600000", BackendCheckOn("Rabbit1", 10, 1, 1000, 3600000)),
+    ("BACKEND CHECK rabbit1 OFF", BackendCheckOff("rabbit1")),
+    ("BACKEND CHECK rabbit1 off", BackendCheckOff("rabbit1")),
     # FARM
     (
         "FARM ADD shared round-robin rabbit1 rabbit2",
@@ -170,6 +182,9 @@ VALID: list[tuple[str, Command]] = [
     ("FARM PARTITION shared nonsense", FarmPartition("shared", "nonsense")),
     ("FARM DELETE shared", FarmDelete("shared")),
     ("FARM PRINT", FarmPrint()),
+    # FARM ON_DOWN (ours)
+    ("FARM ON_DOWN shared DISCONNECT", FarmOnDown("shared", True)),
+    ("farm on_down shared keep", FarmOnDown("shared", False)),
     # MAP
     ("MAP BACKEND vhost-example rabbit1", MapBackend("vhost-example", "rabbit1")),
     ("MAP BACKEND / rabbit1", MapBackend("/", "rabbit1")),
@@ -240,6 +255,21 @@ ERRORS: list[tuple[str, str]] = [
     ("BACKEND ADD_DNS b dc host 99999 TLS", "Arguments not correctly provided"),
     ("BACKEND ADD b dc host TLS", "Arguments not correctly provided"),
     ("BACKEND DELETE", "DELETE requires a name argument"),
+    # BACKEND CHECK (ours)
+    ("BACKEND CHECK", "CHECK requires a backend name and ON or OFF.\n"),
+    ("BACKEND CHECK rabbit1", "CHECK requires a backend name and ON or OFF.\n"),
+    ("BACKEND CHECK rabbit1 YES", "Check state 'YES' not recognized: expected ON or OFF.\n"),
+    ("BACKEND CHECK rabbit1 OFF 2000", "CHECK name OFF takes nothing after OFF.\n"),
+    (
+        "BACKEND CHECK rabbit1 ON 2000 3 2 2000 9",
+        "CHECK name ON takes at most: interval_ms fall rise timeout_ms.\n",
+    ),
+    ("BACKEND CHECK b ON 9", "Check interval_ms must be a whole number in 10..3600000.\n"),
+    ("BACKEND CHECK b ON 2s", "Check interval_ms must be a whole number in 10..3600000.\n"),
+    ("BACKEND CHECK b ON 3600001", "Check interval_ms must be a whole number in 10..3600000.\n"),
+    ("BACKEND CHECK b ON 2000 0", "Check fall must be a whole number in 1..1000.\n"),
+    ("BACKEND CHECK b ON 2000 3 1001", "Check rise must be a whole number in 1..1000.\n"),
+    ("BACKEND CHECK b ON 2000 3 2 -1", "Check timeout_ms must be a whole number in 10..3600000.\n"),
     # BACKEND flags (ours: amqpprox ignores unknown flags)
     ("BACKEND ADD b dc host 5672 TSL", "Unknown backend flag 'TSL': expected SEND-PROXY or TLS.\n"),
     ("BACKEND ADD b dc host 5672 tsl", "Unknown backend flag 'tsl': expected SEND-PROXY or TLS.\n"),
@@ -260,6 +290,13 @@ ERRORS: list[tuple[str, str]] = [
     ("FARM PARTITION", "Farm name and policy must be provided.\n"),
     ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
     ("FARM DELETE", "Farm name not provided."),
+    # FARM ON_DOWN (ours)
+    ("FARM ON_DOWN", "Farm name and DISCONNECT or KEEP must be provided.\n"),
+    ("FARM ON_DOWN shared", "Farm name and DISCONNECT or KEEP must be provided.\n"),
+    (
+        "FARM ON_DOWN shared drop",
+        "On-down action 'drop' not found: expected DISCONNECT or KEEP.\n",
+    ),
     # MAP
     ("MAP", "Unrecognized subcommand."),
     ("MAP VHOST v b", "Unrecognized subcommand."),
@@ -550,6 +587,10 @@ CANONICAL: list[tuple[Command, str]] = [
     (LogFile(5), "LOG FILE 5"),
     (MapHostnameDns(), "MAPHOSTNAME DNS"),
     (BackendPrint(), "BACKEND PRINT"),
+    (BackendCheckOn("r", 500, 2, 1, 300), "BACKEND CHECK r ON 500 2 1 300"),
+    (BackendCheckOff("r"), "BACKEND CHECK r OFF"),
+    (FarmOnDown("shared", True), "FARM ON_DOWN shared DISCONNECT"),
+    (FarmOnDown("shared", False), "FARM ON_DOWN shared KEEP"),
     (FarmPrint(), "FARM PRINT"),
     (MapPrint(), "MAP PRINT"),
     (DatacenterPrint(), "DATACENTER PRINT"),
@@ -615,6 +656,10 @@ def test_round_trip_from_any_spelling(line: str) -> None:
         FarmAdd("f", ""),
         FarmPartition("f", "datacenter affinity"),
         FarmDelete("f\n"),
+        BackendCheckOn("b", interval_ms=5),
+        BackendCheckOn("b", fall=0),
+        BackendCheckOff("a b"),
+        FarmOnDown("", True),
         MapBackend("", "b"),
         MapFarm("v", "f\r"),
         MapUnmap(" "),
@@ -643,9 +688,12 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         BackendAdd,
         BackendAddDns,
         BackendDelete,
+        BackendCheckOn,
+        BackendCheckOff,
         FarmAdd,
         FarmPartition,
         FarmDelete,
+        FarmOnDown,
         MapBackend,
         MapFarm,
         MapUnmap,

@@ -137,3 +137,59 @@ def test_markers_do_not_take_part_in_equality() -> None:
     one, two = table(default_farm="f"), table(default_farm="f")
     one.candidates("v")
     assert one == two
+
+
+# --------------------------------------------------------------------------- #
+# candidates with members marked down (routing.health)
+# --------------------------------------------------------------------------- #
+
+
+def _farm_of(*names: str, policies: tuple[str, ...] = ()) -> RoutingTable:
+    backends = {name: backend(name, "dc1" if name < "c" else "dc2") for name in names}
+    farm = Farm("f", "round-robin", names, policies)
+    return RoutingTable(backends=backends, farms={"f": farm}, default_farm="f", datacenter="dc1")
+
+
+def _names(candidates: tuple[Backend, ...]) -> str:
+    return "".join(b.name for b in candidates)
+
+
+def test_down_members_go_last_and_the_healthy_ones_share_the_rotation() -> None:
+    routing = _farm_of("a", "b", "c")
+    orders = [_names(routing.candidates("v", down={"b"})) for _ in range(4)]
+    # a and c alternate (not c twice for every a, as skipping b's turn would give).
+    assert orders == ["acb", "cab", "acb", "cab"]
+
+
+def test_down_members_keep_farm_order_among_themselves() -> None:
+    routing = _farm_of("a", "b", "c", "d")
+    assert _names(routing.candidates("v", down={"d", "b"})) == "acbd"
+    assert _names(routing.candidates("v", down={"d", "b"})) == "cabd"
+
+
+def test_every_member_down_is_the_plain_rotation() -> None:
+    routing = _farm_of("a", "b")
+    assert [_names(routing.candidates("v", down={"a", "b"})) for _ in range(3)] == [
+        "ab",
+        "ba",
+        "ab",
+    ]
+
+
+def test_no_member_down_is_the_plain_rotation() -> None:
+    routing = _farm_of("a", "b")
+    assert [_names(routing.candidates("v", down={"x"})) for _ in range(2)] == ["ab", "ba"]
+
+
+def test_a_partition_whose_members_are_all_down_is_skipped() -> None:
+    # dc1 (a, b) first, dc2 (c, d) after; with dc1 all down the dc2 members rotate.
+    routing = _farm_of("a", "b", "c", "d", policies=("datacenter-affinity",))
+    assert _names(routing.candidates("v")) == "abcd"
+    assert _names(routing.candidates("v", down={"a", "b"})) == "dcab"
+    assert _names(routing.candidates("v", down={"a", "b"})) == "cdab"
+    assert _names(routing.candidates("v", down={"a"})) == "bdca"
+
+
+def test_a_direct_mapping_ignores_health() -> None:
+    routing = table(mappings={"v": ("backend", "a")})
+    assert routing.candidates("v", down={"a"}) == (A,)

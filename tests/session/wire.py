@@ -178,10 +178,11 @@ FAST = Timeouts(client_handshake=1.0, connect=1.0, broker_handshake=1.0, close=0
 
 @asynccontextmanager
 async def router(
-    broker_port: int | None, *, timeouts: Timeouts = FAST
+    broker_port: int | None, *, timeouts: Timeouts = FAST, routing: RoutingTable | None = None
 ) -> AsyncIterator[tuple[Server, int]]:
-    """An in-process router in simple mode in front of ``broker_port`` (None: no route)."""
-    routing = RoutingTable()
+    """An in-process router in simple mode in front of ``broker_port`` (None: no route,
+    or the ``routing`` given)."""
+    routing = routing or RoutingTable()
     if broker_port is not None:
         routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))
     server = Server(SessionSettings(timeouts=timeouts), routing)

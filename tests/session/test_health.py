@@ -1,0 +1,92 @@
+"""Passive health through real sessions: a farm of a closed port and a fake broker."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import MutableMapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import structlog.testing
+import trio
+
+from amqprouter.control.controller import Controller
+from amqprouter.routing import Backend, Farm, RoutingTable
+from amqprouter.server import Server
+from tests.brokers import free_port
+from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, router
+from tests.session.wire import open_client as open_wire_client
+
+
+async def _serve(peer: Peer, broker: FakeBroker) -> None:
+    await broker_handshake(peer, broker)
+    await trio.sleep_forever()
+
+
+def farm_router(*ports: int) -> AbstractAsyncContextManager[tuple[Server, int]]:
+    """An in-process router whose default farm is one backend per port, in order."""
+    names = [f"n{index}" for index in range(1, len(ports) + 1)]
+    pairs = zip(names, ports, strict=True)
+    backends = {name: Backend(name, "dc", "127.0.0.1", port) for name, port in pairs}
+    farm = Farm("f", "round-robin", tuple(names))
+    return router(
+        None, routing=RoutingTable(backends=backends, farms={"f": farm}, default_farm="f")
+    )
+
+
+def connect_failures(logs: list[MutableMapping[str, Any]]) -> list[object]:
+    return [entry.get("address") for entry in logs if entry["event"] == "broker connect failed"]
+
+
+async def test_a_refusing_member_is_tried_last_until_its_down_time_ends() -> None:
+    dead = free_port()
+    async with fake_broker(_serve) as broker, farm_router(dead, broker.port) as (server, port):
+        with structlog.testing.capture_logs() as logs:
+            await open_wire_client(port)  # round-robin starts at n1: refused, then n2
+        assert connect_failures(logs) == [f"127.0.0.1:{dead}"]
+        assert server.health.registry.down() == {"n1"}
+        assert [e["event"] for e in logs if e.get("backend") == "n1"] == ["backend down"]
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(4):  # n1's turn comes twice: it is not tried either time
+                await open_wire_client(port)
+        assert connect_failures(logs) == []
+        assert len(broker.accepted) == 5
+
+        controller = Controller(server, request_exit=lambda: None)
+        text = (await controller.handle("BACKEND PRINT")).text
+        assert re.fullmatch(
+            rf"n1 \(dc\): 127\.0\.0\.1 :{dead} DOWN \(connect failed: 127\.0\.0\.1:{dead}: "
+            r"ECONNREFUSED, \d+\.\ds left\)\n"
+            rf"n2 \(dc\): 127\.0\.0\.1 :{broker.port}\n",
+            text,
+        ), text
+
+
+async def test_when_every_member_is_down_they_are_all_tried_anyway() -> None:
+    async with (
+        fake_broker(_serve) as broker,
+        farm_router(free_port(), broker.port) as (server, port),
+    ):
+        server.health.registry.connect_failed("n1", "earlier")
+        server.health.registry.connect_failed("n2", "earlier")
+        await open_wire_client(port)
+        # n2 answered, so it is up again; n1 (refused again) stays down.
+        assert server.health.registry.down() == {"n1"}
+
+
+async def test_a_member_that_comes_back_is_used_once_its_down_time_is_over() -> None:
+    async with (
+        fake_broker(_serve) as first,
+        fake_broker(_serve) as second,
+        farm_router(first.port, second.port) as (server, port),
+    ):
+        server.health.registry.down_seconds = 0.2
+        server.health.registry.connect_failed("n1", "it was restarting")
+        for _ in range(2):
+            await open_wire_client(port)
+        assert (len(first.accepted), len(second.accepted)) == (0, 2)
+        await trio.sleep(0.25)
+        for _ in range(2):
+            await open_wire_client(port)
+        assert (len(first.accepted), len(second.accepted)) == (1, 3)
