@@ -72,6 +72,11 @@ class QueuedSink:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Lines queued and not yet taken by the writer."""
+        return len(self._lines)
+
     def emit(self, level: int, line: str) -> None:
         if level < self.level:
             return

@@ -219,6 +219,7 @@ def shutdown(timeout: float = STOP_TIMEOUT) -> None:
     """Write what is queued and stop the writers (at exit: the last lines reach disk)."""
     sinks, _SINKS.all = _SINKS.all, ()
     _SINKS.console = _SINKS.file = None
+    _SINKS.format = "kv"
     for sink in sinks:
         sink.close(timeout)
 
