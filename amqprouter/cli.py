@@ -13,7 +13,7 @@ import trio
 from amqprouter import __version__
 from amqprouter.control.controller import Controller
 from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
-from amqprouter.observe import log_files
+from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.protocol import TuneParams
 from amqprouter.server import Server
@@ -123,6 +123,14 @@ _seconds = click.FloatRange(min=0.001)
     "object per line.",
 )
 @click.option(
+    "--log-queue-lines",
+    type=click.IntRange(min=1),
+    default=log_queue.DEFAULT_MAX_QUEUED,
+    show_default=True,
+    help="Log lines waiting per sink (console, files) for its writer thread; beyond that "
+    "new lines are dropped and counted, never waited for.",
+)
+@click.option(
     "--cleanup-interval-ms",
     "--cleanupIntervalMs",
     "cleanup_interval_ms",
@@ -202,6 +210,7 @@ def main(
     log_file_max_bytes: int,
     log_directory_max_bytes: int,
     log_format: router_logging.Format,
+    log_queue_lines: int,
     cleanup_interval_ms: int,
     verbosity: int,
     client_handshake_timeout: float,
@@ -228,6 +237,7 @@ def main(
             directory=Path(log_directory),
             max_file_bytes=log_file_max_bytes,
             max_directory_bytes=log_directory_max_bytes,
+            max_queued=log_queue_lines,
         )
     except OSError as exc:
         click.echo(f"Cannot write log files in: '{log_directory}': {exc.strerror or exc}", err=True)
