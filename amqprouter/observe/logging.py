@@ -120,6 +120,10 @@ _SINKS: Final = _Sinks()
 
 
 def _render(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+    if _SINKS.format == "json":
+        # The same keys first as in kv lines, so both read alike.
+        first = {key: event_dict.pop(key) for key in KEY_ORDER if key in event_dict}
+        event_dict = first | dict(event_dict)
     return str(_RENDERERS[_SINKS.format](_logger, _method, event_dict))
 
 
@@ -220,7 +224,8 @@ def shutdown(timeout: float = STOP_TIMEOUT) -> None:
     sinks, _SINKS.all = _SINKS.all, ()
     _SINKS.console = _SINKS.file = None
     _SINKS.format = "kv"
-    for sink in sinks:
+    # The files first: a console nobody reads must not keep their last lines waiting.
+    for sink in reversed(sinks):
         sink.close(timeout)
 
 

@@ -122,6 +122,7 @@ def test_json_lines_on_both_sinks(tmp_path: Path) -> None:
         "reply": "two\nlines",
     }
     assert opened["timestamp"].endswith("Z")
+    assert list(opened)[:5] == ["timestamp", "level", "event", "session", "vhost"]
     assert failed["level"] == "error"
     assert "ValueError: boom" in failed["exception"]
 
