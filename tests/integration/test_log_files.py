@@ -79,7 +79,9 @@ def test_session_lines_levels_and_audit_in_the_file(system_vhost: str, tmp_path:
         connect_once(router, system_vhost, unseen)
         assert command(router, "LOG FILE 3") == ""
         backends = command(router, "BACKEND PRINT")
-        assert router.stop() == 0  # SIGTERM: the writer empties its queue first
+        assert command(router, "EXIT") == "Exiting.\n"
+        # The writer empties its queue before the process ends: EXIT's own line is in.
+        assert router.process.wait(STOP_TIMEOUT) == 0
         console = router.stderr
     lines = file_lines(logs)
     [opened] = [line for line in lines if "event='session open'" in line]
@@ -94,6 +96,7 @@ def test_session_lines_levels_and_audit_in_the_file(system_vhost: str, tmp_path:
     assert [line.split("command=")[1].split("'")[1] for line in audits] == [
         "LOG FILE 3",
         "BACKEND PRINT",
+        "EXIT",
     ]
     assert f"reply={backends!r} ok=True" in audits[1]
     # The console, at FATAL, got none of it.
