@@ -14,6 +14,7 @@ import trio
 from amqprouter import __version__
 from amqprouter.control.controller import Controller
 from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
+from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.observe.runtime import start_http, start_stats
@@ -34,6 +35,7 @@ EXIT_LISTEN_FAILED = 4
 EXIT_CONTROL_SOCKET_IN_USE = 5
 EXIT_CONFIG_FAILED = 6
 EXIT_HTTP_FAILED = 7
+EXIT_LOG_DIRECTORY_FAILED = 8
 
 _seconds = click.FloatRange(min=0.001)
 
@@ -98,8 +100,40 @@ _seconds = click.FloatRange(min=0.001)
     "log_directory",
     default="logs",
     show_default=True,
-    help="Directory for log files (file logging arrives with the statistics work; "
-    "today logs go to stderr).",
+    help="Directory for the log files amqprouter_YYYYMMDD_NNNNN.log (created if missing), "
+    "written at verbosity 3 (INFO) until LOG FILE n changes it.",
+)
+@click.option(
+    "--log-file-max-bytes",
+    type=click.IntRange(min=1),
+    default=log_files.DEFAULT_MAX_FILE_BYTES,
+    show_default=True,
+    help="A log file reaching this size is closed and the next one started (files are "
+    "also started anew at midnight UTC).",
+)
+@click.option(
+    "--log-directory-max-bytes",
+    type=click.IntRange(min=1),
+    default=log_files.DEFAULT_MAX_DIRECTORY_BYTES,
+    show_default=True,
+    help="Bound on the total size of our log files in --log-directory; the oldest are "
+    "deleted first (other files are never touched).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(router_logging.FORMATS),
+    default="kv",
+    show_default=True,
+    help="Log line format on the console and in the files: key=value pairs, or one JSON "
+    "object per line.",
+)
+@click.option(
+    "--log-queue-lines",
+    type=click.IntRange(min=1),
+    default=log_queue.DEFAULT_MAX_QUEUED,
+    show_default=True,
+    help="Log lines waiting per sink (console, files) for its writer thread; beyond that "
+    "new lines are dropped and counted, never waited for.",
 )
 @click.option(
     "--cleanup-interval-ms",
@@ -203,6 +237,10 @@ def main(
     control_socket_mode: str,
     config_file: Path | None,
     log_directory: str,
+    log_file_max_bytes: int,
+    log_directory_max_bytes: int,
+    log_format: router_logging.Format,
+    log_queue_lines: int,
     cleanup_interval_ms: int,
     verbosity: int,
     client_handshake_timeout: float,
@@ -226,7 +264,18 @@ def main(
     if not 0 <= verbosity <= router_logging.MAX_VERBOSITY:
         click.echo("Console log verbosity must be between 0 and 5", err=True)
         sys.exit(EXIT_BAD_VERBOSITY)
-    router_logging.configure(verbosity)
+    try:
+        router_logging.configure(
+            verbosity,
+            log_format=log_format,
+            directory=Path(log_directory),
+            max_file_bytes=log_file_max_bytes,
+            max_directory_bytes=log_directory_max_bytes,
+            max_queued=log_queue_lines,
+        )
+    except OSError as exc:
+        click.echo(f"Cannot write log files in: '{log_directory}': {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_LOG_DIRECTORY_FAILED)
     settings = SessionSettings(
         tune=TuneParams(channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat),
         timeouts=Timeouts(
@@ -262,7 +311,10 @@ def main(
     )
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(settings, backend_down_seconds=backend_down_seconds)
-    code = trio.run(_serve, server, Path(control_socket), mode, setup, observe)
+    try:
+        code = trio.run(_serve, server, Path(control_socket), mode, setup, observe)
+    finally:
+        router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
     sys.exit(code)
 

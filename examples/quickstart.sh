@@ -13,11 +13,12 @@ port=${1:-5675}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python3}
 
-# A private directory for the control socket (amqprouter's default is /tmp/amqprouter).
+# A private directory for the control socket and the log files (amqprouter's defaults
+# are /tmp/amqprouter and ./logs).
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/amqprouter-quickstart.XXXXXX")
 socket=$workdir/control
 
-amqprouter --control-socket "$socket" -v 3 &
+amqprouter --control-socket "$socket" --log-directory "$workdir/logs" -v 3 &
 router=$!
 trap 'kill -TERM $router 2>/dev/null || true; wait $router 2>/dev/null || true; rm -rf "$workdir"' EXIT
 

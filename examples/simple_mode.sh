@@ -8,11 +8,12 @@ set -euo pipefail
 port=${1:-5673}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python3}
+logs=$(mktemp -d "${TMPDIR:-/tmp}/amqprouter-logs.XXXXXX")  # the log files
 
 amqprouter --listen-port "$port" --destination-dns localhost --destination-port 5672 \
-    --control-socket "/tmp/amqprouter-example-$port" -v 3 &
+    --control-socket "/tmp/amqprouter-example-$port" --log-directory "$logs" -v 3 &
 router=$!
-trap 'kill -TERM $router 2>/dev/null; wait $router 2>/dev/null || true' EXIT
+trap 'kill -TERM $router 2>/dev/null; wait $router 2>/dev/null || true; rm -rf "$logs"' EXIT
 
 # Wait (bounded) for the listener.
 for _ in $(seq 50); do

@@ -78,6 +78,9 @@ def start_router(
         str(workdir / "control"),
         "-v",
         str(verbosity),
+        # Log files beside the other outputs, not in the repository (extra may override).
+        "--log-directory",
+        str(workdir / "logs"),
         *extra,
     ]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +21,14 @@ BIN = Path(sys.executable).parent
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(router_command(*args), capture_output=True, text=True, timeout=30)
+    # Log files (if it gets that far) in a directory of their own, not the repository.
+    with tempfile.TemporaryDirectory() as logs:
+        return subprocess.run(
+            router_command("--log-directory", logs, *args),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
 
 def test_help_explains_every_flag() -> None:
@@ -59,15 +67,17 @@ def test_verbosity_out_of_range() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_start_and_stop_lines_and_clean_exit(system_broker: SystemBroker, sig: int) -> None:
-    router = start_router(SYSTEM_PORT, extra=["--log-directory", "/tmp/x"])
+    logs = str(Path(tempfile.mkdtemp(prefix="amqprouter-logs-")) / "x")
+    router = start_router(SYSTEM_PORT, extra=["--log-directory", logs])
     control = router.stdout.split("control using: ")[1].strip()
     assert router.stop(sig) == 0
     assert router.stdout.splitlines() == [
-        f"Starting amqprouter, logging to: '/tmp/x' control using: {control}",
+        f"Starting amqprouter, logging to: '{logs}' control using: {control}",
         f"Stopping amqprouter, instance: {control}",
     ]
     assert "Traceback" not in router.stderr
     shutil.rmtree(router.stdout_path.parent, ignore_errors=True)
+    shutil.rmtree(Path(logs).parent, ignore_errors=True)
 
 
 def test_amqpprox_spellings_work(system_broker: SystemBroker, tmp_path: Path) -> None:

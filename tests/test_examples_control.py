@@ -96,6 +96,8 @@ def test_router_conf_example(system_broker: SystemBroker, workdir: Path) -> None
                 str(config),
                 "--control-socket",
                 str(socket_path),
+                "--log-directory",
+                str(workdir / "logs"),
             ],
             stdout=out,
             stderr=err,

@@ -82,10 +82,11 @@ class Controller:
             return Reply("")
         if isinstance(command, c.LogConsole):
             self.console_verbosity = command.level
-            router_logging.configure(command.level)
+            router_logging.set_console_verbosity(command.level)
             return Reply("")
         if isinstance(command, c.LogFile):
             self.file_verbosity = command.level
+            router_logging.set_file_verbosity(command.level)
             return Reply("")
         if isinstance(command, c.Conn):
             name = self.server.host_name

@@ -29,6 +29,8 @@ import attrs
 import structlog
 import trio
 
+from amqprouter.observe import logging as router_logging
+
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
@@ -212,7 +214,9 @@ async def _read_and_handle(stream: trio.SocketStream, handler: Handler) -> tuple
                 if newline > MAX_LINE_BYTES:
                     return Reply("Command line too long.\n", ok=False), want_status
                 reply = await handler(line)
-                log.info("control", command=line, reply=reply.text, ok=reply.ok)
+                log.info(
+                    "control", command=line, reply=router_logging.truncate(reply.text), ok=reply.ok
+                )
                 return reply, want_status
             if len(buffer) > MAX_LINE_BYTES:
                 return Reply("Command line too long.\n", ok=False), want_status

@@ -216,7 +216,9 @@ class Session:
                 if isinstance(event, ClientOpened):
                     self.vhost = event.vhost
                     self.connection_name = event.start_ok.connection_name
-                    self.log = self.log.bind(vhost=event.vhost)
+                    self.log = self.log.bind(
+                        vhost=event.vhost, connection_name=self.connection_name
+                    )
                     return event
                 self.log.info("client closed during handshake", reply_code=event.reply_code)
                 return None

@@ -140,7 +140,15 @@ def launch_router(socket_path: Path, *args: str, logdir: Path | None = None) -> 
     stderr_path = stdout_path.with_name(stdout_path.name.replace("stdout", "stderr"))
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            router_command("--control-socket", str(socket_path), "-v", "3", *args),
+            router_command(
+                "--control-socket",
+                str(socket_path),
+                "-v",
+                "3",
+                "--log-directory",
+                str(workdir / "logs"),
+                *args,
+            ),
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from amqprouter.cli import EXIT_HTTP_FAILED
 from tests.brokers import SystemBroker, free_port
 from tests.integration.test_control_plane import (
     CTL,
@@ -213,12 +214,19 @@ def test_http_port_in_use_is_a_clear_error(workdir: Path) -> None:  # noqa: F811
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            router_command("--control-socket", str(workdir / "control"), "--http-port", str(port)),
+            router_command(
+                "--control-socket",
+                str(workdir / "control"),
+                "--log-directory",
+                str(workdir / "logs"),
+                "--http-port",
+                str(port),
+            ),
             capture_output=True,
             text=True,
             timeout=WAIT,
             stdin=subprocess.DEVNULL,
             check=False,
         )
-    assert result.returncode == 7
+    assert result.returncode == EXIT_HTTP_FAILED
     assert f"Cannot serve HTTP on port {port}: Address already in use" in result.stderr
