@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 import trio
@@ -11,12 +11,17 @@ import trio
 from amqprouter.routing import Resolver, RoutingTable
 from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.server.listener import accept_loop, bind_listener
-from amqprouter.session import Session, SessionSettings
+from amqprouter.server.vhosts import VhostStates
+from amqprouter.session import End, Session, SessionSettings
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = structlog.get_logger("amqprouter.server")
+
+#: SIGTERM and EXIT GRACEFUL wait this long for sessions to close gracefully; the
+#: rest are then cut. Longer than a graceful disconnect's own bound (5 s).
+SHUTDOWN_TIMEOUT: Final = 10.0
 
 
 class Server:
@@ -35,7 +40,11 @@ class Server:
         #: Set by MAPHOSTNAME DNS: host names instead of addresses in CONN and in the
         #: amqprouter_client property (looked up in the background, never waited for).
         self.hostnames: HostnameMapper | None = None
+        #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
+        self.vhosts = VhostStates()
         self._nursery: trio.Nursery | None = None
+        # Set when the last session ends, while a drain waits for that.
+        self._emptied: trio.Event | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; sessions and listeners live in this nursery."""
@@ -91,7 +100,36 @@ class Server:
         both sides, bounded in time; else both sockets are cut at once. Used by BACKEND
         DRAIN and by health policies.
         """
-        raise NotImplementedError("session control: filled in by the session-control work")
+        how = End.OPERATOR if graceful else End.OPERATOR_FORCED
+        sessions = [
+            s for s in self.sessions.values() if s.backend is not None and s.backend.name == name
+        ]
+        return sum(session.disconnect(how, reason) for session in sessions)
+
+    def vhost_sessions(self, vhost: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.vhost == vhost]
+
+    async def drain(self, deadline: float = SHUTDOWN_TIMEOUT) -> tuple[int, int]:
+        """Stop listening, disconnect every session gracefully, wait ``deadline`` s.
+
+        Sessions still there at the deadline are cut. Returns (sessions that closed
+        within the deadline, sessions cut at it).
+        """
+        self.stop_listening()
+        sessions = list(self.sessions.values())
+        log.info("draining", sessions=len(sessions), deadline=deadline)
+        for session in sessions:
+            session.disconnect(End.OPERATOR, "router shutting down")
+        self._emptied = trio.Event()
+        with trio.move_on_after(deadline):
+            while self.sessions:
+                await self._emptied.wait()
+        left = list(self.sessions.values())
+        for session in left:
+            session.disconnect(End.OPERATOR_FORCED, "router shutting down: drain deadline")
+        drained = len(sessions) - len(left)
+        log.info("drained", drained=drained, cut_at_deadline=len(left))
+        return drained, len(left)
 
     def _start_session(self, client: socket.socket, listen_port: int) -> None:
         assert self._nursery is not None
@@ -102,6 +140,7 @@ class Server:
             resolver=self.resolver,
             listen_port=listen_port,
             host_name=self.host_name,
+            vhost_opened=self.vhosts.opened,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)
@@ -111,3 +150,5 @@ class Server:
             await session.run()
         finally:
             del self.sessions[session.id]
+            if not self.sessions and self._emptied is not None:
+                self._emptied.set()
