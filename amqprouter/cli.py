@@ -16,6 +16,7 @@ from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, s
 from amqprouter.observe import logging as router_logging
 from amqprouter.protocol import TuneParams
 from amqprouter.server import Server
+from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
 
@@ -40,7 +41,9 @@ _seconds = click.FloatRange(min=0.001)
         "sends every vhost to one broker. The camelCase spellings of amqpprox "
         "(--listenPort, --destinationDNS, --destinationPort, --controlSocket, "
         "--logDirectory, --cleanupIntervalMs, --consoleVerbosity) are accepted as aliases. "
-        "SIGINT and SIGTERM stop the router."
+        "SIGTERM (and EXIT GRACEFUL) stops listening, closes every session gracefully and "
+        "exits once they are gone or --shutdown-timeout has passed; SIGINT (and EXIT) "
+        "stops the router at once."
     ),
 )
 @click.option(
@@ -144,6 +147,29 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds to wait for Connection.CloseOk before closing a socket anyway.",
 )
 @click.option(
+    "--disconnect-timeout",
+    type=_seconds,
+    default=defaults.DISCONNECT_TIMEOUT,
+    show_default=True,
+    help="Seconds a client may take to answer the Connection.Close of a graceful "
+    "disconnect (SESSION/VHOST/BACKEND commands, drains, shutdown) before it is cut.",
+)
+@click.option(
+    "--max-pause-seconds",
+    type=_seconds,
+    default=defaults.MAX_PAUSE,
+    show_default=True,
+    help="A session paused (SESSION/VHOST PAUSE) for longer than this is disconnected gracefully.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=_seconds,
+    default=SHUTDOWN_TIMEOUT,
+    show_default=True,
+    help="On SIGTERM or EXIT GRACEFUL: seconds to wait for sessions to close gracefully "
+    "before the rest are cut and the router exits.",
+)
+@click.option(
     "--channel-max",
     type=click.IntRange(0, 65535),
     default=TuneParams().channel_max,
@@ -179,6 +205,9 @@ def main(
     connect_timeout: float,
     broker_handshake_timeout: float,
     close_timeout: float,
+    disconnect_timeout: float,
+    max_pause_seconds: float,
+    shutdown_timeout: float,
     channel_max: int,
     frame_max: int,
     heartbeat: int,
@@ -200,6 +229,8 @@ def main(
             connect=connect_timeout,
             broker_handshake=broker_handshake_timeout,
             close=close_timeout,
+            disconnect=disconnect_timeout,
+            max_pause=max_pause_seconds,
         ),
     )
     try:
@@ -226,7 +257,13 @@ def main(
     click.echo(
         f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
     )
-    code = trio.run(_serve, Server(settings), Path(control_socket), mode, setup)
+    code = trio.run(
+        partial(_serve, shutdown_timeout=shutdown_timeout),
+        Server(settings),
+        Path(control_socket),
+        mode,
+        setup,
+    )
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
     sys.exit(code)
 
@@ -241,11 +278,23 @@ def _config_lines(path: Path) -> list[tuple[str, str]]:
 
 
 async def _serve(
-    server: Server, control_socket: Path, mode: int, setup: list[tuple[str, str]]
+    server: Server,
+    control_socket: Path,
+    mode: int,
+    setup: list[tuple[str, str]],
+    *,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> int:
-    """Run until SIGINT, SIGTERM or EXIT; the exit code."""
+    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code."""
     stop = trio.Event()
-    controller = Controller(server, request_exit=stop.set)
+    # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
+    drain_for: list[float] = []
+
+    def request_drain(seconds: float | None) -> None:
+        drain_for.append(shutdown_timeout if seconds is None else seconds)
+        stop.set()
+
+    controller = Controller(server, request_exit=stop.set, request_drain=request_drain)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
@@ -279,10 +328,19 @@ async def _serve(
                     return code
 
             async def on_signal() -> None:
-                async for _signal in signals:
-                    stop.set()
+                async for number in signals:
+                    if number == signal.SIGTERM and not stop.is_set():
+                        request_drain(None)
+                    else:  # SIGINT, or a second signal during a drain: at once
+                        drain_for.clear()
+                        drained.cancel()
+                        stop.set()
 
+            drained = trio.CancelScope()
             nursery.start_soon(on_signal)
             await stop.wait()
+            if drain_for:
+                with drained:
+                    await server.drain(drain_for[0])
             nursery.cancel_scope.cancel()
     return 0
