@@ -289,12 +289,18 @@ async def _serve(
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
     drain_for: list[float] = []
+    drained = trio.CancelScope()  # cancelled to stop at once, even mid-drain
 
     def request_drain(seconds: float | None) -> None:
-        drain_for.append(shutdown_timeout if seconds is None else seconds)
+        if not stop.is_set():
+            drain_for.append(shutdown_timeout if seconds is None else seconds)
         stop.set()
 
-    controller = Controller(server, request_exit=stop.set, request_drain=request_drain)
+    def stop_now() -> None:
+        drained.cancel()
+        stop.set()
+
+    controller = Controller(server, request_exit=stop_now, request_drain=request_drain)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
@@ -332,11 +338,8 @@ async def _serve(
                     if number == signal.SIGTERM and not stop.is_set():
                         request_drain(None)
                     else:  # SIGINT, or a second signal during a drain: at once
-                        drain_for.clear()
-                        drained.cancel()
-                        stop.set()
+                        stop_now()
 
-            drained = trio.CancelScope()
             nursery.start_soon(on_signal)
             await stop.wait()
             if drain_for:

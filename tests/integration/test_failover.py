@@ -308,3 +308,18 @@ def test_exit_graceful_drains_then_exits(system_vhost: str) -> None:
             connection.process_data_events(time_limit=5)
         assert router.process.wait(WAIT) == 0
         assert "drained=1" in router.stderr
+
+
+def test_sigint_during_a_drain_stops_at_once(system_vhost: str) -> None:
+    extra = ["--shutdown-timeout", "60", "--disconnect-timeout", "60"]
+    with running_router(SYSTEM_PORT, extra=extra) as router:
+        connection = pika.BlockingConnection(params(router, system_vhost))  # never answers
+        router.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "draining" in router.stderr, WAIT, "the drain to start")
+        started = time.monotonic()
+        router.process.send_signal(signal.SIGINT)
+        assert router.process.wait(WAIT) == 0
+        assert time.monotonic() - started < 5
+        assert "drained" not in router.stderr.replace("draining", "")
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            connection.process_data_events(time_limit=5)
