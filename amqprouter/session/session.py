@@ -805,11 +805,18 @@ class Session:
     async def _heartbeat_broker(self, broker: socket.socket, pause: Pause) -> None:
         pause.heartbeat_sent = trio.Event()
         self._writing.add(broker)
+        # A broker that takes no 8 bytes for that long is stuck: end the session
+        # (the broker is then cut, being mid-write) rather than wait on it forever.
+        limit = self.settings.timeouts.max_pause
         try:
-            await sockets.send_all(broker, HEARTBEAT_FRAME)
+            with trio.move_on_after(limit) as write:
+                await sockets.send_all(broker, HEARTBEAT_FRAME)
         except PeerGone:
             pause.heartbeat_sent.set()
             raise
+        if write.cancelled_caught:
+            self.disconnect(End.OPERATOR, f"broker did not read for {limit:g}s while paused")
+            return
         # Left in _writing if cancelled mid-write: the broker is then cut, not closed.
         self._writing.discard(broker)
         pause.heartbeat_sent.set()
