@@ -447,12 +447,14 @@ class Session:
             outcome.append(await self._pump(src, dst, from_client))
             nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            self._pumps = nursery
-            self._start_keeper()  # paused before forwarding began
-            nursery.start_soon(pump, self.broker, self.client, False)
-            await pump(self.client, self.broker, True)
-        self._pumps = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._pumps = nursery
+                self._start_keeper()  # paused before forwarding began
+                nursery.start_soon(pump, self.broker, self.client, False)
+                await pump(self.client, self.broker, True)
+        finally:
+            self._pumps = None
         return outcome[0] if outcome else End.TIMEOUT
 
     async def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> End:
