@@ -21,6 +21,7 @@ from amqprouter.observe.runtime import start_http, start_stats
 from amqprouter.protocol import TuneParams
 from amqprouter.routing import health
 from amqprouter.server import Server
+from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
 
@@ -47,7 +48,9 @@ _seconds = click.FloatRange(min=0.001)
         "sends every vhost to one broker. The camelCase spellings of amqpprox "
         "(--listenPort, --destinationDNS, --destinationPort, --controlSocket, "
         "--logDirectory, --cleanupIntervalMs, --consoleVerbosity) are accepted as aliases. "
-        "SIGINT and SIGTERM stop the router."
+        "SIGTERM (and EXIT GRACEFUL) stops listening, closes every session gracefully and "
+        "exits once they are gone or --shutdown-timeout has passed; SIGINT (and EXIT) "
+        "stops the router at once."
     ),
 )
 @click.option(
@@ -191,6 +194,29 @@ _seconds = click.FloatRange(min=0.001)
     "healthy members of its farm (and only when they all fail).",
 )
 @click.option(
+    "--disconnect-timeout",
+    type=_seconds,
+    default=defaults.DISCONNECT_TIMEOUT,
+    show_default=True,
+    help="Seconds a client may take to answer the Connection.Close of a graceful "
+    "disconnect (SESSION/VHOST/BACKEND commands, drains, shutdown) before it is cut.",
+)
+@click.option(
+    "--max-pause-seconds",
+    type=_seconds,
+    default=defaults.MAX_PAUSE,
+    show_default=True,
+    help="A session paused (SESSION/VHOST PAUSE) for longer than this is disconnected gracefully.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=_seconds,
+    default=SHUTDOWN_TIMEOUT,
+    show_default=True,
+    help="On SIGTERM or EXIT GRACEFUL: seconds to wait for sessions to close gracefully "
+    "before the rest are cut and the router exits.",
+)
+@click.option(
     "--channel-max",
     type=click.IntRange(0, 65535),
     default=TuneParams().channel_max,
@@ -248,6 +274,9 @@ def main(
     broker_handshake_timeout: float,
     close_timeout: float,
     backend_down_seconds: float,
+    disconnect_timeout: float,
+    max_pause_seconds: float,
+    shutdown_timeout: float,
     channel_max: int,
     frame_max: int,
     heartbeat: int,
@@ -283,6 +312,8 @@ def main(
             connect=connect_timeout,
             broker_handshake=broker_handshake_timeout,
             close=close_timeout,
+            disconnect=disconnect_timeout,
+            max_pause=max_pause_seconds,
         ),
     )
     try:
@@ -312,7 +343,14 @@ def main(
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(settings, backend_down_seconds=backend_down_seconds)
     try:
-        code = trio.run(_serve, server, Path(control_socket), mode, setup, observe)
+        code = trio.run(
+            partial(_serve, shutdown_timeout=shutdown_timeout),
+            server,
+            Path(control_socket),
+            mode,
+            setup,
+            observe,
+        )
     finally:
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
@@ -344,16 +382,33 @@ async def _serve(
     mode: int,
     setup: list[tuple[str, str]],
     observe: Observe = Observe(),
+    *,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> int:
-    """Run until SIGINT, SIGTERM or EXIT; the exit code."""
+    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code."""
     stop = trio.Event()
+    # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
+    drain_for: list[float] = []
+    drained = trio.CancelScope()  # cancelled to stop at once, even mid-drain
+
+    def request_drain(seconds: float | None) -> None:
+        if not stop.is_set():
+            drain_for.append(shutdown_timeout if seconds is None else seconds)
+        stop.set()
+
+    def stop_now() -> None:
+        drained.cancel()
+        stop.set()
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             stats = await start_stats(
                 nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
             )
-            controller = Controller(server, request_exit=stop.set, stats=stats)
+            controller = Controller(
+                server, request_exit=stop_now, request_drain=request_drain, stats=stats
+            )
             if observe.http_port is not None:
                 try:
                     await start_http(
@@ -401,10 +456,16 @@ async def _serve(
                     return code
 
             async def on_signal() -> None:
-                async for _signal in signals:
-                    stop.set()
+                async for number in signals:
+                    if number == signal.SIGTERM and not stop.is_set():
+                        request_drain(None)
+                    else:  # SIGINT, or a second signal during a drain: at once
+                        stop_now()
 
             nursery.start_soon(on_signal)
             await stop.wait()
+            if drain_for:
+                with drained:
+                    await server.drain(drain_for[0])
             nursery.cancel_scope.cancel()
     return 0

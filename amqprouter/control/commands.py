@@ -30,7 +30,13 @@ class Conn:
 
 @attrs.frozen
 class Exit:
-    """``EXIT``: stop the router."""
+    """``EXIT``: stop the router at once; ``EXIT GRACEFUL [seconds]`` drains sessions first.
+
+    ``seconds`` None means the ``--shutdown-timeout`` default.
+    """
+
+    graceful: bool = False
+    seconds: float | None = None
 
 
 @attrs.frozen
@@ -107,6 +113,28 @@ class BackendCheckOff:
     """``BACKEND CHECK name OFF`` (ours): stop checking; a check's down mark is lifted."""
 
     name: str
+
+
+@attrs.frozen
+class BackendDisable:
+    """``BACKEND DISABLE name`` (ours): no new sessions to it; existing ones stay."""
+
+    name: str
+
+
+@attrs.frozen
+class BackendEnable:
+    """``BACKEND ENABLE name`` (ours): undo DISABLE."""
+
+    name: str
+
+
+@attrs.frozen
+class BackendDrain:
+    """``BACKEND DRAIN name [GRACEFUL|FORCE]`` (ours): DISABLE, then disconnect its sessions."""
+
+    name: str
+    graceful: bool = True
 
 
 # --------------------------------------------------------------------------- #
@@ -299,6 +327,59 @@ class StatPerSource:
 
 
 # --------------------------------------------------------------------------- #
+# SESSION, VHOST (session control: runtime state, never configuration)
+# --------------------------------------------------------------------------- #
+
+#: The SESSION subcommands; any other word is refused when the command runs (after
+#: the session id is looked up, in amqpprox's order).
+SESSION_ACTIONS = ("PAUSE", "UNPAUSE", "DISCONNECT_GRACEFUL", "FORCE_DISCONNECT")
+
+
+@attrs.frozen
+class SessionControl:
+    """``SESSION id (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT)``.
+
+    ``action`` is the upper-cased word as typed (possibly empty or unknown).
+    """
+
+    session_id: int
+    action: str
+
+
+@attrs.frozen
+class VhostPause:
+    """``VHOST PAUSE vhost``: hold its sessions' client data and new clients at Open."""
+
+    vhost: str
+
+
+@attrs.frozen
+class VhostUnpause:
+    """``VHOST UNPAUSE vhost``: resume its sessions and the clients held at Open."""
+
+    vhost: str
+
+
+@attrs.frozen
+class VhostPrint:
+    """``VHOST PRINT``: every vhost seen, ``<vhost> = PAUSED|UNPAUSED``."""
+
+
+@attrs.frozen
+class VhostBackendDisconnect:
+    """``VHOST BACKEND_DISCONNECT vhost``: cut its sessions' broker side; clients get 320."""
+
+    vhost: str
+
+
+@attrs.frozen
+class VhostForceDisconnect:
+    """``VHOST FORCE_DISCONNECT vhost``: cut both sides of its sessions."""
+
+    vhost: str
+
+
+# --------------------------------------------------------------------------- #
 # unions
 # --------------------------------------------------------------------------- #
 
@@ -311,6 +392,8 @@ MutatingCommand: TypeAlias = (
     | BackendDelete
     | BackendCheckOn
     | BackendCheckOff
+    | BackendDisable
+    | BackendEnable
     | FarmAdd
     | FarmPartition
     | FarmDelete
@@ -344,4 +427,11 @@ Command: TypeAlias = (
     | StatSend
     | StatStopSend
     | StatPerSource
+    | BackendDrain
+    | SessionControl
+    | VhostPause
+    | VhostUnpause
+    | VhostPrint
+    | VhostBackendDisconnect
+    | VhostForceDisconnect
 )

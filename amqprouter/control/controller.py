@@ -16,6 +16,7 @@ import structlog
 import trio
 
 from amqprouter.control import commands as c
+from amqprouter.control import session_control
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
 from amqprouter.observe import logging as router_logging
@@ -42,11 +43,14 @@ class Controller:
         *,
         request_exit: Callable[[], None],
         stats: StatsService | None = None,
+        request_drain: Callable[[float | None], None] | None = None,
     ) -> None:
         self.server = server
         #: STAT's statistics loop; None where none runs (STAT then answers an error).
         self.stats = stats
         self._request_exit = request_exit
+        # EXIT GRACEFUL [seconds]: drain for that long (None: the default), then exit.
+        self._request_drain = request_drain
         self._lock = trio.Lock()
         self.console_verbosity = 0
         self.file_verbosity = 3
@@ -94,7 +98,23 @@ class Controller:
         if isinstance(command, c.ConfigPrint):
             return Reply(self.config_text())
         if isinstance(command, c.Exit):
+            if command.graceful and self._request_drain is not None:
+                drain, seconds = self._request_drain, command.seconds
+                return Reply("Exiting.\n", after=lambda: drain(seconds))
             return Reply("Exiting.\n", after=self._request_exit)
+        if isinstance(command, c.SessionControl):
+            return session_control.execute_session(self.server, command)
+        if isinstance(
+            command,
+            c.VhostPause
+            | c.VhostUnpause
+            | c.VhostPrint
+            | c.VhostBackendDisconnect
+            | c.VhostForceDisconnect,
+        ):
+            return session_control.execute_vhost(self.server, command)
+        if isinstance(command, c.BackendDrain):
+            return self._drain_backend(command)
         if isinstance(command, c.MapHostnameDns):
             self.server.map_hostnames()
             return Reply("Hostname mapper set for all current sessions.\n")
@@ -149,6 +169,18 @@ class Controller:
         ok = not text or not isinstance(command, c.MutatingCommand)
         return Reply(text, ok=ok)
 
+    def _drain_backend(self, command: c.BackendDrain) -> Reply:
+        """BACKEND DRAIN: disable (configuration), then disconnect its sessions."""
+        name, graceful = command.name, command.graceful
+        table, text = configure.apply(self.server.routing, c.BackendDisable(name))
+        if text:
+            return Reply(text, ok=False)
+        self.server.routing = table
+        reason = session_control.drain_reason(name, graceful)
+        count = self.server.disconnect_backend(name, graceful=graceful, reason=reason)
+        log.info("backend drained", backend=name, graceful=graceful, sessions=count)
+        return Reply(session_control.drain_reply(name, graceful, count))
+
     async def _resolve_once(self, host: str, port: int) -> tuple[str | None, str | None]:
         with trio.move_on_after(RESOLVE_TIMEOUT):
             try:
@@ -191,7 +223,8 @@ def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
     broker_host, broker_port = session.broker_address
     return (
         f"id={session.id} vhost={session.vhost or ''} "
-        f"disconnected={_yes(session.state.value in ('closing', 'closed'))} paused=N "
+        f"disconnected={_yes(session.state.value in ('closing', 'closed'))} "
+        f"paused={_yes(session.paused)} "
         f"authDenied=N ingressRemote={name(client_host)}:{client_port} "
         f"ingressLocal={name(local_host)} "
         f"egressLocal={name(egress_local[0])}:{egress_local[1]} "

@@ -50,6 +50,15 @@ Differences from amqpprox (each fixes a quirk, or is new):
     [timeout_ms]]]]`` / ``BACKEND CHECK name OFF`` and ``FARM ON_DOWN name
     DISCONNECT|KEEP`` (backend health, docs/health.md). Numbers are whole words
     in range; extra words are refused, as a misplaced number would be a mistake.
+11. ``SESSION id UNPAUSE`` is new (amqpprox can only unpause a whole vhost).
+    SESSION and VHOST keep amqpprox's error texts, including VHOST's ``Session not
+    found.\n`` for a missing vhost or subcommand.
+12. ``BACKEND DISABLE|ENABLE name`` and ``BACKEND DRAIN name [GRACEFUL|FORCE]`` are
+    new (HAProxy's drain); a missing name answers ``<SUB> requires a name
+    argument``, a bad DRAIN mode ``DRAIN mode must be GRACEFUL or FORCE.\n``.
+13. ``EXIT GRACEFUL [seconds]`` is new: drain sessions, then exit. A bad number of
+    seconds answers ``EXIT GRACEFUL takes a number of seconds.\n``; any other word
+    after EXIT is ignored, as in amqpprox.
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ from amqprouter.control.commands import (
     BackendCheckOff,
     BackendCheckOn,
     BackendDelete,
+    BackendDisable,
+    BackendDrain,
+    BackendEnable,
     BackendPrint,
     Command,
     ConfigPrint,
@@ -92,10 +104,16 @@ from amqprouter.control.commands import (
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    SessionControl,
     StatListen,
     StatPerSource,
     StatSend,
     StatStopSend,
+    VhostBackendDisconnect,
+    VhostForceDisconnect,
+    VhostPause,
+    VhostPrint,
+    VhostUnpause,
 )
 
 # The control socket reads one line per command; 4096 characters is far more
@@ -243,11 +261,35 @@ def _not_recognized(subcommand: str) -> str:
     return f"Subcommand '{subcommand}' not recognized."
 
 
+def _backend_named(kind: type[BackendDisable] | type[BackendEnable], sub: str) -> _Parser:
+    def parse_args(args: Sequence[str]) -> Command | ParseError:
+        if not args:
+            return ParseError(f"{sub} requires a name argument")
+        return kind(args[0])
+
+    return parse_args
+
+
+_DRAIN_MODES = {"GRACEFUL": True, "FORCE": False}
+
+
+def _backend_drain(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("DRAIN requires a name argument")
+    graceful = _DRAIN_MODES.get(_upper(args[1]) if len(args) > 1 else "GRACEFUL")
+    if graceful is None:
+        return ParseError("DRAIN mode must be GRACEFUL or FORCE.\n")
+    return BackendDrain(args[0], graceful)
+
+
 _backend = _subcommands(
     {
         "ADD": _backend_add(BackendAdd),
         "ADD_DNS": _backend_add(BackendAddDns),
         "DELETE": _backend_delete,
+        "DISABLE": _backend_named(BackendDisable, "DISABLE"),
+        "ENABLE": _backend_named(BackendEnable, "ENABLE"),
+        "DRAIN": _backend_drain,
         "PRINT": lambda args: BackendPrint(),
         "CHECK": _backend_check,  # ours: active health checks
     },
@@ -503,6 +545,57 @@ _stat = _subcommands(
 )
 
 # --------------------------------------------------------------------------- #
+# SESSION, VHOST, EXIT
+# --------------------------------------------------------------------------- #
+
+_SESSION_NOT_FOUND = "Session not found.\n"
+
+
+def _session(args: Sequence[str]) -> Command | ParseError:
+    # amqpprox reads the id with ``>> uint64``: a missing or non-numeric id is id 0,
+    # which no session has. Whether the subcommand exists is decided after the
+    # session is found, as in amqpprox.
+    session_id = _integer(args[0]) if args else None
+    if session_id is None or session_id < 0:
+        return ParseError(_SESSION_NOT_FOUND)
+    return SessionControl(session_id, _upper(args[1]) if len(args) > 1 else "")
+
+
+_VHOST_SUBCOMMANDS: Mapping[str, Callable[[str], Command]] = {
+    "PAUSE": VhostPause,
+    "UNPAUSE": VhostUnpause,
+    "PRINT": lambda vhost: VhostPrint(),
+    "BACKEND_DISCONNECT": VhostBackendDisconnect,
+    "FORCE_DISCONNECT": VhostForceDisconnect,
+}
+
+
+def _vhost(args: Sequence[str]) -> Command | ParseError:
+    subcommand = _upper(args[0]) if args else ""
+    vhost = args[1] if len(args) > 1 else ""
+    if not subcommand or (not vhost and subcommand != "PRINT"):
+        return ParseError(_SESSION_NOT_FOUND)  # sic: amqpprox's text
+    make = _VHOST_SUBCOMMANDS.get(subcommand)
+    if make is None:
+        return ParseError("Subcommand not recognised.\n")
+    return make(vhost)
+
+
+# Seconds as a plain decimal word: 10, 2.5, 0.1.
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+def _exit(args: Sequence[str]) -> Command | ParseError:
+    if not args or _upper(args[0]) != "GRACEFUL":
+        return Exit()
+    if len(args) < 2:
+        return Exit(graceful=True)
+    if not _SECONDS.fullmatch(args[1]) or float(args[1]) <= 0:
+        return ParseError("EXIT GRACEFUL takes a number of seconds.\n")
+    return Exit(graceful=True, seconds=float(args[1]))
+
+
+# --------------------------------------------------------------------------- #
 # verbs and HELP
 # --------------------------------------------------------------------------- #
 
@@ -513,7 +606,7 @@ _VERBS: Mapping[str, _Parser] = {
     "CONFIG": _config,
     "CONN": lambda args: Conn(),
     "DATACENTER": _datacenter,
-    "EXIT": lambda args: Exit(),
+    "EXIT": _exit,
     "FARM": _farm,
     "HELP": lambda args: Help(),
     "LISTEN": _listen,
@@ -521,19 +614,23 @@ _VERBS: Mapping[str, _Parser] = {
     "MAP": _map,
     "MAPHOSTNAME": _maphostname,
     "STAT": _stat,
+    "SESSION": _session,
+    "VHOST": _vhost,
 }
 
 # Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
 # them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
 _HELP_TEXTS: Mapping[str, str] = {
     "BACKEND": "(ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter "
-    "address port [SEND-PROXY] [TLS] | DELETE name | PRINT"
+    "address port [SEND-PROXY] [TLS] | DELETE name | DISABLE name | ENABLE name | "
+    "DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
     ") - Change backend servers",
     "CONFIG": "PRINT - Print the current configuration as the commands that rebuild it",
     "CONN": "Print the connected sessions",
     "DATACENTER": "SET name | PRINT",
-    "EXIT": "Exit the program gracefully.",
+    "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
+    "session cleanly first).",
     "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
     " | ON_DOWN name (DISCONNECT | KEEP)"
     ") - Change farms",
@@ -548,6 +645,11 @@ _HELP_TEXTS: Mapping[str, str] = {
     "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
     "statistics\nSTAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of "
     "per-source statistics. Applies to all send/listeners",
+    # amqpprox's text starts with a space (hence two after SESSION); UNPAUSE is ours.
+    "SESSION": " id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a "
+    "particular session",
+    "VHOST": "PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | "
+    "FORCE_DISCONNECT vhost",
 }
 
 
@@ -605,6 +707,24 @@ def _words(command: Command) -> list[str]:
             return ["BACKEND", "CHECK", name, "ON", *numbers]
         case BackendCheckOff(name):
             return ["BACKEND", "CHECK", name, "OFF"]
+        case BackendDisable(name):
+            return ["BACKEND", "DISABLE", name]
+        case BackendEnable(name):
+            return ["BACKEND", "ENABLE", name]
+        case BackendDrain(name, graceful):
+            return ["BACKEND", "DRAIN", name, "GRACEFUL" if graceful else "FORCE"]
+        case SessionControl(session_id, action):
+            return ["SESSION", str(session_id)] + ([action] if action else [])
+        case VhostPause(vhost):
+            return ["VHOST", "PAUSE", vhost]
+        case VhostUnpause(vhost):
+            return ["VHOST", "UNPAUSE", vhost]
+        case VhostPrint():
+            return ["VHOST", "PRINT"]
+        case VhostBackendDisconnect(vhost):
+            return ["VHOST", "BACKEND_DISCONNECT", vhost]
+        case VhostForceDisconnect(vhost):
+            return ["VHOST", "FORCE_DISCONNECT", vhost]
         case FarmAdd(name, selector, backends):
             return ["FARM", "ADD", name, selector, *backends]
         case FarmPartition(name, policy):
@@ -656,8 +776,10 @@ def _words(command: Command) -> list[str]:
             return ["STAT", "ENABLE" if enabled else "DISABLE", "per-source"]
         case Conn():
             return ["CONN"]
-        case Exit():
-            return ["EXIT"]
+        case Exit(graceful, seconds):
+            if not graceful:
+                return ["EXIT"]
+            return ["EXIT", "GRACEFUL"] + ([] if seconds is None else [f"{seconds:g}"])
         case Help():
             return ["HELP"]
         case _:

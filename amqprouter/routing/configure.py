@@ -21,6 +21,11 @@ differences, each fixing a quirk of the reference:
 - FARM ADD with no backends creates an empty farm (amqpprox answers "Farm name
   and selector must be provided."). A connection routed to an empty farm is
   refused like an unmapped vhost, and the log says the farm has no backends.
+- BACKEND DISABLE/ENABLE (ours) take a backend out of rotation and back; an
+  unknown name answers ``Backend '<b>' not found\n``. BACKEND PRINT appends
+  `` DISABLED`` to a disabled backend's line (only then, so the reference's line
+  is unchanged otherwise); CONFIG PRINT writes a BACKEND DISABLE after the
+  backends. Deleting a backend forgets that it was disabled.
 - Unchanged from amqpprox, on purpose: MAP BACKEND/FARM/DEFAULT accept a backend
   or farm that does not exist (yet); ``RoutingTable.candidates`` then refuses the
   connection with the usual text and a ``NoRoute.detail`` naming what is missing.
@@ -40,6 +45,8 @@ ROUTING_COMMANDS = (
     c.BackendAddDns,
     c.BackendDelete,
     c.BackendPrint,
+    c.BackendDisable,
+    c.BackendEnable,
     c.FarmAdd,
     c.FarmPartition,
     c.FarmDelete,
@@ -66,6 +73,11 @@ def backend_line(backend: Backend) -> str:
     )
 
 
+def backend_state_line(table: RoutingTable, name: str) -> str:
+    """``backend_line`` plus `` DISABLED`` when BACKEND DISABLE/DRAIN took it out."""
+    return backend_line(table.backends[name]) + (" DISABLED" if name in table.disabled else "")
+
+
 def apply(
     table: RoutingTable, command: c.Command, *, resolved_ip: str | None = None
 ) -> tuple[RoutingTable, str]:
@@ -85,8 +97,14 @@ def apply(
             return _backend_delete(table, name)
         case c.BackendPrint():
             return table, "".join(
-                backend_line(table.backends[n]) + "\n" for n in sorted(table.backends)
+                backend_state_line(table, name) + "\n" for name in sorted(table.backends)
             )
+        case c.BackendDisable(name=name) | c.BackendEnable(name=name):
+            if name not in table.backends:
+                return table, f"Backend '{name}' not found\n"
+            if isinstance(command, c.BackendDisable):
+                return attrs.evolve(table, disabled=table.disabled | {name}), ""
+            return attrs.evolve(table, disabled=table.disabled - {name}), ""
         case c.FarmAdd(name=name, selector=selector, backends=members):
             return _farm_add(table, name, selector, members)
         case c.FarmPartition(name=name, policy=policy):
@@ -150,7 +168,7 @@ def _backend_delete(table: RoutingTable, name: str) -> tuple[RoutingTable, str]:
             f"Backend '{name}' is used by farm(s) {', '.join(users)}; remove it from them first.\n"
         )
     backends = {n: b for n, b in table.backends.items() if n != name}
-    return attrs.evolve(table, backends=backends), ""
+    return attrs.evolve(table, backends=backends, disabled=table.disabled - {name}), ""
 
 
 def _farm_add(
@@ -200,7 +218,7 @@ def _map_print(table: RoutingTable) -> str:
 def config_commands(table: RoutingTable) -> list[c.Command]:
     """The commands that rebuild ``table`` from an empty one, in an order that works.
 
-    DATACENTER SET (when set), BACKEND ADD/ADD_DNS by name, FARM ADD and its FARM
+    DATACENTER SET (when set), BACKEND ADD/ADD_DNS by name, BACKEND DISABLE, FARM ADD and its FARM
     PARTITIONs by farm name, MAP BACKEND/FARM by vhost, MAP DEFAULT. A static
     backend is re-added by host, so loading the commands resolves it again.
     Round-robin positions are not configuration and start again from 0.
@@ -214,6 +232,7 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
         result.append(
             kind(b.name, b.datacenter, b.host, b.port, send_proxy=b.send_proxy, tls=b.tls)
         )
+    result += [c.BackendDisable(name) for name in sorted(table.disabled)]
     for name in sorted(table.farms):
         farm = table.farms[name]
         result.append(c.FarmAdd(farm.name, farm.selector, farm.members))

@@ -15,7 +15,7 @@ PARTITION, DATACENTER SET), which resets its markers.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
@@ -27,6 +27,10 @@ from amqprouter.routing import selectors
 def _frozen(mapping: Mapping[str, object]) -> Mapping[str, object]:
     """A read-only copy (insertion order kept), so a snapshot cannot change under a reader."""
     return MappingProxyType(dict(mapping))
+
+
+def _names(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names)
 
 
 @attrs.frozen
@@ -119,6 +123,9 @@ class RoutingTable:
     mappings: Mapping[str, Target] = attrs.field(factory=dict, converter=_frozen)
     default_farm: str | None = None
     datacenter: str = ""
+    #: Backends taken out of rotation (BACKEND DISABLE/DRAIN): configuration, so part
+    #: of the snapshot; new connections skip them, existing sessions stay.
+    disabled: frozenset[str] = attrs.field(factory=frozenset, converter=_names)
     layouts: Mapping[str, FarmLayout] = attrs.field(factory=dict, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -173,6 +180,8 @@ class RoutingTable:
                 backend = self.backends.get(name)
                 if backend is None:
                     raise NoRoute(text, f"{subject} does not exist")
+                if name in self.disabled:
+                    raise NoRoute(_all_disabled(vhost), f"{subject} is disabled")
                 return (backend,)
         farm = self.farms.get(name)
         if farm is None:
@@ -183,13 +192,25 @@ class RoutingTable:
         layout = self.layouts[name]
         if not layout.partitions:
             raise NoRoute(text, f"{subject} has no backends")
-        members = [backend for partition in layout.partitions for backend in partition]
+        partitions = layout.partitions
+        if self.disabled:
+            # Emptied partitions stay, so each keeps its marker; a selector skips them.
+            partitions = tuple(
+                tuple(backend for backend in partition if backend.name not in self.disabled)
+                for partition in partitions
+            )
+            if not any(partitions):
+                raise NoRoute(_all_disabled(vhost), f"{subject} has only disabled backends")
+        members = [backend for partition in partitions for backend in partition]
         unhealthy = tuple(backend for backend in members if backend.name in down)
         if not unhealthy or len(unhealthy) == len(members):
-            return selector(layout.partitions, layout.markers)
-        # Emptied partitions stay, so each keeps its marker; a selector skips them.
+            return selector(partitions, layout.markers)
         healthy = tuple(
             tuple(backend for backend in partition if backend.name not in down)
-            for partition in layout.partitions
+            for partition in partitions
         )
         return selector(healthy, layout.markers) + unhealthy
+
+
+def _all_disabled(vhost: str) -> str:
+    return f"No enabled broker for vhost {vhost}: its backends are disabled"

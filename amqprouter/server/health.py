@@ -27,7 +27,7 @@ import trio
 
 from amqprouter.control import commands as c
 from amqprouter.routing import Backend, RoutingTable
-from amqprouter.routing.configure import backend_line
+from amqprouter.routing.configure import backend_state_line
 from amqprouter.routing.health import HealthRegistry
 
 log = structlog.get_logger("amqprouter.health")
@@ -80,7 +80,7 @@ class HealthMonitor:
         match command:
             case c.BackendPrint():
                 return "".join(
-                    backend_line(table.backends[name]) + self.registry.describe(name) + "\n"
+                    backend_state_line(table, name) + self.registry.describe(name) + "\n"
                     for name in sorted(table.backends)
                 )
             case c.BackendCheckOn(name=name) | c.BackendCheckOff(name=name):

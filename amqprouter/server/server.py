@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 import trio
@@ -16,12 +16,17 @@ from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.listener import accept_loop, bind_listener
 from amqprouter.server.probe import probe_backend
-from amqprouter.session import Session, SessionSettings
+from amqprouter.server.vhosts import VhostStates
+from amqprouter.session import End, Session, SessionSettings
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = structlog.get_logger("amqprouter.server")
+
+#: SIGTERM and EXIT GRACEFUL wait this long for sessions to close gracefully; the
+#: rest are then cut. Longer than a graceful disconnect's own bound (5 s).
+SHUTDOWN_TIMEOUT: Final = 10.0
 
 
 class Server:
@@ -58,7 +63,11 @@ class Server:
         #: Called with each session once it has left ``sessions`` (statistics count its
         #: last interval's traffic and why it ended). Must not raise or block.
         self.session_ended: list[Callable[[Session], None]] = []
+        #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
+        self.vhosts = VhostStates()
         self._nursery: trio.Nursery | None = None
+        # Set when the last session ends, while a drain waits for that.
+        self._emptied: trio.Event | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; sessions and listeners live in this nursery."""
@@ -120,7 +129,36 @@ class Server:
         both sides, bounded in time; else both sockets are cut at once. Used by BACKEND
         DRAIN and by health policies.
         """
-        raise NotImplementedError("session control: filled in by the session-control work")
+        how = End.OPERATOR if graceful else End.OPERATOR_FORCED
+        sessions = [
+            s for s in self.sessions.values() if s.backend is not None and s.backend.name == name
+        ]
+        return sum(session.disconnect(how, reason) for session in sessions)
+
+    def vhost_sessions(self, vhost: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.vhost == vhost]
+
+    async def drain(self, deadline: float = SHUTDOWN_TIMEOUT) -> tuple[int, int]:
+        """Stop listening, disconnect every session gracefully, wait ``deadline`` s.
+
+        Sessions still there at the deadline are cut. Returns (sessions that closed
+        within the deadline, sessions cut at it).
+        """
+        self.stop_listening()
+        sessions = list(self.sessions.values())
+        log.info("draining", sessions=len(sessions), deadline=deadline)
+        for session in sessions:
+            session.disconnect(End.OPERATOR, "router shutting down")
+        self._emptied = trio.Event()
+        with trio.move_on_after(deadline):
+            while self.sessions:
+                await self._emptied.wait()
+        left = list(self.sessions.values())
+        for session in left:
+            session.disconnect(End.OPERATOR_FORCED, "router shutting down: drain deadline")
+        drained = len(sessions) - len(left)
+        log.info("drained", drained=drained, cut_at_deadline=len(left))
+        return drained, len(left)
 
     def _start_session(self, client: socket.socket, listen_port: int) -> None:
         assert self._nursery is not None
@@ -132,6 +170,7 @@ class Server:
             listen_port=listen_port,
             host_name=self.host_name,
             health=self.health.registry,
+            vhost_opened=self.vhosts.opened,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)
@@ -143,3 +182,5 @@ class Server:
             del self.sessions[session.id]
             for callback in self.session_ended:
                 callback(session)
+            if not self.sessions and self._emptied is not None:
+                self._emptied.set()

@@ -18,6 +18,13 @@ Theory of operation
    the session, now the only user of both sockets, finishes the close handshake on
    whichever side is still there, each wait bounded by the ``close`` timeout.
 
+Session control (``pause``, ``unpause``, ``disconnect``; see ``pause.py``) reaches a
+running session without touching the pumps' per-frame work: a disconnect records its
+``End`` and cancels the forwarding scope (or, before forwarding, the opening scope;
+a forced cut cancels everything); a pause is one attribute the ingress pump looks at
+once per read. A client whose vhost is paused is held at Connection.Open, before any
+broker is chosen, and routed with the table of the moment it is resumed.
+
 Nothing here blocks without a deadline, and nothing escapes ``run``: one broken
 session must never take the server down.
 """
@@ -32,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
+import attrs
 import structlog
 import trio
 
@@ -54,6 +62,7 @@ from amqprouter.protocol import (
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
 from amqprouter.session import sockets
+from amqprouter.session.pause import HEARTBEAT_FRAME, Pause, heartbeat_period, hold
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.sockets import PeerGone
 
@@ -117,6 +126,11 @@ class End(enum.Enum):
     CLIENT_ERROR = "client sent a malformed frame"
     BROKER_ERROR = "broker sent a malformed frame"
     TIMEOUT = "close handshake timed out"
+    # Ended on purpose by the router (a control command, a drain, the pause limit,
+    # shutdown); ``Session.end_reason`` says which. Counted as graceful.
+    OPERATOR = "disconnected gracefully by the router"
+    OPERATOR_FORCED = "both connections cut by the router"
+    OPERATOR_BACKEND = "broker connection cut by the router"
 
 
 # What the client is told when forwarding ends for each reason that leaves it alive.
@@ -146,6 +160,7 @@ class Session:
         listen_port: int,
         host_name: Callable[[str], str] = str,
         health: HealthRegistry | None = None,
+        vhost_opened: Callable[[str], bool] = lambda vhost: False,
     ) -> None:
         self.id = next(_ids)
         self.client = client
@@ -170,6 +185,20 @@ class Session:
         self.ended: End | None = None
         #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
         self.paused = False
+        #: Why the router ended the session on purpose (with an ``End.OPERATOR*``).
+        self.end_reason: str | None = None
+        # Told each vhost at Connection.Open; True means "paused: hold the client there".
+        self._vhost_opened = vhost_opened
+        # The current pause, until every user of it is done (pause.py). The ingress
+        # pump looks at it once per read.
+        self._pause: Pause | None = None
+        # A graceful or backend disconnect asked for, delivered by cancelling a scope:
+        # ``_opening`` before forwarding, ``_forwarding`` during; ``_cut`` for a forced one.
+        self._requested: End | None = None
+        self._cut = trio.CancelScope()
+        self._opening: trio.CancelScope | None = None
+        self._pumps: trio.Nursery | None = None
+        self._heartbeat = 0
         # Counters: ingress = client→broker, egress = broker→client (bytes, frames, reads).
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
@@ -185,18 +214,8 @@ class Session:
     async def run(self) -> None:
         """Serve the connection to its end; never raises except on cancellation."""
         try:
-            opened = await self._client_handshake()
-            if opened is None:
-                return
-            open_ok = await self._open_broker(opened)
-            if open_ok is None:
-                return
-            tune, client_early = opened.tune, opened.pending
-            broker_early = open_ok.open_ok + open_ok.pending
-            # The handshake's records (the client's StartOk and its properties) are not
-            # needed while forwarding: idle sessions should not hold them.
-            del opened, open_ok
-            await self._forward(tune, client_early, broker_early)
+            with self._cut:
+                await self._serve()
         except Exception:
             self.log.exception("session failed")
         finally:
@@ -204,6 +223,28 @@ class Session:
             sockets.close_socket(self.client)
             if self.broker is not None:
                 sockets.close_socket(self.broker)
+
+    async def _serve(self) -> None:
+        opened: ClientOpened | None = None
+        open_ok: BrokerOpened | None = None
+        with trio.CancelScope() as self._opening:
+            opened = await self._client_handshake()
+            if opened is not None:
+                opened = await self._hold_at_open(opened)
+            if opened is not None:
+                open_ok = await self._open_broker(opened)
+        self._opening = None
+        if self._requested is not None:
+            await self._disconnect_before_forwarding()
+            return
+        if opened is None or open_ok is None:
+            return
+        tune, client_early = opened.tune, opened.pending
+        broker_early = open_ok.open_ok + open_ok.pending
+        # The handshake's records (the client's StartOk and its properties) are not
+        # needed while forwarding: idle sessions should not hold them.
+        del opened, open_ok
+        await self._forward(tune, client_early, broker_early)
 
     # -- 1. client handshake ---------------------------------------------------------
 
@@ -379,12 +420,16 @@ class Session:
         assert self.broker is not None and self.backend is not None
         self.ingress.frame_max = tune.frame_max
         self.egress.frame_max = tune.frame_max
+        self._heartbeat = tune.heartbeat
         self.state = State.OPEN
         self.log.info("session open", broker=_endpoint(self.broker_address))
         end = End.TIMEOUT  # what a close deadline expiring below means
         with trio.CancelScope() as scope:
             self._forwarding = scope
             end = await self._deliver_early(client_early, broker_early) or await self._run_pumps()
+        self._forwarding = None
+        if self._requested is not None and scope.cancelled_caught:
+            end = self._requested
         self.ended = end
         self.state = State.CLOSING
         await self._finish(end)
@@ -416,9 +461,14 @@ class Session:
             outcome.append(await self._pump(src, dst, from_client))
             nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump, self.broker, self.client, False)
-            await pump(self.client, self.broker, True)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._pumps = nursery
+                self._start_keeper()  # paused before forwarding began
+                nursery.start_soon(pump, self.broker, self.client, False)
+                await pump(self.client, self.broker, True)
+        finally:
+            self._pumps = None
         return outcome[0] if outcome else End.TIMEOUT
 
     async def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> End:
@@ -448,6 +498,11 @@ class Session:
             if not data:
                 return End.CLEAN if self._clean_after_forward else src_gone
             drained = len(data) < size
+            if from_client and self._pause is not None:
+                held = await self._hold(data)
+                if isinstance(held, End):
+                    return held
+                data, drained = held, False
             try:
                 await self._deliver(dst, data, scanner, from_client)
             except ProtocolError as exc:
@@ -510,7 +565,25 @@ class Session:
         if end is End.CLEAN:
             self.log.info("session closed cleanly")
             return
-        self.log.info("session ending", reason=end.value)
+        self.log.info("session ending", reason=end.value, detail=self.end_reason)
+        if end is End.OPERATOR:
+            # The client first (it may still be sending), then the broker, each bounded.
+            await self._close_client(
+                constants.CONNECTION_FORCED,
+                f"CONNECTION_FORCED - {self.end_reason}",
+                answer_within=self.settings.timeouts.disconnect,
+            )
+            await self._close_broker(constants.REPLY_SUCCESS, f"amqprouter: {self.end_reason}")
+            return
+        if end is End.OPERATOR_BACKEND:
+            assert self.broker is not None
+            sockets.close_socket(self.broker)  # cut, as amqpprox's BACKEND_DISCONNECT does
+            await self._close_client(
+                constants.CONNECTION_FORCED,
+                f"CONNECTION_FORCED - broker {backend} disconnected by the router "
+                f"({self.end_reason})",
+            )
+            return
         async with trio.open_nursery() as nursery:
             if end in _CLIENT_CLOSE:
                 nursery.start_soon(self._close_client, *_CLIENT_CLOSE[end](backend))
@@ -522,16 +595,31 @@ class Session:
                 )
 
     async def _close_client(
-        self, code: int, text: str, class_id: int = 0, method_id: int = 0
+        self,
+        code: int,
+        text: str,
+        class_id: int = 0,
+        method_id: int = 0,
+        *,
+        answer_within: float | None = None,
     ) -> None:
         frame = close_frame(code, text, class_id, method_id)
-        await self._close_peer(self.client, frame, self.ingress.take_pending())
+        unread = self.ingress.take_pending()
+        if self._pause is not None:  # what the client sent while paused follows it
+            unread += self._pause.take_held()
+        await self._close_peer(self.client, frame, unread, answer_within)
 
     async def _close_broker(self, code: int, text: str) -> None:
         if self.broker is not None:
             await self._close_peer(self.broker, close_frame(code, text), self.egress.take_pending())
 
-    async def _close_peer(self, sock: socket.socket, frame: bytes, unread: bytes) -> None:
+    async def _close_peer(
+        self,
+        sock: socket.socket,
+        frame: bytes,
+        unread: bytes,
+        answer_within: float | None = None,
+    ) -> None:
         """Send Close, wait (bounded) for Close-Ok, then close the socket.
 
         ``unread`` is the partial frame the peer was sending when forwarding stopped,
@@ -542,7 +630,8 @@ class Session:
             return
         machine = CloseHandshake(self.settings.tune.frame_max)
         machine.receive_data(unread)
-        with trio.move_on_after(self.settings.timeouts.close):
+        wait = self.settings.timeouts.close if answer_within is None else answer_within
+        with trio.move_on_after(wait):
             try:
                 await sockets.send_all(sock, frame)
                 await _converse(sock, machine)
@@ -553,3 +642,197 @@ class Session:
     async def _send_quietly(self, sock: socket.socket, data: bytes) -> None:
         with trio.move_on_after(self.settings.timeouts.close), contextlib.suppress(PeerGone):
             await sockets.send_all(sock, data)
+
+    # -- session control: pause, unpause, disconnect (control plane, drains) --------
+
+    def pause(self) -> bool:
+        """Hold client→broker data from now on; False if already paused or ending.
+
+        Before Connection.Open this holds the client at Open (no broker is chosen);
+        while forwarding, the ingress pump holds what the client sends and a keeper
+        task heartbeats the broker (pause.py).
+        """
+        if self.paused or self.state in (State.CLOSING, State.CLOSED):
+            return False
+        self.paused = True
+        if self._pause is None:
+            self._pause = Pause()
+        else:
+            self._pause.rearm()
+        self._start_keeper()
+        self.log.info("session paused")
+        return True
+
+    def unpause(self) -> bool:
+        """Resume a paused session (held bytes go first); False if it was not paused.
+
+        A client held at Connection.Open connects now, routed by the table of now.
+        """
+        if not self.paused or self._pause is None:
+            return False
+        self.paused = False
+        pause = self._pause
+        self.log.info("session unpaused", held_bytes=pause.held_bytes)
+        pause.resume()
+        self._release(pause)
+        return True
+
+    def disconnect(self, end: End, reason: str) -> bool:
+        """End the session on purpose; False if it is already ending that way or closed.
+
+        ``end`` is ``End.OPERATOR`` (graceful: Close 320 with ``reason`` to the client,
+        its Close-Ok, then Close 200 to the broker, each bounded), ``End.OPERATOR_FORCED``
+        (both sockets cut now, at any stage) or ``End.OPERATOR_BACKEND`` (the broker
+        socket cut, the client told with a 320; only while forwarding).
+        """
+        if self.state is State.CLOSED or self.ended is End.OPERATOR_FORCED:
+            return False
+        if end is End.OPERATOR_FORCED:
+            self.ended, self.end_reason = end, reason
+            self.log.info("session cut", detail=reason)
+            self._cut.cancel()
+            return True
+        if self._requested is not None or self.state is State.CLOSING:
+            return False
+        if end is End.OPERATOR_BACKEND and self._forwarding is None:
+            return False
+        self._requested, self.end_reason = end, reason
+        self.log.info("session disconnect requested", reason=end.value, detail=reason)
+        scope = self._forwarding or self._opening
+        if scope is not None:
+            scope.cancel()
+        return True
+
+    async def _disconnect_before_forwarding(self) -> None:
+        """A graceful disconnect that arrived before forwarding: tell the client, then close."""
+        self.ended = self._requested
+        self.state = State.CLOSING
+        if self.broker is not None:
+            sockets.close_socket(self.broker)  # its handshake never finished
+        await self._close_client(
+            constants.CONNECTION_FORCED,
+            f"CONNECTION_FORCED - {self.end_reason}",
+            answer_within=self.settings.timeouts.disconnect,
+        )
+
+    def _release(self, pause: Pause) -> None:
+        """Forget ``pause`` once it is resumed and nothing uses it any more."""
+        if pause.finished and self._pause is pause:
+            self._pause = None
+
+    async def _hold_at_open(self, opened: ClientOpened) -> ClientOpened | None:
+        """Hold a paused client at Connection.Open until resumed; None if it ended.
+
+        No broker exists yet, so the router keeps the client alive itself: it sends
+        heartbeats at the client's negotiated interval and holds (bounded) whatever
+        the client sends, to forward after the broker's Open-Ok.
+        """
+        if self._vhost_opened(opened.vhost):
+            self.pause()
+        pause = self._pause
+        if pause is None:
+            return opened
+        self.log.info("holding client at Connection.Open while paused")
+        max_pause = self.settings.timeouts.max_pause
+        period = heartbeat_period(opened.tune.heartbeat)
+        next_beat = trio.current_time() + period
+        try:
+            while not pause.resumed:
+                deadline = pause.deadline(max_pause)
+                await hold(self.client, pause, min(next_beat, deadline))
+                now = trio.current_time()
+                if pause.resumed:
+                    break
+                if now >= pause.deadline(max_pause):
+                    self.disconnect(
+                        End.OPERATOR,
+                        f"vhost {opened.vhost} paused for longer than {max_pause:g}s",
+                    )
+                    return None
+                if now >= next_beat:
+                    next_beat = now + period
+                    with trio.move_on_at(deadline):
+                        self._writing.add(self.client)
+                        await sockets.send_all(self.client, HEARTBEAT_FRAME)
+                        self._writing.discard(self.client)
+        except PeerGone:
+            self.log.info("client left while held at Connection.Open")
+            return None
+        finally:
+            self._release(pause)
+        self.log.info("resuming client held at Connection.Open")
+        return attrs.evolve(opened, pending=opened.pending + pause.take_held())
+
+    async def _hold(self, data: bytes) -> End | bytes:
+        """The ingress pump while paused: hold ``data`` and what follows until resumed.
+
+        Returns everything held, to forward in order, or ``End.CLIENT_GONE``.
+        """
+        pause = self._pause
+        assert pause is not None
+        pause.held.append(data)
+        pause.held_bytes += len(data)
+        pause.holding = True
+        try:
+            await hold(self.client, pause)
+            # A heartbeat still being written goes out whole before any client frame.
+            await pause.heartbeat_sent.wait()
+        except PeerGone:
+            return End.CLIENT_GONE
+        finally:
+            pause.holding = False
+            self._release(pause)
+        return pause.take_held()
+
+    def _start_keeper(self) -> None:
+        pause = self._pause
+        if self._pumps is not None and pause is not None and not pause.keeper_running:
+            pause.keeper_running = True
+            self._pumps.start_soon(self._keep_broker_alive, pause)
+
+    async def _keep_broker_alive(self, pause: Pause) -> None:
+        """While paused: heartbeat the broker, and end a pause that lasts too long."""
+        assert self.broker is not None
+        broker = self.broker
+        max_pause = self.settings.timeouts.max_pause
+        period = heartbeat_period(self._heartbeat)
+        next_beat = trio.current_time() + period
+        try:
+            while not pause.resumed:
+                with pause.wakeable(min(next_beat, pause.deadline(max_pause))):
+                    await trio.sleep_forever()
+                if pause.resumed:
+                    break
+                now = trio.current_time()
+                if now >= pause.deadline(max_pause):
+                    self.disconnect(End.OPERATOR, f"paused for longer than {max_pause:g}s")
+                    return
+                if now >= next_beat:
+                    next_beat = now + period
+                    # Only at a frame boundary: not while a forwarding write is under way.
+                    if broker not in self._writing:
+                        await self._heartbeat_broker(broker, pause)
+        except PeerGone:
+            pass  # the broker pump sees it go and ends the session
+        finally:
+            pause.keeper_running = False
+            self._release(pause)
+
+    async def _heartbeat_broker(self, broker: socket.socket, pause: Pause) -> None:
+        pause.heartbeat_sent = trio.Event()
+        self._writing.add(broker)
+        # A broker that takes no 8 bytes for that long is stuck: end the session
+        # (the broker is then cut, being mid-write) rather than wait on it forever.
+        limit = self.settings.timeouts.max_pause
+        try:
+            with trio.move_on_after(limit) as write:
+                await sockets.send_all(broker, HEARTBEAT_FRAME)
+        except PeerGone:
+            pause.heartbeat_sent.set()
+            raise
+        if write.cancelled_caught:
+            self.disconnect(End.OPERATOR, f"broker did not read for {limit:g}s while paused")
+            return
+        # Left in _writing if cancelled mid-write: the broker is then cut, not closed.
+        self._writing.discard(broker)
+        pause.heartbeat_sent.set()

@@ -17,6 +17,13 @@ BROKER_HANDSHAKE_TIMEOUT: Final = 10.0
 #: Waiting for a Close-Ok once a Close was sent or seen. A healthy peer answers in
 #: milliseconds; short enough that a client learns of a dead broker within a second.
 CLOSE_TIMEOUT: Final = 0.5
+#: A graceful disconnect (SESSION/VHOST/BACKEND commands, drains, shutdown) waits this
+#: long for the client's Close-Ok: a busy client library may take longer than a
+#: second to answer, and the operator asked for a clean close.
+DISCONNECT_TIMEOUT: Final = 5.0
+#: A pause longer than this ends the session with a graceful disconnect, rather than
+#: leaving the client stalled without knowing why.
+MAX_PAUSE: Final = 300.0
 
 
 @attrs.frozen
@@ -25,6 +32,8 @@ class Timeouts:
     connect: float = CONNECT_TIMEOUT
     broker_handshake: float = BROKER_HANDSHAKE_TIMEOUT
     close: float = CLOSE_TIMEOUT
+    disconnect: float = DISCONNECT_TIMEOUT
+    max_pause: float = MAX_PAUSE
 
 
 @attrs.frozen

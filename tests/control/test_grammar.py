@@ -14,6 +14,9 @@ from amqprouter.control.commands import (
     BackendCheckOff,
     BackendCheckOn,
     BackendDelete,
+    BackendDisable,
+    BackendDrain,
+    BackendEnable,
     BackendPrint,
     Command,
     ConfigPrint,
@@ -40,10 +43,16 @@ from amqprouter.control.commands import (
     MapRemoveDefault,
     MapUnmap,
     MutatingCommand,
+    SessionControl,
     StatListen,
     StatPerSource,
     StatSend,
     StatStopSend,
+    VhostBackendDisconnect,
+    VhostForceDisconnect,
+    VhostPause,
+    VhostPrint,
+    VhostUnpause,
 )
 from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, parse, to_line
 
@@ -53,12 +62,14 @@ from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, p
 
 EXPECTED_HELP = (
     "BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter"
-    " address port [SEND-PROXY] [TLS] | DELETE name | PRINT"
+    " address port [SEND-PROXY] [TLS] | DELETE name | DISABLE name | ENABLE name |"
+    " DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
     "CONFIG PRINT - Print the current configuration as the commands that rebuild it\n"
     "CONN Print the connected sessions\n"
     "DATACENTER SET name | PRINT\n"
-    "EXIT Exit the program gracefully.\n"
+    "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
+    " cleanly first).\n"
     "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
     " | ON_DOWN name (DISCONNECT | KEEP)) - Change farms\n"
     "HELP Print this help text.\n"
@@ -67,11 +78,15 @@ EXPECTED_HELP = (
     "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
     " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers\n"
     "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames\n"
+    "SESSION  id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a particular"
+    " session\n"
     "STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
     "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
     "statistics\n"
     "STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source "
     "statistics. Applies to all send/listeners\n"
+    "VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT"
+    " vhost\n"
 )
 
 
@@ -105,7 +120,6 @@ def test_every_verb_in_help_is_recognized(verb: str) -> None:
         "FOO",
         "BACKENDS PRINT",
         "STATS LISTEN json",
-        "SESSION 1 PAUSE",
         # The verb ends at the first *space*: a leading space or a tab after
         # the verb leaves a verb amqpprox does not know, so it answers HELP.
         " BACKEND PRINT",
@@ -214,6 +228,17 @@ VALID: list[tuple[str, Command]] = [
     ("STAT SEND localhost 8125", StatSend("localhost", 8125)),
     ("STAT STOP SEND", StatStopSend()),
     ("STAT DISABLE per-source", StatPerSource(False)),
+    # SESSION, VHOST, BACKEND DISABLE/ENABLE/DRAIN, EXIT GRACEFUL
+    ("SESSION 1 PAUSE", SessionControl(1, "PAUSE")),
+    ("VHOST PAUSE v", VhostPause("v")),
+    ("VHOST UNPAUSE v", VhostUnpause("v")),
+    ("VHOST PRINT", VhostPrint()),
+    ("VHOST BACKEND_DISCONNECT v", VhostBackendDisconnect("v")),
+    ("VHOST FORCE_DISCONNECT v", VhostForceDisconnect("v")),
+    ("BACKEND DISABLE b", BackendDisable("b")),
+    ("BACKEND ENABLE b", BackendEnable("b")),
+    ("BACKEND DRAIN b FORCE", BackendDrain("b", graceful=False)),
+    ("EXIT GRACEFUL 3", Exit(graceful=True, seconds=3.0)),
 ]
 
 
@@ -597,6 +622,19 @@ CANONICAL: list[tuple[Command, str]] = [
     (ConfigPrint(), "CONFIG PRINT"),
     (Conn(), "CONN"),
     (Exit(), "EXIT"),
+    (Exit(graceful=True), "EXIT GRACEFUL"),
+    (Exit(graceful=True, seconds=2.5), "EXIT GRACEFUL 2.5"),
+    (BackendDisable("rabbit1"), "BACKEND DISABLE rabbit1"),
+    (BackendEnable("rabbit1"), "BACKEND ENABLE rabbit1"),
+    (BackendDrain("rabbit1"), "BACKEND DRAIN rabbit1 GRACEFUL"),
+    (BackendDrain("rabbit1", graceful=False), "BACKEND DRAIN rabbit1 FORCE"),
+    (SessionControl(7, "PAUSE"), "SESSION 7 PAUSE"),
+    (SessionControl(7, ""), "SESSION 7"),
+    (VhostPause("v"), "VHOST PAUSE v"),
+    (VhostUnpause("v"), "VHOST UNPAUSE v"),
+    (VhostPrint(), "VHOST PRINT"),
+    (VhostBackendDisconnect("v"), "VHOST BACKEND_DISCONNECT v"),
+    (VhostForceDisconnect("v"), "VHOST FORCE_DISCONNECT v"),
     (Help(), "HELP"),
 ]
 
@@ -690,6 +728,8 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         BackendDelete,
         BackendCheckOn,
         BackendCheckOff,
+        BackendDisable,
+        BackendEnable,
         FarmAdd,
         FarmPartition,
         FarmDelete,
@@ -721,3 +761,53 @@ def test_commands_and_errors_are_frozen_and_hashable() -> None:
     assert isinstance(error, ParseError)
     with pytest.raises(AttributeError):
         error.reply = ""  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- #
+# SESSION, VHOST, BACKEND DISABLE/ENABLE/DRAIN, EXIT GRACEFUL
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("SESSION 7 PAUSE", SessionControl(7, "PAUSE")),
+        ("session 7 unpause", SessionControl(7, "UNPAUSE")),
+        ("SESSION 12 disconnect_graceful", SessionControl(12, "DISCONNECT_GRACEFUL")),
+        ("SESSION 12 FORCE_DISCONNECT now", SessionControl(12, "FORCE_DISCONNECT")),
+        # The session is looked up before the subcommand is judged (amqpprox's order).
+        ("SESSION 3 FROB", SessionControl(3, "FROB")),
+        ("SESSION 3", SessionControl(3, "")),
+        ("SESSION", ParseError("Session not found.\n")),
+        ("SESSION x PAUSE", ParseError("Session not found.\n")),
+        ("SESSION -1 PAUSE", ParseError("Session not found.\n")),
+        ("VHOST PAUSE orders", VhostPause("orders")),
+        ("vhost unpause Orders", VhostUnpause("Orders")),
+        ("VHOST PRINT", VhostPrint()),
+        ("VHOST print extra", VhostPrint()),
+        ("VHOST BACKEND_DISCONNECT /", VhostBackendDisconnect("/")),
+        ("VHOST FORCE_DISCONNECT /", VhostForceDisconnect("/")),
+        # amqpprox's texts, "Session not found." included (sic).
+        ("VHOST", ParseError("Session not found.\n")),
+        ("VHOST PAUSE", ParseError("Session not found.\n")),
+        ("VHOST FROB", ParseError("Session not found.\n")),
+        ("VHOST FROB v", ParseError("Subcommand not recognised.\n")),
+        ("BACKEND DISABLE rabbit1", BackendDisable("rabbit1")),
+        ("backend enable Rabbit1", BackendEnable("Rabbit1")),
+        ("BACKEND DRAIN rabbit1", BackendDrain("rabbit1", graceful=True)),
+        ("BACKEND DRAIN rabbit1 graceful", BackendDrain("rabbit1", graceful=True)),
+        ("BACKEND DRAIN rabbit1 FORCE", BackendDrain("rabbit1", graceful=False)),
+        ("BACKEND DISABLE", ParseError("DISABLE requires a name argument")),
+        ("BACKEND ENABLE", ParseError("ENABLE requires a name argument")),
+        ("BACKEND DRAIN", ParseError("DRAIN requires a name argument")),
+        ("BACKEND DRAIN b SOFTLY", ParseError("DRAIN mode must be GRACEFUL or FORCE.\n")),
+        ("EXIT GRACEFUL", Exit(graceful=True)),
+        ("exit graceful 30", Exit(graceful=True, seconds=30.0)),
+        ("EXIT GRACEFUL 0.5", Exit(graceful=True, seconds=0.5)),
+        ("EXIT GRACEFUL soon", ParseError("EXIT GRACEFUL takes a number of seconds.\n")),
+        ("EXIT GRACEFUL 0", ParseError("EXIT GRACEFUL takes a number of seconds.\n")),
+        ("EXIT GRACEFUL -3", ParseError("EXIT GRACEFUL takes a number of seconds.\n")),
+    ],
+)
+def test_session_control_grammar(line: str, expected: Command | ParseError) -> None:
+    assert parse(line) == expected

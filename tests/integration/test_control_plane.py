@@ -657,3 +657,54 @@ def test_bad_control_socket_mode_is_reported_on_stderr(workdir: Path) -> None:
     assert router.wait() != 0
     assert "--control-socket-mode must be octal" in router.stderr
     assert "--control-socket-mode must be octal" not in router.stdout
+
+
+# --------------------------------------------------------------------------- #
+# vhost migration: pause, remap, disconnect, unpause
+# --------------------------------------------------------------------------- #
+
+
+def test_vhost_migration_moves_clients_to_the_new_farm(
+    nodes: tuple[RabbitNode, ...], workdir: Path
+) -> None:
+    """The cut-over amqpprox documents (#66, #75), with the brokers as witnesses."""
+    with running_router(workdir / "control") as router:
+        router.must("BACKEND ADD n1 dc1 127.0.0.1", nodes[0].port)
+        router.must("BACKEND ADD n2 dc2 127.0.0.1", nodes[1].port)
+        router.must("FARM ADD blue round-robin n1")
+        router.must("FARM ADD green round-robin n2")
+        router.must("MAP FARM B blue")
+        port = router.listen()
+        names = ["migrating-1", "migrating-2"]
+        before = [client(port, "B", name) for name in names]
+        assert {landing.node for landing in landings(nodes, names).values()} == {0}
+
+        router.must("VHOST PAUSE B")
+        assert "B = PAUSED\n" in router.must("VHOST PRINT")
+        router.must("MAP FARM B green")
+        router.must("VHOST BACKEND_DISCONNECT B")
+        for connection in before:
+            with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as caught:
+                connection.process_data_events(time_limit=5)
+            assert caught.value.reply_code == 320
+            assert "disconnected by the router (VHOST B BACKEND_DISCONNECT)" in (
+                caught.value.reply_text
+            )
+        # The clients reconnect at once and are held at Open: no broker has them.
+        with ThreadPoolExecutor(len(names)) as pool:
+            reconnecting = [pool.submit(client, port, "B", name) for name in names]
+            wait_for(
+                lambda: router.must("CONN").count(" vhost=B disconnected=N paused=Y ") == 2,
+                WAIT,
+                "both clients held at Open",
+            )
+            assert not any(future.done() for future in reconnecting)
+            router.must("VHOST UNPAUSE B")
+            after = [future.result(timeout=WAIT) for future in reconnecting]
+        try:
+            assert {landing.node for landing in landings(nodes, names).values()} == {1}
+            for connection in after:
+                assert_round_trip(connection, b"on the green farm")
+        finally:
+            for connection in after:
+                _close_quietly(connection)
