@@ -69,7 +69,15 @@ def test_failover_kit(system_broker: SystemBroker, system_vhost: str, workdir: P
     socket_path = workdir / "control"
     stderr = (workdir / "router.err").open("wb")
     router = subprocess.Popen(
-        ["amqprouter", "--control-socket", str(socket_path), "-v", "3"],
+        [
+            "amqprouter",
+            "--control-socket",
+            str(socket_path),
+            "--log-directory",
+            str(workdir / "logs"),
+            "-v",
+            "3",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=stderr,
         stdin=subprocess.DEVNULL,
