@@ -19,6 +19,11 @@ from typing import Final, Protocol, TextIO
 DEFAULT_MAX_QUEUED: Final = 4096
 #: On exit, how long to wait for a sink to write what is queued.
 STOP_TIMEOUT: Final = 5.0
+#: The writer wakes this often to write what has queued up (or sooner, when a quarter
+#: of the queue is used). Waking it for every line cost the trio thread about 100 µs
+#: a line in GIL hand-offs and thread switches (measured: 600 µs per AMQP connection
+#: at INFO); a line now reaches its sink at most this late.
+FLUSH_INTERVAL: Final = 0.1
 
 
 class Sink(Protocol):
@@ -65,6 +70,7 @@ class QueuedSink:
         self.dropped_total = 0
         self._drop_notice = drop_notice
         self._lines: deque[str] = deque()
+        self._wake_at = max(1, max_queued // 4)
         self._dropped = 0  # since the last notice
         self._stopping = False
         self._ready = threading.Condition(threading.Lock())
@@ -93,7 +99,8 @@ class QueuedSink:
                 self._lines.append(self._drop_notice(self._dropped))
                 self._dropped = 0
             self._lines.append(line)
-            self._ready.notify()
+            if len(self._lines) >= self._wake_at:
+                self._ready.notify()
 
     def close(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Write what is queued, stop the thread, close the sink; False if it was stuck."""
@@ -112,10 +119,14 @@ class QueuedSink:
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._lines and not self._stopping:
-                    self._ready.wait()
+                # Lines are written a flush interval at a time, not one by one (see
+                # FLUSH_INTERVAL); a quarter-full queue or close() wakes the writer early.
+                if not self._stopping and len(self._lines) < self._wake_at:
+                    self._ready.wait(FLUSH_INTERVAL)
                 if not self._lines:
-                    return  # stopping, and everything is written
+                    if self._stopping:
+                        return  # everything is written
+                    continue
                 batch = list(self._lines)
                 self._lines.clear()
             try:
