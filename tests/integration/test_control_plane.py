@@ -33,8 +33,16 @@ import pika.exceptions
 import pytest
 from pamqp import commands, frame
 
+from amqprouter.observe.log_queue import FLUSH_INTERVAL
 from amqprouter.protocol import FrameReader, constants
-from tests.brokers import RabbitNode, RabbitNodeFactory, free_port, port_is_open, wait_for
+from tests.brokers import (
+    BrokerError,
+    RabbitNode,
+    RabbitNodeFactory,
+    free_port,
+    port_is_open,
+    wait_for,
+)
 from tests.router import REPO, router_command
 
 CTL = Path(sys.executable).parent / "amqprouter_ctl"
@@ -373,8 +381,23 @@ def raw_open(port: int, vhost: str) -> tuple[str, Any]:
         return f"{host}:{local_port}", next_method()
 
 
-def log_lines(router: ControlledRouter, *needles: str) -> list[str]:
-    return [line for line in router.stderr.splitlines() if all(n in line for n in needles)]
+def log_lines(router: ControlledRouter, *needles: str, expect: bool = True) -> list[str]:
+    """The router's log lines holding every needle.
+
+    The router writes its log a flush interval at a time (observe.log_queue), so a line
+    may reach stderr a little after the event: when lines are expected, wait for the
+    first (up to WAIT); when none are (``expect=False``), give them time to show up.
+    """
+
+    def matching() -> list[str]:
+        return [line for line in router.stderr.splitlines() if all(n in line for n in needles)]
+
+    if expect:
+        with contextlib.suppress(BrokerError):  # the caller's assertion says what is missing
+            wait_for(lambda: bool(matching()), WAIT, f"a log line with {needles}")
+    else:
+        time.sleep(3 * FLUSH_INTERVAL)
+    return matching()
 
 
 # --------------------------------------------------------------------------- #
