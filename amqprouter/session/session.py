@@ -207,6 +207,8 @@ class Session:
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
         self._writing: set[socket.socket] = set()
         self._clean_after_forward = False
+        # Who sent the Connection.Close that ended forwarding, its code and text.
+        self._closed_by: tuple[str, int, str] | None = None
         self.log = log.bind(session=self.id, client=_endpoint(self.client_address))
 
     # -- lifecycle -------------------------------------------------------------------
@@ -364,9 +366,8 @@ class Session:
             },
             backend=backend.name,
         )
-        self.log.info(
+        self.log.debug(
             "starting broker connection",
-            connectionName=self.connection_name,
             broker=_endpoint(self.broker_address),
             local=f"{local_host}:{local_port}",
         )
@@ -422,7 +423,13 @@ class Session:
         self.egress.frame_max = tune.frame_max
         self._heartbeat = tune.heartbeat
         self.state = State.OPEN
-        self.log.info("session open", broker=_endpoint(self.broker_address))
+        # One INFO line when a session opens and one when it ends (with the Close that
+        # ended it): INFO logging is on by default in the files, and each line costs.
+        self.log.info(
+            "session open",
+            broker=_endpoint(self.broker_address),
+            local=_endpoint(self.broker_local),
+        )
         end = End.TIMEOUT  # what a close deadline expiring below means
         with trio.CancelScope() as scope:
             self._forwarding = scope
@@ -540,11 +547,13 @@ class Session:
             method_id = frame.method_id
             if method_id == constants.CONNECTION_CLOSE:
                 close = peer_closed(frame)
-                self.log.info(
+                self.log.debug(
                     f"{side} sent Connection.Close",
                     reply_code=close.reply_code,
                     reply_text=close.reply_text,
                 )
+                if self._closed_by is None:
+                    self._closed_by = (side, close.reply_code, close.reply_text)
                 self.state = State.CLOSING
                 # The other side owes a Close-Ok; it gets the close timeout to send it.
                 if self._forwarding is not None:
@@ -563,7 +572,10 @@ class Session:
         assert self.backend is not None
         backend = self.backend.label
         if end is End.CLEAN:
-            self.log.info("session closed cleanly")
+            side, code, text = self._closed_by or ("", 0, "")
+            self.log.info(
+                "session closed cleanly", closed_by=side, reply_code=code, reply_text=text
+            )
             return
         self.log.info("session ending", reason=end.value, detail=self.end_reason)
         if end is End.OPERATOR:
