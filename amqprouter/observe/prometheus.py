@@ -9,7 +9,7 @@ would have a value per client address).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from amqprouter import __version__
@@ -108,18 +108,26 @@ def metrics_text(
 
 
 def health_reason(
-    *, listeners: int, backends: int, backend_up: Mapping[str, bool] | None = None
+    *,
+    listeners: int,
+    backends: int,
+    backend_up: Mapping[str, bool] | None = None,
+    disabled: Collection[str] = (),
 ) -> str | None:
     """Why the router cannot serve now, or None when it can.
 
-    It can when a client listener is open, a backend is configured and (when a
-    health monitor reports) at least one backend is up.
+    It can when a client listener is open, a backend is configured and not disabled
+    (BACKEND DISABLE/DRAIN) and, when a health monitor reports, at least one of the
+    enabled backends is up.
     """
     if not listeners:
         return "no listener"
     if not backends:
         return "no backend configured"
-    if backend_up is not None and backend_up and not any(backend_up.values()):
+    if len(disabled) >= backends:
+        return "every backend is disabled"
+    usable = [up for name, up in (backend_up or {}).items() if name not in disabled]
+    if usable and not any(usable):
         return "no backend up"
     return None
 

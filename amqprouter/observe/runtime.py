@@ -64,6 +64,7 @@ async def start_http(
             listeners=len(server.listeners),
             backends=len(server.routing.backends),
             backend_up=backend_health(),
+            disabled=server.routing.disabled,
         )
 
     routes = {

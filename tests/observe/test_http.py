@@ -85,6 +85,15 @@ def test_health_reasons() -> None:
     )
     assert health_reason(listeners=1, backends=2, backend_up={"a": False, "b": True}) is None
     assert health_reason(listeners=1, backends=1, backend_up={}) is None
+    # BACKEND DISABLE/DRAIN: a disabled backend cannot serve, up or not.
+    assert health_reason(listeners=1, backends=1, disabled={"a"}) == "every backend is disabled"
+    up_but_disabled = {"a": True, "b": False}
+    assert health_reason(listeners=1, backends=2, backend_up=up_but_disabled, disabled={"a"}) == (
+        "no backend up"
+    )
+    assert (
+        health_reason(listeners=1, backends=2, backend_up=up_but_disabled, disabled={"b"}) is None
+    )
 
 
 async def test_metrics_parse_and_count_real_traffic(system_broker: SystemBroker) -> None:
