@@ -50,6 +50,7 @@ UNROUTABLE_KEY = "amqprouter.bench.unroutable.6f1c"
 DEFAULT_ROUTER_CMD = (
     "{python} -m amqprouter --listen-port {port} --destination-dns 127.0.0.1"
     " --destination-port {broker_port} --control-socket {control_socket}"
+    " --log-directory {log_directory}"
 )
 # A trivial trio TCP relay (see relay_main): a yardstick for what any trio proxy costs.
 RELAY_CMD = "{python} {bench} --relay {port} {broker_port}"
@@ -433,6 +434,7 @@ class Router:
                 port=self.port,
                 broker_port=broker_port,
                 control_socket=shlex.quote(str(Path(self.tmp.name) / "control.sock")),
+                log_directory=shlex.quote(str(Path(self.tmp.name) / "logs")),
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None

@@ -125,6 +125,7 @@ def start_router(
     command = [sys.executable, "-m", "amqprouter", "--listen-port", str(port)]
     command += ["--destination-dns", "127.0.0.1", "--destination-port", str(broker_port)]
     command += ["--control-socket", str(control), "--cleanup-interval-ms", str(interval_ms)]
+    command += ["--log-directory", str(workdir / "logs")]
     process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
