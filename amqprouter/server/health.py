@@ -178,7 +178,8 @@ class HealthMonitor:
         )
         if not farms:
             return
-        text = f"CONNECTION_FORCED - backend {name} is down: {reason}"
+        # The session words the Close itself: "CONNECTION_FORCED - <this reason>".
+        text = f"backend {name} is down: {reason}"
         if len(text) > _REASON_MAX:
             text = text[: _REASON_MAX - 3] + "..."
         try:

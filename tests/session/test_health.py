@@ -9,12 +9,20 @@ from typing import Any
 
 import structlog.testing
 import trio
+from pamqp import commands
 
 from amqprouter.control.controller import Controller
 from amqprouter.routing import Backend, Farm, RoutingTable
 from amqprouter.server import Server
 from tests.brokers import free_port
-from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, router
+from tests.session.wire import (
+    FakeBroker,
+    Peer,
+    broker_handshake,
+    fake_broker,
+    router,
+    wait_no_sessions,
+)
 from tests.session.wire import open_client as open_wire_client
 
 
@@ -90,3 +98,40 @@ async def test_a_member_that_comes_back_is_used_once_its_down_time_is_over() -> 
         for _ in range(2):
             await open_wire_client(port)
         assert (len(first.accepted), len(second.accepted)) == (1, 3)
+
+
+async def test_a_member_going_down_disconnects_its_sessions_when_the_farm_says_so() -> None:
+    """FARM ON_DOWN DISCONNECT with the real disconnect: the client gets a 320 naming why.
+
+    The check's probe is scripted (the member's fake broker stays up), so only the
+    health verdict, not a broken connection, can end the session.
+    """
+
+    async def probe(backend: Backend, timeout: float) -> str | None:
+        return verdicts.get(backend.name)
+
+    verdicts: dict[str, str] = {}
+    async with (
+        fake_broker(_serve) as first,
+        fake_broker(_serve) as second,
+        farm_router(first.port, second.port) as (server, port),
+    ):
+        server.health.probe = probe
+        controller = Controller(server, request_exit=lambda: None)
+        for line in ("BACKEND CHECK n1 ON 100 1 1", "FARM ON_DOWN f DISCONNECT"):
+            assert (await controller.handle(line)).ok, line
+        client = await open_wire_client(port)  # round-robin starts at n1
+        assert (len(first.accepted), len(second.accepted)) == (1, 0)
+
+        verdicts["n1"] = "connect refused 127.0.0.1:1"
+        close = await client.read_method()
+        assert isinstance(close, commands.Connection.Close)
+        assert close.reply_code == 320
+        assert close.reply_text.startswith("CONNECTION_FORCED - backend n1 is down"), close
+        await client.send_method(commands.Connection.CloseOk())
+        assert await client.at_eof()
+        await wait_no_sessions(server)
+
+        # The client reconnects and lands on the healthy member.
+        await open_wire_client(port)
+        assert (len(first.accepted), len(second.accepted)) == (1, 1)
