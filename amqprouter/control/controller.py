@@ -52,6 +52,8 @@ class Controller:
         # EXIT GRACEFUL [seconds]: drain for that long (None: the default), then exit.
         self._request_drain = request_drain
         self._lock = trio.Lock()
+        #: The STAT SEND commands in force (for CONFIG PRINT).
+        self._stat_sends: list[c.StatSend] = []
         self.console_verbosity = 0
         self.file_verbosity = 3
 
@@ -135,9 +137,11 @@ class Controller:
             if endpoint is None:
                 return Reply(error, ok=False)
             self.stats.send_to(*endpoint)
+            self._stat_sends.append(command)
             return Reply(f"Sending stats on {command.host}:{command.port}\n")
         if isinstance(command, c.StatStopSend):
             self.stats.stop_sending()
+            self._stat_sends.clear()
             return Reply("Stopped sending stats.\n")
         self.stats.collector.per_source = command.enabled
         return Reply(f"{'ENABLE' if command.enabled else 'DISABLE'} per-source applied.\n")
@@ -202,6 +206,10 @@ class Controller:
         lines = [f"LOG CONSOLE {self.console_verbosity}", f"LOG FILE {self.file_verbosity}"]
         lines += [to_line(command) for command in configure.config_commands(self.server.routing)]
         lines += [to_line(command) for command in self.server.health.config_commands()]
+        # Statistics settings, as typed (STAT SEND's host unresolved).
+        lines += [to_line(command) for command in self._stat_sends]
+        if self.stats is not None and not self.stats.collector.per_source:
+            lines.append(to_line(c.StatPerSource(enabled=False)))
         lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
         return "".join(line + "\n" for line in lines)
 

@@ -178,3 +178,16 @@ async def test_udp_errors_never_break_collection(
             for _ in range(3):
                 assert json.loads(await lines.line())["mem_rss_kb"] > 0
         assert len(stats.publishers) == 1
+
+
+async def test_config_print_writes_back_stat_send_and_per_source(
+    system_broker: SystemBroker, tmp_path: Path
+) -> None:
+    async with controlled(system_broker.port, tmp_path / "ctl") as (_server, _stats, controller):
+        for line in ("STAT SEND localhost 8125", "STAT DISABLE per-source"):
+            assert (await controller.handle(line)).ok, line
+        config = (await controller.handle("CONFIG PRINT")).text
+        assert "STAT SEND localhost 8125\nSTAT DISABLE per-source\n" in config
+        for line in ("STAT STOP SEND", "STAT ENABLE per-source"):
+            assert (await controller.handle(line)).ok, line
+        assert "STAT" not in (await controller.handle("CONFIG PRINT")).text
