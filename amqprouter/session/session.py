@@ -150,6 +150,47 @@ _CLIENT_CLOSE: Final[dict[End, Callable[[str], tuple[int, str]]]] = {
 class Session:
     """The state of one routed connection, readable by the control plane and stats."""
 
+    # Thousands of idle sessions: slots instead of a dict per session.
+    __slots__ = (
+        "_clean_after_forward",
+        "_closed_by",
+        "_cut",
+        "_forwarding",
+        "_health",
+        "_heartbeat",
+        "_host_name",
+        "_opening",
+        "_pause",
+        "_pumps",
+        "_requested",
+        "_resolver",
+        "_routing",
+        "_vhost_opened",
+        "_writing",
+        "backend",
+        "broker",
+        "broker_address",
+        "broker_local",
+        "client",
+        "client_address",
+        "client_local",
+        "connection_name",
+        "egress",
+        "end_reason",
+        "ended",
+        "id",
+        "ingress",
+        "last_egress",
+        "last_ingress",
+        "listen_port",
+        "log",
+        "paused",
+        "settings",
+        "started",
+        "state",
+        "vhost",
+    )
+
     def __init__(
         self,
         client: socket.socket,
