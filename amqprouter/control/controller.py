@@ -2,7 +2,10 @@
 
 Routing commands are pure (``routing.configure.apply`` builds the next snapshot and
 the reply); this module adds what needs the live process: resolving a BACKEND ADD
-host, listeners, log levels, the session list and EXIT.
+host, listeners, log levels, the session list, EXIT (immediate or draining), and it
+hands on to the owners of the rest: BACKEND CHECK/PRINT and FARM ON_DOWN to the health
+monitor (``server.health``), SESSION and VHOST to ``control.session_control``, STAT to
+the statistics service.
 """
 
 from __future__ import annotations
@@ -133,9 +136,9 @@ class Controller:
             output: Output = "json" if command.output == "json" else "human"
             return Reply("", stream=self.stats.listen(output, command.filter, command.value))
         if isinstance(command, c.StatSend):
-            endpoint, error = await self._resolve_endpoint(command.host, command.port)
+            endpoint, error = await self._resolve_first(command.host, command.port)
             if endpoint is None:
-                return Reply(error, ok=False)
+                return Reply(error + "\n", ok=False)
             self.stats.send_to(*endpoint)
             self._stat_sends.append(command)
             return Reply(f"Sending stats on {command.host}:{command.port}\n")
@@ -146,26 +149,27 @@ class Controller:
         self.stats.collector.per_source = command.enabled
         return Reply(f"{'ENABLE' if command.enabled else 'DISABLE'} per-source applied.\n")
 
-    async def _resolve_endpoint(
+    async def _resolve_first(
         self, host: str, port: int
     ) -> tuple[tuple[socket.AddressFamily, tuple[str, int]] | None, str]:
-        """``host``'s first address (any family), or None and the error reply."""
+        """``host``'s first address (any family), or None and why (BACKEND ADD's words,
+        without amqpprox's missing newline added: callers decide)."""
         with trio.move_on_after(RESOLVE_TIMEOUT):
             try:
                 addresses = await self.server.resolver.resolve(host, port)
             except OSError as exc:
-                return None, f"Failed to resolve '{host}', error code: {exc.strerror or exc}\n"
-            if addresses:
-                family, address = addresses[0]
-                return (family, (address[0], address[1])), ""
-        return None, f"Failed to resolve '{host}', error code: timed out\n"
+                return None, f"Failed to resolve '{host}', error code: {exc.strerror or exc}"
+            family, address = addresses[0]
+            return (family, (address[0], address[1])), ""
+        return None, f"Failed to resolve '{host}', error code: timed out"
 
     async def _routing(self, command: c.Command) -> Reply:
         resolved_ip: str | None = None
         if isinstance(command, c.BackendAdd):
-            resolved_ip, error = await self._resolve_once(command.host, command.port)
-            if error is not None:
+            endpoint, error = await self._resolve_first(command.host, command.port)
+            if endpoint is None:
                 return Reply(error, ok=False)
+            resolved_ip = endpoint[1][0]
         table, text = configure.apply(self.server.routing, command, resolved_ip=resolved_ip)
         self.server.routing = table
         self.server.health.routing_changed(table)
@@ -184,15 +188,6 @@ class Controller:
         count = self.server.disconnect_backend(name, graceful=graceful, reason=reason)
         log.info("backend drained", backend=name, graceful=graceful, sessions=count)
         return Reply(session_control.drain_reply(name, graceful, count))
-
-    async def _resolve_once(self, host: str, port: int) -> tuple[str | None, str | None]:
-        with trio.move_on_after(RESOLVE_TIMEOUT):
-            try:
-                addresses = await self.server.resolver.resolve(host, port)
-            except OSError as exc:
-                return None, f"Failed to resolve '{host}', error code: {exc.strerror or exc}"
-            return addresses[0][1][0], None
-        return None, f"Failed to resolve '{host}', error code: timed out"
 
     async def _listen(self, port: int) -> Reply:
         try:
