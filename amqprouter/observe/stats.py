@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 #: The backends-axis key of a session without a broker connection (amqpprox's).
 NO_BACKEND: Final = "0.0.0.0_0"
 _LIVE: Final = frozenset({State.HANDSHAKE, State.CONNECTING, State.OPEN})
+#: Running totals (Prometheus series) are kept for at most this many (vhost, backend)
+#: pairs; traffic of further pairs is added to (OTHER_VHOST, backend). A client can
+#: name any vhost in Connection.Open, so without a bound the series would grow forever.
+MAX_TOTALS: Final = 1000
+OTHER_VHOST: Final = "__other__"
 
 
 class Removal(enum.IntEnum):
@@ -402,7 +407,11 @@ class StatsCollector:
         for pair, stats in by_pair.items():
             totals = self.totals.get(pair)
             if totals is None:
-                totals = self.totals[pair] = Totals()
+                if len(self.totals) >= MAX_TOTALS:
+                    pair = (OTHER_VHOST, pair[1])
+                    totals = self.totals.get(pair)
+                if totals is None:
+                    totals = self.totals[pair] = Totals()
             totals.add(stats)
         return StatsSnapshot(
             overall,

@@ -7,11 +7,14 @@ own counters. A fake broker (pamqp) is used only to make the broker snap.
 
 from __future__ import annotations
 
+import pytest
 import trio
 from pamqp import body, commands, frame, header
 
+from amqprouter.observe import stats as stats_module
 from amqprouter.observe.stats import (
     NO_BACKEND,
+    OTHER_VHOST,
     ConnectionStats,
     Removal,
     StatsCollector,
@@ -201,3 +204,20 @@ async def test_per_source_can_be_disabled_and_partial_frames_are_reported(
         assert snapshot.bufferpool.bytes_current == 0
         assert snapshot.bufferpool.bytes_highest == pool.bytes_current
         assert snapshot.sources == {} and snapshot.overall.removed_graceful == 1
+
+
+async def test_totals_stop_growing_with_vhost_names_clients_make_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any vhost name can arrive in Connection.Open; Prometheus series must stay bounded."""
+    monkeypatch.setattr(stats_module, "MAX_TOTALS", 2)
+    async with router(None) as (server, port):  # no mapping: each is refused with 506
+        collector = collector_for(server)
+        for vhost in ("a", "b", "c", "d"):
+            client = await client_handshake(port, vhost)
+            assert isinstance(await client.read_method(), commands.Connection.Close)
+            await client.aclose()
+            await wait_no_sessions(server)
+            collector.collect()
+        assert set(collector.totals) == {("a", ""), ("b", ""), (OTHER_VHOST, "")}
+        assert collector.totals[(OTHER_VHOST, "")].removed[Removal.HANDSHAKE] == 2
