@@ -6,7 +6,6 @@ does not write it, and a restart forgets it (as in amqpprox).
 
 from __future__ import annotations
 
-
 #: VHOST PRINT remembers at most this many vhosts seen (paused ones always): a client
 #: can name any vhost in Connection.Open, and the set must not grow without end.
 MAX_SEEN = 10_000
