@@ -180,7 +180,10 @@ class Server:
             await session.run()
         finally:
             del self.sessions[session.id]
-            for callback in self.session_ended:
-                callback(session)
             if not self.sessions and self._emptied is not None:
                 self._emptied.set()
+            for callback in self.session_ended:
+                try:
+                    callback(session)
+                except Exception:  # one broken observer must not end the server
+                    log.exception("session-ended callback failed", session=session.id)
