@@ -57,8 +57,8 @@ class Controller:
         self._lock = trio.Lock()
         #: The STAT SEND commands in force (for CONFIG PRINT).
         self._stat_sends: list[c.StatSend] = []
-        self.console_verbosity = 0
-        self.file_verbosity = 3
+        self.console_verbosity = router_logging.DEFAULT_CONSOLE_VERBOSITY
+        self.file_verbosity = router_logging.DEFAULT_FILE_VERBOSITY
 
     async def handle(self, line: str) -> Reply:
         command = parse(line)

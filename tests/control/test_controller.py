@@ -7,7 +7,12 @@ import re
 import trio
 
 from amqprouter.control.controller import Controller
-from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, open_client, router
+from tests.session.wire import (
+    fake_broker,
+    open_and_idle,
+    open_client,
+    router,
+)
 
 CONN_LINE = re.compile(
     r"id=(\d+) vhost=/ disconnected=N paused=N authDenied=N "
@@ -17,13 +22,8 @@ CONN_LINE = re.compile(
 )
 
 
-async def _serve(peer: Peer, broker: FakeBroker) -> None:
-    await broker_handshake(peer, broker)
-    await trio.sleep_forever()
-
-
 async def test_conn_lines_and_hostname_mapping() -> None:
-    async with fake_broker(_serve) as broker, router(broker.port) as (server, port):
+    async with fake_broker(open_and_idle) as broker, router(broker.port) as (server, port):
         controller = Controller(server, request_exit=lambda: None)
         client = await open_client(port)
         reply = await controller.handle("CONN")

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import structlog.testing
-import trio
 from pamqp import commands
 
 from amqprouter.session import Session
 from tests.session.wire import (
-    FakeBroker,
-    Peer,
-    broker_handshake,
     fake_broker,
+    open_and_idle,
     open_client,
     router,
     wait_no_sessions,
 )
-
-
-async def _serve(peer: Peer, broker: FakeBroker) -> None:
-    await broker_handshake(peer, broker)
-    await trio.sleep_forever()
 
 
 async def test_a_failing_session_ended_callback_is_logged_and_serving_goes_on() -> None:
@@ -29,7 +21,7 @@ async def test_a_failing_session_ended_callback_is_logged_and_serving_goes_on() 
     def broken(session: Session) -> None:
         raise RuntimeError("observer bug")
 
-    async with fake_broker(_serve) as broker, router(broker.port) as (server, port):
+    async with fake_broker(open_and_idle) as broker, router(broker.port) as (server, port):
         server.session_ended += [broken, lambda session: ended.append(session.id)]
         with structlog.testing.capture_logs() as logs:
             client = await open_client(port)

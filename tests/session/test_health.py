@@ -16,19 +16,12 @@ from amqprouter.routing import Backend, Farm, RoutingTable
 from amqprouter.server import Server
 from tests.brokers import free_port
 from tests.session.wire import (
-    FakeBroker,
-    Peer,
-    broker_handshake,
     fake_broker,
+    open_and_idle,
     router,
     wait_no_sessions,
 )
 from tests.session.wire import open_client as open_wire_client
-
-
-async def _serve(peer: Peer, broker: FakeBroker) -> None:
-    await broker_handshake(peer, broker)
-    await trio.sleep_forever()
 
 
 def farm_router(*ports: int) -> AbstractAsyncContextManager[tuple[Server, int]]:
@@ -48,7 +41,10 @@ def connect_failures(logs: list[MutableMapping[str, Any]]) -> list[object]:
 
 async def test_a_refusing_member_is_tried_last_until_its_down_time_ends() -> None:
     dead = free_port()
-    async with fake_broker(_serve) as broker, farm_router(dead, broker.port) as (server, port):
+    async with (
+        fake_broker(open_and_idle) as broker,
+        farm_router(dead, broker.port) as (server, port),
+    ):
         with structlog.testing.capture_logs() as logs:
             await open_wire_client(port)  # round-robin starts at n1: refused, then n2
         assert connect_failures(logs) == [f"127.0.0.1:{dead}"]
@@ -73,7 +69,7 @@ async def test_a_refusing_member_is_tried_last_until_its_down_time_ends() -> Non
 
 async def test_when_every_member_is_down_they_are_all_tried_anyway() -> None:
     async with (
-        fake_broker(_serve) as broker,
+        fake_broker(open_and_idle) as broker,
         farm_router(free_port(), broker.port) as (server, port),
     ):
         server.health.registry.connect_failed("n1", "earlier")
@@ -85,8 +81,8 @@ async def test_when_every_member_is_down_they_are_all_tried_anyway() -> None:
 
 async def test_a_member_that_comes_back_is_used_once_its_down_time_is_over() -> None:
     async with (
-        fake_broker(_serve) as first,
-        fake_broker(_serve) as second,
+        fake_broker(open_and_idle) as first,
+        fake_broker(open_and_idle) as second,
         farm_router(first.port, second.port) as (server, port),
     ):
         server.health.registry.down_seconds = 0.2
@@ -112,8 +108,8 @@ async def test_a_member_going_down_disconnects_its_sessions_when_the_farm_says_s
 
     verdicts: dict[str, str] = {}
     async with (
-        fake_broker(_serve) as first,
-        fake_broker(_serve) as second,
+        fake_broker(open_and_idle) as first,
+        fake_broker(open_and_idle) as second,
         farm_router(first.port, second.port) as (server, port),
     ):
         server.health.probe = probe

@@ -15,17 +15,13 @@ from tests.session.wire import (
     client_handshake,
     connect_client_side,
     fake_broker,
+    open_and_idle,
     open_client,
     router,
     wait_no_sessions,
 )
 
 HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
-
-
-async def _serve_then(peer: Peer, broker: FakeBroker) -> None:
-    await broker_handshake(peer, broker)
-    await trio.sleep_forever()
 
 
 async def test_broker_drop_becomes_320_within_a_second() -> None:
@@ -167,7 +163,7 @@ async def test_unmapped_vhost_gets_506() -> None:
 
 
 async def test_unreachable_broker_gets_a_clear_close() -> None:
-    async with fake_broker(_serve_then) as broker:
+    async with fake_broker(open_and_idle) as broker:
         dead_port = broker.port
     async with router(dead_port) as (server, port):
         client = await client_handshake(port)
@@ -206,7 +202,7 @@ async def test_stricter_broker_tune_is_refused_with_530() -> None:
 
 
 async def test_client_with_smaller_frame_max_than_broker_is_fine() -> None:
-    async with fake_broker(_serve_then) as broker, router(broker.port) as (server, port):
+    async with fake_broker(open_and_idle) as broker, router(broker.port) as (server, port):
         client = await client_handshake(port, frame_max=8192)
         assert isinstance(await client.read_method(), commands.Connection.OpenOk)
         await client.aclose()
@@ -282,7 +278,7 @@ async def test_oversized_frame_from_client_is_501_and_broker_closed_cleanly() ->
 
 
 async def test_start_ok_carries_router_properties() -> None:
-    async with fake_broker(_serve_then) as broker, router(broker.port) as (_server, port):
+    async with fake_broker(open_and_idle) as broker, router(broker.port) as (_server, port):
         client = await open_client(port)
         [start_ok] = broker.start_oks
         properties: dict[str, Any] = start_ok.client_properties

@@ -156,6 +156,12 @@ async def broker_handshake(
 Behaviour = Callable[[Peer, FakeBroker], Awaitable[None]]
 
 
+async def open_and_idle(peer: Peer, broker: FakeBroker) -> None:
+    """A broker behaviour: complete the handshake, then stay connected and silent."""
+    await broker_handshake(peer, broker)
+    await trio.sleep_forever()
+
+
 @asynccontextmanager
 async def fake_broker(behaviour: Behaviour) -> AsyncIterator[FakeBroker]:
     broker = FakeBroker()
