@@ -55,8 +55,6 @@ class Controller:
         # EXIT GRACEFUL [seconds]: drain for that long (None: the default), then exit.
         self._request_drain = request_drain
         self._lock = trio.Lock()
-        #: The STAT SEND commands in force (for CONFIG PRINT).
-        self._stat_sends: list[c.StatSend] = []
         self.console_verbosity = router_logging.DEFAULT_CONSOLE_VERBOSITY
         self.file_verbosity = router_logging.DEFAULT_FILE_VERBOSITY
 
@@ -139,12 +137,10 @@ class Controller:
             endpoint, error = await self._resolve_first(command.host, command.port)
             if endpoint is None:
                 return Reply(error + "\n", ok=False)
-            self.stats.send_to(*endpoint)
-            self._stat_sends.append(command)
+            self.stats.send_to(*endpoint, (command.host, command.port))
             return Reply(f"Sending stats on {command.host}:{command.port}\n")
         if isinstance(command, c.StatStopSend):
             self.stats.stop_sending()
-            self._stat_sends.clear()
             return Reply("Stopped sending stats.\n")
         self.stats.collector.per_source = command.enabled
         return Reply(f"{'ENABLE' if command.enabled else 'DISABLE'} per-source applied.\n")
@@ -201,10 +197,11 @@ class Controller:
         lines = [f"LOG CONSOLE {self.console_verbosity}", f"LOG FILE {self.file_verbosity}"]
         lines += [to_line(command) for command in configure.config_commands(self.server.routing)]
         lines += [to_line(command) for command in self.server.health.config_commands()]
-        # Statistics settings, as typed (STAT SEND's host unresolved).
-        lines += [to_line(command) for command in self._stat_sends]
-        if self.stats is not None and not self.stats.collector.per_source:
-            lines.append(to_line(c.StatPerSource(enabled=False)))
+        if self.stats is not None:
+            # STAT SEND's host as typed, not resolved.
+            lines += [to_line(c.StatSend(*p.target)) for p in self.stats.publishers]
+            if not self.stats.collector.per_source:
+                lines.append(to_line(c.StatPerSource(enabled=False)))
         lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
         return "".join(line + "\n" for line in lines)
 

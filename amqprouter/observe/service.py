@@ -31,8 +31,12 @@ LISTENER_BACKLOG: Final = 1
 class StatsdPublisher:
     """Sends each interval's StatsD lines, one datagram each, to one UDP endpoint."""
 
-    def __init__(self, family: socket.AddressFamily, address: tuple[str, int]) -> None:
+    def __init__(
+        self, family: socket.AddressFamily, address: tuple[str, int], target: tuple[str, int]
+    ) -> None:
         self.address = address
+        #: The host and port as the operator typed them (STAT SEND, CONFIG PRINT).
+        self.target = target
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
 
@@ -110,9 +114,12 @@ class StatsService:
             send.close()
             log.info("stopping stat listening", output=output, filter=kind, value=value)
 
-    def send_to(self, family: socket.AddressFamily, address: tuple[str, int]) -> None:
-        """STAT SEND: publish to one more StatsD endpoint (they accumulate)."""
-        self.publishers.append(StatsdPublisher(family, address))
+    def send_to(
+        self, family: socket.AddressFamily, address: tuple[str, int], target: tuple[str, int]
+    ) -> None:
+        """STAT SEND ``target``, resolved to ``address``: one more StatsD endpoint (they
+        accumulate)."""
+        self.publishers.append(StatsdPublisher(family, address, target))
 
     def stop_sending(self) -> None:
         """STAT STOP SEND: every StatsD publisher stops; listeners go on."""
