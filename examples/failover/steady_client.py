@@ -51,7 +51,9 @@ async def run(url: str, seconds: float, queue_name: str, stop_file: Path | None)
     publishing = True
     caught_up = asyncio.Event()  # set once everything confirmed has come back
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        # After a reconnect a publish can beat the queue's re-declaration: RabbitMQ then
+        # returns it unroutable and still acks it. Raising makes it "not confirmed".
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue = await channel.declare_queue(queue_name, durable=True)
         await queue.purge()
 

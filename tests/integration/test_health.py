@@ -225,7 +225,9 @@ def run_aio_pika(port: int, traffic: Traffic, stop: threading.Event) -> None:
             lambda *_args: traffic.connected.append(time.monotonic())
         )
         async with connection:
-            channel = await connection.channel(publisher_confirms=True)
+            # A publish that reaches node 2 before aio-pika has declared the queue there
+            # again is returned unroutable, yet acked: it must raise, not count as kept.
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=1)
             queue = await channel.declare_queue(traffic.name, durable=True)
 
