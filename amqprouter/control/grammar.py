@@ -13,8 +13,14 @@ work unchanged:
   selectors and policies keep their case. Upper-casing is ASCII-only, like
   ``boost::to_upper`` in the C locale (``str.upper`` would turn a long s,
   U+017F, into ``S``).
-* Words after the ones a command uses are ignored, as in amqpprox (``MAP
-  UNMAP v extra`` unmaps ``v``), except after a BACKEND port (see below).
+* Words after the ones a command uses are refused (``Unexpected word 'x':
+  'MAP UNMAP v' takes no more words.``), where amqpprox ignores them (``MAP
+  UNMAP v extra`` unmaps ``v`` there). An ignored word is an option the operator
+  believes is in force: ``LISTEN START 5673 ACCEPT-PROXY`` would start a plain
+  listener. HELP alone takes any words.
+* Verbs, flags and words of amqpprox that this version does not honour yet
+  (TLS, LIMIT, AUTH; BACKEND's SEND-PROXY and TLS flags; LISTEN's ACCEPT-PROXY)
+  are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
 
@@ -58,7 +64,7 @@ Differences from amqpprox (each fixes a quirk, or is new):
     argument``, a bad DRAIN mode ``DRAIN mode must be GRACEFUL or FORCE.\n``.
 13. ``EXIT GRACEFUL [seconds]`` is new: drain sessions, then exit. A bad number of
     seconds answers ``EXIT GRACEFUL takes a number of seconds.\n``; any other word
-    after EXIT is ignored, as in amqpprox.
+    after EXIT is refused, as after any command.
 """
 
 from __future__ import annotations
@@ -188,6 +194,14 @@ def _subcommands(
 
 _BACKEND_ARGUMENTS = "Arguments not correctly provided"
 _BACKEND_FLAGS = ("SEND-PROXY", "TLS")
+# Flags the grammar knows (they are amqpprox's) but the router does not honour yet.
+# Accepting one and connecting in plain text would lie to the operator, so each is
+# refused with what is missing.
+_BACKEND_FLAGS_NOT_YET: Mapping[str, str] = {
+    "SEND-PROXY": "SEND-PROXY is not supported yet: this version cannot send a PROXY "
+    "protocol header to a backend.\n",
+    "TLS": "TLS is not supported yet: this version reaches backends in plain text only.\n",
+}
 
 
 def _backend_add(kind: type[BackendAdd] | type[BackendAddDns]) -> _Parser:
@@ -202,6 +216,9 @@ def _backend_add(kind: type[BackendAdd] | type[BackendAddDns]) -> _Parser:
         if unknown:
             return ParseError(f"Unknown backend flag '{unknown[0]}': expected SEND-PROXY or TLS.\n")
         upper_flags = {_upper(flag) for flag in flags}
+        for flag in _BACKEND_FLAGS:
+            if flag in upper_flags and flag in _BACKEND_FLAGS_NOT_YET:
+                return ParseError(_BACKEND_FLAGS_NOT_YET[flag])
         return kind(
             name,
             datacenter,
@@ -618,6 +635,19 @@ _VERBS: Mapping[str, _Parser] = {
     "VHOST": _vhost,
 }
 
+# Verbs of amqpprox that this version does not have: refused with what is missing,
+# rather than answered with HELP as a typo is.
+_VERBS_NOT_YET: Mapping[str, str] = {
+    "AUTH": "this version has no authentication service.",
+    "LIMIT": "this version has no connection or data rate limits.",
+    "TLS": "this version serves and reaches brokers in plain text only.",
+}
+
+# Words of amqpprox's that a command would otherwise merely find unexpected.
+_WORDS_NOT_YET: Mapping[str, str] = {
+    "ACCEPT-PROXY": "this version cannot read a PROXY protocol header from clients.",
+}
+
 # Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
 # them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
 _HELP_TEXTS: Mapping[str, str] = {
@@ -674,10 +704,35 @@ def parse(line: str) -> Command | ParseError:
     if len(line) > MAX_LINE_LENGTH:
         return ParseError("Command line too long.\n")
     verb, _, rest = line.partition(" ")
-    parse_verb = _VERBS.get(_upper(verb))
+    upper_verb = _upper(verb)
+    if upper_verb in _VERBS_NOT_YET:
+        return ParseError(f"{upper_verb} is not supported yet: {_VERBS_NOT_YET[upper_verb]}\n")
+    parse_verb = _VERBS.get(upper_verb)
     if parse_verb is None:
         return Help()
-    return parse_verb([word for word in _WHITESPACE.split(rest) if word])
+    words = [word for word in _WHITESPACE.split(rest) if word]
+    command = parse_verb(words)
+    if isinstance(command, ParseError | Help):
+        return command
+    return _refuse_unused_words(words, command)
+
+
+def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | ParseError:
+    """``command``, unless the line had words after the ones it uses.
+
+    amqpprox ignores such words; we refuse them, since an ignored word is an
+    option the operator believes is in force (``LISTEN START 5673 ACCEPT-PROXY``
+    would start a plain listener). The canonical line says how many words the
+    command uses: defaults only ever add words to it, never remove them.
+    """
+    used = _words(command)
+    if len(words) <= len(used) - 1:  # ``used`` starts with the verb
+        return command
+    extra = words[len(used) - 1]
+    not_yet = _WORDS_NOT_YET.get(_upper(extra))
+    if not_yet is not None:
+        return ParseError(f"{_upper(extra)} is not supported yet: {not_yet}\n")
+    return ParseError(f"Unexpected word '{extra}': '{' '.join(used)}' takes no more words.\n")
 
 
 def _words(command: Command) -> list[str]:

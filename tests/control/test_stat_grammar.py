@@ -29,7 +29,6 @@ VALID: list[tuple[str, Command]] = [
     # boost's tokenizer drops empty tokens: "vhost==v" is vhost v.
     ("STAT LISTEN json vhost==v", StatListen("json", "vhost", "v")),
     ("STAT SEND statsd.example 8125", StatSend("statsd.example", 8125)),
-    ("STAT SEND 127.0.0.1 8125 all", StatSend("127.0.0.1", 8125)),
     ("STAT STOP SEND", StatStopSend()),
     ("stat stop SEND", StatStopSend()),
     ("STAT ENABLE per-source", StatPerSource(True)),

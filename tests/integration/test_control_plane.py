@@ -540,6 +540,27 @@ def test_ctl_exit_codes(router: ControlledRouter, workdir: Path) -> None:
     assert f"cannot reach a router at {stale}: Connection refused" in refused.err
 
 
+def test_what_is_not_honoured_is_refused_and_changes_nothing(router: ControlledRouter) -> None:
+    def backend_names() -> list[str]:
+        return [line.split()[0] for line in router.must("BACKEND PRINT").splitlines()]
+
+    backends, port = backend_names(), free_port()
+    for line, says in [
+        ("BACKEND ADD tls1 dc1 127.0.0.1 5671 TLS", "TLS is not supported yet"),
+        ("BACKEND ADD_DNS px dc1 localhost 5672 SEND-PROXY", "SEND-PROXY is not supported yet"),
+        (f"LISTEN START {port} ACCEPT-PROXY", "ACCEPT-PROXY is not supported yet"),
+        ("TLS INGRESS KEY_FILE /nonexistent.pem", "TLS is not supported yet"),
+        ("LIMIT CONN_RATE DEFAULT 5", "LIMIT is not supported yet"),
+        ("AUTH SERVICE 127.0.0.1 1", "AUTH is not supported yet"),
+        ("MAP UNMAP v extra", "Unexpected word 'extra'"),
+    ]:
+        refused = router.ctl(*line.split())
+        assert refused.code == 1, line
+        assert refused.out.startswith(says), (line, refused.out)
+    assert backend_names() == backends
+    assert not port_is_open(port)
+
+
 def test_control_socket_is_private(router: ControlledRouter) -> None:
     mode = router.socket.stat().st_mode
     assert stat.S_ISSOCK(mode)
@@ -598,8 +619,8 @@ def test_config_print_round_trip(workdir: Path) -> None:
         "DATACENTER SET london-az1",
         "BACKEND ADD rabbit1 london-az1 127.0.0.1 5672",
         "BACKEND ADD_DNS rabbit2 london-az2 localhost 5672",
-        "BACKEND ADD_DNS rabbit3 paris localhost 5673 SEND-PROXY",
-        "BACKEND ADD_DNS rabbit4 paris localhost 5674 TLS",
+        "BACKEND ADD_DNS rabbit3 paris localhost 5673",
+        "BACKEND ADD_DNS rabbit4 paris localhost 5674",
         "FARM ADD shared round-robin rabbit2 rabbit1 rabbit3",
         "FARM PARTITION shared datacenter-affinity",
         "FARM ADD empty round-robin",

@@ -112,7 +112,7 @@ def test_json_lines_rotated_and_bounded(system_vhost: str, tmp_path: Path) -> No
     with router_logging_to(tmp_path, *args, verbosity=3) as router:
         connect_once(router, system_vhost, name)
         for number in range(20):
-            assert command(router, f"BACKEND PRINT {number}").startswith("default-backend")
+            assert command(router, f"MAP BACKEND vhost-{number} default-backend") == ""
         assert router.stop() == 0
         stderr = router.stderr
     files = our_files(tmp_path)
@@ -124,8 +124,8 @@ def test_json_lines_rotated_and_bounded(system_vhost: str, tmp_path: Path) -> No
     assert numbers[0] > 0
     events = [json.loads(line) for line in file_lines(tmp_path)]
     commands = [event["command"] for event in events if event["event"] == "control"]
-    assert commands[-1] == "BACKEND PRINT 19"
-    assert "BACKEND PRINT 0" not in commands
+    assert commands[-1] == "MAP BACKEND vhost-19 default-backend"
+    assert "MAP BACKEND vhost-0 default-backend" not in commands
     # The console had every line, as JSON too, including the session's.
     console = [json.loads(line) for line in stderr.splitlines()]
     [opened] = [event for event in console if event["event"] == "session open"]

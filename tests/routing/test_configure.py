@@ -48,7 +48,7 @@ def reply(table: RoutingTable, line: str) -> str:
 BASE = [
     "BACKEND ADD rabbit1 london-az1 rabbit1.example 5672",
     "BACKEND ADD_DNS rabbit2 london-az2 rabbit2.example 5673",
-    "BACKEND ADD rabbit3 london-az1 localhost 5674 SEND-PROXY TLS",
+    "BACKEND ADD rabbit3 london-az1 localhost 5674",
 ]
 
 # --------------------------------------------------------------------------- #
@@ -67,7 +67,7 @@ def test_backend_add_stores_resolved_ip() -> None:
     )
     assert table.backends["rabbit2"].connect_host == "rabbit2.example"
     rabbit3 = table.backends["rabbit3"]
-    assert (rabbit3.send_proxy, rabbit3.tls) == (True, True)
+    assert (rabbit3.send_proxy, rabbit3.tls) == (False, False)
 
 
 def test_backend_add_needs_resolved_ip() -> None:
@@ -77,12 +77,12 @@ def test_backend_add_needs_resolved_ip() -> None:
 
 def test_backend_print() -> None:
     # Sorted by name (ours); an ADD_DNS backend has an empty ip.
-    table = build([*reversed(BASE), "BACKEND ADD_DNS alpha dc1 a.example 1 TLS"])
+    table = build([*reversed(BASE), "BACKEND ADD_DNS alpha dc1 a.example 1"])
     assert reply(table, "BACKEND PRINT") == (
-        "alpha (dc1): a.example :1 TLS\n"
+        "alpha (dc1): a.example :1\n"
         "rabbit1 (london-az1): rabbit1.example 10.0.0.1:5672\n"
         "rabbit2 (london-az2): rabbit2.example :5673\n"
-        "rabbit3 (london-az1): localhost 127.0.0.1:5674 PROXY PROTOCOL V1 ENABLED TLS\n"
+        "rabbit3 (london-az1): localhost 127.0.0.1:5674\n"
     )
     assert reply(RoutingTable(), "BACKEND PRINT") == ""
 
@@ -97,8 +97,8 @@ def test_backend_add_duplicate() -> None:
     assert reply(table, "BACKEND ADD rabbit1 dc9 localhost 1") == (
         "Failed to insert backend: 'rabbit1 (dc9): localhost 127.0.0.1:1', error code: 1"
     )
-    assert reply(table, "BACKEND ADD_DNS rabbit2 dc9 other 2 TLS") == (
-        "Failed to insert backend: 'rabbit2 (dc9): other :2 TLS', error code: 1"
+    assert reply(table, "BACKEND ADD_DNS rabbit2 dc9 other 2") == (
+        "Failed to insert backend: 'rabbit2 (dc9): other :2', error code: 1"
     )
     # Same port on two DNS backends is fine (amqpprox #63/#65).
     build(["BACKEND ADD_DNS other london-az2 rabbit2.example 5673"], table)
@@ -374,7 +374,7 @@ def test_config_commands_round_trip() -> None:
         "BACKEND ADD_DNS aaa dc0 a.example 15672",
         "BACKEND ADD rabbit1 london-az1 rabbit1.example 5672",
         "BACKEND ADD_DNS rabbit2 london-az2 rabbit2.example 5673",
-        "BACKEND ADD rabbit3 london-az1 localhost 5674 SEND-PROXY TLS",
+        "BACKEND ADD rabbit3 london-az1 localhost 5674",
         "FARM ADD b round-robin rabbit2",
         "FARM ADD empty round-robin",
         "FARM ADD shared round-robin rabbit3 rabbit1 aaa",

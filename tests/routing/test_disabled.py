@@ -53,7 +53,7 @@ def test_backend_print_marks_disabled_backends_only() -> None:
     assert reply(table, "BACKEND PRINT") == (
         "rabbit1 (london-az1): rabbit1.example 10.0.0.1:5672\n"
         "rabbit2 (london-az2): rabbit2.example :5673 DISABLED\n"
-        "rabbit3 (london-az1): localhost 127.0.0.1:5674 PROXY PROTOCOL V1 ENABLED TLS\n"
+        "rabbit3 (london-az1): localhost 127.0.0.1:5674\n"
     )
 
 

@@ -161,7 +161,7 @@ async def test_commands_on_what_does_not_exist_are_errors() -> None:
 
 
 async def test_backend_print_without_health_information_is_the_reference_line() -> None:
-    async with controlled(*SETUP, "BACKEND ADD c dc2 127.0.0.1 5672 SEND-PROXY TLS") as (
+    async with controlled(*SETUP, "BACKEND ADD c dc2 127.0.0.1 5672") as (
         ctl,
         _server,
         _probe,
@@ -169,7 +169,7 @@ async def test_backend_print_without_health_information_is_the_reference_line() 
         assert await text(ctl, "BACKEND PRINT") == (
             "a (dc1): 127.0.0.1 :5998\n"
             "b (dc1): 127.0.0.1 :5999\n"
-            "c (dc2): 127.0.0.1 127.0.0.1:5672 PROXY PROTOCOL V1 ENABLED TLS\n"
+            "c (dc2): 127.0.0.1 127.0.0.1:5672\n"
         )
 
 
