@@ -10,7 +10,7 @@ from typing import Final
 import structlog
 import trio
 
-from amqprouter.session import sockets
+from amqprouter.net import sockets
 
 log = structlog.get_logger("amqprouter.listener")
 

@@ -23,10 +23,10 @@ from typing import Final
 
 import trio
 
+from amqprouter.net import sockets
+from amqprouter.net.sockets import PeerGone
 from amqprouter.protocol import FrameReader, ProtocolError, constants
 from amqprouter.routing import Backend, Resolver
-from amqprouter.session import sockets
-from amqprouter.session.sockets import PeerGone
 
 #: Largest Connection.Start a probe reads (RabbitMQ's is about 500 bytes; the size
 #: guard keeps a misbehaving peer from making a probe buffer without end).

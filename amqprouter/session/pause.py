@@ -32,7 +32,7 @@ from typing import Final
 
 import trio
 
-from amqprouter.session import sockets
+from amqprouter.net import sockets
 
 #: A heartbeat frame: type 8, channel 0, empty payload, frame end.
 HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"

@@ -43,6 +43,8 @@ import attrs
 import structlog
 import trio
 
+from amqprouter.net import sockets
+from amqprouter.net.sockets import PeerGone
 from amqprouter.protocol import (
     BadProtocolHeader,
     BrokerHandshake,
@@ -61,10 +63,8 @@ from amqprouter.protocol import (
 )
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
-from amqprouter.session import sockets
 from amqprouter.session.pause import HEARTBEAT_FRAME, Pause, heartbeat_period, hold
 from amqprouter.session.settings import SessionSettings
-from amqprouter.session.sockets import PeerGone
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams

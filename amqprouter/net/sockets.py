@@ -5,8 +5,8 @@ the kernel has data ready or buffer space free. On the forwarding path each of
 those scheduling round trips adds latency (DESIGN.md measured ~47 µs per traversal
 for a plain trio relay), so these helpers try the system call first and only park
 the task on ``wait_readable``/``wait_writable`` when it would block. Callers that
-loop without blocking must checkpoint now and then themselves (see
-``forwarding.py``), or one busy session could starve the others.
+loop without blocking must checkpoint now and then themselves (as the session's
+pumps do), or one busy session could starve the others.
 
 Closing goes through ``close_socket`` so that any task parked on the socket is woken
 with ``trio.ClosedResourceError`` instead of waiting on a dead file descriptor.
