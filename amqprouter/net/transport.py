@@ -1,0 +1,91 @@
+"""What a session forwards over: a connected byte stream, plain or TLS.
+
+The session's pumps are the hot path, so the interface is shaped for them rather
+than for generality:
+
+* ``recv(size)`` is a plain synchronous call that returns what is there now: bytes,
+  ``b""`` at end of stream, ``BlockingIOError`` when nothing is ready (any other
+  ``OSError`` means the peer is gone). For a plain socket it *is* ``socket.recv``,
+  bound once, so the seam costs the plain path nothing.
+* ``wait_readable()`` parks until ``recv`` may return something. A TLS transport may
+  have decrypted bytes already (``pending()``), and it may need the socket
+  *writable* before it can read (a renegotiation or a key update): it knows which,
+  so the pump never has to.
+* ``send_all`` / ``send_pieces`` write everything, parking only while the kernel
+  buffer is full; ``PeerGone`` when the peer has gone.
+
+Every transport owns its socket: ``close()`` wakes any task parked on it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from amqprouter.net import sockets
+
+
+class Transport(Protocol):
+    """A connected, non-blocking byte stream (see the module docstring)."""
+
+    #: The TCP socket underneath (its file descriptor is what the event loop waits on).
+    sock: socket.socket
+    #: Read what is ready now: bytes, b"" at EOF, BlockingIOError if nothing is.
+    recv: Callable[[int], bytes]
+
+    async def wait_readable(self) -> None: ...
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def send_pieces(self, pieces: list[bytes | memoryview]) -> None: ...
+
+    def pending(self) -> int:
+        """Bytes already read off the socket and decoded, that ``recv`` returns at once."""
+        ...
+
+    def close(self) -> None: ...
+
+    def peer_name(self) -> tuple[str, int]: ...
+
+    def local_name(self) -> tuple[str, int]: ...
+
+    def peer_subject(self) -> str | None:
+        """The verified peer certificate's subject (mutual TLS), else None."""
+        ...
+
+
+class PlainTransport:
+    """A TCP socket as it is: every call goes straight to the socket."""
+
+    __slots__ = ("recv", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recv: Callable[[int], bytes] = sock.recv
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self.sock.fileno())
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await sockets.send_all(self.sock, data)
+
+    async def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        await sockets.send_pieces(self.sock, pieces)
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        sockets.close_socket(self.sock)
+
+    def peer_name(self) -> tuple[str, int]:
+        return sockets.peer_name(self.sock)
+
+    def local_name(self) -> tuple[str, int]:
+        return sockets.local_name(self.sock)
+
+    def peer_subject(self) -> str | None:
+        return None
