@@ -1,11 +1,11 @@
 """Executing control commands against a running server.
 
-Routing commands are pure (``routing.configure.apply`` builds the next snapshot and
-the reply); this module adds what needs the live process: resolving a BACKEND ADD
-host, listeners, log levels, the session list, EXIT (immediate or draining), and it
-hands on to the owners of the rest: BACKEND CHECK/PRINT and FARM ON_DOWN to the health
-monitor (``server.health``), SESSION and VHOST to ``control.session_control``, STAT to
-the statistics service.
+Routing commands are pure (``control.routing_commands.apply`` builds the next
+snapshot and the reply); this module adds what needs the live process: resolving a
+BACKEND ADD host, listeners, log levels, the session list, EXIT (immediate or
+draining), and it hands on to the owners of the rest: BACKEND CHECK and FARM ON_DOWN
+to ``control.health_commands`` (which drives the server's health monitor), SESSION
+and VHOST to ``control.session_control``, STAT to the statistics service.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ import structlog
 import trio
 
 from amqprouter.control import commands as c
-from amqprouter.control import session_control
+from amqprouter.control import health_commands, routing_commands, session_control
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
-from amqprouter.routing import configure
 from amqprouter.server import Server
-from amqprouter.server.health import HEALTH_COMMANDS
 from amqprouter.session import Session
 
 log = structlog.get_logger("amqprouter.control")
@@ -71,10 +69,13 @@ class Controller:
             return await self._execute(command)
 
     async def _execute(self, command: c.Command) -> Reply:
-        if isinstance(command, HEALTH_COMMANDS):  # BACKEND CHECK and PRINT, FARM ON_DOWN
-            text = self.server.health.execute(command)
-            return Reply(text, ok=not text or isinstance(command, c.BackendPrint))
-        if isinstance(command, configure.ROUTING_COMMANDS):
+        if isinstance(command, c.BackendPrint):
+            describe = self.server.health.registry.describe
+            return Reply(routing_commands.backend_print(self.server.routing, describe))
+        if isinstance(command, health_commands.HEALTH_COMMANDS):  # BACKEND CHECK, FARM ON_DOWN
+            text = health_commands.execute(self.server.health, self.server.routing, command)
+            return Reply(text, ok=not text)
+        if isinstance(command, routing_commands.ROUTING_COMMANDS):
             return await self._routing(command)
         if isinstance(command, c.ListenStart):
             return await self._listen(command.port)
@@ -166,7 +167,7 @@ class Controller:
             if endpoint is None:
                 return Reply(error, ok=False)
             resolved_ip = endpoint[1][0]
-        table, text = configure.apply(self.server.routing, command, resolved_ip=resolved_ip)
+        table, text = routing_commands.apply(self.server.routing, command, resolved_ip=resolved_ip)
         self.server.routing = table
         self.server.health.routing_changed(table)
         # Mutations answer nothing on success; any text they return is an error.
@@ -176,7 +177,7 @@ class Controller:
     def _drain_backend(self, command: c.BackendDrain) -> Reply:
         """BACKEND DRAIN: disable (configuration), then disconnect its sessions."""
         name, graceful = command.name, command.graceful
-        table, text = configure.apply(self.server.routing, c.BackendDisable(name))
+        table, text = routing_commands.apply(self.server.routing, c.BackendDisable(name))
         if text:
             return Reply(text, ok=False)
         self.server.routing = table
@@ -195,8 +196,11 @@ class Controller:
     def config_text(self) -> str:
         """The current configuration as the commands that rebuild it (CONFIG PRINT)."""
         lines = [f"LOG CONSOLE {self.console_verbosity}", f"LOG FILE {self.file_verbosity}"]
-        lines += [to_line(command) for command in configure.config_commands(self.server.routing)]
-        lines += [to_line(command) for command in self.server.health.config_commands()]
+        routing = routing_commands.config_commands(self.server.routing)
+        lines += [to_line(command) for command in routing]
+        lines += [
+            to_line(command) for command in health_commands.config_commands(self.server.health)
+        ]
         if self.stats is not None:
             # STAT SEND's host as typed, not resolved.
             lines += [to_line(c.StatSend(*p.target)) for p in self.stats.publishers]

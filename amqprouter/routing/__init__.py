@@ -1,11 +1,11 @@
 """Where a connection goes: routing snapshots and backend name resolution.
 
 ``model`` holds the frozen data (``RoutingTable`` and what it is made of),
-``selectors`` the partition policies and selectors farms order their members with,
-``configure`` the routing control commands as pure functions on a snapshot.
+and ``selectors`` the partition policies and selectors farms order their members with.
+The control commands that change a snapshot live in ``control.routing_commands``.
 """
 
-from amqprouter.routing import configure, selectors
+from amqprouter.routing import selectors
 from amqprouter.routing.model import Backend, Farm, FarmLayout, NoRoute, RoutingTable, Target
 from amqprouter.routing.resolver import Resolver
 from amqprouter.routing.selectors import Markers
@@ -19,6 +19,5 @@ __all__ = [
     "Resolver",
     "RoutingTable",
     "Target",
-    "configure",
     "selectors",
 ]

@@ -2,13 +2,13 @@
 
 A session takes one ``RoutingTable`` snapshot when the client's Connection.Open
 arrives and routes with it, so a configuration change is either wholly visible to
-a new connection or not at all. ``routing.configure.apply`` turns a control command
+a new connection or not at all. ``control.routing_commands.apply`` turns a control command
 into the next snapshot.
 
 The one piece of mutable state is each farm's round-robin ``Markers``. It sits in
 the farm's ``FarmLayout`` (its partitions, computed when the table is built), which
 a new table inherits from the table it was evolved from as long as the layout was
-computed from the same farm, member backends and datacenter. ``configure`` drops a
+computed from the same farm, member backends and datacenter. That ``apply`` drops a
 farm's layout on purpose when amqpprox would repartition it (FARM ADD, FARM
 PARTITION, DATACENTER SET), which resets its markers.
 """

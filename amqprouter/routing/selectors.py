@@ -99,7 +99,7 @@ def partition(members: Sequence[Backend], policies: Sequence[str], datacenter: s
     """One partition of ``members`` (in their order), then each policy in turn.
 
     An empty farm has no partitions. Raises KeyError for an unknown policy name
-    (configure rejects those when the command is given).
+    (the FARM PARTITION command rejects those when it is given).
     """
     partitions: Partitions = (tuple(members),) if members else ()
     for name in policies:

@@ -1,8 +1,10 @@
-"""Active health checks, the farm policy on a member going down, and their commands.
+"""Active health checks and the farm policy on a member going down.
 
-``HealthMonitor`` executes BACKEND CHECK, FARM ON_DOWN and (with health information
-appended) BACKEND PRINT, and runs one trio task per checked backend in the server's
-nursery. Each task probes its backend every interval (``probe.probe_backend`` by
+``HealthMonitor`` turns checks on and off (``check_on``/``check_off``) and keeps the
+farms whose sessions leave when a member goes down (``set_on_down``); the control
+plane translates BACKEND CHECK and FARM ON_DOWN into these calls
+(``control.health_commands``). It runs one trio task per checked backend in the
+server's nursery. Each task probes its backend every interval (``probe.probe_backend`` by
 default; injectable) and reports to the ``HealthRegistry``, which decides up and
 down (see ``routing.health``). The task is cancelled when the check is turned off
 or replaced, or the backend is deleted.
@@ -13,7 +15,7 @@ to says ``FARM ON_DOWN farm DISCONNECT``, its sessions are asked to leave gracef
 reconnect, through the router, to a healthy member.
 
 Health settings are not part of the routing snapshot: CONFIG PRINT prints them after
-the routing commands (``config_commands``). Deleting a backend deletes its check;
+the routing commands. Deleting a backend deletes its check;
 deleting a farm deletes its policy; FARM ADD over an existing farm keeps it.
 """
 
@@ -22,12 +24,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+import attrs
 import structlog
 import trio
 
-from amqprouter.control import commands as c
 from amqprouter.routing import Backend, RoutingTable
-from amqprouter.routing.configure import backend_state_line
 from amqprouter.routing.health import HealthRegistry
 
 log = structlog.get_logger("amqprouter.health")
@@ -37,8 +38,18 @@ Probe = Callable[[Backend, float], Awaitable[str | None]]
 #: (backend name, reason) → how many sessions were asked to leave.
 Disconnect = Callable[[str, str], int]
 
-#: The commands ``HealthMonitor.execute`` answers.
-HEALTH_COMMANDS: Final = (c.BackendCheckOn, c.BackendCheckOff, c.FarmOnDown, c.BackendPrint)
+
+@attrs.frozen
+class CheckSettings:
+    """One backend's active check: every ``interval_ms``, ``fall`` failures mark it
+    down, ``rise`` passes up, each probe bounded by ``timeout_ms``."""
+
+    name: str
+    interval_ms: int
+    fall: int
+    rise: int
+    timeout_ms: int
+
 
 #: A Close reply text is an AMQP short string (255 bytes); the reason is cut to fit.
 _REASON_MAX: Final = 200
@@ -62,7 +73,7 @@ class HealthMonitor:
         self.probe = probe
         self._disconnect = disconnect
         #: Checked backends, by name: the command that turned the check on.
-        self.checks: dict[str, c.BackendCheckOn] = {}
+        self.checks: dict[str, CheckSettings] = {}
         #: Farms whose sessions leave when a member goes down (FARM ON_DOWN DISCONNECT).
         self.disconnect_farms: set[str] = set()
         self._tasks: dict[str, trio.CancelScope] = {}
@@ -72,82 +83,58 @@ class HealthMonitor:
         """Run checks in ``nursery`` from now on (the server's, while it runs)."""
         self._nursery = nursery
 
-    # -- commands --------------------------------------------------------------------
+    # -- settings --------------------------------------------------------------------
 
-    def execute(self, command: c.Command) -> str:
-        """Execute one of ``HEALTH_COMMANDS``: the reply ("" for a successful change)."""
-        table = self._routing()
-        match command:
-            case c.BackendPrint():
-                return "".join(
-                    backend_state_line(table, name) + self.registry.describe(name) + "\n"
-                    for name in sorted(table.backends)
-                )
-            case c.BackendCheckOn(name=name) | c.BackendCheckOff(name=name):
-                if name not in table.backends:
-                    return f"Backend '{name}' not found\n"
-                if isinstance(command, c.BackendCheckOn):
-                    self._check_on(command)
-                else:
-                    self._check_off(name)
-                return ""
-            case c.FarmOnDown(name=name, disconnect=disconnect):
-                if name not in table.farms:
-                    return f"Farm '{name}' not found\n"
-                if disconnect:
-                    self.disconnect_farms.add(name)
-                else:
-                    self.disconnect_farms.discard(name)
-                return ""
-        raise TypeError(f"not a health command: {command!r}")
-
-    def routing_changed(self, table: RoutingTable) -> None:
-        """Drop the checks of deleted backends and the policies of deleted farms."""
-        for name in [name for name in self.checks if name not in table.backends]:
-            self._check_off(name)
-            self.registry.forget(name)
-        self.disconnect_farms &= set(table.farms)
-
-    def config_commands(self) -> list[c.Command]:
-        """The commands that rebuild the health settings (after the routing commands)."""
-        result: list[c.Command] = [self.checks[name] for name in sorted(self.checks)]
-        result += [c.FarmOnDown(name, True) for name in sorted(self.disconnect_farms)]
-        return result
-
-    # -- active checks ---------------------------------------------------------------
-
-    def _check_on(self, command: c.BackendCheckOn) -> None:
+    def check_on(self, check: CheckSettings) -> None:
+        """Start (or replace) ``check.name``'s active check."""
         assert self._nursery is not None, "Server.run() must be started first"
-        self._stop_task(command.name)
-        self.checks[command.name] = command
-        self.registry.start_checking(command.name, command.fall, command.rise)
+        self._stop_task(check.name)
+        self.checks[check.name] = check
+        self.registry.start_checking(check.name, check.fall, check.rise)
         scope = trio.CancelScope()
-        self._tasks[command.name] = scope
-        self._nursery.start_soon(self._check_loop, command, scope)
+        self._tasks[check.name] = scope
+        self._nursery.start_soon(self._check_loop, check, scope)
         log.info(
             "health check on",
-            backend=command.name,
-            interval_ms=command.interval_ms,
-            fall=command.fall,
-            rise=command.rise,
-            timeout_ms=command.timeout_ms,
+            backend=check.name,
+            interval_ms=check.interval_ms,
+            fall=check.fall,
+            rise=check.rise,
+            timeout_ms=check.timeout_ms,
         )
 
-    def _check_off(self, name: str) -> None:
+    def check_off(self, name: str) -> None:
+        """Stop ``name``'s active check, if it has one."""
         self._stop_task(name)
         if self.checks.pop(name, None) is not None:
             self.registry.stop_checking(name)
             log.info("health check off", backend=name)
+
+    def set_on_down(self, farm: str, disconnect: bool) -> None:
+        """Whether ``farm``'s sessions on a member that goes down are asked to leave."""
+        if disconnect:
+            self.disconnect_farms.add(farm)
+        else:
+            self.disconnect_farms.discard(farm)
+
+    def routing_changed(self, table: RoutingTable) -> None:
+        """Drop the checks of deleted backends and the policies of deleted farms."""
+        for name in [name for name in self.checks if name not in table.backends]:
+            self.check_off(name)
+            self.registry.forget(name)
+        self.disconnect_farms &= set(table.farms)
+
+    # -- active checks ---------------------------------------------------------------
 
     def _stop_task(self, name: str) -> None:
         scope = self._tasks.pop(name, None)
         if scope is not None:
             scope.cancel()
 
-    async def _check_loop(self, command: c.BackendCheckOn, scope: trio.CancelScope) -> None:
+    async def _check_loop(self, check: CheckSettings, scope: trio.CancelScope) -> None:
         """Probe every interval (start to start; a slow probe delays only itself)."""
-        name = command.name
-        interval, timeout = command.interval_ms / 1000, command.timeout_ms / 1000
+        name = check.name
+        interval, timeout = check.interval_ms / 1000, check.timeout_ms / 1000
         with scope:
             next_probe = trio.current_time()
             while True:

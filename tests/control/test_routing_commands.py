@@ -2,7 +2,7 @@
 
 Reply texts are asserted byte for byte against reference/amqpprox.md section 1
 (including whether they end in a newline); ours (differences listed in
-``routing.configure``) are marked as such.
+``control.routing_commands``) are marked as such.
 """
 
 from __future__ import annotations
@@ -13,14 +13,22 @@ import pytest
 
 from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, parse, to_line
+from amqprouter.control.routing_commands import (
+    apply,
+    backend_line,
+    backend_print,
+    config_commands,
+)
 from amqprouter.routing import Backend, Farm, RoutingTable
-from amqprouter.routing.configure import apply, backend_line, config_commands
 
 IPS = {"rabbit1.example": "10.0.0.1", "rabbit2.example": "10.0.0.2", "localhost": "127.0.0.1"}
 
 
 def run(table: RoutingTable, command: c.Command) -> tuple[RoutingTable, str]:
-    """``apply`` with BACKEND ADD resolved from IPS, as the controller would."""
+    """``apply`` with BACKEND ADD resolved from IPS, as the controller would (and
+    BACKEND PRINT without health information)."""
+    if isinstance(command, c.BackendPrint):
+        return table, backend_print(table)
     resolved = IPS.get(command.host) if isinstance(command, c.BackendAdd) else None
     return apply(table, command, resolved_ip=resolved)
 
@@ -282,9 +290,9 @@ def test_markers_survive_unrelated_commands() -> None:
         ],
         table,
     )
-    for line in ("BACKEND PRINT", "FARM PRINT", "MAP PRINT", "DATACENTER PRINT"):
+    for line in ("FARM PRINT", "MAP PRINT", "DATACENTER PRINT"):
         command = parse(line)
-        assert isinstance(command, c.BackendPrint | c.FarmPrint | c.MapPrint | c.DatacenterPrint)
+        assert isinstance(command, c.FarmPrint | c.MapPrint | c.DatacenterPrint)
         table, _ = apply(table, command)
     assert order(table) == ["rabbit2", "rabbit3", "rabbit1"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from amqprouter.control.grammar import to_line
+from amqprouter.control.routing_commands import config_commands
 from amqprouter.routing import NoRoute, RoutingTable
-from amqprouter.routing.configure import config_commands
-from tests.routing.test_configure import BASE, build, reply
+from tests.control.test_routing_commands import BASE, build, reply
 
 
 def names(table: RoutingTable, vhost: str) -> list[str]:

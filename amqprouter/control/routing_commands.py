@@ -33,6 +33,8 @@ differences, each fixing a quirk of the reference:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from amqprouter.control import commands as c
@@ -44,7 +46,6 @@ ROUTING_COMMANDS = (
     c.BackendAdd,
     c.BackendAddDns,
     c.BackendDelete,
-    c.BackendPrint,
     c.BackendDisable,
     c.BackendEnable,
     c.FarmAdd,
@@ -73,9 +74,16 @@ def backend_line(backend: Backend) -> str:
     )
 
 
-def backend_state_line(table: RoutingTable, name: str) -> str:
-    """``backend_line`` plus `` DISABLED`` when BACKEND DISABLE/DRAIN took it out."""
-    return backend_line(table.backends[name]) + (" DISABLED" if name in table.disabled else "")
+def backend_print(table: RoutingTable, health: Callable[[str], str] = lambda name: "") -> str:
+    """BACKEND PRINT: every backend's line by name, with `` DISABLED`` when BACKEND
+    DISABLE/DRAIN took it out and then what ``health`` says of it (`` UP``, ...)."""
+    return "".join(
+        backend_line(table.backends[name])
+        + (" DISABLED" if name in table.disabled else "")
+        + health(name)
+        + "\n"
+        for name in sorted(table.backends)
+    )
 
 
 def apply(
@@ -95,10 +103,6 @@ def apply(
             return _backend_add(table, command, resolved_ip)
         case c.BackendDelete(name=name):
             return _backend_delete(table, name)
-        case c.BackendPrint():
-            return table, "".join(
-                backend_state_line(table, name) + "\n" for name in sorted(table.backends)
-            )
         case c.BackendDisable(name=name) | c.BackendEnable(name=name):
             if name not in table.backends:
                 return table, f"Backend '{name}' not found\n"
