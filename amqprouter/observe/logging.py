@@ -214,11 +214,6 @@ def set_file_verbosity(verbosity: int) -> None:
         _update_filter()
 
 
-def file_sink() -> QueuedSink | None:
-    """The log files' queue, when logging to files."""
-    return _SINKS.file
-
-
 def shutdown(timeout: float = STOP_TIMEOUT) -> None:
     """Write what is queued and stop the writers (at exit: the last lines reach disk)."""
     sinks, _SINKS.all = _SINKS.all, ()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import dns.exception
@@ -26,6 +27,7 @@ import structlog
 import trio
 
 from amqprouter.routing.resolver import Resolver
+from amqprouter.routing.single_flight import SingleFlight
 
 log = structlog.get_logger("amqprouter.hostnames")
 
@@ -66,7 +68,7 @@ class HostnameMapper:
         self._clock = clock
         #: ip -> (name, expiry or None for never); insertion order = eviction order.
         self._cache: dict[str, tuple[str, float | None]] = {}
-        self._pending: dict[str, trio.Event] = {}
+        self._pending: SingleFlight[str] = SingleFlight()
         self._warned_at: float | None = None
 
     def __len__(self) -> int:
@@ -80,9 +82,8 @@ class HostnameMapper:
         cached = self._cached(key)
         if cached is not None:
             return cached
-        if self._nursery is not None and key not in self._pending:
-            done = self._pending[key] = trio.Event()
-            self._nursery.start_soon(self._run, key, done)
+        if self._nursery is not None and not self._pending.busy(key):
+            self._nursery.start_soon(self._pending.run, key, partial(self._run, key))
         return ip
 
     async def lookup(self, ip: str) -> str:
@@ -96,24 +97,15 @@ class HostnameMapper:
         cached = self._cached(key)
         if cached is not None:
             return cached
-        pending = self._pending.get(key)
-        if pending is not None:
-            await pending.wait()
-            return self._cached(key) or ip
-        done = self._pending[key] = trio.Event()
-        return await self._run(key, done)
+        return await self._pending.run(key, partial(self._run, key))
 
-    async def _run(self, key: str, done: trio.Event) -> str:
-        try:
-            name = await self._find(key)
-            if name is None:
-                self._store(key, key, self._clock() + self._unknown_seconds)
-                return key
-            self._store(key, name, None)
-            return name
-        finally:
-            del self._pending[key]
-            done.set()
+    async def _run(self, key: str) -> str:
+        name = await self._find(key)
+        if name is None:
+            self._store(key, key, self._clock() + self._unknown_seconds)
+            return key
+        self._store(key, name, None)
+        return name
 
     async def _find(self, ip: str) -> str | None:
         listed = self._resolver.hosts.name_for(ip)

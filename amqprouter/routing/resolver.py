@@ -29,13 +29,14 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import attrs
 import dns.asyncbackend
 import dns.asyncresolver
 import dns.exception
 import dns.rdatatype
 import dns.resolver
 import trio
+
+from amqprouter.routing.single_flight import SingleFlight
 
 #: Bound on one name's whole DNS lookup (A and AAAA run concurrently inside it). A
 #: healthy resolver answers in milliseconds; a dead one costs each connection that needs
@@ -159,15 +160,6 @@ def dns_client(
     return client, ""
 
 
-@attrs.define
-class _Flight:
-    """One lookup in progress that later callers for the same name wait for."""
-
-    done: trio.Event = attrs.Factory(trio.Event)
-    addresses: list[str] | None = None
-    error: OSError | None = None
-
-
 class Resolver:
     """Resolve backend names to addresses, without blocking the event loop.
 
@@ -199,7 +191,7 @@ class Resolver:
         self.backend = dns.asyncbackend.get_backend("trio")
         self._clock = clock
         self._cache: dict[str, tuple[float, list[str]]] = {}
-        self._in_flight: dict[str, _Flight] = {}
+        self._in_flight: SingleFlight[list[str]] = SingleFlight()
 
     async def resolve(self, host: str, port: int) -> list[Address]:
         """Every address of ``host`` in order (``OSError`` if none)."""
@@ -216,32 +208,17 @@ class Resolver:
         key = _name_key(host)
         if not key:
             raise socket.gaierror(socket.EAI_NONAME, f"empty host name {host!r}")
-        while True:
-            cached = self._cache.get(key)
-            if cached is not None and cached[0] > self._clock():
-                return cached[1]
-            flight = self._in_flight.get(key)
-            if flight is None:
-                return await self._lead(key, host)
-            await flight.done.wait()
-            if flight.addresses is not None:
-                return flight.addresses
-            if flight.error is not None:
-                raise socket.gaierror(flight.error.errno, flight.error.strerror)
-            # The caller doing the lookup was cancelled (its connect timed out, say):
-            # go round again and one of the waiters takes over.
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        return await self._in_flight.run(key, lambda: self._lead(key, host))
 
     async def _lead(self, key: str, host: str) -> list[str]:
-        flight = self._in_flight[key] = _Flight()
-        try:
-            addresses, ttl = await self._lookup(key, host)
-            flight.addresses = addresses
-        except OSError as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._in_flight[key]
-            flight.done.set()
+        # A caller that waited for another's lookup may find the cache filled since.
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        addresses, ttl = await self._lookup(key, host)
         now = self._clock()
         if len(self._cache) >= _SWEEP_AT:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
