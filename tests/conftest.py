@@ -21,6 +21,7 @@ Import the helpers as ``from tests.brokers import free_port, wait_for, ...``.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,34 @@ def pytest_runtest_makereport(
                 for node in factory.nodes:
                     report.sections.append((f"RabbitMQ node {node.name}", node.log_tail(30)))
     return report
+
+
+# --------------------------------------------------------------------------- #
+# the `broker` marker: `pytest -m "not broker"` runs the fast layer, no RabbitMQ
+# --------------------------------------------------------------------------- #
+
+#: Fixtures that give a test a real RabbitMQ.
+BROKER_FIXTURES = frozenset(
+    {
+        "system_broker",
+        "system_vhost",
+        "rabbit_node_factory",
+        "session_rabbit_node_factory",
+        "rabbit_node",
+    }
+)
+#: Test files (relative to tests/) whose every test talks to a real broker, directly or
+#: through a router process; other modules mark themselves with ``pytestmark``.
+BROKER_PATHS = ("integration/", "test_examples", "test_brokers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        relative = item.path.relative_to(root).as_posix()
+        uses_broker = BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses_broker or relative.startswith(BROKER_PATHS):
+            item.add_marker(pytest.mark.broker)
 
 
 # --------------------------------------------------------------------------- #
