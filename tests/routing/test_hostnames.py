@@ -7,6 +7,7 @@ from pathlib import Path
 import dns.reversename
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from amqprouter.routing.hostnames import MAX_ENTRIES, HostnameMapper
@@ -80,7 +81,7 @@ async def test_without_nursery_only_the_cache_is_read(fake_dns: FakeDns, hosts: 
     ptr(fake_dns, "10.0.0.8", "eight.example.")
     mapper = HostnameMapper(resolver=resolver_for(fake_dns, hosts))
     assert mapper.name_for("10.0.0.8") == "10.0.0.8"
-    await trio.sleep(0.05)
+    await trio.testing.wait_all_tasks_blocked()  # nothing was started to look it up
     assert fake_dns.total == 0
     assert await mapper.lookup("10.0.0.8") == "eight.example"
     assert mapper.name_for("10.0.0.8") == "eight.example"
@@ -93,7 +94,8 @@ async def test_unspecified_and_non_addresses_never_looked_up(
     for text in ("0.0.0.0", "::", "rmq.example", ""):
         assert mapper.name_for(text) == text
         assert await mapper.lookup(text) == text
-    await trio.sleep(0.05)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not nursery.child_tasks  # no background lookup was started
     assert fake_dns.total == 0
     assert len(mapper) == 0
 
