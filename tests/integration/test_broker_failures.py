@@ -71,8 +71,20 @@ def test_client_killed_broker_connection_gone(rabbit_node: RabbitNode) -> None:
             client.wait(5)
             if client.stdout is not None:
                 client.stdout.close()
+
         # The router closed its broker leg with a Close handshake, so RabbitMQ logs a
-        # clean close rather than "client unexpectedly closed TCP connection".
-        log = rabbit_node.log_file.read_text(errors="replace")
-        assert "client unexpectedly closed TCP connection" not in log
-        assert "closing AMQP connection" in log
+        # clean close rather than "client unexpectedly closed TCP connection". Wait for
+        # the broker's closing line of this connection first: checking only for the
+        # absence of the bad text would pass if the broker merely wrote it late. The
+        # reason is part of the same log event (RabbitMQ writes it on the next line).
+        def closing_event() -> str | None:
+            log = rabbit_node.log_file.read_text(errors="replace")
+            start = log.find(f"- doomed, vhost: '{vhost}'")
+            if start < 0 or "closing AMQP connection" not in log[log.rfind("\n", 0, start) :]:
+                return None
+            return log[start : log.find("\n", log.find("\n", start) + 1)]
+
+        wait_for(lambda: closing_event() is not None, timeout=10, what="the broker's close line")
+        event = closing_event()
+        assert event is not None
+        assert "client unexpectedly closed TCP connection" not in event
