@@ -121,6 +121,7 @@ from amqprouter.control.commands import (
     VhostPrint,
     VhostUnpause,
 )
+from amqprouter.text import escape, unsafe_character
 
 # The control socket reads one line per command; 4096 characters is far more
 # than any real command needs (names are single words) and keeps a runaway
@@ -135,9 +136,11 @@ class ParseError:
     reply: str
 
 
-# Whitespace as C's isspace() sees it in the C locale, which is what amqpprox's
-# ``>>`` extraction splits on; str.split() would also split on Unicode spaces.
-_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+#: Whitespace as C's isspace() sees it in the C locale, which is what amqpprox's
+#: ``>>`` extraction splits on; str.split() would also split on Unicode spaces. A
+#: ``--config`` file's lines are stripped of these and nothing else.
+WHITESPACE = " \t\n\v\f\r"
+_WHITESPACE = re.compile(f"[{re.escape(WHITESPACE)}]+")
 
 _ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
@@ -711,10 +714,32 @@ def parse(line: str) -> Command | ParseError:
     if parse_verb is None:
         return Help()
     words = [word for word in _WHITESPACE.split(rest) if word]
+    unsafe = _unsafe_word(words)
+    if unsafe is not None:
+        return unsafe
     command = parse_verb(words)
     if isinstance(command, ParseError | Help):
         return command
     return _refuse_unused_words(words, command)
+
+
+def _unsafe_word(words: Sequence[str]) -> ParseError | None:
+    """A refusal of the first word holding a control character or a line separator.
+
+    Checked before any verb reads its words, so no name, vhost, host, selector or
+    policy ever holds one: such a name would forge lines in MAP PRINT or BACKEND
+    PRINT, and CONFIG PRINT would write a line that a ``--config`` file (or any
+    reader that splits lines the Unicode way) reads back as two commands. Any other
+    word holding one is refused too, and no error text ever echoes one raw.
+    """
+    for word in words:
+        character = unsafe_character(word)
+        if character is not None:
+            return ParseError(
+                f"Word '{escape(word)}' contains {escape(character)}: no word may contain "
+                "a control character, a line separator or a bidi control.\n"
+            )
+    return None
 
 
 def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | ParseError:

@@ -29,6 +29,7 @@ from amqprouter.control import commands as c
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.routing.configure import backend_state_line
 from amqprouter.routing.health import HealthRegistry
+from amqprouter.text import escape
 
 log = structlog.get_logger("amqprouter.health")
 
@@ -79,8 +80,9 @@ class HealthMonitor:
         table = self._routing()
         match command:
             case c.BackendPrint():
+                # A down reason may quote what a broker sent: escaped, one line each.
                 return "".join(
-                    backend_state_line(table, name) + self.registry.describe(name) + "\n"
+                    backend_state_line(table, name) + escape(self.registry.describe(name)) + "\n"
                     for name in sorted(table.backends)
                 )
             case c.BackendCheckOn(name=name) | c.BackendCheckOff(name=name):
