@@ -69,6 +69,7 @@ Differences from amqpprox (each fixes a quirk, or is new):
 
 from __future__ import annotations
 
+import decimal
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -859,11 +860,18 @@ def _words(command: Command) -> list[str]:
         case Exit(graceful, seconds):
             if not graceful:
                 return ["EXIT"]
-            return ["EXIT", "GRACEFUL"] + ([] if seconds is None else [f"{seconds:g}"])
+            return ["EXIT", "GRACEFUL"] + ([] if seconds is None else [_decimal(seconds)])
         case Help():
             return ["HELP"]
         case _:
             assert_never(command)
+
+
+def _decimal(number: float) -> str:
+    """``number`` as the plain decimal ``_SECONDS`` reads: the shortest digits that read
+    back as the same float (``repr``), never an exponent (``:g`` wrote ``1e-07``), and
+    a whole number without ``.0``."""
+    return format(decimal.Decimal(repr(number)), "f").removesuffix(".0")
 
 
 def to_line(command: Command) -> str:
