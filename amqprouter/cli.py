@@ -376,7 +376,7 @@ def _config_lines(path: Path) -> list[tuple[str, str]]:
         sys.exit(EXIT_CONFIG_FAILED)
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
-        click.echo(f"{path}:{line}: not UTF-8 text (byte {exc.start})", err=True)
+        click.echo(f"{path}:{line}: not UTF-8 text (byte {exc.start} of the file)", err=True)
         sys.exit(EXIT_CONFIG_FAILED)
     lines = []
     for number, raw in enumerate(text.split("\n"), start=1):

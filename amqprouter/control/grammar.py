@@ -18,6 +18,11 @@ work unchanged:
   UNMAP v extra`` unmaps ``v`` there). An ignored word is an option the operator
   believes is in force: ``LISTEN START 5673 ACCEPT-PROXY`` would start a plain
   listener. HELP alone takes any words.
+* No word may contain a control character (C0, DEL, C1), a Unicode line or
+  paragraph separator or a bidi control (``amqprouter.text.unsafe_character``):
+  ``Word 'b1\\u2028EXIT' contains \\u2028: no word may contain a control character, a
+  line separator or a bidi control.`` amqpprox accepts them, and a name holding one
+  forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
   (TLS, LIMIT, AUTH; BACKEND's SEND-PROXY and TLS flags; LISTEN's ACCEPT-PROXY)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
