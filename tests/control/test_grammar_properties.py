@@ -20,110 +20,28 @@ from tests import hypothesis_profiles
 
 assert hypothesis_profiles.PROFILE  # the profiles are loaded by importing the module
 
-VERBS = [
-    "BACKEND",
-    "CONFIG",
-    "CONN",
-    "DATACENTER",
-    "EXIT",
-    "FARM",
-    "HELP",
-    "LISTEN",
-    "LOG",
-    "MAP",
-    "MAPHOSTNAME",
-    "STAT",
-    "SESSION",
-    "VHOST",
-    "TLS",
-    "LIMIT",
-    "AUTH",
-    "NOSUCH",
-]
-KEYWORDS = [
-    "ADD",
-    "ADD_DNS",
-    "DELETE",
-    "DISABLE",
-    "ENABLE",
-    "DRAIN",
-    "PRINT",
-    "CHECK",
-    "ON",
-    "OFF",
-    "GRACEFUL",
-    "FORCE",
-    "ADD_MANUAL",
-    "PARTITION",
-    "ON_DOWN",
-    "DISCONNECT",
-    "KEEP",
-    "BACKEND",
-    "FARM",
-    "UNMAP",
-    "DEFAULT",
-    "REMOVE_DEFAULT",
-    "START",
-    "START_SECURE",
-    "STOP",
-    "SET",
-    "CONSOLE",
-    "FILE",
-    "DNS",
-    "LISTEN",
-    "SEND",
-    "ALL",
-    "json",
-    "human",
-    "overall",
-    "all",
-    "all-except-per-source",
-    "process",
-    "bufferpool",
-    "vhost=v",
-    "backend=b",
-    "source=s",
-    "vhost=",
-    "=v",
-    "vhost=a=b",
-    "per-source",
-    "PAUSE",
-    "UNPAUSE",
-    "DISCONNECT_GRACEFUL",
-    "FORCE_DISCONNECT",
-    "BACKEND_DISCONNECT",
-    "SEND-PROXY",
-    "TLS",
-    "ACCEPT-PROXY",
-    "round-robin",
-    "datacenter-affinity",
-]
-NUMBERS = [
-    "0",
-    "1",
-    "5",
-    "6",
-    "9",
-    "10",
-    "5672",
-    "65535",
-    "65536",
-    "-1",
-    "+3",
-    "-0",
-    "007",
-    "2.5",
-    "0.5",
-    "1e3",
-    "0.0000001",
-    "0.000000001",
-    "123456789",
-    "1234567890",
-    "123456789.123456789",
-    "999999999.999999999",
-    "3600000",
-    "3600001",
-]
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+VERBS = _split(
+    "BACKEND CONFIG CONN DATACENTER EXIT FARM HELP LISTEN LOG MAP MAPHOSTNAME STAT "
+    "SESSION VHOST TLS LIMIT AUTH NOSUCH"
+)
+KEYWORDS = _split(
+    "ADD ADD_DNS DELETE DISABLE ENABLE DRAIN PRINT CHECK ON OFF GRACEFUL FORCE "
+    "ADD_MANUAL PARTITION ON_DOWN DISCONNECT KEEP BACKEND FARM UNMAP DEFAULT "
+    "REMOVE_DEFAULT START START_SECURE STOP SET CONSOLE FILE DNS LISTEN SEND ALL json "
+    "human overall all all-except-per-source process bufferpool vhost=v backend=b "
+    "source=s vhost= =v vhost=a=b per-source PAUSE UNPAUSE DISCONNECT_GRACEFUL "
+    "FORCE_DISCONNECT BACKEND_DISCONNECT SEND-PROXY TLS ACCEPT-PROXY round-robin "
+    "datacenter-affinity"
+)
+NUMBERS = _split(
+    "0 1 5 6 9 10 5672 65535 65536 -1 +3 -0 007 2.5 0.5 1e3 0.0000001 0.000000001 "
+    "123456789 1234567890 123456789.123456789 999999999.999999999 3600000 3600001"
+)
 #: Characters that broke a round trip or an output before, and their neighbours.
 AWKWARD = (
     "\u2028\u2029\x85\x1c\x1d\x1e\x1b\x00\x7f\x9b\xa0\u200b\u202e\u2066\ufeff\ufffd"
@@ -149,13 +67,76 @@ def cased(draw: st.DrawFn, words: st.SearchStrategy[str]) -> str:
 grammar_words = st.one_of(cased(st.sampled_from(KEYWORDS)), st.sampled_from(NUMBERS), random_words)
 
 
+#: The shapes of the commands, so that most lines are near-misses or accepted commands:
+#: {n} a name, {p} a port, {x} a number, {k} a keyword (each may be any of the others).
+TEMPLATES = (
+    "BACKEND ADD {n} {n} {n} {p} {k}",
+    "BACKEND ADD_DNS {n} {n} {n} {p}",
+    "BACKEND DELETE {n}",
+    "BACKEND DISABLE {n}",
+    "BACKEND ENABLE {n}",
+    "BACKEND DRAIN {n} {k}",
+    "BACKEND CHECK {n} ON {x} {x} {x} {x}",
+    "BACKEND CHECK {n} OFF",
+    "BACKEND PRINT",
+    "FARM ADD {n} {n} {n} {n} {n}",
+    "FARM ADD_MANUAL {n} {n}",
+    "FARM PARTITION {n} {n}",
+    "FARM ON_DOWN {n} {k}",
+    "FARM DELETE {n}",
+    "MAP BACKEND {n} {n}",
+    "MAP FARM {n} {n}",
+    "MAP UNMAP {n}",
+    "MAP DEFAULT {n}",
+    "MAP REMOVE_DEFAULT",
+    "LISTEN START {p}",
+    "LISTEN START_SECURE {p}",
+    "LISTEN STOP {p}",
+    "DATACENTER SET {n}",
+    "LOG CONSOLE {x}",
+    "LOG FILE {x}",
+    "STAT LISTEN {k} {k}",
+    "STAT SEND {n} {p} {k}",
+    "STAT STOP {k}",
+    "STAT ENABLE {k}",
+    "SESSION {x} {k}",
+    "VHOST PAUSE {n}",
+    "VHOST BACKEND_DISCONNECT {n}",
+    "VHOST PRINT",
+    "EXIT GRACEFUL {x}",
+    "CONFIG PRINT",
+    "MAPHOSTNAME DNS",
+    "CONN",
+    "HELP {n}",
+)
+names = st.one_of(st.sampled_from(("b1", "f1", "v", "/", "dc1", "round-robin")), random_words)
+_slots = {
+    "n": st.one_of(names, names, grammar_words),
+    "p": st.one_of(st.integers(0, 70000).map(str), grammar_words),
+    "x": st.one_of(st.sampled_from(NUMBERS), st.integers(-5, 4_000_000).map(str)),
+    "k": cased(st.sampled_from(KEYWORDS)),
+}
+#: Mostly a plain space between words, sometimes anything.
+_separators = st.sampled_from((" ",) * 4 * len(SEPARATORS) + SEPARATORS)
+
+
 @st.composite
 def grammar_lines(draw: st.DrawFn) -> str:
-    verb = draw(st.one_of(cased(st.sampled_from(VERBS)), random_words))
-    words = draw(st.lists(grammar_words, max_size=8))
-    line = verb
-    for word in words:
-        line += draw(st.sampled_from(SEPARATORS)) + word
+    """A command's shape, its slots filled, maybe cut short or extended, in any case."""
+    if draw(st.integers(0, 9)) == 0:
+        verb = draw(st.one_of(cased(st.sampled_from(VERBS)), random_words))
+        words = [verb, *draw(st.lists(grammar_words, max_size=8))]
+    else:
+        template = draw(st.sampled_from(TEMPLATES)).split()
+        words = [
+            draw(_slots[word[1]]) if word.startswith("{") else draw(cased(st.just(word)))
+            for word in template
+        ]
+        words = words[: draw(st.integers(1, len(words)))] if draw(st.booleans()) else words
+        words += draw(st.lists(grammar_words, max_size=2))
+    line = words[0]
+    for word in words[1:]:
+        line += draw(_separators) + word
     line += draw(st.sampled_from(("", " ", "\r", "\n", "\r\n", " \t")))
     return line
 
