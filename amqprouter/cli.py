@@ -13,6 +13,7 @@ import trio
 
 from amqprouter import __version__
 from amqprouter.control.controller import Controller
+from amqprouter.control.grammar import WHITESPACE
 from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
@@ -24,6 +25,7 @@ from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
+from amqprouter.text import escape
 
 SIMPLE_MODE_INCOMPLETE = (
     "If configuring in simple mode, the --listenPort, --destinationPort and "
@@ -358,9 +360,27 @@ def main(
 
 
 def _config_lines(path: Path) -> list[tuple[str, str]]:
+    r"""The commands of a ``--config`` file, each with where it came from (``file:line``).
+
+    Lines end at ``\n`` only, and each is stripped of the control grammar's
+    whitespace only (``\r`` is one: CRLF files work), as the control socket reads a
+    line: ``str.splitlines()`` would also end a line at U+2028, U+0085,
+    ``\x1c``..``\x1e``, ``\v`` or ``\f``, and ``str.strip()`` would eat U+00A0, so a
+    file would not say to the router what it says to the control socket. The file is
+    UTF-8 (what CONFIG PRINT writes); anything else is refused, with where.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        click.echo(f"Cannot read {path}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_CONFIG_FAILED)
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        click.echo(f"{path}:{line}: not UTF-8 text (byte {exc.start} of the file)", err=True)
+        sys.exit(EXIT_CONFIG_FAILED)
     lines = []
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        stripped = text.strip()
+    for number, raw in enumerate(text.split("\n"), start=1):
+        stripped = raw.strip(WHITESPACE)  # a CRLF line's "\r" included
         if stripped and not stripped.startswith("#"):
             lines.append((f"{path}:{number}", stripped))
     return lines
@@ -450,7 +470,8 @@ async def _serve(
                         click.echo(reply.text.rstrip("\n"), err=True)
                         code = EXIT_LISTEN_FAILED
                     else:
-                        click.echo(f"{source}: {line}: {reply.text.rstrip()}", err=True)
+                        # The line as the operator wrote it, but never a raw control.
+                        click.echo(f"{source}: {escape(line)}: {reply.text.rstrip()}", err=True)
                         code = EXIT_CONFIG_FAILED
                     nursery.cancel_scope.cancel()
                     return code

@@ -1,7 +1,8 @@
 """The package layers import downward only (docs/architecture.md draws them).
 
 protocol <- routing <- net <- session <- server <- observe <- control <- the
-composition root (cli, __main__). A module may import its own layer and the ones
+composition root (cli, __main__); ``text`` (escaping for output) is a leaf under
+them all and imports nothing of the router. A module may import its own layer and the ones
 below it; importing a higher layer fails here, naming the file, the line and the
 import, so the shape stays as new pieces arrive. Imports under ``TYPE_CHECKING``
 count too: a type that lives in a higher layer is a sign the code is in the wrong one.
@@ -16,8 +17,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "amqprouter"
 
-#: Lowest first. The top-level modules of the package are the composition root.
+#: Lowest first. The top-level modules of the package are the composition root,
+#: except the leaves, which every layer may use.
 LAYERS = ["protocol", "routing", "net", "session", "server", "observe", "control"]
+LEAVES = {"text"}
 ROOT = len(LAYERS)
 
 
@@ -26,8 +29,8 @@ def _layer(module: str) -> int | None:
     parts = module.split(".")
     if parts[0] != "amqprouter":
         return None
-    if len(parts) == 1:
-        return -1  # ``from amqprouter import __version__``: the package itself, below all
+    if len(parts) == 1 or parts[1] in LEAVES:
+        return -1  # the package itself (``__version__``) and the leaves: below all
     return LAYERS.index(parts[1]) if parts[1] in LAYERS else ROOT
 
 

@@ -27,6 +27,7 @@ from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
 from amqprouter.server import Server
 from amqprouter.session import Session
+from amqprouter.text import escape
 
 log = structlog.get_logger("amqprouter.control")
 
@@ -70,8 +71,13 @@ class Controller:
 
     async def _execute(self, command: c.Command) -> Reply:
         if isinstance(command, c.BackendPrint):
-            describe = self.server.health.registry.describe
-            return Reply(routing_commands.backend_print(self.server.routing, describe))
+            registry = self.server.health.registry
+            # A down reason may quote what a broker sent: escaped, one line each.
+            return Reply(
+                routing_commands.backend_print(
+                    self.server.routing, lambda name: escape(registry.describe(name))
+                )
+            )
         if isinstance(command, health_commands.HEALTH_COMMANDS):  # BACKEND CHECK, FARM ON_DOWN
             text = health_commands.execute(self.server.health, self.server.routing, command)
             return Reply(text, ok=not text)
@@ -218,7 +224,13 @@ def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
     """One CONN line, in amqpprox's format (idle seconds measured, not since 1970).
 
     ``name`` turns an address into a host name (MAPHOSTNAME DNS) without waiting.
+    The vhost is the client's choice and a host name the DNS's: both are escaped, so
+    neither can forge a line or a terminal escape (``amqprouter.text``).
     """
+
+    def host(address: str) -> str:
+        return escape(name(address))
+
     now = time.monotonic()
     ingress, egress = session.ingress, session.egress
     client_host, client_port = session.client_address
@@ -226,13 +238,13 @@ def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
     egress_local = session.broker_local
     broker_host, broker_port = session.broker_address
     return (
-        f"id={session.id} vhost={session.vhost or ''} "
+        f"id={session.id} vhost={escape(session.vhost or '')} "
         f"disconnected={_yes(session.state.value in ('closing', 'closed'))} "
         f"paused={_yes(session.paused)} "
-        f"authDenied=N ingressRemote={name(client_host)}:{client_port} "
-        f"ingressLocal={name(local_host)} "
-        f"egressLocal={name(egress_local[0])}:{egress_local[1]} "
-        f"egressRemote={name(broker_host)}:{broker_port} "
+        f"authDenied=N ingressRemote={host(client_host)}:{client_port} "
+        f"ingressLocal={host(local_host)} "
+        f"egressLocal={host(egress_local[0])}:{egress_local[1]} "
+        f"egressRemote={host(broker_host)}:{broker_port} "
         f"inBytes={ingress.bytes} inFrames={ingress.frames} inPackets={ingress.reads} "
         f"outBytes={egress.bytes} outFrames={egress.frames} outPackets={egress.reads} "
         f"{now - session.last_ingress:.3f}:{now - session.last_egress:.3f}"

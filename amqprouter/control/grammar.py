@@ -18,6 +18,11 @@ work unchanged:
   UNMAP v extra`` unmaps ``v`` there). An ignored word is an option the operator
   believes is in force: ``LISTEN START 5673 ACCEPT-PROXY`` would start a plain
   listener. HELP alone takes any words.
+* No word may contain a control character (C0, DEL, C1), a Unicode line or
+  paragraph separator or a bidi control (``amqprouter.text.unsafe_character``):
+  ``Word 'b1\\u2028EXIT' contains \\u2028: no word may contain a control character, a
+  line separator or a bidi control.`` amqpprox accepts them, and a name holding one
+  forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
   (TLS, LIMIT, AUTH; BACKEND's SEND-PROXY and TLS flags; LISTEN's ACCEPT-PROXY)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
@@ -69,6 +74,7 @@ Differences from amqpprox (each fixes a quirk, or is new):
 
 from __future__ import annotations
 
+import decimal
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -121,6 +127,7 @@ from amqprouter.control.commands import (
     VhostPrint,
     VhostUnpause,
 )
+from amqprouter.text import escape, unsafe_character
 
 # The control socket reads one line per command; 4096 characters is far more
 # than any real command needs (names are single words) and keeps a runaway
@@ -135,9 +142,11 @@ class ParseError:
     reply: str
 
 
-# Whitespace as C's isspace() sees it in the C locale, which is what amqpprox's
-# ``>>`` extraction splits on; str.split() would also split on Unicode spaces.
-_WHITESPACE = re.compile(r"[ \t\n\v\f\r]+")
+#: Whitespace as C's isspace() sees it in the C locale, which is what amqpprox's
+#: ``>>`` extraction splits on; str.split() would also split on Unicode spaces. A
+#: ``--config`` file's lines are stripped of these and nothing else.
+WHITESPACE = " \t\n\v\f\r"
+_WHITESPACE = re.compile(f"[{re.escape(WHITESPACE)}]+")
 
 _ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
@@ -711,10 +720,32 @@ def parse(line: str) -> Command | ParseError:
     if parse_verb is None:
         return Help()
     words = [word for word in _WHITESPACE.split(rest) if word]
+    unsafe = _unsafe_word(words)
+    if unsafe is not None:
+        return unsafe
     command = parse_verb(words)
     if isinstance(command, ParseError | Help):
         return command
     return _refuse_unused_words(words, command)
+
+
+def _unsafe_word(words: Sequence[str]) -> ParseError | None:
+    """A refusal of the first word holding a control character or a line separator.
+
+    Checked before any verb reads its words, so no name, vhost, host, selector or
+    policy ever holds one: such a name would forge lines in MAP PRINT or BACKEND
+    PRINT, and CONFIG PRINT would write a line that a ``--config`` file (or any
+    reader that splits lines the Unicode way) reads back as two commands. Any other
+    word holding one is refused too, and no error text ever echoes one raw.
+    """
+    for word in words:
+        character = unsafe_character(word)
+        if character is not None:
+            return ParseError(
+                f"Word '{escape(word)}' contains {escape(character)}: no word may contain "
+                "a control character, a line separator or a bidi control.\n"
+            )
+    return None
 
 
 def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | ParseError:
@@ -834,11 +865,18 @@ def _words(command: Command) -> list[str]:
         case Exit(graceful, seconds):
             if not graceful:
                 return ["EXIT"]
-            return ["EXIT", "GRACEFUL"] + ([] if seconds is None else [f"{seconds:g}"])
+            return ["EXIT", "GRACEFUL"] + ([] if seconds is None else [_decimal(seconds)])
         case Help():
             return ["HELP"]
         case _:
             assert_never(command)
+
+
+def _decimal(number: float) -> str:
+    """``number`` as the plain decimal ``_SECONDS`` reads: the shortest digits that read
+    back as the same float (``repr``), never an exponent (``:g`` wrote ``1e-07``), and
+    a whole number without ``.0``."""
+    return format(decimal.Decimal(repr(number)), "f").removesuffix(".0")
 
 
 def to_line(command: Command) -> str:

@@ -1,9 +1,12 @@
 """A stats snapshot as STAT LISTEN's json and human text, and as StatsD lines.
 
 The texts are amqpprox's (reference/amqpprox.md sections 4.4-4.6) with these fixes:
-JSON keys are escaped (a vhost named ``a"b`` stays valid JSON); human rates are
-per second whatever the interval; StatsD tag values are sanitised, and process
-and buffer figures are gauges (``|g``), not counters.
+JSON keys are escaped (a vhost named ``a"b`` stays valid JSON, and no control
+character, DEL included, is written raw); human keys are escaped as every control
+reply escapes client-chosen text (``amqprouter.text``: a vhost cannot forge a line
+or a terminal escape); human rates are per second whatever the interval; StatsD tag
+values are sanitised, and process and buffer figures are gauges (``|g``), not
+counters.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Final, Literal
 
 from amqprouter.observe.process import ProcessStats
 from amqprouter.observe.stats import BufferStats, ConnectionStats, StatsSnapshot
+from amqprouter.text import escape
 
 Output = Literal["json", "human"]
 #: STAT LISTEN filters: a whole-snapshot view, or one key of an axis.
@@ -26,9 +30,14 @@ AXIS_FILTERS: Final = ("vhost", "backend", "source")
 # --------------------------------------------------------------------------- #
 
 
+def _json_key(key: str) -> str:
+    # json.dumps escapes C0 and (ensure_ascii) everything past ASCII, but writes DEL raw.
+    return json.dumps(key).replace("\x7f", "\\u007f")
+
+
 def _json_object(items: Iterable[tuple[str, object]]) -> str:
     """``{"k": v, ...}`` with amqpprox's spacing; keys escaped, values already JSON."""
-    return "{" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in items) + "}"
+    return "{" + ", ".join(f"{_json_key(key)}: {value}" for key, value in items) + "}"
 
 
 def stats_json(stats: ConnectionStats) -> str:
@@ -123,7 +132,7 @@ def snapshot_human(snapshot: StatsSnapshot, *, sources: bool = True) -> str:
     axes.append(("Backends", snapshot.backends))
     for title, axis in axes:
         lines.append(f"{title}:")
-        lines += [f"{key}: {stats_human(stats, interval)}" for key, stats in axis.items()]
+        lines += [f"{escape(key)}: {stats_human(stats, interval)}" for key, stats in axis.items()]
     return "".join(line + "\n" for line in lines)
 
 

@@ -6,6 +6,8 @@ does not write it, and a restart forgets it (as in amqpprox).
 
 from __future__ import annotations
 
+from amqprouter.text import escape
+
 #: VHOST PRINT remembers at most this many vhosts seen (paused ones always): a client
 #: can name any vhost in Connection.Open, and the set must not grow without end.
 MAX_SEEN = 10_000
@@ -28,8 +30,12 @@ class VhostStates:
         return vhost in self.paused
 
     def print_text(self) -> str:
-        """VHOST PRINT: every vhost seen or paused, sorted, ``<vhost> = PAUSED|UNPAUSED``."""
+        """VHOST PRINT: every vhost seen or paused, sorted, ``<vhost> = PAUSED|UNPAUSED``.
+
+        A vhost is a client's choice, so it is escaped (``amqprouter.text``): a newline
+        or a terminal escape in it cannot forge a line or colour the operator's screen.
+        """
         return "".join(
-            f"{vhost} = {'PAUSED' if vhost in self.paused else 'UNPAUSED'}\n"
+            f"{escape(vhost)} = {'PAUSED' if vhost in self.paused else 'UNPAUSED'}\n"
             for vhost in sorted(self.paused.union(self.seen))
         )

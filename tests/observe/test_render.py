@@ -109,6 +109,40 @@ def test_all_human() -> None:
     assert "Sources:" not in render(snapshot(), "human", "all-except-per-source")
 
 
+FORGED = "/x\nid=999 vhost=evil\x1b[31m\x7f\u2028"
+
+
+def forged_snapshot() -> StatsSnapshot:
+    zero = ConnectionStats()
+    return StatsSnapshot(
+        overall=zero,
+        vhosts={FORGED: zero},
+        backends={},
+        sources={},
+        process=PROCESS,
+        bufferpool=POOL,
+        interval=1.0,
+    )
+
+
+def test_human_escapes_a_client_chosen_vhost_one_line_each() -> None:
+    # Issue 10 item 4: a vhost with a newline and escapes printed a fake line, in red.
+    text = render(forged_snapshot(), "human", "all")
+    vhosts = text.split("Vhosts:\n")[1].split("Sources:\n")[0]
+    zero = render(forged_snapshot(), "human", "overall").rstrip("\n")
+    assert vhosts == f"/x\\nid=999 vhost=evil\\x1b[31m\\x7f\\u2028: {zero}\n"
+    assert text.count("\n") == 11  # ten lines and the chunk's blank line
+    assert not any(ch in text.replace("\n", "") for ch in "\x1b\x7f\u2028")
+
+
+def test_json_writes_no_control_character_raw() -> None:
+    # json.dumps escapes C0 and non-ASCII (U+2028 included) but would write DEL raw.
+    text = render(forged_snapshot(), "json", "all")
+    assert text.count("\n") == 1 and "\x1b" not in text and "\x7f" not in text
+    assert '"/x\\nid=999 vhost=evil\\u001b[31m\\u007f\\u2028": {' in text
+    assert list(json.loads(text)["vhosts"]) == [FORGED]
+
+
 @pytest.mark.parametrize(
     ("count", "text"),
     [
