@@ -28,6 +28,7 @@ from pamqp import base, body, commands, frame, header
 from amqprouter.protocol import FrameReader, constants
 from amqprouter.protocol.properties import START_FRAME
 from amqprouter.server import Server
+from amqprouter.session import Session
 
 #: Polling interval for the session registry (the router offers no event for it).
 POLL = 0.01
@@ -161,10 +162,16 @@ class Probe:
             while not self.has_session():
                 await trio.sleep(POLL)
 
+    def session(self) -> Session | None:
+        """This client's session in the router, if it has one."""
+        if self.server is not None:
+            for session in list(self.server.sessions.values()):
+                if session.client_address == self.address:
+                    return session
+        return None
+
     def has_session(self) -> bool:
-        if self.server is None:
-            return False
-        return any(s.client_address == self.address for s in list(self.server.sessions.values()))
+        return self.session() is not None
 
     # -- after acting ---------------------------------------------------------------
 

@@ -22,6 +22,7 @@ carry ``xfail(strict=True)``: they flip to XPASS, and fail the run, when the fix
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,7 +101,7 @@ CHANNEL_OPEN_OK = _channel_open_ok()
 HANDSHAKE_DONE: Expected = (START_FRAME, TUNE, OPEN_OK)
 #: The rest of a client's handshake, pipelined after its StartOk.
 TUNE_OK_OPEN = (
-    frame.marshal(commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0), 0),
+    frame.marshal(tune_ok(), 0),
     frame.marshal(commands.Connection.Open(virtual_host="/"), 0),
 )
 
@@ -201,6 +202,14 @@ async def broker_refs() -> Refs:
     refs.missing_vhost = await ask_broker(vhost=MISSING_VHOST.encode())
     refs.long_vhost = await ask_broker(vhost=LONG_VHOST.encode())
     refs.unopened_channel = await ask_broker(after_open=publish_frames(5, "q", b"x"))
+    # The references are the refusals they stand for, not some other close.
+    for close_method, code in (
+        (refs.wrong_password, constants.ACCESS_REFUSED),
+        (refs.missing_vhost, constants.NOT_ALLOWED),
+        (refs.long_vhost, constants.NOT_ALLOWED),
+        (refs.unopened_channel, 504),  # CHANNEL_ERROR
+    ):
+        assert close_method is not None and close_method.reply_code == code, close_method
     return refs
 
 
@@ -280,7 +289,9 @@ def silent_after(*chunks: bytes) -> Callable[[Probe], Awaitable[None]]:
     return act
 
 
-def slowloris(step: Callable[[Probe], Awaitable[None]], data: bytes) -> Any:
+def slowloris(
+    step: Callable[[Probe], Awaitable[None]], data: bytes
+) -> Callable[[Probe], Awaitable[None]]:
     """Dribble ``data`` a byte every 0.3 s, longer in all than the handshake timeout."""
     assert len(data) * 0.3 > TIMEOUTS.client_handshake + 1
 
@@ -309,12 +320,27 @@ async def flood_unread(c: Probe, *, heartbeat: int) -> None:
     for _ in range(FLOOD_MESSAGES // 100):
         await c.send(batch)
     await c.send_method(commands.Basic.Consume(queue=declare_ok.queue, no_ack=True), 1)
+    await router_stalls(c, FLOOD_MESSAGES * FLOOD_SIZE)
+
+
+async def router_stalls(c: Probe, sent: int) -> None:
+    """Until the router has stopped forwarding to ``c`` well short of ``sent`` bytes:
+    it is blocked writing to a client that does not read (and buffers nothing more)."""
+    session = c.session()
+    assert session is not None
+    last, unchanged = -1, 0
+    with trio.fail_after(10):
+        while unchanged < 5:
+            await trio.sleep(0.1)
+            forwarded = session.egress.bytes
+            unchanged = unchanged + 1 if forwarded == last else 0
+            last = forwarded
+    assert 0 < last < sent // 2, f"the router forwarded {last} of {sent} bytes"
+    assert session.egress.pending < OFFER.frame_max, "the router buffers more than a frame"
 
 
 async def never_reads_then_leaves(c: Probe) -> None:
     await flood_unread(c, heartbeat=0)
-    # The client stalls with the router blocked on writing to it, then goes away.
-    await trio.sleep(1.0)
     await c.reset()
 
 
@@ -347,24 +373,15 @@ class Row:
     check: Callable[[Outcome], str | None] | None = None
 
 
-def close_with_code(
-    codes: tuple[int, ...], prefix: tuple[str, ...]
-) -> Callable[[Outcome], str | None]:
-    """Start, then a Connection.Close with one of ``codes`` and a "NAME - reason" text."""
+def refused_with_any_of(*codes: int) -> Callable[[Outcome], str | None]:
+    """Start, then one Connection.Close with one of ``codes`` and a reason (for a fix
+    whose exact code and text are the fixer's to choose)."""
 
     def check(outcome: Outcome) -> str | None:
-        got = tokens(outcome.received)
-        if len(got) != 2 or got[0] != START_FRAME:
-            return f"expected Start and a Close, got {describe_all(outcome.received)}"
-        method = frame.unmarshal(got[1])[2]
-        if (
-            not isinstance(method, commands.Connection.Close)
-            or method.reply_code not in codes
-            or not str(method.reply_text).startswith(prefix)
-            or len(str(method.reply_text)) <= len(max(prefix, key=len)) + 3
-        ):
-            return f"expected Close {codes} with a reason, got {describe_all(outcome.received)}"
-        return None
+        problems = [
+            mismatch(outcome.received, (START_FRAME, CloseMatching(code, ".+"))) for code in codes
+        ]
+        return None if None in problems else problems[0]
 
     return check
 
@@ -529,7 +546,7 @@ ROWS: list[Row] = [
         AFTER_CLOSE,
         defect="issue 10 item 2: RecursionError in pamqp's decoder, a traceback and a bare "
         "EOF instead of Close 501/502 with a clear text",
-        check=close_with_code((501, 502), ("FRAME_ERROR - ", "SYNTAX_ERROR - ")),
+        check=refused_with_any_of(constants.FRAME_ERROR, constants.SYNTAX_ERROR),
     ),
     Row(
         "unknown class and method",
@@ -606,6 +623,42 @@ ROWS: list[Row] = [
             "unpacking 8 bytes at offset 11 (actual buffer size is 18)",
         ),
         AFTER_CLOSE,
+    ),
+    Row(
+        # RabbitMQ accepts any heartbeat a client picks, above the offer too: so must we.
+        "TuneOk heartbeat 65535, above the offer (accepted)",
+        after(
+            to_tune,
+            frame.marshal(tune_ok(heartbeat=65535), 0),
+            frame.marshal(commands.Connection.Open(virtual_host="/"), 0),
+            close(200, "bye"),
+        ),
+        (*HANDSHAKE_DONE, BrokerSays(commands.Connection.CloseOk())),
+        AT_ONCE,
+    ),
+    Row(
+        "heartbeat with a bad frame-end before StartOk",
+        after(to_start, raw_frame(constants.FRAME_HEARTBEAT, 0, b"", end=0)),
+        refused_by_router(501, "bad frame-end octet 0x00"),
+        AFTER_CLOSE,
+    ),
+    Row(
+        "Close-Ok instead of StartOk",
+        after(to_start, CLOSE_OK),
+        refused_by_router(
+            503, "COMMAND_INVALID - expected Connection.StartOk, got Connection.CloseOk"
+        ),
+        AFTER_CLOSE,
+    ),
+    Row(
+        "Close truncated to its reply code",
+        after(to_tune, raw_frame(1, 0, method_payload(10, 50, b"\x00\xc8"))),
+        # The text is the fix's to choose; what matters is one Close 501 and no Close-Ok.
+        (START_FRAME, TUNE, CloseMatching(501, ".+")),
+        AFTER_CLOSE,
+        defect="found by this matrix, not in issue 10: a malformed Connection.Close gets a "
+        "Close-Ok and then a Close 501 (the handshake machine queues the Close-Ok before "
+        "it decodes the Close)",
     ),
     Row(
         "TuneOk twice",
@@ -808,6 +861,12 @@ ROWS: list[Row] = [
         AFTER_CLOSE,
     ),
     Row(
+        "Close truncated to its reply code after Open",
+        after(to_open, raw_frame(1, 0, method_payload(10, 50, b"\x00\xc8"))),
+        MALFORMED_AFTER_OPEN,
+        AFTER_CLOSE,
+    ),
+    Row(
         "publish on a channel never opened",
         after(to_open, publish_frames(5, "q", b"x")),
         lambda refs: (*HANDSHAKE_DONE, says(refs.unopened_channel)),
@@ -846,6 +905,8 @@ class Matrix:
     outcomes: dict[str, Outcome] = attrs.Factory(dict)
     #: What went wrong for the thousand clients at once (empty: nothing).
     crowd: list[str] = attrs.Factory(lambda: ["not run"])
+    #: The longest a crowd client waited for its EOF (for the report; bounded above).
+    crowd_slowest: float = math.nan
     sessions_left: int = -1
     well_behaved: str | None = "not run"
 
@@ -853,13 +914,16 @@ class Matrix:
 #: A thousand clients at once, half silent, half sending garbage.
 CROWD = 1000
 #: Each is let go within this long of its connect: a silent one at the handshake
-#: timeout; the allowance is larger than a row's, for a thousand sessions in one process.
-CROWD_WITHIN = TIMEOUTS.client_handshake + 2 * SLACK
+#: timeout, plus an allowance for two thousand sockets served by one process on a
+#: loaded machine (measured: the slowest at 1.7 s alone, 5.7 s with three copies of
+#: this module running at once on 2 cores).
+CROWD_WITHIN = TIMEOUTS.client_handshake + 6 * SLACK
 
 
-async def crowd(port: int) -> list[str]:
+async def crowd(port: int, matrix: Matrix) -> list[str]:
     """Connect all at once; each must get exactly its answer, then EOF, in time."""
     problems: list[str] = []
+    matrix.crowd_slowest = 0.0
 
     async def one(index: int) -> None:
         garbage = index % 2 == 1
@@ -882,6 +946,8 @@ async def crowd(port: int) -> list[str]:
             problems.append(f"client {index}: {problem}")
         elif outcome.eof_after is None or outcome.eof_after > CROWD_WITHIN:
             problems.append(f"client {index}: EOF after {outcome.eof_after}s")
+        else:
+            matrix.crowd_slowest = max(matrix.crowd_slowest, outcome.eof_after)
 
     async with trio.open_nursery() as nursery:
         for index in range(CROWD):
@@ -936,7 +1002,7 @@ async def run_matrix() -> Matrix:
                 nursery.start_soon(one, row)
         with trio.move_on_after(5):
             await wait_no_sessions(server, timeout=5)
-        matrix.crowd = await crowd(port)
+        matrix.crowd = await crowd(port, matrix)
         with trio.move_on_after(5):
             await wait_no_sessions(server, timeout=5)
         matrix.sessions_left = len(server.sessions)
