@@ -232,9 +232,9 @@ async def to_tune(c: Probe) -> None:
     await c.read_frames(2)
 
 
-async def to_open(c: Probe, *, heartbeat: int = 0) -> None:
+async def to_open(c: Probe, *, heartbeat: int = 0, frame_max: int = OFFER.frame_max) -> None:
     await to_tune(c)
-    await c.send_method(tune_ok(heartbeat=heartbeat))
+    await c.send_method(tune_ok(heartbeat=heartbeat, frame_max=frame_max))
     await c.send_method(commands.Connection.Open(virtual_host="/"))
     await c.read_frames(3)
 
@@ -857,6 +857,15 @@ ROWS: list[Row] = [
     Row(
         "frame one byte over the negotiated frame_max",
         after(to_open, b"\x03\x00\x01" + (OFFER.frame_max - 7).to_bytes(4, "big")),
+        MALFORMED_AFTER_OPEN,
+        AFTER_CLOSE,
+    ),
+    Row(
+        "frame one byte over a negotiated frame_max of 8192",
+        after(
+            lambda c: to_open(c, frame_max=8192),
+            b"\x03\x00\x01" + (8192 - 7).to_bytes(4, "big"),
+        ),
         MALFORMED_AFTER_OPEN,
         AFTER_CLOSE,
     ),
