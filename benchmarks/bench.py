@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""amqprouter benchmark: every workload direct to RabbitMQ and through the router, side by side.
+"""amqprouter benchmark: every workload direct to RabbitMQ, through HAProxy (the peer) and
+through the router, in turns, side by side.
 
-Run from the repository root (RabbitMQ on 127.0.0.1:5672, guest/guest):
+Run from the repository root (RabbitMQ on 127.0.0.1:5672, guest/guest; scripts/bench-setup
+installs HAProxy):
 
     .venv/bin/python benchmarks/bench.py [--quick] [--only publish,confirm,handshake,rss]
                                          [--repeat N] [--json FILE] [--check]
+                                         [--peer auto|haproxy|none] [--tls]
 
 docs/benchmark.md explains the workloads and how to read the output.
 """
@@ -932,7 +935,7 @@ async def relay_main(listen_port: int, dest_port: int) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small counts: a smoke test (< 60 s)")
+    ap.add_argument("--quick", action="store_true", help="small counts: a smoke test (~2 min)")
     ap.add_argument("--only", default="", help="comma list of: publish, confirm, handshake, rss")
     ap.add_argument(
         "--repeat", type=int, default=3, help="direct/haproxy/router rounds per workload"
@@ -947,14 +950,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--peer",
         choices=("auto", "haproxy", "none"),
         default="auto",
-        help="the proxy every workload is also run through (default: haproxy if installed;"
-        " scripts/bench-setup installs it)",
+        help="the proxy every workload is also run through (default auto: haproxy if\n"
+        "installed; scripts/bench-setup installs it)",
     )
     ap.add_argument(
         "--tls",
         action="store_true",
-        help="add TLS workloads: a private RabbitMQ node with a TLS listener, direct and"
-        " through the router with TLS in and out",
+        help="add TLS workloads: a private RabbitMQ node with a TLS listener, direct and\n"
+        "through the router with TLS in and out",
     )
     ap.add_argument("--broker-port", type=int, default=5672)
     ap.add_argument("--router-port", type=int, default=0, help="default: a free port")
@@ -1001,7 +1004,7 @@ def run_rss(args: argparse.Namespace, broker: Any) -> Result:
     # figure that says nothing about what our Python session costs; see docs/benchmark.md.
     print(f"rss: {count} idle connections, a fresh router each repeat (router only):", flush=True)
     key = "kib_per_session"
-    metrics = [Metric(key, "KiB/session", latency=True)]
+    metrics = [Metric(key, "KiB/session")]
     res = Result("rss idle session", {"router": []}, metrics, {key: RSS_TARGET})
     for i in range(args.repeat):
         wait_quiet(args.wait_quiet)
