@@ -370,6 +370,16 @@ def one_handshake(port: int, label: str, tls: ssl.SSLContext | None = None) -> N
         pass
 
 
+def tls_session_info(port: int, label: str, tls: ssl.SSLContext) -> str:
+    """Protocol version and cipher one connection negotiates (opened and closed cleanly)."""
+    with amqp_session(port, label, channel=False, tls=tls) as c:
+        sock = c.sock
+        if not isinstance(sock, ssl.SSLSocket):
+            return "not TLS"
+        cipher = sock.cipher()
+        return f"{sock.version()} {cipher[0] if cipher else ''}"
+
+
 def in_threads(workers: int, fn: Callable[[int], None]) -> None:
     """Run fn(worker_no) in `workers` threads started together; re-raise the first error."""
     errors: list[BaseException] = []
@@ -808,7 +818,7 @@ def report(results: list[Result]) -> tuple[list[str], list[str], list[dict[str, 
         print("\nCPU, % of one core (median); gen = this load generator, brk = the broker")
         print(f"{'workload':<24}" + "".join(f"{h:>9}" for _, _, h in CPU_COLUMNS))
         for label, cpu in cpu_rows:
-            print(f"{label:<24}" + "".join(f"{fmt_num(c, '.0f') + '%':>9}" for c in cpu))
+            print(f"{label:<24}" + "".join(f"{'-' if c is None else f'{c:.0f}%':>9}" for c in cpu))
     others = [
         s["other_cpu"] for r in results for v in r.samples.values() for s in v if "other_cpu" in s
     ]
@@ -1095,6 +1105,10 @@ def run(args: argparse.Namespace) -> int:
         if tls_router is not None:
             node_broker = broker_process(tls_port)
             sides = make_sides(tls_port, node_broker, "amqps", hap, tls_router)
+            for side, port in sides.ports.items():
+                assert tls_ctx is not None
+                said = tls_session_info(port, f"tls {side} (:{port})", tls_ctx)
+                print(f"tls {side} (:{port}): {said}")
             if hap is not None:
                 print(
                     "(tls: HAProxy passes the TLS session through to the node; the router"
