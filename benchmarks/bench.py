@@ -287,8 +287,8 @@ def busy_cpu() -> float:
 
 
 def wait_quiet(max_wait: float) -> None:
-    """--wait-quiet: before a direct/router pair, wait (bounded) for the machine to be idle, so
-    a burst of unrelated load is less likely to land on one side of the pair only."""
+    """--wait-quiet: before a round (direct, haproxy, router), wait (bounded) for the machine to
+    be idle, so a burst of unrelated load is less likely to land on one side only."""
     deadline = time.monotonic() + max_wait
     while max_wait > 0 and (busy := psutil.cpu_percent(1.0) * (os.cpu_count() or 1)) > 25:
         if time.monotonic() > deadline:

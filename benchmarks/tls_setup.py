@@ -107,13 +107,16 @@ def start_tls_node(node: RabbitNode, tls_port: int, timeout: float = 90.0) -> No
         node.start(timeout=timeout)
     except brokers.BrokerError as e:
         first = str(e).splitlines()[0]
-        raise TlsSetupError(f"private TLS RabbitMQ node did not start: {first}") from e
+        raise TlsSetupError(
+            f"private TLS RabbitMQ node did not start: {first} (its logs are deleted on exit;"
+            f" AMQPROUTER_KEEP_BROKER_DATA=1 keeps them in {node.data_dir})"
+        ) from e
     deadline = time.monotonic() + 30
     while not brokers.port_is_open(tls_port):
         if time.monotonic() > deadline:
             raise TlsSetupError(
                 f"private RabbitMQ node {node.name} booted but its TLS port :{tls_port} does not"
-                f" accept (see {node.log_file})"
+                f" accept (AMQPROUTER_KEEP_BROKER_DATA=1 keeps its log {node.log_file})"
             )
         time.sleep(0.1)
     print(f"  node up in {time.monotonic() - t0:.1f}s", flush=True)
