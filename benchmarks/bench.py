@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 import trio
@@ -476,6 +476,14 @@ def port_accepts(port: int) -> bool:
     return False
 
 
+def unix_accepts(path: Path) -> bool:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(1.0)
+        s.connect(str(path))  # the router replies to an empty command line; we send none
+        return True
+    return False
+
+
 class Router:
     """The router under test as a subprocess: started ready, always stopped, output kept.
 
@@ -532,7 +540,7 @@ class Router:
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + 30
         if self.setup:
-            while not self.control_socket.exists():
+            while not unix_accepts(self.control_socket):
                 self.check_alive()
                 if time.monotonic() > deadline:
                     raise BenchError(f"{self.what}: no control socket after 30s\n{self.log()}")
@@ -644,8 +652,8 @@ class Target:
     same run (as limit x HAProxy's ratio); "peer_added": the router's added microseconds
     (router - direct) against limit x HAProxy's; "absolute": the router's figure itself."""
 
-    kind: str
-    op: str  # ">=" or "<="
+    kind: Literal["direct", "peer", "peer_added", "absolute"]
+    op: Literal[">=", "<="]
     limit: float
     unit: str = ""  # for "absolute"
 
