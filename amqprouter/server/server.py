@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
+from amqprouter.net.transport import PlainTransport
 from amqprouter.routing import Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
@@ -18,6 +19,7 @@ from amqprouter.server.listener import accept_loop, bind_listener
 from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
+from amqprouter.session.connect import StartClient, WrapBackend
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -65,6 +67,9 @@ class Server:
         self.session_ended: list[Callable[[Session], None]] = []
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
+        #: Wraps every backend connection (TLS, PROXY header for backends flagged so);
+        #: None connects plain. See session/connect.py.
+        self.wrap_backend: WrapBackend | None = None
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -95,8 +100,12 @@ class Server:
     def current_routing(self) -> RoutingTable:
         return self.routing
 
-    async def listen(self, port: int, host: str = "") -> int:
-        """Start listening on ``port`` (0 picks a free one); returns the bound port."""
+    async def listen(self, port: int, host: str = "", start: StartClient | None = None) -> int:
+        """Start listening on ``port`` (0 picks a free one); returns the bound port.
+
+        ``start`` finishes opening each accepted client's transport (a TLS handshake),
+        inside the client handshake timeout; None serves plain AMQP.
+        """
         assert self._nursery is not None, "Server.run() must be started first"
         if port in self.listeners:
             log.info("already listening", port=port)
@@ -108,7 +117,7 @@ class Server:
 
         async def serve() -> None:
             with scope:
-                await accept_loop(sock, lambda client: self._start_session(client, bound))
+                await accept_loop(sock, lambda client: self._start_session(client, bound, start))
             self.listeners.pop(bound, None)
 
         self._nursery.start_soon(serve)
@@ -160,10 +169,12 @@ class Server:
         log.info("drained", drained=drained, cut_at_deadline=len(left))
         return drained, len(left)
 
-    def _start_session(self, client: socket.socket, listen_port: int) -> None:
+    def _start_session(
+        self, client: socket.socket, listen_port: int, start: StartClient | None
+    ) -> None:
         assert self._nursery is not None
         session = Session(
-            client,
+            PlainTransport(client),
             settings=self.settings,
             routing=self.current_routing,
             resolver=self.resolver,
@@ -171,6 +182,8 @@ class Server:
             host_name=self.host_name,
             health=self.health.registry,
             vhost_opened=self.vhosts.opened,
+            start=start,
+            wrap_backend=self.wrap_backend,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)
