@@ -68,7 +68,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="amqprouter tests")
     other = trustme.CA(organization_name="amqprouter other CA")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     (directory / "ca.pem").write_bytes(ca.cert_pem.bytes())
     (directory / "other-ca.pem").write_bytes(other.cert_pem.bytes())
     (directory / "ca.key").write_bytes(ca.private_key_pem.bytes())

@@ -81,7 +81,9 @@ def check_verify_mode(direction: Direction, modes: tuple[VerifyMode, ...]) -> No
     """Refuse combinations OpenSSL would silently ignore (TlsConfigError)."""
     if VerifyMode.NONE in modes and len(set(modes)) > 1:
         raise TlsConfigError("VERIFY_MODE NONE cannot be combined with other modes.")
-    needs_peer = [m.value for m in modes if m in (VerifyMode.FAIL_IF_NO_PEER_CERT, VerifyMode.CLIENT_ONCE)]
+    needs_peer = [
+        m.value for m in modes if m in (VerifyMode.FAIL_IF_NO_PEER_CERT, VerifyMode.CLIENT_ONCE)
+    ]
     if needs_peer and VerifyMode.PEER not in modes:
         # OpenSSL ignores these flags without SSL_VERIFY_PEER: the operator would
         # believe client certificates are required while none is even asked for.
@@ -197,7 +199,8 @@ def base_context(settings: TlsSettings) -> ssl.SSLContext:
             context.set_ciphers(settings.ciphers)
         except ssl.SSLError as exc:
             raise TlsConfigError(
-                f"cipher list '{settings.ciphers}' selects no cipher OpenSSL knows ({_reason(exc)})."
+                f"cipher list '{settings.ciphers}' selects no cipher OpenSSL knows "
+                f"({_reason(exc)})."
             ) from None
     return context
 
@@ -217,7 +220,9 @@ def build_context(settings: TlsSettings) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=settings.ca_file)
         except (ssl.SSLError, OSError) as exc:
-            raise TlsConfigError(f"{settings.ca_file}: cannot be loaded ({_reason(exc)}).") from None
+            raise TlsConfigError(
+                f"{settings.ca_file}: cannot be loaded ({_reason(exc)})."
+            ) from None
     if settings.dh_file is not None:
         check_file("TMP_DH_FILE", settings.dh_file)
         context.load_dh_params(settings.dh_file)

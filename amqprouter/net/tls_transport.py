@@ -95,17 +95,19 @@ async def tls_handshake(
 class TLSTransport:
     """A connected TLS stream (see the module docstring and ``net.transport``)."""
 
-    __slots__ = ("_want_write", "recv", "sock")
+    __slots__ = ("_want_write", "recv", "sock", "ssl_sock")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
-        self.sock: ssl.SSLSocket = sock
+        #: The same socket twice: typed as the Transport's TCP socket, and as SSL.
+        self.sock: socket.socket = sock
+        self.ssl_sock = sock
         # The last read needed the socket writable (TLS wants to send first).
         self._want_write = False
         self.recv: Callable[[int], bytes] = self._recv
 
     def _recv(self, size: int) -> bytes:
         try:
-            data = self.sock.recv(size)
+            data = self.ssl_sock.recv(size)
         except ssl.SSLWantReadError:
             self._want_write = False
             raise BlockingIOError from None
@@ -118,7 +120,7 @@ class TLSTransport:
         return data
 
     async def wait_readable(self) -> None:
-        if self.sock.pending():
+        if self.ssl_sock.pending():
             return  # already decrypted: waiting on the socket could stall for ever
         if self._want_write:
             await trio.lowlevel.wait_writable(self.sock.fileno())
@@ -132,7 +134,7 @@ class TLSTransport:
             try:
                 # One SSL_write: without partial-write mode it writes all or raises
                 # a want; the retry then continues where OpenSSL got to.
-                sent = self.sock.send(view)
+                sent = self.ssl_sock.send(view)
             except ssl.SSLWantWriteError:
                 await trio.lowlevel.wait_writable(fd)
                 continue
@@ -148,7 +150,7 @@ class TLSTransport:
         await self.send_all(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def pending(self) -> int:
-        return self.sock.pending()
+        return self.ssl_sock.pending()
 
     def close(self) -> None:
         # No close_notify exchange (amqpprox PR #73 does not wait for one either):
@@ -163,7 +165,7 @@ class TLSTransport:
 
     def peer_subject(self) -> str | None:
         try:
-            cert = self.sock.getpeercert()
+            cert = self.ssl_sock.getpeercert()
         except (ValueError, OSError):
             return None
         if not cert:  # none sent, or not verified (getpeercert gives {} then)
@@ -172,4 +174,4 @@ class TLSTransport:
 
     def version(self) -> str | None:
         """The negotiated protocol ("TLSv1.3")."""
-        return self.sock.version()
+        return self.ssl_sock.version()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -23,7 +24,7 @@ from amqprouter.net.tls_context import (
 from tests.tls_certs import TlsFiles
 
 
-def ingress(files: TlsFiles, **changes: object) -> TlsSettings:
+def ingress(files: TlsFiles, **changes: Any) -> TlsSettings:
     base = TlsSettings(
         "INGRESS", key_file=str(files.server.key), cert_chain_file=str(files.server.chain)
     )
@@ -47,7 +48,10 @@ def test_min_version_13(tls_files: TlsFiles) -> None:
     [
         ((VerifyMode.PEER,), ssl.CERT_OPTIONAL),
         ((VerifyMode.PEER, VerifyMode.FAIL_IF_NO_PEER_CERT), ssl.CERT_REQUIRED),
-        ((VerifyMode.PEER, VerifyMode.FAIL_IF_NO_PEER_CERT, VerifyMode.CLIENT_ONCE), ssl.CERT_REQUIRED),
+        (
+            (VerifyMode.PEER, VerifyMode.FAIL_IF_NO_PEER_CERT, VerifyMode.CLIENT_ONCE),
+            ssl.CERT_REQUIRED,
+        ),
         ((VerifyMode.NONE,), ssl.CERT_NONE),
     ],
 )
@@ -133,8 +137,10 @@ def test_key_that_does_not_match(tls_files: TlsFiles) -> None:
 
 def test_encrypted_key_refused_without_prompting(tmp_path: Path) -> None:
     path = tmp_path / "enc.key"
-    path.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
-    with pytest.raises(TlsConfigError, match="enc.key: the private key is encrypted"):
+    path.write_text(
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    )
+    with pytest.raises(TlsConfigError, match=r"enc\.key: the private key is encrypted"):
         check_file("KEY_FILE", str(path))
 
 
