@@ -172,7 +172,10 @@ def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)  # not set on every SSLError
     if isinstance(exc, ssl.SSLError) and reason:
         return str(reason).lower().replace("_", " ")
-    return str(exc).rstrip(".") or type(exc).__name__
+    # Some SSLErrors carry only a message ("No cipher can be selected.").
+    text = str(exc.args[-1]) if isinstance(exc, ssl.SSLError) and exc.args else str(exc)
+    text = text.rstrip(".")
+    return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 
 def _refuse_password() -> str:
@@ -325,7 +328,10 @@ class TlsState:
 
     def __init__(self) -> None:
         self._settings: dict[Direction, TlsSettings] = {d: TlsSettings(d) for d in DIRECTIONS}
-        self._contexts: dict[Direction, ssl.SSLContext | None] = dict.fromkeys(DIRECTIONS)
+        # EGRESS is complete with nothing set (a client needs no certificate).
+        self._contexts: dict[Direction, ssl.SSLContext | None] = {
+            d: None if missing(s) else build_context(s) for d, s in self._settings.items()
+        }
 
     def settings(self, direction: Direction) -> TlsSettings:
         return self._settings[direction]
