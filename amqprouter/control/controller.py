@@ -19,9 +19,10 @@ import structlog
 import trio
 
 from amqprouter.control import commands as c
-from amqprouter.control import health_commands, routing_commands, session_control
+from amqprouter.control import health_commands, routing_commands, session_control, tls_commands
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
+from amqprouter.net.tls_context import TlsState
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
@@ -45,8 +46,11 @@ class Controller:
         request_exit: Callable[[], None],
         stats: StatsService | None = None,
         request_drain: Callable[[float | None], None] | None = None,
+        tls: TlsState | None = None,
     ) -> None:
         self.server = server
+        #: The TLS settings and contexts of both directions (the TLS verb).
+        self.tls = tls if tls is not None else TlsState()
         #: STAT's statistics loop; None where none runs (STAT then answers an error).
         self.stats = stats
         self._request_exit = request_exit
@@ -77,6 +81,8 @@ class Controller:
             return Reply(text, ok=not text)
         if isinstance(command, routing_commands.ROUTING_COMMANDS):
             return await self._routing(command)
+        if isinstance(command, tls_commands.TLS_COMMANDS):
+            return tls_commands.execute(self.tls, command)
         if isinstance(command, c.ListenStart):
             return await self._listen(command.port)
         if isinstance(command, c.ListenStartSecure):
@@ -206,6 +212,8 @@ class Controller:
             lines += [to_line(c.StatSend(*p.target)) for p in self.stats.publishers]
             if not self.stats.collector.per_source:
                 lines.append(to_line(c.StatPerSource(enabled=False)))
+        # TLS before the listeners: LISTEN START_SECURE needs the INGRESS context.
+        lines += [to_line(command) for command in tls_commands.config_commands(self.tls)]
         lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
         return "".join(line + "\n" for line in lines)
 

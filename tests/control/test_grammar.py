@@ -48,6 +48,12 @@ from amqprouter.control.commands import (
     StatPerSource,
     StatSend,
     StatStopSend,
+    TlsCiphersPrint,
+    TlsCiphersSet,
+    TlsFile,
+    TlsMinVersion,
+    TlsPrint,
+    TlsVerifyMode,
     VhostBackendDisconnect,
     VhostForceDisconnect,
     VhostPause,
@@ -85,6 +91,9 @@ EXPECTED_HELP = (
     "statistics\n"
     "STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source "
     "statistics. Applies to all send/listeners\n"
+    "TLS (INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file |"
+    " TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET"
+    " ciphersuite(:ciphersuite)*) | MIN_VERSION (1.2 | 1.3) | PRINT)\n"
     "VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT"
     " vhost\n"
 )
@@ -219,6 +228,12 @@ VALID: list[tuple[str, Command]] = [
     ("BACKEND ENABLE b", BackendEnable("b")),
     ("BACKEND DRAIN b FORCE", BackendDrain("b", graceful=False)),
     ("EXIT GRACEFUL 3", Exit(graceful=True, seconds=3.0)),
+    ("TLS INGRESS CERT_CHAIN_FILE /c.pem", TlsFile("INGRESS", "CERT_CHAIN_FILE", "/c.pem")),
+    ("tls egress verify_mode peer", TlsVerifyMode("EGRESS", ("PEER",))),
+    ("TLS EGRESS CIPHERS PRINT", TlsCiphersPrint("EGRESS")),
+    ("TLS INGRESS CIPHERS SET ECDHE+AESGCM", TlsCiphersSet("INGRESS", "ECDHE+AESGCM")),
+    ("TLS INGRESS MIN_VERSION 1.3", TlsMinVersion("INGRESS", "1.3")),
+    ("TLS EGRESS PRINT", TlsPrint("EGRESS")),
 ]
 
 
@@ -542,16 +557,6 @@ def test_help_takes_any_words() -> None:
             "header from clients.\n",
         ),
         (
-            "TLS INGRESS KEY_FILE /k.pem",
-            "TLS is not supported yet: this version serves and reaches brokers in plain "
-            "text only.\n",
-        ),
-        (
-            "tls",
-            "TLS is not supported yet: this version serves and reaches brokers in plain "
-            "text only.\n",
-        ),
-        (
             "LIMIT CONN_RATE DEFAULT 10",
             "LIMIT is not supported yet: this version has no connection or data rate limits.\n",
         ),
@@ -682,6 +687,10 @@ CANONICAL: list[tuple[Command, str]] = [
     (VhostBackendDisconnect("v"), "VHOST BACKEND_DISCONNECT v"),
     (VhostForceDisconnect("v"), "VHOST FORCE_DISCONNECT v"),
     (Help(), "HELP"),
+    (TlsFile("INGRESS", "KEY_FILE", "/k.pem"), "TLS INGRESS KEY_FILE /k.pem"),
+    (TlsVerifyMode("EGRESS", ("PEER",)), "TLS EGRESS VERIFY_MODE PEER"),
+    (TlsCiphersSet("INGRESS", "ECDHE+AESGCM"), "TLS INGRESS CIPHERS SET ECDHE+AESGCM"),
+    (TlsMinVersion("EGRESS", "1.3"), "TLS EGRESS MIN_VERSION 1.3"),
 ]
 
 
@@ -790,6 +799,10 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         LogConsole,
         LogFile,
         MapHostnameDns,
+        TlsFile,
+        TlsVerifyMode,
+        TlsCiphersSet,
+        TlsMinVersion,
     }
     assert isinstance(parse("MAP DEFAULT f"), MutatingCommand)
     assert not isinstance(parse("MAP PRINT"), MutatingCommand)
