@@ -27,6 +27,7 @@ from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
 from amqprouter.server import Server
+from amqprouter.server.server import TlsNotConfigured
 from amqprouter.session import Session
 
 log = structlog.get_logger("amqprouter.control")
@@ -46,11 +47,8 @@ class Controller:
         request_exit: Callable[[], None],
         stats: StatsService | None = None,
         request_drain: Callable[[float | None], None] | None = None,
-        tls: TlsState | None = None,
     ) -> None:
         self.server = server
-        #: The TLS settings and contexts of both directions (the TLS verb).
-        self.tls = tls if tls is not None else TlsState()
         #: STAT's statistics loop; None where none runs (STAT then answers an error).
         self.stats = stats
         self._request_exit = request_exit
@@ -59,6 +57,11 @@ class Controller:
         self._lock = trio.Lock()
         self.console_verbosity = router_logging.DEFAULT_CONSOLE_VERBOSITY
         self.file_verbosity = router_logging.DEFAULT_FILE_VERBOSITY
+
+    @property
+    def tls(self) -> TlsState:
+        """The server's TLS settings and contexts (the TLS verb changes them)."""
+        return self.server.tls
 
     async def handle(self, line: str) -> Reply:
         command = parse(line)
@@ -82,15 +85,11 @@ class Controller:
         if isinstance(command, routing_commands.ROUTING_COMMANDS):
             return await self._routing(command)
         if isinstance(command, tls_commands.TLS_COMMANDS):
-            return tls_commands.execute(self.tls, command)
+            return tls_commands.execute(self.server.tls, command)
         if isinstance(command, c.ListenStart):
             return await self._listen(command.port)
         if isinstance(command, c.ListenStartSecure):
-            return Reply(
-                "TLS is not configured: LISTEN START_SECURE needs the TLS support that "
-                "is not in this version.\n",
-                ok=False,
-            )
+            return await self._listen(command.port, secure=True)
         if isinstance(command, c.ListenStop):
             self.server.stop_listening(command.port)
             return Reply("")
@@ -192,9 +191,17 @@ class Controller:
         log.info("backend drained", backend=name, graceful=graceful, sessions=count)
         return Reply(session_control.drain_reply(name, graceful, count))
 
-    async def _listen(self, port: int) -> Reply:
+    async def _listen(self, port: int, *, secure: bool = False) -> Reply:
+        if port in self.server.listeners and secure != (port in self.server.secure_listeners):
+            kind = "a plain" if secure else "a TLS"
+            return Reply(f"Cannot listen on port {port}: it is {kind} listener\n", ok=False)
         try:
-            await self.server.listen(port)
+            if secure:
+                await self.server.listen_secure(port)
+            else:
+                await self.server.listen(port)
+        except TlsNotConfigured as exc:
+            return Reply(f"Cannot listen on port {port}: {exc}\n", ok=False)
         except OSError as exc:
             return Reply(f"Cannot listen on port {port}: {exc.strerror or exc}\n", ok=False)
         return Reply("")
@@ -213,8 +220,11 @@ class Controller:
             if not self.stats.collector.per_source:
                 lines.append(to_line(c.StatPerSource(enabled=False)))
         # TLS before the listeners: LISTEN START_SECURE needs the INGRESS context.
-        lines += [to_line(command) for command in tls_commands.config_commands(self.tls)]
-        lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
+        lines += [to_line(command) for command in tls_commands.config_commands(self.server.tls)]
+        lines += [
+            f"LISTEN {'START_SECURE' if port in self.server.secure_listeners else 'START'} {port}"
+            for port in sorted(self.server.listeners)
+        ]
         return "".join(line + "\n" for line in lines)
 
 

@@ -19,7 +19,7 @@ work unchanged:
   believes is in force: ``LISTEN START 5673 ACCEPT-PROXY`` would start a plain
   listener. HELP alone takes any words.
 * Verbs, flags and words of amqpprox that this version does not honour yet
-  (LIMIT, AUTH; BACKEND's SEND-PROXY and TLS flags; LISTEN's ACCEPT-PROXY)
+  (LIMIT, AUTH; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
@@ -214,7 +214,6 @@ _BACKEND_FLAGS = ("SEND-PROXY", "TLS")
 _BACKEND_FLAGS_NOT_YET: Mapping[str, str] = {
     "SEND-PROXY": "SEND-PROXY is not supported yet: this version cannot send a PROXY "
     "protocol header to a backend.\n",
-    "TLS": "TLS is not supported yet: this version reaches backends in plain text only.\n",
 }
 
 

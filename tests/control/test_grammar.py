@@ -156,6 +156,14 @@ VALID: list[tuple[str, Command]] = [
         "BACKEND ADD_DNS rabbit2 london-az2 rmq2.internal 5672",
         BackendAddDns("rabbit2", "london-az2", "rmq2.internal", 5672),
     ),
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5671 TLS",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5671, tls=True),
+    ),
+    (
+        "backend add_dns rabbit2 london-az2 rmq2.internal 5671 tls",
+        BackendAddDns("rabbit2", "london-az2", "rmq2.internal", 5671, tls=True),
+    ),
     ("BACKEND ADD b dc ::1 1", BackendAdd("b", "dc", "::1", 1)),
     ("BACKEND ADD b dc 10.0.0.1 65535", BackendAdd("b", "dc", "10.0.0.1", 65535)),
     ("BACKEND DELETE rabbit1", BackendDelete("rabbit1")),
@@ -529,14 +537,6 @@ def test_help_takes_any_words() -> None:
     ("line", "expected"),
     [
         (
-            "BACKEND ADD b dc h 5671 TLS",
-            "TLS is not supported yet: this version reaches backends in plain text only.\n",
-        ),
-        (
-            "backend add_dns b dc h 5671 tls",
-            "TLS is not supported yet: this version reaches backends in plain text only.\n",
-        ),
-        (
             "BACKEND ADD b dc h 5672 SEND-PROXY",
             "SEND-PROXY is not supported yet: this version cannot send a PROXY protocol "
             "header to a backend.\n",
@@ -640,6 +640,7 @@ CANONICAL: list[tuple[Command, str]] = [
         "BACKEND ADD rabbit1 london-az1 localhost 5672",
     ),
     (BackendAddDns("r", "dc", "rmq.internal", 5672), "BACKEND ADD_DNS r dc rmq.internal 5672"),
+    (BackendAdd("r", "dc", "h", 5671, tls=True), "BACKEND ADD r dc h 5671 TLS"),
     (BackendDelete("Rabbit1"), "BACKEND DELETE Rabbit1"),
     (
         FarmAdd("shared", "round-robin", ("rabbit1", "rabbit2")),

@@ -100,10 +100,9 @@ def test_tls_is_no_longer_refused_as_not_supported() -> None:
     assert parse("TLS INGRESS PRINT") == TlsPrint("INGRESS")
 
 
-def test_what_the_session_cannot_honour_yet_stays_refused() -> None:
-    # The lead lifts these once the session serves and reaches TLS.
-    backend = parse("BACKEND ADD b dc h 5671 TLS")
-    assert isinstance(backend, ParseError) and "not supported yet" in backend.reply
+def test_send_proxy_stays_refused_beside_tls() -> None:
+    backend = parse("BACKEND ADD b dc h 5671 TLS SEND-PROXY")
+    assert isinstance(backend, ParseError) and "SEND-PROXY is not supported yet" in backend.reply
 
 
 def test_a_path_that_cannot_be_one_word_is_not_written() -> None:
