@@ -29,6 +29,10 @@ SIMPLE_MODE_INCOMPLETE = (
     "If configuring in simple mode, the --listenPort, --destinationPort and "
     "--destinationDNS must all be set"
 )
+TLS_FLAG_NOT_WIRED = (
+    "{flag} is not wired yet: this version cannot serve or reach TLS from the command "
+    "line. The TLS control verb loads certificates (docs/tls.md)."
+)
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
@@ -73,6 +77,38 @@ _seconds = click.FloatRange(min=0.001)
     "destination_port",
     type=click.IntRange(1, 65535),
     help="Simple mode: broker port.",
+)
+@click.option(
+    "--listen-tls-port",
+    type=click.IntRange(1, 65535),
+    help="Simple mode: also accept TLS clients on this port (LISTEN START_SECURE), with "
+    "--tls-cert-chain and --tls-key. NOT WIRED YET: refused at start.",
+)
+@click.option(
+    "--tls-cert-chain",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate chain served to TLS clients (TLS INGRESS CERT_CHAIN_FILE). "
+    "NOT WIRED YET: refused at start.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key of --tls-cert-chain (TLS INGRESS KEY_FILE). NOT WIRED YET: "
+    "refused at start.",
+)
+@click.option(
+    "--destination-tls",
+    is_flag=True,
+    default=False,
+    help="Simple mode: reach the broker over TLS (BACKEND ADD_DNS ... TLS). NOT WIRED YET: "
+    "refused at start.",
+)
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM CA file the broker's certificate and host name are checked against with "
+    "--destination-tls (TLS EGRESS CA_CERT_FILE, VERIFY_MODE PEER). NOT WIRED YET: "
+    "refused at start.",
 )
 @click.option(
     "--control-socket",
@@ -259,6 +295,11 @@ def main(
     listen_port: int | None,
     destination_dns: str | None,
     destination_port: int | None,
+    listen_tls_port: int | None,
+    tls_cert_chain: Path | None,
+    tls_key: Path | None,
+    destination_tls: bool,
+    tls_ca: Path | None,
     control_socket: str,
     control_socket_mode: str,
     config_file: Path | None,
@@ -286,6 +327,18 @@ def main(
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
     connection is sent to a broker chosen by its vhost."""
+    tls_flags = {
+        "--listen-tls-port": listen_tls_port is not None,
+        "--tls-cert-chain": tls_cert_chain is not None,
+        "--tls-key": tls_key is not None,
+        "--destination-tls": destination_tls,
+        "--tls-ca": tls_ca is not None,
+    }
+    for flag, given in tls_flags.items():
+        if given:
+            # Accepting the flag and serving plain text would lie to the operator.
+            click.echo(TLS_FLAG_NOT_WIRED.format(flag=flag), err=True)
+            sys.exit(EXIT_USAGE)
     simple = (listen_port, destination_dns, destination_port)
     if any(value is not None for value in simple) and not all(simple):
         click.echo(SIMPLE_MODE_INCOMPLETE, err=True)
