@@ -254,4 +254,16 @@ def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
         f"inBytes={ingress.bytes} inFrames={ingress.frames} inPackets={ingress.reads} "
         f"outBytes={egress.bytes} outFrames={egress.frames} outPackets={egress.reads} "
         f"{now - session.last_ingress:.3f}:{now - session.last_egress:.3f}"
-    )
+    ) + _tls_fields(session)
+
+
+def _tls_fields(session: Session) -> str:
+    """What a TLS client's CONN line adds (ours; plain lines stay amqpprox's)."""
+    version = session.client.tls_version()
+    if version is None:
+        return ""
+    subject = session.client.peer_subject()
+    if subject is None:
+        return f" tls={version}"
+    quoted = subject.replace("\\", "\\\\").replace('"', '\\"')
+    return f' tls={version} clientCert="{quoted}"'

@@ -172,6 +172,6 @@ class TLSTransport:
             return None
         return name_line(cert["subject"])  # type: ignore[arg-type]
 
-    def version(self) -> str | None:
+    def tls_version(self) -> str | None:
         """The negotiated protocol ("TLSv1.3")."""
         return self.ssl_sock.version()

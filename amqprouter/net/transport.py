@@ -56,6 +56,10 @@ class Transport(Protocol):
         """The verified peer certificate's subject (mutual TLS), else None."""
         ...
 
+    def tls_version(self) -> str | None:
+        """The negotiated TLS version ("TLSv1.3"), None for plain TCP."""
+        ...
+
 
 class PlainTransport:
     """A TCP socket as it is: every call goes straight to the socket."""
@@ -88,6 +92,9 @@ class PlainTransport:
         return sockets.local_name(self.sock)
 
     def peer_subject(self) -> str | None:
+        return None
+
+    def tls_version(self) -> str | None:
         return None
 
 

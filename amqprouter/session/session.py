@@ -347,6 +347,9 @@ class Session:
         # A PROXY header names the real client: the transport now says who it is.
         self.client_address = self.client.peer_name()
         self.log = log.bind(session=self.id, client=endpoint(self.client_address))
+        version = self.client.tls_version()
+        if version is not None:  # every line of a TLS session says so, and who it is
+            self.log = self.log.bind(tls=version, client_cert=self.client.peer_subject())
         return True
 
     # -- 2 and 3. broker connect and handshake ---------------------------------------

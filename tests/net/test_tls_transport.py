@@ -148,7 +148,7 @@ async def test_handshake_and_peer_subject_with_mutual_tls(tls_files: TlsFiles) -
         assert server.peer_subject().startswith("CN=client,")  # type: ignore[union-attr]
         assert "O=amqprouter tests" in server.peer_subject()  # type: ignore[operator]
         assert client.peer_subject() is not None  # verified server certificate
-        assert server.version() == "TLSv1.3"
+        assert server.tls_version() == "TLSv1.3"
         assert server.peer_name() == client.local_name()
     finally:
         server.close()
@@ -229,7 +229,7 @@ async def test_version_pinned(tls_files: TlsFiles, version: str) -> None:
     tls_version = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
     client_context.minimum_version = client_context.maximum_version = tls_version
     server, client = await connect_pair(build_context(server_settings(tls_files)), client_context)
-    assert server.version() == client.version() == f"TLSv{version}"
+    assert server.tls_version() == client.tls_version() == f"TLSv{version}"
     server.close()
     client.close()
 

@@ -82,6 +82,9 @@ class Trickle:
     def peer_subject(self) -> str | None:
         return None
 
+    def tls_version(self) -> str | None:
+        return None
+
 
 @asynccontextmanager
 async def hooked_router(
