@@ -36,13 +36,14 @@ class TlsHandshakeError(Exception):
         self.reason = reason
 
 
-def handshake_reason(exc: BaseException) -> str:
-    """Why a handshake failed, in a few words ("certificate verify failed: ...")."""
+def handshake_reason(exc: BaseException, *, during_handshake: bool = True) -> str:
+    """Why TLS failed, in a few words ("certificate verify failed: ...")."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = str(exc.verify_message or "").rstrip(".")
         return f"certificate verify failed: {detail}" if detail else "certificate verify failed"
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError | ConnectionError):
-        return "peer closed the connection during the TLS handshake"
+        when = " during the TLS handshake" if during_handshake else ""
+        return f"peer closed the connection{when}"
     reason = getattr(exc, "reason", None)  # not set on every SSLError
     if isinstance(exc, ssl.SSLError) and reason:
         return str(reason).lower().replace("_", " ")
@@ -142,7 +143,7 @@ class TLSTransport:
                 await trio.lowlevel.wait_readable(fd)
                 continue
             except OSError as exc:
-                raise sockets.PeerGone(handshake_reason(exc)) from exc
+                raise sockets.PeerGone(handshake_reason(exc, during_handshake=False)) from exc
             view = view[sent:]
 
     async def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
