@@ -395,7 +395,10 @@ class Session:
         self.log.error("no backend reachable", tried=failures)
         await self._close_client(
             constants.CONNECTION_FORCED,
-            f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})",
+            # Why each attempt failed (refused, timed out, a TLS verify error), so the
+            # client's own log says what to fix; the Close cuts the text at 255 bytes.
+            f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})"
+            f": {'; '.join(failures)}",
         )
         return None
 

@@ -464,7 +464,7 @@ def test_farm_with_only_dead_members_closes_the_client_clearly(router: Controlle
     assert refusal(caught) == (
         320,
         "CONNECTION_FORCED - no broker reachable for vhost nobody-home "
-        f"(tried ghost2 (127.0.0.1:{dead_port}))",
+        f"(tried ghost2 (127.0.0.1:{dead_port})): 127.0.0.1:{dead_port}: Connection refused",
     )
 
 

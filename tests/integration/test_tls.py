@@ -25,7 +25,7 @@ import pika
 import pytest
 
 from amqprouter.protocol import constants
-from tests.brokers import free_port, wait_for
+from tests.brokers import NodeTls, RabbitNode, RabbitNodeFactory, free_port, wait_for
 from tests.router import RouterProcess, running_router
 from tests.tls_certs import TlsFiles
 
@@ -234,3 +234,103 @@ def test_bad_input_on_tls_and_plain_ports_closes_cleanly(tls_files: TlsFiles) ->
         wait_for(lambda: must(router, "CONN") == "", timeout=WAIT, what="no session left")
         log = router.stderr
         assert "TLS handshake failed" in log
+
+
+# --------------------------------------------------------------------------- #
+# TLS out: private nodes with a TLS listener
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def tls_node(session_rabbit_node_factory: RabbitNodeFactory, tls_files: TlsFiles) -> RabbitNode:
+    """A node whose TLS certificate names localhost and 127.0.0.1."""
+    tls = NodeTls(tls_files.ca, tls_files.server.chain, tls_files.server.key)
+    return session_rabbit_node_factory.create_tls(tls)
+
+
+@pytest.fixture(scope="module")
+def wrong_name_node(
+    session_rabbit_node_factory: RabbitNodeFactory, tls_files: TlsFiles
+) -> RabbitNode:
+    """A node whose certificate (by the right CA) names wrong.example.invalid only."""
+    tls = NodeTls(tls_files.ca, tls_files.wrong_name.chain, tls_files.wrong_name.key)
+    return session_rabbit_node_factory.create_tls(tls)
+
+
+def tls_port(node: RabbitNode) -> int:
+    assert node.tls is not None
+    return node.tls.port
+
+
+def egress_flags(files: TlsFiles, ca: Path | None = None) -> list[str]:
+    return ["--destination-tls", "--tls-ca", str(ca or files.ca)]
+
+
+def test_tls_out_verified_5_mib_both_ways(tls_node: RabbitNode, tls_files: TlsFiles) -> None:
+    # The broker is named 127.0.0.1 (tests/router.py), which the certificate lists.
+    with running_router(tls_port(tls_node), extra=egress_flags(tls_files)) as router:
+        params = pika.ConnectionParameters("127.0.0.1", router.port, socket_timeout=WAIT)
+        round_trip(params, os.urandom(BIG))
+        assert "BACKEND ADD_DNS default-backend none 127.0.0.1" in must(router, "CONFIG PRINT")
+        assert " TLS\n" in must(router, "BACKEND PRINT")
+
+
+def test_tls_in_and_out(tls_node: RabbitNode, tls_files: TlsFiles) -> None:
+    port = free_port()
+    extra = egress_flags(tls_files) + tls_flags(tls_files, port)
+    with running_router(tls_port(tls_node), extra=extra):
+        wait_for(lambda: _accepts(port), timeout=WAIT, what="the TLS listener")
+        round_trip(pika_params(port, client_context(tls_files)), os.urandom(BIG))
+
+
+@pytest.mark.parametrize(
+    ("node_fixture", "ca", "reason"),
+    [
+        # trustme's chain file carries its CA, which the wrong CA file does not trust
+        ("tls_node", "other_ca", "certificate verify failed: self-signed certificate in"),
+        ("wrong_name_node", "ca", "certificate verify failed: IP address mismatch"),
+    ],
+)
+def test_tls_out_refuses_a_broker_it_cannot_verify(
+    request: pytest.FixtureRequest, tls_files: TlsFiles, node_fixture: str, ca: str, reason: str
+) -> None:
+    node: RabbitNode = request.getfixturevalue(node_fixture)
+    flags = egress_flags(tls_files, getattr(tls_files, ca))
+    with running_router(tls_port(node), extra=flags) as router:
+        params = pika.ConnectionParameters("127.0.0.1", router.port, socket_timeout=WAIT)
+        with pytest.raises(pika.exceptions.AMQPConnectionError) as caught:
+            pika.BlockingConnection(params)
+        text = str(caught.value)
+        assert "320" in text and "default-backend" in text and reason in text, text
+        # A failed TLS handshake is a failed connect: passive health marks it down.
+        assert "DOWN" in must(router, "BACKEND PRINT")
+        assert "TLS handshake failed" in router.stderr
+
+
+def test_tls_out_fails_over_to_the_next_member(
+    tls_node: RabbitNode, wrong_name_node: RabbitNode, tls_files: TlsFiles
+) -> None:
+    with running_router(tls_port(tls_node), extra=egress_flags(tls_files)) as router:
+        must(router, "BACKEND ADD_DNS bad dc localhost", tls_port(wrong_name_node), "TLS")
+        must(router, "BACKEND ADD_DNS good dc localhost", tls_port(tls_node), "TLS")
+        must(router, "FARM ADD both round-robin bad good")
+        must(router, "MAP FARM / both")
+        params = pika.ConnectionParameters("127.0.0.1", router.port, socket_timeout=WAIT)
+        for _ in range(3):
+            round_trip(params, b"served by good")
+        backends = must(router, "BACKEND PRINT")
+        assert "bad (dc): localhost :" in backends and "DOWN (" in backends, backends
+
+
+def test_ciphers_set_is_honoured(tls_files: TlsFiles) -> None:
+    tls12 = ssl.TLSVersion.TLSv1_2
+    chosen, other = "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"
+    with tls_router(tls_files) as (router, port):
+        must(router, "TLS INGRESS CIPHERS SET", chosen)
+        refused = client_context(tls_files, tls12)
+        refused.set_ciphers(other)
+        with pytest.raises((pika.exceptions.AMQPConnectionError, ssl.SSLError)):
+            pika.BlockingConnection(pika_params(port, refused))
+        served = client_context(tls_files, tls12)
+        served.set_ciphers(chosen)
+        round_trip(pika_params(port, served), b"cipher")
