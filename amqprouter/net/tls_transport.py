@@ -93,10 +93,21 @@ async def tls_handshake(
     return TLSTransport(tls)
 
 
+def _subject(sock: ssl.SSLSocket) -> str | None:
+    """The verified peer certificate's subject, one line; None if none was verified."""
+    try:
+        cert = sock.getpeercert()
+    except (ValueError, OSError):  # not connected, or no handshake yet
+        return None
+    if not cert:  # none sent, or not verified (getpeercert gives {} then)
+        return None
+    return name_line(cert["subject"])  # type: ignore[arg-type]
+
+
 class TLSTransport:
     """A connected TLS stream (see the module docstring and ``net.transport``)."""
 
-    __slots__ = ("_want_write", "recv", "sock", "ssl_sock")
+    __slots__ = ("_subject", "_version", "_want_write", "recv", "sock", "ssl_sock")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         #: The same socket twice: typed as the Transport's TCP socket, and as SSL.
@@ -105,6 +116,10 @@ class TLSTransport:
         # The last read needed the socket writable (TLS wants to send first).
         self._want_write = False
         self.recv: Callable[[int], bytes] = self._recv
+        # Read once, after the handshake: CONN, the logs and statistics ask later,
+        # possibly after the socket is closed (when the SSL object is gone).
+        self._subject = _subject(sock)
+        self._version = sock.version()
 
     def _recv(self, size: int) -> bytes:
         try:
@@ -165,14 +180,8 @@ class TLSTransport:
         return sockets.local_name(self.sock)
 
     def peer_subject(self) -> str | None:
-        try:
-            cert = self.ssl_sock.getpeercert()
-        except (ValueError, OSError):
-            return None
-        if not cert:  # none sent, or not verified (getpeercert gives {} then)
-            return None
-        return name_line(cert["subject"])  # type: ignore[arg-type]
+        return self._subject
 
     def tls_version(self) -> str | None:
         """The negotiated protocol ("TLSv1.3")."""
-        return self.ssl_sock.version()
+        return self._version

@@ -1,4 +1,4 @@
-"""The TLS command-line flags exist and are refused at start until they are wired."""
+"""The TLS command-line flags: listed by --help, turned into TLS commands at start."""
 
 from __future__ import annotations
 
@@ -6,30 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.router import REPO, router_command
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--listen-tls-port", "5671"],
-        ["--tls-cert-chain", "/etc/amqprouter/chain.pem"],
-        ["--tls-key", "/etc/amqprouter/server.key"],
-        ["--destination-tls"],
-        ["--tls-ca", "/etc/ssl/certs/fleet-ca.pem"],
-    ],
-)
-def test_tls_flag_is_refused_not_ignored(args: list[str], tmp_path: Path) -> None:
-    result = subprocess.run(
+def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         router_command(
-            "--listen-port",
-            "5999",
-            "--destination-dns",
-            "localhost",
-            "--destination-port",
-            "5672",
             "--control-socket",
             f"{tmp_path}/control",
             "--log-directory",
@@ -42,12 +24,6 @@ def test_tls_flag_is_refused_not_ignored(args: list[str], tmp_path: Path) -> Non
         timeout=60,
         check=False,
     )
-    assert result.returncode == 2, result
-    assert result.stderr == (
-        f"{args[0]} is not wired yet: this version cannot serve or reach TLS from the "
-        "command line. The TLS control verb loads certificates (docs/tls.md).\n"
-    )
-    assert "Starting amqprouter" not in result.stdout
 
 
 def test_help_lists_the_tls_flags() -> None:
@@ -68,4 +44,24 @@ def test_help_lists_the_tls_flags() -> None:
         "--tls-ca",
     ):
         assert flag in text
-    assert text.count("NOT WIRED YET: refused at start.") == 5
+
+
+def test_destination_tls_needs_simple_mode(tmp_path: Path) -> None:
+    result = run("--destination-tls", tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("--destination-tls applies to simple mode's broker")
+
+
+def test_a_missing_key_file_stops_start_up_naming_it(tmp_path: Path) -> None:
+    result = run("--tls-key", f"{tmp_path}/nowhere.key", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert f"--tls-key: TLS INGRESS KEY_FILE {tmp_path}/nowhere.key: Error: " in result.stderr
+    assert "nowhere.key" in result.stderr.split("Error: ", 1)[1]
+
+
+def test_a_tls_port_without_certificate_stops_start_up(tmp_path: Path) -> None:
+    result = run("--listen-tls-port", "15671", tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "Cannot listen on port 15671: TLS INGRESS needs CERT_CHAIN_FILE and KEY_FILE" in (
+        result.stderr
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -50,6 +52,27 @@ def must(router: RouterProcess, *words: object) -> str:
     code, out = ctl(router, *words)
     assert code == 0, f"{words}: {out}\n{router.stderr}"
     return out
+
+
+def stat_line(router: RouterProcess, *words: str) -> str:
+    """The first line of ``STAT LISTEN words...`` (the stream is then ended)."""
+    control = str(router.stdout_path.parent / "control")
+    with subprocess.Popen(
+        [str(CTL), control, "STAT", "LISTEN", *words],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as stream:
+        assert stream.stdout is not None
+        try:
+            ready, _, _ = select.select([stream.stdout], [], [], WAIT)
+            assert ready, "no STAT LISTEN line within the wait"
+            line = stream.stdout.readline()
+            assert line, router.stderr[-3000:]
+            return line
+        finally:
+            stream.kill()
 
 
 def tls_flags(files: TlsFiles, port: int) -> list[str]:
@@ -206,6 +229,9 @@ def test_mutual_tls_subject_in_conn_and_log(tls_files: TlsFiles) -> None:
             conn = must(router, "CONN")
             assert "clientCert=" in conn and "CN=client" in conn, conn
             assert "tls=TLSv1.3" in conn, conn
+            # STAT's per-source axis names a certificate's client by its CN.
+            stats = json.loads(stat_line(router, "json", "source=client@127.0.0.1"))
+            assert stats["activeConnectionCount"] == 1, stats
         finally:
             connection.close()
         wait_for(lambda: "CN=client" in router.stderr, timeout=WAIT, what="the session log line")
