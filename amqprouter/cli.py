@@ -31,6 +31,10 @@ SIMPLE_MODE_INCOMPLETE = (
     "If configuring in simple mode, the --listenPort, --destinationPort and "
     "--destinationDNS must all be set"
 )
+DESTINATION_TLS_NEEDS_SIMPLE_MODE = (
+    "--destination-tls applies to simple mode's broker: give --listen-port, "
+    "--destination-dns and --destination-port too (in a --config file, use BACKEND ... TLS)"
+)
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
@@ -75,6 +79,35 @@ _seconds = click.FloatRange(min=0.001)
     "destination_port",
     type=click.IntRange(1, 65535),
     help="Simple mode: broker port.",
+)
+@click.option(
+    "--listen-tls-port",
+    type=click.IntRange(1, 65535),
+    help="Also accept TLS clients on this port (LISTEN START_SECURE), with "
+    "--tls-cert-chain and --tls-key (docs/tls.md).",
+)
+@click.option(
+    "--tls-cert-chain",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate chain served to TLS clients (TLS INGRESS CERT_CHAIN_FILE).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key of --tls-cert-chain (TLS INGRESS KEY_FILE).",
+)
+@click.option(
+    "--destination-tls",
+    is_flag=True,
+    default=False,
+    help="Simple mode: reach the broker over TLS (BACKEND ADD_DNS ... TLS); without "
+    "--tls-ca its certificate is not checked.",
+)
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM CA file the broker's certificate and host name are checked against with "
+    "--destination-tls (TLS EGRESS CA_CERT_FILE, VERIFY_MODE PEER).",
 )
 @click.option(
     "--control-socket",
@@ -261,6 +294,11 @@ def main(
     listen_port: int | None,
     destination_dns: str | None,
     destination_port: int | None,
+    listen_tls_port: int | None,
+    tls_cert_chain: Path | None,
+    tls_key: Path | None,
+    destination_tls: bool,
+    tls_ca: Path | None,
     control_socket: str,
     control_socket_mode: str,
     config_file: Path | None,
@@ -328,17 +366,32 @@ def main(
     setup: list[tuple[str, str]] = [("--console-verbosity", f"LOG CONSOLE {verbosity}")]
     if config_file is not None:
         setup += _config_lines(config_file)
+    # The TLS flags are TLS commands too, so CONFIG PRINT writes them back.
+    for flag, value, lines in (
+        ("--tls-cert-chain", tls_cert_chain, ["TLS INGRESS CERT_CHAIN_FILE {}"]),
+        ("--tls-key", tls_key, ["TLS INGRESS KEY_FILE {}"]),
+        ("--tls-ca", tls_ca, ["TLS EGRESS CA_CERT_FILE {}", "TLS EGRESS VERIFY_MODE PEER"]),
+    ):
+        if value is not None:
+            setup += [(flag, line.format(value)) for line in lines]
+    if destination_tls and destination_dns is None:
+        click.echo(DESTINATION_TLS_NEEDS_SIMPLE_MODE, err=True)
+        sys.exit(EXIT_SIMPLE_MODE_INCOMPLETE)
     if destination_dns is not None and destination_port is not None:
         # Simple mode is exactly amqpprox's: these four control commands.
+        tls_flag = " TLS" if destination_tls else ""
         setup += [
             (
                 "simple mode",
-                f"BACKEND ADD_DNS default-backend none {destination_dns} {destination_port}",
+                f"BACKEND ADD_DNS default-backend none {destination_dns} {destination_port}"
+                + tls_flag,
             ),
             ("simple mode", "FARM ADD default round-robin default-backend"),
             ("simple mode", "MAP DEFAULT default"),
             ("simple mode", f"LISTEN START {listen_port}"),
         ]
+    if listen_tls_port is not None:
+        setup.append(("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}"))
     click.echo(
         f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
     )

@@ -62,6 +62,7 @@ __all__ = [
     "HOST",
     "SYSTEM_PORT",
     "BrokerError",
+    "NodeTls",
     "RabbitNode",
     "RabbitNodeFactory",
     "SystemBroker",
@@ -573,6 +574,35 @@ _live_nodes: set[RabbitNode] = set()
 _live_lock = threading.Lock()
 
 
+@attrs.frozen
+class NodeTls:
+    """A TLS listener for a private node: RabbitMQ's ``listeners.ssl.default`` and
+    ``ssl_options.*`` (PEM files; copied into the node's directory at start so the
+    broker's user can read them)."""
+
+    cacertfile: Path
+    certfile: Path
+    keyfile: Path
+    verify: bool = False  # ssl_options.verify = verify_peer (else verify_none)
+    fail_if_no_peer_cert: bool = False
+    port: int = attrs.field(factory=free_port)
+
+    def config(self, host: str, directory: Path) -> str:
+        """The rabbitmq.conf lines; copies the files into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        names = {"cacertfile": self.cacertfile, "certfile": self.certfile, "keyfile": self.keyfile}
+        lines = [f"listeners.ssl.default = {host}:{self.port}\n"]
+        for option, source in names.items():
+            target = directory / f"{option}.pem"
+            shutil.copyfile(source, target)
+            lines.append(f"ssl_options.{option} = {target}\n")
+        lines.append(f"ssl_options.verify = {'verify_peer' if self.verify else 'verify_none'}\n")
+        lines.append(
+            f"ssl_options.fail_if_no_peer_cert = {str(self.fail_if_no_peer_cert).lower()}\n"
+        )
+        return "".join(lines)
+
+
 @attrs.define(eq=False)
 class RabbitNode(_CtlBroker):
     """A private RabbitMQ node owned by the test run.
@@ -587,6 +617,8 @@ class RabbitNode(_CtlBroker):
     port: int = attrs.field(factory=free_port)  # AMQP port
     dist_port: int = attrs.field(factory=free_port)  # Erlang distribution port
     host: str = HOST
+    #: A TLS listener besides the plain one (RabbitNodeFactory.create_tls).
+    tls: NodeTls | None = None
     _proc: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False, repr=False)
     _run_as_cache: _RunAs | None = attrs.field(default=None, init=False, repr=False)
 
@@ -667,6 +699,7 @@ class RabbitNode(_CtlBroker):
             "log.file.level = info\n"
             # Do not block publishers on a nearly full CI disk.
             "disk_free_limit.absolute = 1MB\n"
+            + ("" if self.tls is None else self.tls.config(self.host, d / "tls"))
         )
         (d / "enabled_plugins").write_text("[].\n")
         self._run_as().chown(d)
@@ -929,6 +962,18 @@ class RabbitNodeFactory:
         return node
 
     __call__ = create
+
+    def create_tls(self, tls: NodeTls, timeout: float = START_TIMEOUT) -> RabbitNode:
+        """A new private node that also serves AMQP over TLS on ``tls.port``."""
+        node = self.create(start=False)
+        node.tls = tls
+        node.start(timeout=timeout)
+        wait_for(
+            lambda: port_is_open(tls.port, node.host),
+            timeout=timeout,
+            what=f"{node.name} to listen for TLS on {node.host}:{tls.port}",
+        )
+        return node
 
     def close(self) -> None:
         """Kill every node created here and delete their data (errors collected, raised last)."""

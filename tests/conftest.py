@@ -32,6 +32,9 @@ from tests.brokers import (
     SystemBroker,
     unique_name,
 )
+from tests.tls_certs import tls_files
+
+__all__ = ["tls_files"]  # certificates for TLS tests (tests/tls_certs.py)
 
 # --------------------------------------------------------------------------- #
 # brokers

@@ -9,7 +9,7 @@ when the command is executed, against the state of that moment.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import attrs
 
@@ -380,6 +380,72 @@ class VhostForceDisconnect:
 
 
 # --------------------------------------------------------------------------- #
+# TLS
+# --------------------------------------------------------------------------- #
+
+TlsDirection: TypeAlias = Literal["INGRESS", "EGRESS"]
+TlsFileKind: TypeAlias = Literal[
+    "KEY_FILE", "CERT_CHAIN_FILE", "RSA_KEY_FILE", "TMP_DH_FILE", "CA_CERT_FILE"
+]
+TlsVerifyWord: TypeAlias = Literal["NONE", "PEER", "FAIL_IF_NO_PEER_CERT", "CLIENT_ONCE"]
+
+
+@attrs.frozen
+class TlsFile:
+    """``TLS (INGRESS|EGRESS) KEY_FILE|CERT_CHAIN_FILE|RSA_KEY_FILE|TMP_DH_FILE|CA_CERT_FILE f``.
+
+    RSA_KEY_FILE is KEY_FILE: a PEM key of any type (docs/tls.md).
+    """
+
+    direction: TlsDirection
+    kind: TlsFileKind
+    path: str
+
+
+@attrs.frozen
+class TlsVerifyMode:
+    """``TLS (INGRESS|EGRESS) VERIFY_MODE mode*``: no mode is NONE, as in amqpprox."""
+
+    direction: TlsDirection
+    modes: tuple[TlsVerifyWord, ...]
+
+
+@attrs.frozen
+class TlsCiphersSet:
+    """``TLS (INGRESS|EGRESS) CIPHERS SET list``: an OpenSSL cipher list (TLS 1.2)."""
+
+    direction: TlsDirection
+    ciphers: str
+
+
+@attrs.frozen
+class TlsCiphersPrint:
+    """``TLS (INGRESS|EGRESS) CIPHERS PRINT``: the ciphers in force."""
+
+    direction: TlsDirection
+
+
+@attrs.frozen
+class TlsMinVersion:
+    """``TLS (INGRESS|EGRESS) MIN_VERSION 1.2|1.3`` (ours): the oldest version accepted."""
+
+    direction: TlsDirection
+    version: Literal["1.2", "1.3"]
+
+
+@attrs.frozen
+class TlsPrint:
+    """``TLS (INGRESS|EGRESS) PRINT`` (ours): what is loaded, and what is missing."""
+
+    direction: TlsDirection
+
+
+TlsCommand: TypeAlias = (
+    TlsFile | TlsVerifyMode | TlsCiphersSet | TlsCiphersPrint | TlsMinVersion | TlsPrint
+)
+
+
+# --------------------------------------------------------------------------- #
 # unions
 # --------------------------------------------------------------------------- #
 
@@ -410,6 +476,10 @@ MutatingCommand: TypeAlias = (
     | LogConsole
     | LogFile
     | MapHostnameDns
+    | TlsFile
+    | TlsVerifyMode
+    | TlsCiphersSet
+    | TlsMinVersion
 )
 
 # Everything ``grammar.parse`` can return besides a ParseError.
@@ -434,4 +504,6 @@ Command: TypeAlias = (
     | VhostPrint
     | VhostBackendDisconnect
     | VhostForceDisconnect
+    | TlsCiphersPrint
+    | TlsPrint
 )

@@ -19,13 +19,15 @@ import structlog
 import trio
 
 from amqprouter.control import commands as c
-from amqprouter.control import health_commands, routing_commands, session_control
+from amqprouter.control import health_commands, routing_commands, session_control, tls_commands
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
+from amqprouter.net.tls_context import TlsState
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
 from amqprouter.server import Server
+from amqprouter.server.server import TlsNotConfigured
 from amqprouter.session import Session
 from amqprouter.text import escape
 
@@ -57,6 +59,11 @@ class Controller:
         self.console_verbosity = router_logging.DEFAULT_CONSOLE_VERBOSITY
         self.file_verbosity = router_logging.DEFAULT_FILE_VERBOSITY
 
+    @property
+    def tls(self) -> TlsState:
+        """The server's TLS settings and contexts (the TLS verb changes them)."""
+        return self.server.tls
+
     async def handle(self, line: str) -> Reply:
         command = parse(line)
         if isinstance(command, ParseError):
@@ -83,14 +90,12 @@ class Controller:
             return Reply(text, ok=not text)
         if isinstance(command, routing_commands.ROUTING_COMMANDS):
             return await self._routing(command)
+        if isinstance(command, tls_commands.TLS_COMMANDS):
+            return tls_commands.execute(self.server.tls, command)
         if isinstance(command, c.ListenStart):
             return await self._listen(command.port)
         if isinstance(command, c.ListenStartSecure):
-            return Reply(
-                "TLS is not configured: LISTEN START_SECURE needs the TLS support that "
-                "is not in this version.\n",
-                ok=False,
-            )
+            return await self._listen(command.port, secure=True)
         if isinstance(command, c.ListenStop):
             self.server.stop_listening(command.port)
             return Reply("")
@@ -192,9 +197,17 @@ class Controller:
         log.info("backend drained", backend=name, graceful=graceful, sessions=count)
         return Reply(session_control.drain_reply(name, graceful, count))
 
-    async def _listen(self, port: int) -> Reply:
+    async def _listen(self, port: int, *, secure: bool = False) -> Reply:
+        if port in self.server.listeners and secure != (port in self.server.secure_listeners):
+            kind = "a plain" if secure else "a TLS"
+            return Reply(f"Cannot listen on port {port}: it is {kind} listener\n", ok=False)
         try:
-            await self.server.listen(port)
+            if secure:
+                await self.server.listen_secure(port)
+            else:
+                await self.server.listen(port)
+        except TlsNotConfigured as exc:
+            return Reply(f"Cannot listen on port {port}: {exc}\n", ok=False)
         except OSError as exc:
             return Reply(f"Cannot listen on port {port}: {exc.strerror or exc}\n", ok=False)
         return Reply("")
@@ -212,7 +225,12 @@ class Controller:
             lines += [to_line(c.StatSend(*p.target)) for p in self.stats.publishers]
             if not self.stats.collector.per_source:
                 lines.append(to_line(c.StatPerSource(enabled=False)))
-        lines += [f"LISTEN START {port}" for port in sorted(self.server.listeners)]
+        # TLS before the listeners: LISTEN START_SECURE needs the INGRESS context.
+        lines += [to_line(command) for command in tls_commands.config_commands(self.server.tls)]
+        lines += [
+            f"LISTEN {'START_SECURE' if port in self.server.secure_listeners else 'START'} {port}"
+            for port in sorted(self.server.listeners)
+        ]
         return "".join(line + "\n" for line in lines)
 
 
@@ -248,4 +266,16 @@ def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
         f"inBytes={ingress.bytes} inFrames={ingress.frames} inPackets={ingress.reads} "
         f"outBytes={egress.bytes} outFrames={egress.frames} outPackets={egress.reads} "
         f"{now - session.last_ingress:.3f}:{now - session.last_egress:.3f}"
-    )
+    ) + _tls_fields(session)
+
+
+def _tls_fields(session: Session) -> str:
+    """What a TLS client's CONN line adds (ours; plain lines stay amqpprox's)."""
+    version = session.client.tls_version()
+    if version is None:
+        return ""
+    subject = session.client.peer_subject()
+    if subject is None:
+        return f" tls={version}"
+    quoted = subject.replace("\\", "\\\\").replace('"', '\\"')
+    return f' tls={version} clientCert="{quoted}"'

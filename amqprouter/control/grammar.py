@@ -24,7 +24,7 @@ work unchanged:
   line separator or a bidi control.`` amqpprox accepts them, and a name holding one
   forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
-  (TLS, LIMIT, AUTH; BACKEND's SEND-PROXY and TLS flags; LISTEN's ACCEPT-PROXY)
+  (LIMIT, AUTH; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
@@ -70,6 +70,11 @@ Differences from amqpprox (each fixes a quirk, or is new):
 13. ``EXIT GRACEFUL [seconds]`` is new: drain sessions, then exit. A bad number of
     seconds answers ``EXIT GRACEFUL takes a number of seconds.\n``; any other word
     after EXIT is refused, as after any command.
+14. TLS: amqpprox ignores an unknown subcommand; ours is refused (``Unknown TLS
+    subcommand ...``). ``CIPHERS PRINT|SET`` and the VERIFY_MODE words take any
+    case. A file name is one word: more words after a file subcommand are refused
+    (a name with spaces cannot be written on a control line). ``TLS (INGRESS|EGRESS)
+    PRINT`` and ``MIN_VERSION 1.2|1.3`` are new (docs/tls.md).
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ import decimal
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
-from typing import assert_never
+from typing import Literal, assert_never, get_args
 
 import attrs
 
@@ -121,6 +126,15 @@ from amqprouter.control.commands import (
     StatPerSource,
     StatSend,
     StatStopSend,
+    TlsCiphersPrint,
+    TlsCiphersSet,
+    TlsDirection,
+    TlsFile,
+    TlsFileKind,
+    TlsMinVersion,
+    TlsPrint,
+    TlsVerifyMode,
+    TlsVerifyWord,
     VhostBackendDisconnect,
     VhostForceDisconnect,
     VhostPause,
@@ -209,7 +223,6 @@ _BACKEND_FLAGS = ("SEND-PROXY", "TLS")
 _BACKEND_FLAGS_NOT_YET: Mapping[str, str] = {
     "SEND-PROXY": "SEND-PROXY is not supported yet: this version cannot send a PROXY "
     "protocol header to a backend.\n",
-    "TLS": "TLS is not supported yet: this version reaches backends in plain text only.\n",
 }
 
 
@@ -571,6 +584,67 @@ _stat = _subcommands(
 )
 
 # --------------------------------------------------------------------------- #
+# TLS
+# --------------------------------------------------------------------------- #
+
+_TLS_DIRECTIONS: Mapping[str, TlsDirection] = {"INGRESS": "INGRESS", "EGRESS": "EGRESS"}
+_TLS_FILE_KINDS: Mapping[str, TlsFileKind] = {kind: kind for kind in get_args(TlsFileKind)}
+_TLS_VERIFY_WORDS: Mapping[str, TlsVerifyWord] = {word: word for word in get_args(TlsVerifyWord)}
+_TLS_MIN_VERSIONS: Mapping[str, Literal["1.2", "1.3"]] = {"1.2": "1.2", "1.3": "1.3"}
+_TLS_SUBCOMMANDS = (
+    "KEY_FILE, CERT_CHAIN_FILE, RSA_KEY_FILE, TMP_DH_FILE, CA_CERT_FILE, VERIFY_MODE, "
+    "CIPHERS, MIN_VERSION or PRINT"
+)
+
+
+def _tls(args: Sequence[str]) -> Command | ParseError:
+    direction = _TLS_DIRECTIONS.get(_upper(args[0])) if args else None
+    if direction is None:
+        return ParseError("Direction must be INGRESS or EGRESS\n")
+    if len(args) < 2:
+        return ParseError(f"TLS {direction} needs a subcommand: {_TLS_SUBCOMMANDS}.\n")
+    subcommand, rest = _upper(args[1]), args[2:]
+    kind = _TLS_FILE_KINDS.get(subcommand)
+    if kind is not None:
+        if not rest:
+            return ParseError("File must be specified\n")
+        if len(rest) > 1:
+            # A control line is split on whitespace, so such a name cannot be one
+            # word; taking the first word would load another file than meant.
+            return ParseError(
+                f"A TLS file name must be one word: '{' '.join(rest)}' has spaces in it; "
+                "rename the file or link it under a name without spaces.\n"
+            )
+        return TlsFile(direction, kind, rest[0])
+    match subcommand:
+        case "VERIFY_MODE":
+            modes: list[TlsVerifyWord] = []
+            for word in rest:
+                mode = _TLS_VERIFY_WORDS.get(_upper(word))
+                if mode is None:
+                    return ParseError(f"Unknown mode: {word}\n")
+                modes.append(mode)
+            return TlsVerifyMode(direction, tuple(modes))
+        case "CIPHERS":
+            action = _upper(rest[0]) if rest else ""
+            if action == "PRINT":
+                return TlsCiphersPrint(direction)
+            if action != "SET":
+                return ParseError("CIPHERS takes PRINT or SET ciphersuite(:ciphersuite)*.\n")
+            if len(rest) < 2:
+                return ParseError("CIPHERS SET needs a cipher list.\n")
+            return TlsCiphersSet(direction, rest[1])
+        case "MIN_VERSION":
+            version = _TLS_MIN_VERSIONS.get(rest[0]) if rest else None
+            if version is None:
+                return ParseError("MIN_VERSION must be 1.2 or 1.3.\n")
+            return TlsMinVersion(direction, version)
+        case "PRINT":
+            return TlsPrint(direction)
+    return ParseError(f"Unknown TLS subcommand '{subcommand}': expected {_TLS_SUBCOMMANDS}.\n")
+
+
+# --------------------------------------------------------------------------- #
 # SESSION, VHOST, EXIT
 # --------------------------------------------------------------------------- #
 
@@ -641,6 +715,7 @@ _VERBS: Mapping[str, _Parser] = {
     "MAPHOSTNAME": _maphostname,
     "STAT": _stat,
     "SESSION": _session,
+    "TLS": _tls,
     "VHOST": _vhost,
 }
 
@@ -649,7 +724,6 @@ _VERBS: Mapping[str, _Parser] = {
 _VERBS_NOT_YET: Mapping[str, str] = {
     "AUTH": "this version has no authentication service.",
     "LIMIT": "this version has no connection or data rate limits.",
-    "TLS": "this version serves and reaches brokers in plain text only.",
 }
 
 # Words of amqpprox's that a command would otherwise merely find unexpected.
@@ -687,6 +761,10 @@ _HELP_TEXTS: Mapping[str, str] = {
     # amqpprox's text starts with a space (hence two after SESSION); UNPAUSE is ours.
     "SESSION": " id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a "
     "particular session",
+    # amqpprox's text; PRINT and MIN_VERSION are ours.
+    "TLS": "(INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file | "
+    "TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET "
+    "ciphersuite(:ciphersuite)*) | MIN_VERSION (1.2 | 1.3) | PRINT)",
     "VHOST": "PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | "
     "FORCE_DISCONNECT vhost",
 }
@@ -866,6 +944,18 @@ def _words(command: Command) -> list[str]:
             if not graceful:
                 return ["EXIT"]
             return ["EXIT", "GRACEFUL"] + ([] if seconds is None else [_decimal(seconds)])
+        case TlsFile(direction, kind, path):
+            return ["TLS", direction, kind, path]
+        case TlsVerifyMode(direction, modes):
+            return ["TLS", direction, "VERIFY_MODE", *modes]
+        case TlsCiphersSet(direction, ciphers):
+            return ["TLS", direction, "CIPHERS", "SET", ciphers]
+        case TlsCiphersPrint(direction):
+            return ["TLS", direction, "CIPHERS", "PRINT"]
+        case TlsMinVersion(direction, version):
+            return ["TLS", direction, "MIN_VERSION", version]
+        case TlsPrint(direction):
+            return ["TLS", direction, "PRINT"]
         case Help():
             return ["HELP"]
         case _:

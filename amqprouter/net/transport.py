@@ -56,6 +56,10 @@ class Transport(Protocol):
         """The verified peer certificate's subject (mutual TLS), else None."""
         ...
 
+    def tls_version(self) -> str | None:
+        """The negotiated TLS version ("TLSv1.3"), None for plain TCP."""
+        ...
+
 
 class PlainTransport:
     """A TCP socket as it is: every call goes straight to the socket."""
@@ -89,3 +93,24 @@ class PlainTransport:
 
     def peer_subject(self) -> str | None:
         return None
+
+    def tls_version(self) -> str | None:
+        return None
+
+
+async def recv_some(transport: Transport, size: int = sockets.READ_SIZE) -> bytes:
+    """Wait for and return at least one byte; PeerGone on EOF or any other error.
+
+    For the handshakes and the pause hold, not the pumps (they inline this loop).
+    """
+    while True:
+        try:
+            data = transport.recv(size)
+        except BlockingIOError:
+            await transport.wait_readable()
+            continue
+        except OSError as exc:  # reset, timed-out keepalive, unreachable: all mean gone
+            raise sockets.PeerGone(str(exc)) from exc
+        if not data:
+            raise sockets.PeerGone("end of stream")
+        return data

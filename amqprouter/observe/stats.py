@@ -30,6 +30,7 @@ must never go down) are kept per (vhost, backend name).
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, ClassVar, Final, TypeVar
 
@@ -217,17 +218,35 @@ class _Seen:
     def __init__(self, session: Session) -> None:
         self.in_bytes = self.in_frames = self.in_reads = 0
         self.out_bytes = self.out_frames = self.out_reads = 0
-        self.source = session.client_address[0]
         self.rekey(session)
 
     def rekey(self, session: Session) -> None:
-        # Identity of these three changes only at the handshake's two steps.
+        # Identity of these three changes only at the handshake's two steps (and the
+        # client's certificate is known before the first of them, Connection.Open).
+        self.source = source_key(session)
         self.vhost = session.vhost
         self.backend = session.backend
         self.address = address = session.broker_address
         backend_key = NO_BACKEND if address[1] == 0 else f"{address[0]}_{address[1]}"
         name = "" if session.backend is None else session.backend.name
         self.key = (session.vhost or "", name, backend_key)
+
+
+def source_key(session: Session) -> str:
+    """The per-source axis key: the client's address, or ``<CN>@<address>`` for a
+    client that presented a verified certificate (mutual TLS). Characters a StatsD
+    tag or a STAT filter cannot carry become ``_``."""
+    host = session.client_address[0]
+    subject = session.client.peer_subject()
+    if subject is None:
+        return host
+    match = _COMMON_NAME.search(subject)
+    name = _UNSAFE.sub("_", match.group(1)) if match else "cert"
+    return f"{name}@{host}"
+
+
+_COMMON_NAME: Final = re.compile(r"(?:^|,)CN=([^,]*)")
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @attrs.define

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
-from amqprouter.routing import Resolver, RoutingTable
+from amqprouter.net.tls_context import TlsState, missing
+from amqprouter.net.tls_transport import TlsHandshakeError, tls_handshake
+from amqprouter.net.transport import PlainTransport, Transport
+from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.server.health import HealthMonitor
@@ -18,11 +21,17 @@ from amqprouter.server.listener import accept_loop, bind_listener
 from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
+from amqprouter.session.connect import StartClient, WrapBackend
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = structlog.get_logger("amqprouter.server")
+
+
+class TlsNotConfigured(Exception):
+    """LISTEN START_SECURE before TLS INGRESS has a certificate and a key."""
+
 
 #: SIGTERM and EXIT GRACEFUL wait this long for sessions to close gracefully; the
 #: rest are then cut. Longer than a graceful disconnect's own bound (5 s).
@@ -65,6 +74,14 @@ class Server:
         self.session_ended: list[Callable[[Session], None]] = []
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
+        #: The TLS settings and contexts of both directions (the TLS verb changes them;
+        #: a session takes the context of the moment it starts).
+        self.tls = TlsState()
+        #: The listeners that serve TLS (LISTEN START_SECURE), a subset of ``listeners``.
+        self.secure_listeners: set[int] = set()
+        #: Wraps every backend connection (TLS, PROXY header for backends flagged so);
+        #: None connects plain. See session/connect.py.
+        self.wrap_backend: WrapBackend | None = self._wrap_backend
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -95,8 +112,12 @@ class Server:
     def current_routing(self) -> RoutingTable:
         return self.routing
 
-    async def listen(self, port: int, host: str = "") -> int:
-        """Start listening on ``port`` (0 picks a free one); returns the bound port."""
+    async def listen(self, port: int, host: str = "", start: StartClient | None = None) -> int:
+        """Start listening on ``port`` (0 picks a free one); returns the bound port.
+
+        ``start`` finishes opening each accepted client's transport (a TLS handshake),
+        inside the client handshake timeout; None serves plain AMQP.
+        """
         assert self._nursery is not None, "Server.run() must be started first"
         if port in self.listeners:
             log.info("already listening", port=port)
@@ -108,12 +129,54 @@ class Server:
 
         async def serve() -> None:
             with scope:
-                await accept_loop(sock, lambda client: self._start_session(client, bound))
+                await accept_loop(sock, lambda client: self._start_session(client, bound, start))
             self.listeners.pop(bound, None)
+            self.secure_listeners.discard(bound)
 
         self._nursery.start_soon(serve)
         log.info("listening", port=bound)
         return bound
+
+    async def listen_secure(self, port: int, host: str = "") -> int:
+        """Start a TLS listener on ``port``; the bound port.
+
+        Each client's TLS handshake runs inside the client handshake timeout, with the
+        INGRESS context of the moment it connected.
+
+        Raises:
+            TlsNotConfigured: TLS INGRESS lacks a certificate or key.
+            OSError: the port cannot be bound.
+        """
+        lacking = missing(self.tls.settings("INGRESS"))
+        if lacking:
+            raise TlsNotConfigured(f"TLS INGRESS needs {' and '.join(lacking)} first")
+        bound = await self.listen(port, host, start=self._start_tls_client)
+        self.secure_listeners.add(bound)
+        return bound
+
+    async def _start_tls_client(self, transport: Transport) -> Transport:
+        context = self.tls.context("INGRESS")
+        if context is None:  # cannot happen once listening, but never serve plain here
+            raise OSError("TLS INGRESS is not configured")
+        try:
+            return await tls_handshake(transport.sock, context, server_side=True)
+        except TlsHandshakeError as exc:
+            raise OSError(f"TLS handshake failed: {exc.reason}") from exc
+
+    async def _wrap_backend(self, backend: Backend, transport: Transport) -> Transport:
+        """A backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
+        if not backend.tls:
+            return transport
+        context = self.tls.context("EGRESS")
+        if context is None:
+            lacking = " and ".join(missing(self.tls.settings("EGRESS")))
+            raise OSError(f"TLS EGRESS is not usable yet: it needs {lacking}")
+        try:
+            return await tls_handshake(
+                transport.sock, context, server_side=False, server_hostname=backend.host
+            )
+        except TlsHandshakeError as exc:
+            raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
     def stop_listening(self, port: int | None = None) -> None:
         """Stop one listener, or all; existing sessions are not touched."""
@@ -121,6 +184,7 @@ class Server:
             if port is None or port == bound:
                 scope.cancel()
                 self.listeners.pop(bound, None)
+                self.secure_listeners.discard(bound)
 
     def disconnect_backend(self, name: str, *, graceful: bool, reason: str) -> int:
         """Disconnect every session connected to backend ``name``; how many were asked.
@@ -160,10 +224,12 @@ class Server:
         log.info("drained", drained=drained, cut_at_deadline=len(left))
         return drained, len(left)
 
-    def _start_session(self, client: socket.socket, listen_port: int) -> None:
+    def _start_session(
+        self, client: socket.socket, listen_port: int, start: StartClient | None
+    ) -> None:
         assert self._nursery is not None
         session = Session(
-            client,
+            PlainTransport(client),
             settings=self.settings,
             routing=self.current_routing,
             resolver=self.resolver,
@@ -171,6 +237,8 @@ class Server:
             host_name=self.host_name,
             health=self.health.registry,
             vhost_opened=self.vhosts.opened,
+            start=start,
+            wrap_backend=self.wrap_backend,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)

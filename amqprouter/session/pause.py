@@ -25,7 +25,6 @@ heartbeat is still half sent.
 from __future__ import annotations
 
 import math
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -33,6 +32,7 @@ from typing import Final
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.transport import Transport, recv_some
 
 #: A heartbeat frame: type 8, channel 0, empty payload, frame end.
 HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
@@ -110,8 +110,8 @@ class Pause:
             self._wakeups.discard(scope)
 
 
-async def hold(sock: socket.socket, pause: Pause, until: float = math.inf) -> None:
-    """Read ``sock`` into ``pause.held`` until resumed or ``until`` (trio time).
+async def hold(peer: Transport, pause: Pause, until: float = math.inf) -> None:
+    """Read ``peer`` into ``pause.held`` until resumed or ``until`` (trio time).
 
     Stops reading once ``HOLD_LIMIT`` bytes are held (the peer then meets TCP
     back-pressure). Raises PeerGone if the peer leaves.
@@ -121,7 +121,7 @@ async def hold(sock: socket.socket, pause: Pause, until: float = math.inf) -> No
         with pause.wakeable(until):
             if room <= 0:
                 await trio.sleep_forever()
-            data = await sockets.recv_some(sock, min(room, sockets.READ_SIZE))
+            data = await recv_some(peer, min(room, sockets.READ_SIZE))
             # No checkpoint between the read and this: a wake-up cannot lose data.
             pause.held.append(data)
             pause.held_bytes += len(data)

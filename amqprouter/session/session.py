@@ -45,6 +45,7 @@ import trio
 
 from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone
+from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.protocol import (
     BadProtocolHeader,
     BrokerHandshake,
@@ -63,6 +64,13 @@ from amqprouter.protocol import (
 )
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
+from amqprouter.session.connect import (
+    StartClient,
+    WrapBackend,
+    connect_backend,
+    endpoint,
+    start_client,
+)
 from amqprouter.session.pause import HEARTBEAT_FRAME, Pause, heartbeat_period, hold
 from amqprouter.session.settings import SessionSettings
 
@@ -89,8 +97,8 @@ class _Conversation(Protocol[_Event]):
     def data_to_send(self) -> bytes: ...
 
 
-async def _converse(sock: socket.socket, machine: _Conversation[_Event]) -> _Event:
-    """Feed ``machine`` from ``sock`` and send what it says until it has an event.
+async def _converse(peer: Transport, machine: _Conversation[_Event]) -> _Event:
+    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
 
     What the machine queued is sent before its event is returned (a Close-Ok owed to a
     peer goes out first). Unbounded on its own: callers hold the deadline.
@@ -99,14 +107,10 @@ async def _converse(sock: socket.socket, machine: _Conversation[_Event]) -> _Eve
         event = machine.next_event()
         outgoing = machine.data_to_send()
         if outgoing:
-            await sockets.send_all(sock, outgoing)
+            await peer.send_all(outgoing)
         if event is not None:
             return event
-        machine.receive_data(await sockets.recv_some(sock))
-
-
-def _endpoint(address: tuple[str, int]) -> str:
-    return f"{address[0]}:{address[1]}"
+        machine.receive_data(await recv_some(peer))
 
 
 class State(enum.Enum):
@@ -165,7 +169,9 @@ class Session:
         "_requested",
         "_resolver",
         "_routing",
+        "_start_client",
         "_vhost_opened",
+        "_wrap_backend",
         "_writing",
         "backend",
         "broker",
@@ -193,7 +199,7 @@ class Session:
 
     def __init__(
         self,
-        client: socket.socket,
+        client: Transport,
         *,
         settings: SessionSettings,
         routing: Callable[[], RoutingTable],
@@ -202,10 +208,17 @@ class Session:
         host_name: Callable[[str], str] = str,
         health: HealthRegistry | None = None,
         vhost_opened: Callable[[str], bool] = lambda vhost: False,
+        start: StartClient | None = None,
+        wrap_backend: WrapBackend | None = None,
     ) -> None:
         self.id = next(_ids)
+        #: The two transports (connect.py says how new kinds plug in).
         self.client = client
-        self.broker: socket.socket | None = None
+        self.broker: Transport | None = None
+        # Run first, inside the client handshake timeout (a TLS handshake, say).
+        self._start_client = start
+        # Wraps each backend connection, inside the connect timeout.
+        self._wrap_backend = wrap_backend
         self.settings = settings
         self._routing = routing
         self._resolver = resolver
@@ -216,8 +229,8 @@ class Session:
         self.vhost: str | None = None
         self.backend: Backend | None = None
         self.connection_name: str | None = None
-        self.client_address = sockets.peer_name(client)
-        self.client_local = sockets.local_name(client)
+        self.client_address = client.peer_name()
+        self.client_local = client.local_name()
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
         self.broker_local: tuple[str, int] = ("0.0.0.0", 0)
         # When each direction last carried data (time.monotonic), for CONN's idle times.
@@ -244,13 +257,13 @@ class Session:
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
         self._forwarding: trio.CancelScope | None = None
-        # Sockets with a write in progress. A pump cancelled mid-write leaves its peer's
+        # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
-        self._writing: set[socket.socket] = set()
+        self._writing: set[Transport] = set()
         self._clean_after_forward = False
         # Who sent the Connection.Close that ended forwarding, its code and text.
         self._closed_by: tuple[str, int, str] | None = None
-        self.log = log.bind(session=self.id, client=_endpoint(self.client_address))
+        self.log = log.bind(session=self.id, client=endpoint(self.client_address))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -263,9 +276,9 @@ class Session:
             self.log.exception("session failed")
         finally:
             self.state = State.CLOSED
-            sockets.close_socket(self.client)
+            self.client.close()
             if self.broker is not None:
-                sockets.close_socket(self.broker)
+                self.broker.close()
 
     async def _serve(self) -> None:
         opened: ClientOpened | None = None
@@ -295,6 +308,8 @@ class Session:
         machine = ClientHandshake(self.settings.tune)
         timeout = self.settings.timeouts.client_handshake
         with trio.move_on_after(timeout):
+            if self._start_client is not None and not await self._start():
+                return None
             try:
                 event: ClientOpened | PeerClosed = await _converse(self.client, machine)
                 if isinstance(event, ClientOpened):
@@ -322,6 +337,21 @@ class Session:
         self.log.warning("client handshake timed out", timeout=timeout)
         return None
 
+    async def _start(self) -> bool:
+        """Run the listener's start hook (TLS handshake, PROXY header); False if it failed."""
+        try:
+            self.client = await start_client(self.client, self._start_client)
+        except (OSError, PeerGone, ProtocolError) as exc:
+            self.log.info("client transport failed to start", error=str(exc))
+            return False
+        # A PROXY header names the real client: the transport now says who it is.
+        self.client_address = self.client.peer_name()
+        self.log = log.bind(session=self.id, client=endpoint(self.client_address))
+        version = self.client.tls_version()
+        if version is not None:  # every line of a TLS session says so, and who it is
+            self.log = self.log.bind(tls=version, client_cert=self.client.peer_subject())
+        return True
+
     # -- 2 and 3. broker connect and handshake ---------------------------------------
 
     async def _open_broker(self, opened: ClientOpened) -> BrokerOpened | None:
@@ -334,7 +364,7 @@ class Session:
         except NoRoute as exc:
             self.log.error(
                 "no mapping for vhost",
-                ingressRemote=_endpoint(self.client_address),
+                ingressRemote=endpoint(self.client_address),
                 detail=exc.detail,
             )
             await self._close_client(constants.RESOURCE_ERROR, str(exc))
@@ -342,52 +372,34 @@ class Session:
         failures: list[str] = []
         for backend in candidates:
             tried = len(failures)
-            broker = await self._connect(backend, failures)
-            if health is not None:
-                if broker is None:
+            broker = await connect_backend(
+                self._resolver,
+                backend,
+                self.settings.timeouts.connect,
+                self._wrap_backend,
+                self.log,
+            )
+            if isinstance(broker, list):
+                failures += broker
+                if health is not None:
                     health.connect_failed(backend.name, "; ".join(failures[tried:]))
-                else:
-                    health.connect_succeeded(backend.name)
-            if broker is None:
                 continue
+            if health is not None:
+                health.connect_succeeded(backend.name)
             self.broker, self.backend = broker, backend
-            self.broker_address = sockets.peer_name(broker)
-            self.broker_local = sockets.local_name(broker)
+            self.broker_address = broker.peer_name()
+            self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
             return await self._broker_handshake(opened, backend)
         names = ", ".join(backend.label for backend in candidates)
         self.log.error("no backend reachable", tried=failures)
         await self._close_client(
             constants.CONNECTION_FORCED,
-            f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})",
+            # Why each attempt failed (refused, timed out, a TLS verify error), so the
+            # client's own log says what to fix; the Close cuts the text at 255 bytes.
+            f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})"
+            f": {'; '.join(failures)}",
         )
-        return None
-
-    async def _connect(self, backend: Backend, failures: list[str]) -> socket.socket | None:
-        timeout = self.settings.timeouts.connect
-        addresses: list[tuple[socket.AddressFamily, tuple[str, int]]] = []
-        with trio.move_on_after(timeout):
-            try:
-                addresses = await self._resolver.resolve(backend.connect_host, backend.port)
-            except OSError as exc:
-                failures.append(f"{backend.label}: {exc}")
-                self.log.error("cannot resolve backend", backend=backend.label, error=str(exc))
-                return None
-        if not addresses:
-            failures.append(f"{backend.label}: resolution timed out")
-            return None
-        for family, address in addresses:
-            with trio.move_on_after(timeout):
-                try:
-                    return await sockets.connect(address, family)
-                except OSError as exc:
-                    failures.append(f"{address[0]}:{address[1]}: {exc.strerror or exc}")
-                    self.log.warning(
-                        "broker connect failed", address=_endpoint(address), error=str(exc)
-                    )
-                    continue
-            failures.append(f"{address[0]}:{address[1]}: timed out after {timeout}s")
-            self.log.warning("broker connect timed out", address=_endpoint(address))
         return None
 
     async def _broker_handshake(
@@ -395,7 +407,7 @@ class Session:
     ) -> BrokerOpened | None:
         assert self.broker is not None
         broker = self.broker
-        local_host, local_port = sockets.local_name(broker)
+        local_host, local_port = self.broker_local
         machine = BrokerHandshake(
             vhost=opened.vhost,
             start_ok=opened.start_ok,
@@ -409,7 +421,7 @@ class Session:
         )
         self.log.debug(
             "starting broker connection",
-            broker=_endpoint(self.broker_address),
+            broker=endpoint(self.broker_address),
             local=f"{local_host}:{local_port}",
         )
         timeout = self.settings.timeouts.broker_handshake
@@ -468,8 +480,8 @@ class Session:
         # ended it): INFO logging is on by default in the files, and each line costs.
         self.log.info(
             "session open",
-            broker=_endpoint(self.broker_address),
-            local=_endpoint(self.broker_local),
+            broker=endpoint(self.broker_address),
+            local=endpoint(self.broker_local),
         )
         end = End.TIMEOUT  # what a close deadline expiring below means
         with trio.CancelScope() as scope:
@@ -505,7 +517,7 @@ class Session:
         assert self.broker is not None
         outcome: list[End] = []
 
-        async def pump(src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        async def pump(src: Transport, dst: Transport, from_client: bool) -> None:
             outcome.append(await self._pump(src, dst, from_client))
             nursery.cancel_scope.cancel()
 
@@ -519,7 +531,7 @@ class Session:
             self._pumps = None
         return outcome[0] if outcome else End.TIMEOUT
 
-    async def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> End:
+    async def _pump(self, src: Transport, dst: Transport, from_client: bool) -> End:
         scanner = self.ingress if from_client else self.egress
         budget = YIELD_EVERY
         src_gone, dst_gone = (
@@ -528,13 +540,17 @@ class Session:
             else (End.BROKER_GONE, End.CLIENT_GONE)
         )
         recv = src.recv
+        wait_readable = src.wait_readable
+        # A plain socket never holds decoded bytes of its own: ask only other transports
+        # (TLS may have whole records decrypted with nothing left on the socket).
+        pending = None if type(src) is PlainTransport else src.pending
         size = sockets.READ_SIZE
         drained = False
         while True:
-            if drained:
+            if drained and (pending is None or not pending()):
                 # The last read came back short, so the kernel buffer was empty: wait
                 # instead of paying for a recv() that would only say EAGAIN.
-                await trio.lowlevel.wait_readable(src.fileno())
+                await wait_readable()
                 budget = YIELD_EVERY
             try:
                 data = recv(size)
@@ -566,7 +582,7 @@ class Session:
                 await trio.lowlevel.checkpoint()
 
     async def _deliver(
-        self, dst: socket.socket, data: bytes, scanner: FrameScanner, from_client: bool
+        self, dst: Transport, data: bytes, scanner: FrameScanner, from_client: bool
     ) -> None:
         """Scan ``data`` and forward the whole frames in it."""
         if from_client:
@@ -578,7 +594,7 @@ class Session:
             self._on_channel_zero(controls, from_client)
         if pieces:
             self._writing.add(dst)
-            await sockets.send_pieces(dst, pieces)
+            await dst.send_pieces(pieces)
             self._writing.discard(dst)
 
     def _on_channel_zero(self, frames: list[Frame], from_client: bool) -> None:
@@ -630,7 +646,7 @@ class Session:
             return
         if end is End.OPERATOR_BACKEND:
             assert self.broker is not None
-            sockets.close_socket(self.broker)  # cut, as amqpprox's BACKEND_DISCONNECT does
+            self.broker.close()  # cut, as amqpprox's BACKEND_DISCONNECT does
             await self._close_client(
                 constants.CONNECTION_FORCED,
                 f"CONNECTION_FORCED - broker {backend} disconnected by the router "
@@ -668,33 +684,33 @@ class Session:
 
     async def _close_peer(
         self,
-        sock: socket.socket,
+        peer: Transport,
         frame: bytes,
         unread: bytes,
         answer_within: float | None = None,
     ) -> None:
-        """Send Close, wait (bounded) for Close-Ok, then close the socket.
+        """Send Close, wait (bounded) for Close-Ok, then close the transport.
 
         ``unread`` is the partial frame the peer was sending when forwarding stopped,
         so that its Close-Ok is read from a frame boundary.
         """
-        if sock in self._writing:
-            sockets.close_socket(sock)
+        if peer in self._writing:
+            peer.close()
             return
         machine = CloseHandshake(self.settings.tune.frame_max)
         machine.receive_data(unread)
         wait = self.settings.timeouts.close if answer_within is None else answer_within
         with trio.move_on_after(wait):
             try:
-                await sockets.send_all(sock, frame)
-                await _converse(sock, machine)
+                await peer.send_all(frame)
+                await _converse(peer, machine)
             except (PeerGone, ProtocolError):
                 pass
-        sockets.close_socket(sock)
+        peer.close()
 
-    async def _send_quietly(self, sock: socket.socket, data: bytes) -> None:
+    async def _send_quietly(self, peer: Transport, data: bytes) -> None:
         with trio.move_on_after(self.settings.timeouts.close), contextlib.suppress(PeerGone):
-            await sockets.send_all(sock, data)
+            await peer.send_all(data)
 
     # -- session control: pause, unpause, disconnect (control plane, drains) --------
 
@@ -761,7 +777,7 @@ class Session:
         self.ended = self._requested
         self.state = State.CLOSING
         if self.broker is not None:
-            sockets.close_socket(self.broker)  # its handshake never finished
+            self.broker.close()  # its handshake never finished
         await self._close_client(
             constants.CONNECTION_FORCED,
             f"CONNECTION_FORCED - {self.end_reason}",
@@ -806,7 +822,7 @@ class Session:
                     next_beat = now + period
                     with trio.move_on_at(deadline):
                         self._writing.add(self.client)
-                        await sockets.send_all(self.client, HEARTBEAT_FRAME)
+                        await self.client.send_all(HEARTBEAT_FRAME)
                         self._writing.discard(self.client)
         except PeerGone:
             self.log.info("client left while held at Connection.Open")
@@ -871,7 +887,7 @@ class Session:
             pause.keeper_running = False
             self._release(pause)
 
-    async def _heartbeat_broker(self, broker: socket.socket, pause: Pause) -> None:
+    async def _heartbeat_broker(self, broker: Transport, pause: Pause) -> None:
         pause.heartbeat_sent = trio.Event()
         self._writing.add(broker)
         # A broker that takes no 8 bytes for that long is stuck: end the session
@@ -879,7 +895,7 @@ class Session:
         limit = self.settings.timeouts.max_pause
         try:
             with trio.move_on_after(limit) as write:
-                await sockets.send_all(broker, HEARTBEAT_FRAME)
+                await broker.send_all(HEARTBEAT_FRAME)
         except PeerGone:
             pause.heartbeat_sent.set()
             raise

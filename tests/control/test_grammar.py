@@ -48,6 +48,12 @@ from amqprouter.control.commands import (
     StatPerSource,
     StatSend,
     StatStopSend,
+    TlsCiphersPrint,
+    TlsCiphersSet,
+    TlsFile,
+    TlsMinVersion,
+    TlsPrint,
+    TlsVerifyMode,
     VhostBackendDisconnect,
     VhostForceDisconnect,
     VhostPause,
@@ -85,6 +91,9 @@ EXPECTED_HELP = (
     "statistics\n"
     "STAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of per-source "
     "statistics. Applies to all send/listeners\n"
+    "TLS (INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file |"
+    " TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET"
+    " ciphersuite(:ciphersuite)*) | MIN_VERSION (1.2 | 1.3) | PRINT)\n"
     "VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT"
     " vhost\n"
 )
@@ -146,6 +155,14 @@ VALID: list[tuple[str, Command]] = [
     (
         "BACKEND ADD_DNS rabbit2 london-az2 rmq2.internal 5672",
         BackendAddDns("rabbit2", "london-az2", "rmq2.internal", 5672),
+    ),
+    (
+        "BACKEND ADD rabbit1 london-az1 localhost 5671 TLS",
+        BackendAdd("rabbit1", "london-az1", "localhost", 5671, tls=True),
+    ),
+    (
+        "backend add_dns rabbit2 london-az2 rmq2.internal 5671 tls",
+        BackendAddDns("rabbit2", "london-az2", "rmq2.internal", 5671, tls=True),
     ),
     ("BACKEND ADD b dc ::1 1", BackendAdd("b", "dc", "::1", 1)),
     ("BACKEND ADD b dc 10.0.0.1 65535", BackendAdd("b", "dc", "10.0.0.1", 65535)),
@@ -219,6 +236,12 @@ VALID: list[tuple[str, Command]] = [
     ("BACKEND ENABLE b", BackendEnable("b")),
     ("BACKEND DRAIN b FORCE", BackendDrain("b", graceful=False)),
     ("EXIT GRACEFUL 3", Exit(graceful=True, seconds=3.0)),
+    ("TLS INGRESS CERT_CHAIN_FILE /c.pem", TlsFile("INGRESS", "CERT_CHAIN_FILE", "/c.pem")),
+    ("tls egress verify_mode peer", TlsVerifyMode("EGRESS", ("PEER",))),
+    ("TLS EGRESS CIPHERS PRINT", TlsCiphersPrint("EGRESS")),
+    ("TLS INGRESS CIPHERS SET ECDHE+AESGCM", TlsCiphersSet("INGRESS", "ECDHE+AESGCM")),
+    ("TLS INGRESS MIN_VERSION 1.3", TlsMinVersion("INGRESS", "1.3")),
+    ("TLS EGRESS PRINT", TlsPrint("EGRESS")),
 ]
 
 
@@ -514,14 +537,6 @@ def test_help_takes_any_words() -> None:
     ("line", "expected"),
     [
         (
-            "BACKEND ADD b dc h 5671 TLS",
-            "TLS is not supported yet: this version reaches backends in plain text only.\n",
-        ),
-        (
-            "backend add_dns b dc h 5671 tls",
-            "TLS is not supported yet: this version reaches backends in plain text only.\n",
-        ),
-        (
             "BACKEND ADD b dc h 5672 SEND-PROXY",
             "SEND-PROXY is not supported yet: this version cannot send a PROXY protocol "
             "header to a backend.\n",
@@ -540,16 +555,6 @@ def test_help_takes_any_words() -> None:
             "LISTEN START_SECURE 5671 accept-proxy",
             "ACCEPT-PROXY is not supported yet: this version cannot read a PROXY protocol "
             "header from clients.\n",
-        ),
-        (
-            "TLS INGRESS KEY_FILE /k.pem",
-            "TLS is not supported yet: this version serves and reaches brokers in plain "
-            "text only.\n",
-        ),
-        (
-            "tls",
-            "TLS is not supported yet: this version serves and reaches brokers in plain "
-            "text only.\n",
         ),
         (
             "LIMIT CONN_RATE DEFAULT 10",
@@ -635,6 +640,7 @@ CANONICAL: list[tuple[Command, str]] = [
         "BACKEND ADD rabbit1 london-az1 localhost 5672",
     ),
     (BackendAddDns("r", "dc", "rmq.internal", 5672), "BACKEND ADD_DNS r dc rmq.internal 5672"),
+    (BackendAdd("r", "dc", "h", 5671, tls=True), "BACKEND ADD r dc h 5671 TLS"),
     (BackendDelete("Rabbit1"), "BACKEND DELETE Rabbit1"),
     (
         FarmAdd("shared", "round-robin", ("rabbit1", "rabbit2")),
@@ -682,6 +688,10 @@ CANONICAL: list[tuple[Command, str]] = [
     (VhostBackendDisconnect("v"), "VHOST BACKEND_DISCONNECT v"),
     (VhostForceDisconnect("v"), "VHOST FORCE_DISCONNECT v"),
     (Help(), "HELP"),
+    (TlsFile("INGRESS", "KEY_FILE", "/k.pem"), "TLS INGRESS KEY_FILE /k.pem"),
+    (TlsVerifyMode("EGRESS", ("PEER",)), "TLS EGRESS VERIFY_MODE PEER"),
+    (TlsCiphersSet("INGRESS", "ECDHE+AESGCM"), "TLS INGRESS CIPHERS SET ECDHE+AESGCM"),
+    (TlsMinVersion("EGRESS", "1.3"), "TLS EGRESS MIN_VERSION 1.3"),
 ]
 
 
@@ -790,6 +800,10 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         LogConsole,
         LogFile,
         MapHostnameDns,
+        TlsFile,
+        TlsVerifyMode,
+        TlsCiphersSet,
+        TlsMinVersion,
     }
     assert isinstance(parse("MAP DEFAULT f"), MutatingCommand)
     assert not isinstance(parse("MAP PRINT"), MutatingCommand)

@@ -1,0 +1,106 @@
+"""Opening the transports a session forwards over: the client's start, a backend's connect.
+
+Both are the single places a new kind of transport plugs in:
+
+* **Client side.** The listener hands the session a ``Transport`` for the accepted
+  socket (``PlainTransport`` for a plain listener). A listener whose transport still
+  has work to do before AMQP bytes flow (a TLS handshake, reading a PROXY header)
+  also gives a ``StartClient`` hook; the session awaits it first thing, inside the
+  client handshake timeout, and forwards over the transport it returns.
+* **Backend side.** ``connect_transport`` opens TCP to one resolved address and,
+  when a ``WrapBackend`` hook is given, lets it wrap the connection (a backend
+  flagged TLS: the TLS handshake; SEND-PROXY: the PROXY header), all inside the one
+  connect timeout that ``connect_backend`` holds per address.
+
+Hooks report failure by raising ``OSError`` (``ssl.SSLError`` is one) or
+``PeerGone``; the transport they were given is closed for them.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from amqprouter.net import sockets
+from amqprouter.net.sockets import PeerGone
+from amqprouter.net.transport import PlainTransport, Transport
+from amqprouter.routing import Backend, Resolver
+
+#: Finish opening an accepted client's transport (TLS handshake, PROXY header).
+StartClient = Callable[[Transport], Awaitable[Transport]]
+#: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says.
+WrapBackend = Callable[[Backend, Transport], Awaitable[Transport]]
+
+
+def endpoint(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+async def start_client(transport: Transport, start: StartClient | None) -> Transport:
+    """The client's transport ready for AMQP bytes; unbounded (the caller holds the deadline)."""
+    if start is None:
+        return transport
+    try:
+        return await start(transport)
+    except BaseException:
+        transport.close()
+        raise
+
+
+async def connect_transport(
+    backend: Backend,
+    family: socket.AddressFamily,
+    address: tuple[str, int],
+    wrap: WrapBackend | None = None,
+) -> Transport:
+    """Connect to one resolved ``address`` of ``backend``, wrapped by ``wrap`` if given.
+
+    Unbounded on its own: the caller holds the connect deadline. Raises OSError or
+    PeerGone; nothing is left open on failure or cancellation.
+    """
+    transport: Transport = PlainTransport(await sockets.connect(address, family))
+    if wrap is None:
+        return transport
+    try:
+        return await wrap(backend, transport)
+    except BaseException:
+        transport.close()
+        raise
+
+
+async def connect_backend(
+    resolver: Resolver,
+    backend: Backend,
+    per_attempt: float,
+    wrap: WrapBackend | None,
+    log: Any,  # the session's bound logger
+) -> Transport | list[str]:
+    """Resolve ``backend`` and try its addresses in order, each bounded by ``per_attempt`` seconds.
+
+    Returns the first transport that opened, else one failure text per attempt.
+    """
+    failures: list[str] = []
+    addresses: list[tuple[socket.AddressFamily, tuple[str, int]]] = []
+    with trio.move_on_after(per_attempt):
+        try:
+            addresses = await resolver.resolve(backend.connect_host, backend.port)
+        except OSError as exc:
+            log.error("cannot resolve backend", backend=backend.label, error=str(exc))
+            return [f"{backend.label}: {exc}"]
+    if not addresses:
+        return [f"{backend.label}: resolution timed out"]
+    for family, address in addresses:
+        with trio.move_on_after(per_attempt):
+            try:
+                return await connect_transport(backend, family, address, wrap)
+            except (OSError, PeerGone) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                failures.append(f"{address[0]}:{address[1]}: {reason}")
+                log.warning("broker connect failed", address=endpoint(address), error=str(exc))
+                continue
+        failures.append(f"{address[0]}:{address[1]}: timed out after {per_attempt}s")
+        log.warning("broker connect timed out", address=endpoint(address))
+    return failures
