@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -73,6 +74,7 @@ from amqprouter.session.connect import (
 )
 from amqprouter.session.pause import HEARTBEAT_FRAME, Pause, heartbeat_period, hold
 from amqprouter.session.settings import SessionSettings
+from amqprouter.session.watch import Handle, Watchdog
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams
@@ -135,6 +137,13 @@ class End(enum.Enum):
     OPERATOR = "disconnected gracefully by the router"
     OPERATOR_FORCED = "both connections cut by the router"
     OPERATOR_BACKEND = "broker connection cut by the router"
+    # Supervision (``Session.watch_check``): a peer silent for two heartbeat intervals
+    # is dead, as RabbitMQ judges; one that takes no data for the write timeout has
+    # stopped reading. ``Session.end_reason`` says for how long.
+    BROKER_SILENT = "broker sent nothing for two heartbeat intervals"
+    BROKER_STUCK = "broker stopped reading"
+    CLIENT_SILENT = "client sent nothing for two heartbeat intervals"
+    CLIENT_STUCK = "client stopped reading"
 
 
 # What the client is told when forwarding ends for each reason that leaves it alive.
@@ -156,6 +165,7 @@ class Session:
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
+        "_blocked",
         "_clean_after_forward",
         "_closed_by",
         "_cut",
@@ -163,6 +173,7 @@ class Session:
         "_health",
         "_heartbeat",
         "_host_name",
+        "_now",
         "_opening",
         "_pause",
         "_pumps",
@@ -171,6 +182,9 @@ class Session:
         "_routing",
         "_start_client",
         "_vhost_opened",
+        "_watch",
+        "_watch_handle",
+        "_watch_since",
         "_wrap_backend",
         "_writing",
         "backend",
@@ -210,6 +224,7 @@ class Session:
         vhost_opened: Callable[[str], bool] = lambda vhost: False,
         start: StartClient | None = None,
         wrap_backend: WrapBackend | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.id = next(_ids)
         #: The two transports (connect.py says how new kinds plug in).
@@ -233,8 +248,12 @@ class Session:
         self.client_local = client.local_name()
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
         self.broker_local: tuple[str, int] = ("0.0.0.0", 0)
-        # When each direction last carried data (time.monotonic), for CONN's idle times.
-        self.last_ingress = self.last_egress = time.monotonic()
+        # The clock of last_ingress/last_egress: time.monotonic, unless a test's watchdog
+        # runs on trio's (virtual) clock. A slot read costs what ``time.monotonic`` does.
+        self._now: Callable[[], float] = time.monotonic if watchdog is None else watchdog.clock
+        # When each direction last carried data (``_now``), for CONN's idle times and
+        # the watchdog.
+        self.last_ingress = self.last_egress = self._now()
         self.started = time.time()
         self.ended: End | None = None
         #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
@@ -253,6 +272,13 @@ class Session:
         self._opening: trio.CancelScope | None = None
         self._pumps: trio.Nursery | None = None
         self._heartbeat = 0
+        # Supervision while forwarding (``watch_check``): the server's watchdog, this
+        # session's place in it, when client→broker supervision last (re)started (a
+        # resume, an Unblocked), and whether the broker has blocked the connection.
+        self._watch = watchdog
+        self._watch_handle: Handle | None = None
+        self._watch_since = 0.0
+        self._blocked = False
         # Counters: ingress = client→broker, egress = broker→client (bytes, frames, reads).
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
@@ -478,10 +504,22 @@ class Session:
             local=endpoint(self.broker_local),
         )
         end = End.TIMEOUT  # what a close deadline expiring below means
-        with trio.CancelScope() as scope:
-            self._forwarding = scope
-            end = await self._deliver_early(client_early, broker_early) or await self._run_pumps()
-        self._forwarding = None
+        try:
+            with trio.CancelScope() as scope:
+                self._forwarding = scope
+                # The handshake just carried data both ways (it may have been held at
+                # Open for long): supervision and CONN's idle times start from here.
+                now = self.last_ingress = self.last_egress = self._now()
+                if self._watch is not None:
+                    self._watch_handle = self._watch.watch(self, now + self._watch_step())
+                end = (
+                    await self._deliver_early(client_early, broker_early) or await self._run_pumps()
+                )
+        finally:
+            self._forwarding = None
+            if self._watch is not None and self._watch_handle is not None:
+                self._watch.forget(self._watch_handle)
+                self._watch_handle = None
         if self._requested is not None and scope.cancelled_caught:
             end = self._requested
         self.ended = end
@@ -580,9 +618,9 @@ class Session:
     ) -> None:
         """Scan ``data`` and forward the whole frames in it."""
         if from_client:
-            self.last_ingress = time.monotonic()
+            self.last_ingress = self._now()
         else:
-            self.last_egress = time.monotonic()
+            self.last_egress = self._now()
         pieces, controls = scanner.scan(data)
         if controls is not None:
             self._on_channel_zero(controls, from_client)
@@ -614,8 +652,81 @@ class Session:
                 self._clean_after_forward = True
             elif method_id == constants.CONNECTION_BLOCKED:
                 self.log.info("broker blocked the connection")
+                self._blocked = True
             elif method_id == constants.CONNECTION_UNBLOCKED:
                 self.log.info("broker unblocked the connection")
+                self._blocked = False
+                self._watch_since = self._now()  # a write held by the block restarts
+
+    # -- supervision: heartbeats and write timeouts --------------------------------------
+
+    def _watch_step(self) -> float:
+        """The shortest time in which this session can become overdue."""
+        heartbeat = self._heartbeat
+        silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
+        return min(silence, self.settings.timeouts.write_for(heartbeat))
+
+    def watch_check(self, now: float) -> float | None:
+        """The watchdog's look at a forwarding session (``now``: the watchdog's clock).
+
+        Ends the session if a peer is overdue: silent for two heartbeat intervals (only
+        judged while its pump is reading it), or not taking a write for the write
+        timeout. Returns when to look again (None: stop). Paused sessions are not
+        judged on the client side (the hold reads their client on purpose, or not at
+        all), nor is a write to a broker that said Connection.Blocked.
+        """
+        if self._forwarding is None or self.state is not State.OPEN:
+            return None
+        if self._requested is not None:
+            return None
+        assert self.broker is not None
+        heartbeat = self._heartbeat
+        silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
+        write = self.settings.timeouts.write_for(heartbeat)
+        step = min(silence, write)
+        # Client → broker: the ingress pump reads the client and writes the broker.
+        since = max(self.last_ingress, self._watch_since)
+        if self._pause is not None or (self._blocked and self.broker in self._writing):
+            next_ingress = now + step
+        elif self.broker in self._writing:
+            if now - since >= write:
+                self._overdue(End.BROKER_STUCK, now - since, write)
+                return None
+            next_ingress = since + write
+        else:
+            if now - since >= silence:
+                self._overdue(End.CLIENT_SILENT, now - since, write)
+                return None
+            next_ingress = since + step
+        # Broker → client: the egress pump reads the broker and writes the client.
+        since = self.last_egress
+        if self.client in self._writing:
+            if now - since >= write:
+                self._overdue(End.CLIENT_STUCK, now - since, write)
+                return None
+            next_egress = since + write
+        else:
+            if now - since >= silence:
+                self._overdue(End.BROKER_SILENT, now - since, write)
+                return None
+            next_egress = since + step
+        return min(next_ingress, next_egress)
+
+    def _overdue(self, end: End, seconds: float, write: float) -> None:
+        """End forwarding for a supervision ``end``; ``_finish`` tells the peers."""
+        assert self.backend is not None and self._forwarding is not None
+        who = (
+            f"broker {self.backend.label}"
+            if end in (End.BROKER_SILENT, End.BROKER_STUCK)
+            else f"client {endpoint(self.client_address)}"
+        )
+        if end in (End.BROKER_SILENT, End.CLIENT_SILENT):
+            what = f"sent nothing for {seconds:.0f}s (heartbeat {self._heartbeat}s)"
+        else:
+            what = f"did not read for {seconds:.0f}s (write timeout {write:g}s)"
+        self._requested, self.end_reason = end, f"{who} {what}"
+        self.log.warning("peer overdue", reason=end.value, detail=self.end_reason)
+        self._forwarding.cancel()
 
     # -- 5. ending -------------------------------------------------------------------
 
@@ -637,6 +748,26 @@ class Session:
                 answer_within=self.settings.timeouts.disconnect,
             )
             await self._close_broker(constants.REPLY_SUCCESS, f"amqprouter: {self.end_reason}")
+            return
+        if end in (End.BROKER_SILENT, End.BROKER_STUCK):
+            assert self.broker is not None
+            self.broker.close()  # frozen or not reading: a Close would wait in vain
+            await self._close_client(
+                constants.CONNECTION_FORCED, f"CONNECTION_FORCED - {self.end_reason}"
+            )
+            return
+        if end in (End.CLIENT_SILENT, End.CLIENT_STUCK):
+            # The client gets a Close too (cut instead if a write to it is under way):
+            # a frozen client that wakes up reads why its connection ended.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    self._close_client,
+                    constants.CONNECTION_FORCED,
+                    f"CONNECTION_FORCED - {self.end_reason}",
+                )
+                nursery.start_soon(
+                    self._close_broker, constants.REPLY_SUCCESS, f"amqprouter: {self.end_reason}"
+                )
             return
         if end is End.OPERATOR_BACKEND:
             assert self.broker is not None
@@ -735,6 +866,7 @@ class Session:
             return False
         self.paused = False
         pause = self._pause
+        self._watch_since = self._now()  # the client is judged again from now
         self.log.info("session unpaused", held_bytes=pause.held_bytes)
         pause.resume()
         self._release(pause)
