@@ -37,7 +37,8 @@ import itertools
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import attrs
@@ -572,10 +573,19 @@ class Session:
             else (End.BROKER_GONE, End.CLIENT_GONE)
         )
         recv = src.recv
-        wait_readable = src.wait_readable
-        # A plain socket never holds decoded bytes of its own: ask only other transports
-        # (TLS may have whole records decrypted with nothing left on the socket).
-        pending = None if type(src) is PlainTransport else src.pending
+        wait_readable: Callable[[], Awaitable[None]]
+        pending: Callable[[], int] | None
+        if type(src) is PlainTransport:
+            # A plain socket holds no decoded bytes of its own, so ``pending()`` is never
+            # asked; and the pump parks on the socket directly, as it did before the
+            # seam: an idle session has both pumps parked, and a coroutine layer more
+            # per park would be memory per idle session.
+            # (trio takes any object with fileno(), asked at each wait; its stub says int.)
+            wait_readable = partial(trio.lowlevel.wait_readable, src.sock)  # type: ignore[arg-type]
+            pending = None
+        else:
+            # TLS may have whole records decrypted with nothing left on the socket.
+            wait_readable, pending = src.wait_readable, src.pending
         size = sockets.READ_SIZE
         drained = False
         while True:
