@@ -73,7 +73,7 @@ from amqprouter.session.connect import (
     endpoint,
     start_client,
 )
-from amqprouter.session.pause import HEARTBEAT_FRAME, Pause, heartbeat_period, hold
+from amqprouter.session.pause import Pause, hold_at_open, hold_ingress, keep_broker_alive
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.watch import Handle, Watchdog
 
@@ -926,12 +926,7 @@ class Session:
             self._pause = None
 
     async def _hold_at_open(self, opened: ClientOpened) -> ClientOpened | None:
-        """Hold a paused client at Connection.Open until resumed; None if it ended.
-
-        No broker exists yet, so the router keeps the client alive itself: it sends
-        heartbeats at the client's negotiated interval and holds (bounded) whatever
-        the client sends, to forward after the broker's Open-Ok.
-        """
+        """Hold a paused client at Connection.Open until resumed (pause.py); None if it ended."""
         if self._vhost_opened(opened.vhost):
             self.pause()
         pause = self._pause
@@ -939,55 +934,37 @@ class Session:
             return opened
         self.log.info("holding client at Connection.Open while paused")
         max_pause = self.settings.timeouts.max_pause
-        period = heartbeat_period(opened.tune.heartbeat)
-        next_beat = trio.current_time() + period
         try:
-            while not pause.resumed:
-                deadline = pause.deadline(max_pause)
-                await hold(self.client, pause, min(next_beat, deadline))
-                now = trio.current_time()
-                if pause.resumed:
-                    break
-                if now >= pause.deadline(max_pause):
-                    self.disconnect(
-                        End.OPERATOR,
-                        f"vhost {opened.vhost} paused for longer than {max_pause:g}s",
-                    )
-                    return None
-                if now >= next_beat:
-                    next_beat = now + period
-                    with trio.move_on_at(deadline):
-                        self._writing.add(self.client)
-                        await self.client.send_all(HEARTBEAT_FRAME)
-                        self._writing.discard(self.client)
+            resumed = await hold_at_open(
+                self.client,
+                pause,
+                heartbeat=opened.tune.heartbeat,
+                max_pause=max_pause,
+                writing=self._writing,
+            )
         except PeerGone:
             self.log.info("client left while held at Connection.Open")
             return None
         finally:
             self._release(pause)
+        if not resumed:
+            self.disconnect(
+                End.OPERATOR, f"vhost {opened.vhost} paused for longer than {max_pause:g}s"
+            )
+            return None
         self.log.info("resuming client held at Connection.Open")
         return attrs.evolve(opened, pending=opened.pending + pause.take_held())
 
     async def _hold(self, data: bytes) -> End | bytes:
-        """The ingress pump while paused: hold ``data`` and what follows until resumed.
-
-        Returns everything held, to forward in order, or ``End.CLIENT_GONE``.
-        """
+        """The ingress pump while paused: everything held once resumed, or CLIENT_GONE."""
         pause = self._pause
         assert pause is not None
-        pause.held.append(data)
-        pause.held_bytes += len(data)
-        pause.holding = True
         try:
-            await hold(self.client, pause)
-            # A heartbeat still being written goes out whole before any client frame.
-            await pause.heartbeat_sent.wait()
+            return await hold_ingress(self.client, pause, data)
         except PeerGone:
             return End.CLIENT_GONE
         finally:
-            pause.holding = False
             self._release(pause)
-        return pause.take_held()
 
     def _start_keeper(self) -> None:
         pause = self._pause
@@ -996,48 +973,23 @@ class Session:
             self._pumps.start_soon(self._keep_broker_alive, pause)
 
     async def _keep_broker_alive(self, pause: Pause) -> None:
-        """While paused: heartbeat the broker, and end a pause that lasts too long."""
+        """The keeper task (pause.py): heartbeats, and the end of a pause gone wrong."""
         assert self.broker is not None
-        broker = self.broker
-        max_pause = self.settings.timeouts.max_pause
-        period = heartbeat_period(self._heartbeat)
-        next_beat = trio.current_time() + period
+        timeouts = self.settings.timeouts
         try:
-            while not pause.resumed:
-                with pause.wakeable(min(next_beat, pause.deadline(max_pause))):
-                    await trio.sleep_forever()
-                if pause.resumed:
-                    break
-                now = trio.current_time()
-                if now >= pause.deadline(max_pause):
-                    self.disconnect(End.OPERATOR, f"paused for longer than {max_pause:g}s")
-                    return
-                if now >= next_beat:
-                    next_beat = now + period
-                    # Only at a frame boundary: not while a forwarding write is under way.
-                    if broker not in self._writing:
-                        await self._heartbeat_broker(broker, pause)
+            reason = await keep_broker_alive(
+                self.broker,
+                pause,
+                heartbeat=self._heartbeat,
+                max_pause=timeouts.max_pause,
+                # The watchdog leaves a paused session's client→broker side alone.
+                write_timeout=min(timeouts.max_pause, timeouts.write_for(self._heartbeat)),
+                writing=self._writing,
+            )
+            if reason is not None:
+                self.disconnect(End.OPERATOR, reason)
         except PeerGone:
             pass  # the broker pump sees it go and ends the session
         finally:
             pause.keeper_running = False
             self._release(pause)
-
-    async def _heartbeat_broker(self, broker: Transport, pause: Pause) -> None:
-        pause.heartbeat_sent = trio.Event()
-        self._writing.add(broker)
-        # A broker that takes no 8 bytes for that long is stuck: end the session
-        # (the broker is then cut, being mid-write) rather than wait on it forever.
-        limit = self.settings.timeouts.max_pause
-        try:
-            with trio.move_on_after(limit) as write:
-                await broker.send_all(HEARTBEAT_FRAME)
-        except PeerGone:
-            pause.heartbeat_sent.set()
-            raise
-        if write.cancelled_caught:
-            self.disconnect(End.OPERATOR, f"broker did not read for {limit:g}s while paused")
-            return
-        # Left in _writing if cancelled mid-write: the broker is then cut, not closed.
-        self._writing.discard(broker)
-        pause.heartbeat_sent.set()
