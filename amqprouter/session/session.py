@@ -69,7 +69,7 @@ from amqprouter.routing.health import HealthRegistry
 from amqprouter.session.connect import (
     StartClient,
     WrapBackend,
-    connect_backend,
+    connect_first,
     endpoint,
     start_client,
 )
@@ -393,30 +393,23 @@ class Session:
             )
             await self._close_client(constants.RESOURCE_ERROR, str(exc))
             return None
-        failures: list[str] = []
-        for backend in candidates:
-            tried = len(failures)
-            broker = await connect_backend(
-                self._resolver,
-                backend,
-                self.settings.timeouts.connect,
-                self._wrap_backend,
-                self.log,
-            )
-            if isinstance(broker, list):
-                failures += broker
-                if health is not None:
-                    health.connect_failed(backend.name, "; ".join(failures[tried:]))
-                continue
-            if health is not None:
-                health.connect_succeeded(backend.name)
+        connected = await connect_first(
+            candidates,
+            self._resolver,
+            self.settings.timeouts.connect,
+            self._wrap_backend,
+            health,
+            self.log,
+        )
+        if isinstance(connected, tuple):
+            backend, broker = connected
             self.broker, self.backend = broker, backend
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
             return await self._broker_handshake(opened, backend)
         names = ", ".join(backend.label for backend in candidates)
-        self.log.error("no backend reachable", tried=failures)
+        self.log.error("no backend reachable", tried=connected)
         await self._close_client(
             constants.CONNECTION_FORCED,
             f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})",
