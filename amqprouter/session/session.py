@@ -161,6 +161,35 @@ _CLIENT_CLOSE: Final[dict[End, Callable[[str], tuple[int, str]]]] = {
 }
 
 
+class Direction:
+    """One direction of one session's forwarding, as its pump and ``_deliver`` see it:
+    what is read and written, the scanner that counts it, and how each end is named."""
+
+    __slots__ = (
+        "dst",
+        "from_client",
+        "malformed",
+        "receiver_gone",
+        "scanner",
+        "sender",
+        "sender_gone",
+        "src",
+    )
+
+    def __init__(
+        self, src: Transport, dst: Transport, scanner: FrameScanner, *, from_client: bool
+    ) -> None:
+        self.src, self.dst, self.scanner = src, dst, scanner
+        #: Client→broker: the pause holds it, and it is what ``last_ingress`` times.
+        self.from_client = from_client
+        self.sender = "client" if from_client else "broker"
+        self.sender_gone, self.receiver_gone, self.malformed = (
+            (End.CLIENT_GONE, End.BROKER_GONE, End.CLIENT_ERROR)
+            if from_client
+            else (End.BROKER_GONE, End.CLIENT_GONE, End.BROKER_ERROR)
+        )
+
+
 class Session:
     """The state of one routed connection, readable by the control plane and stats."""
 
@@ -522,49 +551,46 @@ class Session:
 
     async def _deliver_early(self, client_early: bytes, broker_early: bytes) -> End | None:
         """Frames pipelined during the handshake go first, in order; an End if that fails."""
-        assert self.broker is not None
-        for dst, data, from_client in (
-            (self.broker, client_early, True),
-            (self.client, broker_early, False),
-        ):
+        for way, data in ((self._upstream(), client_early), (self._downstream(), broker_early)):
             if not data:
                 continue
             try:
-                await self._deliver(
-                    dst, data, self.ingress if from_client else self.egress, from_client
-                )
+                await self._deliver(way, data)
             except ProtocolError:
-                return End.CLIENT_ERROR if from_client else End.BROKER_ERROR
+                return way.malformed
             except PeerGone:
-                return End.BROKER_GONE if from_client else End.CLIENT_GONE
+                return way.receiver_gone
         return None
 
-    async def _run_pumps(self) -> End:
+    def _upstream(self) -> Direction:
         assert self.broker is not None
+        return Direction(self.client, self.broker, self.ingress, from_client=True)
+
+    def _downstream(self) -> Direction:
+        assert self.broker is not None
+        return Direction(self.broker, self.client, self.egress, from_client=False)
+
+    async def _run_pumps(self) -> End:
         outcome: list[End] = []
 
-        async def pump(src: Transport, dst: Transport, from_client: bool) -> None:
-            outcome.append(await self._pump(src, dst, from_client))
+        async def pump(way: Direction) -> None:
+            outcome.append(await self._pump(way))
             nursery.cancel_scope.cancel()
 
         try:
             async with trio.open_nursery() as nursery:
                 self._pumps = nursery
                 self._start_keeper()  # paused before forwarding began
-                nursery.start_soon(pump, self.broker, self.client, False)
-                await pump(self.client, self.broker, True)
+                nursery.start_soon(pump, self._downstream())
+                await pump(self._upstream())
         finally:
             self._pumps = None
         return outcome[0] if outcome else End.TIMEOUT
 
-    async def _pump(self, src: Transport, dst: Transport, from_client: bool) -> End:
-        scanner = self.ingress if from_client else self.egress
+    async def _pump(self, way: Direction) -> End:
+        """Move ``way``'s bytes until one side ends; returns why."""
+        src, from_client = way.src, way.from_client
         budget = YIELD_EVERY
-        src_gone, dst_gone = (
-            (End.CLIENT_GONE, End.BROKER_GONE)
-            if from_client
-            else (End.BROKER_GONE, End.CLIENT_GONE)
-        )
         recv = src.recv
         wait_readable: Callable[[], Awaitable[None]]
         pending: Callable[[], int] | None
@@ -593,9 +619,9 @@ class Session:
                 drained = True
                 continue
             except OSError:
-                return src_gone
+                return way.sender_gone
             if not data:
-                return End.CLEAN if self._clean_after_forward else src_gone
+                return End.CLEAN if self._clean_after_forward else way.sender_gone
             drained = len(data) < size
             if from_client and self._pause is not None:
                 held = await self._hold(data)
@@ -603,12 +629,12 @@ class Session:
                     return held
                 data, drained = held, False
             try:
-                await self._deliver(dst, data, scanner, from_client)
+                await self._deliver(way, data)
             except ProtocolError as exc:
-                self.log.warning("malformed frame", from_client=from_client, error=str(exc))
-                return End.CLIENT_ERROR if from_client else End.BROKER_ERROR
+                self.log.warning("malformed frame", sender=way.sender, error=str(exc))
+                return way.malformed
             except PeerGone:
-                return dst_gone
+                return way.receiver_gone
             if self._clean_after_forward:
                 return End.CLEAN
             budget -= 1
@@ -616,25 +642,26 @@ class Session:
                 budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
 
-    async def _deliver(
-        self, dst: Transport, data: bytes, scanner: FrameScanner, from_client: bool
-    ) -> None:
+    async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
-        if from_client:
+        if way.from_client:
             self.last_ingress = self._now()
         else:
             self.last_egress = self._now()
-        pieces, controls = scanner.scan(data)
+        pieces, controls = way.scanner.scan(data)
         if controls is not None:
-            self._on_channel_zero(controls, from_client)
+            self._on_channel_zero(controls, way.sender)
         if pieces:
+            dst = way.dst
             self._writing.add(dst)
             await dst.send_pieces(pieces)
             self._writing.discard(dst)
 
-    def _on_channel_zero(self, frames: list[Frame], from_client: bool) -> None:
-        """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked."""
-        side = "client" if from_client else "broker"
+    def _on_channel_zero(self, frames: list[Frame], side: str) -> None:
+        """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked.
+
+        ``side`` sent them: "client" or "broker".
+        """
         for frame in frames:
             method_id = frame.method_id
             if method_id == constants.CONNECTION_CLOSE:

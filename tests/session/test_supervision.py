@@ -17,6 +17,7 @@ import trio
 import trio.testing
 from pamqp import commands, frame
 
+from amqprouter.observe.stats import Removal, removal
 from amqprouter.protocol import constants
 from amqprouter.server import Server
 from amqprouter.session import End, Session, State, Timeouts
@@ -313,3 +314,9 @@ async def test_a_blocked_broker_may_stop_reading_until_it_unblocks(
             await trio.sleep(0.01)
         assert b"".join(broker.received) == data
         assert session.state is State.OPEN
+
+
+def test_supervision_ends_count_as_snapped() -> None:
+    """A peer found dead is counted like one that dropped its connection."""
+    assert removal(End.BROKER_SILENT) is removal(End.BROKER_STUCK) is Removal.BROKER_SNAPPED
+    assert removal(End.CLIENT_SILENT) is removal(End.CLIENT_STUCK) is Removal.CLIENT_SNAPPED
