@@ -3,19 +3,27 @@
 Theory of operation
 -------------------
 
-1. **Client handshake** (bounded by ``client_handshake`` timeout): the router plays
-   the broker with ``ClientHandshake`` until the client's Connection.Open names a vhost.
-2. **Broker connect**: the routing snapshot gives ordered candidate backends; each
-   backend's addresses are tried in order, each attempt bounded by ``connect``.
+Both peers are ``Transport`` objects (net/transport.py), never raw sockets; how a new
+kind (TLS, PROXY) plugs in at accept and at connect is in ``connect.py``.
+
+1. **Client handshake** (bounded by ``client_handshake`` timeout): the listener's start
+   hook first, if any (a TLS handshake); then the router plays the broker with
+   ``ClientHandshake`` until the client's Connection.Open names a vhost.
+2. **Broker connect** (``connect.connect_first``): the routing snapshot gives ordered
+   candidate backends; each backend's addresses are tried in order, each attempt
+   (TCP connect and the backend wrap hook) bounded by ``connect``.
 3. **Broker handshake** (bounded by ``broker_handshake``): ``BrokerHandshake`` replays
    the client's StartOk/TuneOk and a fresh Open. The broker's own Open-Ok goes back
    to the client, so the client sees the broker's answer, not ours. A broker Close
    (403 bad password, 530 vhost not allowed) is relayed with its own code and text.
 4. **Forwarding**: two pumps (client→broker in this task, broker→client in a child
-   task) move raw bytes, reading only frame headers (``FrameScanner``). A socket is
-   written by exactly one task at a time, so whole frames never interleave.
+   task; each given its ``Direction``) move raw bytes, reading only frame headers
+   (``FrameScanner``). A transport is written by exactly one task at a time, so whole
+   frames never interleave. The server's ``Watchdog`` (watch.py) looks at the session
+   now and then (``watch_check``): a peer silent for two heartbeat intervals, or a
+   write unfinished for the write timeout, ends forwarding like a disconnect does.
 5. **Ending**: the first pump to stop says why (``End``); the other is cancelled and
-   the session, now the only user of both sockets, finishes the close handshake on
+   the session, now the only user of both transports, finishes the close handshake on
    whichever side is still there, each wait bounded by the ``close`` timeout.
 
 Session control (``pause``, ``unpause``, ``disconnect``; see ``pause.py``) reaches a
