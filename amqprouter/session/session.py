@@ -721,11 +721,12 @@ class Session:
         heartbeat = self._heartbeat
         silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
         write = self.settings.timeouts.write_for(heartbeat)
-        step = min(silence, write)
+        # A write that starts later is read later: it cannot be overdue before this.
+        later_write = now + write
         # Client → broker: the ingress pump reads the client and writes the broker.
         since = max(self.last_ingress, self._watch_since)
         if self._pause is not None or (self._blocked and self.broker in self._writing):
-            next_ingress = now + step
+            next_ingress = now + min(silence, write)
         elif self.broker in self._writing:
             if now - since >= write:
                 self._overdue(End.BROKER_STUCK, now - since, write)
@@ -735,7 +736,7 @@ class Session:
             if now - since >= silence:
                 self._overdue(End.CLIENT_SILENT, now - since, write)
                 return None
-            next_ingress = since + step
+            next_ingress = min(since + silence, later_write)
         # Broker → client: the egress pump reads the broker and writes the client.
         since = self.last_egress
         if self.client in self._writing:
@@ -747,7 +748,7 @@ class Session:
             if now - since >= silence:
                 self._overdue(End.BROKER_SILENT, now - since, write)
                 return None
-            next_egress = since + step
+            next_egress = min(since + silence, later_write)
         return min(next_ingress, next_egress)
 
     def _overdue(self, end: End, seconds: float, write: float) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from pamqp import commands, frame
@@ -167,13 +168,45 @@ async def test_heartbeats_both_ways_keep_a_session_alive(
 
 
 async def test_without_heartbeats_an_idle_session_is_not_judged(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    looks: list[float] = []
+    check = Session.watch_check
+
+    def counted(self: Session, now: float) -> float | None:
+        looks.append(now)
+        return check(self, now)
+
+    monkeypatch.setattr(Session, "watch_check", counted)
     broker = Broker()
     async with supervised(broker, heartbeat=0) as (server, session, _client):
         await trio.sleep(10 * WRITE_TIMEOUT_WITHOUT_HEARTBEAT)
         assert session.state is State.OPEN
         assert len(server.watchdog) == 1
+    # Looked at once per write timeout (a write may start and stick), no more.
+    assert 9 <= len(looks) <= 11, looks
+
+
+async def test_an_idle_session_with_heartbeats_is_looked_at_once_per_silence_bound(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[float] = []
+    check = Session.watch_check
+
+    def counted(self: Session, now: float) -> float | None:
+        looks.append(now)
+        return check(self, now)
+
+    monkeypatch.setattr(Session, "watch_check", counted)
+    broker = Broker(heartbeat_every=5.0)  # RabbitMQ's pace for heartbeat 10
+    async with supervised(broker, heartbeat=10) as (_server, session, client):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(beat, client, 5.0)
+            await trio.sleep(200)
+            nursery.cancel_scope.cancel()
+        assert session.state is State.OPEN
+    # The next look is 20 s after the last heartbeat seen: about every 15-20 s.
+    assert 9 <= len(looks) <= 15, looks
 
 
 async def test_a_silent_client_gets_its_broker_side_closed(
