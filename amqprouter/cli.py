@@ -221,6 +221,15 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds to wait for Connection.CloseOk before closing a socket anyway.",
 )
 @click.option(
+    "--write-timeout",
+    type=_seconds,
+    default=None,
+    help="Seconds a write to a client or broker may stay unfinished (the peer stopped "
+    "reading) before the session is ended with a 320 to the client and the broker side "
+    "closed. Default: two heartbeat intervals of the session's negotiated heartbeat, "
+    f"or {defaults.WRITE_TIMEOUT_WITHOUT_HEARTBEAT:g} s when heartbeats are off.",
+)
+@click.option(
     "--backend-down-seconds",
     type=_seconds,
     default=health.DOWN_SECONDS,
@@ -313,6 +322,7 @@ def main(
     connect_timeout: float,
     broker_handshake_timeout: float,
     close_timeout: float,
+    write_timeout: float | None,
     backend_down_seconds: float,
     disconnect_timeout: float,
     max_pause_seconds: float,
@@ -354,6 +364,7 @@ def main(
             close=close_timeout,
             disconnect=disconnect_timeout,
             max_pause=max_pause_seconds,
+            write=write_timeout,
         ),
     )
     try:

@@ -15,6 +15,7 @@ with ``trio.ClosedResourceError`` instead of waiting on a dead file descriptor.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import trio
@@ -101,7 +102,7 @@ async def connect(address: tuple[str, int], family: socket.AddressFamily) -> soc
             await trio.lowlevel.wait_writable(sock.fileno())
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code != 0:
-            raise OSError(code, errno.errorcode.get(code, str(code)))
+            raise OSError(code, os.strerror(code))
     except BaseException:
         close_socket(sock)
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -22,6 +23,7 @@ from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
+from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -51,6 +53,7 @@ class Server:
         routing: RoutingTable | None = None,
         *,
         backend_down_seconds: float = DOWN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.routing = routing or RoutingTable()
@@ -82,6 +85,9 @@ class Server:
         #: Wraps every backend connection (TLS, PROXY header for backends flagged so);
         #: None connects plain. See session/connect.py.
         self.wrap_backend: WrapBackend | None = self._wrap_backend
+        #: Heartbeat and write-timeout supervision of every forwarding session.
+        #: ``clock`` is also the sessions' clock for their idle times (tests pass trio's).
+        self.watchdog = Watchdog(clock)
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -91,6 +97,7 @@ class Server:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.health.start(nursery)
+            nursery.start_soon(self.watchdog.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -239,6 +246,7 @@ class Server:
             vhost_opened=self.vhosts.opened,
             start=start,
             wrap_backend=self.wrap_backend,
+            watchdog=self.watchdog,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)

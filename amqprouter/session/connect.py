@@ -7,10 +7,12 @@ Both are the single places a new kind of transport plugs in:
   has work to do before AMQP bytes flow (a TLS handshake, reading a PROXY header)
   also gives a ``StartClient`` hook; the session awaits it first thing, inside the
   client handshake timeout, and forwards over the transport it returns.
-* **Backend side.** ``connect_transport`` opens TCP to one resolved address and,
-  when a ``WrapBackend`` hook is given, lets it wrap the connection (a backend
-  flagged TLS: the TLS handshake; SEND-PROXY: the PROXY header), all inside the one
-  connect timeout that ``connect_backend`` holds per address.
+* **Backend side.** ``connect_first`` fails over across a vhost's candidate backends
+  in order, ``connect_backend`` across one backend's addresses, and
+  ``connect_transport`` opens TCP to one resolved address and, when a ``WrapBackend``
+  hook is given, lets it wrap the connection (a backend flagged TLS: the TLS
+  handshake; SEND-PROXY: the PROXY header), all inside the one connect timeout that
+  ``connect_backend`` holds per address.
 
 Hooks report failure by raising ``OSError`` (``ssl.SSLError`` is one) or
 ``PeerGone``; the transport they were given is closed for them.
@@ -19,7 +21,7 @@ Hooks report failure by raising ``OSError`` (``ssl.SSLError`` is one) or
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -28,6 +30,7 @@ from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver
+from amqprouter.routing.health import HealthRegistry
 
 #: Finish opening an accepted client's transport (TLS handshake, PROXY header).
 StartClient = Callable[[Transport], Awaitable[Transport]]
@@ -103,4 +106,29 @@ async def connect_backend(
                 continue
         failures.append(f"{address[0]}:{address[1]}: timed out after {per_attempt}s")
         log.warning("broker connect timed out", address=endpoint(address))
+    return failures
+
+
+async def connect_first(
+    candidates: Sequence[Backend],
+    resolver: Resolver,
+    per_attempt: float,
+    wrap: WrapBackend | None,
+    health: HealthRegistry | None,
+    log: Any,  # the session's bound logger
+) -> tuple[Backend, Transport] | list[str]:
+    """Failover: the first of ``candidates`` (in order) that connects, with its transport,
+    else one failure text per attempt. Each backend's outcome is reported to ``health``.
+    """
+    failures: list[str] = []
+    for backend in candidates:
+        outcome = await connect_backend(resolver, backend, per_attempt, wrap, log)
+        if isinstance(outcome, list):
+            failures += outcome
+            if health is not None:
+                health.connect_failed(backend.name, "; ".join(outcome))
+            continue
+        if health is not None:
+            health.connect_succeeded(backend.name)
+        return backend, outcome
     return failures

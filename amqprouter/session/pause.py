@@ -12,7 +12,13 @@ connection after about two intervals). So while paused:
   negotiated heartbeat interval, as RabbitMQ itself paces its heartbeats. A client
   held at Connection.Open, before any broker exists, is heartbeated the same way;
 * a pause longer than ``Timeouts.max_pause`` ends the session with a graceful
-  disconnect: a long stall becomes a clear 320 the client can recover from.
+  disconnect: a long stall becomes a clear 320 the client can recover from, and so
+  does a broker that takes no heartbeat within the write timeout (the watchdog does
+  not judge a paused session's client→broker side: this is its bound there).
+
+The session's pause parts live here as functions over transports: ``hold_at_open``
+(no broker yet), ``hold_ingress`` (the ingress pump's hold) and ``keep_broker_alive``
+(the keeper task); the session wraps them with its logging and disconnects.
 
 A heartbeat is only written where the broker's byte stream is at a frame boundary:
 ``FrameScanner`` forwards whole frames only, so that holds whenever no forwarding
@@ -32,6 +38,7 @@ from typing import Final
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, recv_some
 
 #: A heartbeat frame: type 8, channel 0, empty payload, frame end.
@@ -125,3 +132,101 @@ async def hold(peer: Transport, pause: Pause, until: float = math.inf) -> None:
             # No checkpoint between the read and this: a wake-up cannot lose data.
             pause.held.append(data)
             pause.held_bytes += len(data)
+
+
+async def hold_at_open(
+    client: Transport,
+    pause: Pause,
+    *,
+    heartbeat: int,
+    max_pause: float,
+    writing: set[Transport],
+) -> bool:
+    """Hold a client at Connection.Open until resumed: True, or False once the pause
+    has lasted ``max_pause``. PeerGone if the client leaves.
+
+    No broker exists yet, so the router keeps the client alive itself: it sends
+    heartbeats at the client's negotiated interval (``heartbeat``) and holds (bounded)
+    whatever the client sends, to forward after the broker's Open-Ok. ``writing`` is
+    the session's set of transports with a write under way.
+    """
+    period = heartbeat_period(heartbeat)
+    next_beat = trio.current_time() + period
+    while not pause.resumed:
+        deadline = pause.deadline(max_pause)
+        await hold(client, pause, min(next_beat, deadline))
+        now = trio.current_time()
+        if pause.resumed:
+            break
+        if now >= pause.deadline(max_pause):
+            return False
+        if now >= next_beat:
+            next_beat = now + period
+            with trio.move_on_at(deadline):
+                writing.add(client)
+                await client.send_all(HEARTBEAT_FRAME)
+                writing.discard(client)
+    return True
+
+
+async def hold_ingress(client: Transport, pause: Pause, data: bytes) -> bytes:
+    """The ingress pump while paused: hold ``data`` and what follows until resumed.
+
+    Returns everything held, to forward in order; PeerGone if the client leaves.
+    """
+    pause.held.append(data)
+    pause.held_bytes += len(data)
+    pause.holding = True
+    try:
+        await hold(client, pause)
+        # A heartbeat still being written goes out whole before any client frame.
+        await pause.heartbeat_sent.wait()
+    finally:
+        pause.holding = False
+    return pause.take_held()
+
+
+async def keep_broker_alive(
+    broker: Transport,
+    pause: Pause,
+    *,
+    heartbeat: int,
+    max_pause: float,
+    write_timeout: float,
+    writing: set[Transport],
+) -> str | None:
+    """While paused: heartbeat the broker every half ``heartbeat``, at frame boundaries.
+
+    Returns None once resumed, else why the session must end: the pause lasted
+    ``max_pause``, or the broker did not take a heartbeat within ``write_timeout``
+    (it is then left in ``writing``, so that it is cut rather than sent a Close).
+    PeerGone if the broker left (its pump sees that too and ends the session).
+    """
+    period = heartbeat_period(heartbeat)
+    next_beat = trio.current_time() + period
+    while not pause.resumed:
+        with pause.wakeable(min(next_beat, pause.deadline(max_pause))):
+            await trio.sleep_forever()
+        if pause.resumed:
+            break
+        now = trio.current_time()
+        if now >= pause.deadline(max_pause):
+            return f"paused for longer than {max_pause:g}s"
+        if now >= next_beat:
+            next_beat = now + period
+            # Only at a frame boundary: not while a forwarding write is under way.
+            if broker in writing:
+                continue
+            pause.heartbeat_sent = trio.Event()
+            writing.add(broker)
+            try:
+                with trio.move_on_after(write_timeout) as write:
+                    await broker.send_all(HEARTBEAT_FRAME)
+            except PeerGone:
+                pause.heartbeat_sent.set()
+                raise
+            if write.cancelled_caught:
+                return f"broker did not read for {write_timeout:g}s while paused"
+            writing.discard(broker)
+            pause.heartbeat_sent.set()
+    return None

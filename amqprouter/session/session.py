@@ -3,19 +3,27 @@
 Theory of operation
 -------------------
 
-1. **Client handshake** (bounded by ``client_handshake`` timeout): the router plays
-   the broker with ``ClientHandshake`` until the client's Connection.Open names a vhost.
-2. **Broker connect**: the routing snapshot gives ordered candidate backends; each
-   backend's addresses are tried in order, each attempt bounded by ``connect``.
+Both peers are ``Transport`` objects (net/transport.py), never raw sockets; how a new
+kind (TLS, PROXY) plugs in at accept and at connect is in ``connect.py``.
+
+1. **Client handshake** (bounded by ``client_handshake`` timeout): the listener's start
+   hook first, if any (a TLS handshake); then the router plays the broker with
+   ``ClientHandshake`` until the client's Connection.Open names a vhost.
+2. **Broker connect** (``connect.connect_first``): the routing snapshot gives ordered
+   candidate backends; each backend's addresses are tried in order, each attempt
+   (TCP connect and the backend wrap hook) bounded by ``connect``.
 3. **Broker handshake** (bounded by ``broker_handshake``): ``BrokerHandshake`` replays
    the client's StartOk/TuneOk and a fresh Open. The broker's own Open-Ok goes back
    to the client, so the client sees the broker's answer, not ours. A broker Close
    (403 bad password, 530 vhost not allowed) is relayed with its own code and text.
 4. **Forwarding**: two pumps (client→broker in this task, broker→client in a child
-   task) move raw bytes, reading only frame headers (``FrameScanner``). A socket is
-   written by exactly one task at a time, so whole frames never interleave.
+   task; each given its ``Direction``) move raw bytes, reading only frame headers
+   (``FrameScanner``). A transport is written by exactly one task at a time, so whole
+   frames never interleave. The server's ``Watchdog`` (watch.py) looks at the session
+   now and then (``watch_check``): a peer silent for two heartbeat intervals, or a
+   write unfinished for the write timeout, ends forwarding like a disconnect does.
 5. **Ending**: the first pump to stop says why (``End``); the other is cancelled and
-   the session, now the only user of both sockets, finishes the close handshake on
+   the session, now the only user of both transports, finishes the close handshake on
    whichever side is still there, each wait bounded by the ``close`` timeout.
 
 Session control (``pause``, ``unpause``, ``disconnect``; see ``pause.py``) reaches a
@@ -34,9 +42,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import attrs
@@ -67,12 +77,13 @@ from amqprouter.routing.health import HealthRegistry
 from amqprouter.session.connect import (
     StartClient,
     WrapBackend,
-    connect_backend,
+    connect_first,
     endpoint,
     start_client,
 )
-from amqprouter.session.pause import HEARTBEAT_FRAME, Pause, heartbeat_period, hold
+from amqprouter.session.pause import Pause, hold_at_open, hold_ingress, keep_broker_alive
 from amqprouter.session.settings import SessionSettings
+from amqprouter.session.watch import Handle, Watchdog
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams
@@ -135,6 +146,13 @@ class End(enum.Enum):
     OPERATOR = "disconnected gracefully by the router"
     OPERATOR_FORCED = "both connections cut by the router"
     OPERATOR_BACKEND = "broker connection cut by the router"
+    # Supervision (``Session.watch_check``): a peer silent for two heartbeat intervals
+    # is dead, as RabbitMQ judges; one that takes no data for the write timeout has
+    # stopped reading. ``Session.end_reason`` says for how long.
+    BROKER_SILENT = "broker sent nothing for two heartbeat intervals"
+    BROKER_STUCK = "broker stopped reading"
+    CLIENT_SILENT = "client sent nothing for two heartbeat intervals"
+    CLIENT_STUCK = "client stopped reading"
 
 
 # What the client is told when forwarding ends for each reason that leaves it alive.
@@ -151,11 +169,41 @@ _CLIENT_CLOSE: Final[dict[End, Callable[[str], tuple[int, str]]]] = {
 }
 
 
+class Direction:
+    """One direction of one session's forwarding, as its pump and ``_deliver`` see it:
+    what is read and written, the scanner that counts it, and how each end is named."""
+
+    __slots__ = (
+        "dst",
+        "from_client",
+        "malformed",
+        "receiver_gone",
+        "scanner",
+        "sender",
+        "sender_gone",
+        "src",
+    )
+
+    def __init__(
+        self, src: Transport, dst: Transport, scanner: FrameScanner, *, from_client: bool
+    ) -> None:
+        self.src, self.dst, self.scanner = src, dst, scanner
+        #: Client→broker: the pause holds it, and it is what ``last_ingress`` times.
+        self.from_client = from_client
+        self.sender = "client" if from_client else "broker"
+        self.sender_gone, self.receiver_gone, self.malformed = (
+            (End.CLIENT_GONE, End.BROKER_GONE, End.CLIENT_ERROR)
+            if from_client
+            else (End.BROKER_GONE, End.CLIENT_GONE, End.BROKER_ERROR)
+        )
+
+
 class Session:
     """The state of one routed connection, readable by the control plane and stats."""
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
+        "_blocked",
         "_clean_after_forward",
         "_closed_by",
         "_cut",
@@ -163,6 +211,7 @@ class Session:
         "_health",
         "_heartbeat",
         "_host_name",
+        "_now",
         "_opening",
         "_pause",
         "_pumps",
@@ -171,6 +220,9 @@ class Session:
         "_routing",
         "_start_client",
         "_vhost_opened",
+        "_watch",
+        "_watch_handle",
+        "_watch_since",
         "_wrap_backend",
         "_writing",
         "backend",
@@ -210,6 +262,7 @@ class Session:
         vhost_opened: Callable[[str], bool] = lambda vhost: False,
         start: StartClient | None = None,
         wrap_backend: WrapBackend | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.id = next(_ids)
         #: The two transports (connect.py says how new kinds plug in).
@@ -233,8 +286,12 @@ class Session:
         self.client_local = client.local_name()
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
         self.broker_local: tuple[str, int] = ("0.0.0.0", 0)
-        # When each direction last carried data (time.monotonic), for CONN's idle times.
-        self.last_ingress = self.last_egress = time.monotonic()
+        # The clock of last_ingress/last_egress: time.monotonic, unless a test's watchdog
+        # runs on trio's (virtual) clock. A slot read costs what ``time.monotonic`` does.
+        self._now: Callable[[], float] = time.monotonic if watchdog is None else watchdog.clock
+        # When each direction last carried data (``_now``), for CONN's idle times and
+        # the watchdog.
+        self.last_ingress = self.last_egress = self._now()
         self.started = time.time()
         self.ended: End | None = None
         #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
@@ -253,6 +310,13 @@ class Session:
         self._opening: trio.CancelScope | None = None
         self._pumps: trio.Nursery | None = None
         self._heartbeat = 0
+        # Supervision while forwarding (``watch_check``): the server's watchdog, this
+        # session's place in it, when client→broker supervision last (re)started (a
+        # resume, an Unblocked), and whether the broker has blocked the connection.
+        self._watch = watchdog
+        self._watch_handle: Handle | None = None
+        self._watch_since = 0.0
+        self._blocked = False
         # Counters: ingress = client→broker, egress = broker→client (bytes, frames, reads).
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
@@ -369,36 +433,29 @@ class Session:
             )
             await self._close_client(constants.RESOURCE_ERROR, str(exc))
             return None
-        failures: list[str] = []
-        for backend in candidates:
-            tried = len(failures)
-            broker = await connect_backend(
-                self._resolver,
-                backend,
-                self.settings.timeouts.connect,
-                self._wrap_backend,
-                self.log,
-            )
-            if isinstance(broker, list):
-                failures += broker
-                if health is not None:
-                    health.connect_failed(backend.name, "; ".join(failures[tried:]))
-                continue
-            if health is not None:
-                health.connect_succeeded(backend.name)
+        connected = await connect_first(
+            candidates,
+            self._resolver,
+            self.settings.timeouts.connect,
+            self._wrap_backend,
+            health,
+            self.log,
+        )
+        if isinstance(connected, tuple):
+            backend, broker = connected
             self.broker, self.backend = broker, backend
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
             return await self._broker_handshake(opened, backend)
         names = ", ".join(backend.label for backend in candidates)
-        self.log.error("no backend reachable", tried=failures)
+        self.log.error("no backend reachable", tried=connected)
         await self._close_client(
             constants.CONNECTION_FORCED,
             # Why each attempt failed (refused, timed out, a TLS verify error), so the
             # client's own log says what to fix; the Close cuts the text at 255 bytes.
             f"CONNECTION_FORCED - no broker reachable for vhost {opened.vhost} (tried {names})"
-            f": {'; '.join(failures)}",
+            f": {'; '.join(connected)}",
         )
         return None
 
@@ -484,10 +541,22 @@ class Session:
             local=endpoint(self.broker_local),
         )
         end = End.TIMEOUT  # what a close deadline expiring below means
-        with trio.CancelScope() as scope:
-            self._forwarding = scope
-            end = await self._deliver_early(client_early, broker_early) or await self._run_pumps()
-        self._forwarding = None
+        try:
+            with trio.CancelScope() as scope:
+                self._forwarding = scope
+                # The handshake just carried data both ways (it may have been held at
+                # Open for long): supervision and CONN's idle times start from here.
+                now = self.last_ingress = self.last_egress = self._now()
+                if self._watch is not None:
+                    self._watch_handle = self._watch.watch(self, now + self._watch_step())
+                end = (
+                    await self._deliver_early(client_early, broker_early) or await self._run_pumps()
+                )
+        finally:
+            self._forwarding = None
+            if self._watch is not None and self._watch_handle is not None:
+                self._watch.forget(self._watch_handle)
+                self._watch_handle = None
         if self._requested is not None and scope.cancelled_caught:
             end = self._requested
         self.ended = end
@@ -496,54 +565,60 @@ class Session:
 
     async def _deliver_early(self, client_early: bytes, broker_early: bytes) -> End | None:
         """Frames pipelined during the handshake go first, in order; an End if that fails."""
-        assert self.broker is not None
-        for dst, data, from_client in (
-            (self.broker, client_early, True),
-            (self.client, broker_early, False),
-        ):
+        for way, data in ((self._upstream(), client_early), (self._downstream(), broker_early)):
             if not data:
                 continue
             try:
-                await self._deliver(
-                    dst, data, self.ingress if from_client else self.egress, from_client
-                )
+                await self._deliver(way, data)
             except ProtocolError:
-                return End.CLIENT_ERROR if from_client else End.BROKER_ERROR
+                return way.malformed
             except PeerGone:
-                return End.BROKER_GONE if from_client else End.CLIENT_GONE
+                return way.receiver_gone
         return None
 
-    async def _run_pumps(self) -> End:
+    def _upstream(self) -> Direction:
         assert self.broker is not None
+        return Direction(self.client, self.broker, self.ingress, from_client=True)
+
+    def _downstream(self) -> Direction:
+        assert self.broker is not None
+        return Direction(self.broker, self.client, self.egress, from_client=False)
+
+    async def _run_pumps(self) -> End:
         outcome: list[End] = []
 
-        async def pump(src: Transport, dst: Transport, from_client: bool) -> None:
-            outcome.append(await self._pump(src, dst, from_client))
+        async def pump(way: Direction) -> None:
+            outcome.append(await self._pump(way))
             nursery.cancel_scope.cancel()
 
         try:
             async with trio.open_nursery() as nursery:
                 self._pumps = nursery
                 self._start_keeper()  # paused before forwarding began
-                nursery.start_soon(pump, self.broker, self.client, False)
-                await pump(self.client, self.broker, True)
+                nursery.start_soon(pump, self._downstream())
+                await pump(self._upstream())
         finally:
             self._pumps = None
         return outcome[0] if outcome else End.TIMEOUT
 
-    async def _pump(self, src: Transport, dst: Transport, from_client: bool) -> End:
-        scanner = self.ingress if from_client else self.egress
+    async def _pump(self, way: Direction) -> End:
+        """Move ``way``'s bytes until one side ends; returns why."""
+        src, from_client = way.src, way.from_client
         budget = YIELD_EVERY
-        src_gone, dst_gone = (
-            (End.CLIENT_GONE, End.BROKER_GONE)
-            if from_client
-            else (End.BROKER_GONE, End.CLIENT_GONE)
-        )
         recv = src.recv
-        wait_readable = src.wait_readable
-        # A plain socket never holds decoded bytes of its own: ask only other transports
-        # (TLS may have whole records decrypted with nothing left on the socket).
-        pending = None if type(src) is PlainTransport else src.pending
+        wait_readable: Callable[[], Awaitable[None]]
+        pending: Callable[[], int] | None
+        if type(src) is PlainTransport:
+            # A plain socket holds no decoded bytes of its own, so ``pending()`` is never
+            # asked; and the pump parks on the socket directly, as it did before the
+            # seam: an idle session has both pumps parked, and a coroutine layer more
+            # per park would be memory per idle session.
+            # (trio takes any object with fileno(), asked at each wait; its stub says int.)
+            wait_readable = partial(trio.lowlevel.wait_readable, src.sock)  # type: ignore[arg-type]
+            pending = None
+        else:
+            # TLS may have whole records decrypted with nothing left on the socket.
+            wait_readable, pending = src.wait_readable, src.pending
         size = sockets.READ_SIZE
         drained = False
         while True:
@@ -558,9 +633,9 @@ class Session:
                 drained = True
                 continue
             except OSError:
-                return src_gone
+                return way.sender_gone
             if not data:
-                return End.CLEAN if self._clean_after_forward else src_gone
+                return End.CLEAN if self._clean_after_forward else way.sender_gone
             drained = len(data) < size
             if from_client and self._pause is not None:
                 held = await self._hold(data)
@@ -568,12 +643,12 @@ class Session:
                     return held
                 data, drained = held, False
             try:
-                await self._deliver(dst, data, scanner, from_client)
+                await self._deliver(way, data)
             except ProtocolError as exc:
-                self.log.warning("malformed frame", from_client=from_client, error=str(exc))
-                return End.CLIENT_ERROR if from_client else End.BROKER_ERROR
+                self.log.warning("malformed frame", sender=way.sender, error=str(exc))
+                return way.malformed
             except PeerGone:
-                return dst_gone
+                return way.receiver_gone
             if self._clean_after_forward:
                 return End.CLEAN
             budget -= 1
@@ -581,25 +656,26 @@ class Session:
                 budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
 
-    async def _deliver(
-        self, dst: Transport, data: bytes, scanner: FrameScanner, from_client: bool
-    ) -> None:
+    async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
-        if from_client:
-            self.last_ingress = time.monotonic()
+        if way.from_client:
+            self.last_ingress = self._now()
         else:
-            self.last_egress = time.monotonic()
-        pieces, controls = scanner.scan(data)
+            self.last_egress = self._now()
+        pieces, controls = way.scanner.scan(data)
         if controls is not None:
-            self._on_channel_zero(controls, from_client)
+            self._on_channel_zero(controls, way.sender)
         if pieces:
+            dst = way.dst
             self._writing.add(dst)
             await dst.send_pieces(pieces)
             self._writing.discard(dst)
 
-    def _on_channel_zero(self, frames: list[Frame], from_client: bool) -> None:
-        """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked."""
-        side = "client" if from_client else "broker"
+    def _on_channel_zero(self, frames: list[Frame], side: str) -> None:
+        """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked.
+
+        ``side`` sent them: "client" or "broker".
+        """
         for frame in frames:
             method_id = frame.method_id
             if method_id == constants.CONNECTION_CLOSE:
@@ -620,8 +696,82 @@ class Session:
                 self._clean_after_forward = True
             elif method_id == constants.CONNECTION_BLOCKED:
                 self.log.info("broker blocked the connection")
+                self._blocked = True
             elif method_id == constants.CONNECTION_UNBLOCKED:
                 self.log.info("broker unblocked the connection")
+                self._blocked = False
+                self._watch_since = self._now()  # a write held by the block restarts
+
+    # -- supervision: heartbeats and write timeouts --------------------------------------
+
+    def _watch_step(self) -> float:
+        """The shortest time in which this session can become overdue."""
+        heartbeat = self._heartbeat
+        silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
+        return min(silence, self.settings.timeouts.write_for(heartbeat))
+
+    def watch_check(self, now: float) -> float | None:
+        """The watchdog's look at a forwarding session (``now``: the watchdog's clock).
+
+        Ends the session if a peer is overdue: silent for two heartbeat intervals (only
+        judged while its pump is reading it), or not taking a write for the write
+        timeout. Returns when to look again (None: stop). Paused sessions are not
+        judged on the client side (the hold reads their client on purpose, or not at
+        all), nor is a write to a broker that said Connection.Blocked.
+        """
+        if self._forwarding is None or self.state is not State.OPEN:
+            return None
+        if self._requested is not None:
+            return None
+        assert self.broker is not None
+        heartbeat = self._heartbeat
+        silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
+        write = self.settings.timeouts.write_for(heartbeat)
+        # A write that starts later is read later: it cannot be overdue before this.
+        later_write = now + write
+        # Client → broker: the ingress pump reads the client and writes the broker.
+        since = max(self.last_ingress, self._watch_since)
+        if self._pause is not None or (self._blocked and self.broker in self._writing):
+            next_ingress = now + min(silence, write)
+        elif self.broker in self._writing:
+            if now - since >= write:
+                self._overdue(End.BROKER_STUCK, now - since, write)
+                return None
+            next_ingress = since + write
+        else:
+            if now - since >= silence:
+                self._overdue(End.CLIENT_SILENT, now - since, write)
+                return None
+            next_ingress = min(since + silence, later_write)
+        # Broker → client: the egress pump reads the broker and writes the client.
+        since = self.last_egress
+        if self.client in self._writing:
+            if now - since >= write:
+                self._overdue(End.CLIENT_STUCK, now - since, write)
+                return None
+            next_egress = since + write
+        else:
+            if now - since >= silence:
+                self._overdue(End.BROKER_SILENT, now - since, write)
+                return None
+            next_egress = min(since + silence, later_write)
+        return min(next_ingress, next_egress)
+
+    def _overdue(self, end: End, seconds: float, write: float) -> None:
+        """End forwarding for a supervision ``end``; ``_finish`` tells the peers."""
+        assert self.backend is not None and self._forwarding is not None
+        who = (
+            f"broker {self.backend.label}"
+            if end in (End.BROKER_SILENT, End.BROKER_STUCK)
+            else f"client {endpoint(self.client_address)}"
+        )
+        if end in (End.BROKER_SILENT, End.CLIENT_SILENT):
+            what = f"sent nothing for {seconds:.0f}s (heartbeat {self._heartbeat}s)"
+        else:
+            what = f"did not read for {seconds:.0f}s (write timeout {write:g}s)"
+        self._requested, self.end_reason = end, f"{who} {what}"
+        self.log.warning("peer overdue", reason=end.value, detail=self.end_reason)
+        self._forwarding.cancel()
 
     # -- 5. ending -------------------------------------------------------------------
 
@@ -643,6 +793,26 @@ class Session:
                 answer_within=self.settings.timeouts.disconnect,
             )
             await self._close_broker(constants.REPLY_SUCCESS, f"amqprouter: {self.end_reason}")
+            return
+        if end in (End.BROKER_SILENT, End.BROKER_STUCK):
+            assert self.broker is not None
+            self.broker.close()  # frozen or not reading: a Close would wait in vain
+            await self._close_client(
+                constants.CONNECTION_FORCED, f"CONNECTION_FORCED - {self.end_reason}"
+            )
+            return
+        if end in (End.CLIENT_SILENT, End.CLIENT_STUCK):
+            # The client gets a Close too (cut instead if a write to it is under way):
+            # a frozen client that wakes up reads why its connection ended.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    self._close_client,
+                    constants.CONNECTION_FORCED,
+                    f"CONNECTION_FORCED - {self.end_reason}",
+                )
+                nursery.start_soon(
+                    self._close_broker, constants.REPLY_SUCCESS, f"amqprouter: {self.end_reason}"
+                )
             return
         if end is End.OPERATOR_BACKEND:
             assert self.broker is not None
@@ -741,6 +911,7 @@ class Session:
             return False
         self.paused = False
         pause = self._pause
+        self._watch_since = self._now()  # the client is judged again from now
         self.log.info("session unpaused", held_bytes=pause.held_bytes)
         pause.resume()
         self._release(pause)
@@ -790,12 +961,7 @@ class Session:
             self._pause = None
 
     async def _hold_at_open(self, opened: ClientOpened) -> ClientOpened | None:
-        """Hold a paused client at Connection.Open until resumed; None if it ended.
-
-        No broker exists yet, so the router keeps the client alive itself: it sends
-        heartbeats at the client's negotiated interval and holds (bounded) whatever
-        the client sends, to forward after the broker's Open-Ok.
-        """
+        """Hold a paused client at Connection.Open until resumed (pause.py); None if it ended."""
         if self._vhost_opened(opened.vhost):
             self.pause()
         pause = self._pause
@@ -803,55 +969,37 @@ class Session:
             return opened
         self.log.info("holding client at Connection.Open while paused")
         max_pause = self.settings.timeouts.max_pause
-        period = heartbeat_period(opened.tune.heartbeat)
-        next_beat = trio.current_time() + period
         try:
-            while not pause.resumed:
-                deadline = pause.deadline(max_pause)
-                await hold(self.client, pause, min(next_beat, deadline))
-                now = trio.current_time()
-                if pause.resumed:
-                    break
-                if now >= pause.deadline(max_pause):
-                    self.disconnect(
-                        End.OPERATOR,
-                        f"vhost {opened.vhost} paused for longer than {max_pause:g}s",
-                    )
-                    return None
-                if now >= next_beat:
-                    next_beat = now + period
-                    with trio.move_on_at(deadline):
-                        self._writing.add(self.client)
-                        await self.client.send_all(HEARTBEAT_FRAME)
-                        self._writing.discard(self.client)
+            resumed = await hold_at_open(
+                self.client,
+                pause,
+                heartbeat=opened.tune.heartbeat,
+                max_pause=max_pause,
+                writing=self._writing,
+            )
         except PeerGone:
             self.log.info("client left while held at Connection.Open")
             return None
         finally:
             self._release(pause)
+        if not resumed:
+            self.disconnect(
+                End.OPERATOR, f"vhost {opened.vhost} paused for longer than {max_pause:g}s"
+            )
+            return None
         self.log.info("resuming client held at Connection.Open")
         return attrs.evolve(opened, pending=opened.pending + pause.take_held())
 
     async def _hold(self, data: bytes) -> End | bytes:
-        """The ingress pump while paused: hold ``data`` and what follows until resumed.
-
-        Returns everything held, to forward in order, or ``End.CLIENT_GONE``.
-        """
+        """The ingress pump while paused: everything held once resumed, or CLIENT_GONE."""
         pause = self._pause
         assert pause is not None
-        pause.held.append(data)
-        pause.held_bytes += len(data)
-        pause.holding = True
         try:
-            await hold(self.client, pause)
-            # A heartbeat still being written goes out whole before any client frame.
-            await pause.heartbeat_sent.wait()
+            return await hold_ingress(self.client, pause, data)
         except PeerGone:
             return End.CLIENT_GONE
         finally:
-            pause.holding = False
             self._release(pause)
-        return pause.take_held()
 
     def _start_keeper(self) -> None:
         pause = self._pause
@@ -860,48 +1008,23 @@ class Session:
             self._pumps.start_soon(self._keep_broker_alive, pause)
 
     async def _keep_broker_alive(self, pause: Pause) -> None:
-        """While paused: heartbeat the broker, and end a pause that lasts too long."""
+        """The keeper task (pause.py): heartbeats, and the end of a pause gone wrong."""
         assert self.broker is not None
-        broker = self.broker
-        max_pause = self.settings.timeouts.max_pause
-        period = heartbeat_period(self._heartbeat)
-        next_beat = trio.current_time() + period
+        timeouts = self.settings.timeouts
         try:
-            while not pause.resumed:
-                with pause.wakeable(min(next_beat, pause.deadline(max_pause))):
-                    await trio.sleep_forever()
-                if pause.resumed:
-                    break
-                now = trio.current_time()
-                if now >= pause.deadline(max_pause):
-                    self.disconnect(End.OPERATOR, f"paused for longer than {max_pause:g}s")
-                    return
-                if now >= next_beat:
-                    next_beat = now + period
-                    # Only at a frame boundary: not while a forwarding write is under way.
-                    if broker not in self._writing:
-                        await self._heartbeat_broker(broker, pause)
+            reason = await keep_broker_alive(
+                self.broker,
+                pause,
+                heartbeat=self._heartbeat,
+                max_pause=timeouts.max_pause,
+                # The watchdog leaves a paused session's client→broker side alone.
+                write_timeout=min(timeouts.max_pause, timeouts.write_for(self._heartbeat)),
+                writing=self._writing,
+            )
+            if reason is not None:
+                self.disconnect(End.OPERATOR, reason)
         except PeerGone:
             pass  # the broker pump sees it go and ends the session
         finally:
             pause.keeper_running = False
             self._release(pause)
-
-    async def _heartbeat_broker(self, broker: Transport, pause: Pause) -> None:
-        pause.heartbeat_sent = trio.Event()
-        self._writing.add(broker)
-        # A broker that takes no 8 bytes for that long is stuck: end the session
-        # (the broker is then cut, being mid-write) rather than wait on it forever.
-        limit = self.settings.timeouts.max_pause
-        try:
-            with trio.move_on_after(limit) as write:
-                await broker.send_all(HEARTBEAT_FRAME)
-        except PeerGone:
-            pause.heartbeat_sent.set()
-            raise
-        if write.cancelled_caught:
-            self.disconnect(End.OPERATOR, f"broker did not read for {limit:g}s while paused")
-            return
-        # Left in _writing if cancelled mid-write: the broker is then cut, not closed.
-        self._writing.discard(broker)
-        pause.heartbeat_sent.set()

@@ -24,6 +24,9 @@ DISCONNECT_TIMEOUT: Final = 5.0
 #: A pause longer than this ends the session with a graceful disconnect, rather than
 #: leaving the client stalled without knowing why.
 MAX_PAUSE: Final = 300.0
+#: A write that cannot finish for this long means the peer stopped reading, when no
+#: heartbeat was negotiated (with heartbeat h the default is 2 h, RabbitMQ's rule).
+WRITE_TIMEOUT_WITHOUT_HEARTBEAT: Final = 30.0
 
 
 @attrs.frozen
@@ -34,6 +37,14 @@ class Timeouts:
     close: float = CLOSE_TIMEOUT
     disconnect: float = DISCONNECT_TIMEOUT
     max_pause: float = MAX_PAUSE
+    #: None: two heartbeat intervals, or WRITE_TIMEOUT_WITHOUT_HEARTBEAT without heartbeats.
+    write: float | None = None
+
+    def write_for(self, heartbeat: int) -> float:
+        """The write timeout of a session that negotiated ``heartbeat`` seconds."""
+        if self.write is not None:
+            return self.write
+        return 2.0 * heartbeat if heartbeat > 0 else WRITE_TIMEOUT_WITHOUT_HEARTBEAT
 
 
 @attrs.frozen

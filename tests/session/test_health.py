@@ -61,7 +61,7 @@ async def test_a_refusing_member_is_tried_last_until_its_down_time_ends() -> Non
         text = (await controller.handle("BACKEND PRINT")).text
         assert re.fullmatch(
             rf"n1 \(dc\): 127\.0\.0\.1 :{dead} DOWN \(connect failed: 127\.0\.0\.1:{dead}: "
-            r"ECONNREFUSED, \d+\.\ds left\)\n"
+            r"Connection refused, \d+\.\ds left\)\n"
             rf"n2 \(dc\): 127\.0\.0\.1 :{broker.port}\n",
             text,
         ), text

@@ -6,6 +6,7 @@ drop mid-frame, stay silent, send garbage, offer a stricter Tune.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -184,14 +185,19 @@ FAST = Timeouts(client_handshake=1.0, connect=1.0, broker_handshake=1.0, close=0
 
 @asynccontextmanager
 async def router(
-    broker_port: int | None, *, timeouts: Timeouts = FAST, routing: RoutingTable | None = None
+    broker_port: int | None,
+    *,
+    timeouts: Timeouts = FAST,
+    routing: RoutingTable | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[tuple[Server, int]]:
     """An in-process router in simple mode in front of ``broker_port`` (None: no route,
-    or the ``routing`` given)."""
+    or the ``routing`` given). ``clock=trio.current_time`` puts session supervision on
+    trio's clock (for tests on a MockClock)."""
     routing = routing or RoutingTable()
     if broker_port is not None:
         routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))
-    server = Server(SessionSettings(timeouts=timeouts), routing)
+    server = Server(SessionSettings(timeouts=timeouts), routing, clock=clock)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         port = await server.listen(0, "127.0.0.1")
