@@ -26,7 +26,9 @@ one by one; docs/tls.md says how each is honoured:
 from __future__ import annotations
 
 import enum
+import os
 import ssl
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -111,12 +113,16 @@ def missing(settings: TlsSettings) -> list[str]:
 # files
 # --------------------------------------------------------------------------- #
 
+#: Far more than any certificate chain or CA bundle (the Mozilla bundle is ~220 KB).
+MAX_PEM_BYTES = 16 * 1024 * 1024
+
 _PEM_MARKERS = {
     "certificate": (b"-----BEGIN CERTIFICATE-----",),
     "private key": (
         b"-----BEGIN PRIVATE KEY-----",
         b"-----BEGIN RSA PRIVATE KEY-----",
         b"-----BEGIN EC PRIVATE KEY-----",
+        b"-----BEGIN DSA PRIVATE KEY-----",
         b"-----BEGIN ENCRYPTED PRIVATE KEY-----",
     ),
     "DH parameters": (b"-----BEGIN DH PARAMETERS-----",),
@@ -126,6 +132,15 @@ _PEM_MARKERS = {
 def read_pem(path: str, what: Literal["certificate", "private key", "DH parameters"]) -> bytes:
     """The file's bytes, or TlsConfigError naming the file and why it cannot be used."""
     try:
+        # Read in the control plane's thread: refuse what is not a small regular
+        # file (a FIFO would block the open, /dev/zero the read, for ever).
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise TlsConfigError(f"{path}: not a regular file.")
+        if info.st_size > MAX_PEM_BYTES:
+            raise TlsConfigError(f"{path}: too large for a PEM file ({info.st_size} bytes).")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise TlsConfigError(f"{path}: no such file.") from None

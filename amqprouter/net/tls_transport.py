@@ -107,7 +107,7 @@ def _subject(sock: ssl.SSLSocket) -> str | None:
 class TLSTransport:
     """A connected TLS stream (see the module docstring and ``net.transport``)."""
 
-    __slots__ = ("_subject", "_version", "_want_write", "recv", "sock", "ssl_sock")
+    __slots__ = ("_parked", "_subject", "_version", "_want_write", "recv", "sock", "ssl_sock")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         #: The same socket twice: typed as the Transport's TCP socket, and as SSL.
@@ -115,6 +115,11 @@ class TLSTransport:
         self.ssl_sock = sock
         # The last read needed the socket writable (TLS wants to send first).
         self._want_write = False
+        # One TLS connection, two tasks (the pump reading it, the one writing it), and
+        # TLS may make either wait for either readiness (a read that must write a
+        # KeyUpdate reply, a write that must read). trio allows one task parked per
+        # fd and direction, so a second one waits for the first one's wake-up instead.
+        self._parked: dict[bool, trio.Event] = {}
         self.recv: Callable[[int], bytes] = self._recv
         # Read once, after the handshake: CONN, the logs and statistics ask later,
         # possibly after the socket is closed (when the SSL object is gone).
@@ -135,27 +140,39 @@ class TLSTransport:
         self._want_write = False
         return data
 
+    async def _park(self, writable: bool) -> None:
+        """Wait until the socket is readable (or writable), sharing one trio wait."""
+        other = self._parked.get(writable)
+        if other is not None:
+            await other.wait()  # then the caller retries, as after its own wait
+            return
+        event = self._parked[writable] = trio.Event()
+        try:
+            if writable:
+                await trio.lowlevel.wait_writable(self.sock.fileno())
+            else:
+                await trio.lowlevel.wait_readable(self.sock.fileno())
+        finally:
+            del self._parked[writable]
+            event.set()
+
     async def wait_readable(self) -> None:
         if self.ssl_sock.pending():
             return  # already decrypted: waiting on the socket could stall for ever
-        if self._want_write:
-            await trio.lowlevel.wait_writable(self.sock.fileno())
-        else:
-            await trio.lowlevel.wait_readable(self.sock.fileno())
+        await self._park(writable=self._want_write)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        fd = self.sock.fileno()
         while view:
             try:
                 # One SSL_write: without partial-write mode it writes all or raises
                 # a want; the retry then continues where OpenSSL got to.
                 sent = self.ssl_sock.send(view)
             except ssl.SSLWantWriteError:
-                await trio.lowlevel.wait_writable(fd)
+                await self._park(writable=True)
                 continue
             except ssl.SSLWantReadError:
-                await trio.lowlevel.wait_readable(fd)
+                await self._park(writable=False)
                 continue
             except OSError as exc:
                 raise sockets.PeerGone(handshake_reason(exc, during_handshake=False)) from exc

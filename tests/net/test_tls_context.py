@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 from amqprouter.net.tls_context import (
+    MAX_PEM_BYTES,
     TlsConfigError,
     TlsSettings,
     TlsState,
@@ -202,3 +203,22 @@ YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
 ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 -----END DH PARAMETERS-----
 """
+
+
+def test_not_a_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(TlsConfigError) as info:
+        check_file("CA_CERT_FILE", str(fifo))  # would block in open() if it were opened
+    assert str(info.value) == f"{fifo}: not a regular file."
+    with pytest.raises(TlsConfigError) as info:
+        check_file("KEY_FILE", "/dev/zero")
+    assert str(info.value) == "/dev/zero: not a regular file."
+
+
+def test_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "huge.pem"
+    with path.open("wb") as file:
+        file.truncate(MAX_PEM_BYTES + 1)
+    with pytest.raises(TlsConfigError, match=r"huge\.pem: too large for a PEM file"):
+        check_file("CA_CERT_FILE", str(path))

@@ -369,3 +369,39 @@ async def test_peer_that_stops_mid_handshake_is_bounded_by_the_timeout(
     assert scope.cancelled_caught
     assert server_sock.fileno() == -1  # the transport closed what it owned
     client_sock.close()
+
+
+async def test_two_tasks_waiting_on_one_direction_share_the_wait(tls_files: TlsFiles) -> None:
+    # A read that must write (TLS 1.3 KeyUpdate reply) while the writer is parked on
+    # a full buffer, or a write that must read: two tasks wait on one fd and
+    # direction, which trio's wait_readable/wait_writable alone refuse.
+    server, client = await connect_pair(
+        build_context(server_settings(tls_files)), build_context(client_settings(tls_files))
+    )
+    woke: list[str] = []
+    # Consume the TLS 1.3 session tickets, so that the socket is quiet.
+    with pytest.raises(BlockingIOError):
+        client.recv(100)
+
+    async def reader() -> None:
+        await client.wait_readable()
+        woke.append("reader")
+
+    async def writer_wanting_read() -> None:
+        await client._park(writable=False)
+        woke.append("writer")
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(writer_wanting_read)
+                await trio.testing.wait_all_tasks_blocked()
+                assert woke == []
+                await server.send_all(b"wake up")
+        assert sorted(woke) == ["reader", "writer"]
+        assert await read_exactly(client, 7) == b"wake up"
+    finally:
+        server.close()
+        client.close()

@@ -1,5 +1,0 @@
-"""Fixtures for the net layer's tests: TLS certificates (tests/tls_certs.py)."""
-
-from tests.tls_certs import tls_files
-
-__all__ = ["tls_files"]
