@@ -898,8 +898,6 @@ ROWS: list[Row] = [
         # watching the same heartbeat, gives the client up as dead after two intervals.
         2 * 1 + TIMEOUTS.close + SLACK,
         rcvbuf=4096,
-        defect="issue 10 item 6: a client that stops reading keeps its session after the "
-        "broker side died (no heartbeat supervision, no write timeout)",
         check=flood_unread_check,
     ),
 ]

@@ -258,8 +258,7 @@ def test_bad_input_on_tls_and_plain_ports_closes_cleanly(tls_files: TlsFiles) ->
             read_to_eof(raw)
             assert time.monotonic() - started < WAIT
         wait_for(lambda: must(router, "CONN") == "", timeout=WAIT, what="no session left")
-        log = router.stderr
-        assert "TLS handshake failed" in log
+        wait_for(lambda: "TLS handshake failed" in router.stderr, timeout=WAIT, what="log")
 
 
 # --------------------------------------------------------------------------- #
@@ -330,7 +329,7 @@ def test_tls_out_refuses_a_broker_it_cannot_verify(
         assert "320" in text and "default-backend" in text and reason in text, text
         # A failed TLS handshake is a failed connect: passive health marks it down.
         assert "DOWN" in must(router, "BACKEND PRINT")
-        assert "TLS handshake failed" in router.stderr
+        wait_for(lambda: "TLS handshake failed" in router.stderr, timeout=WAIT, what="log")
 
 
 def test_tls_out_fails_over_to_the_next_member(
