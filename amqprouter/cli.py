@@ -345,9 +345,7 @@ def main(
             ("simple mode", f"LISTEN START {listen_port}"),
         ]
     socket_path = Path(control_socket) if control_socket else default_control_socket()
-    click.echo(
-        f"Starting amqprouter, logging to: '{log_directory}' control using: '{socket_path}'"
-    )
+    click.echo(f"Starting amqprouter, logging to: '{log_directory}' control using: '{socket_path}'")
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(settings, backend_down_seconds=backend_down_seconds)
     try:
