@@ -24,7 +24,6 @@ import secrets
 import socket
 import stat
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -315,6 +314,12 @@ def _what_happened(path: Path) -> str:
     return "replaced" if os.path.lexists(path) else "removed"
 
 
+#: accept() errors that mean "not now" (out of descriptors or memory), as trio's
+#: serve_listeners treats them: wait and try again, where a bare loop would end.
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY_DELAY: Final = 0.1
+
+
 async def _accept(
     sock: socket.socket,
     handler: Handler,
@@ -322,17 +327,39 @@ async def _accept(
     *,
     task_status: TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    # trio.serve_listeners waits and retries when accept fails for lack of file
-    # descriptors (EMFILE, ENFILE) or memory, where a bare accept loop would end.
+    """Accept control connections until cancelled, each served in ``handler_nursery``.
+
+    trio.serve_listeners would survive running out of descriptors too, but logs a
+    traceback ten times a second while it lasts: here it is one WARNING when it
+    starts and one INFO line when accepting works again.
+    """
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     with trio.CancelScope() as scope:
         task_status.started(scope)
-        await trio.serve_listeners(
-            partial(_serve_one, handler=handler), [listener], handler_nursery=handler_nursery
-        )
+        async with listener:
+            short_of: str | None = None
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    if short_of is None:
+                        short_of = os.strerror(exc.errno)
+                        log.warning(
+                            "control socket cannot accept; retrying",
+                            reason=short_of,
+                            every=ACCEPT_RETRY_DELAY,
+                        )
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                if short_of is not None:
+                    log.info("control socket accepting again", was=short_of)
+                    short_of = None
+                handler_nursery.start_soon(_serve_one, stream, handler)
 
 
-async def _serve_one(stream: trio.SocketStream, *, handler: Handler) -> None:
+async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
     reply: Reply | None = None
     try:
         reply, want_status = await _read_and_handle(stream, handler)
