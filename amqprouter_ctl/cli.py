@@ -38,15 +38,16 @@ Sends ARGS, joined with spaces, as one command line to the amqprouter listening 
 Unix socket <control_socket>, and prints the reply. `amqprouter_ctl HELP` lists the
 commands.
 
-<control_socket> may be left out when the first word has no `/` and is not a socket
-file: then ${SOCKET_ENV} is used if set, else {RUN_SOCKET} if it exists,
-else {FALLBACK_SOCKET} (amqprouter's own default follows the same rule).
+<control_socket> may be left out when the first word has no `/` and is not a
+socket file: then ${SOCKET_ENV} is used if set,
+else {RUN_SOCKET} if it exists, else {FALLBACK_SOCKET} (where amqprouter
+puts its socket by default).
 
-The socket must belong to you or root, and the router answering on it must run as you
-or root: a socket anyone else holds is refused (exit 2), since in a directory like /tmp
-anybody can create one. --allow-owner USER (a name or uid; repeatable, or a
-comma-separated list in ${ALLOW_OWNER_ENV}) trusts that user too, such as the service
-user a router runs as.
+The socket must belong to you or root, and the router answering on it must run as
+you or root: a socket anyone else holds is refused (exit 2), since in a directory
+like /tmp anybody can create one. --allow-owner USER (a name or uid; repeatable, or
+a comma-separated list in ${ALLOW_OWNER_ENV}) trusts that user
+too, such as the service user a router runs as.
 
 Exit codes: 0 success, 1 the router answered with an error (or bad usage), 2 the router
 could not be reached or was refused.

@@ -138,13 +138,18 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _at(dir_fd: int, name: str) -> str:
-    """A path to ``name`` in the directory open as ``dir_fd``, for calls without a dir_fd.
+_PROC_FDS: Final = "/proc/self/fd"
+
+
+def _at(dir_fd: int, name: str, path: Path) -> str:
+    """A path to ``name`` in the directory open as ``dir_fd`` (which is ``path.parent``).
 
     Through /proc the directory is the one already opened and checked, even if a
-    component above it is renamed meanwhile.
+    component above it is renamed meanwhile; without /proc, the plain path.
     """
-    return f"/proc/self/fd/{dir_fd}/{name}"
+    if os.path.isdir(_PROC_FDS):
+        return f"{_PROC_FDS}/{dir_fd}/{name}"
+    return str(path.parent / name)
 
 
 def _prepare(dir_fd: int, path: Path) -> None:
@@ -159,7 +164,7 @@ def _prepare(dir_fd: int, path: Path) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
-        probe.connect(_at(dir_fd, name))
+        probe.connect(_at(dir_fd, name, path))
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
             # Stale: left by a router that died.
@@ -226,7 +231,7 @@ def bind_control_socket(
                 private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd
             )
             try:
-                return _bind_and_link(dir_fd, private_fd, path, mode)
+                return _bind_and_link(dir_fd, private_fd, path.parent / private, path, mode)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink("socket", dir_fd=private_fd)
@@ -237,13 +242,15 @@ def bind_control_socket(
         os.close(dir_fd)
 
 
-def _bind_and_link(dir_fd: int, private_fd: int, path: Path, mode: int) -> BoundSocket:
+def _bind_and_link(
+    dir_fd: int, private_fd: int, private_path: Path, path: Path, mode: int
+) -> BoundSocket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # Linux creates the file with the socket's own mode minus the umask: private
         # from the first instant, whatever happens next.
         os.fchmod(sock.fileno(), 0o600)
-        sock.bind(_at(private_fd, "socket"))
+        sock.bind(_at(private_fd, "socket", private_path / "socket"))
         os.chmod("socket", mode, dir_fd=private_fd)
         st = os.stat("socket", dir_fd=private_fd, follow_symlinks=False)
         sock.listen(socket.SOMAXCONN)
