@@ -83,7 +83,8 @@ def as_other_user(script: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
 SWAPPER = r"""
 import os, stat, sys, time
 path, target = sys.argv[1:3]
-while True:
+parent, deadline = os.getppid(), time.monotonic() + 60  # never outlive the test
+while os.getppid() == parent and time.monotonic() < deadline:
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
@@ -193,14 +194,20 @@ def test_router_refuses_a_directory_other_users_can_write(base: Path) -> None:
 
 #: An impostor: answers every command with a forged reply and exit status 0.
 IMPOSTOR = r"""
-import os, socket, sys
+import os, socket, sys, time
 path = sys.argv[1]
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 server.bind(path)
 os.chmod(path, 0o777)
 server.listen()
-while True:
-    conn, _ = server.accept()
+server.settimeout(0.5)
+parent, deadline = os.getppid(), time.monotonic() + 60  # never outlive the test
+while os.getppid() == parent and time.monotonic() < deadline:
+    try:
+        conn, _ = server.accept()
+    except socket.timeout:
+        continue
+    conn.settimeout(5)
     try:
         conn.recv(65536)
         conn.sendall(b"forged reply\n\x000")
