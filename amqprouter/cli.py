@@ -14,7 +14,12 @@ import trio
 from amqprouter import __version__
 from amqprouter.control.controller import Controller
 from amqprouter.control.grammar import WHITESPACE
-from amqprouter.control.socket_server import DEFAULT_MODE, ControlSocketInUse, serve_control
+from amqprouter.control.socket_server import (
+    DEFAULT_MODE,
+    ControlSocketError,
+    default_control_socket,
+    serve_control,
+)
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
@@ -113,10 +118,12 @@ _seconds = click.FloatRange(min=0.001)
     "--control-socket",
     "--controlSocket",
     "control_socket",
-    default="/tmp/amqprouter",
-    show_default=True,
-    help="Path of the Unix control socket that amqprouter_ctl talks to. A stale socket "
-    "file is replaced; one a running router answers on is not.",
+    default=None,
+    help="Path of the Unix control socket that amqprouter_ctl talks to (default: "
+    "/run/amqprouter/control when /run/amqprouter exists and is writable, or can be created "
+    "as root; otherwise /tmp/amqprouter). A stale socket file is replaced; one a running "
+    "router answers on is not. Its directory must not be writable by other users unless "
+    "sticky (like /tmp).",
 )
 @click.option(
     "--control-socket-mode",
@@ -308,7 +315,7 @@ def main(
     tls_key: Path | None,
     destination_tls: bool,
     tls_ca: Path | None,
-    control_socket: str,
+    control_socket: str | None,
     control_socket_mode: str,
     config_file: Path | None,
     log_directory: str,
@@ -403,23 +410,22 @@ def main(
         ]
     if listen_tls_port is not None:
         setup.append(("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}"))
-    click.echo(
-        f"Starting amqprouter, logging to: '{log_directory}' control using: '{control_socket}'"
-    )
+    socket_path = Path(control_socket) if control_socket else default_control_socket()
+    click.echo(f"Starting amqprouter, logging to: '{log_directory}' control using: '{socket_path}'")
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(settings, backend_down_seconds=backend_down_seconds)
     try:
         code = trio.run(
             partial(_serve, shutdown_timeout=shutdown_timeout),
             server,
-            Path(control_socket),
+            socket_path,
             mode,
             setup,
             observe,
         )
     finally:
         router_logging.shutdown()  # the last lines reach the files before we go
-    click.echo(f"Stopping amqprouter, instance: '{control_socket}'")
+    click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
 
 
@@ -514,7 +520,7 @@ async def _serve(
                 await nursery.start(
                     partial(serve_control, control_socket, controller.handle, mode=mode)
                 )
-            except ControlSocketInUse as exc:
+            except ControlSocketError as exc:  # in use, or in an unsafe directory
                 click.echo(f"Cannot use the control socket: {exc}", err=True)
                 nursery.cancel_scope.cancel()
                 return EXIT_CONTROL_SOCKET_IN_USE

@@ -1,31 +1,58 @@
-"""``amqprouter_ctl <control_socket> ARGS...``: send one command to a running amqprouter.
+"""``amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS...``: one command to a router.
 
 The arguments are joined with single spaces into one line, sent to the router's
 control socket, and the reply is printed as it arrives.
 
-Exit codes: 0 the command succeeded, 1 the router answered with an error,
-2 the router could not be reached (the message says why). A streaming reply
-(``STAT LISTEN``) is printed until the router closes it or Ctrl-C; both exit 0.
+Before sending, the socket's owner is checked, and again the user of the process
+that answers (SO_PEERCRED): a socket held by someone other than the caller or root
+may be an impostor (anyone can create a socket in /tmp), so it is refused unless
+``--allow-owner`` (or AMQPROUTER_CTL_ALLOW_OWNER) names that user.
+
+Exit codes: 0 the command succeeded, 1 the router answered with an error (or a usage
+error), 2 the router could not be reached or was refused (the message says why). A
+streaming reply (``STAT LISTEN``) is printed until the router closes it or Ctrl-C;
+both exit 0.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
+import stat
+import struct
 import sys
+from collections.abc import Collection
 from typing import Final
 
-USAGE: Final = "Usage: amqprouter_ctl <control_socket> ARGS"
+USAGE: Final = "Usage: amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS"
+#: Must match amqprouter.control.socket_server.RUN_SOCKET and FALLBACK_SOCKET (kept
+#: literal so that the client stays importable without the daemon's dependencies).
+RUN_SOCKET: Final = "/run/amqprouter/control"
+FALLBACK_SOCKET: Final = "/tmp/amqprouter"
+SOCKET_ENV: Final = "AMQPROUTER_CONTROL_SOCKET"
+ALLOW_OWNER_ENV: Final = "AMQPROUTER_CTL_ALLOW_OWNER"
 HELP: Final = f"""{USAGE}
 
 Sends ARGS, joined with spaces, as one command line to the amqprouter listening on the
-Unix socket <control_socket> (amqprouter's --control-socket, default /tmp/amqprouter),
-and prints the reply. `amqprouter_ctl /tmp/amqprouter HELP` lists the commands.
+Unix socket <control_socket>, and prints the reply. `amqprouter_ctl HELP` lists the
+commands.
 
-Exit codes: 0 success, 1 the router answered with an error, 2 the router could not be
-reached.
+<control_socket> may be left out when the first word has no `/` and is not a
+socket file: then ${SOCKET_ENV} is used if set,
+else {RUN_SOCKET} if it exists, else {FALLBACK_SOCKET} (where amqprouter
+puts its socket by default).
+
+The socket must belong to you or root, and the router answering on it must run as
+you or root: a socket anyone else holds is refused (exit 2), since in a directory
+like /tmp anybody can create one. --allow-owner USER (a name or uid; repeatable, or
+a comma-separated list in ${ALLOW_OWNER_ENV}) trusts that user
+too, such as the service user a router runs as.
+
+Exit codes: 0 success, 1 the router answered with an error (or bad usage), 2 the router
+could not be reached or was refused.
 """
-#: Must match amqprouter.control.socket_server.STATUS_HELLO (kept literal so that the
-#: client stays importable without the daemon's dependencies).
+#: Must match amqprouter.control.socket_server.STATUS_HELLO.
 STATUS_HELLO: Final = b"AMQPROUTER_CTL STATUS\n"
 #: The status of a streaming reply (amqprouter.control.socket_server.STATUS_STREAMING).
 STREAMING: Final = b"S"
@@ -36,19 +63,114 @@ READ_TIMEOUT: Final = 60.0
 EXIT_OK, EXIT_COMMAND_FAILED, EXIT_UNREACHABLE = 0, 1, 2
 
 
+class UsageError(Exception):
+    pass
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] in (["-h"], ["--help"]):
+    try:
+        path, words, trusted = parse(args)
+    except UsageError as exc:
+        print(f"{USAGE}\n{exc}" if str(exc) else USAGE, file=sys.stderr)
+        sys.exit(EXIT_COMMAND_FAILED)
+    if path is None:  # --help
         print(HELP, end="")
         sys.exit(EXIT_OK)
-    if len(args) < 2:
-        print(USAGE, file=sys.stderr)
-        sys.exit(EXIT_COMMAND_FAILED)
-    path, words = args[0], args[1:]
-    sys.exit(run(path, " ".join(words)))
+    sys.exit(run(path, " ".join(words), trusted))
 
 
-def run(path: str, line: str) -> int:
+def parse(args: list[str]) -> tuple[str | None, list[str], set[int]]:
+    """(socket path, command words, trusted uids); the path is None for --help."""
+    args = list(args)
+    owners = [name for name in os.environ.get(ALLOW_OWNER_ENV, "").split(",") if name]
+    while args and args[0].startswith("-"):
+        option = args.pop(0)
+        if option in ("-h", "--help"):
+            return None, [], set()
+        if option == "--allow-owner":
+            if not args:
+                raise UsageError("--allow-owner needs a user name or uid")
+            owners.append(args.pop(0))
+        elif option.startswith("--allow-owner="):
+            owners.append(option.partition("=")[2])
+        elif option == "--":
+            break
+        else:
+            raise UsageError(f"unknown option {option}")
+    path = args.pop(0) if args and _names_a_socket(args[0]) else default_socket()
+    if not args:
+        raise UsageError("")
+    return path, args, {os.getuid(), os.geteuid(), 0} | {_uid(owner) for owner in owners}
+
+
+def _names_a_socket(word: str) -> bool:
+    if "/" in word:
+        return True
+    try:
+        return stat.S_ISSOCK(os.stat(word).st_mode)
+    except OSError:
+        return False
+
+
+def default_socket() -> str:
+    from_env = os.environ.get(SOCKET_ENV)
+    if from_env:
+        return from_env
+    return RUN_SOCKET if os.path.lexists(RUN_SOCKET) else FALLBACK_SOCKET
+
+
+def _uid(owner: str) -> int:
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise UsageError(f"--allow-owner: no such user {owner!r}") from None
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _refuse_owner(path: str, what: str, uid: int) -> int:
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    print(
+        f"amqprouter_ctl: refusing {path}: {what} {_user(uid)}, not you or root, so it may "
+        f"not be your router; if it is, pass --allow-owner {name} (or set "
+        f"{ALLOW_OWNER_ENV}={name})",
+        file=sys.stderr,
+    )
+    return EXIT_UNREACHABLE
+
+
+def run(path: str, line: str, trusted: Collection[int] = ()) -> int:
+    """Send ``line`` to the router at ``path``; the exit code.
+
+    Only a socket owned by, and a router running as, a user in ``trusted`` (the
+    caller and root are always added) is sent anything.
+    """
+    trusted = {os.getuid(), os.geteuid(), 0, *trusted}
+    try:
+        st = os.stat(path)
+    except OSError:
+        pass  # connect() below says why, in the words users know
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a file"
+            print(
+                f"amqprouter_ctl: cannot reach a router at {path}: not a socket ({kind})",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
+        if st.st_uid not in trusted:
+            return _refuse_owner(path, "the socket file belongs to", st.st_uid)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(CONNECT_TIMEOUT)
     try:
@@ -58,6 +180,14 @@ def run(path: str, line: str) -> int:
         print(f"amqprouter_ctl: cannot reach a router at {path}: {reason}", file=sys.stderr)
         client.close()
         return EXIT_UNREACHABLE
+    # The file may have been swapped since it was checked: the kernel's word on who
+    # listens is what counts.
+    _pid, peer_uid, _gid = struct.unpack(
+        "3i", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )
+    if peer_uid not in trusted:
+        client.close()
+        return _refuse_owner(path, "the process answering on it runs as", peer_uid)
     status = b""
     try:
         client.settimeout(READ_TIMEOUT)

@@ -142,4 +142,6 @@ def test_ctl_stub_prints_usage() -> None:
         [str(BIN / "amqprouter_ctl")], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("Usage: amqprouter_ctl <control_socket> ARGS")
+    assert result.stderr.startswith(
+        "Usage: amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 from collections.abc import AsyncIterator
@@ -10,10 +11,17 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import structlog.testing
 import trio
+import trio.testing
 
 from amqprouter.control import socket_server
-from amqprouter.control.socket_server import ControlSocketInUse, Reply, serve_control
+from amqprouter.control.socket_server import (
+    ControlSocketInUse,
+    Reply,
+    UnsafeControlDirectory,
+    serve_control,
+)
 
 
 async def _echo(line: str) -> Reply:
@@ -148,3 +156,117 @@ async def test_after_action_runs_once_the_reply_is_written(tmp_path: Path) -> No
         with trio.fail_after(5):
             await ran.wait()
         nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- #
+# the mode, the directory, the default path (issue 10.1, 10.5)
+# --------------------------------------------------------------------------- #
+
+
+async def test_mode_is_exact_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    previous = os.umask(0o077)  # would strip the group bits from a plain bind
+    try:
+        async with control(path, mode=0o660):
+            assert stat.S_IMODE(path.lstat().st_mode) == 0o660
+            assert await _ask(path, b"X\n") == b"got 'X'\n"
+            # The private directory it was bound in is gone.
+            assert os.listdir(tmp_path) == ["ctl"]
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o757])
+def test_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    tmp_path.chmod(mode)
+    with pytest.raises(UnsafeControlDirectory) as caught:
+        socket_server.bind_control_socket(tmp_path / "ctl")
+    assert f"{tmp_path} is writable by other users (mode {mode:04o}) and not sticky" in str(
+        caught.value
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sticky_directory_is_accepted(tmp_path: Path) -> None:
+    tmp_path.chmod(0o1777)
+    bound = socket_server.bind_control_socket(tmp_path / "ctl")
+    bound.sock.close()
+    assert bound.is_at(tmp_path / "ctl")
+
+
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test gives a directory to another user: run it as root (as CI does)")
+    os.chown(tmp_path, 65534, -1)
+    tmp_path.chmod(0o755)
+    with pytest.raises(UnsafeControlDirectory, match=r"belongs to .*uid 65534"):
+        socket_server.bind_control_socket(tmp_path / "ctl")
+
+
+def test_default_path_is_under_run_when_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run" / "amqprouter"
+    monkeypatch.setattr(socket_server, "RUN_DIRECTORY", run)
+    monkeypatch.setattr(socket_server, "RUN_SOCKET", run / "control")
+    # No parent to create it in: the old default.
+    assert socket_server.default_control_socket() == socket_server.FALLBACK_SOCKET
+    (tmp_path / "run").mkdir()
+    previous = os.umask(0o077)
+    try:
+        if os.geteuid() == 0:  # root creates it, 0755 whatever the umask
+            assert socket_server.default_control_socket() == run / "control"
+            assert stat.S_IMODE(run.stat().st_mode) == 0o755
+    finally:
+        os.umask(previous)
+    run.mkdir(exist_ok=True)
+    assert socket_server.default_control_socket() == run / "control"
+
+
+# --------------------------------------------------------------------------- #
+# a socket file deleted or replaced under a running router (issue 10.5)
+# --------------------------------------------------------------------------- #
+
+
+async def test_deleted_socket_is_recreated_with_one_warning(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "ctl"
+    with structlog.testing.capture_logs() as logs:
+        async with control(path, mode=0o640):
+            path.unlink()
+            await trio.sleep(socket_server.WATCH_INTERVAL * 3)
+            assert stat.S_ISSOCK(path.lstat().st_mode)
+            assert stat.S_IMODE(path.lstat().st_mode) == 0o640
+            assert await _ask(path, b"BACK\n") == b"got 'BACK'\n"
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert [(w["event"], w["path"]) for w in warnings] == [
+        ("control socket file was removed; recreated it", str(path))
+    ]
+    assert not path.exists()
+
+
+async def test_a_file_put_in_its_place_is_left_alone_then_the_socket_returns(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "ctl"
+    with structlog.testing.capture_logs() as logs:
+        async with control(path):
+            path.unlink()
+            path.write_text("someone's file")
+            await trio.sleep(socket_server.WATCH_INTERVAL * 5)
+            assert path.read_text() == "someone's file"
+            path.unlink()
+            await trio.sleep(socket_server.WATCH_INTERVAL * 2)
+            assert await _ask(path, b"BACK\n") == b"got 'BACK'\n"
+            path.unlink()
+            path.write_text("again")
+            await trio.sleep(socket_server.WATCH_INTERVAL * 2)
+        # The router's exit removes only its own socket file, never what replaced it.
+        assert path.read_text() == "again"
+    events = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert events == [
+        "control socket file was replaced; cannot recreate it",  # once, not per interval
+        "control socket file was removed; recreated it",
+        "control socket file was replaced; cannot recreate it",
+    ]
