@@ -101,6 +101,11 @@ def parse(args: list[str]) -> tuple[str | None, list[str], set[int]]:
     path = args.pop(0) if args and _names_a_socket(args[0]) else default_socket()
     if not args:
         raise UsageError("")
+    for word in args:
+        if "\n" in word or "\r" in word:
+            # The command goes out as one line: a newline would end it there and the
+            # rest would never be sent (or be read as a second line by a plain client).
+            raise UsageError(f"an argument holds a line break: {word!r}")
     return path, args, {os.getuid(), os.geteuid(), 0} | {_uid(owner) for owner in owners}
 
 

@@ -82,3 +82,10 @@ def test_usage_errors(argv: list[str], says: str) -> None:
 def test_help_is_none() -> None:
     assert cli.parse(["--help"])[0] is None
     assert cli.parse(["-h", "MAP"])[0] is None
+
+
+@pytest.mark.parametrize("word", ["b1\nEXIT", "v\r", "\n"])
+def test_an_argument_with_a_line_break_is_refused(word: str) -> None:
+    # One command is one line: the rest of the line would be lost, or run as another.
+    with pytest.raises(cli.UsageError, match="line break"):
+        cli.parse(["/tmp/amqprouter", "MAP", "BACKEND", word, "b"])
