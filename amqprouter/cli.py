@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from functools import partial
 from pathlib import Path
 
-import attrs
 import click
 import trio
 
 from amqprouter import __version__
-from amqprouter.control.controller import Controller
+from amqprouter.app import (
+    EXIT_CONFIG_FAILED,
+    Observe,
+    serve,
+)
 from amqprouter.control.grammar import WHITESPACE
 from amqprouter.control.socket_server import (
     DEFAULT_MODE,
-    ControlSocketError,
     default_control_socket,
-    serve_control,
 )
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
-from amqprouter.observe.runtime import start_http, start_stats
 from amqprouter.protocol import TuneParams
 from amqprouter.routing import health
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
-from amqprouter.text import escape
 
 SIMPLE_MODE_INCOMPLETE = (
     "If configuring in simple mode, the --listenPort, --destinationPort and "
@@ -40,13 +38,11 @@ DESTINATION_TLS_NEEDS_SIMPLE_MODE = (
     "--destination-tls applies to simple mode's broker: give --listen-port, "
     "--destination-dns and --destination-port too (in a --config file, use BACKEND ... TLS)"
 )
+# Exit codes of a start that fails here; those of a start that fails once running
+# (4 listen, 5 control socket, 6 a start-up command, 7 HTTP) are app.py's.
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
-EXIT_LISTEN_FAILED = 4
-EXIT_CONTROL_SOCKET_IN_USE = 5
-EXIT_CONFIG_FAILED = 6
-EXIT_HTTP_FAILED = 7
 EXIT_LOG_DIRECTORY_FAILED = 8
 
 _seconds = click.FloatRange(min=0.001)
@@ -416,7 +412,7 @@ def main(
     server = Server(settings, backend_down_seconds=backend_down_seconds)
     try:
         code = trio.run(
-            partial(_serve, shutdown_timeout=shutdown_timeout),
+            partial(serve, shutdown_timeout=shutdown_timeout),
             server,
             socket_path,
             mode,
@@ -454,109 +450,3 @@ def _config_lines(path: Path) -> list[tuple[str, str]]:
         if stripped and not stripped.startswith("#"):
             lines.append((f"{path}:{number}", stripped))
     return lines
-
-
-@attrs.frozen
-class Observe:
-    """Statistics and HTTP endpoint settings (--cleanup-interval-ms, --statsd-*, --http-*)."""
-
-    interval: float = 1.0
-    statsd_prefix: str = DEFAULT_PREFIX
-    http_port: int | None = None
-    http_host: str | None = None
-
-
-async def _serve(
-    server: Server,
-    control_socket: Path,
-    mode: int,
-    setup: list[tuple[str, str]],
-    observe: Observe = Observe(),
-    *,
-    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
-) -> int:
-    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code."""
-    stop = trio.Event()
-    # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
-    drain_for: list[float] = []
-    drained = trio.CancelScope()  # cancelled to stop at once, even mid-drain
-
-    def request_drain(seconds: float | None) -> None:
-        if not stop.is_set():
-            drain_for.append(shutdown_timeout if seconds is None else seconds)
-        stop.set()
-
-    def stop_now() -> None:
-        drained.cancel()
-        stop.set()
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            stats = await start_stats(
-                nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
-            )
-            controller = Controller(
-                server, request_exit=stop_now, request_drain=request_drain, stats=stats
-            )
-            if observe.http_port is not None:
-                try:
-                    await start_http(
-                        nursery,
-                        server,
-                        stats,
-                        port=observe.http_port,
-                        host=observe.http_host,
-                        backend_health=server.backend_up,
-                    )
-                except OSError as exc:
-                    click.echo(
-                        f"Cannot serve HTTP on port {observe.http_port}: {exc.strerror or exc}",
-                        err=True,
-                    )
-                    nursery.cancel_scope.cancel()
-                    return EXIT_HTTP_FAILED
-            try:
-                await nursery.start(
-                    partial(serve_control, control_socket, controller.handle, mode=mode)
-                )
-            except ControlSocketError as exc:  # in use, or in an unsafe directory
-                click.echo(f"Cannot use the control socket: {exc}", err=True)
-                nursery.cancel_scope.cancel()
-                return EXIT_CONTROL_SOCKET_IN_USE
-            except OSError as exc:  # a missing directory, no permission, a path too long
-                click.echo(
-                    f"Cannot use the control socket: {control_socket}: {exc.strerror or exc}",
-                    err=True,
-                )
-                nursery.cancel_scope.cancel()
-                return EXIT_CONTROL_SOCKET_IN_USE
-            for source, line in setup:
-                reply = await controller.handle(line)
-                if reply.after is not None:
-                    reply.after()  # EXIT in a --config file
-                if not reply.ok:
-                    if source == "simple mode":
-                        click.echo(reply.text.rstrip("\n"), err=True)
-                        code = EXIT_LISTEN_FAILED
-                    else:
-                        # The line as the operator wrote it, but never a raw control.
-                        click.echo(f"{source}: {escape(line)}: {reply.text.rstrip()}", err=True)
-                        code = EXIT_CONFIG_FAILED
-                    nursery.cancel_scope.cancel()
-                    return code
-
-            async def on_signal() -> None:
-                async for number in signals:
-                    if number == signal.SIGTERM and not stop.is_set():
-                        request_drain(None)
-                    else:  # SIGINT, or a second signal during a drain: at once
-                        stop_now()
-
-            nursery.start_soon(on_signal)
-            await stop.wait()
-            if drain_for:
-                with drained:
-                    await server.drain(drain_for[0])
-            nursery.cancel_scope.cancel()
-    return 0

@@ -24,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amqprouter import cli
+from amqprouter.app import start_stats
 from amqprouter.control import commands as c
 from amqprouter.control.controller import Controller
 from amqprouter.control.grammar import WHITESPACE, ParseError, parse, to_line
-from amqprouter.observe.runtime import start_stats
 from amqprouter.routing import Backend
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from amqprouter.cli import EXIT_HTTP_FAILED
+from amqprouter.app import EXIT_HTTP_FAILED
 from tests.brokers import SystemBroker, free_port
 from tests.integration.test_control_plane import (
     CTL,

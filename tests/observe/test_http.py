@@ -11,9 +11,9 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from amqprouter import __version__
+from amqprouter.app import BackendHealth, start_http, start_stats
 from amqprouter.observe import http
 from amqprouter.observe.prometheus import escape_label, health_reason, metrics_text
-from amqprouter.observe.runtime import BackendHealth, start_http, start_stats
 from amqprouter.observe.service import StatsService
 from amqprouter.observe.stats import StatsCollector, Totals
 from amqprouter.routing import Backend, RoutingTable

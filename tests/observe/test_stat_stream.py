@@ -16,9 +16,9 @@ from pathlib import Path
 
 import trio
 
+from amqprouter.app import start_stats
 from amqprouter.control.controller import Controller
 from amqprouter.control.socket_server import STATUS_HELLO, serve_control
-from amqprouter.observe.runtime import start_stats
 from amqprouter.observe.service import StatsService
 from amqprouter.server import Server
 from tests.brokers import SystemBroker

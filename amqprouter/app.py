@@ -1,0 +1,201 @@
+"""The composition root: a running router's parts, started together and stopped together.
+
+``serve`` starts the server, the statistics loop, the HTTP endpoints and the control
+socket in one nursery, applies the start-up commands (simple mode, TLS flags,
+``--config``) through the controller as an operator's would be, and runs until
+SIGINT, SIGTERM or EXIT. ``cli`` turns flags into its arguments; nothing else
+imports this module.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+
+import attrs
+import click
+import trio
+
+from amqprouter.control.controller import Controller
+from amqprouter.control.socket_server import ControlSocketError, serve_control
+from amqprouter.observe import prometheus
+from amqprouter.observe.http import serve_http
+from amqprouter.observe.render import DEFAULT_PREFIX
+from amqprouter.observe.service import StatsService
+from amqprouter.observe.stats import StatsCollector
+from amqprouter.server import Server
+from amqprouter.server.server import SHUTDOWN_TIMEOUT
+from amqprouter.text import escape
+
+EXIT_LISTEN_FAILED = 4
+EXIT_CONTROL_SOCKET_IN_USE = 5
+EXIT_CONFIG_FAILED = 6
+EXIT_HTTP_FAILED = 7
+
+#: Where the health monitor's view comes from: backend name → up, or None (no monitor).
+BackendHealth = Callable[[], Mapping[str, bool] | None]
+
+
+def _no_health() -> Mapping[str, bool] | None:
+    return None
+
+
+async def start_stats(
+    nursery: trio.Nursery,
+    server: Server,
+    *,
+    interval: float,
+    statsd_prefix: str = DEFAULT_PREFIX,
+) -> StatsService:
+    """Collect over ``server``'s sessions every ``interval`` seconds, in ``nursery``."""
+    collector = StatsCollector(server.sessions, interval)
+    server.session_ended.append(collector.session_ended)
+    service = StatsService(collector, statsd_prefix=statsd_prefix)
+    await nursery.start(service.run)
+    return service
+
+
+async def start_http(
+    nursery: trio.Nursery,
+    server: Server,
+    service: StatsService,
+    *,
+    port: int,
+    host: str | None = None,
+    backend_health: BackendHealth = _no_health,
+) -> list[int]:
+    """Serve ``/metrics`` and ``/healthz`` on ``port``; the bound ports.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+
+    def metrics_page() -> str:
+        return prometheus.metrics_text(
+            service.collector,
+            listeners=len(server.listeners),
+            backend_up=backend_health(),
+        )
+
+    def reason() -> str | None:
+        return prometheus.health_reason(
+            listeners=len(server.listeners),
+            backends=len(server.routing.backends),
+            backend_up=backend_health(),
+            disabled=server.routing.disabled,
+        )
+
+    routes = {
+        "/metrics": partial(prometheus.metrics, metrics_page),
+        "/healthz": partial(prometheus.healthz, reason),
+    }
+    ports: list[int] = await nursery.start(partial(serve_http, port, routes, host=host))
+    return ports
+
+
+@attrs.frozen
+class Observe:
+    """Statistics and HTTP endpoint settings (--cleanup-interval-ms, --statsd-*, --http-*)."""
+
+    interval: float = 1.0
+    statsd_prefix: str = DEFAULT_PREFIX
+    http_port: int | None = None
+    http_host: str | None = None
+
+
+async def serve(
+    server: Server,
+    control_socket: Path,
+    mode: int,
+    setup: list[tuple[str, str]],
+    observe: Observe = Observe(),
+    *,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+) -> int:
+    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code."""
+    stop = trio.Event()
+    # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
+    drain_for: list[float] = []
+    drained = trio.CancelScope()  # cancelled to stop at once, even mid-drain
+
+    def request_drain(seconds: float | None) -> None:
+        if not stop.is_set():
+            drain_for.append(shutdown_timeout if seconds is None else seconds)
+        stop.set()
+
+    def stop_now() -> None:
+        drained.cancel()
+        stop.set()
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            stats = await start_stats(
+                nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
+            )
+            controller = Controller(
+                server, request_exit=stop_now, request_drain=request_drain, stats=stats
+            )
+            if observe.http_port is not None:
+                try:
+                    await start_http(
+                        nursery,
+                        server,
+                        stats,
+                        port=observe.http_port,
+                        host=observe.http_host,
+                        backend_health=server.backend_up,
+                    )
+                except OSError as exc:
+                    click.echo(
+                        f"Cannot serve HTTP on port {observe.http_port}: {exc.strerror or exc}",
+                        err=True,
+                    )
+                    nursery.cancel_scope.cancel()
+                    return EXIT_HTTP_FAILED
+            try:
+                await nursery.start(
+                    partial(serve_control, control_socket, controller.handle, mode=mode)
+                )
+            except ControlSocketError as exc:  # in use, or in an unsafe directory
+                click.echo(f"Cannot use the control socket: {exc}", err=True)
+                nursery.cancel_scope.cancel()
+                return EXIT_CONTROL_SOCKET_IN_USE
+            except OSError as exc:  # a missing directory, no permission, a path too long
+                click.echo(
+                    f"Cannot use the control socket: {control_socket}: {exc.strerror or exc}",
+                    err=True,
+                )
+                nursery.cancel_scope.cancel()
+                return EXIT_CONTROL_SOCKET_IN_USE
+            for source, line in setup:
+                reply = await controller.handle(line)
+                if reply.after is not None:
+                    reply.after()  # EXIT in a --config file
+                if not reply.ok:
+                    if source == "simple mode":
+                        click.echo(reply.text.rstrip("\n"), err=True)
+                        code = EXIT_LISTEN_FAILED
+                    else:
+                        # The line as the operator wrote it, but never a raw control.
+                        click.echo(f"{source}: {escape(line)}: {reply.text.rstrip()}", err=True)
+                        code = EXIT_CONFIG_FAILED
+                    nursery.cancel_scope.cancel()
+                    return code
+
+            async def on_signal() -> None:
+                async for number in signals:
+                    if number == signal.SIGTERM and not stop.is_set():
+                        request_drain(None)
+                    else:  # SIGINT, or a second signal during a drain: at once
+                        stop_now()
+
+            nursery.start_soon(on_signal)
+            await stop.wait()
+            if drain_for:
+                with drained:
+                    await server.drain(drain_for[0])
+            nursery.cancel_scope.cancel()
+    return 0
