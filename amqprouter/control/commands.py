@@ -330,10 +330,6 @@ class StatPerSource:
 # SESSION, VHOST (session control: runtime state, never configuration)
 # --------------------------------------------------------------------------- #
 
-#: The SESSION subcommands; any other word is refused when the command runs (after
-#: the session id is looked up, in amqpprox's order).
-SESSION_ACTIONS = ("PAUSE", "UNPAUSE", "DISCONNECT_GRACEFUL", "FORCE_DISCONNECT")
-
 
 @attrs.frozen
 class SessionControl:

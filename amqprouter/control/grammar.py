@@ -699,8 +699,8 @@ def _exit(args: Sequence[str]) -> Command | ParseError:
 # verbs and HELP
 # --------------------------------------------------------------------------- #
 
-# Verb → parser of the words after it. A later verb (SESSION, VHOST, STAT, TLS,
-# LIMIT, AUTH) adds its parser here and its line to _HELP_TEXTS below.
+# Verb → parser of the words after it. A new verb adds its parser here and its line
+# to _HELP_TEXTS below (and leaves _VERBS_NOT_YET, if it was there).
 _VERBS: Mapping[str, _Parser] = {
     "BACKEND": _backend,
     "CONFIG": _config,

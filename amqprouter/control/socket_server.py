@@ -31,6 +31,7 @@ import attrs
 import structlog
 import trio
 
+from amqprouter.control.grammar import MAX_LINE_LENGTH
 from amqprouter.observe import logging as router_logging
 
 if TYPE_CHECKING:
@@ -44,8 +45,8 @@ STATUS_SEPARATOR: Final = b"\0"
 #: The status of a streaming reply, sent before its first chunk: what follows is the
 #: stream (amqprouter_ctl prints it until EOF or Ctrl-C, and exits 0).
 STATUS_STREAMING: Final = b"S"
-#: A command line longer than this is refused (the grammar's limit, plus the newline).
-MAX_LINE_BYTES: Final = 4096 + 2
+#: A command line longer than this is refused (the grammar's limit, plus "\r\n").
+MAX_LINE_BYTES: Final = MAX_LINE_LENGTH + 2
 #: A client that connects and never finishes its line is answered and dropped after this.
 READ_TIMEOUT: Final = 5.0
 #: Writing a reply to a client that stopped reading gives up after this.

@@ -125,6 +125,12 @@ def _host_port(address: tuple[object, ...]) -> tuple[str, int]:
     return host, int(str(address[1]))
 
 
+def endpoint(address: tuple[str, int]) -> str:
+    """``host:port`` for logs and replies; an IPv6 host in brackets (``[::1]:5672``)."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def peer_name(sock: socket.socket) -> tuple[str, int]:
     try:
         return _host_port(sock.getpeername())

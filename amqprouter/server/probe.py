@@ -33,11 +33,6 @@ from amqprouter.routing import Backend, Resolver
 START_FRAME_MAX: Final = 65536
 
 
-def _endpoint(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def probe_backend(resolver: Resolver, backend: Backend, within: float) -> str | None:
     """Check ``backend`` (all of it bounded by ``within`` seconds): None if it passed."""
     where = f"{backend.connect_host}:{backend.port}"
@@ -48,7 +43,7 @@ async def probe_backend(resolver: Resolver, backend: Backend, within: float) -> 
         except OSError as exc:
             return f"cannot resolve {backend.connect_host}: {exc.strerror or exc}"
         for family, address in addresses:
-            where = _endpoint(address)
+            where = sockets.endpoint(address)
             reason = await probe_address(family, address)
             if reason is None:
                 return None
@@ -63,7 +58,7 @@ async def probe_address(family: socket.AddressFamily, address: tuple[str, int]) 
 
     Unbounded on its own: the caller holds the deadline.
     """
-    where = _endpoint(address)
+    where = sockets.endpoint(address)
     try:
         sock = await sockets.connect(address, family)
     except OSError as exc:

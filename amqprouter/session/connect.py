@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from amqprouter.net import sockets
-from amqprouter.net.sockets import PeerGone
+from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver
 from amqprouter.routing.health import HealthRegistry
@@ -36,10 +36,6 @@ from amqprouter.routing.health import HealthRegistry
 StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says.
 WrapBackend = Callable[[Backend, Transport], Awaitable[Transport]]
-
-
-def endpoint(address: tuple[str, int]) -> str:
-    return f"{address[0]}:{address[1]}"
 
 
 async def start_client(transport: Transport, start: StartClient | None) -> Transport:

@@ -40,9 +40,10 @@ import trio
 from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, recv_some
+from amqprouter.protocol import constants
 
-#: A heartbeat frame: type 8, channel 0, empty payload, frame end.
-HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+#: A heartbeat frame: channel 0, empty payload.
+HEARTBEAT_FRAME: Final = bytes([constants.FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, constants.FRAME_END])
 #: A paused session reads at most this much of its client's data before it stops
 #: reading (then TCP back-pressure holds the client). Far above one frame at the
 #: default frame_max (128 KiB), small enough for thousands of paused sessions.

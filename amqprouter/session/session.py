@@ -54,7 +54,7 @@ import structlog
 import trio
 
 from amqprouter.net import sockets
-from amqprouter.net.sockets import PeerGone
+from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.protocol import (
     BadProtocolHeader,
@@ -78,7 +78,6 @@ from amqprouter.session.connect import (
     StartClient,
     WrapBackend,
     connect_first,
-    endpoint,
     start_client,
 )
 from amqprouter.session.pause import Pause, hold_at_open, hold_ingress, keep_broker_alive
