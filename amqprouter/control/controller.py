@@ -119,14 +119,7 @@ class Controller:
             return Reply("Exiting.\n", after=self._request_exit)
         if isinstance(command, c.SessionControl):
             return session_control.execute_session(self.server, command)
-        if isinstance(
-            command,
-            c.VhostPause
-            | c.VhostUnpause
-            | c.VhostPrint
-            | c.VhostBackendDisconnect
-            | c.VhostForceDisconnect,
-        ):
+        if isinstance(command, session_control.VHOST_COMMANDS):
             return session_control.execute_vhost(self.server, command)
         if isinstance(command, c.BackendDrain):
             return self._drain_backend(command)

@@ -141,6 +141,7 @@ from amqprouter.control.commands import (
     VhostPrint,
     VhostUnpause,
 )
+from amqprouter.observe.render import AXIS_FILTERS, WHOLE_FILTERS
 from amqprouter.text import escape, unsafe_character
 
 # The control socket reads one line per command; 4096 characters is far more
@@ -511,8 +512,6 @@ _config = _subcommands(
 # --------------------------------------------------------------------------- #
 
 _STAT_OUTPUTS = ("JSON", "HUMAN")
-_STAT_WHOLE_FILTERS = ("ALL", "ALL-EXCEPT-PER-SOURCE", "OVERALL", "BUFFERPOOL", "PROCESS")
-_STAT_AXIS_FILTERS = ("VHOST", "BACKEND", "SOURCE")
 
 
 def _stat_listen(args: Sequence[str]) -> Command | ParseError:
@@ -524,14 +523,15 @@ def _stat_listen(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return StatListen(output.lower())
     term = args[1]
-    if _upper(term) in _STAT_WHOLE_FILTERS:
+    # The filter names are the renderer's (observe.render), matched in any case.
+    if _upper(term).lower() in WHOLE_FILTERS:
         return StatListen(output.lower(), _upper(term).lower())
     # amqpprox splits on "=" with boost's tokenizer, which drops empty tokens.
     tokens = [token for token in term.split("=") if token]
     if len(tokens) != 2:
         return ParseError("Filter specified incorrectly.\n")
     kind = _upper(tokens[0])
-    if kind not in _STAT_AXIS_FILTERS:
+    if kind.lower() not in AXIS_FILTERS:
         # amqpprox prints this inside the stream, every interval; we refuse at once.
         return ParseError(f"Unknown filter type: '{kind}'")
     return StatListen(output.lower(), kind.lower(), tokens[1])

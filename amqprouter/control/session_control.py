@@ -45,6 +45,14 @@ def execute_session(server: Server, command: c.SessionControl) -> Reply:
     return Reply("")
 
 
+#: The VHOST commands ``execute_vhost`` runs (a tuple for isinstance, a union for types).
+VHOST_COMMANDS = (
+    c.VhostPause,
+    c.VhostUnpause,
+    c.VhostPrint,
+    c.VhostBackendDisconnect,
+    c.VhostForceDisconnect,
+)
 VhostCommand = (
     c.VhostPause | c.VhostUnpause | c.VhostPrint | c.VhostBackendDisconnect | c.VhostForceDisconnect
 )
