@@ -18,7 +18,10 @@ stricter than the client's agreement ends the connection either way, see ``tune`
 broker that refuses the credentials or the vhost answers Close, which wins in any state.
 
 A fresh ``Open(virtual_host=...)`` is built rather than re-marshalling the client's,
-because pamqp refuses to marshal an Open with ``insist`` or capabilities set.
+because pamqp refuses to marshal an Open with ``insist`` or capabilities set; it is
+built by hand (``methods.open_frame``), because pamqp also refuses a virtual host over
+127 characters, which RabbitMQ accepts. The broker's Start, Tune and Open-Ok are read
+from their fixed layout and Close by hand, so no broker frame reaches pamqp's decoder.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
 from amqprouter.protocol.events import BrokerOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.frames import Frame, encode_method
 from amqprouter.protocol.machine import Machine
+from amqprouter.protocol.methods import method_name, open_frame
 from amqprouter.protocol.tune import TuneParams, broker_tune_ok
 
 
@@ -70,7 +74,9 @@ class BrokerHandshake(Machine):
                 heartbeat=client_tune.heartbeat,
             )
         )
-        self._outgoing += encode_method(commands.Connection.Open(virtual_host=vhost))
+        # Built by hand: pamqp refuses a virtual host over 127 characters, RabbitMQ
+        # takes any short string (and the client's arrived as one).
+        self._outgoing += open_frame(vhost)
 
     def next_event(self) -> BrokerOpened | PeerClosed | None:
         while self.state not in (BrokerState.OPENED, BrokerState.CLOSED):
@@ -129,5 +135,5 @@ class BrokerHandshake(Machine):
                 reply_code=constants.NOT_IMPLEMENTED,
             )
         raise UnexpectedFrame(
-            f"broker {self.backend} sent {frame.decode().name} while {self.state.value}"
+            f"broker {self.backend} sent {method_name(frame)} while {self.state.value}"
         )

@@ -21,13 +21,17 @@ import functools
 from pamqp import commands
 
 from amqprouter.protocol import constants, properties
-from amqprouter.protocol.errors import BadProtocolHeader, ProtocolError
+from amqprouter.protocol.errors import BadProtocolHeader, FrameError, ProtocolError
 from amqprouter.protocol.events import ClientOpened, PeerClosed, StartOkInfo
+from amqprouter.protocol.field_table import check_field_table
 from amqprouter.protocol.frames import Frame, encode_method
 from amqprouter.protocol.machine import Machine
+from amqprouter.protocol.methods import method_name
 from amqprouter.protocol.tune import TuneParams, accept_client_tune_ok
 
 _ACCEPTED_HEADERS = (constants.PROTOCOL_HEADER, constants.LEGACY_PROTOCOL_HEADER)
+#: StartOk's client_properties table starts right after the class and method ids.
+_START_OK_TABLE_AT = constants.FRAME_HEADER_SIZE + 4
 
 
 class ClientState(enum.Enum):
@@ -101,13 +105,19 @@ class ClientHandshake(Machine):
         expected_id, expected_name = _EXPECTED[self.state]
         if frame.method_id != expected_id:
             raise ProtocolError(
-                f"COMMAND_INVALID - expected {expected_name}, got {frame.decode().name}",
+                f"COMMAND_INVALID - expected {expected_name}, got {method_name(frame)}",
                 reply_code=constants.COMMAND_INVALID,
             )
         if self.state is ClientState.AWAITING_START_OK:
-            # Decoded with pamqp: the client properties are a field table.
+            # Decoded with pamqp: the client properties are a field table. Its nesting
+            # and lengths are checked first, so that pamqp's recursive decoder only
+            # ever gets a table it can finish (see field_table).
+            check_field_table(
+                frame.raw, _START_OK_TABLE_AT, len(frame.raw) - 1, "client properties"
+            )
             method = frame.decode()
-            assert isinstance(method, commands.Connection.StartOk)
+            if not isinstance(method, commands.Connection.StartOk):  # pragma: no cover
+                raise FrameError("FRAME_ERROR - Connection.StartOk did not decode as one")
             self._start_ok = StartOkInfo(
                 raw=frame.raw,
                 client_properties=dict(method.client_properties or {}),

@@ -14,7 +14,6 @@ from typing import Any, Final
 
 import attrs
 from pamqp import base, frame
-from pamqp import exceptions as pamqp_exceptions
 
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError
@@ -81,8 +80,14 @@ class Frame:
         """Decode a method frame with pamqp; FrameError if pamqp cannot."""
         try:
             _consumed, _channel, value = frame.unmarshal(self.raw)
-        except (pamqp_exceptions.UnmarshalingException, ValueError, KeyError) as exc:
-            raise FrameError(f"cannot decode frame: {exc}") from exc
+        except RecursionError as exc:
+            # Callers bound table nesting first (field_table); this is the backstop.
+            raise FrameError("FRAME_ERROR - cannot decode frame: nested too deeply") from exc
+        except Exception as exc:
+            # pamqp raises UnmarshalingException, ValueError (UnicodeDecodeError),
+            # struct.error, KeyError, IndexError and, for a timestamp beyond year 9999,
+            # OverflowError: each means the peer sent bytes that are not a method.
+            raise FrameError(f"FRAME_ERROR - cannot decode frame: {exc}") from exc
         if not isinstance(value, base.Frame):
             raise FrameError(f"expected a method frame, got {type(value).__name__}")
         return value

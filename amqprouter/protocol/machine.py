@@ -5,25 +5,14 @@ from __future__ import annotations
 from pamqp import commands
 
 from amqprouter.protocol import constants
-from amqprouter.protocol.errors import FrameError, UnexpectedFrame
+from amqprouter.protocol.errors import UnexpectedFrame
 from amqprouter.protocol.events import PeerClosed
 from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.methods import peer_closed
+
+__all__ = ["CLOSE_OK_FRAME", "Machine", "peer_closed"]
 
 CLOSE_OK_FRAME = encode_method(commands.Connection.CloseOk())
-
-
-def peer_closed(frame: Frame) -> PeerClosed:
-    """Decode a Connection.Close frame into the event the session acts on."""
-    method = frame.decode()
-    if not isinstance(method, commands.Connection.Close):
-        raise FrameError(f"expected Connection.Close, got {method.name}")
-    text = method.reply_text
-    return PeerClosed(
-        reply_code=method.reply_code or 0,
-        reply_text=text if isinstance(text, str) else bytes(text).decode(errors="replace"),
-        class_id=method.class_id or 0,
-        method_id=method.method_id or 0,
-    )
 
 
 class Machine:
