@@ -83,7 +83,7 @@ def check_field_table(data: bytes, offset: int, limit: int, what: str) -> int:
             position += size
         elif kind in _LONG_BYTES:
             position = _container_end(data, position, container_end, what)
-        elif kind == _ARRAY or kind == _TABLE:
+        elif kind in (_ARRAY, _TABLE):
             inner_end = _container_end(data, position, container_end, what)
             if len(stack) >= MAX_DEPTH:
                 raise FrameError(f"FRAME_ERROR - {what} nested deeper than {MAX_DEPTH} levels")

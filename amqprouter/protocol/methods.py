@@ -4,15 +4,16 @@ pamqp validates on marshal with rules stricter than RabbitMQ's: ``Connection.Ope
 refuses a virtual host over 127 characters (RabbitMQ takes any short string, 255
 octets), and a reply text over 255 octets makes ``struct`` fail. The frames here are
 built from their fixed layout, so they encode everything the wire can carry; the
-only refusal is a string longer than a short string holds, as a ProtocolError. Connection.Close is read the same way: it is decoded while
-forwarding, and a broker's reply text that is not UTF-8 must not lose the close.
+only refusal is a string longer than a short string holds, as a ProtocolError.
+Connection.Close is read the same way: it is decoded while forwarding, and a broker's
+reply text that is not UTF-8 must not lose the close.
 """
 
 from __future__ import annotations
 
 import struct
 
-from pamqp import commands
+from pamqp import base, commands
 
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError, ProtocolError
@@ -99,5 +100,5 @@ def method_name(frame: Frame) -> str:
     if method_id is None:
         return f"frame type {frame.frame_type}"
     class_id, number = method_id
-    known = commands.INDEX_MAPPING.get((class_id << 16) | number)
+    known: type[base.Frame] | None = commands.INDEX_MAPPING.get((class_id << 16) | number)
     return known.name if known is not None else f"unknown method {class_id}.{number}"
