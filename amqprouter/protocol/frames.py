@@ -184,6 +184,9 @@ class FrameScanner:
         pieces: list[bytes | memoryview] = []
         controls: list[Frame] | None = None
         start = 0
+        # Counted when the scan succeeds: a frame in ``data`` that raises FrameError
+        # means nothing of this read is forwarded, the completed frame included.
+        completed_bytes = 0
         if self._partial:
             start = self._complete_partial(data)
             if start < 0:
@@ -193,8 +196,7 @@ class FrameScanner:
             if completed[0] == 1 and completed[1:3] == b"\x00\x00":
                 controls = [Frame(1, 0, completed)]
             pieces.append(completed)
-            self.frames += 1
-            self.bytes += len(completed)
+            completed_bytes = len(completed)
         length = len(data)
         limit = self.frame_max - _OVERHEAD if self.frame_max else 1 << 32
         position = start
@@ -222,8 +224,8 @@ class FrameScanner:
             # Its header, if whole, was checked in the loop: an oversized frame is
             # refused before its body is buffered.
             self._partial += memoryview(data)[position:]
-        self.frames += count
-        self.bytes += position - start
+        self.frames += count + (1 if completed_bytes else 0)
+        self.bytes += position - start + completed_bytes
         self.reads += 1
         return pieces, controls
 
