@@ -35,7 +35,7 @@ from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
 from amqprouter.protocol.events import BrokerOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.frames import Frame, encode_method
 from amqprouter.protocol.machine import Machine
-from amqprouter.protocol.methods import method_name, open_frame
+from amqprouter.protocol.methods import open_frame
 from amqprouter.protocol.tune import TuneParams, broker_tune_ok
 
 
@@ -134,6 +134,4 @@ class BrokerHandshake(Machine):
                 "does not relay; use the PLAIN or AMQPLAIN mechanism",
                 reply_code=constants.NOT_IMPLEMENTED,
             )
-        raise UnexpectedFrame(
-            f"broker {self.backend} sent {method_name(frame)} while {self.state.value}"
-        )
+        raise UnexpectedFrame(f"broker {self.backend} sent {frame.name} while {self.state.value}")

@@ -26,7 +26,6 @@ from amqprouter.protocol.events import ClientOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.field_table import check_field_table
 from amqprouter.protocol.frames import Frame, encode_method
 from amqprouter.protocol.machine import Machine
-from amqprouter.protocol.methods import method_name
 from amqprouter.protocol.tune import TuneParams, accept_client_tune_ok
 
 _ACCEPTED_HEADERS = (constants.PROTOCOL_HEADER, constants.LEGACY_PROTOCOL_HEADER)
@@ -105,7 +104,7 @@ class ClientHandshake(Machine):
         expected_id, expected_name = _EXPECTED[self.state]
         if frame.method_id != expected_id:
             raise ProtocolError(
-                f"COMMAND_INVALID - expected {expected_name}, got {method_name(frame)}",
+                f"COMMAND_INVALID - expected {expected_name}, got {frame.name}",
                 reply_code=constants.COMMAND_INVALID,
             )
         if self.state is ClientState.AWAITING_START_OK:

@@ -13,7 +13,8 @@ import struct
 from typing import Any, Final
 
 import attrs
-from pamqp import base, frame
+from pamqp import base, commands, frame
+from pamqp.exceptions import UnmarshalingException
 
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError
@@ -76,18 +77,34 @@ class Frame:
         except UnicodeDecodeError as exc:
             raise FrameError("short string is not UTF-8") from exc
 
+    @property
+    def name(self) -> str:
+        """The method's name (``Connection.Open``) from its ids alone, without decoding.
+
+        Naming an unexpected frame must not cost a decode: the frame may be a large or
+        hostile table that the state receiving it has no reason to read.
+        """
+        method_id = self.method_id
+        if method_id is None:
+            return f"frame type {self.frame_type}"
+        class_id, number = method_id
+        known: type[base.Frame] | None = commands.INDEX_MAPPING.get((class_id << 16) | number)
+        return known.name if known is not None else f"unknown method {class_id}.{number}"
+
     def decode(self) -> base.Frame:
-        """Decode a method frame with pamqp; FrameError if pamqp cannot."""
+        """Decode a method frame with pamqp; FrameError, with a text for the peer, if not."""
         try:
             _consumed, _channel, value = frame.unmarshal(self.raw)
         except RecursionError as exc:
             # Callers bound table nesting first (field_table); this is the backstop.
-            raise FrameError("FRAME_ERROR - cannot decode frame: nested too deeply") from exc
+            raise FrameError(f"FRAME_ERROR - cannot decode {self.name}: nested too deeply") from exc
         except Exception as exc:
-            # pamqp raises UnmarshalingException, ValueError (UnicodeDecodeError),
-            # struct.error, KeyError, IndexError and, for a timestamp beyond year 9999,
-            # OverflowError: each means the peer sent bytes that are not a method.
-            raise FrameError(f"FRAME_ERROR - cannot decode frame: {exc}") from exc
+            # pamqp raises UnmarshalingException (whose text quotes an object's repr,
+            # so only its reason is kept), ValueError (UnicodeDecodeError included),
+            # struct.error, KeyError, IndexError and, for a timestamp past year 9999,
+            # OverflowError: each means the peer sent bytes that are not this method.
+            reason = exc.args[-1] if isinstance(exc, UnmarshalingException) else exc
+            raise FrameError(f"FRAME_ERROR - cannot decode {self.name}: {reason}") from exc
         if not isinstance(value, base.Frame):
             raise FrameError(f"expected a method frame, got {type(value).__name__}")
         return value

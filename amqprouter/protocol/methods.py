@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import struct
 
-from pamqp import base, commands
-
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError, ProtocolError
 from amqprouter.protocol.events import PeerClosed
@@ -71,7 +69,7 @@ def peer_closed(frame: Frame) -> PeerClosed:
     itself is what matters.
     """
     if frame.method_id != constants.CONNECTION_CLOSE:
-        raise FrameError(f"FRAME_ERROR - expected Connection.Close, got {method_name(frame)}")
+        raise FrameError(f"FRAME_ERROR - expected Connection.Close, got {frame.name}")
     raw = frame.raw
     payload_end = len(raw) - 1
     at = _ARGUMENTS_AT
@@ -88,17 +86,3 @@ def peer_closed(frame: Frame) -> PeerClosed:
         class_id=class_id,
         method_id=method_id,
     )
-
-
-def method_name(frame: Frame) -> str:
-    """A method frame's name (``Connection.Open``) from its ids alone, without decoding.
-
-    Naming an unexpected frame must not cost a decode: the frame may be a large or
-    hostile table that the state receiving it has no reason to read.
-    """
-    method_id = frame.method_id
-    if method_id is None:
-        return f"frame type {frame.frame_type}"
-    class_id, number = method_id
-    known: type[base.Frame] | None = commands.INDEX_MAPPING.get((class_id << 16) | number)
-    return known.name if known is not None else f"unknown method {class_id}.{number}"

@@ -49,7 +49,7 @@ def read_all(pieces: list[bytes], frame_max: int) -> Read:
 def _incomplete(rest: bytes, frame_max: int) -> bool:
     if len(rest) < constants.FRAME_HEADER_SIZE:
         return True
-    _type, _channel, size = constants.FRAME_HEADER_STRUCT.unpack_from(rest)
+    size: int = constants.FRAME_HEADER_STRUCT.unpack_from(rest)[2]
     return len(rest) < size + constants.FRAME_OVERHEAD
 
 

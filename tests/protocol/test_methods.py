@@ -17,7 +17,7 @@ from amqprouter.protocol import (
     constants,
 )
 from amqprouter.protocol.frames import Frame, FrameReader
-from amqprouter.protocol.methods import close_frame, method_name, open_frame, peer_closed
+from amqprouter.protocol.methods import close_frame, open_frame, peer_closed
 from tests.protocol.helpers import START_OK, TUNE_OK, decode_all, method
 
 
@@ -110,10 +110,10 @@ def test_short_close_is_a_frame_error(cut: int) -> None:
 
 
 def test_method_names_come_from_ids_alone() -> None:
-    assert method_name(_frame_of(method(START_OK))) == "Connection.StartOk"
+    assert _frame_of(method(START_OK)).name == "Connection.StartOk"
     unknown = b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x63\xce"
-    assert method_name(_frame_of(unknown)) == "unknown method 10.99"
-    assert method_name(_frame_of(b"\x08\x00\x00\x00\x00\x00\x00\xce")) == "frame type 8"
+    assert _frame_of(unknown).name == "unknown method 10.99"
+    assert _frame_of(b"\x08\x00\x00\x00\x00\x00\x00\xce").name == "frame type 8"
 
 
 def test_broker_frame_in_the_wrong_state_is_not_decoded() -> None:
