@@ -43,6 +43,13 @@ def check_frame_header(frame_type: int, size: int, frame_max: int) -> None:
         raise FrameError(f"frame of {size + _OVERHEAD} bytes exceeds frame_max {frame_max}")
 
 
+def method_name(method_id: tuple[int, int]) -> str:
+    """``Connection.Open`` for (10, 40), from pamqp's index of methods."""
+    class_id, number = method_id
+    known: type[base.Frame] | None = commands.INDEX_MAPPING.get((class_id << 16) | number)
+    return known.name if known is not None else f"unknown method {class_id}.{number}"
+
+
 @attrs.frozen
 class Frame:
     """One whole frame: its type, channel and the exact bytes it arrived as."""
@@ -85,11 +92,7 @@ class Frame:
         hostile table that the state receiving it has no reason to read.
         """
         method_id = self.method_id
-        if method_id is None:
-            return f"frame type {self.frame_type}"
-        class_id, number = method_id
-        known: type[base.Frame] | None = commands.INDEX_MAPPING.get((class_id << 16) | number)
-        return known.name if known is not None else f"unknown method {class_id}.{number}"
+        return f"frame type {self.frame_type}" if method_id is None else method_name(method_id)
 
     def decode(self) -> base.Frame:
         """Decode a method frame with pamqp; FrameError, with a text for the peer, if not."""
