@@ -74,7 +74,13 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         self.tune: TuneParams | None = None
         self._client_tune = client_tune
         self._outgoing += constants.PROTOCOL_HEADER
-        self._outgoing += properties.splice_client_properties(start_ok.raw, extra_client_properties)
+        spliced = properties.splice_client_properties(start_ok.raw, extra_client_properties)
+        # The broker, like the router, takes no frame over 4096 bytes before Tune: a
+        # client StartOk that RabbitMQ would accept as is must not be pushed past that
+        # by what the router adds. It then goes unchanged, without the router's
+        # properties (``properties_added`` says so, for the session to log).
+        self.properties_added = len(spliced) <= constants.FRAME_MIN_SIZE
+        self._outgoing += spliced if self.properties_added else start_ok.raw
         self._outgoing += encode_method(
             commands.Connection.TuneOk(
                 channel_max=client_tune.channel_max,
