@@ -182,3 +182,13 @@ def test_tune_ok_zero_means_our_offer() -> None:
         machine, constants.PROTOCOL_HEADER + method(START_OK) + method(tune_ok) + method(OPEN)
     )
     assert events[0].tune == TuneParams(channel_max=100, frame_max=8192, heartbeat=0)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"channel_max": 65536}, {"frame_max": 2**32}, {"heartbeat": -1}, {"channel_max": -1}],
+)
+def test_tune_params_outside_their_wire_sizes_are_refused_at_once(values: dict[str, int]) -> None:
+    # Checked when made (from the command line), not when a Tune is encoded for a client.
+    with pytest.raises(ValueError, match=next(iter(values))):
+        TuneParams(**values)
