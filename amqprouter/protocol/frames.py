@@ -43,6 +43,11 @@ def check_frame_header(frame_type: int, size: int, frame_max: int) -> None:
         raise FrameError(f"frame of {size + _OVERHEAD} bytes exceeds frame_max {frame_max}")
 
 
+def is_known_method(method_id: tuple[int, int]) -> bool:
+    """Whether AMQP 0-9-1 defines this (class id, method id)."""
+    return ((method_id[0] << 16) | method_id[1]) in commands.INDEX_MAPPING
+
+
 def method_name(method_id: tuple[int, int]) -> str:
     """``Connection.Open`` for (10, 40), from pamqp's index of methods."""
     class_id, number = method_id

@@ -4,7 +4,8 @@ The two handshake machines are driven by one frame loop (``HandshakeMachine``) f
 table, as h11 keeps its transitions in ``_state.py``: for each state that reads
 frames, every method it accepts, what handles it and the state it leads to. A method
 not in the current state's row is refused by the machine's ``_refuse``; heartbeats are
-dropped and anything not a channel-0 method is UNEXPECTED_FRAME, in every state.
+dropped, anything not a channel-0 method is UNEXPECTED_FRAME and a method AMQP 0-9-1
+does not define is FRAME_ERROR, in every state.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import attrs
 from pamqp import commands
 
 from amqprouter.protocol import constants
-from amqprouter.protocol.errors import UnexpectedFrame
+from amqprouter.protocol.errors import FrameError, UnexpectedFrame
 from amqprouter.protocol.events import PeerClosed
-from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.frames import Frame, FrameReader, encode_method, is_known_method
 from amqprouter.protocol.methods import peer_closed
 
 __all__ = [
@@ -96,8 +97,12 @@ class HandshakeMachine(Machine, Generic[StateT, EventT]):
                     f"{frame.frame_type} on channel {frame.channel}"
                 )
             method_id = frame.method_id
-            transition = row.get(method_id) if method_id is not None else None
+            if method_id is None:
+                raise FrameError("FRAME_ERROR - method frame too short for a method id")
+            transition = row.get(method_id)
             if transition is None:
+                if not is_known_method(method_id):
+                    raise FrameError(f"FRAME_ERROR - {frame.name}")
                 self._refuse(frame, row)
             event = transition.on(self, frame)
             self.state = transition.then
