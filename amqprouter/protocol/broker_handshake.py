@@ -10,6 +10,10 @@ client's StartOk and TuneOk, the vhost), so it is all sent at once, pipelined::
     AWAITING_OPEN_OK --Open-Ok--> OPENED           (event BrokerOpened)
     any state --Close--> CLOSED                    (Close-Ok queued; event PeerClosed, relayed
                                                     to the client with the broker's code/text)
+    any state --Secure--> refused                  (540: amqprouter does not relay Secure)
+
+The frame-reading states are ``_TRANSITIONS`` below, driven by the shared frame loop
+(``machine.HandshakeMachine``).
 
 Pipelining costs the broker nothing (RabbitMQ reads each frame in turn, in the state the
 previous one left it in) and saves the router two round trips per connection. It changes
@@ -18,12 +22,17 @@ stricter than the client's agreement ends the connection either way, see ``tune`
 broker that refuses the credentials or the vhost answers Close, which wins in any state.
 
 A fresh ``Open(virtual_host=...)`` is built rather than re-marshalling the client's,
-because pamqp refuses to marshal an Open with ``insist`` or capabilities set.
+because pamqp refuses to marshal an Open with ``insist`` or capabilities set; it is
+built by hand (``methods.open_frame``), because pamqp also refuses a virtual host over
+127 characters, which RabbitMQ accepts. The broker's Start, Tune and Open-Ok are read
+from their fixed layout and Close by hand, so no broker frame reaches pamqp's decoder.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Final, NoReturn
 
 from pamqp import commands
 
@@ -31,7 +40,8 @@ from amqprouter.protocol import constants, properties
 from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
 from amqprouter.protocol.events import BrokerOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.frames import Frame, encode_method
-from amqprouter.protocol.machine import Machine
+from amqprouter.protocol.machine import HandshakeMachine, MethodId, Table, Transition
+from amqprouter.protocol.methods import open_frame
 from amqprouter.protocol.tune import TuneParams, broker_tune_ok
 
 
@@ -43,7 +53,10 @@ class BrokerState(enum.Enum):
     CLOSED = "closed"
 
 
-class BrokerHandshake(Machine):
+BrokerEvent = BrokerOpened | PeerClosed
+
+
+class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
     """Sans-IO replay of a client's handshake towards one broker."""
 
     def __init__(
@@ -55,14 +68,19 @@ class BrokerHandshake(Machine):
         extra_client_properties: dict[str, str],
         backend: str,
     ) -> None:
+        super().__init__(_TRANSITIONS, BrokerState.AWAITING_START)
         self.vhost = vhost
         self.backend = backend
-        self.state = BrokerState.AWAITING_START
         self.tune: TuneParams | None = None
         self._client_tune = client_tune
-        super().__init__()
         self._outgoing += constants.PROTOCOL_HEADER
-        self._outgoing += properties.splice_client_properties(start_ok.raw, extra_client_properties)
+        spliced = properties.splice_client_properties(start_ok.raw, extra_client_properties)
+        # The broker, like the router, takes no frame over 4096 bytes before Tune: a
+        # client StartOk that RabbitMQ would accept as is must not be pushed past that
+        # by what the router adds. It then goes unchanged, without the router's
+        # properties (``properties_added`` says so, for the session to log).
+        self.properties_added = len(spliced) <= constants.FRAME_MIN_SIZE
+        self._outgoing += spliced if self.properties_added else start_ok.raw
         self._outgoing += encode_method(
             commands.Connection.TuneOk(
                 channel_max=client_tune.channel_max,
@@ -70,22 +88,14 @@ class BrokerHandshake(Machine):
                 heartbeat=client_tune.heartbeat,
             )
         )
-        self._outgoing += encode_method(commands.Connection.Open(virtual_host=vhost))
+        # Built by hand: pamqp refuses a virtual host over 127 characters, RabbitMQ
+        # takes any short string (and the client's arrived as one).
+        self._outgoing += open_frame(vhost)
 
-    def next_event(self) -> BrokerOpened | PeerClosed | None:
-        while self.state not in (BrokerState.OPENED, BrokerState.CLOSED):
-            if self.state is BrokerState.AWAITING_START:
-                self._check_not_header_reply()
-            frame = self._reader.next_frame()
-            if frame is None:
-                return None
-            event = self._handle(frame)
-            if event is not None:
-                return event
-        return None
-
-    def _check_not_header_reply(self) -> None:
+    def _before_frame(self) -> None:
         # A broker that does not speak 0-9-1 answers with its own protocol header.
+        if self.state is not BrokerState.AWAITING_START:
+            return
         seen = self._reader.peek()[:4]
         if seen and constants.PROTOCOL_HEADER.startswith(seen) and len(seen) == 4:
             raise ProtocolError(
@@ -93,41 +103,66 @@ class BrokerHandshake(Machine):
                 reply_code=constants.NOT_IMPLEMENTED,
             )
 
-    def _handle(self, frame: Frame) -> BrokerOpened | PeerClosed | None:
-        screened = self._screen(frame, f"broker {self.backend}, while {self.state.value}")
-        if isinstance(screened, PeerClosed):
-            self.state = BrokerState.CLOSED
-            return screened
-        if not screened:
-            return None
-        method_id = frame.method_id
-        # Start, Tune and Open-Ok are read from their fixed layout: pamqp would decode
-        # the broker's whole server-properties table only for the router to drop it.
-        if self.state is BrokerState.AWAITING_START and method_id == constants.CONNECTION_START:
-            version = frame.unpack(constants.VERSION_ARGUMENTS)
-            if version != (0, 9):
-                raise ProtocolError(
-                    f"broker {self.backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
-                    reply_code=constants.NOT_IMPLEMENTED,
-                )
-            self.state = BrokerState.AWAITING_TUNE
-            return None
-        if self.state is BrokerState.AWAITING_TUNE and method_id == constants.CONNECTION_TUNE:
-            offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
-            # Raises if the broker is stricter than the TuneOk already sent.
-            self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
-            self._reader.frame_max = self.tune.frame_max
-            self.state = BrokerState.AWAITING_OPEN_OK
-            return None
-        if self.state is BrokerState.AWAITING_OPEN_OK and method_id == constants.CONNECTION_OPEN_OK:
-            self.state = BrokerState.OPENED
-            return BrokerOpened(open_ok=frame.raw, pending=self._reader.drain())
-        if method_id == constants.CONNECTION_SECURE:
+    def _peer(self) -> str:
+        return f"broker {self.backend}"
+
+    def _refuse(
+        self, frame: Frame, row: Mapping[MethodId, Transition[BrokerState, BrokerEvent]]
+    ) -> NoReturn:
+        raise UnexpectedFrame(f"broker {self.backend} sent {frame.name} while {self.state.value}")
+
+    # Start, Tune and Open-Ok are read from their fixed layout: pamqp would decode
+    # the broker's whole server-properties table only for the router to drop it.
+
+    def _on_start(self, frame: Frame) -> None:
+        version = frame.unpack(constants.VERSION_ARGUMENTS)
+        if version != (0, 9):
             raise ProtocolError(
-                f"broker {self.backend} asked for Connection.Secure, which amqprouter "
-                "does not relay; use the PLAIN or AMQPLAIN mechanism",
+                f"broker {self.backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
                 reply_code=constants.NOT_IMPLEMENTED,
             )
-        raise UnexpectedFrame(
-            f"broker {self.backend} sent {frame.decode().name} while {self.state.value}"
+
+    def _on_tune(self, frame: Frame) -> None:
+        offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+        # Raises if the broker is stricter than the TuneOk already sent.
+        self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
+        self._reader.frame_max = self.tune.frame_max
+
+    def _on_open_ok(self, frame: Frame) -> BrokerOpened:
+        return BrokerOpened(open_ok=frame.raw, pending=self._reader.drain())
+
+    def _on_secure(self, frame: Frame) -> NoReturn:
+        raise ProtocolError(
+            f"broker {self.backend} asked for Connection.Secure, which amqprouter "
+            "does not relay; use the PLAIN or AMQPLAIN mechanism",
+            reply_code=constants.NOT_IMPLEMENTED,
         )
+
+
+_CLOSE: Final = Transition[BrokerState, BrokerEvent](HandshakeMachine._on_close, BrokerState.CLOSED)
+# Secure is refused in every state; ``then`` is never reached.
+_SECURE: Final = Transition[BrokerState, BrokerEvent](
+    BrokerHandshake._on_secure, BrokerState.CLOSED
+)
+#: Every frame-reading state, every method it accepts, and where each leads.
+_TRANSITIONS: Final[Table[BrokerState, BrokerEvent]] = {
+    BrokerState.AWAITING_START: {
+        constants.CONNECTION_START: Transition(
+            BrokerHandshake._on_start, BrokerState.AWAITING_TUNE
+        ),
+        constants.CONNECTION_SECURE: _SECURE,
+        constants.CONNECTION_CLOSE: _CLOSE,
+    },
+    BrokerState.AWAITING_TUNE: {
+        constants.CONNECTION_TUNE: Transition(
+            BrokerHandshake._on_tune, BrokerState.AWAITING_OPEN_OK
+        ),
+        constants.CONNECTION_SECURE: _SECURE,
+        constants.CONNECTION_CLOSE: _CLOSE,
+    },
+    BrokerState.AWAITING_OPEN_OK: {
+        constants.CONNECTION_OPEN_OK: Transition(BrokerHandshake._on_open_ok, BrokerState.OPENED),
+        constants.CONNECTION_SECURE: _SECURE,
+        constants.CONNECTION_CLOSE: _CLOSE,
+    },
+}

@@ -9,25 +9,32 @@
                                                      the broker's own Open-Ok is relayed)
     any state --Close--> CLOSED                     (Close-Ok queued; event PeerClosed)
 
-Heartbeats before Open are dropped (nothing to relay them to yet). Any other frame,
-or a method out of order, raises a ProtocolError whose reply code the session sends.
+The frame-reading states are ``_TRANSITIONS`` below, driven by the shared frame loop
+(``machine.HandshakeMachine``). Heartbeats before Open are dropped (nothing to relay
+them to yet). Any other frame, or a method out of order, raises a ProtocolError whose
+reply code the session sends.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Mapping
+from typing import Final, NoReturn
 
 from pamqp import commands
 
 from amqprouter.protocol import constants, properties
-from amqprouter.protocol.errors import BadProtocolHeader, ProtocolError
+from amqprouter.protocol.errors import BadProtocolHeader, FrameError, ProtocolError
 from amqprouter.protocol.events import ClientOpened, PeerClosed, StartOkInfo
-from amqprouter.protocol.frames import Frame, encode_method
-from amqprouter.protocol.machine import Machine
+from amqprouter.protocol.field_table import check_field_table
+from amqprouter.protocol.frames import Frame, encode_method, method_name
+from amqprouter.protocol.machine import HandshakeMachine, MethodId, Table, Transition
 from amqprouter.protocol.tune import TuneParams, accept_client_tune_ok
 
 _ACCEPTED_HEADERS = (constants.PROTOCOL_HEADER, constants.LEGACY_PROTOCOL_HEADER)
+#: StartOk's client_properties table starts right after the class and method ids.
+_START_OK_TABLE_AT = constants.FRAME_HEADER_SIZE + 4
 
 
 class ClientState(enum.Enum):
@@ -39,12 +46,8 @@ class ClientState(enum.Enum):
     CLOSED = "closed"
 
 
-# The one method each state accepts (besides Connection.Close, accepted everywhere).
-_EXPECTED: dict[ClientState, tuple[tuple[int, int], str]] = {
-    ClientState.AWAITING_START_OK: (constants.CONNECTION_START_OK, "Connection.StartOk"),
-    ClientState.AWAITING_TUNE_OK: (constants.CONNECTION_TUNE_OK, "Connection.TuneOk"),
-    ClientState.AWAITING_OPEN: (constants.CONNECTION_OPEN, "Connection.Open"),
-}
+ClientEvent = ClientOpened | PeerClosed
+_Row = Mapping[MethodId, Transition[ClientState, ClientEvent]]
 
 
 @functools.lru_cache(maxsize=8)
@@ -56,28 +59,20 @@ def _tune_frame(offer: TuneParams) -> bytes:
     )
 
 
-class ClientHandshake(Machine):
+class ClientHandshake(HandshakeMachine[ClientState, ClientEvent]):
     """Sans-IO: ``receive_data`` bytes in, ``next_event`` events out, ``data_to_send`` bytes out."""
 
     def __init__(self, offer: TuneParams) -> None:
-        super().__init__()
+        super().__init__(_TRANSITIONS, ClientState.AWAITING_HEADER)
         self.offer = offer
-        self.state = ClientState.AWAITING_HEADER
         self._start_ok: StartOkInfo | None = None
         self._tune: TuneParams | None = None
 
-    def next_event(self) -> ClientOpened | PeerClosed | None:
+    def next_event(self) -> ClientEvent | None:
         """Advance as far as the buffered bytes allow; None means "need more data"."""
         if self.state is ClientState.AWAITING_HEADER and not self._read_header():
             return None
-        while self.state in _EXPECTED:
-            frame = self._reader.next_frame()
-            if frame is None:
-                return None
-            event = self._handle(frame)
-            if event is not None:
-                return event
-        return None
+        return super().next_event()
 
     def _read_header(self) -> bool:
         seen = self._reader.peek()[: constants.PROTOCOL_HEADER_SIZE]
@@ -91,41 +86,66 @@ class ClientHandshake(Machine):
         self.state = ClientState.AWAITING_START_OK
         return True
 
-    def _handle(self, frame: Frame) -> ClientOpened | PeerClosed | None:
-        screened = self._screen(frame, f"client, while {self.state.value}")
-        if isinstance(screened, PeerClosed):
-            self.state = ClientState.CLOSED
-            return screened
-        if not screened:
-            return None
-        expected_id, expected_name = _EXPECTED[self.state]
-        if frame.method_id != expected_id:
-            raise ProtocolError(
-                f"COMMAND_INVALID - expected {expected_name}, got {frame.decode().name}",
-                reply_code=constants.COMMAND_INVALID,
-            )
-        if self.state is ClientState.AWAITING_START_OK:
-            # Decoded with pamqp: the client properties are a field table.
-            method = frame.decode()
-            assert isinstance(method, commands.Connection.StartOk)
-            self._start_ok = StartOkInfo(
-                raw=frame.raw,
-                client_properties=dict(method.client_properties or {}),
-                mechanism=method.mechanism,
-            )
-            self._outgoing += _tune_frame(self.offer)
-            self.state = ClientState.AWAITING_TUNE_OK
-            return None
-        if self.state is ClientState.AWAITING_TUNE_OK:
-            self._tune = accept_client_tune_ok(
-                self.offer, TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
-            )
-            self._reader.frame_max = self._tune.frame_max
-            self.state = ClientState.AWAITING_OPEN
-            return None
-        assert self._start_ok is not None and self._tune is not None
-        vhost = frame.short_string()
-        self.state = ClientState.OPENED
-        return ClientOpened(
-            vhost=vhost, start_ok=self._start_ok, tune=self._tune, pending=self._reader.drain()
+    def _peer(self) -> str:
+        return "client"
+
+    def _refuse(self, frame: Frame, row: _Row) -> NoReturn:
+        expected = " or ".join(
+            method_name(method_id) for method_id in row if method_id != constants.CONNECTION_CLOSE
         )
+        raise ProtocolError(
+            f"COMMAND_INVALID - expected {expected}, got {frame.name}",
+            reply_code=constants.COMMAND_INVALID,
+        )
+
+    def _on_start_ok(self, frame: Frame) -> None:
+        # Decoded with pamqp: the client properties are a field table. Its nesting
+        # and lengths are checked first, so that pamqp's recursive decoder only
+        # ever gets a table it can finish (see field_table).
+        check_field_table(frame.raw, _START_OK_TABLE_AT, len(frame.raw) - 1, "client properties")
+        method = frame.decode()
+        if not isinstance(method, commands.Connection.StartOk):  # pragma: no cover
+            raise FrameError("FRAME_ERROR - Connection.StartOk did not decode as one")
+        self._start_ok = StartOkInfo(
+            raw=frame.raw,
+            client_properties=dict(method.client_properties or {}),
+            mechanism=method.mechanism,
+        )
+        self._outgoing += _tune_frame(self.offer)
+
+    def _on_tune_ok(self, frame: Frame) -> None:
+        self._tune = accept_client_tune_ok(
+            self.offer, TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+        )
+        self._reader.frame_max = self._tune.frame_max
+
+    def _on_open(self, frame: Frame) -> ClientOpened:
+        assert self._start_ok is not None and self._tune is not None
+        return ClientOpened(
+            vhost=frame.short_string(),
+            start_ok=self._start_ok,
+            tune=self._tune,
+            pending=self._reader.drain(),
+        )
+
+
+_CLOSE: Final = Transition[ClientState, ClientEvent](HandshakeMachine._on_close, ClientState.CLOSED)
+#: Every frame-reading state, every method it accepts, and where each leads.
+_TRANSITIONS: Final[Table[ClientState, ClientEvent]] = {
+    ClientState.AWAITING_START_OK: {
+        constants.CONNECTION_START_OK: Transition(
+            ClientHandshake._on_start_ok, ClientState.AWAITING_TUNE_OK
+        ),
+        constants.CONNECTION_CLOSE: _CLOSE,
+    },
+    ClientState.AWAITING_TUNE_OK: {
+        constants.CONNECTION_TUNE_OK: Transition(
+            ClientHandshake._on_tune_ok, ClientState.AWAITING_OPEN
+        ),
+        constants.CONNECTION_CLOSE: _CLOSE,
+    },
+    ClientState.AWAITING_OPEN: {
+        constants.CONNECTION_OPEN: Transition(ClientHandshake._on_open, ClientState.OPENED),
+        constants.CONNECTION_CLOSE: _CLOSE,
+    },
+}

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from pamqp import commands
-
 from amqprouter.protocol import constants
 from amqprouter.protocol.events import CloseOkReceived, PeerClosed
-from amqprouter.protocol.frames import encode_method
 from amqprouter.protocol.machine import CLOSE_OK_FRAME, Machine, peer_closed
+from amqprouter.protocol.methods import close_frame
 
 __all__ = ["CLOSE_OK_FRAME", "CloseHandshake", "close_frame", "peer_closed"]
-
-
-def close_frame(reply_code: int, reply_text: str, class_id: int = 0, method_id: int = 0) -> bytes:
-    """A Connection.Close frame; the text is cut to the 255 octets a short string holds."""
-    text = reply_text.encode()[:255].decode(errors="ignore")
-    return encode_method(
-        commands.Connection.Close(
-            reply_code=reply_code, reply_text=text, class_id=class_id, method_id=method_id
-        )
-    )
 
 
 class CloseHandshake(Machine):

@@ -13,8 +13,8 @@ import struct
 from typing import Any, Final
 
 import attrs
-from pamqp import base, frame
-from pamqp import exceptions as pamqp_exceptions
+from pamqp import base, commands, frame
+from pamqp.exceptions import UnmarshalingException
 
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError
@@ -41,6 +41,18 @@ def check_frame_header(frame_type: int, size: int, frame_max: int) -> None:
         raise FrameError(f"unknown frame type {frame_type}")
     if frame_max and size + _OVERHEAD > frame_max:
         raise FrameError(f"frame of {size + _OVERHEAD} bytes exceeds frame_max {frame_max}")
+
+
+def is_known_method(method_id: tuple[int, int]) -> bool:
+    """Whether AMQP 0-9-1 defines this (class id, method id)."""
+    return ((method_id[0] << 16) | method_id[1]) in commands.INDEX_MAPPING
+
+
+def method_name(method_id: tuple[int, int]) -> str:
+    """``Connection.Open`` for (10, 40), from pamqp's index of methods."""
+    class_id, number = method_id
+    known: type[base.Frame] | None = commands.INDEX_MAPPING.get((class_id << 16) | number)
+    return known.name if known is not None else f"unknown method {class_id}.{number}"
 
 
 @attrs.frozen
@@ -77,12 +89,30 @@ class Frame:
         except UnicodeDecodeError as exc:
             raise FrameError("short string is not UTF-8") from exc
 
+    @property
+    def name(self) -> str:
+        """The method's name (``Connection.Open``) from its ids alone, without decoding.
+
+        Naming an unexpected frame must not cost a decode: the frame may be a large or
+        hostile table that the state receiving it has no reason to read.
+        """
+        method_id = self.method_id
+        return f"frame type {self.frame_type}" if method_id is None else method_name(method_id)
+
     def decode(self) -> base.Frame:
-        """Decode a method frame with pamqp; FrameError if pamqp cannot."""
+        """Decode a method frame with pamqp; FrameError, with a text for the peer, if not."""
         try:
             _consumed, _channel, value = frame.unmarshal(self.raw)
-        except (pamqp_exceptions.UnmarshalingException, ValueError, KeyError) as exc:
-            raise FrameError(f"cannot decode frame: {exc}") from exc
+        except RecursionError as exc:
+            # Callers bound table nesting first (field_table); this is the backstop.
+            raise FrameError(f"FRAME_ERROR - cannot decode {self.name}: nested too deeply") from exc
+        except Exception as exc:
+            # pamqp raises UnmarshalingException (whose text quotes an object's repr,
+            # so only its reason is kept), ValueError (UnicodeDecodeError included),
+            # struct.error, KeyError, IndexError and, for a timestamp past year 9999,
+            # OverflowError: each means the peer sent bytes that are not this method.
+            reason = exc.args[-1] if isinstance(exc, UnmarshalingException) else exc
+            raise FrameError(f"FRAME_ERROR - cannot decode {self.name}: {reason}") from exc
         if not isinstance(value, base.Frame):
             raise FrameError(f"expected a method frame, got {type(value).__name__}")
         return value
@@ -179,6 +209,9 @@ class FrameScanner:
         pieces: list[bytes | memoryview] = []
         controls: list[Frame] | None = None
         start = 0
+        # Counted when the scan succeeds: a frame in ``data`` that raises FrameError
+        # means nothing of this read is forwarded, the completed frame included.
+        completed_bytes = 0
         if self._partial:
             start = self._complete_partial(data)
             if start < 0:
@@ -188,8 +221,7 @@ class FrameScanner:
             if completed[0] == 1 and completed[1:3] == b"\x00\x00":
                 controls = [Frame(1, 0, completed)]
             pieces.append(completed)
-            self.frames += 1
-            self.bytes += len(completed)
+            completed_bytes = len(completed)
         length = len(data)
         limit = self.frame_max - _OVERHEAD if self.frame_max else 1 << 32
         position = start
@@ -217,8 +249,8 @@ class FrameScanner:
             # Its header, if whole, was checked in the loop: an oversized frame is
             # refused before its body is buffered.
             self._partial += memoryview(data)[position:]
-        self.frames += count
-        self.bytes += position - start
+        self.frames += count + (1 if completed_bytes else 0)
+        self.bytes += position - start + completed_bytes
         self.reads += 1
         return pieces, controls
 

@@ -1,29 +1,42 @@
-"""What the sans-IO machines share: bytes in through a frame reader, bytes out."""
+"""What the sans-IO machines share: bytes in through a frame reader, bytes out.
+
+The two handshake machines are driven by one frame loop (``HandshakeMachine``) from a
+table, as h11 keeps its transitions in ``_state.py``: for each state that reads
+frames, every method it accepts, what handles it and the state it leads to. A method
+not in the current state's row is refused by the machine's ``_refuse``; heartbeats are
+dropped, anything not a channel-0 method is UNEXPECTED_FRAME and a method AMQP 0-9-1
+does not define is FRAME_ERROR, in every state.
+"""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, NoReturn, TypeVar
+
+import attrs
 from pamqp import commands
 
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError, UnexpectedFrame
 from amqprouter.protocol.events import PeerClosed
-from amqprouter.protocol.frames import Frame, FrameReader, encode_method
+from amqprouter.protocol.frames import Frame, FrameReader, encode_method, is_known_method
+from amqprouter.protocol.methods import peer_closed
+
+__all__ = [
+    "CLOSE_OK_FRAME",
+    "HandshakeMachine",
+    "Machine",
+    "MethodId",
+    "Transition",
+    "peer_closed",
+]
 
 CLOSE_OK_FRAME = encode_method(commands.Connection.CloseOk())
 
-
-def peer_closed(frame: Frame) -> PeerClosed:
-    """Decode a Connection.Close frame into the event the session acts on."""
-    method = frame.decode()
-    if not isinstance(method, commands.Connection.Close):
-        raise FrameError(f"expected Connection.Close, got {method.name}")
-    text = method.reply_text
-    return PeerClosed(
-        reply_code=method.reply_code or 0,
-        reply_text=text if isinstance(text, str) else bytes(text).decode(errors="replace"),
-        class_id=method.class_id or 0,
-        method_id=method.method_id or 0,
-    )
+MethodId = tuple[int, int]
+StateT = TypeVar("StateT", bound=enum.Enum)
+EventT = TypeVar("EventT")
 
 
 class Machine:
@@ -41,21 +54,73 @@ class Machine:
         self._outgoing.clear()
         return out
 
-    def _screen(self, frame: Frame, where: str) -> PeerClosed | bool:
-        """The checks every handshake frame passes before its state looks at it.
 
-        Returns False for a heartbeat (nothing to relay it to yet: dropped), a
-        PeerClosed for Connection.Close (Close-Ok already queued), True for a
-        channel-0 method the state should handle; raises UnexpectedFrame otherwise.
-        """
-        if frame.frame_type == constants.FRAME_HEARTBEAT:
-            return False
-        if frame.frame_type != constants.FRAME_METHOD or frame.channel != 0:
-            raise UnexpectedFrame(
-                f"UNEXPECTED_FRAME - {where}: frame type {frame.frame_type} on channel "
-                f"{frame.channel}"
-            )
-        if frame.method_id == constants.CONNECTION_CLOSE:
-            self._outgoing += CLOSE_OK_FRAME
-            return peer_closed(frame)
-        return True
+@attrs.frozen
+class Transition(Generic[StateT, EventT]):
+    """One row entry: ``on(machine, frame)`` handles the method (it may raise), then ``then``.
+
+    ``on`` takes the machine as its first argument (an unbound method of the machine's
+    class), so the table is built once per class, not once per connection.
+    """
+
+    on: Callable[[Any, Frame], EventT | None]
+    then: StateT
+
+
+#: state -> method id -> transition. A state without a row reads no frames (it is
+#: final, or, like the client's protocol header, read another way).
+Table = Mapping[StateT, Mapping[MethodId, Transition[StateT, EventT]]]
+
+
+class HandshakeMachine(Machine, Generic[StateT, EventT]):
+    """The frame loop both handshakes share; subclasses give the table and refusals."""
+
+    state: StateT
+
+    def __init__(self, table: Table[StateT, EventT], state: StateT) -> None:
+        super().__init__()
+        self._table = table
+        self.state = state
+
+    def next_event(self) -> EventT | None:
+        """Advance as far as the buffered bytes allow; None means "need more data"."""
+        while (row := self._table.get(self.state)) is not None:
+            self._before_frame()
+            frame = self._reader.next_frame()
+            if frame is None:
+                return None
+            if frame.frame_type == constants.FRAME_HEARTBEAT:
+                continue  # nothing to relay it to yet: dropped
+            if frame.frame_type != constants.FRAME_METHOD or frame.channel != 0:
+                raise UnexpectedFrame(
+                    f"UNEXPECTED_FRAME - {self._peer()}, while {self.state.value}: frame type "
+                    f"{frame.frame_type} on channel {frame.channel}"
+                )
+            method_id = frame.method_id
+            if method_id is None:
+                raise FrameError("FRAME_ERROR - method frame too short for a method id")
+            transition = row.get(method_id)
+            if transition is None:
+                if not is_known_method(method_id):
+                    raise FrameError(f"FRAME_ERROR - {frame.name}")
+                self._refuse(frame, row)
+            event = transition.on(self, frame)
+            self.state = transition.then
+            if event is not None:
+                return event
+        return None
+
+    def _on_close(self, frame: Frame) -> PeerClosed:
+        """Connection.Close, accepted in every state: answer Close-Ok, report it."""
+        self._outgoing += CLOSE_OK_FRAME
+        return peer_closed(frame)
+
+    def _before_frame(self) -> None:
+        """A check on the raw bytes before each frame is read (none by default)."""
+
+    def _peer(self) -> str:
+        raise NotImplementedError
+
+    def _refuse(self, frame: Frame, row: Mapping[MethodId, Transition[StateT, EventT]]) -> NoReturn:
+        """Raise the machine's error for a method its current state does not accept."""
+        raise NotImplementedError

@@ -32,11 +32,18 @@ DEFAULT_FRAME_MAX: Final = 131072
 DEFAULT_HEARTBEAT: Final = 60
 
 
+_SHORT = attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(0xFFFF))
+_LONG = attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(0xFFFF_FFFF))
+
+
 @attrs.frozen
 class TuneParams:
-    channel_max: int = DEFAULT_CHANNEL_MAX
-    frame_max: int = DEFAULT_FRAME_MAX
-    heartbeat: int = DEFAULT_HEARTBEAT
+    """Tune's three values, checked against their wire sizes (short, long, short) so
+    that encoding a Tune or TuneOk from them cannot fail later, on some connection."""
+
+    channel_max: int = attrs.field(default=DEFAULT_CHANNEL_MAX, validator=_SHORT)
+    frame_max: int = attrs.field(default=DEFAULT_FRAME_MAX, validator=_LONG)
+    heartbeat: int = attrs.field(default=DEFAULT_HEARTBEAT, validator=_SHORT)
 
 
 def accept_client_tune_ok(offered: TuneParams, asked: TuneParams) -> TuneParams:

@@ -177,3 +177,30 @@ def test_wrong_version_refused() -> None:
     start = commands.Connection.Start(version_major=0, version_minor=8)
     with pytest.raises(ProtocolError):
         feed_bytewise(machine, method(start))
+
+
+def test_start_ok_near_the_pre_tune_limit_goes_unchanged() -> None:
+    # RabbitMQ accepts a StartOk of up to 4096 bytes; the router's additions must not
+    # push one past that (RabbitMQ resets the connection then).
+    pad = "x" * (constants.FRAME_MIN_SIZE - len(method(START_OK)) - 20)
+    big = commands.Connection.StartOk(
+        client_properties={**START_OK.client_properties, "pad": pad},
+        mechanism="PLAIN",
+        response="\0guest\0guest",
+        locale="en_US",
+    )
+    assert constants.FRAME_MIN_SIZE - 100 < len(method(big)) <= constants.FRAME_MIN_SIZE
+    client = ClientHandshake(TuneParams())
+    client.receive_data(
+        constants.PROTOCOL_HEADER
+        + method(big)
+        + CLIENT_HANDSHAKE[len(constants.PROTOCOL_HEADER) + len(method(START_OK)) :]
+    )
+    opened = client.next_event()
+    assert isinstance(opened, ClientOpened)
+    machine = _machine(opened)
+    assert not machine.properties_added
+    opening = machine.data_to_send()
+    assert opening[len(constants.PROTOCOL_HEADER) :].startswith(method(big))
+    # An ordinary StartOk gets them.
+    assert _machine().properties_added

@@ -182,3 +182,29 @@ def test_tune_ok_zero_means_our_offer() -> None:
         machine, constants.PROTOCOL_HEADER + method(START_OK) + method(tune_ok) + method(OPEN)
     )
     assert events[0].tune == TuneParams(channel_max=100, frame_max=8192, heartbeat=0)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"channel_max": 65536}, {"frame_max": 2**32}, {"heartbeat": -1}, {"channel_max": -1}],
+)
+def test_tune_params_outside_their_wire_sizes_are_refused_at_once(values: dict[str, int]) -> None:
+    # Checked when made (from the command line), not when a Tune is encoded for a client.
+    with pytest.raises(ValueError, match=next(iter(values))):
+        TuneParams(**values)
+
+
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [
+        (b"\x00\x0a\x00\x63", "FRAME_ERROR - unknown method 10.99"),
+        (b"\x00\x0a", "FRAME_ERROR - method frame too short for a method id"),
+    ],
+)
+def test_undefined_or_truncated_method_is_frame_error(payload: bytes, text: str) -> None:
+    machine = ClientHandshake(TuneParams())
+    bad = constants.FRAME_HEADER_STRUCT.pack(1, 0, len(payload)) + payload + b"\xce"
+    with pytest.raises(FrameError) as caught:
+        feed_bytewise(machine, constants.PROTOCOL_HEADER + bad)
+    assert caught.value.reply_code == 501
+    assert str(caught.value) == text

@@ -1,0 +1,108 @@
+"""A bounded, iterative check of an AMQP field table before pamqp decodes it.
+
+pamqp decodes tables and arrays recursively (``field_table`` -> ``embedded_value``
+-> ``field_array`` -> ...), about three Python frames per level, and copies the rest
+of the buffer at every value. A StartOk of 2,486 bytes whose client properties nest
+488 empty arrays therefore ends in ``RecursionError`` deep inside pamqp. This module
+walks the same bytes with an explicit stack, checks every length against the
+container that holds it, and refuses nesting deeper than ``MAX_DEPTH`` *before*
+pamqp sees the frame, so the decoder is only ever given input it can finish.
+
+Why 16 levels: the tables the router decodes are client properties, whose deepest
+part in every known client is ``capabilities`` (2 levels). 16 leaves 8 times that
+for clients that put structured data there, and keeps pamqp's recursion (about 50
+Python frames) far below the interpreter's limit of 1000 whatever the caller's stack
+depth. A 4 KiB frame could otherwise hold about 800 levels.
+
+The value types are those pamqp decodes (``pamqp.decode.TABLE_MAPPING``), which are
+RabbitMQ's 0-9-1 errata letters (``s`` is a signed short, not a short string) plus
+``L`` (pamqp reads it as a long-long) and ``\\x00`` (void, seen in the wild).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from amqprouter.protocol.errors import FrameError
+
+#: Deepest nesting accepted, counting the outermost table as level 1 (see above).
+MAX_DEPTH: Final = 16
+
+_unpack_length = struct.Struct(">I").unpack_from
+
+#: Fixed-size value types: type octet -> size of the value that follows it.
+_FIXED_SIZE: Final[dict[int, int]] = {
+    ord("t"): 1,  # boolean
+    ord("b"): 1,  # signed 8-bit
+    ord("B"): 1,  # unsigned 8-bit
+    ord("s"): 2,  # signed 16-bit (RabbitMQ errata)
+    ord("u"): 2,  # unsigned 16-bit
+    ord("I"): 4,  # signed 32-bit
+    ord("i"): 4,  # unsigned 32-bit
+    ord("l"): 8,  # signed 64-bit
+    ord("L"): 8,  # pamqp reads it as a signed 64-bit
+    ord("f"): 4,  # float
+    ord("d"): 8,  # double
+    ord("D"): 5,  # decimal: scale octet + 32-bit value
+    ord("T"): 8,  # timestamp
+    ord("V"): 0,  # void
+    0: 0,  # void, as pamqp accepts it
+}
+#: Types whose value is a 32-bit length and that many bytes.
+_LONG_BYTES: Final = frozenset((ord("S"), ord("x")))
+_ARRAY: Final = ord("A")
+_TABLE: Final = ord("F")
+
+
+def check_field_table(data: bytes, offset: int, limit: int, what: str) -> int:
+    """Check the field table at ``data[offset:]``, which must end by ``limit``.
+
+    Returns the offset just past the table. Raises FrameError, with ``what`` (for
+    example "client properties") in its text, for a length that overruns its
+    container, an unknown value type, or nesting deeper than ``MAX_DEPTH``.
+    """
+    end = _container_end(data, offset, limit, what)
+    # (end of container, is a table) for each open container; the top is the table.
+    stack: list[tuple[int, bool]] = [(end, True)]
+    position = offset + 4
+    while stack:
+        container_end, is_table = stack[-1]
+        if position == container_end:
+            stack.pop()
+            continue
+        if is_table:
+            # A field name: a short string.
+            position += 1 + data[position]
+        if position >= container_end:
+            raise FrameError(f"FRAME_ERROR - {what}: a field overruns its table")
+        kind = data[position]
+        position += 1
+        size = _FIXED_SIZE.get(kind)
+        if size is not None:
+            position += size
+        elif kind in _LONG_BYTES:
+            position = _container_end(data, position, container_end, what)
+        elif kind in (_ARRAY, _TABLE):
+            inner_end = _container_end(data, position, container_end, what)
+            if len(stack) >= MAX_DEPTH:
+                raise FrameError(f"FRAME_ERROR - {what} nested deeper than {MAX_DEPTH} levels")
+            stack.append((inner_end, kind == _TABLE))
+            position += 4
+            continue
+        else:
+            raise FrameError(f"FRAME_ERROR - {what}: unknown field type {bytes((kind,))!r}")
+        if position > container_end:
+            raise FrameError(f"FRAME_ERROR - {what}: a field overruns its table")
+    return end
+
+
+def _container_end(data: bytes, offset: int, limit: int, what: str) -> int:
+    """The end of the length-prefixed value at ``offset``; FrameError past ``limit``."""
+    if offset + 4 > limit:
+        raise FrameError(f"FRAME_ERROR - {what}: a length overruns its table")
+    (length,) = _unpack_length(data, offset)
+    end: int = offset + 4 + length
+    if end > limit:
+        raise FrameError(f"FRAME_ERROR - {what}: a length overruns its table")
+    return end
