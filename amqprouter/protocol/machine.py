@@ -111,9 +111,14 @@ class HandshakeMachine(Machine, Generic[StateT, EventT]):
         return None
 
     def _on_close(self, frame: Frame) -> PeerClosed:
-        """Connection.Close, accepted in every state: answer Close-Ok, report it."""
+        """Connection.Close, accepted in every state: answer Close-Ok, report it.
+
+        Read first: a malformed Close is a frame error (Close 501), and must not get a
+        Close-Ok before that, as if it had been understood.
+        """
+        closed = peer_closed(frame)
         self._outgoing += CLOSE_OK_FRAME
-        return peer_closed(frame)
+        return closed
 
     def _before_frame(self) -> None:
         """A check on the raw bytes before each frame is read (none by default)."""

@@ -480,6 +480,9 @@ class Session:
             broker=endpoint(self.broker_address),
             local=f"{local_host}:{local_port}",
         )
+        if not machine.properties_added:
+            # The broker would reset a StartOk over 4096 bytes: this one goes unchanged.
+            self.log.info("client properties too large to add amqprouter_client to")
         timeout = self.settings.timeouts.broker_handshake
         with trio.move_on_after(timeout):
             try:
