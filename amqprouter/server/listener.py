@@ -20,16 +20,34 @@ ACCEPT_CAPACITY_ERRNOS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno
 ACCEPT_PAUSE: Final = 0.1
 
 
-def bind_listener(port: int, host: str = "") -> socket.socket:
+async def resolve_listen_address(
+    host: str, port: int
+) -> tuple[socket.AddressFamily, tuple[str, int]] | None:
+    """Where ``host`` listens (None for an empty host: every address).
+
+    trio's getaddrinfo answers a literal address at once and looks a name up in a
+    worker thread, so a slow resolver never stalls the event loop.
+    """
+    if not host:
+        return None
+    family, _type, _proto, _canon, address = (
+        await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    )[0]
+    return family, (str(address[0]), int(address[1]))
+
+
+def bind_listener(
+    port: int, resolved: tuple[socket.AddressFamily, tuple[str, int]] | None = None
+) -> socket.socket:
     """Bind a listening socket; OSError says why not.
 
-    An empty host listens on every address, IPv6 and IPv4 alike where the machine has
-    IPv6 (amqpprox listens on IPv4 only).
+    ``resolved`` is ``resolve_listen_address``'s answer. Without one the router listens
+    on every address, IPv6 and IPv4 alike where the machine has IPv6 (amqpprox listens
+    on IPv4 only).
     """
-    if host:
-        family, _type, _proto, _canon, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+    address: tuple[str, int]
+    if resolved is not None:
+        family, address = resolved
         sock = socket.socket(family, socket.SOCK_STREAM)
     elif socket.has_ipv6:
         try:

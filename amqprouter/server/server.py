@@ -18,7 +18,7 @@ from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.server.health import HealthMonitor
-from amqprouter.server.listener import accept_loop, bind_listener
+from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
 from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
@@ -129,7 +129,7 @@ class Server:
         if port in self.listeners:
             log.info("already listening", port=port)
             return port
-        sock = bind_listener(port, host)
+        sock = bind_listener(port, await resolve_listen_address(host, port))
         bound = int(sock.getsockname()[1])
         scope = trio.CancelScope()
         self.listeners[bound] = scope
