@@ -51,7 +51,8 @@ class ConfigPrint:
 
 @attrs.frozen
 class BackendAdd:
-    """``BACKEND ADD name datacenter host port [SEND-PROXY] [TLS]``: resolve ``host`` once, now."""
+    """``BACKEND ADD name datacenter host port [SEND-PROXY] [TLS]``: ``host`` resolved
+    once, now; with ``dns``, ``BACKEND ADD_DNS ...``: resolved at each connection."""
 
     name: str
     datacenter: str
@@ -59,18 +60,14 @@ class BackendAdd:
     port: int
     send_proxy: bool = False
     tls: bool = False
+    dns: bool = False
 
 
-@attrs.frozen
-class BackendAddDns:
-    """``BACKEND ADD_DNS name datacenter host port [SEND-PROXY] [TLS]``: resolve per connection."""
-
-    name: str
-    datacenter: str
-    host: str
-    port: int
-    send_proxy: bool = False
-    tls: bool = False
+def BackendAddDns(
+    name: str, datacenter: str, host: str, port: int, send_proxy: bool = False, tls: bool = False
+) -> BackendAdd:
+    """``BACKEND ADD_DNS ...``: a ``BackendAdd`` resolved at each connection."""
+    return BackendAdd(name, datacenter, host, port, send_proxy, tls, dns=True)
 
 
 @attrs.frozen
@@ -450,7 +447,6 @@ TlsCommand: TypeAlias = (
 # ``isinstance(command, MutatingCommand)`` works.
 MutatingCommand: TypeAlias = (
     BackendAdd
-    | BackendAddDns
     | BackendDelete
     | BackendCheckOn
     | BackendCheckOff

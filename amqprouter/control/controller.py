@@ -166,7 +166,7 @@ class Controller:
 
     async def _routing(self, command: c.Command) -> Reply:
         resolved_ip: str | None = None
-        if isinstance(command, c.BackendAdd):
+        if isinstance(command, c.BackendAdd) and not command.dns:
             endpoint, error = await self._resolve_first(command.host, command.port)
             if endpoint is None:
                 return Reply(error, ok=False)

@@ -89,7 +89,6 @@ import attrs
 
 from amqprouter.control.commands import (
     BackendAdd,
-    BackendAddDns,
     BackendCheckOff,
     BackendCheckOn,
     BackendDelete,
@@ -227,7 +226,7 @@ _BACKEND_FLAGS_NOT_YET: Mapping[str, str] = {
 }
 
 
-def _backend_add(kind: type[BackendAdd] | type[BackendAddDns]) -> _Parser:
+def _backend_add(*, dns: bool) -> _Parser:
     def parse_args(args: Sequence[str]) -> Command | ParseError:
         if len(args) < 4:
             return ParseError(_BACKEND_ARGUMENTS)
@@ -242,13 +241,14 @@ def _backend_add(kind: type[BackendAdd] | type[BackendAddDns]) -> _Parser:
         for flag in _BACKEND_FLAGS:
             if flag in upper_flags and flag in _BACKEND_FLAGS_NOT_YET:
                 return ParseError(_BACKEND_FLAGS_NOT_YET[flag])
-        return kind(
+        return BackendAdd(
             name,
             datacenter,
             host,
             port,
             send_proxy="SEND-PROXY" in upper_flags,
             tls="TLS" in upper_flags,
+            dns=dns,
         )
 
     return parse_args
@@ -324,8 +324,8 @@ def _backend_drain(args: Sequence[str]) -> Command | ParseError:
 
 _backend = _subcommands(
     {
-        "ADD": _backend_add(BackendAdd),
-        "ADD_DNS": _backend_add(BackendAddDns),
+        "ADD": _backend_add(dns=False),
+        "ADD_DNS": _backend_add(dns=True),
         "DELETE": _backend_delete,
         "DISABLE": _backend_named(BackendDisable, "DISABLE"),
         "ENABLE": _backend_named(BackendEnable, "ENABLE"),
@@ -846,8 +846,8 @@ def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | Pa
 
 def _words(command: Command) -> list[str]:
     match command:
-        case BackendAdd() | BackendAddDns():
-            subcommand = "ADD" if isinstance(command, BackendAdd) else "ADD_DNS"
+        case BackendAdd():
+            subcommand = "ADD_DNS" if command.dns else "ADD"
             flags = [
                 flag
                 for flag, wanted in (("SEND-PROXY", command.send_proxy), ("TLS", command.tls))

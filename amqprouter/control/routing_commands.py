@@ -44,7 +44,6 @@ from amqprouter.routing.model import Backend, Farm, RoutingTable, Target
 #: The commands ``apply`` executes.
 ROUTING_COMMANDS = (
     c.BackendAdd,
-    c.BackendAddDns,
     c.BackendDelete,
     c.BackendDisable,
     c.BackendEnable,
@@ -99,7 +98,7 @@ def apply(
         TypeError: ``command`` is not one of ``ROUTING_COMMANDS``.
     """
     match command:
-        case c.BackendAdd() | c.BackendAddDns():
+        case c.BackendAdd():
             return _backend_add(table, command, resolved_ip)
         case c.BackendDelete(name=name):
             return _backend_delete(table, name)
@@ -143,9 +142,9 @@ def apply(
 
 
 def _backend_add(
-    table: RoutingTable, command: c.BackendAdd | c.BackendAddDns, resolved_ip: str | None
+    table: RoutingTable, command: c.BackendAdd, resolved_ip: str | None
 ) -> tuple[RoutingTable, str]:
-    dns = isinstance(command, c.BackendAddDns)
+    dns = command.dns
     if not dns and resolved_ip is None:
         raise ValueError("BACKEND ADD needs the host resolved by the caller (resolved_ip)")
     backend = Backend(
@@ -232,9 +231,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
         result.append(c.DatacenterSet(table.datacenter))
     for name in sorted(table.backends):
         b = table.backends[name]
-        kind = c.BackendAddDns if b.dns else c.BackendAdd
         result.append(
-            kind(b.name, b.datacenter, b.host, b.port, send_proxy=b.send_proxy, tls=b.tls)
+            c.BackendAdd(b.name, b.datacenter, b.host, b.port, b.send_proxy, b.tls, dns=b.dns)
         )
     result += [c.BackendDisable(name) for name in sorted(table.disabled)]
     for name in sorted(table.farms):

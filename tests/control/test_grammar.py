@@ -778,7 +778,6 @@ def test_to_line_refuses_what_no_line_can_carry(command: Command) -> None:
 def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
     assert set(MutatingCommand.__args__) == {
         BackendAdd,
-        BackendAddDns,
         BackendDelete,
         BackendCheckOn,
         BackendCheckOff,

@@ -29,7 +29,9 @@ def run(table: RoutingTable, command: c.Command) -> tuple[RoutingTable, str]:
     BACKEND PRINT without health information)."""
     if isinstance(command, c.BackendPrint):
         return table, backend_print(table)
-    resolved = IPS.get(command.host) if isinstance(command, c.BackendAdd) else None
+    resolved = (
+        IPS.get(command.host) if isinstance(command, c.BackendAdd) and not command.dns else None
+    )
     return apply(table, command, resolved_ip=resolved)
 
 
