@@ -127,18 +127,38 @@ class TLSTransport:
         self._version = sock.version()
 
     def _recv(self, size: int) -> bytes:
-        try:
-            data = self.ssl_sock.recv(size)
-        except ssl.SSLWantReadError:
-            self._want_write = False
-            raise BlockingIOError from None
-        except ssl.SSLWantWriteError:
-            self._want_write = True
-            raise BlockingIOError from None
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            return b""  # close_notify, or the TCP stream ended without one
+        # One SSL_read returns at most one TLS record (16 KiB of plaintext), however
+        # much the socket holds. Reading records until ``size`` or until OpenSSL wants
+        # more gives the pump what a plain socket would: large reads, and a short read
+        # only when the socket is really drained (the pump then waits instead of
+        # taking a scheduler round trip per record).
+        chunks: list[bytes] = []
+        total = 0
+        while total < size:
+            try:
+                data = self.ssl_sock.recv(size - total)
+            except ssl.SSLWantReadError:
+                self._want_write = False
+                if chunks:
+                    break
+                raise BlockingIOError from None
+            except ssl.SSLWantWriteError:
+                self._want_write = True  # the next wait is for writable
+                if chunks:
+                    return b"".join(chunks)
+                raise BlockingIOError from None
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # close_notify, or the TCP stream ended without one: what was read
+                # first is delivered, and the next call says end of stream again.
+                break
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
         self._want_write = False
-        return data
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
 
     async def _park(self, writable: bool) -> None:
         """Wait until the socket is readable (or writable), sharing one trio wait."""
