@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog.testing
 import trio
+import trio.testing
 from pamqp import commands
 
 from amqprouter.control.controller import Controller
@@ -79,7 +80,11 @@ async def test_when_every_member_is_down_they_are_all_tried_anyway() -> None:
         assert server.health.registry.down() == {"n1"}
 
 
-async def test_a_member_that_comes_back_is_used_once_its_down_time_is_over() -> None:
+async def test_a_member_that_comes_back_is_used_once_its_down_time_is_over(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # Time stands still (rate 0) unless the test moves it: the down time runs out when
+    # the clock is jumped past it, not after a real sleep.
     async with (
         fake_broker(open_and_idle) as first,
         fake_broker(open_and_idle) as second,
@@ -90,10 +95,13 @@ async def test_a_member_that_comes_back_is_used_once_its_down_time_is_over() -> 
         for _ in range(2):
             await open_wire_client(port)
         assert (len(first.accepted), len(second.accepted)) == (0, 2)
-        await trio.sleep(0.25)
+        mock_clock.jump(0.1)
+        await open_wire_client(port)  # still down
+        assert (len(first.accepted), len(second.accepted)) == (0, 3)
+        mock_clock.jump(0.15)
         for _ in range(2):
             await open_wire_client(port)
-        assert (len(first.accepted), len(second.accepted)) == (1, 3)
+        assert (len(first.accepted), len(second.accepted)) == (1, 4)
 
 
 async def test_a_member_going_down_disconnects_its_sessions_when_the_farm_says_so() -> None:
