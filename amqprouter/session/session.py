@@ -74,6 +74,7 @@ from amqprouter.protocol import (
 )
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
+from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.connect import (
     StartClient,
     WrapBackend,
@@ -92,6 +93,9 @@ log = structlog.get_logger("amqprouter.session")
 #: After this many reads served without waiting, a pump yields to the scheduler so
 #: that other sessions run and cancellation can reach it.
 YIELD_EVERY: Final = 16
+#: A client refused at Connection.Open by a LIMIT waits this long for its Close, as in
+#: amqpprox: one that reconnects at once is slowed down instead of spinning.
+LIMITED_CLOSE_DELAY: Final = 0.75
 
 _ids = itertools.count(1)
 _Event = TypeVar("_Event", covariant=True)
@@ -202,6 +206,7 @@ class Session:
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
+        "_admit",
         "_blocked",
         "_clean_after_forward",
         "_closed_by",
@@ -232,6 +237,7 @@ class Session:
         "client_address",
         "client_local",
         "connection_name",
+        "data_budget",
         "egress",
         "end_reason",
         "ended",
@@ -239,6 +245,7 @@ class Session:
         "ingress",
         "last_egress",
         "last_ingress",
+        "limited",
         "listen_port",
         "log",
         "paused",
@@ -259,6 +266,7 @@ class Session:
         host_name: Callable[[str], str] = str,
         health: HealthRegistry | None = None,
         vhost_opened: Callable[[str], bool] = lambda vhost: False,
+        admit: Callable[[int, str], tuple[int, str] | None] = lambda session_id, vhost: None,
         start: StartClient | None = None,
         wrap_backend: WrapBackend | None = None,
         watchdog: Watchdog | None = None,
@@ -299,6 +307,14 @@ class Session:
         self.end_reason: str | None = None
         # Told each vhost at Connection.Open; True means "paused: hold the client there".
         self._vhost_opened = vhost_opened
+        # Asked once at Connection.Open, before the pause hold and routing: None admits,
+        # (reply code, text) refuses (LIMIT; the server's limits.py).
+        self._admit = admit
+        #: Set when a LIMIT refused the client at Connection.Open.
+        self.limited = False
+        #: The client→broker byte budget (LIMIT DATA_RATE[_ALARM]); None costs the pump
+        #: nothing. Replaced by the server when the limits change.
+        self.data_budget: DataBudget | None = None
         # The current pause, until every user of it is done (pause.py). The ingress
         # pump looks at it once per read.
         self._pause: Pause | None = None
@@ -348,6 +364,8 @@ class Session:
         open_ok: BrokerOpened | None = None
         with trio.CancelScope() as self._opening:
             opened = await self._client_handshake()
+            if opened is not None:
+                opened = await self._admit_at_open(opened)
             if opened is not None:
                 opened = await self._hold_at_open(opened)
             if opened is not None:
@@ -653,10 +671,21 @@ class Session:
                 return way.receiver_gone
             if self._clean_after_forward:
                 return End.CLEAN
+            if from_client and self.data_budget is not None:
+                await self._spend(self.data_budget, len(data))
             budget -= 1
             if not budget:
                 budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
+
+    async def _spend(self, data_budget: DataBudget, size: int) -> None:
+        """Count a forwarded read against the data-rate budget; once it is spent, stop
+        reading the client until the budget refills (back-pressure, nothing dropped)."""
+        wait, alarm = data_budget.spend(size, trio.current_time())
+        if alarm:
+            self.log.info(f"Data Rate Alarm: Hit {data_budget.alarm} bytes/s")
+        if wait:
+            await trio.sleep(wait)
 
     async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
@@ -961,6 +990,19 @@ class Session:
         """Forget ``pause`` once it is resumed and nothing uses it any more."""
         if pause.finished and self._pause is pause:
             self._pause = None
+
+    async def _admit_at_open(self, opened: ClientOpened) -> ClientOpened | None:
+        """Ask the server's limits whether this client may open its vhost; a refused
+        client waits ``LIMITED_CLOSE_DELAY`` (within the opening scope: a disconnect or
+        shutdown ends the wait) and gets the refusal's Close."""
+        refusal = self._admit(self.id, opened.vhost)
+        if refusal is None:
+            return opened
+        self.limited = True
+        self.log.info("client limited at Connection.Open", reply_text=refusal[1])
+        await trio.sleep(LIMITED_CLOSE_DELAY)
+        await self._close_client(*refusal)
+        return None
 
     async def _hold_at_open(self, opened: ClientOpened) -> ClientOpened | None:
         """Hold a paused client at Connection.Open until resumed (pause.py); None if it ended."""
