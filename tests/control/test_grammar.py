@@ -877,6 +877,8 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         LogConsole,
         LogFile,
         MapHostnameDns,
+        LimitSet,
+        LimitDisable,
         TlsFile,
         TlsVerifyMode,
         TlsCiphersSet,
