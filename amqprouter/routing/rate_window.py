@@ -5,9 +5,11 @@
   allowed while fewer than ``limit`` were allowed in the window. A limit of 0
   refuses every request (amqpprox PR #87).
 * ``DataBudget``: amqpprox's per-connection data-rate quota. ``quota`` bytes may
-  be read per one-second window; the read that exhausts the budget is forwarded
-  whole (the overshoot is at most one read, as in amqpprox), and the reader then
-  waits until the window's end, when the budget refills.
+  be read per one-second window. The reader asks ``allowance`` how much its next
+  read may take (at most what is left), so a window is not overshot even with the
+  router's large reads; the read that exhausts the budget is forwarded whole, and
+  the reader then waits until the window's end, when the budget refills. (amqpprox
+  reads its whole buffer and may overshoot by one read.)
 """
 
 from __future__ import annotations
@@ -79,3 +81,17 @@ class DataBudget:
             if self._limit_spent >= limit:
                 return self._window_end - now, crossed
         return 0.0, crossed
+
+    def allowance(self, now: float, cap: int) -> int:
+        """How many bytes the next read may take at ``now``: what is left of the
+        window's quota (all of it in a new window), at least 1, at most ``cap``."""
+        limit = self.limit
+        if limit is None:
+            return cap
+        left = limit if now >= self._window_end else limit - self._limit_spent
+        return max(1, min(cap, left))
+
+    @property
+    def inert(self) -> bool:
+        """Neither a limit nor an alarm: the session drops the budget."""
+        return self.limit is None and self.alarm is None

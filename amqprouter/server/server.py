@@ -17,6 +17,7 @@ from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
+from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
@@ -273,7 +274,12 @@ class Server:
         changed = 0
         for session in self.sessions.values():
             if vhost is None or session.vhost == vhost:
-                session.data_budget = self.limits.data_budget(session.vhost)
+                budget = self.limits.data_budget(session.vhost)
+                if budget is None and session.data_budget is not None:
+                    # The pump may be using the old one's smaller reads: an inert budget
+                    # tells it to go back to full reads and drop the budget.
+                    budget = DataBudget(None, None)
+                session.data_budget = budget
                 changed += 1
         return changed
 

@@ -640,6 +640,8 @@ class Session:
             # TLS may have whole records decrypted with nothing left on the socket.
             wait_readable, pending = src.wait_readable, src.pending
         size = sockets.READ_SIZE
+        if from_client and self.data_budget is not None:  # reads no larger than the budget
+            size = self.data_budget.allowance(trio.current_time(), size)
         drained = False
         while True:
             if drained and (pending is None or not pending()):
@@ -672,20 +674,25 @@ class Session:
             if self._clean_after_forward:
                 return End.CLEAN
             if from_client and self.data_budget is not None:
-                await self._spend(self.data_budget, len(data))
+                size = await self._spend(self.data_budget, len(data))
             budget -= 1
             if not budget:
                 budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
 
-    async def _spend(self, data_budget: DataBudget, size: int) -> None:
+    async def _spend(self, data_budget: DataBudget, size: int) -> int:
         """Count a forwarded read against the data-rate budget; once it is spent, stop
-        reading the client until the budget refills (back-pressure, nothing dropped)."""
+        reading the client until the budget refills (back-pressure, nothing dropped).
+        Returns the size of the next read: what is left of the budget."""
+        if data_budget.inert:  # the limits were lifted while forwarding
+            self.data_budget = None
+            return sockets.READ_SIZE
         wait, alarm = data_budget.spend(size, trio.current_time())
         if alarm:
             self.log.info(f"Data Rate Alarm: Hit {data_budget.alarm} bytes/s")
         if wait:
             await trio.sleep(wait)
+        return data_budget.allowance(trio.current_time(), sockets.READ_SIZE)
 
     async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
