@@ -39,6 +39,14 @@ CONNECTION_LIMIT_TAG: Final = "AMQPROUTER_CONNECTION_LIMIT"
 
 
 @attrs.frozen
+class Admitted:
+    """A client may open its vhost; ``alarmed`` when an alarm-only limit would have
+    refused it (logged and counted)."""
+
+    alarmed: bool = False
+
+
+@attrs.frozen
 class Refusal:
     """Why a client is not admitted: the Close it gets, and the limit that refused it."""
 
@@ -95,7 +103,7 @@ class Limits:
 
     # -- Connection.Open -------------------------------------------------------------
 
-    def admit(self, session_id: int, vhost: str) -> Refusal | None:
+    def admit(self, session_id: int, vhost: str) -> Admitted | Refusal:
         """Count one client opening ``vhost``; a ``Refusal`` if a limit refuses it.
 
         An admitted session holds its place in CONNECTIONS until ``release``.
@@ -130,7 +138,7 @@ class Limits:
             )
         self._admitted[session_id] = vhost
         self._concurrent[vhost] += 1
-        return None
+        return Admitted(alarmed=alarm is not None)
 
     def _rate_allows(self, kind: LimitKind, vhost: str, now: float) -> str | None:
         """None when the ``kind`` limiter allows one more; else the log line's tail."""

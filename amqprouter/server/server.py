@@ -19,7 +19,7 @@ from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.health import HealthMonitor
-from amqprouter.server.limits import Limits
+from amqprouter.server.limits import Limits, Refusal
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
 from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
@@ -260,11 +260,12 @@ class Server:
 
     def _admit(self, session_id: int, vhost: str) -> tuple[int, str] | None:
         """The sessions' Connection.Open hook: the LIMIT checks, then the vhost's data rate."""
-        refusal = self.limits.admit(session_id, vhost)
-        if refusal is not None:
-            return refusal.reply_code, refusal.reply_text
+        admission = self.limits.admit(session_id, vhost)
+        if isinstance(admission, Refusal):
+            return admission.reply_code, admission.reply_text
         session = self.sessions.get(session_id)
         if session is not None:
+            session.alarmed = admission.alarmed
             session.data_budget = self.limits.data_budget(vhost)
         return None
 
@@ -279,6 +280,8 @@ class Server:
                     # The pump may be using the old one's smaller reads: an inert budget
                     # tells it to go back to full reads and drop the budget.
                     budget = DataBudget(None, None)
+                if session.data_budget is not None and session.data_budget.alarmed:
+                    session.alarmed = True  # the old budget's alarm still counts
                 session.data_budget = budget
                 changed += 1
         return changed

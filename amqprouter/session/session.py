@@ -229,6 +229,7 @@ class Session:
         "_watch_since",
         "_wrap_backend",
         "_writing",
+        "alarmed",
         "backend",
         "broker",
         "broker_address",
@@ -310,8 +311,10 @@ class Session:
         # Asked once at Connection.Open, before the pause hold and routing: None admits,
         # (reply code, text) refuses (LIMIT; the server's limits.py).
         self._admit = admit
-        #: Set when a LIMIT refused the client at Connection.Open.
+        #: Set when a LIMIT refused the client at Connection.Open; ``alarmed`` when an
+        #: alarm-only limit would have (set by the server, counted by statistics).
         self.limited = False
+        self.alarmed = False
         #: The client→broker byte budget (LIMIT DATA_RATE[_ALARM]); None costs the pump
         #: nothing. Replaced by the server when the limits change.
         self.data_budget: DataBudget | None = None

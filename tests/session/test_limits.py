@@ -8,6 +8,8 @@ import trio
 import trio.testing
 from pamqp import commands
 
+from amqprouter.observe.prometheus import metrics_text
+from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import close_frame, constants
 from amqprouter.session import End
 from amqprouter.session.session import LIMITED_CLOSE_DELAY
@@ -152,3 +154,30 @@ async def test_data_rate_change_applies_to_a_live_session(
 ) -> None:
     elapsed = await _send_and_time(4000, 20, live=True)
     assert 4.0 <= elapsed <= 6.0
+
+
+async def test_limited_and_alarmed_sessions_are_counted_per_vhost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        fake_broker(open_and_idle) as broker,
+        router(broker.port, timeouts=SLOW) as (server, port),
+    ):
+        collector = StatsCollector(server.sessions, 1.0)
+        server.session_ended.append(collector.session_ended)
+        server.limits.set("CONN_RATE", "v", 0)
+        server.limits.set("CONN_RATE_ALARM", "w", 0)
+        limited = await client_handshake(port, "v")
+        assert await limited.read_method(timeout=10) is not None
+        await limited.send_method(commands.Connection.CloseOk())
+        alarmed = await open_client(port, "w")
+        await alarmed.stream.aclose()
+        await wait_no_sessions(server)
+        snapshot = collector.collect()
+        assert (snapshot.vhosts["v"].limited, snapshot.vhosts["v"].alarmed) == (1, 0)
+        assert (snapshot.vhosts["w"].limited, snapshot.vhosts["w"].alarmed) == (0, 1)
+        assert snapshot.overall.limited == 1
+        text = metrics_text(collector, listeners=1)
+        assert 'amqprouter_connections_limited_total{vhost="v",backend=""} 1' in text
+        assert 'amqprouter_connections_alarmed_total{vhost="w",backend="fake"} 1' in text
+        assert collector.collect().vhosts.get("v") is None  # counted once
