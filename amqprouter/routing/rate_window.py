@@ -40,6 +40,11 @@ class FixedWindow:
             return True
         return False
 
+    def expired(self, now: float) -> bool:
+        """Whether the window has ended: the next request starts a new one, exactly as
+        it would in a new ``FixedWindow``."""
+        return now - self._start >= WINDOW
+
 
 class DataBudget:
     """One connection's client→broker byte quota: ``limit`` throttles, ``alarm`` only

@@ -33,6 +33,10 @@ log = structlog.get_logger("amqprouter.limits")
 
 LimitKind = Literal["CONN_RATE", "CONN_RATE_ALARM", "DATA_RATE", "DATA_RATE_ALARM", "CONNECTIONS"]
 LIMIT_KINDS: Final[tuple[LimitKind, ...]] = get_args(LimitKind)
+#: Rate windows kept before the expired ones are swept: a client names any vhost it
+#: likes, and under a DEFAULT rate each name gets a window. An expired window counts
+#: exactly like a new one, so sweeping them changes nothing.
+MAX_WINDOWS: Final = 10_000
 #: The substring amqpprox's operators grep their logs for, renamed with the product
 #: (reference/amqpprox.md: AMQPPROX_CONNECTION_LIMIT becomes this).
 CONNECTION_LIMIT_TAG: Final = "AMQPROUTER_CONNECTION_LIMIT"
@@ -68,10 +72,6 @@ class Limits:
         # Admitted sessions (id → vhost) and how many per vhost: CONNECTIONS.
         self._admitted: dict[int, str] = {}
         self._concurrent: Counter[str] = Counter()
-        #: Clients refused, per (vhost, kind); connections that set off an alarm, per
-        #: (vhost, kind). Totals since start (for /metrics).
-        self.limited: Counter[tuple[str, LimitKind]] = Counter()
-        self.alarmed: Counter[tuple[str, LimitKind]] = Counter()
 
     # -- settings --------------------------------------------------------------------
 
@@ -110,7 +110,6 @@ class Limits:
         """
         concurrent = self.effective("CONNECTIONS", vhost)
         if concurrent is not None and self._concurrent[vhost] >= concurrent[0]:
-            self.limited[vhost, "CONNECTIONS"] += 1
             log.debug(
                 f"{CONNECTION_LIMIT_TAG}: The connection request for {vhost} is limited by "
                 f"{'default ' if concurrent[1] else ''}at most {concurrent[0]} concurrent "
@@ -125,11 +124,9 @@ class Limits:
         now = self._clock()
         alarm = self._rate_allows("CONN_RATE_ALARM", vhost, now)
         if alarm is not None:
-            self.alarmed[vhost, "CONN_RATE_ALARM"] += 1
             log.warning(f"{CONNECTION_LIMIT_TAG}: The connection request for {vhost} {alarm}")
         limited = self._rate_allows("CONN_RATE", vhost, now)
         if limited is not None:
-            self.limited[vhost, "CONN_RATE"] += 1
             log.debug(f"{CONNECTION_LIMIT_TAG}: The connection request for {vhost} {limited}")
             return Refusal(
                 constants.RESOURCE_ERROR,
@@ -147,6 +144,8 @@ class Limits:
             return None
         window = self._windows.get((kind, vhost))
         if window is None:
+            if len(self._windows) >= MAX_WINDOWS:
+                self._sweep(now)
             window = self._windows[kind, vhost] = FixedWindow(limit[0])
         if window.allow(now):
             return None
@@ -155,6 +154,14 @@ class Limits:
             f"should be limited by {default}Allow average {limit[0]} number of connections "
             "per 1 seconds"
         )
+
+    def _sweep(self, now: float) -> None:
+        for key in [key for key, window in self._windows.items() if window.expired(now)]:
+            del self._windows[key]
+
+    def windows(self) -> int:
+        """How many rate windows are kept (for tests of the bound)."""
+        return len(self._windows)
 
     def release(self, session_id: int) -> None:
         """An admitted session ended (a no-op for one never admitted)."""

@@ -7,8 +7,9 @@ import trio
 import trio.testing
 
 from amqprouter.protocol import constants
-from amqprouter.server.limits import Limits, Refusal
+from amqprouter.server.limits import MAX_WINDOWS, Admitted, Limits, Refusal
 
+ADMITTED = Admitted()
 RATE_LIMITED = Refusal(
     constants.RESOURCE_ERROR, "The connection for v, is limited by proxy.", "CONN_RATE"
 )
@@ -19,11 +20,10 @@ async def test_conn_rate_per_vhost_in_one_second_windows(
 ) -> None:
     limits = Limits()
     limits.set("CONN_RATE", "v", 2)
-    assert [limits.admit(i, "v") for i in range(3)] == [None, None, RATE_LIMITED]
-    assert limits.admit(10, "other") is None  # no limit there
+    assert [limits.admit(i, "v") for i in range(3)] == [ADMITTED, ADMITTED, RATE_LIMITED]
+    assert limits.admit(10, "other") == ADMITTED  # no limit there
     await trio.sleep(1.0)
-    assert limits.admit(3, "v") is None
-    assert limits.limited == {("v", "CONN_RATE"): 1}
+    assert limits.admit(3, "v") == ADMITTED
 
 
 async def test_default_is_one_limiter_per_vhost_and_a_vhost_limit_overrides_it(
@@ -32,40 +32,42 @@ async def test_default_is_one_limiter_per_vhost_and_a_vhost_limit_overrides_it(
     limits = Limits()
     limits.set("CONN_RATE", None, 1)
     limits.set("CONN_RATE", "big", 3)
-    assert limits.admit(1, "a") is None
-    assert limits.admit(2, "b") is None  # b has its own window of the default rate
-    assert limits.admit(3, "a") is not None
-    assert [limits.admit(i, "big") for i in (4, 5, 6)] == [None, None, None]
-    assert limits.admit(7, "big") is not None
+    assert limits.admit(1, "a") == ADMITTED
+    assert limits.admit(2, "b") == ADMITTED  # b has its own window of the default rate
+    assert limits.admit(3, "a") != ADMITTED
+    assert [limits.admit(i, "big") for i in (4, 5, 6)] == [ADMITTED] * 3
+    assert limits.admit(7, "big") != ADMITTED
     # A new DEFAULT rebuilds the limiters derived from it, not a vhost's own.
     limits.set("CONN_RATE", None, 5)
-    assert limits.admit(8, "a") is None
-    assert limits.admit(9, "big") is not None
+    assert limits.admit(8, "a") == ADMITTED
+    assert limits.admit(9, "big") != ADMITTED
 
 
 async def test_limit_zero_refuses_every_client(autojump_clock: trio.testing.MockClock) -> None:
     limits = Limits()
     limits.set("CONN_RATE", "v", 0)
-    assert limits.admit(1, "v") is not None
+    assert limits.admit(1, "v") != ADMITTED
     await trio.sleep(5)
-    assert limits.admit(2, "v") is not None
+    assert limits.admit(2, "v") != ADMITTED
     limits.disable("CONN_RATE", "v")
-    assert limits.admit(3, "v") is None
+    assert limits.admit(3, "v") == ADMITTED
 
 
 async def test_alarm_only_counts_and_admits(autojump_clock: trio.testing.MockClock) -> None:
     limits = Limits()
     limits.set("CONN_RATE_ALARM", None, 1)
-    assert [limits.admit(i, "v") for i in range(3)] == [None, None, None]
-    assert limits.alarmed == {("v", "CONN_RATE_ALARM"): 2}
-    assert not limits.limited
+    assert [limits.admit(i, "v") for i in range(3)] == [
+        ADMITTED,
+        Admitted(alarmed=True),
+        Admitted(alarmed=True),
+    ]
 
 
 def test_connections_counts_admitted_sessions_until_released() -> None:
     limits = Limits(clock=lambda: 0.0)
     limits.set("CONNECTIONS", "v", 2)
-    assert limits.admit(1, "v") is None
-    assert limits.admit(2, "v") is None
+    assert limits.admit(1, "v") == ADMITTED
+    assert limits.admit(2, "v") == ADMITTED
     refusal = limits.admit(3, "v")
     assert refusal == Refusal(
         constants.RESOURCE_ERROR,
@@ -75,18 +77,17 @@ def test_connections_counts_admitted_sessions_until_released() -> None:
     limits.release(3)  # never admitted: nothing changes
     assert limits.concurrent("v") == 2
     limits.release(1)
-    assert limits.admit(4, "v") is None
-    assert limits.limited == {("v", "CONNECTIONS"): 1}
+    assert limits.admit(4, "v") == ADMITTED
 
 
 def test_connections_refusal_comes_before_the_rate_windows() -> None:
     limits = Limits(clock=lambda: 0.0)
     limits.set("CONNECTIONS", "v", 1)
     limits.set("CONN_RATE", "v", 2)
-    assert limits.admit(1, "v") is None
-    assert limits.admit(2, "v") is not None  # refused by CONNECTIONS, not counted as a rate
+    assert limits.admit(1, "v") == ADMITTED
+    assert limits.admit(2, "v") != ADMITTED  # refused by CONNECTIONS, not counted as a rate
     limits.release(1)
-    assert limits.admit(3, "v") is None  # the rate window has room for its second client
+    assert limits.admit(3, "v") == ADMITTED  # the rate window has room for its second client
 
 
 def test_data_budget_is_the_vhost_value_else_the_default() -> None:
@@ -103,3 +104,19 @@ def test_data_budget_is_the_vhost_value_else_the_default() -> None:
     budget = limits.data_budget("v")
     assert budget is not None and (budget.limit, budget.alarm) == (None, 50)
     assert limits.data_budget("w") is None
+
+
+async def test_rate_windows_of_many_vhost_names_are_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Clients choose vhost names: under a DEFAULT rate, each gets a window, and the
+    # expired ones are swept once there are MAX_WINDOWS.
+    limits = Limits()
+    limits.set("CONN_RATE", None, 1)
+    for n in range(MAX_WINDOWS):
+        limits.admit(n, f"v{n}")
+    assert limits.windows() == MAX_WINDOWS
+    assert limits.admit(-1, "v0") != ADMITTED  # still in its window: not swept
+    await trio.sleep(1.0)
+    assert limits.admit(-2, "fresh") == ADMITTED
+    assert limits.windows() == 1
