@@ -33,6 +33,11 @@ a forced cut cancels everything); a pause is one attribute the ingress pump look
 once per read. A client whose vhost is paused is held at Connection.Open, before any
 broker is chosen, and routed with the table of the moment it is resumed.
 
+Limits (the server's limits.py) meet a session at two points: ``admit``, asked once at
+Connection.Open before the pause hold and routing (a refusal is a Close after
+``LIMITED_CLOSE_DELAY``), and ``data_budget``, the other attribute the ingress pump
+looks at once per read (None unless a data-rate limit applies).
+
 Nothing here blocks without a deadline, and nothing escapes ``run``: one broken
 session must never take the server down.
 """
