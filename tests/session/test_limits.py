@@ -179,3 +179,77 @@ async def test_limited_and_alarmed_sessions_are_counted_per_vhost(
         assert 'amqprouter_connections_limited_total{vhost="v",backend=""} 1' in text
         assert 'amqprouter_connections_alarmed_total{vhost="w",backend="fake"} 1' in text
         assert collector.collect().vhosts.get("v") is None  # counted once
+
+
+async def test_default_data_rate_from_accept_and_the_vhost_value_at_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder()
+    async with (
+        fake_broker(recorder.behaviour) as broker,
+        router(broker.port, timeouts=SLOW) as (server, port),
+    ):
+        server.limits.set("DATA_RATE", None, 5000)
+        server.limits.set("DATA_RATE", "/", 7000)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(10):
+            while not server.sessions:
+                await trio.sleep(0.01)
+        [session] = server.sessions.values()
+        assert session.data_budget is not None and session.data_budget.limit == 5000
+        await stream.aclose()
+        await wait_no_sessions(server)
+        await open_client(port)
+        [session] = server.sessions.values()
+        assert session.data_budget is not None and session.data_budget.limit == 7000
+
+
+async def test_lifting_the_limit_live_drops_the_budget_and_its_small_reads(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder()
+    async with (
+        fake_broker(recorder.behaviour) as broker,
+        router(broker.port, timeouts=SLOW) as (server, port),
+    ):
+        server.limits.set("DATA_RATE", "/", 1000)
+        client = await open_client(port)
+        await recorder.opened.wait()
+        [session] = server.sessions.values()
+        server.limits.disable("DATA_RATE", "/")
+        server.apply_data_limits("/")
+        assert session.data_budget is not None and session.data_budget.inert
+        # The pump was sized for 1000 bytes; after one read it is back to full reads.
+        sent = b"".join(body_frame(n) for n in range(100))
+        started = trio.current_time()
+        await client.send(sent)
+        with trio.fail_after(100):
+            while recorder.data() != sent:
+                await trio.sleep(0.01)
+        assert trio.current_time() - started < 1.0
+        assert session.data_budget is None
+
+
+async def test_data_rate_alarm_never_holds_back_and_is_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder()
+    async with (
+        fake_broker(recorder.behaviour) as broker,
+        router(broker.port, timeouts=SLOW) as (server, port),
+    ):
+        collector = StatsCollector(server.sessions, 1.0)
+        server.session_ended.append(collector.session_ended)
+        server.limits.set("DATA_RATE_ALARM", None, 100)
+        client = await open_client(port)
+        await recorder.opened.wait()
+        sent = b"".join(body_frame(n) for n in range(50))
+        started = trio.current_time()
+        await client.send(sent)
+        with trio.fail_after(100):
+            while recorder.data() != sent:
+                await trio.sleep(0.01)
+        assert trio.current_time() - started < 1.0
+        await client.stream.aclose()
+        await wait_no_sessions(server)
+        assert collector.collect().vhosts["/"].alarmed == 1
