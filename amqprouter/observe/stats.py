@@ -6,7 +6,8 @@ Theory of operation
 Every interval (``--cleanup-interval-ms``) ``StatsCollector.collect`` walks
 ``Server.sessions`` once and builds a ``StatsSnapshot``: amqpprox's axes
 (overall, vhosts, backends by ``host_port``, sources by client host) of its 13
-``ConnectionStats`` fields (reference/amqpprox.md section 4).
+``ConnectionStats`` fields (reference/amqpprox.md section 4), and ours,
+``alarmedConnectionCount``, after them.
 
 * Traffic fields are **deltas over the interval**: the collector remembers each
   session's counters from the previous interval (one small ``_Seen`` record per
@@ -96,10 +97,11 @@ def removal(ended: End | None) -> Removal:
 
 @attrs.define
 class ConnectionStats:
-    """amqpprox's ConnectionStats: 13 figures for one entity over one interval.
+    """amqpprox's ConnectionStats: 13 figures for one entity over one interval, and
+    ours, ``alarmed``.
 
-    ``FIELDS`` are the JSON names in amqpprox's order, with the attribute holding
-    each. ``removed_in_handshake`` is ours: the part of ``removed_graceful`` that
+    ``FIELDS`` are the JSON names in amqpprox's order (ours last), with the attribute
+    holding each. ``removed_in_handshake`` is ours: the part of ``removed_graceful`` that
     never got past the handshake.
     """
 
