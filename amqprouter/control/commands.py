@@ -13,6 +13,8 @@ from typing import Literal, TypeAlias
 
 import attrs
 
+from amqprouter.server.limits import LimitKind
+
 # --------------------------------------------------------------------------- #
 # HELP, CONN, EXIT, CONFIG
 # --------------------------------------------------------------------------- #
@@ -439,6 +441,35 @@ TlsCommand: TypeAlias = (
 
 
 # --------------------------------------------------------------------------- #
+# LIMIT
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class LimitSet:
+    """``LIMIT kind (DEFAULT | VHOST vhost) n``: ``vhost`` None is DEFAULT."""
+
+    kind: LimitKind
+    vhost: str | None
+    value: int
+
+
+@attrs.frozen
+class LimitDisable:
+    """``LIMIT DISABLE kind (DEFAULT | VHOST vhost)``."""
+
+    kind: LimitKind
+    vhost: str | None
+
+
+@attrs.frozen
+class LimitPrint:
+    """``LIMIT PRINT [vhost]``: the DEFAULT limits, or those in force for ``vhost``."""
+
+    vhost: str | None = None
+
+
+# --------------------------------------------------------------------------- #
 # unions
 # --------------------------------------------------------------------------- #
 
@@ -472,6 +503,8 @@ MutatingCommand: TypeAlias = (
     | TlsVerifyMode
     | TlsCiphersSet
     | TlsMinVersion
+    | LimitSet
+    | LimitDisable
 )
 
 # Everything ``grammar.parse`` can return besides a ParseError.
@@ -498,4 +531,5 @@ Command: TypeAlias = (
     | VhostForceDisconnect
     | TlsCiphersPrint
     | TlsPrint
+    | LimitPrint
 )

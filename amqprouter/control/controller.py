@@ -19,7 +19,13 @@ import structlog
 import trio
 
 from amqprouter.control import commands as c
-from amqprouter.control import health_commands, routing_commands, session_control, tls_commands
+from amqprouter.control import (
+    health_commands,
+    limit_commands,
+    routing_commands,
+    session_control,
+    tls_commands,
+)
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
 from amqprouter.net.tls_context import TlsState
@@ -92,6 +98,8 @@ class Controller:
             return await self._routing(command)
         if isinstance(command, tls_commands.TLS_COMMANDS):
             return tls_commands.execute(self.server.tls, command)
+        if isinstance(command, limit_commands.LIMIT_COMMANDS):
+            return Reply(limit_commands.execute(self.server, command))
         if isinstance(command, c.ListenStart):
             return await self._listen(command.port)
         if isinstance(command, c.ListenStartSecure):
@@ -212,6 +220,9 @@ class Controller:
         lines += [to_line(command) for command in routing]
         lines += [
             to_line(command) for command in health_commands.config_commands(self.server.health)
+        ]
+        lines += [
+            to_line(command) for command in limit_commands.config_commands(self.server.limits)
         ]
         if self.stats is not None:
             # STAT SEND's host as typed, not resolved.

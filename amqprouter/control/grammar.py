@@ -24,7 +24,7 @@ work unchanged:
   line separator or a bidi control.`` amqpprox accepts them, and a name holding one
   forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
-  (LIMIT, AUTH; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
+  (AUTH; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
@@ -75,6 +75,11 @@ Differences from amqpprox (each fixes a quirk, or is new):
     case. A file name is one word: more words after a file subcommand are refused
     (a name with spaces cannot be written on a control line). ``TLS (INGRESS|EGRESS)
     PRINT`` and ``MIN_VERSION 1.2|1.3`` are new (docs/tls.md).
+15. LIMIT: the limit type after DISABLE is upper-cased like everywhere else (amqpprox
+    leaves it as typed, so ``LIMIT DISABLE conn_rate ...`` fails there), DEFAULT and
+    VHOST take any case, a number is a whole non-negative word (``>> uint`` reads
+    ``5x`` as 5), ``DATA_RATE ... 0`` is refused (it would stall the client for
+    ever), and ``CONNECTIONS`` (concurrent sessions per vhost) is new.
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ from amqprouter.control.commands import (
     FarmPartition,
     FarmPrint,
     Help,
+    LimitDisable,
+    LimitPrint,
+    LimitSet,
     ListenStart,
     ListenStartSecure,
     ListenStop,
@@ -141,6 +149,7 @@ from amqprouter.control.commands import (
     VhostUnpause,
 )
 from amqprouter.observe.render import AXIS_FILTERS, WHOLE_FILTERS
+from amqprouter.server.limits import LIMIT_KINDS, LimitKind
 from amqprouter.text import escape, unsafe_character
 
 # The control socket reads one line per command; 4096 characters is far more
@@ -645,6 +654,59 @@ def _tls(args: Sequence[str]) -> Command | ParseError:
 
 
 # --------------------------------------------------------------------------- #
+# LIMIT
+# --------------------------------------------------------------------------- #
+
+_LIMIT_KINDS: Mapping[str, LimitKind] = {kind: kind for kind in LIMIT_KINDS}
+_LIMIT_INVALID = "Invalid subcommand provided for LIMIT command.\n"
+
+
+def _limit_target(kind: str, args: Sequence[str]) -> tuple[str | None, Sequence[str]] | ParseError:
+    """``DEFAULT`` (None) or ``VHOST name``, and the words after it."""
+    target = _upper(args[0]) if args else ""
+    if target == "DEFAULT":
+        return None, args[1:]
+    if target == "VHOST" and len(args) > 1:
+        return args[1], args[2:]
+    return ParseError(f"Failed to read (VHOST vhostName | DEFAULT) for {kind}")
+
+
+def _limit(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("No subcommand provided for LIMIT command.\n")
+    subcommand = _upper(args[0])
+    if subcommand == "PRINT":
+        return LimitPrint(args[1] if len(args) > 1 else None)
+    if subcommand == "DISABLE":
+        if len(args) < 2:
+            return ParseError("No subcommand provided for LIMIT DISABLE command.\n")
+        kind = _LIMIT_KINDS.get(_upper(args[1]))
+        if kind is None:
+            return ParseError(_LIMIT_INVALID)
+        target = _limit_target(kind, args[2:])
+        if isinstance(target, ParseError):
+            return target
+        return LimitDisable(kind, target[0])
+    kind = _LIMIT_KINDS.get(subcommand)
+    if kind is None:
+        return ParseError(_LIMIT_INVALID)
+    target = _limit_target(kind, args[1:])
+    if isinstance(target, ParseError):
+        return target
+    vhost, rest = target
+    value = _integer(rest[0]) if rest else None
+    if kind.startswith("DATA_RATE"):
+        if value is None or value < 0:
+            return ParseError("Failed to read bytesPerSecond")
+        if value == 0 and kind == "DATA_RATE":
+            # amqpprox would stall such a client for ever; LIMIT CONN_RATE ... 0 refuses it.
+            return ParseError("DATA_RATE must be at least 1 byte per second.\n")
+    elif value is None or value < 0:
+        return ParseError("Invalid numberOfConnections provided.\n")
+    return LimitSet(kind, vhost, value)
+
+
+# --------------------------------------------------------------------------- #
 # SESSION, VHOST, EXIT
 # --------------------------------------------------------------------------- #
 
@@ -709,6 +771,7 @@ _VERBS: Mapping[str, _Parser] = {
     "EXIT": _exit,
     "FARM": _farm,
     "HELP": lambda args: Help(),
+    "LIMIT": _limit,
     "LISTEN": _listen,
     "LOG": _log,
     "MAP": _map,
@@ -723,7 +786,6 @@ _VERBS: Mapping[str, _Parser] = {
 # rather than answered with HELP as a typo is.
 _VERBS_NOT_YET: Mapping[str, str] = {
     "AUTH": "this version has no authentication service.",
-    "LIMIT": "this version has no connection or data rate limits.",
 }
 
 # Words of amqpprox's that a command would otherwise merely find unexpected.
@@ -748,6 +810,17 @@ _HELP_TEXTS: Mapping[str, str] = {
     " | ON_DOWN name (DISCONNECT | KEEP)"
     ") - Change farms",
     "HELP": "Print this help text.",
+    # amqpprox's four LIMIT lines; CONNECTIONS is ours (its PR #91).
+    "LIMIT": "(CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT "
+    "numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming "
+    "clients connections\n"
+    "LIMIT (DATA_RATE_ALARM | DATA_RATE) (DEFAULT | VHOST vhostName) BytesPerSecond - Configure "
+    "data rate limits or alarms for incoming client data\n"
+    "LIMIT CONNECTIONS (VHOST vhostName | DEFAULT) numberOfConnections - Configure the most "
+    "concurrent connections per vhost\n"
+    "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS) "
+    "(VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
+    "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits",
     "LISTEN": "START port | START_SECURE port | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
@@ -956,10 +1029,20 @@ def _words(command: Command) -> list[str]:
             return ["TLS", direction, "MIN_VERSION", version]
         case TlsPrint(direction):
             return ["TLS", direction, "PRINT"]
+        case LimitSet(kind, vhost, value):
+            return ["LIMIT", kind, *_limit_target_words(vhost), str(value)]
+        case LimitDisable(kind, vhost):
+            return ["LIMIT", "DISABLE", kind, *_limit_target_words(vhost)]
+        case LimitPrint(vhost):
+            return ["LIMIT", "PRINT"] + ([] if vhost is None else [vhost])
         case Help():
             return ["HELP"]
         case _:
             assert_never(command)
+
+
+def _limit_target_words(vhost: str | None) -> list[str]:
+    return ["DEFAULT"] if vhost is None else ["VHOST", vhost]
 
 
 def _decimal(number: float) -> str:

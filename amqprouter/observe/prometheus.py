@@ -85,6 +85,17 @@ def metrics_text(
         for reason, label in REASONS.items():
             labels = [("vhost", vhost), ("backend", backend), ("reason", label)]
             out.sample(name, labels, total.removed[reason])
+    for name, field, help_text in (
+        ("amqprouter_connections_limited_total", "limited", "Clients refused by a LIMIT."),
+        (
+            "amqprouter_connections_alarmed_total",
+            "alarmed",
+            "Connections that set off an alarm-only LIMIT.",
+        ),
+    ):
+        out.family(name, "counter", help_text)
+        for (vhost, backend), total in totals:
+            out.sample(name, [("vhost", vhost), ("backend", backend)], getattr(total, field))
     last = collector.last.pairs
     for name, field, help_text in (
         ("amqprouter_sessions_active", "active", "Sessions not disconnected, now."),

@@ -6,14 +6,18 @@ Theory of operation
 Every interval (``--cleanup-interval-ms``) ``StatsCollector.collect`` walks
 ``Server.sessions`` once and builds a ``StatsSnapshot``: amqpprox's axes
 (overall, vhosts, backends by ``host_port``, sources by client host) of its 13
-``ConnectionStats`` fields (reference/amqpprox.md section 4).
+``ConnectionStats`` fields (reference/amqpprox.md section 4), and ours,
+``alarmedConnectionCount``, after them.
 
 * Traffic fields are **deltas over the interval**: the collector remembers each
   session's counters from the previous interval (one small ``_Seen`` record per
   session). A session that ended is handed over by the server's end-of-session
   hook (``session_ended``) with its final counters, so the traffic of its last
   interval is never lost, and it is counted once in a ``removed*`` field.
-* State fields (paused, active) are gauges of the moment.
+* State fields (paused, active) are gauges of the moment. ``limited`` (clients a
+  LIMIT refused) and ``alarmed`` (ours: connections that set off an alarm-only
+  LIMIT) count the sessions that ended in the interval, as amqpprox's gauge counts
+  them until its cleanup removes them.
 * The walk is the cost that grows with sessions (5,000 idle sessions every
   second), so it allocates nothing per session beyond the first sight of one: the
   axis key of a session is computed once and kept in its record, and counters are
@@ -93,10 +97,11 @@ def removal(ended: End | None) -> Removal:
 
 @attrs.define
 class ConnectionStats:
-    """amqpprox's ConnectionStats: 13 figures for one entity over one interval.
+    """amqpprox's ConnectionStats: 13 figures for one entity over one interval, and
+    ours, ``alarmed``.
 
-    ``FIELDS`` are the JSON names in amqpprox's order, with the attribute holding
-    each. ``removed_in_handshake`` is ours: the part of ``removed_graceful`` that
+    ``FIELDS`` are the JSON names in amqpprox's order (ours last), with the attribute
+    holding each. ``removed_in_handshake`` is ours: the part of ``removed_graceful`` that
     never got past the handshake.
     """
 
@@ -113,6 +118,7 @@ class ConnectionStats:
     frames_sent: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
+    alarmed: int = 0
     removed_in_handshake: int = 0
 
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -129,9 +135,12 @@ class ConnectionStats:
         ("framesSent", "frames_sent"),
         ("bytesReceived", "bytes_received"),
         ("bytesSent", "bytes_sent"),
+        ("alarmedConnectionCount", "alarmed"),  # ours
     )
     #: The state counts: StatsD gauges. The others are per-interval counters.
-    GAUGES: ClassVar[frozenset[str]] = frozenset({"paused", "active", "auth_denied", "limited"})
+    GAUGES: ClassVar[frozenset[str]] = frozenset(
+        {"paused", "active", "auth_denied", "limited", "alarmed"}
+    )
 
     def add(self, other: ConnectionStats) -> None:
         for name in _STATS_NAMES:
@@ -264,6 +273,9 @@ class Totals:
     packets_received: int = 0
     packets_sent: int = 0
     removed: list[int] = attrs.field(factory=lambda: [0] * len(Removal))
+    #: Clients refused by a LIMIT, and connections that set off an alarm-only one.
+    limited: int = 0
+    alarmed: int = 0
 
     def add(self, stats: ConnectionStats) -> None:
         self.bytes_received += stats.bytes_received
@@ -276,6 +288,8 @@ class Totals:
         self.removed[Removal.HANDSHAKE] += stats.removed_in_handshake
         self.removed[Removal.BROKER_SNAPPED] += stats.removed_broker
         self.removed[Removal.CLIENT_SNAPPED] += stats.removed_client
+        self.limited += stats.limited
+        self.alarmed += stats.alarmed
 
 
 _Key = tuple[str, str, str]
@@ -406,6 +420,15 @@ class StatsCollector:
             if source is None:
                 source = sources[record.source] = ConnectionStats()
         self._add_traffic(record, session, stats, source)
+        # LIMIT: a refused client, and one that set off an alarm-only limit, counted in
+        # the interval it ended (as amqpprox's gauge counts them until its cleanup).
+        budget = session.data_budget
+        alarmed = session.alarmed or (budget is not None and budget.alarmed)
+        stats.limited += session.limited
+        stats.alarmed += alarmed
+        if source is not None:
+            source.limited += session.limited
+            source.alarmed += alarmed
         reason = removal(session.ended)
         stats.count_removal(reason)
         if source is not None:

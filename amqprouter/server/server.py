@@ -17,7 +17,9 @@ from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
+from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.health import HealthMonitor
+from amqprouter.server.limits import Limits, Refusal
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
 from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
@@ -77,6 +79,8 @@ class Server:
         self.session_ended: list[Callable[[Session], None]] = []
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
+        #: LIMIT: connection rates, concurrent connections and data rates (limits.py).
+        self.limits = Limits()
         #: The TLS settings and contexts of both directions (the TLS verb changes them;
         #: a session takes the context of the moment it starts).
         self.tls = TlsState()
@@ -244,18 +248,50 @@ class Server:
             host_name=self.host_name,
             health=self.health.registry,
             vhost_opened=self.vhosts.opened,
+            admit=self._admit,
             start=start,
             wrap_backend=self.wrap_backend,
             watchdog=self.watchdog,
         )
+        # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
+        session.data_budget = self.limits.data_budget(None)
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)
+
+    def _admit(self, session_id: int, vhost: str) -> tuple[int, str] | None:
+        """The sessions' Connection.Open hook: the LIMIT checks, then the vhost's data rate."""
+        admission = self.limits.admit(session_id, vhost)
+        if isinstance(admission, Refusal):
+            return admission.reply_code, admission.reply_text
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.alarmed = admission.alarmed
+            session.data_budget = self.limits.data_budget(vhost)
+        return None
+
+    def apply_data_limits(self, vhost: str | None) -> int:
+        """A DATA_RATE[_ALARM] setting of ``vhost`` (None: DEFAULT) changed: give the live
+        sessions it governs a new budget. Returns how many sessions that was."""
+        changed = 0
+        for session in self.sessions.values():
+            if vhost is None or session.vhost == vhost:
+                budget = self.limits.data_budget(session.vhost)
+                if budget is None and session.data_budget is not None:
+                    # The pump may be using the old one's smaller reads: an inert budget
+                    # tells it to go back to full reads and drop the budget.
+                    budget = DataBudget(None, None)
+                if session.data_budget is not None and session.data_budget.alarmed:
+                    session.alarmed = True  # the old budget's alarm still counts
+                session.data_budget = budget
+                changed += 1
+        return changed
 
     async def _run_session(self, session: Session) -> None:
         try:
             await session.run()
         finally:
             del self.sessions[session.id]
+            self.limits.release(session.id)
             if not self.sessions and self._emptied is not None:
                 self._emptied.set()
             for callback in self.session_ended:

@@ -33,6 +33,11 @@ a forced cut cancels everything); a pause is one attribute the ingress pump look
 once per read. A client whose vhost is paused is held at Connection.Open, before any
 broker is chosen, and routed with the table of the moment it is resumed.
 
+Limits (the server's limits.py) meet a session at two points: ``admit``, asked once at
+Connection.Open before the pause hold and routing (a refusal is a Close after
+``LIMITED_CLOSE_DELAY``), and ``data_budget``, the other attribute the ingress pump
+looks at once per read (None unless a data-rate limit applies).
+
 Nothing here blocks without a deadline, and nothing escapes ``run``: one broken
 session must never take the server down.
 """
@@ -74,6 +79,7 @@ from amqprouter.protocol import (
 )
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
+from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.connect import (
     StartClient,
     WrapBackend,
@@ -92,6 +98,9 @@ log = structlog.get_logger("amqprouter.session")
 #: After this many reads served without waiting, a pump yields to the scheduler so
 #: that other sessions run and cancellation can reach it.
 YIELD_EVERY: Final = 16
+#: A client refused at Connection.Open by a LIMIT waits this long for its Close, as in
+#: amqpprox: one that reconnects at once is slowed down instead of spinning.
+LIMITED_CLOSE_DELAY: Final = 0.75
 
 _ids = itertools.count(1)
 _Event = TypeVar("_Event", covariant=True)
@@ -202,6 +211,7 @@ class Session:
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
+        "_admit",
         "_blocked",
         "_clean_after_forward",
         "_closed_by",
@@ -224,6 +234,7 @@ class Session:
         "_watch_since",
         "_wrap_backend",
         "_writing",
+        "alarmed",
         "backend",
         "broker",
         "broker_address",
@@ -232,6 +243,7 @@ class Session:
         "client_address",
         "client_local",
         "connection_name",
+        "data_budget",
         "egress",
         "end_reason",
         "ended",
@@ -239,6 +251,7 @@ class Session:
         "ingress",
         "last_egress",
         "last_ingress",
+        "limited",
         "listen_port",
         "log",
         "paused",
@@ -259,6 +272,7 @@ class Session:
         host_name: Callable[[str], str] = str,
         health: HealthRegistry | None = None,
         vhost_opened: Callable[[str], bool] = lambda vhost: False,
+        admit: Callable[[int, str], tuple[int, str] | None] = lambda session_id, vhost: None,
         start: StartClient | None = None,
         wrap_backend: WrapBackend | None = None,
         watchdog: Watchdog | None = None,
@@ -299,6 +313,16 @@ class Session:
         self.end_reason: str | None = None
         # Told each vhost at Connection.Open; True means "paused: hold the client there".
         self._vhost_opened = vhost_opened
+        # Asked once at Connection.Open, before the pause hold and routing: None admits,
+        # (reply code, text) refuses (LIMIT; the server's limits.py).
+        self._admit = admit
+        #: Set when a LIMIT refused the client at Connection.Open; ``alarmed`` when an
+        #: alarm-only limit would have (set by the server, counted by statistics).
+        self.limited = False
+        self.alarmed = False
+        #: The client→broker byte budget (LIMIT DATA_RATE[_ALARM]); None costs the pump
+        #: nothing. Replaced by the server when the limits change.
+        self.data_budget: DataBudget | None = None
         # The current pause, until every user of it is done (pause.py). The ingress
         # pump looks at it once per read.
         self._pause: Pause | None = None
@@ -348,6 +372,8 @@ class Session:
         open_ok: BrokerOpened | None = None
         with trio.CancelScope() as self._opening:
             opened = await self._client_handshake()
+            if opened is not None:
+                opened = await self._admit_at_open(opened)
             if opened is not None:
                 opened = await self._hold_at_open(opened)
             if opened is not None:
@@ -622,6 +648,8 @@ class Session:
             # TLS may have whole records decrypted with nothing left on the socket.
             wait_readable, pending = src.wait_readable, src.pending
         size = sockets.READ_SIZE
+        if from_client and self.data_budget is not None:  # reads no larger than the budget
+            size = self.data_budget.allowance(trio.current_time(), size)
         drained = False
         while True:
             if drained and (pending is None or not pending()):
@@ -653,10 +681,26 @@ class Session:
                 return way.receiver_gone
             if self._clean_after_forward:
                 return End.CLEAN
+            if from_client and self.data_budget is not None:
+                size = await self._spend(self.data_budget, len(data))
             budget -= 1
             if not budget:
                 budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
+
+    async def _spend(self, data_budget: DataBudget, size: int) -> int:
+        """Count a forwarded read against the data-rate budget; once it is spent, stop
+        reading the client until the budget refills (back-pressure, nothing dropped).
+        Returns the size of the next read: what is left of the budget."""
+        if data_budget.inert:  # the limits were lifted while forwarding
+            self.data_budget = None
+            return sockets.READ_SIZE
+        wait, alarm = data_budget.spend(size, trio.current_time())
+        if alarm:
+            self.log.info(f"Data Rate Alarm: Hit {data_budget.alarm} bytes/s")
+        if wait:
+            await trio.sleep(wait)
+        return data_budget.allowance(trio.current_time(), sockets.READ_SIZE)
 
     async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
@@ -961,6 +1005,19 @@ class Session:
         """Forget ``pause`` once it is resumed and nothing uses it any more."""
         if pause.finished and self._pause is pause:
             self._pause = None
+
+    async def _admit_at_open(self, opened: ClientOpened) -> ClientOpened | None:
+        """Ask the server's limits whether this client may open its vhost; a refused
+        client waits ``LIMITED_CLOSE_DELAY`` (within the opening scope: a disconnect or
+        shutdown ends the wait) and gets the refusal's Close."""
+        refusal = self._admit(self.id, opened.vhost)
+        if refusal is None:
+            return opened
+        self.limited = True
+        self.log.info("client limited at Connection.Open", reply_text=refusal[1])
+        await trio.sleep(LIMITED_CLOSE_DELAY)
+        await self._close_client(*refusal)
+        return None
 
     async def _hold_at_open(self, opened: ClientOpened) -> ClientOpened | None:
         """Hold a paused client at Connection.Open until resumed (pause.py); None if it ended."""

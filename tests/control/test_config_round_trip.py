@@ -30,6 +30,7 @@ from amqprouter.control.controller import Controller
 from amqprouter.control.grammar import WHITESPACE, ParseError, parse, to_line
 from amqprouter.routing import Backend
 from amqprouter.server import Server
+from amqprouter.server.limits import LIMIT_KINDS
 from amqprouter.session import SessionSettings
 from amqprouter.text import unsafe_character
 from tests import hypothesis_profiles
@@ -92,6 +93,13 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
         st.builds(c.LogFile, st.integers(0, 5)),
         st.builds(c.StatSend, st.sampled_from(("127.0.0.1", "::1")), ports),
         st.builds(c.StatPerSource, st.booleans()),
+        st.builds(
+            c.LimitSet,
+            st.sampled_from(LIMIT_KINDS),
+            st.one_of(st.none(), names),
+            st.integers(1, 999_999_999),
+        ),
+        st.builds(c.LimitDisable, st.sampled_from(LIMIT_KINDS), st.one_of(st.none(), names)),
     )
 
 

@@ -30,6 +30,9 @@ from amqprouter.control.commands import (
     FarmPartition,
     FarmPrint,
     Help,
+    LimitDisable,
+    LimitPrint,
+    LimitSet,
     ListenStart,
     ListenStartSecure,
     ListenStop,
@@ -79,6 +82,16 @@ EXPECTED_HELP = (
     "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
     " | ON_DOWN name (DISCONNECT | KEEP)) - Change farms\n"
     "HELP Print this help text.\n"
+    "LIMIT (CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT"
+    " numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming"
+    " clients connections\n"
+    "LIMIT (DATA_RATE_ALARM | DATA_RATE) (DEFAULT | VHOST vhostName) BytesPerSecond - Configure"
+    " data rate limits or alarms for incoming client data\n"
+    "LIMIT CONNECTIONS (VHOST vhostName | DEFAULT) numberOfConnections - Configure the most"
+    " concurrent connections per vhost\n"
+    "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS)"
+    " (VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
+    "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits\n"
     "LISTEN START port | START_SECURE port | STOP [port]\n"
     "LOG CONSOLE verbosity | FILE verbosity\n"
     "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
@@ -242,6 +255,24 @@ VALID: list[tuple[str, Command]] = [
     ("TLS INGRESS CIPHERS SET ECDHE+AESGCM", TlsCiphersSet("INGRESS", "ECDHE+AESGCM")),
     ("TLS INGRESS MIN_VERSION 1.3", TlsMinVersion("INGRESS", "1.3")),
     ("TLS EGRESS PRINT", TlsPrint("EGRESS")),
+    # LIMIT: every kind, DEFAULT and VHOST, any case for the keywords
+    ("LIMIT CONN_RATE DEFAULT 10", LimitSet("CONN_RATE", None, 10)),
+    ("LIMIT CONN_RATE DEFAULT 0", LimitSet("CONN_RATE", None, 0)),
+    ("limit conn_rate vhost V/x 3", LimitSet("CONN_RATE", "V/x", 3)),
+    ("LIMIT CONN_RATE_ALARM DEFAULT 7", LimitSet("CONN_RATE_ALARM", None, 7)),
+    ("LIMIT CONN_RATE_ALARM VHOST v 2", LimitSet("CONN_RATE_ALARM", "v", 2)),
+    ("LIMIT DATA_RATE DEFAULT 100000", LimitSet("DATA_RATE", None, 100000)),
+    ("LIMIT DATA_RATE VHOST v 1", LimitSet("DATA_RATE", "v", 1)),
+    ("LIMIT DATA_RATE_ALARM VHOST v 0", LimitSet("DATA_RATE_ALARM", "v", 0)),
+    ("LIMIT CONNECTIONS VHOST v 5", LimitSet("CONNECTIONS", "v", 5)),
+    ("LIMIT CONNECTIONS DEFAULT 0", LimitSet("CONNECTIONS", None, 0)),
+    ("LIMIT DISABLE CONN_RATE DEFAULT", LimitDisable("CONN_RATE", None)),
+    ("LIMIT DISABLE conn_rate_alarm VHOST v", LimitDisable("CONN_RATE_ALARM", "v")),
+    ("LIMIT DISABLE DATA_RATE vhost v", LimitDisable("DATA_RATE", "v")),
+    ("LIMIT DISABLE DATA_RATE_ALARM DEFAULT", LimitDisable("DATA_RATE_ALARM", None)),
+    ("LIMIT DISABLE CONNECTIONS DEFAULT", LimitDisable("CONNECTIONS", None)),
+    ("LIMIT PRINT", LimitPrint()),
+    ("LIMIT print v", LimitPrint("v")),
 ]
 
 
@@ -536,6 +567,50 @@ def test_help_takes_any_words() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
+        # amqpprox's texts (reference section 1), with and without their newline
+        ("LIMIT", "No subcommand provided for LIMIT command.\n"),
+        ("LIMIT NOSUCH DEFAULT 1", "Invalid subcommand provided for LIMIT command.\n"),
+        ("LIMIT DISABLE", "No subcommand provided for LIMIT DISABLE command.\n"),
+        ("LIMIT DISABLE NOSUCH DEFAULT", "Invalid subcommand provided for LIMIT command.\n"),
+        ("LIMIT CONN_RATE", "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE"),
+        ("LIMIT CONN_RATE VHOST", "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE"),
+        (
+            "LIMIT CONN_RATE_ALARM x 1",
+            "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE_ALARM",
+        ),
+        ("LIMIT DATA_RATE", "Failed to read (VHOST vhostName | DEFAULT) for DATA_RATE"),
+        (
+            "LIMIT DISABLE DATA_RATE_ALARM",
+            "Failed to read (VHOST vhostName | DEFAULT) for DATA_RATE_ALARM",
+        ),
+        ("LIMIT CONNECTIONS VHOST", "Failed to read (VHOST vhostName | DEFAULT) for CONNECTIONS"),
+        ("LIMIT CONN_RATE DEFAULT", "Invalid numberOfConnections provided.\n"),
+        ("LIMIT CONN_RATE VHOST v x", "Invalid numberOfConnections provided.\n"),
+        ("LIMIT CONN_RATE_ALARM DEFAULT -1", "Invalid numberOfConnections provided.\n"),
+        ("LIMIT CONNECTIONS DEFAULT 5x", "Invalid numberOfConnections provided.\n"),
+        ("LIMIT DATA_RATE DEFAULT", "Failed to read bytesPerSecond"),
+        ("LIMIT DATA_RATE_ALARM VHOST v ten", "Failed to read bytesPerSecond"),
+        ("LIMIT DATA_RATE VHOST v -5", "Failed to read bytesPerSecond"),
+        # ours
+        ("LIMIT DATA_RATE DEFAULT 0", "DATA_RATE must be at least 1 byte per second.\n"),
+        (
+            "LIMIT CONN_RATE DEFAULT 1 2",
+            "Unexpected word '2': 'LIMIT CONN_RATE DEFAULT 1' takes no more words.\n",
+        ),
+        (
+            "LIMIT DISABLE CONN_RATE DEFAULT 1",
+            "Unexpected word '1': 'LIMIT DISABLE CONN_RATE DEFAULT' takes no more words.\n",
+        ),
+        ("LIMIT PRINT v w", "Unexpected word 'w': 'LIMIT PRINT v' takes no more words.\n"),
+    ],
+)
+def test_limit_errors(line: str, expected: str) -> None:
+    assert parse(line) == ParseError(expected)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
         (
             "BACKEND ADD b dc h 5672 SEND-PROXY",
             "SEND-PROXY is not supported yet: this version cannot send a PROXY protocol "
@@ -555,10 +630,6 @@ def test_help_takes_any_words() -> None:
             "LISTEN START_SECURE 5671 accept-proxy",
             "ACCEPT-PROXY is not supported yet: this version cannot read a PROXY protocol "
             "header from clients.\n",
-        ),
-        (
-            "LIMIT CONN_RATE DEFAULT 10",
-            "LIMIT is not supported yet: this version has no connection or data rate limits.\n",
         ),
         ("AUTH PRINT", "AUTH is not supported yet: this version has no authentication service.\n"),
     ],
@@ -692,6 +763,13 @@ CANONICAL: list[tuple[Command, str]] = [
     (TlsVerifyMode("EGRESS", ("PEER",)), "TLS EGRESS VERIFY_MODE PEER"),
     (TlsCiphersSet("INGRESS", "ECDHE+AESGCM"), "TLS INGRESS CIPHERS SET ECDHE+AESGCM"),
     (TlsMinVersion("EGRESS", "1.3"), "TLS EGRESS MIN_VERSION 1.3"),
+    (LimitSet("CONN_RATE", None, 0), "LIMIT CONN_RATE DEFAULT 0"),
+    (LimitSet("DATA_RATE_ALARM", "v", 100), "LIMIT DATA_RATE_ALARM VHOST v 100"),
+    (LimitSet("CONNECTIONS", "v", 3), "LIMIT CONNECTIONS VHOST v 3"),
+    (LimitDisable("CONN_RATE_ALARM", "v"), "LIMIT DISABLE CONN_RATE_ALARM VHOST v"),
+    (LimitDisable("DATA_RATE", None), "LIMIT DISABLE DATA_RATE DEFAULT"),
+    (LimitPrint(), "LIMIT PRINT"),
+    (LimitPrint("v"), "LIMIT PRINT v"),
 ]
 
 
@@ -799,6 +877,8 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         LogConsole,
         LogFile,
         MapHostnameDns,
+        LimitSet,
+        LimitDisable,
         TlsFile,
         TlsVerifyMode,
         TlsCiphersSet,

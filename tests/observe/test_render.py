@@ -29,7 +29,7 @@ STATS_JSON = (
     '"limitedConnectionCount": 0, "removedConnectionGraceful": 3, '
     '"removedConnectionBrokerSnapped": 4, "removedConnectionClientSnapped": 5, '
     '"packetsReceived": 6, "packetsSent": 7, "framesReceived": 8, "framesSent": 9, '
-    '"bytesReceived": 1536, "bytesSent": 10}'
+    '"bytesReceived": 1536, "bytesSent": 10, "alarmedConnectionCount": 0}'
 )
 STATS_HUMAN = (
     "Paused: 1 Active: 2 Auth denied: 0 Limited connections: 0 Removed(Clean): 3 "
@@ -198,7 +198,7 @@ def test_statsd_lines_names_tags_and_types() -> None:
         "amqprouter.pools_buffers_current:1|g",
         "amqprouter.pools_buffers_highest:3|g",
     ]
-    assert len(lines) == 13 * 5 + 9
+    assert len(lines) == 14 * 5 + 9  # amqpprox's 13 fields and ours, alarmedConnectionCount
 
 
 def test_statsd_empty_vhost_is_skipped_and_unsafe_tag_characters_replaced() -> None:
