@@ -59,7 +59,8 @@ def test_listen_options_parse_and_write_back(line: str, command: Command, canoni
         ),
         (
             "LISTEN START 5673 ACCEPT-PROXY ACCEPT-PROXY",
-            "Unexpected word 'ACCEPT-PROXY': 'LISTEN START 5673 ACCEPT-PROXY' takes no more words.\n",
+            "Unexpected word 'ACCEPT-PROXY': 'LISTEN START 5673 ACCEPT-PROXY' takes no more "
+            "words.\n",
         ),
         (
             "LISTEN START 5673 ACCEPT-PROXI",

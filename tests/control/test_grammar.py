@@ -301,8 +301,14 @@ ERRORS: list[tuple[str, str]] = [
     ("BACKEND CHECK b ON 2000 3 1001", "Check rise must be a whole number in 1..1000.\n"),
     ("BACKEND CHECK b ON 2000 3 2 -1", "Check timeout_ms must be a whole number in 10..3600000.\n"),
     # BACKEND flags (ours: amqpprox ignores unknown flags)
-    ("BACKEND ADD b dc host 5672 TSL", "Unknown backend flag 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n"),
-    ("BACKEND ADD b dc host 5672 tsl", "Unknown backend flag 'tsl': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n"),
+    (
+        "BACKEND ADD b dc host 5672 TSL",
+        "Unknown backend flag 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
+    ),
+    (
+        "BACKEND ADD b dc host 5672 tsl",
+        "Unknown backend flag 'tsl': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
+    ),
     (
         "BACKEND ADD_DNS b dc host 5672 TLS SEND_PROXY",
         "Unknown backend flag 'SEND_PROXY': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
