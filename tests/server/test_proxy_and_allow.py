@@ -15,6 +15,8 @@ import structlog.testing
 import trio
 from pamqp import commands
 
+from amqprouter.observe.prometheus import metrics_text
+from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import constants
 from amqprouter.protocol.proxy_header import V2_MAX_PAYLOAD, V2_SIGNATURE, build_v1, build_v2, parse
 from amqprouter.routing import Backend, RoutingTable
@@ -250,6 +252,8 @@ async def test_a_client_outside_the_list_gets_nothing_and_is_counted_and_logged_
                 assert await received_nothing(peer)
         assert server.refusals.total == 3
         assert server.sessions == {}
+        page = metrics_text(StatsCollector({}, 1.0), listeners=1, refused=server.refusals.total)
+        assert "\namqprouter_connections_refused_total 3\n" in page
         refused = [e for e in logs if e["event"] == "client refused: address not allowed"]
         assert len(refused) == 1, "at most one line per second per address"
         assert refused[0]["client"].startswith("127.0.0.1:")
