@@ -22,6 +22,7 @@ import pika
 import pytest
 
 from tests.brokers import (
+    NodeTls,
     RabbitNode,
     RabbitNodeFactory,
     free_port,
@@ -30,6 +31,7 @@ from tests.brokers import (
 )
 from tests.integration.test_control_plane import ControlledRouter, running_router
 from tests.router import REPO
+from tests.tls_certs import TlsFiles
 
 pytestmark = pytest.mark.broker
 
@@ -219,3 +221,55 @@ def test_a_plain_client_on_an_accept_proxy_listener_is_closed(
         wait_for(lambda: router.must("CONN") == "", timeout=WAIT, what="no session left")
         failed = [line for line in router.stderr.splitlines() if "failed to start" in line]
         assert len(failed) == 1 and "not a PROXY protocol header" in failed[0], router.stderr
+
+
+@pytest.fixture(scope="module")
+def proxy_tls_node(
+    session_rabbit_node_factory: RabbitNodeFactory, tls_files: TlsFiles
+) -> RabbitNode:
+    """A node serving TLS too, with a PROXY header required (in clear, before TLS)."""
+    node = session_rabbit_node_factory.create(start=False)
+    node.tls = NodeTls(tls_files.ca, tls_files.server.chain, tls_files.server.key)
+    node.extra_config = "proxy_protocol = true\n"
+    node.start()
+    tls = node.tls
+    wait_for(lambda: port_is_open(tls.port, node.host), timeout=WAIT, what="the node's TLS port")
+    return node
+
+
+def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
+    proxy_tls_node: RabbitNode, haproxy_binary: str, tls_files: TlsFiles, workdir: Path
+) -> None:
+    """HAProxy passes TLS through with a v2 header first; the router reads the header,
+    then the TLS handshake (START_SECURE ACCEPT-PROXY), and writes a v1 header before its
+    own TLS handshake with the broker (SEND-PROXY TLS)."""
+    assert proxy_tls_node.tls is not None
+    with running_router(workdir / "control") as router:
+        router.must("TLS INGRESS CERT_CHAIN_FILE", tls_files.server.chain)
+        router.must("TLS INGRESS KEY_FILE", tls_files.server.key)
+        router.must("TLS EGRESS CA_CERT_FILE", tls_files.ca)
+        router.must("TLS EGRESS VERIFY_MODE PEER")
+        router.must("BACKEND ADD b dc 127.0.0.1", proxy_tls_node.tls.port, "SEND-PROXY TLS")
+        router.must("MAP BACKEND / b")
+        router_port = free_port()
+        router.must("LISTEN START_SECURE", router_port, "ACCEPT-PROXY")
+        with haproxy(haproxy_binary, workdir, router_port, "send-proxy-v2") as front:
+            name = f"px-tls-{time.monotonic_ns()}"
+            context = tls_files.client_context()
+            params = pika.ConnectionParameters(
+                "127.0.0.1",
+                front,
+                ssl_options=pika.SSLOptions(context, server_hostname="localhost"),
+                client_properties={"connection_name": name},
+                connection_attempts=1,
+                socket_timeout=WAIT,
+            )
+            connection = pika.BlockingConnection(params)
+            try:
+                client = client_socket_name(connection)
+                assert conn_field(router, "ingressRemote") == f"{client[0]}:{client[1]}"
+                assert broker_peer(proxy_tls_node, name) == client
+                connection.channel().queue_declare("", exclusive=True)
+            finally:
+                connection.close()
+        assert f"LISTEN START_SECURE {router_port} ACCEPT-PROXY\n" in router.must("CONFIG PRINT")
