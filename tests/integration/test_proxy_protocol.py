@@ -245,9 +245,9 @@ def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
     own TLS handshake with the broker (SEND-PROXY TLS)."""
     assert proxy_tls_node.tls is not None
     with running_router(workdir / "control") as router:
-        router.must("TLS INGRESS CERT_CHAIN_FILE", tls_files.server.chain)
-        router.must("TLS INGRESS KEY_FILE", tls_files.server.key)
-        router.must("TLS EGRESS CA_CERT_FILE", tls_files.ca)
+        router.must("TLS INGRESS CERT_CHAIN_FILE", str(tls_files.server.chain))
+        router.must("TLS INGRESS KEY_FILE", str(tls_files.server.key))
+        router.must("TLS EGRESS CA_CERT_FILE", str(tls_files.ca))
         router.must("TLS EGRESS VERIFY_MODE PEER")
         router.must("BACKEND ADD b dc 127.0.0.1", proxy_tls_node.tls.port, "SEND-PROXY TLS")
         router.must("MAP BACKEND / b")
