@@ -168,10 +168,10 @@ class Server:
             # Without a PROXY header the socket's peer is the client: check it now,
             # before a byte is read. With one, the header's source is checked instead.
             if options.allow and not options.accept_proxy:
-                host, port = sockets.peer_name(client)
-                if not options.allows(host):
+                client_host, client_port = sockets.peer_name(client)
+                if not options.allows(client_host):
                     sockets.close_socket(client)
-                    self.refusals.refused(host, port, bound)
+                    self.refusals.refused(client_host, client_port, bound)
                     return
             self._start_session(client, bound, start)
 
