@@ -21,6 +21,7 @@ from typing import Any
 import pika
 import pytest
 
+from amqprouter.observe.log_queue import FLUSH_INTERVAL
 from tests.brokers import (
     NodeTls,
     RabbitNode,
@@ -219,6 +220,9 @@ def test_a_plain_client_on_an_accept_proxy_listener_is_closed(
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             connect(port, "no-header")
         wait_for(lambda: router.must("CONN") == "", timeout=WAIT, what="no session left")
+        # Log lines are written by a background queue: wait for it, then count.
+        wait_for(lambda: "failed to start" in router.stderr, timeout=WAIT, what="the log line")
+        time.sleep(FLUSH_INTERVAL * 2)  # a second line, were there one, would be out too
         failed = [line for line in router.stderr.splitlines() if "failed to start" in line]
         assert len(failed) == 1 and "not a PROXY protocol header" in failed[0], router.stderr
 
