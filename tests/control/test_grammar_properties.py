@@ -35,8 +35,7 @@ KEYWORDS = _split(
     "REMOVE_DEFAULT START START_SECURE STOP SET CONSOLE FILE DNS LISTEN SEND ALL json "
     "human overall all all-except-per-source process bufferpool vhost=v backend=b "
     "source=s vhost= =v vhost=a=b per-source PAUSE UNPAUSE DISCONNECT_GRACEFUL "
-    "FORCE_DISCONNECT BACKEND_DISCONNECT SEND-PROXY SEND-PROXY-V2 TLS ACCEPT-PROXY ALLOW "
-    "10.0.0.0/8 ::1 127.0.0.1,::1/128 round-robin "
+    "FORCE_DISCONNECT BACKEND_DISCONNECT SEND-PROXY TLS ACCEPT-PROXY round-robin "
     "datacenter-affinity"
 )
 NUMBERS = _split(
