@@ -77,6 +77,7 @@ async def start_http(
             service.collector,
             listeners=len(server.listeners),
             backend_up=backend_health(),
+            refused=server.refusals.total,
         )
 
     def reason() -> str | None:

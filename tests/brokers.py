@@ -619,6 +619,8 @@ class RabbitNode(_CtlBroker):
     host: str = HOST
     #: A TLS listener besides the plain one (RabbitNodeFactory.create_tls).
     tls: NodeTls | None = None
+    #: More rabbitmq.conf lines ("proxy_protocol = true\n"): RabbitNodeFactory.create_configured.
+    extra_config: str = ""
     _proc: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False, repr=False)
     _run_as_cache: _RunAs | None = attrs.field(default=None, init=False, repr=False)
 
@@ -700,6 +702,7 @@ class RabbitNode(_CtlBroker):
             # Do not block publishers on a nearly full CI disk.
             "disk_free_limit.absolute = 1MB\n"
             + ("" if self.tls is None else self.tls.config(self.host, d / "tls"))
+            + self.extra_config
         )
         (d / "enabled_plugins").write_text("[].\n")
         self._run_as().chown(d)
@@ -973,6 +976,13 @@ class RabbitNodeFactory:
             timeout=timeout,
             what=f"{node.name} to listen for TLS on {node.host}:{tls.port}",
         )
+        return node
+
+    def create_configured(self, extra_config: str, timeout: float = START_TIMEOUT) -> RabbitNode:
+        """A new private node with ``extra_config`` appended to its rabbitmq.conf."""
+        node = self.create(start=False)
+        node.extra_config = extra_config
+        node.start(timeout=timeout)
         return node
 
     def close(self) -> None:

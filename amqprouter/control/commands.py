@@ -53,20 +53,21 @@ class ConfigPrint:
 
 @attrs.frozen
 class BackendAdd:
-    """``BACKEND ADD name datacenter host port [SEND-PROXY] [TLS]``: ``host`` resolved
-    once, now; with ``dns``, ``BACKEND ADD_DNS ...``: resolved at each connection."""
+    """``BACKEND ADD name datacenter host port [SEND-PROXY|SEND-PROXY-V2] [TLS]``:
+    ``host`` resolved once, now; with ``dns``, ``BACKEND ADD_DNS ...``: resolved at each
+    connection. ``send_proxy`` is the PROXY protocol version (0: none)."""
 
     name: str
     datacenter: str
     host: str
     port: int
-    send_proxy: bool = False
+    send_proxy: int = 0
     tls: bool = False
     dns: bool = False
 
 
 def BackendAddDns(
-    name: str, datacenter: str, host: str, port: int, send_proxy: bool = False, tls: bool = False
+    name: str, datacenter: str, host: str, port: int, send_proxy: int = 0, tls: bool = False
 ) -> BackendAdd:
     """``BACKEND ADD_DNS ...``: a ``BackendAdd`` resolved at each connection."""
     return BackendAdd(name, datacenter, host, port, send_proxy, tls, dns=True)
@@ -231,16 +232,21 @@ class MapPrint:
 
 @attrs.frozen
 class ListenStart:
-    """``LISTEN START port``."""
+    """``LISTEN START port [ACCEPT-PROXY] [ALLOW cidr[,cidr...]]``: ``accept_proxy``
+    expects a PROXY header first; ``allow`` (networks as typed) limits who may connect."""
 
     port: int
+    accept_proxy: bool = False
+    allow: tuple[str, ...] = ()
 
 
 @attrs.frozen
 class ListenStartSecure:
-    """``LISTEN START_SECURE port``: a TLS listener."""
+    """``LISTEN START_SECURE port [ACCEPT-PROXY] [ALLOW ...]``: a TLS listener."""
 
     port: int
+    accept_proxy: bool = False
+    allow: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -33,7 +33,8 @@ from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
 from amqprouter.observe.service import StatsService
 from amqprouter.server import Server
-from amqprouter.server.server import TlsNotConfigured
+from amqprouter.server.admission import ListenOptions
+from amqprouter.server.server import PLAIN_LISTENER, TlsNotConfigured
 from amqprouter.session import Session
 from amqprouter.text import escape
 
@@ -100,10 +101,10 @@ class Controller:
             return tls_commands.execute(self.server.tls, command)
         if isinstance(command, limit_commands.LIMIT_COMMANDS):
             return Reply(limit_commands.execute(self.server, command))
-        if isinstance(command, c.ListenStart):
-            return await self._listen(command.port)
-        if isinstance(command, c.ListenStartSecure):
-            return await self._listen(command.port, secure=True)
+        if isinstance(command, c.ListenStart | c.ListenStartSecure):
+            options = ListenOptions(command.accept_proxy, command.allow)
+            secure = isinstance(command, c.ListenStartSecure)
+            return await self._listen(command.port, options, secure=secure)
         if isinstance(command, c.ListenStop):
             self.server.stop_listening(command.port)
             return Reply("")
@@ -198,15 +199,25 @@ class Controller:
         log.info("backend drained", backend=name, graceful=graceful, sessions=count)
         return Reply(session_control.drain_reply(name, graceful, count))
 
-    async def _listen(self, port: int, *, secure: bool = False) -> Reply:
+    async def _listen(self, port: int, options: ListenOptions, *, secure: bool = False) -> Reply:
         if port in self.server.listeners and secure != (port in self.server.secure_listeners):
             kind = "a plain" if secure else "a TLS"
             return Reply(f"Cannot listen on port {port}: it is {kind} listener\n", ok=False)
+        current = self.server.listen_options.get(port)
+        if current is not None and current != options:
+            # Silently keeping the old options would leave the operator believing the
+            # new ones are in force.
+            line = to_line(_listen_command(port, current, secure=secure))
+            return Reply(
+                f"Cannot listen on port {port}: it is already listening as '{line}'; "
+                "LISTEN STOP it first\n",
+                ok=False,
+            )
         try:
             if secure:
-                await self.server.listen_secure(port)
+                await self.server.listen_secure(port, options=options)
             else:
-                await self.server.listen(port)
+                await self.server.listen(port, options=options)
         except TlsNotConfigured as exc:
             return Reply(f"Cannot listen on port {port}: {exc}\n", ok=False)
         except OSError as exc:
@@ -232,10 +243,23 @@ class Controller:
         # TLS before the listeners: LISTEN START_SECURE needs the INGRESS context.
         lines += [to_line(command) for command in tls_commands.config_commands(self.server.tls)]
         lines += [
-            f"LISTEN {'START_SECURE' if port in self.server.secure_listeners else 'START'} {port}"
+            to_line(
+                _listen_command(
+                    port,
+                    self.server.listen_options.get(port, PLAIN_LISTENER),
+                    secure=port in self.server.secure_listeners,
+                )
+            )
             for port in sorted(self.server.listeners)
         ]
         return "".join(line + "\n" for line in lines)
+
+
+def _listen_command(
+    port: int, options: ListenOptions, *, secure: bool
+) -> c.ListenStart | c.ListenStartSecure:
+    kind = c.ListenStartSecure if secure else c.ListenStart
+    return kind(port, options.accept_proxy, options.allow)
 
 
 def _yes(flag: bool) -> str:

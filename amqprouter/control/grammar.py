@@ -16,15 +16,15 @@ work unchanged:
 * Words after the ones a command uses are refused (``Unexpected word 'x':
   'MAP UNMAP v' takes no more words.``), where amqpprox ignores them (``MAP
   UNMAP v extra`` unmaps ``v`` there). An ignored word is an option the operator
-  believes is in force: ``LISTEN START 5673 ACCEPT-PROXY`` would start a plain
-  listener. HELP alone takes any words.
+  believes is in force: ``LISTEN START 5673 ACCEPT-PROXI`` would start a listener
+  that takes no PROXY header. HELP alone takes any words.
 * No word may contain a control character (C0, DEL, C1), a Unicode line or
   paragraph separator or a bidi control (``amqprouter.text.unsafe_character``):
   ``Word 'b1\\u2028EXIT' contains \\u2028: no word may contain a control character, a
   line separator or a bidi control.`` amqpprox accepts them, and a name holding one
   forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
-  (AUTH; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
+  (AUTH)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
@@ -34,8 +34,9 @@ Differences from amqpprox (each fixes a quirk, or is new):
 1. ``FARM ADD name selector`` with no backends creates an empty farm; amqpprox
    answers ``Farm name and selector must be provided.\\n``.
 2. ``BACKEND ADD``/``ADD_DNS``: every word after the port must be
-   ``SEND-PROXY`` or ``TLS`` (any case, any order); anything else is refused
-   with ``Unknown backend flag '<word>': expected SEND-PROXY or TLS.\\n``.
+   ``SEND-PROXY``, ``SEND-PROXY-V2`` (ours: the binary v2 header) or ``TLS`` (any
+   case, any order); anything else is refused with ``Unknown backend flag '<word>':
+   expected SEND-PROXY, SEND-PROXY-V2 or TLS.\\n``.
    amqpprox reads two words there and silently ignores unknown ones (a typo
    such as ``TSL`` would quietly give a plain-text backend).
 3. A port is a whole decimal word in 1..65535. amqpprox's BACKEND only checks
@@ -85,6 +86,7 @@ Differences from amqpprox (each fixes a quirk, or is new):
 from __future__ import annotations
 
 import decimal
+import ipaddress
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
@@ -225,14 +227,12 @@ def _subcommands(
 # --------------------------------------------------------------------------- #
 
 _BACKEND_ARGUMENTS = "Arguments not correctly provided"
-_BACKEND_FLAGS = ("SEND-PROXY", "TLS")
+_BACKEND_FLAGS = ("SEND-PROXY", "SEND-PROXY-V2", "TLS")
+_BACKEND_FLAG_EXPECTED = "expected SEND-PROXY, SEND-PROXY-V2 or TLS"
 # Flags the grammar knows (they are amqpprox's) but the router does not honour yet.
 # Accepting one and connecting in plain text would lie to the operator, so each is
 # refused with what is missing.
-_BACKEND_FLAGS_NOT_YET: Mapping[str, str] = {
-    "SEND-PROXY": "SEND-PROXY is not supported yet: this version cannot send a PROXY "
-    "protocol header to a backend.\n",
-}
+_BACKEND_FLAGS_NOT_YET: Mapping[str, str] = {}
 
 
 def _backend_add(*, dns: bool) -> _Parser:
@@ -245,17 +245,19 @@ def _backend_add(*, dns: bool) -> _Parser:
             return ParseError(_BACKEND_ARGUMENTS)
         unknown = [flag for flag in flags if _upper(flag) not in _BACKEND_FLAGS]
         if unknown:
-            return ParseError(f"Unknown backend flag '{unknown[0]}': expected SEND-PROXY or TLS.\n")
+            return ParseError(f"Unknown backend flag '{unknown[0]}': {_BACKEND_FLAG_EXPECTED}.\n")
         upper_flags = {_upper(flag) for flag in flags}
         for flag in _BACKEND_FLAGS:
             if flag in upper_flags and flag in _BACKEND_FLAGS_NOT_YET:
                 return ParseError(_BACKEND_FLAGS_NOT_YET[flag])
+        if {"SEND-PROXY", "SEND-PROXY-V2"} <= upper_flags:
+            return ParseError("SEND-PROXY and SEND-PROXY-V2 exclude each other: pick one.\n")
         return BackendAdd(
             name,
             datacenter,
             host,
             port,
-            send_proxy="SEND-PROXY" in upper_flags,
+            send_proxy=2 if "SEND-PROXY-V2" in upper_flags else int("SEND-PROXY" in upper_flags),
             tls="TLS" in upper_flags,
             dns=dns,
         )
@@ -447,9 +449,44 @@ _INVALID_PORT = "Invalid port provided.\n"
 def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> _Parser:
     def parse_args(args: Sequence[str]) -> Command | ParseError:
         port = _port(args[0]) if args else None
-        return ParseError(_INVALID_PORT) if port is None else kind(port)
+        if port is None:
+            return ParseError(_INVALID_PORT)
+        accept_proxy = False
+        allow: tuple[str, ...] = ()
+        rest = list(args[1:])
+        # Each option at most once, in any order; anything else is left for
+        # _refuse_unused_words to name.
+        while rest:
+            word = _upper(rest[0])
+            if word == "ACCEPT-PROXY" and not accept_proxy:
+                accept_proxy = True
+                rest.pop(0)
+            elif word == "ALLOW" and not allow:
+                if len(rest) < 2:
+                    return ParseError("ALLOW needs a list: ALLOW cidr[,cidr...]\n")
+                networks = _networks(rest[1])
+                if isinstance(networks, ParseError):
+                    return networks
+                allow = networks
+                del rest[:2]
+            else:
+                break
+        return kind(port, accept_proxy, allow)
 
     return parse_args
+
+
+def _networks(text: str) -> tuple[str, ...] | ParseError:
+    """``cidr[,cidr...]`` as canonical network texts ("10.0.0.0/8", "::1/128")."""
+    networks: list[str] = []
+    for item in text.split(","):
+        try:
+            network = ipaddress.ip_network(item, strict=True)
+        except ValueError as exc:
+            return ParseError(f"ALLOW '{escape(item)}' is not a network (cidr): {exc}\n")
+        if str(network) not in networks:
+            networks.append(str(network))
+    return tuple(networks)
 
 
 def _listen_stop(args: Sequence[str]) -> Command | ParseError:
@@ -789,15 +826,14 @@ _VERBS_NOT_YET: Mapping[str, str] = {
 }
 
 # Words of amqpprox's that a command would otherwise merely find unexpected.
-_WORDS_NOT_YET: Mapping[str, str] = {
-    "ACCEPT-PROXY": "this version cannot read a PROXY protocol header from clients.",
-}
+_WORDS_NOT_YET: Mapping[str, str] = {}
 
 # Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
 # them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
 _HELP_TEXTS: Mapping[str, str] = {
-    "BACKEND": "(ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter "
-    "address port [SEND-PROXY] [TLS] | DELETE name | DISABLE name | ENABLE name | "
+    "BACKEND": "(ADD name datacenter host port [SEND-PROXY|SEND-PROXY-V2] [TLS] | ADD_DNS name "
+    "datacenter address port [SEND-PROXY|SEND-PROXY-V2] [TLS] | DELETE name | DISABLE name | "
+    "ENABLE name | "
     "DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
     ") - Change backend servers",
@@ -821,7 +857,8 @@ _HELP_TEXTS: Mapping[str, str] = {
     "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS) "
     "(VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
     "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits",
-    "LISTEN": "START port | START_SECURE port | STOP [port]",
+    "LISTEN": "START port [ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | START_SECURE port "
+    "[ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
     "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
@@ -903,8 +940,8 @@ def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | Pa
     """``command``, unless the line had words after the ones it uses.
 
     amqpprox ignores such words; we refuse them, since an ignored word is an
-    option the operator believes is in force (``LISTEN START 5673 ACCEPT-PROXY``
-    would start a plain listener). The canonical line says how many words the
+    option the operator believes is in force (``LISTEN START 5673 ACCEPT-PROXI``
+    would start a listener that takes no PROXY header). The canonical line says how many words the
     command uses: defaults only ever add words to it, never remove them.
     """
     used = _words(command)
@@ -917,13 +954,22 @@ def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | Pa
     return ParseError(f"Unexpected word '{extra}': '{' '.join(used)}' takes no more words.\n")
 
 
+def _listen_options(accept_proxy: bool, allow: tuple[str, ...]) -> list[str]:
+    words = ["ACCEPT-PROXY"] if accept_proxy else []
+    return words + (["ALLOW", ",".join(allow)] if allow else [])
+
+
 def _words(command: Command) -> list[str]:
     match command:
         case BackendAdd():
             subcommand = "ADD_DNS" if command.dns else "ADD"
             flags = [
                 flag
-                for flag, wanted in (("SEND-PROXY", command.send_proxy), ("TLS", command.tls))
+                for flag, wanted in (
+                    ("SEND-PROXY", command.send_proxy == 1),
+                    ("SEND-PROXY-V2", command.send_proxy == 2),
+                    ("TLS", command.tls),
+                )
                 if wanted
             ]
             return [
@@ -984,10 +1030,10 @@ def _words(command: Command) -> list[str]:
             return ["MAP", "REMOVE_DEFAULT"]
         case MapPrint():
             return ["MAP", "PRINT"]
-        case ListenStart(port):
-            return ["LISTEN", "START", str(port)]
-        case ListenStartSecure(port):
-            return ["LISTEN", "START_SECURE", str(port)]
+        case ListenStart(port, accept_proxy, allow):
+            return ["LISTEN", "START", str(port), *_listen_options(accept_proxy, allow)]
+        case ListenStartSecure(port, accept_proxy, allow):
+            return ["LISTEN", "START_SECURE", str(port), *_listen_options(accept_proxy, allow)]
         case ListenStop(port):
             return ["LISTEN", "STOP"] + ([] if port is None else [str(port)])
         case DatacenterSet(name):

@@ -64,9 +64,8 @@ ROUTING_COMMANDS = (
 
 def backend_line(backend: Backend) -> str:
     """A backend as BACKEND PRINT shows it, without the newline."""
-    flags = (" PROXY PROTOCOL V1 ENABLED" if backend.send_proxy else "") + (
-        " TLS" if backend.tls else ""
-    )
+    proxy = f" PROXY PROTOCOL V{int(backend.send_proxy)} ENABLED" if backend.send_proxy else ""
+    flags = proxy + (" TLS" if backend.tls else "")
     return (
         f"{backend.name} ({backend.datacenter}): {backend.host} "
         f"{backend.ip or ''}:{backend.port}{flags}"

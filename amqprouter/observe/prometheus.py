@@ -58,6 +58,7 @@ def metrics_text(
     *,
     listeners: int,
     backend_up: Mapping[str, bool] | None = None,
+    refused: int = 0,
 ) -> str:
     """The /metrics page.
 
@@ -110,6 +111,9 @@ def metrics_text(
         out.sample("amqprouter_backend_up", [("backend", backend)], int(up))
     out.family("amqprouter_listeners", "gauge", "Client listeners open.")
     out.sample("amqprouter_listeners", [], listeners)
+    name = "amqprouter_connections_refused_total"
+    out.family(name, "counter", "Clients refused by a listener's ALLOW list.")
+    out.sample(name, [], refused)
     cpu = os.times()
     out.family("process_cpu_seconds_total", "counter", "User and system CPU time spent.")
     out.sample("process_cpu_seconds_total", [], round(cpu.user + cpu.system, 3))

@@ -47,7 +47,9 @@ class Backend:
     port: int
     dns: bool = True
     ip: str | None = None
-    send_proxy: bool = False
+    #: The PROXY protocol version sent first on each connection: 0 none, 1 (SEND-PROXY)
+    #: or 2 (SEND-PROXY-V2).
+    send_proxy: int = 0
     tls: bool = False
 
     @property

@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING, Final
 import structlog
 import trio
 
+from amqprouter.net import sockets
+from amqprouter.net.proxy_transport import (
+    ClientRefused,
+    ProxiedTransport,
+    read_proxy_header,
+    send_proxy_header,
+)
+from amqprouter.net.sockets import PeerGone
 from amqprouter.net.tls_context import TlsState, missing
 from amqprouter.net.tls_transport import TlsHandshakeError, tls_handshake
 from amqprouter.net.transport import PlainTransport, Transport
+from amqprouter.protocol.proxy_header import ProxyHeaderError, build
 from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.routing.rate_window import DataBudget
+from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits, Refusal
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
@@ -40,6 +50,11 @@ class TlsNotConfigured(Exception):
 #: SIGTERM and EXIT GRACEFUL wait this long for sessions to close gracefully; the
 #: rest are then cut. Longer than a graceful disconnect's own bound (5 s).
 SHUTDOWN_TIMEOUT: Final = 10.0
+#: An ACCEPT-PROXY listener waits this long for the header (inside the client
+#: handshake timeout, which may be shorter): a balancer sends it at once.
+PROXY_HEADER_TIMEOUT: Final = 5.0
+#: A listener without options: no PROXY header, anyone may connect.
+PLAIN_LISTENER: Final = ListenOptions()
 
 
 class Server:
@@ -86,6 +101,11 @@ class Server:
         self.tls = TlsState()
         #: The listeners that serve TLS (LISTEN START_SECURE), a subset of ``listeners``.
         self.secure_listeners: set[int] = set()
+        #: Each listener's ACCEPT-PROXY and ALLOW options (LISTEN START ... writes them).
+        self.listen_options: dict[int, ListenOptions] = {}
+        #: Clients refused by an ALLOW list: counted, and logged at most once a second
+        #: per address.
+        self.refusals = RefusalLog()
         #: Wraps every backend connection (TLS, PROXY header for backends flagged so);
         #: None connects plain. See session/connect.py.
         self.wrap_backend: WrapBackend | None = self._wrap_backend
@@ -123,11 +143,18 @@ class Server:
     def current_routing(self) -> RoutingTable:
         return self.routing
 
-    async def listen(self, port: int, host: str = "", start: StartClient | None = None) -> int:
+    async def listen(
+        self,
+        port: int,
+        host: str = "",
+        start: StartClient | None = None,
+        options: ListenOptions = PLAIN_LISTENER,
+    ) -> int:
         """Start listening on ``port`` (0 picks a free one); returns the bound port.
 
         ``start`` finishes opening each accepted client's transport (a TLS handshake),
-        inside the client handshake timeout; None serves plain AMQP.
+        inside the client handshake timeout; None serves plain AMQP. ``options``: a
+        PROXY header read first (before ``start``), and who is allowed in.
         """
         assert self._nursery is not None, "Server.run() must be started first"
         if port in self.listeners:
@@ -137,22 +164,40 @@ class Server:
         bound = int(sock.getsockname()[1])
         scope = trio.CancelScope()
         self.listeners[bound] = scope
+        self.listen_options[bound] = options
+        if options.accept_proxy:
+            start = partial(self._start_proxied_client, bound, options, start)
+
+        def on_client(client: socket.socket) -> None:
+            # Without a PROXY header the socket's peer is the client: check it now,
+            # before a byte is read. With one, the header's source is checked instead.
+            if options.allow and not options.accept_proxy:
+                client_host, client_port = sockets.peer_name(client)
+                if not options.allows(client_host):
+                    sockets.close_socket(client)
+                    self.refusals.refused(client_host, client_port, bound)
+                    return
+            self._start_session(client, bound, start)
 
         async def serve() -> None:
             with scope:
-                await accept_loop(sock, lambda client: self._start_session(client, bound, start))
-            self.listeners.pop(bound, None)
-            self.secure_listeners.discard(bound)
+                await accept_loop(sock, on_client)
+            self._forget_listener(bound)
 
         self._nursery.start_soon(serve)
-        log.info("listening", port=bound)
+        log.info(
+            "listening", port=bound, accept_proxy=options.accept_proxy, allow=list(options.allow)
+        )
         return bound
 
-    async def listen_secure(self, port: int, host: str = "") -> int:
+    async def listen_secure(
+        self, port: int, host: str = "", options: ListenOptions = PLAIN_LISTENER
+    ) -> int:
         """Start a TLS listener on ``port``; the bound port.
 
         Each client's TLS handshake runs inside the client handshake timeout, with the
-        INGRESS context of the moment it connected.
+        INGRESS context of the moment it connected (after the PROXY header, if
+        ``options`` accept one: a balancer sends it in clear).
 
         Raises:
             TlsNotConfigured: TLS INGRESS lacks a certificate or key.
@@ -161,9 +206,34 @@ class Server:
         lacking = missing(self.tls.settings("INGRESS"))
         if lacking:
             raise TlsNotConfigured(f"TLS INGRESS needs {' and '.join(lacking)} first")
-        bound = await self.listen(port, host, start=self._start_tls_client)
+        bound = await self.listen(port, host, start=self._start_tls_client, options=options)
         self.secure_listeners.add(bound)
         return bound
+
+    async def _start_proxied_client(
+        self,
+        listen_port: int,
+        options: ListenOptions,
+        then: StartClient | None,
+        transport: Transport,
+    ) -> Transport:
+        """Read the client's PROXY header (exactly), check its source, then ``then``."""
+        try:
+            with trio.fail_after(PROXY_HEADER_TIMEOUT):
+                header = await read_proxy_header(transport.sock)
+        except trio.TooSlowError:
+            raise PeerGone(f"no PROXY header within {PROXY_HEADER_TIMEOUT}s") from None
+        except ProxyHeaderError as exc:
+            raise PeerGone(f"invalid PROXY header: {exc}") from exc
+        # LOCAL (a balancer's health check) and UNKNOWN name no client: the
+        # connection's own peer is the one to check and to show.
+        peer = header.source or transport.peer_name()
+        if not options.allows(peer[0]):
+            self.refusals.refused(peer[0], peer[1], listen_port)
+            raise ClientRefused(f"{peer[0]} is not allowed")
+        if then is not None:
+            transport = await then(transport)
+        return transport if header.source is None else ProxiedTransport(transport, header.source)
 
     async def _start_tls_client(self, transport: Transport) -> Transport:
         context = self.tls.context("INGRESS")
@@ -174,8 +244,15 @@ class Server:
         except TlsHandshakeError as exc:
             raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
-    async def _wrap_backend(self, backend: Backend, transport: Transport) -> Transport:
-        """A backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
+    async def _wrap_backend(
+        self, backend: Backend, transport: Transport, client: tuple[str, int] | None = None
+    ) -> Transport:
+        """A backend flagged SEND-PROXY[-V2] gets a PROXY header first (in clear, before
+        TLS): source ``client``, destination the address actually connected to. A
+        backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
+        if backend.send_proxy and client is not None:
+            header = build(backend.send_proxy, client, transport.peer_name())
+            await send_proxy_header(transport, header)
         if not backend.tls:
             return transport
         context = self.tls.context("EGRESS")
@@ -194,8 +271,12 @@ class Server:
         for bound, scope in list(self.listeners.items()):
             if port is None or port == bound:
                 scope.cancel()
-                self.listeners.pop(bound, None)
-                self.secure_listeners.discard(bound)
+                self._forget_listener(bound)
+
+    def _forget_listener(self, port: int) -> None:
+        self.listeners.pop(port, None)
+        self.secure_listeners.discard(port)
+        self.listen_options.pop(port, None)
 
     def disconnect_backend(self, name: str, *, graceful: bool, reason: str) -> int:
         """Disconnect every session connected to backend ``name``; how many were asked.
@@ -239,6 +320,15 @@ class Server:
         self, client: socket.socket, listen_port: int, start: StartClient | None
     ) -> None:
         assert self._nursery is not None
+        wrap = self.wrap_backend
+
+        async def wrap_backend(backend: Backend, transport: Transport) -> Transport:
+            # The client as the session knows it once started (a PROXY header's source).
+            if wrap == self._wrap_backend:
+                return await self._wrap_backend(backend, transport, session.client_address)
+            assert wrap is not None
+            return await wrap(backend, transport)
+
         session = Session(
             PlainTransport(client),
             settings=self.settings,
@@ -250,7 +340,7 @@ class Server:
             vhost_opened=self.vhosts.opened,
             admit=self._admit,
             start=start,
-            wrap_backend=self.wrap_backend,
+            wrap_backend=None if wrap is None else wrap_backend,
             watchdog=self.watchdog,
         )
         # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.

@@ -59,6 +59,7 @@ import structlog
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.proxy_transport import ClientRefused
 from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.protocol import (
@@ -430,6 +431,8 @@ class Session:
         """Run the listener's start hook (TLS handshake, PROXY header); False if it failed."""
         try:
             self.client = await start_client(self.client, self._start_client)
+        except ClientRefused:  # the listener logged it, at most once a second per address
+            return False
         except (OSError, PeerGone, ProtocolError) as exc:
             self.log.info("client transport failed to start", error=str(exc))
             return False

@@ -73,7 +73,7 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
             st.sampled_from(("127.0.0.1", "127.0.0.2", "::1", "0127.0.0.1")),
             ports,
         ),
-        st.builds(c.BackendAddDns, names, names, names, ports),
+        st.builds(c.BackendAddDns, names, names, names, ports, st.integers(0, 2), st.booleans()),
         st.builds(c.BackendDelete, names),
         st.builds(c.BackendDisable, names),
         st.builds(c.BackendEnable, names),

@@ -70,8 +70,9 @@ from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, p
 # --------------------------------------------------------------------------- #
 
 EXPECTED_HELP = (
-    "BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter"
-    " address port [SEND-PROXY] [TLS] | DELETE name | DISABLE name | ENABLE name |"
+    "BACKEND (ADD name datacenter host port [SEND-PROXY|SEND-PROXY-V2] [TLS] | ADD_DNS name"
+    " datacenter address port [SEND-PROXY|SEND-PROXY-V2] [TLS] | DELETE name | DISABLE name |"
+    " ENABLE name |"
     " DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
     "CONFIG PRINT - Print the current configuration as the commands that rebuild it\n"
@@ -92,7 +93,8 @@ EXPECTED_HELP = (
     "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS)"
     " (VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
     "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits\n"
-    "LISTEN START port | START_SECURE port | STOP [port]\n"
+    "LISTEN START port [ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | START_SECURE port"
+    " [ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | STOP [port]\n"
     "LOG CONSOLE verbosity | FILE verbosity\n"
     "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
     " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers\n"
@@ -330,15 +332,21 @@ ERRORS: list[tuple[str, str]] = [
     ("BACKEND CHECK b ON 2000 3 1001", "Check rise must be a whole number in 1..1000.\n"),
     ("BACKEND CHECK b ON 2000 3 2 -1", "Check timeout_ms must be a whole number in 10..3600000.\n"),
     # BACKEND flags (ours: amqpprox ignores unknown flags)
-    ("BACKEND ADD b dc host 5672 TSL", "Unknown backend flag 'TSL': expected SEND-PROXY or TLS.\n"),
-    ("BACKEND ADD b dc host 5672 tsl", "Unknown backend flag 'tsl': expected SEND-PROXY or TLS.\n"),
+    (
+        "BACKEND ADD b dc host 5672 TSL",
+        "Unknown backend flag 'TSL': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
+    ),
+    (
+        "BACKEND ADD b dc host 5672 tsl",
+        "Unknown backend flag 'tsl': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
+    ),
     (
         "BACKEND ADD_DNS b dc host 5672 TLS SEND_PROXY",
-        "Unknown backend flag 'SEND_PROXY': expected SEND-PROXY or TLS.\n",
+        "Unknown backend flag 'SEND_PROXY': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
     ),
     (
         "BACKEND ADD b dc host 5672 TLS SEND-PROXY extra",
-        "Unknown backend flag 'extra': expected SEND-PROXY or TLS.\n",
+        "Unknown backend flag 'extra': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
     ),
     # FARM
     ("FARM", "Subcommand '' not recognized."),
@@ -467,7 +475,7 @@ def test_upper_casing_is_ascii_only() -> None:
     # str.upper() would turn the long s (U+017F) into "S" and accept these.
     assert parse("LISTEN \u017ftart 5673") == ParseError("Unknown subcommand.\n")
     assert parse("backend add b dc h 5672 tl\u017f") == ParseError(
-        "Unknown backend flag 'tl\u017f': expected SEND-PROXY or TLS.\n"
+        "Unknown backend flag 'tl\u017f': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n"
     )
     assert parse("\u017fTAT") == Help()
     assert parse("BACKEND add\u0131") == ParseError("Subcommand 'ADD\u0131' not recognized.")
@@ -611,26 +619,6 @@ def test_limit_errors(line: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        (
-            "BACKEND ADD b dc h 5672 SEND-PROXY",
-            "SEND-PROXY is not supported yet: this version cannot send a PROXY protocol "
-            "header to a backend.\n",
-        ),
-        (
-            "BACKEND ADD_DNS b dc h 5671 TLS SEND-PROXY",
-            "SEND-PROXY is not supported yet: this version cannot send a PROXY protocol "
-            "header to a backend.\n",
-        ),
-        (
-            "LISTEN START 5673 ACCEPT-PROXY",
-            "ACCEPT-PROXY is not supported yet: this version cannot read a PROXY protocol "
-            "header from clients.\n",
-        ),
-        (
-            "LISTEN START_SECURE 5671 accept-proxy",
-            "ACCEPT-PROXY is not supported yet: this version cannot read a PROXY protocol "
-            "header from clients.\n",
-        ),
         ("AUTH PRINT", "AUTH is not supported yet: this version has no authentication service.\n"),
     ],
 )

@@ -6,6 +6,7 @@ import pytest
 
 from amqprouter.control import grammar
 from amqprouter.control.commands import (
+    BackendAdd,
     Command,
     TlsCiphersPrint,
     TlsCiphersSet,
@@ -100,9 +101,9 @@ def test_tls_is_no_longer_refused_as_not_supported() -> None:
     assert parse("TLS INGRESS PRINT") == TlsPrint("INGRESS")
 
 
-def test_send_proxy_stays_refused_beside_tls() -> None:
+def test_send_proxy_goes_with_tls() -> None:
     backend = parse("BACKEND ADD b dc h 5671 TLS SEND-PROXY")
-    assert isinstance(backend, ParseError) and "SEND-PROXY is not supported yet" in backend.reply
+    assert isinstance(backend, BackendAdd) and backend.tls and backend.send_proxy == 1
 
 
 def test_a_path_that_cannot_be_one_word_is_not_written() -> None:

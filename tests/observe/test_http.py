@@ -135,6 +135,7 @@ async def test_metrics_parse_and_count_real_traffic(system_broker: SystemBroker)
     assert samples[("amqprouter_backend_up", (("backend", "fake"),))] == 1
     assert samples[("amqprouter_backend_up", (("backend", "other"),))] == 0
     assert samples[("amqprouter_listeners", ())] == 1
+    assert samples[("amqprouter_connections_refused_total", ())] == 0
     assert samples[("process_resident_memory_bytes", ())] > 0
     assert families["amqprouter_bytes"].type == "counter"
     assert families["amqprouter_sessions_active"].type == "gauge"
