@@ -789,7 +789,8 @@ def _exit(args: Sequence[str]) -> Command | ParseError:
         return Exit()
     if len(args) < 2:
         return Exit(graceful=True)
-    if not _SECONDS.fullmatch(args[1]) or float(args[1]) <= 0:
+    # Below 1e9 once read as a float, so that to_line writes it back in 9 digits.
+    if not _SECONDS.fullmatch(args[1]) or not 0 < float(args[1]) < 1e9:
         return ParseError("EXIT GRACEFUL takes a number of seconds.\n")
     return Exit(graceful=True, seconds=float(args[1]))
 
