@@ -249,6 +249,31 @@ class ListenStop:
 
 
 # --------------------------------------------------------------------------- #
+# AUTH
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class AuthService:
+    """``AUTH SERVICE host port target``: ask ``http://host:port<target>`` about each
+    new client (server/auth.py)."""
+
+    host: str
+    port: int
+    target: str
+
+
+@attrs.frozen
+class AuthAlwaysAllow:
+    """``AUTH ALWAYS_ALLOW``: no auth service (the default)."""
+
+
+@attrs.frozen
+class AuthPrint:
+    """``AUTH PRINT``."""
+
+
+# --------------------------------------------------------------------------- #
 # DATACENTER, LOG, MAPHOSTNAME
 # --------------------------------------------------------------------------- #
 
@@ -472,6 +497,8 @@ MutatingCommand: TypeAlias = (
     | TlsVerifyMode
     | TlsCiphersSet
     | TlsMinVersion
+    | AuthService
+    | AuthAlwaysAllow
 )
 
 # Everything ``grammar.parse`` can return besides a ParseError.
@@ -498,4 +525,5 @@ Command: TypeAlias = (
     | VhostForceDisconnect
     | TlsCiphersPrint
     | TlsPrint
+    | AuthPrint
 )

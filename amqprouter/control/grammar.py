@@ -24,7 +24,7 @@ work unchanged:
   line separator or a bidi control.`` amqpprox accepts them, and a name holding one
   forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
-  (LIMIT, AUTH; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
+  (LIMIT; BACKEND's SEND-PROXY flag; LISTEN's ACCEPT-PROXY)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
@@ -75,6 +75,8 @@ Differences from amqpprox (each fixes a quirk, or is new):
     case. A file name is one word: more words after a file subcommand are refused
     (a name with spaces cannot be written on a control line). ``TLS (INGRESS|EGRESS)
     PRINT`` and ``MIN_VERSION 1.2|1.3`` are new (docs/tls.md).
+15. ``AUTH SERVICE host port target``: the target must start with ``/`` (``The http
+    target must start with '/', e.g. /auth.\n``); amqpprox glues it to the port.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ from typing import Literal, assert_never, get_args
 import attrs
 
 from amqprouter.control.commands import (
+    AuthAlwaysAllow,
+    AuthPrint,
+    AuthService,
     BackendAdd,
     BackendCheckOff,
     BackendCheckOn,
@@ -462,6 +467,38 @@ _listen = _subcommands(
 )
 
 # --------------------------------------------------------------------------- #
+# AUTH
+# --------------------------------------------------------------------------- #
+
+
+def _auth_service(args: Sequence[str]) -> Command | ParseError:
+    # amqpprox's checks, in its order and words.
+    if not args:
+        return ParseError("No hostname specified.\n")
+    port = _port(args[1]) if len(args) > 1 else None
+    if port is None:
+        return ParseError("Invalid port provided.\n")
+    if len(args) < 3:
+        return ParseError("No http target specified.\n")
+    # Ours: amqpprox glues the target to the port, so "auth" would make
+    # http://host:8080auth, a URL no request can go to.
+    if not args[2].startswith("/"):
+        return ParseError("The http target must start with '/', e.g. /auth.\n")
+    return AuthService(args[0], port, args[2])
+
+
+_auth = _subcommands(
+    {
+        "SERVICE": _auth_service,
+        "ALWAYS_ALLOW": lambda args: AuthAlwaysAllow(),
+        "PRINT": lambda args: AuthPrint(),
+    },
+    missing="No subcommand provided.\n",
+    unknown=lambda subcommand: "Unknown subcommand.\n",
+)
+
+
+# --------------------------------------------------------------------------- #
 # DATACENTER, LOG, MAPHOSTNAME, CONFIG
 # --------------------------------------------------------------------------- #
 
@@ -702,6 +739,7 @@ def _exit(args: Sequence[str]) -> Command | ParseError:
 # Verb → parser of the words after it. A new verb adds its parser here and its line
 # to _HELP_TEXTS below (and leaves _VERBS_NOT_YET, if it was there).
 _VERBS: Mapping[str, _Parser] = {
+    "AUTH": _auth,
     "BACKEND": _backend,
     "CONFIG": _config,
     "CONN": lambda args: Conn(),
@@ -722,7 +760,6 @@ _VERBS: Mapping[str, _Parser] = {
 # Verbs of amqpprox that this version does not have: refused with what is missing,
 # rather than answered with HELP as a typo is.
 _VERBS_NOT_YET: Mapping[str, str] = {
-    "AUTH": "this version has no authentication service.",
     "LIMIT": "this version has no connection or data rate limits.",
 }
 
@@ -734,6 +771,8 @@ _WORDS_NOT_YET: Mapping[str, str] = {
 # Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
 # them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
 _HELP_TEXTS: Mapping[str, str] = {
+    "AUTH": "(SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication "
+    "mechanism for connecting clients",
     "BACKEND": "(ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter "
     "address port [SEND-PROXY] [TLS] | DELETE name | DISABLE name | ENABLE name | "
     "DRAIN name [GRACEFUL|FORCE] | PRINT"
@@ -956,6 +995,12 @@ def _words(command: Command) -> list[str]:
             return ["TLS", direction, "MIN_VERSION", version]
         case TlsPrint(direction):
             return ["TLS", direction, "PRINT"]
+        case AuthService(host, port, target):
+            return ["AUTH", "SERVICE", host, str(port), target]
+        case AuthAlwaysAllow():
+            return ["AUTH", "ALWAYS_ALLOW"]
+        case AuthPrint():
+            return ["AUTH", "PRINT"]
         case Help():
             return ["HELP"]
         case _:

@@ -13,7 +13,9 @@ Every interval (``--cleanup-interval-ms``) ``StatsCollector.collect`` walks
   session). A session that ended is handed over by the server's end-of-session
   hook (``session_ended``) with its final counters, so the traffic of its last
   interval is never lost, and it is counted once in a ``removed*`` field.
-* State fields (paused, active) are gauges of the moment.
+* State fields (paused, active) are gauges of the moment. authDenied counts the
+  sessions the auth service denied that ended in the interval (a denied session
+  ends at once, so a gauge of the moment would almost never see one).
 * The walk is the cost that grows with sessions (5,000 idle sessions every
   second), so it allocates nothing per session beyond the first sight of one: the
   axis key of a session is computed once and kept in its record, and counters are
@@ -408,8 +410,11 @@ class StatsCollector:
         self._add_traffic(record, session, stats, source)
         reason = removal(session.ended)
         stats.count_removal(reason)
+        # A denied session ends at once: counted in the interval it ended in.
+        stats.auth_denied += session.auth_denied
         if source is not None:
             source.count_removal(reason)
+            source.auth_denied += session.auth_denied
 
     def _snapshot(
         self,

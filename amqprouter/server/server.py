@@ -17,6 +17,7 @@ from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
+from amqprouter.server.auth import AuthService
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
 from amqprouter.server.probe import probe_backend
@@ -88,6 +89,8 @@ class Server:
         #: Heartbeat and write-timeout supervision of every forwarding session.
         #: ``clock`` is also the sessions' clock for their idle times (tests pass trio's).
         self.watchdog = Watchdog(clock)
+        #: AUTH SERVICE: the auth service each new session asks; None is AUTH ALWAYS_ALLOW.
+        self.auth: AuthService | None = None
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -247,6 +250,7 @@ class Server:
             start=start,
             wrap_backend=self.wrap_backend,
             watchdog=self.watchdog,
+            authorize=None if self.auth is None else self.auth.authorize,
         )
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)
