@@ -9,6 +9,9 @@ from __future__ import annotations
 import pytest
 
 from amqprouter.control.commands import (
+    AuthAlwaysAllow,
+    AuthPrint,
+    AuthService,
     BackendAdd,
     BackendAddDns,
     BackendCheckOff,
@@ -67,6 +70,8 @@ from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, p
 # --------------------------------------------------------------------------- #
 
 EXPECTED_HELP = (
+    "AUTH (SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication"
+    " mechanism for connecting clients\n"
     "BACKEND (ADD name datacenter host port [SEND-PROXY] [TLS] | ADD_DNS name datacenter"
     " address port [SEND-PROXY] [TLS] | DELETE name | DISABLE name | ENABLE name |"
     " DRAIN name [GRACEFUL|FORCE] | PRINT"
@@ -242,6 +247,9 @@ VALID: list[tuple[str, Command]] = [
     ("TLS INGRESS CIPHERS SET ECDHE+AESGCM", TlsCiphersSet("INGRESS", "ECDHE+AESGCM")),
     ("TLS INGRESS MIN_VERSION 1.3", TlsMinVersion("INGRESS", "1.3")),
     ("TLS EGRESS PRINT", TlsPrint("EGRESS")),
+    ("AUTH SERVICE auth.example 8080 /auth", AuthService("auth.example", 8080, "/auth")),
+    ("auth always_allow", AuthAlwaysAllow()),
+    ("AUTH PRINT", AuthPrint()),
 ]
 
 
@@ -560,7 +568,6 @@ def test_help_takes_any_words() -> None:
             "LIMIT CONN_RATE DEFAULT 10",
             "LIMIT is not supported yet: this version has no connection or data rate limits.\n",
         ),
-        ("AUTH PRINT", "AUTH is not supported yet: this version has no authentication service.\n"),
     ],
 )
 def test_what_is_not_honoured_yet_is_refused(line: str, expected: str) -> None:

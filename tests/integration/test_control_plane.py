@@ -552,7 +552,7 @@ def test_what_is_not_honoured_is_refused_and_changes_nothing(router: ControlledR
         # The TLS verb works; a bad file is refused and changes nothing.
         ("TLS INGRESS KEY_FILE /nonexistent.pem", "Error: /nonexistent.pem: no such file."),
         ("LIMIT CONN_RATE DEFAULT 5", "LIMIT is not supported yet"),
-        ("AUTH SERVICE 127.0.0.1 1", "AUTH is not supported yet"),
+        ("AUTH SERVICE 127.0.0.1 1", "No http target specified."),
         ("MAP UNMAP v extra", "Unexpected word 'extra'"),
     ]:
         refused = router.ctl(*line.split())
