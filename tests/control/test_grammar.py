@@ -642,6 +642,8 @@ def test_overlong_line_is_refused(line: str) -> None:
 # --------------------------------------------------------------------------- #
 
 CANONICAL: list[tuple[Command, str]] = [
+    (AuthService("auth.example", 8080, "/auth"), "AUTH SERVICE auth.example 8080 /auth"),
+    (AuthAlwaysAllow(), "AUTH ALWAYS_ALLOW"),
     (
         BackendAdd("rabbit1", "london-az1", "localhost", 5672),
         "BACKEND ADD rabbit1 london-az1 localhost 5672",
