@@ -812,6 +812,8 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         TlsVerifyMode,
         TlsCiphersSet,
         TlsMinVersion,
+        AuthService,
+        AuthAlwaysAllow,
     }
     assert isinstance(parse("MAP DEFAULT f"), MutatingCommand)
     assert not isinstance(parse("MAP PRINT"), MutatingCommand)
