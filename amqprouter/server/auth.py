@@ -67,12 +67,14 @@ class AuthService:
                 if not 200 <= response.status_code < 300:
                     return Deny(f"auth service {self.url} answered HTTP {response.status_code}")
                 body = bytearray()
+                # Read to the end even past the limit (without keeping it): httpx's
+                # nested async generators warn when left unfinished. --auth-timeout
+                # bounds an endless body.
                 async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        return Deny(
-                            f"auth service {self.url} answered over {MAX_RESPONSE_BYTES} bytes"
-                        )
+                    if len(body) <= MAX_RESPONSE_BYTES:
+                        body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    return Deny(f"auth service {self.url} answered over {MAX_RESPONSE_BYTES} bytes")
         except httpx.HTTPError as exc:
             return Deny(f"auth service {self.url} failed: {type(exc).__name__}: {exc}")
         return decision(bytes(body), self.url)
