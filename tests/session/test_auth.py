@@ -41,7 +41,7 @@ async def _open(port: int, *, capability: bool, name: str = "auth-test") -> tupl
         client_properties["capabilities"] = {"authentication_failure_close": True}
     await peer.send_method(
         commands.Connection.StartOk(
-            client_properties=client_properties,  # type: ignore[arg-type]
+            client_properties=client_properties,
             mechanism="PLAIN",
             response="\0alice\0secret",
         )
@@ -71,7 +71,7 @@ async def test_allow_with_credentials_rewrites_the_start_ok() -> None:
     assert (start_ok.mechanism, start_ok.response) == ("PLAIN", "\0guest\0guest")
     assert start_ok.client_properties["amqprouter_auth"] == "alice is guest"
     assert start_ok.client_properties["connection_name"] == "auth-test"
-    assert start_ok.client_properties["amqprouter_client"].startswith("127.0.0.1:")
+    assert str(start_ok.client_properties["amqprouter_client"]).startswith("127.0.0.1:")
     (received,) = service.received
     assert received.request.vhostName == "/"
     assert received.request.authData.credentials == b"\0alice\0secret"
