@@ -92,6 +92,8 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
         st.builds(c.LogFile, st.integers(0, 5)),
         st.builds(c.StatSend, st.sampled_from(("127.0.0.1", "::1")), ports),
         st.builds(c.StatPerSource, st.booleans()),
+        st.builds(c.AuthService, names, ports, names.map(lambda name: "/" + name)),
+        st.just(c.AuthAlwaysAllow()),
     )
 
 
