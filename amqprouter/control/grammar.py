@@ -76,7 +76,9 @@ Differences from amqpprox (each fixes a quirk, or is new):
     (a name with spaces cannot be written on a control line). ``TLS (INGRESS|EGRESS)
     PRINT`` and ``MIN_VERSION 1.2|1.3`` are new (docs/tls.md).
 15. ``AUTH SERVICE host port target``: the target must start with ``/`` (``The http
-    target must start with '/', e.g. /auth.\n``); amqpprox glues it to the port.
+    target must start with '/', e.g. /auth.\n``); amqpprox glues it to the port. A
+    host holding URL syntax (``/?#@[]%\\``) is refused (``The hostname must be a host
+    name or an IP address, without URL syntax.\n``).
 """
 
 from __future__ import annotations
@@ -484,6 +486,11 @@ def _auth_service(args: Sequence[str]) -> Command | ParseError:
     # http://host:8080auth, a URL no request can go to.
     if not args[2].startswith("/"):
         return ParseError("The http target must start with '/', e.g. /auth.\n")
+    # Ours: a host holding URL syntax would send the request somewhere else.
+    if any(character in args[0] for character in "/?#@[]%\\"):
+        return ParseError(
+            "The hostname must be a host name or an IP address, without URL syntax.\n"
+        )
     return AuthService(args[0], port, args[2])
 
 

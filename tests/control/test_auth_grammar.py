@@ -35,6 +35,13 @@ def test_auth_commands(line: str, expected: object) -> None:
         ("AUTH SERVICE host 80x /auth", "Invalid port provided.\n"),
         ("AUTH SERVICE host 80", "No http target specified.\n"),
         ("AUTH SERVICE host 80 auth", "The http target must start with '/', e.g. /auth.\n"),
+        *(
+            (
+                f"AUTH SERVICE {host} 80 /auth",
+                "The hostname must be a host name or an IP address, without URL syntax.\n",
+            )
+            for host in ("evil.example/x?", "user@host", "[::1]", "h#x", "h%2f")
+        ),
         (
             "AUTH SERVICE host 80 /auth extra",
             "Unexpected word 'extra': 'AUTH SERVICE host 80 /auth' takes no more words.\n",
