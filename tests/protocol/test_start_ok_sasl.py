@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp import commands, frame
 
-from amqprouter.protocol import BrokerHandshake, FrameError, constants, properties
+from amqprouter.protocol import BrokerHandshake, FrameError, ProtocolError, constants, properties
 from tests.protocol.helpers import START_OK, decode_all, method
 from tests.protocol.test_broker_handshake import _opened_client
 
@@ -116,3 +117,33 @@ def test_capability_is_read_from_client_properties() -> None:
     )
     assert not properties.has_capability({"capabilities": "x"}, "authentication_failure_close")
     assert not properties.has_capability({}, "authentication_failure_close")
+
+
+def _machine_for(start_ok_frame: bytes, sasl: tuple[str, bytes]) -> BrokerHandshake:
+    client = _opened_client()
+    start_ok = attrs.evolve(client.start_ok, raw=start_ok_frame)
+    return BrokerHandshake(
+        vhost=client.vhost,
+        start_ok=start_ok,
+        client_tune=client.tune,
+        extra_client_properties={"amqprouter_client": "10.0.0.7:51234"},
+        backend="rabbit1",
+        sasl=sasl,
+    )
+
+
+def test_credentials_go_even_when_the_properties_do_not_fit() -> None:
+    # A table that leaves room for the new credentials, not for the router's property.
+    table = b"\x03bigS" + (4040).to_bytes(4, "big") + b"x" * 4040
+    machine = _machine_for(_start_ok(table=table), ("PLAIN", b"\0guest\0guest"))
+    assert not machine.properties_added
+    opening = machine.data_to_send()
+    start_ok, _tune_ok, _open = decode_all(opening[len(constants.PROTOCOL_HEADER) :])
+    assert isinstance(start_ok, commands.Connection.StartOk)
+    assert start_ok.response == "\0guest\0guest"
+    assert "amqprouter_client" not in start_ok.client_properties
+
+
+def test_credentials_that_do_not_fit_before_tune_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="over 4096 bytes"):
+        _machine_for(_start_ok(), ("PLAIN", b"x" * 5000))

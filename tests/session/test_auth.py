@@ -19,6 +19,7 @@ from amqprouter.session import Session
 from tests.auth_service import AuthServiceForTests, auth_service
 from tests.session.wire import (
     FAST,
+    FakeBroker,
     Peer,
     connect_client_side,
     fake_broker,
@@ -158,3 +159,22 @@ async def test_always_allow_asks_nothing_and_applies_to_new_sessions() -> None:
             _peer, answer = await _open(port, capability=True)
             assert isinstance(answer, commands.Connection.OpenOk)
     assert len(service.received) == 1
+
+
+async def test_credentials_too_large_for_the_start_ok_are_a_320() -> None:
+    received: list[bytes] = []
+
+    async def read_all(peer: Peer, broker: FakeBroker) -> None:
+        received.append(await peer.read_raw(1 << 20))
+
+    with auth_service() as service:
+        service.answer = lambda r: auth_pb2.AuthResponse(
+            result=ALLOW, authData=auth_pb2.SASL(authMechanism="PLAIN", credentials=b"x" * 5000)
+        )
+        async with fake_broker(read_all) as broker, router(broker.port) as (server, port):
+            server.auth = _use(service)
+            _peer, answer = await _open(port, capability=True)
+    assert isinstance(answer, commands.Connection.Close)
+    assert answer.reply_code == 320
+    assert "auth service's credentials is over 4096 bytes" in answer.reply_text
+    assert received == [b""], "nothing was sent that the broker would reset on"
