@@ -217,6 +217,14 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds the broker may take from TCP connect to Connection.OpenOk.",
 )
 @click.option(
+    "--auth-timeout",
+    type=_seconds,
+    default=defaults.AUTH_TIMEOUT,
+    show_default=True,
+    help="Seconds the auth service (AUTH SERVICE) may take to answer for one client; "
+    "no answer in time denies the client.",
+)
+@click.option(
     "--close-timeout",
     type=_seconds,
     default=defaults.CLOSE_TIMEOUT,
@@ -324,6 +332,7 @@ def main(
     client_handshake_timeout: float,
     connect_timeout: float,
     broker_handshake_timeout: float,
+    auth_timeout: float,
     close_timeout: float,
     write_timeout: float | None,
     backend_down_seconds: float,
@@ -364,6 +373,7 @@ def main(
             client_handshake=client_handshake_timeout,
             connect=connect_timeout,
             broker_handshake=broker_handshake_timeout,
+            auth=auth_timeout,
             close=close_timeout,
             disconnect=disconnect_timeout,
             max_pause=max_pause_seconds,

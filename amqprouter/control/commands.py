@@ -257,6 +257,31 @@ class ListenStop:
 
 
 # --------------------------------------------------------------------------- #
+# AUTH
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class AuthService:
+    """``AUTH SERVICE host port target``: ask ``http://host:port<target>`` about each
+    new client (server/auth.py)."""
+
+    host: str
+    port: int
+    target: str
+
+
+@attrs.frozen
+class AuthAlwaysAllow:
+    """``AUTH ALWAYS_ALLOW``: no auth service (the default)."""
+
+
+@attrs.frozen
+class AuthPrint:
+    """``AUTH PRINT``."""
+
+
+# --------------------------------------------------------------------------- #
 # DATACENTER, LOG, MAPHOSTNAME
 # --------------------------------------------------------------------------- #
 
@@ -511,6 +536,8 @@ MutatingCommand: TypeAlias = (
     | TlsMinVersion
     | LimitSet
     | LimitDisable
+    | AuthService
+    | AuthAlwaysAllow
 )
 
 # Everything ``grammar.parse`` can return besides a ParseError.
@@ -538,4 +565,5 @@ Command: TypeAlias = (
     | TlsCiphersPrint
     | TlsPrint
     | LimitPrint
+    | AuthPrint
 )

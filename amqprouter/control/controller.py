@@ -18,14 +18,15 @@ from typing import Final
 import structlog
 import trio
 
-from amqprouter.control import commands as c
 from amqprouter.control import (
+    auth_commands,
     health_commands,
     limit_commands,
     routing_commands,
     session_control,
     tls_commands,
 )
+from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.socket_server import Reply
 from amqprouter.net.tls_context import TlsState
@@ -99,6 +100,8 @@ class Controller:
             return await self._routing(command)
         if isinstance(command, tls_commands.TLS_COMMANDS):
             return tls_commands.execute(self.server.tls, command)
+        if isinstance(command, auth_commands.AUTH_COMMANDS):
+            return auth_commands.execute(self.server, command)
         if isinstance(command, limit_commands.LIMIT_COMMANDS):
             return Reply(limit_commands.execute(self.server, command))
         if isinstance(command, c.ListenStart | c.ListenStartSecure):
@@ -240,6 +243,7 @@ class Controller:
             lines += [to_line(c.StatSend(*p.target)) for p in self.stats.publishers]
             if not self.stats.collector.per_source:
                 lines.append(to_line(c.StatPerSource(enabled=False)))
+        lines += [to_line(command) for command in auth_commands.config_commands(self.server.auth)]
         # TLS before the listeners: LISTEN START_SECURE needs the INGRESS context.
         lines += [to_line(command) for command in tls_commands.config_commands(self.server.tls)]
         lines += [
@@ -287,7 +291,7 @@ def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
         f"id={session.id} vhost={escape(session.vhost or '')} "
         f"disconnected={_yes(session.state.value in ('closing', 'closed'))} "
         f"paused={_yes(session.paused)} "
-        f"authDenied=N ingressRemote={host(client_host)}:{client_port} "
+        f"authDenied={_yes(session.auth_denied)} ingressRemote={host(client_host)}:{client_port} "
         f"ingressLocal={host(local_host)} "
         f"egressLocal={host(egress_local[0])}:{egress_local[1]} "
         f"egressRemote={host(broker_host)}:{broker_port} "

@@ -24,7 +24,7 @@ work unchanged:
   line separator or a bidi control.`` amqpprox accepts them, and a name holding one
   forges lines in MAP PRINT or is read back by a ``--config`` file as two commands.
 * Verbs, flags and words of amqpprox that this version does not honour yet
-  (AUTH)
+  (none in this version; the tables stay for what comes next)
   are refused with ``<WORD> is not supported yet: <what is missing>``.
 * Whether a backend, farm, selector or policy exists is not the parser's
   business: that is checked when the command runs.
@@ -81,6 +81,10 @@ Differences from amqpprox (each fixes a quirk, or is new):
     VHOST take any case, a number is a whole non-negative word (``>> uint`` reads
     ``5x`` as 5), ``DATA_RATE ... 0`` is refused (it would stall the client for
     ever), and ``CONNECTIONS`` (concurrent sessions per vhost) is new.
+16. ``AUTH SERVICE host port target``: the target must start with ``/`` (``The http
+    target must start with '/', e.g. /auth.\n``); amqpprox glues it to the port. A
+    host holding URL syntax (``/?#@[]%\\``) is refused (``The hostname must be a host
+    name or an IP address, without URL syntax.\n``).
 """
 
 from __future__ import annotations
@@ -95,6 +99,9 @@ from typing import Literal, assert_never, get_args
 import attrs
 
 from amqprouter.control.commands import (
+    AuthAlwaysAllow,
+    AuthPrint,
+    AuthService,
     BackendAdd,
     BackendCheckOff,
     BackendCheckOn,
@@ -508,6 +515,43 @@ _listen = _subcommands(
 )
 
 # --------------------------------------------------------------------------- #
+# AUTH
+# --------------------------------------------------------------------------- #
+
+
+def _auth_service(args: Sequence[str]) -> Command | ParseError:
+    # amqpprox's checks, in its order and words.
+    if not args:
+        return ParseError("No hostname specified.\n")
+    port = _port(args[1]) if len(args) > 1 else None
+    if port is None:
+        return ParseError("Invalid port provided.\n")
+    if len(args) < 3:
+        return ParseError("No http target specified.\n")
+    # Ours: amqpprox glues the target to the port, so "auth" would make
+    # http://host:8080auth, a URL no request can go to.
+    if not args[2].startswith("/"):
+        return ParseError("The http target must start with '/', e.g. /auth.\n")
+    # Ours: a host holding URL syntax would send the request somewhere else.
+    if any(character in args[0] for character in "/?#@[]%\\"):
+        return ParseError(
+            "The hostname must be a host name or an IP address, without URL syntax.\n"
+        )
+    return AuthService(args[0], port, args[2])
+
+
+_auth = _subcommands(
+    {
+        "SERVICE": _auth_service,
+        "ALWAYS_ALLOW": lambda args: AuthAlwaysAllow(),
+        "PRINT": lambda args: AuthPrint(),
+    },
+    missing="No subcommand provided.\n",
+    unknown=lambda subcommand: "Unknown subcommand.\n",
+)
+
+
+# --------------------------------------------------------------------------- #
 # DATACENTER, LOG, MAPHOSTNAME, CONFIG
 # --------------------------------------------------------------------------- #
 
@@ -802,6 +846,7 @@ def _exit(args: Sequence[str]) -> Command | ParseError:
 # Verb → parser of the words after it. A new verb adds its parser here and its line
 # to _HELP_TEXTS below (and leaves _VERBS_NOT_YET, if it was there).
 _VERBS: Mapping[str, _Parser] = {
+    "AUTH": _auth,
     "BACKEND": _backend,
     "CONFIG": _config,
     "CONN": lambda args: Conn(),
@@ -822,9 +867,7 @@ _VERBS: Mapping[str, _Parser] = {
 
 # Verbs of amqpprox that this version does not have: refused with what is missing,
 # rather than answered with HELP as a typo is.
-_VERBS_NOT_YET: Mapping[str, str] = {
-    "AUTH": "this version has no authentication service.",
-}
+_VERBS_NOT_YET: Mapping[str, str] = {}
 
 # Words of amqpprox's that a command would otherwise merely find unexpected.
 _WORDS_NOT_YET: Mapping[str, str] = {}
@@ -832,6 +875,8 @@ _WORDS_NOT_YET: Mapping[str, str] = {}
 # Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
 # them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
 _HELP_TEXTS: Mapping[str, str] = {
+    "AUTH": "(SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication "
+    "mechanism for connecting clients",
     "BACKEND": "(ADD name datacenter host port [SEND-PROXY|SEND-PROXY-V2] [TLS] | ADD_DNS name "
     "datacenter address port [SEND-PROXY|SEND-PROXY-V2] [TLS] | DELETE name | DISABLE name | "
     "ENABLE name | "
@@ -1082,6 +1127,12 @@ def _words(command: Command) -> list[str]:
             return ["LIMIT", "DISABLE", kind, *_limit_target_words(vhost)]
         case LimitPrint(vhost):
             return ["LIMIT", "PRINT"] + ([] if vhost is None else [vhost])
+        case AuthService(host, port, target):
+            return ["AUTH", "SERVICE", host, str(port), target]
+        case AuthAlwaysAllow():
+            return ["AUTH", "ALWAYS_ALLOW"]
+        case AuthPrint():
+            return ["AUTH", "PRINT"]
         case Help():
             return ["HELP"]
         case _:

@@ -18,6 +18,9 @@ Every interval (``--cleanup-interval-ms``) ``StatsCollector.collect`` walks
   LIMIT refused) and ``alarmed`` (ours: connections that set off an alarm-only
   LIMIT) count the sessions that ended in the interval, as amqpprox's gauge counts
   them until its cleanup removes them.
+* authDenied counts the
+  sessions the auth service denied that ended in the interval (a denied session
+  ends at once, so a gauge of the moment would almost never see one).
 * The walk is the cost that grows with sessions (5,000 idle sessions every
   second), so it allocates nothing per session beyond the first sight of one: the
   axis key of a session is computed once and kept in its record, and counters are
@@ -431,8 +434,11 @@ class StatsCollector:
             source.alarmed += alarmed
         reason = removal(session.ended)
         stats.count_removal(reason)
+        # A denied session ends at once: counted in the interval it ended in.
+        stats.auth_denied += session.auth_denied
         if source is not None:
             source.count_removal(reason)
+            source.auth_denied += session.auth_denied
 
     def _snapshot(
         self,

@@ -4,7 +4,9 @@ Everything the router will say is known before the broker says anything (the
 client's StartOk and TuneOk, the vhost), so it is all sent at once, pipelined::
 
     (initiate: protocol header, the client's StartOk with amqprouter_client /
-     amqprouter_host added, the client's TuneOk and a fresh Open(vhost), in one write)
+     amqprouter_host (and amqprouter_auth) added, its SASL mechanism and response
+     replaced when the auth service said so, the client's TuneOk and a fresh
+     Open(vhost), in one write)
     AWAITING_START --Start--> AWAITING_TUNE        (version checked)
     AWAITING_TUNE --Tune--> AWAITING_OPEN_OK       (the client's TuneOk checked against it)
     AWAITING_OPEN_OK --Open-Ok--> OPENED           (event BrokerOpened)
@@ -67,6 +69,7 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         client_tune: TuneParams,
         extra_client_properties: dict[str, str],
         backend: str,
+        sasl: tuple[str, bytes] | None = None,
     ) -> None:
         super().__init__(_TRANSITIONS, BrokerState.AWAITING_START)
         self.vhost = vhost
@@ -74,13 +77,26 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         self.tune: TuneParams | None = None
         self._client_tune = client_tune
         self._outgoing += constants.PROTOCOL_HEADER
-        spliced = properties.splice_client_properties(start_ok.raw, extra_client_properties)
+        # ``sasl``: the mechanism and credentials the auth service gave in place of the
+        # client's; the client's properties and locale are kept either way.
+        spliced = properties.splice_client_properties(start_ok.raw, extra_client_properties, sasl)
         # The broker, like the router, takes no frame over 4096 bytes before Tune: a
         # client StartOk that RabbitMQ would accept as is must not be pushed past that
         # by what the router adds. It then goes unchanged, without the router's
         # properties (``properties_added`` says so, for the session to log).
         self.properties_added = len(spliced) <= constants.FRAME_MIN_SIZE
-        self._outgoing += spliced if self.properties_added else start_ok.raw
+        if not self.properties_added and sasl is not None:
+            # The new credentials must go even when the properties cannot.
+            spliced = properties.splice_client_properties(start_ok.raw, {}, sasl)
+            if len(spliced) > constants.FRAME_MIN_SIZE:
+                raise ProtocolError(
+                    "the StartOk with the auth service's credentials is over "
+                    f"{constants.FRAME_MIN_SIZE} bytes",
+                    reply_code=constants.FRAME_ERROR,
+                )
+        else:
+            spliced = spliced if self.properties_added else start_ok.raw
+        self._outgoing += spliced
         self._outgoing += encode_method(
             commands.Connection.TuneOk(
                 channel_max=client_tune.channel_max,

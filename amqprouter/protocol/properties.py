@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import struct
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from pamqp import commands, frame
 
@@ -69,34 +70,90 @@ def _long_string_entry(key: str, value: str) -> bytes:
     )
 
 
-def splice_client_properties(start_ok_frame: bytes, extra: dict[str, str]) -> bytes:
-    """Return the client's StartOk frame with ``extra`` appended to client_properties.
+def _start_ok_fields(start_ok_frame: bytes) -> tuple[int, int, int]:
+    """Where the client_properties table ends, the response ends and the frame payload
+    ends, checked against the frame: (table_end, response_end, payload_end).
 
-    The client's own table is kept byte for byte (re-encoding it with pamqp changes
-    integer types and fails outright on byte-array values). Keys already present
-    are appended again rather than replaced, as amqpprox does: RabbitMQ reads the
-    first occurrence, so behind a chain of routers the outermost one, which saw the
-    real client, wins.
+    The StartOk payload is class id (2), method id (2), client_properties (4-byte
+    length + table), mechanism (short string), response (long string), locale (short
+    string).
     """
     header = constants.FRAME_HEADER_SIZE
-    # payload: class id (2) + method id (2) + client_properties (4-byte length + table) + ...
+    payload_end = len(start_ok_frame) - 1
     table_length_at = header + 4
-    if len(start_ok_frame) < table_length_at + 4 + 1:
+    if payload_end < table_length_at + 4:
         raise FrameError("StartOk too short")
     (table_length,) = struct.unpack_from(">I", start_ok_frame, table_length_at)
     table_end = table_length_at + 4 + table_length
-    if table_end > len(start_ok_frame) - 1:
+    if table_end >= payload_end:
         raise FrameError("StartOk client_properties overruns the frame")
+    mechanism_end = table_end + 1 + start_ok_frame[table_end]
+    if mechanism_end + 4 > payload_end:
+        raise FrameError("StartOk mechanism overruns the frame")
+    (response_length,) = struct.unpack_from(">I", start_ok_frame, mechanism_end)
+    response_end = mechanism_end + 4 + response_length
+    if response_end >= payload_end:
+        raise FrameError("StartOk response overruns the frame")
+    return table_end, response_end, payload_end
+
+
+def start_ok_sasl(start_ok_frame: bytes) -> tuple[str, bytes]:
+    """The client's SASL mechanism and response (credentials), read from its StartOk."""
+    table_end, response_end, _ = _start_ok_fields(start_ok_frame)
+    mechanism_end = table_end + 1 + start_ok_frame[table_end]
+    mechanism = start_ok_frame[table_end + 1 : mechanism_end].decode("utf-8", "replace")
+    return mechanism, start_ok_frame[mechanism_end + 4 : response_end]
+
+
+def splice_client_properties(
+    start_ok_frame: bytes, extra: dict[str, str], sasl: tuple[str, bytes] | None = None
+) -> bytes:
+    """Return the client's StartOk frame with ``extra`` appended to client_properties,
+    and its mechanism and response replaced by ``sasl`` when given (the auth service's).
+
+    The client's own table is kept byte for byte (re-encoding it with pamqp changes
+    integer types and fails outright on byte-array values), and so is its locale. Keys
+    already present are appended again rather than replaced, as amqpprox does:
+    RabbitMQ reads the first occurrence, so behind a chain of routers the outermost
+    one, which saw the real client, wins.
+
+    Raises:
+        FrameError: the frame's fields overrun it, or ``sasl``'s mechanism is over 255
+            bytes (it is a short string).
+    """
+    header = constants.FRAME_HEADER_SIZE
+    table_length_at = header + 4
+    table_end, response_end, payload_end = _start_ok_fields(start_ok_frame)
+    (table_length,) = struct.unpack_from(">I", start_ok_frame, table_length_at)
     added = b"".join(_long_string_entry(key, value) for key, value in extra.items())
+    if sasl is None:
+        credentials = start_ok_frame[table_end:response_end]
+    else:
+        mechanism = sasl[0].encode()
+        if len(mechanism) > 255:
+            raise FrameError("SASL mechanism longer than a short string")
+        credentials = (
+            struct.pack(">B", len(mechanism))
+            + mechanism
+            + struct.pack(">I", len(sasl[1]))
+            + sasl[1]
+        )
     payload = (
         start_ok_frame[header:table_length_at]
         + struct.pack(">I", table_length + len(added))
         + start_ok_frame[table_length_at + 4 : table_end]
         + added
-        + start_ok_frame[table_end:-1]
+        + credentials
+        + start_ok_frame[response_end:payload_end]
     )
     return (
         constants.FRAME_HEADER_STRUCT.pack(constants.FRAME_METHOD, 0, len(payload))
         + payload
         + bytes((constants.FRAME_END,))
     )
+
+
+def has_capability(client_properties: Mapping[str, Any], name: str) -> bool:
+    """Whether the client advertised capability ``name`` (true) in its StartOk."""
+    capabilities = client_properties.get("capabilities")
+    return isinstance(capabilities, Mapping) and capabilities.get(name) is True

@@ -28,6 +28,7 @@ from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
+from amqprouter.server.auth import AuthService
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits, Refusal
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
@@ -112,6 +113,8 @@ class Server:
         #: Heartbeat and write-timeout supervision of every forwarding session.
         #: ``clock`` is also the sessions' clock for their idle times (tests pass trio's).
         self.watchdog = Watchdog(clock)
+        #: AUTH SERVICE: the auth service each new session asks; None is AUTH ALWAYS_ALLOW.
+        self.auth: AuthService | None = None
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -342,6 +345,7 @@ class Server:
             start=start,
             wrap_backend=None if wrap is None else wrap_backend,
             watchdog=self.watchdog,
+            authorize=None if self.auth is None else self.auth.authorize,
         )
         # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
         session.data_budget = self.limits.data_budget(None)

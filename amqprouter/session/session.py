@@ -77,10 +77,12 @@ from amqprouter.protocol import (
     close_frame,
     constants,
     peer_closed,
+    properties,
 )
 from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
 from amqprouter.routing.rate_window import DataBudget
+from amqprouter.session.auth import Allow, Authorize, AuthQuery, ask
 from amqprouter.session.connect import (
     StartClient,
     WrapBackend,
@@ -105,6 +107,8 @@ LIMITED_CLOSE_DELAY: Final = 0.75
 
 _ids = itertools.count(1)
 _Event = TypeVar("_Event", covariant=True)
+#: The decision of a session without an auth service (AUTH ALWAYS_ALLOW).
+_ALLOW_ALL: Final = Allow()
 #: Named in amqprouter_host; looked up once, not per connection.
 HOSTNAME: Final = socket.gethostname()
 
@@ -213,6 +217,7 @@ class Session:
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
         "_admit",
+        "_authorize",
         "_blocked",
         "_clean_after_forward",
         "_closed_by",
@@ -236,6 +241,7 @@ class Session:
         "_wrap_backend",
         "_writing",
         "alarmed",
+        "auth_denied",
         "backend",
         "broker",
         "broker_address",
@@ -277,6 +283,7 @@ class Session:
         start: StartClient | None = None,
         wrap_backend: WrapBackend | None = None,
         watchdog: Watchdog | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         self.id = next(_ids)
         #: The two transports (connect.py says how new kinds plug in).
@@ -286,6 +293,10 @@ class Session:
         self._start_client = start
         # Wraps each backend connection, inside the connect timeout.
         self._wrap_backend = wrap_backend
+        # The auth service (AUTH SERVICE) of the moment the session started; None allows all.
+        self._authorize = authorize
+        #: The auth service said DENY (CONN's authDenied, STAT's authDenied count).
+        self.auth_denied = False
         self.settings = settings
         self._routing = routing
         self._resolver = resolver
@@ -461,6 +472,9 @@ class Session:
             )
             await self._close_client(constants.RESOURCE_ERROR, str(exc))
             return None
+        allowed = await self._authenticate(opened)
+        if allowed is None:
+            return None
         connected = await connect_first(
             candidates,
             self._resolver,
@@ -475,7 +489,7 @@ class Session:
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
-            return await self._broker_handshake(opened, backend)
+            return await self._broker_handshake(opened, backend, allowed)
         names = ", ".join(backend.label for backend in candidates)
         self.log.error("no backend reachable", tried=connected)
         await self._close_client(
@@ -487,23 +501,63 @@ class Session:
         )
         return None
 
+    async def _authenticate(self, opened: ClientOpened) -> Allow | None:
+        """The auth service's ALLOW (``_ALLOW_ALL`` without one); None once a DENY has
+        been told to the client: Close 403 if it advertised authentication_failure_close,
+        else (as RabbitMQ does to such clients) just the socket closed, by ``run``."""
+        if self._authorize is None:
+            return _ALLOW_ALL
+        mechanism, credentials = properties.start_ok_sasl(opened.start_ok.raw)
+        query = AuthQuery(
+            vhost=opened.vhost,
+            mechanism=mechanism,
+            credentials=credentials,
+            client_host=self._host_name(self.client_address[0]),
+            connection_name=self.connection_name or "",
+        )
+        decision = await ask(self._authorize, query, self.settings.timeouts.auth)
+        if isinstance(decision, Allow):
+            self.log.debug("auth service allowed", reason=decision.reason)
+            return decision
+        self.auth_denied = True
+        self.log.error(
+            f"Disconnecting unauthenticated/unauthorized client, reason: {decision.reason}"
+        )
+        client_properties = opened.start_ok.client_properties
+        if properties.has_capability(client_properties, "authentication_failure_close"):
+            # Class and method of StartOk, as amqpprox (and RabbitMQ) say; the text is cut
+            # to the 255 octets of a short string.
+            await self._close_client(constants.ACCESS_REFUSED, decision.reason, 10, 11)
+        return None
+
     async def _broker_handshake(
-        self, opened: ClientOpened, backend: Backend
+        self, opened: ClientOpened, backend: Backend, allowed: Allow
     ) -> BrokerOpened | None:
         assert self.broker is not None
         broker = self.broker
         local_host, local_port = self.broker_local
-        machine = BrokerHandshake(
-            vhost=opened.vhost,
-            start_ok=opened.start_ok,
-            client_tune=opened.tune,
-            extra_client_properties={
-                "amqprouter_client": f"{self._host_name(self.client_address[0])}:"
-                f"{self.client_address[1]}",
-                "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
-            },
-            backend=backend.name,
-        )
+        extra = {
+            "amqprouter_client": f"{self._host_name(self.client_address[0])}:"
+            f"{self.client_address[1]}",
+            "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
+        }
+        if allowed.reason:
+            extra["amqprouter_auth"] = allowed.reason
+        try:
+            machine = BrokerHandshake(
+                vhost=opened.vhost,
+                start_ok=opened.start_ok,
+                client_tune=opened.tune,
+                extra_client_properties=extra,
+                backend=backend.name,
+                sasl=allowed.sasl,
+            )
+        except ProtocolError as exc:  # the auth service's credentials do not fit
+            self.log.error("broker handshake error", error=str(exc))
+            await self._close_client(
+                constants.CONNECTION_FORCED, f"CONNECTION_FORCED - {exc.reply_text}"
+            )
+            return None
         self.log.debug(
             "starting broker connection",
             broker=endpoint(self.broker_address),

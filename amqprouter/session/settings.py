@@ -14,6 +14,9 @@ CLIENT_HANDSHAKE_TIMEOUT: Final = 10.0
 CONNECT_TIMEOUT: Final = 5.0
 #: From TCP connect to the broker's Open-Ok (covers a slow vhost or auth backend).
 BROKER_HANDSHAKE_TIMEOUT: Final = 10.0
+#: The auth service's answer for one client (AUTH SERVICE); --auth-timeout. No answer
+#: in time is a DENY.
+AUTH_TIMEOUT: Final = 5.0
 #: Waiting for a Close-Ok once a Close was sent or seen. A healthy peer answers in
 #: milliseconds; short enough that a client learns of a dead broker within a second.
 CLOSE_TIMEOUT: Final = 0.5
@@ -37,6 +40,7 @@ class Timeouts:
     close: float = CLOSE_TIMEOUT
     disconnect: float = DISCONNECT_TIMEOUT
     max_pause: float = MAX_PAUSE
+    auth: float = AUTH_TIMEOUT
     #: None: two heartbeat intervals, or WRITE_TIMEOUT_WITHOUT_HEARTBEAT without heartbeats.
     write: float | None = None
 

@@ -100,6 +100,8 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
             st.integers(1, 999_999_999),
         ),
         st.builds(c.LimitDisable, st.sampled_from(LIMIT_KINDS), st.one_of(st.none(), names)),
+        st.builds(c.AuthService, names, ports, names.map(lambda name: "/" + name)),
+        st.just(c.AuthAlwaysAllow()),
     )
 
 

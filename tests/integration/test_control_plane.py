@@ -551,7 +551,7 @@ def test_what_is_not_honoured_is_refused_and_changes_nothing(router: ControlledR
         (f"LISTEN START_SECURE {port}", f"Cannot listen on port {port}: TLS INGRESS needs"),
         # The TLS verb works; a bad file is refused and changes nothing.
         ("TLS INGRESS KEY_FILE /nonexistent.pem", "Error: /nonexistent.pem: no such file."),
-        ("AUTH SERVICE 127.0.0.1 1", "AUTH is not supported yet"),
+        ("AUTH SERVICE 127.0.0.1 1", "No http target specified."),
         ("MAP UNMAP v extra", "Unexpected word 'extra'"),
     ]:
         refused = router.ctl(*line.split())
