@@ -11,7 +11,9 @@ interleaved run of four sides:
   never throttles (the pump's per-read budget work is what is measured).
 
 It prints each side's router/direct ratio and the difference between the two ratios:
-the target is that the edge ratio stays within 3% of the plain one.
+the target is that the edge ratio stays within 3% of the plain one. A fifth side, a router
+with PROXY v2 to the same node and no limits, isolates what the limits themselves cost
+(edge router against it, same broker).
 
     .venv/bin/python benchmarks/edge_cost.py [--repeat 3] [--count 600000]
 """
@@ -80,15 +82,18 @@ def main() -> int:
             "{python} -m amqprouter --control-socket {control_socket} "
             "--log-directory {log_directory}"
         )
+        proxy_only = [line for line in setup if not line.startswith("LIMIT")]
         with (
             bench.Router(bench.DEFAULT_ROUTER_CMD, 0, 5672) as plain,
             bench.Router(control, 0, node.port, setup=setup, what="edge router") as edge,
+            bench.Router(control, 0, node.port, setup=proxy_only, what="proxy router") as proxy,
         ):
             sides: dict[str, Callable[[], float]] = {
                 "plain direct": lambda: publish(5672, "direct", args.count, bench.AmqpClient),
                 "plain router": lambda: publish(plain.port, "router", args.count, bench.AmqpClient),
                 "edge direct": lambda: publish(node.port, "node", args.count, ProxyingClient),
                 "edge router": lambda: publish(edge.port, "edge", args.count, bench.AmqpClient),
+                "proxy router": lambda: publish(proxy.port, "proxy", args.count, bench.AmqpClient),
             }
             runs: dict[str, list[float]] = {name: [] for name in sides}
             for round_ in range(args.repeat):
@@ -102,6 +107,8 @@ def main() -> int:
     print(f"edge (PROXY v2, 10 vhost limits, data-rate budget): router/direct {edge_ratio:.3f}")
     change = (edge_ratio - plain_ratio) / plain_ratio
     print(f"edge vs plain: {change:+.1%} (target: within 3%)")
+    limits = median["edge router"] / median["proxy router"] - 1
+    print(f"the limits alone (edge router vs PROXY-only router, same node): {limits:+.1%}")
     return 0
 
 

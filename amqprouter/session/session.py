@@ -738,26 +738,30 @@ class Session:
                 return way.receiver_gone
             if self._clean_after_forward:
                 return End.CLEAN
-            if from_client and self.data_budget is not None:
-                size = await self._spend(self.data_budget, len(data))
+            if from_client and (data_budget := self.data_budget) is not None:
+                # No await unless the budget is spent: a coroutine per read costs the
+                # forwarding path more than the accounting does.
+                wait, size = self._spend(data_budget, len(data))
+                if wait:
+                    await trio.sleep(wait)
+                    size = data_budget.allowance(trio.current_time(), sockets.READ_SIZE)
             budget -= 1
             if not budget:
                 budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
 
-    async def _spend(self, data_budget: DataBudget, size: int) -> int:
-        """Count a forwarded read against the data-rate budget; once it is spent, stop
-        reading the client until the budget refills (back-pressure, nothing dropped).
-        Returns the size of the next read: what is left of the budget."""
+    def _spend(self, data_budget: DataBudget, size: int) -> tuple[float, int]:
+        """Count a forwarded read against the data-rate budget: (seconds to stop reading
+        the client, 0 while the budget lasts; the size of the next read). Stopping is
+        the back-pressure: nothing is dropped."""
         if data_budget.inert:  # the limits were lifted while forwarding
             self.data_budget = None
-            return sockets.READ_SIZE
-        wait, alarm = data_budget.spend(size, trio.current_time())
+            return 0.0, sockets.READ_SIZE
+        now = trio.current_time()
+        wait, alarm = data_budget.spend(size, now)
         if alarm:
             self.log.info(f"Data Rate Alarm: Hit {data_budget.alarm} bytes/s")
-        if wait:
-            await trio.sleep(wait)
-        return data_budget.allowance(trio.current_time(), sockets.READ_SIZE)
+        return wait, data_budget.allowance(now, sockets.READ_SIZE)
 
     async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
