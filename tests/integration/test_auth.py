@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,10 +22,9 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from pamqp import commands, frame
+from pamqp import commands
 
 from amqprouter.control.auth_commands import ALWAYS_ALLOW_TEXT
-from amqprouter.protocol import FrameReader, constants
 from amqprouter.server.authproto import auth_pb2
 from tests.auth_service import AuthServiceForTests, auth_service
 from tests.brokers import SystemBroker, free_port
@@ -35,6 +33,7 @@ from tests.integration.test_control_plane import (
     ControlledRouter,
     assert_round_trip,
     log_lines,
+    raw_open,
     running_router,
 )
 from tests.router import REPO
@@ -237,29 +236,7 @@ def test_a_broken_service_denies(
 def _raw_client_without_capability(port: int) -> Any:
     """A client whose StartOk advertises no capabilities: what it gets after Open
     (None: the socket was closed without a word)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        reader = FrameReader(frame_max=1 << 20)
-
-        def next_method() -> Any:
-            while (item := reader.next_frame()) is None:
-                data = sock.recv(65536)
-                if not data:
-                    return None
-                reader.feed(data)
-            return item.decode()
-
-        sock.sendall(constants.PROTOCOL_HEADER)
-        assert isinstance(next_method(), commands.Connection.Start)
-        start_ok = commands.Connection.StartOk(
-            client_properties={"product": "old-client"},
-            mechanism="PLAIN",
-            response="\0guest\0guest",
-        )
-        sock.sendall(frame.marshal(start_ok, 0))
-        assert isinstance(next_method(), commands.Connection.Tune)
-        tune_ok = commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0)
-        sock.sendall(frame.marshal(tune_ok, 0) + frame.marshal(commands.Connection.Open("/"), 0))
-        return next_method()
+    return raw_open(port, "/", {"product": "old-client"})[1]
 
 
 def test_deny_without_the_capability_closes_the_socket(

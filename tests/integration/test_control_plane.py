@@ -352,9 +352,11 @@ def refusal(caught: pytest.ExceptionInfo[pika.exceptions.AMQPConnectionError]) -
     return int(match.group(1)), match.group(2)
 
 
-def raw_open(port: int, vhost: str) -> tuple[str, Any]:
+def raw_open(
+    port: int, vhost: str, client_properties: dict[str, Any] | None = None
+) -> tuple[str, Any]:
     """A hand-made AMQP client up to Connection.Open: (its address "host:port", the
-    method the router answered Open with)."""
+    method the router answered Open with; None if it closed without a word)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         host, local_port = sock.getsockname()[:2]
         reader = FrameReader(frame_max=1 << 20)
@@ -370,7 +372,7 @@ def raw_open(port: int, vhost: str) -> tuple[str, Any]:
         sock.sendall(constants.PROTOCOL_HEADER)
         assert isinstance(next_method(), commands.Connection.Start)
         start_ok = commands.Connection.StartOk(
-            client_properties={"connection_name": "raw"},
+            client_properties=client_properties or {"connection_name": "raw"},
             mechanism="PLAIN",
             response="\0guest\0guest",
         )
