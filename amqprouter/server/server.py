@@ -248,12 +248,12 @@ class Server:
             raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
     async def _wrap_backend(
-        self, backend: Backend, transport: Transport, client: tuple[str, int] | None = None
+        self, backend: Backend, transport: Transport, client: tuple[str, int]
     ) -> Transport:
         """A backend flagged SEND-PROXY[-V2] gets a PROXY header first (in clear, before
         TLS): source ``client``, destination the address actually connected to. A
         backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
-        if backend.send_proxy and client is not None:
+        if backend.send_proxy:
             header = build(backend.send_proxy, client, transport.peer_name())
             await send_proxy_header(transport, header)
         if not backend.tls:
@@ -323,15 +323,6 @@ class Server:
         self, client: socket.socket, listen_port: int, start: StartClient | None
     ) -> None:
         assert self._nursery is not None
-        wrap = self.wrap_backend
-
-        async def wrap_backend(backend: Backend, transport: Transport) -> Transport:
-            # The client as the session knows it once started (a PROXY header's source).
-            if wrap == self._wrap_backend:
-                return await self._wrap_backend(backend, transport, session.client_address)
-            assert wrap is not None
-            return await wrap(backend, transport)
-
         session = Session(
             PlainTransport(client),
             settings=self.settings,
@@ -343,7 +334,7 @@ class Server:
             vhost_opened=self.vhosts.opened,
             admit=self._admit,
             start=start,
-            wrap_backend=None if wrap is None else wrap_backend,
+            wrap_backend=self.wrap_backend,
             watchdog=self.watchdog,
             authorize=None if self.auth is None else self.auth.authorize,
         )

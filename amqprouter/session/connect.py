@@ -34,8 +34,9 @@ from amqprouter.routing.health import HealthRegistry
 
 #: Finish opening an accepted client's transport (TLS handshake, PROXY header).
 StartClient = Callable[[Transport], Awaitable[Transport]]
-#: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says.
-WrapBackend = Callable[[Backend, Transport], Awaitable[Transport]]
+#: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
+#: the third argument is the client's address (a PROXY header names it).
+WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
 
 
 async def start_client(transport: Transport, start: StartClient | None) -> Transport:
@@ -53,7 +54,8 @@ async def connect_transport(
     backend: Backend,
     family: socket.AddressFamily,
     address: tuple[str, int],
-    wrap: WrapBackend | None = None,
+    wrap: WrapBackend | None,
+    client: tuple[str, int],
 ) -> Transport:
     """Connect to one resolved ``address`` of ``backend``, wrapped by ``wrap`` if given.
 
@@ -64,7 +66,7 @@ async def connect_transport(
     if wrap is None:
         return transport
     try:
-        return await wrap(backend, transport)
+        return await wrap(backend, transport, client)
     except BaseException:
         transport.close()
         raise
@@ -75,6 +77,7 @@ async def connect_backend(
     backend: Backend,
     per_attempt: float,
     wrap: WrapBackend | None,
+    client: tuple[str, int],
     log: Any,  # the session's bound logger
 ) -> Transport | list[str]:
     """Resolve ``backend`` and try its addresses in order, each bounded by ``per_attempt`` seconds.
@@ -94,7 +97,7 @@ async def connect_backend(
     for family, address in addresses:
         with trio.move_on_after(per_attempt):
             try:
-                return await connect_transport(backend, family, address, wrap)
+                return await connect_transport(backend, family, address, wrap, client)
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 failures.append(f"{address[0]}:{address[1]}: {reason}")
@@ -110,6 +113,7 @@ async def connect_first(
     resolver: Resolver,
     per_attempt: float,
     wrap: WrapBackend | None,
+    client: tuple[str, int],
     health: HealthRegistry | None,
     log: Any,  # the session's bound logger
 ) -> tuple[Backend, Transport] | list[str]:
@@ -118,7 +122,7 @@ async def connect_first(
     """
     failures: list[str] = []
     for backend in candidates:
-        outcome = await connect_backend(resolver, backend, per_attempt, wrap, log)
+        outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log)
         if isinstance(outcome, list):
             failures += outcome
             if health is not None:

@@ -480,6 +480,7 @@ class Session:
             self._resolver,
             self.settings.timeouts.connect,
             self._wrap_backend,
+            self.client_address,  # a PROXY header's source, once the client started
             health,
             self.log,
         )

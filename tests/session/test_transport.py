@@ -120,7 +120,7 @@ async def test_both_sides_forward_over_read_ahead_transports() -> None:
         trickles.append(Trickle(transport))
         return trickles[-1]
 
-    async def wrap(backend: Backend, transport: Transport) -> Transport:
+    async def wrap(backend: Backend, transport: Transport, client: tuple[str, int]) -> Transport:
         wrapped.append(backend)
         trickles.append(Trickle(transport))
         return trickles[-1]
@@ -176,7 +176,7 @@ async def test_a_start_hook_that_hangs_is_bounded_by_the_client_handshake_timeou
 async def test_a_failing_backend_wrap_is_a_connect_failure() -> None:
     seen: list[PlainTransport] = []
 
-    async def wrap(backend: Backend, transport: Transport) -> Transport:
+    async def wrap(backend: Backend, transport: Transport, client: tuple[str, int]) -> Transport:
         assert isinstance(transport, PlainTransport)
         seen.append(transport)
         raise OSError("certificate verify failed")
