@@ -26,7 +26,7 @@ from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.protocol import TuneParams
 from amqprouter.routing import health
 from amqprouter.server import Server
-from amqprouter.server.server import SHUTDOWN_TIMEOUT
+from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
 
@@ -249,6 +249,16 @@ _seconds = click.FloatRange(min=0.001)
     "healthy members of its farm (and only when they all fail).",
 )
 @click.option(
+    "--primed-connections",
+    type=click.IntRange(0, 64),
+    default=PRIMED_PER_BACKEND,
+    show_default=True,
+    help="Broker connections per backend in use that are connected, greeted (protocol "
+    "header sent, Connection.Start read) and TLS-ready before a client asks, sized from "
+    "the recent connection rate (docs/usage.md#primed-broker-connections); 0 turns "
+    "them off.",
+)
+@click.option(
     "--disconnect-timeout",
     type=_seconds,
     default=defaults.DISCONNECT_TIMEOUT,
@@ -336,6 +346,7 @@ def main(
     close_timeout: float,
     write_timeout: float | None,
     backend_down_seconds: float,
+    primed_connections: int,
     disconnect_timeout: float,
     max_pause_seconds: float,
     shutdown_timeout: float,
@@ -419,7 +430,11 @@ def main(
     socket_path = Path(control_socket) if control_socket else default_control_socket()
     click.echo(f"Starting amqprouter, logging to: '{log_directory}' control using: '{socket_path}'")
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
-    server = Server(settings, backend_down_seconds=backend_down_seconds)
+    server = Server(
+        settings,
+        backend_down_seconds=backend_down_seconds,
+        primed_per_backend=primed_connections,
+    )
     try:
         code = trio.run(
             partial(serve, shutdown_timeout=shutdown_timeout),

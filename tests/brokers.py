@@ -320,7 +320,10 @@ def _decode_amqp_table(raw: Any) -> Any:
 def _normalise_connection(raw: dict[str, Any]) -> dict[str, Any]:
     conn = dict(raw)
     if "client_properties" in conn:
-        conn["client_properties"] = _decode_amqp_table(conn["client_properties"])
+        properties = _decode_amqp_table(conn["client_properties"])
+        # A connection still in its handshake (a router's primed connection, waiting
+        # with Start read) has none yet: rabbitmqctl prints an empty string.
+        conn["client_properties"] = properties if isinstance(properties, dict) else {}
     host = conn.get("peer_host")
     if isinstance(host, list) and len(host) == 4 and all(isinstance(b, int) for b in host):
         conn["peer_host"] = ".".join(str(b) for b in host)

@@ -99,7 +99,10 @@ class Controller:
         if isinstance(command, routing_commands.ROUTING_COMMANDS):
             return await self._routing(command)
         if isinstance(command, tls_commands.TLS_COMMANDS):
-            return tls_commands.execute(self.server.tls, command)
+            reply = tls_commands.execute(self.server.tls, command)
+            if reply.ok:  # primed TLS connections were made with the old settings
+                self.server.primed.clear()
+            return reply
         if isinstance(command, auth_commands.AUTH_COMMANDS):
             return auth_commands.execute(self.server, command)
         if isinstance(command, limit_commands.LIMIT_COMMANDS):

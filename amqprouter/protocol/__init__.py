@@ -1,6 +1,6 @@
 """Sans-IO AMQP 0.9.1: bytes in, events out. No sockets, no trio, no clock in here."""
 
-from amqprouter.protocol.broker_handshake import BrokerHandshake, BrokerState
+from amqprouter.protocol.broker_handshake import BrokerGreeting, BrokerHandshake, BrokerState
 from amqprouter.protocol.client_handshake import ClientHandshake, ClientState
 from amqprouter.protocol.close import CLOSE_OK_FRAME, CloseHandshake, close_frame, peer_closed
 from amqprouter.protocol.errors import (
@@ -11,6 +11,7 @@ from amqprouter.protocol.errors import (
     UnexpectedFrame,
 )
 from amqprouter.protocol.events import (
+    BrokerGreeted,
     BrokerOpened,
     ClientOpened,
     CloseOkReceived,
@@ -23,6 +24,8 @@ from amqprouter.protocol.tune import TuneParams
 __all__ = [
     "CLOSE_OK_FRAME",
     "BadProtocolHeader",
+    "BrokerGreeted",
+    "BrokerGreeting",
     "BrokerHandshake",
     "BrokerOpened",
     "BrokerState",

@@ -14,6 +14,10 @@ client's StartOk and TuneOk, the vhost), so it is all sent at once, pipelined::
                                                     to the client with the broker's code/text)
     any state --Secure--> refused                  (540: amqprouter does not relay Secure)
 
+A primed connection (session/primed.py) does the first step, header out and Start in,
+before any client asks, with ``BrokerGreeting``; ``BrokerHandshake(greeted=True)`` then
+sends the rest and starts at AWAITING_TUNE.
+
 The frame-reading states are ``_TRANSITIONS`` below, driven by the shared frame loop
 (``machine.HandshakeMachine``).
 
@@ -40,7 +44,7 @@ from pamqp import commands
 
 from amqprouter.protocol import constants, properties
 from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
-from amqprouter.protocol.events import BrokerOpened, PeerClosed, StartOkInfo
+from amqprouter.protocol.events import BrokerGreeted, BrokerOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.frames import Frame, encode_method
 from amqprouter.protocol.machine import HandshakeMachine, MethodId, Table, Transition
 from amqprouter.protocol.methods import open_frame
@@ -70,13 +74,19 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         extra_client_properties: dict[str, str],
         backend: str,
         sasl: tuple[str, bytes] | None = None,
+        greeted: bool = False,
     ) -> None:
-        super().__init__(_TRANSITIONS, BrokerState.AWAITING_START)
+        # ``greeted``: the connection is a primed one (``BrokerGreeting`` sent the
+        # protocol header and read the broker's Start already): the replay starts at Tune.
+        super().__init__(
+            _TRANSITIONS, BrokerState.AWAITING_TUNE if greeted else BrokerState.AWAITING_START
+        )
         self.vhost = vhost
         self.backend = backend
         self.tune: TuneParams | None = None
         self._client_tune = client_tune
-        self._outgoing += constants.PROTOCOL_HEADER
+        if not greeted:
+            self._outgoing += constants.PROTOCOL_HEADER
         # ``sasl``: the mechanism and credentials the auth service gave in place of the
         # client's; the client's properties and locale are kept either way.
         spliced = properties.splice_client_properties(start_ok.raw, extra_client_properties, sasl)
@@ -109,15 +119,8 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         self._outgoing += open_frame(vhost)
 
     def _before_frame(self) -> None:
-        # A broker that does not speak 0-9-1 answers with its own protocol header.
-        if self.state is not BrokerState.AWAITING_START:
-            return
-        seen = self._reader.peek()[:4]
-        if seen and constants.PROTOCOL_HEADER.startswith(seen) and len(seen) == 4:
-            raise ProtocolError(
-                f"broker {self.backend} refused protocol AMQP 0-9-1",
-                reply_code=constants.NOT_IMPLEMENTED,
-            )
+        if self.state is BrokerState.AWAITING_START:
+            _check_not_protocol_header(self._reader.peek(), self.backend)
 
     def _peer(self) -> str:
         return f"broker {self.backend}"
@@ -131,12 +134,7 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
     # the broker's whole server-properties table only for the router to drop it.
 
     def _on_start(self, frame: Frame) -> None:
-        version = frame.unpack(constants.VERSION_ARGUMENTS)
-        if version != (0, 9):
-            raise ProtocolError(
-                f"broker {self.backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
-                reply_code=constants.NOT_IMPLEMENTED,
-            )
+        _check_start(frame, self.backend)
 
     def _on_tune(self, frame: Frame) -> None:
         offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
@@ -154,6 +152,70 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
             reply_code=constants.NOT_IMPLEMENTED,
         )
 
+
+def _check_not_protocol_header(seen: bytes, backend: str) -> None:
+    """A broker that does not speak 0-9-1 answers with its own protocol header."""
+    head = seen[:4]
+    if len(head) == 4 and constants.PROTOCOL_HEADER.startswith(head):
+        raise ProtocolError(
+            f"broker {backend} refused protocol AMQP 0-9-1", reply_code=constants.NOT_IMPLEMENTED
+        )
+
+
+def _check_start(frame: Frame, backend: str) -> None:
+    version = frame.unpack(constants.VERSION_ARGUMENTS)
+    if version != (0, 9):
+        raise ProtocolError(
+            f"broker {backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
+            reply_code=constants.NOT_IMPLEMENTED,
+        )
+
+
+class GreetingState(enum.Enum):
+    AWAITING_START = "awaiting Connection.Start"
+    GREETED = "greeted"
+    CLOSED = "closed"
+
+
+class BrokerGreeting(HandshakeMachine[GreetingState, BrokerGreeted | PeerClosed]):
+    """The client-independent first step of a broker connection, done ahead of time.
+
+    Sends the protocol header and reads the broker's Start (version checked); what
+    follows is ``BrokerHandshake(greeted=True)`` once a client's Open picks this
+    backend. A primed connection must hold nothing after its Start, so ``pending``
+    (bytes the broker sent after it) tells the pool to discard it.
+    """
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(_GREETING, GreetingState.AWAITING_START)
+        self.backend = backend
+        self._outgoing += constants.PROTOCOL_HEADER
+
+    def _before_frame(self) -> None:
+        if self.state is GreetingState.AWAITING_START:
+            _check_not_protocol_header(self._reader.peek(), self.backend)
+
+    def _peer(self) -> str:
+        return f"broker {self.backend}"
+
+    def _refuse(
+        self,
+        frame: Frame,
+        row: Mapping[MethodId, Transition[GreetingState, BrokerGreeted | PeerClosed]],
+    ) -> NoReturn:
+        raise UnexpectedFrame(f"broker {self.backend} sent {frame.name} while {self.state.value}")
+
+    def _on_start(self, frame: Frame) -> BrokerGreeted:
+        _check_start(frame, self.backend)
+        return BrokerGreeted(pending=len(self._reader.peek()))
+
+
+_GREETING: Final[Table[GreetingState, BrokerGreeted | PeerClosed]] = {
+    GreetingState.AWAITING_START: {
+        constants.CONNECTION_START: Transition(BrokerGreeting._on_start, GreetingState.GREETED),
+        constants.CONNECTION_CLOSE: Transition(HandshakeMachine._on_close, GreetingState.CLOSED),
+    },
+}
 
 _CLOSE: Final = Transition[BrokerState, BrokerEvent](HandshakeMachine._on_close, BrokerState.CLOSED)
 # Secure is refused in every state; ``then`` is never reached.

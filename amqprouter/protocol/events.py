@@ -42,6 +42,13 @@ class BrokerOpened:
 
 
 @attrs.frozen
+class BrokerGreeted:
+    """A primed connection's broker sent its Start (``broker_handshake.BrokerGreeting``)."""
+
+    pending: int  # bytes the broker sent after its Start: a primed connection must have none
+
+
+@attrs.frozen
 class PeerClosed:
     """The peer sent Connection.Close; a Close-Ok is queued for it already."""
 

@@ -36,6 +36,7 @@ from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
+from amqprouter.session.primed import PrimedPool, prime_connection
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ SHUTDOWN_TIMEOUT: Final = 10.0
 #: An ACCEPT-PROXY listener waits this long for the header (inside the client
 #: handshake timeout, which may be shorter): a balancer sends it at once.
 PROXY_HEADER_TIMEOUT: Final = 5.0
+#: Primed broker connections kept at most per backend in use (--primed-connections).
+PRIMED_PER_BACKEND: Final = 8
 #: A listener without options: no PROXY header, anyone may connect.
 PLAIN_LISTENER: Final = ListenOptions()
 
@@ -72,9 +75,10 @@ class Server:
         *,
         backend_down_seconds: float = DOWN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        primed_per_backend: int = PRIMED_PER_BACKEND,
     ) -> None:
         self.settings = settings
-        self.routing = routing or RoutingTable()
+        self._routing = routing or RoutingTable()
         self.resolver = Resolver()
         #: Backend health (failed connects, BACKEND CHECK) and the farm policies on it.
         self.health = HealthMonitor(
@@ -115,6 +119,9 @@ class Server:
         self.watchdog = Watchdog(clock)
         #: AUTH SERVICE: the auth service each new session asks; None is AUTH ALWAYS_ALLOW.
         self.auth: AuthService | None = None
+        #: Broker connections greeted ahead of their clients (session/primed.py);
+        #: ``primed_per_backend`` 0 turns it off.
+        self.primed = PrimedPool(self._prime, self._primable, max_per_backend=primed_per_backend)
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -125,6 +132,8 @@ class Server:
             self._nursery = nursery
             self.health.start(nursery)
             nursery.start_soon(self.watchdog.run)
+            if self.primed.enabled:
+                await nursery.start(self.primed.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -144,7 +153,36 @@ class Server:
         return {name: name not in down for name in self.routing.backends}
 
     def current_routing(self) -> RoutingTable:
-        return self.routing
+        return self._routing
+
+    @property
+    def routing(self) -> RoutingTable:
+        """The live routing snapshot; replaced whole by the control plane."""
+        return self._routing
+
+    @routing.setter
+    def routing(self, table: RoutingTable) -> None:
+        self._routing = table
+        self.primed.wake()  # a backend disabled, deleted or moved: drop its primed ones now
+
+    def _primable(self, backend: Backend) -> bool:
+        """Whether primed connections to ``backend`` may be kept and handed out now."""
+        table = self._routing
+        return (
+            table.backends.get(backend.name) == backend
+            and backend.name not in table.disabled
+            and backend.name not in self.health.registry.down()
+        )
+
+    async def _prime(self, backend: Backend) -> Transport:
+        timeouts = self.settings.timeouts
+        return await prime_connection(
+            self.resolver,
+            backend,
+            connect_timeout=timeouts.connect,
+            greeting_timeout=timeouts.broker_handshake,
+            wrap=self.wrap_backend,
+        )
 
     async def listen(
         self,
@@ -337,6 +375,7 @@ class Server:
             wrap_backend=self.wrap_backend,
             watchdog=self.watchdog,
             authorize=None if self.auth is None else self.auth.authorize,
+            take_primed=self.primed.take if self.primed.enabled else None,
         )
         # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
         session.data_budget = self.limits.data_budget(None)

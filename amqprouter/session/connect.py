@@ -8,7 +8,8 @@ Both are the single places a new kind of transport plugs in:
   also gives a ``StartClient`` hook; the session awaits it first thing, inside the
   client handshake timeout, and forwards over the transport it returns.
 * **Backend side.** ``connect_first`` fails over across a vhost's candidate backends
-  in order, ``connect_backend`` across one backend's addresses, and
+  in order, taking a primed connection where the pool has one (primed.py),
+  ``connect_backend`` across one backend's addresses, and
   ``connect_transport`` opens TCP to one resolved address and, when a ``WrapBackend``
   hook is given, lets it wrap the connection (a backend flagged TLS: the TLS
   handshake; SEND-PROXY: the PROXY header), all inside the one connect timeout that
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import trio
 
 from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone, endpoint
-from amqprouter.net.transport import PlainTransport, Transport
+from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.routing import Backend, Resolver
 from amqprouter.routing.health import HealthRegistry
 
@@ -37,6 +38,34 @@ StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
 #: the third argument is the client's address (a PROXY header names it).
 WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
+#: A primed connection to a backend, greeted already, or None (session/primed.py).
+TakePrimed = Callable[[Backend], Transport | None]
+
+_Event = TypeVar("_Event", covariant=True)
+
+
+class Conversation(Protocol[_Event]):
+    """A sans-IO machine: bytes in, events out, bytes to send."""
+
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> _Event | None: ...
+    def data_to_send(self) -> bytes: ...
+
+
+async def converse(peer: Transport, machine: Conversation[_Event]) -> _Event:
+    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
+
+    What the machine queued is sent before its event is returned (a Close-Ok owed to a
+    peer goes out first). Unbounded on its own: callers hold the deadline.
+    """
+    while True:
+        event = machine.next_event()
+        outgoing = machine.data_to_send()
+        if outgoing:
+            await peer.send_all(outgoing)
+        if event is not None:
+            return event
+        machine.receive_data(await recv_some(peer))
 
 
 async def start_client(transport: Transport, start: StartClient | None) -> Transport:
@@ -116,12 +145,20 @@ async def connect_first(
     client: tuple[str, int],
     health: HealthRegistry | None,
     log: Any,  # the session's bound logger
-) -> tuple[Backend, Transport] | list[str]:
-    """Failover: the first of ``candidates`` (in order) that connects, with its transport,
-    else one failure text per attempt. Each backend's outcome is reported to ``health``.
+    take_primed: TakePrimed | None = None,
+) -> tuple[Backend, Transport, bool] | list[str]:
+    """Failover: the first of ``candidates`` (in order) that connects, with its transport
+    and whether it is a primed one (greeted already), else one failure text per attempt.
+    Each backend's outcome is reported to ``health``; a primed connection counts as a
+    connect that succeeded.
     """
     failures: list[str] = []
     for backend in candidates:
+        primed = None if take_primed is None else take_primed(backend)
+        if primed is not None:
+            if health is not None:
+                health.connect_succeeded(backend.name)
+            return backend, primed, True
         outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log)
         if isinstance(outcome, list):
             failures += outcome
@@ -130,5 +167,5 @@ async def connect_first(
             continue
         if health is not None:
             health.connect_succeeded(backend.name)
-        return backend, outcome
+        return backend, outcome, False
     return failures

@@ -52,7 +52,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import structlog
@@ -61,7 +61,7 @@ import trio
 from amqprouter.net import sockets
 from amqprouter.net.proxy_transport import ClientRefused
 from amqprouter.net.sockets import PeerGone, endpoint
-from amqprouter.net.transport import PlainTransport, Transport, recv_some
+from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.protocol import (
     BadProtocolHeader,
     BrokerHandshake,
@@ -85,8 +85,10 @@ from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.auth import Allow, Authorize, AuthQuery, ask
 from amqprouter.session.connect import (
     StartClient,
+    TakePrimed,
     WrapBackend,
     connect_first,
+    converse,
     start_client,
 )
 from amqprouter.session.pause import Pause, hold_at_open, hold_ingress, keep_broker_alive
@@ -106,35 +108,10 @@ YIELD_EVERY: Final = 16
 LIMITED_CLOSE_DELAY: Final = 0.75
 
 _ids = itertools.count(1)
-_Event = TypeVar("_Event", covariant=True)
 #: The decision of a session without an auth service (AUTH ALWAYS_ALLOW).
 _ALLOW_ALL: Final = Allow()
 #: Named in amqprouter_host; looked up once, not per connection.
 HOSTNAME: Final = socket.gethostname()
-
-
-class _Conversation(Protocol[_Event]):
-    """A sans-IO machine: bytes in, events out, bytes to send."""
-
-    def receive_data(self, data: bytes) -> None: ...
-    def next_event(self) -> _Event | None: ...
-    def data_to_send(self) -> bytes: ...
-
-
-async def _converse(peer: Transport, machine: _Conversation[_Event]) -> _Event:
-    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
-
-    What the machine queued is sent before its event is returned (a Close-Ok owed to a
-    peer goes out first). Unbounded on its own: callers hold the deadline.
-    """
-    while True:
-        event = machine.next_event()
-        outgoing = machine.data_to_send()
-        if outgoing:
-            await peer.send_all(outgoing)
-        if event is not None:
-            return event
-        machine.receive_data(await recv_some(peer))
 
 
 class State(enum.Enum):
@@ -234,6 +211,7 @@ class Session:
         "_resolver",
         "_routing",
         "_start_client",
+        "_take_primed",
         "_vhost_opened",
         "_watch",
         "_watch_handle",
@@ -284,6 +262,7 @@ class Session:
         wrap_backend: WrapBackend | None = None,
         watchdog: Watchdog | None = None,
         authorize: Authorize | None = None,
+        take_primed: TakePrimed | None = None,
     ) -> None:
         self.id = next(_ids)
         #: The two transports (connect.py says how new kinds plug in).
@@ -293,6 +272,8 @@ class Session:
         self._start_client = start
         # Wraps each backend connection, inside the connect timeout.
         self._wrap_backend = wrap_backend
+        # Hands out a primed broker connection (primed.py) before connecting afresh.
+        self._take_primed = take_primed
         # The auth service (AUTH SERVICE) of the moment the session started; None allows all.
         self._authorize = authorize
         #: The auth service said DENY (CONN's authDenied, STAT's authDenied count).
@@ -412,7 +393,7 @@ class Session:
             if self._start_client is not None and not await self._start():
                 return None
             try:
-                event: ClientOpened | PeerClosed = await _converse(self.client, machine)
+                event: ClientOpened | PeerClosed = await converse(self.client, machine)
                 if isinstance(event, ClientOpened):
                     self.vhost = event.vhost
                     self.connection_name = event.start_ok.connection_name
@@ -483,14 +464,15 @@ class Session:
             self.client_address,  # a PROXY header's source, once the client started
             health,
             self.log,
+            self._take_primed,
         )
         if isinstance(connected, tuple):
-            backend, broker = connected
+            backend, broker, greeted = connected
             self.broker, self.backend = broker, backend
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
-            return await self._broker_handshake(opened, backend, allowed)
+            return await self._broker_handshake(opened, backend, allowed, greeted)
         names = ", ".join(backend.label for backend in candidates)
         self.log.error("no backend reachable", tried=connected)
         await self._close_client(
@@ -532,7 +514,7 @@ class Session:
         return None
 
     async def _broker_handshake(
-        self, opened: ClientOpened, backend: Backend, allowed: Allow
+        self, opened: ClientOpened, backend: Backend, allowed: Allow, greeted: bool
     ) -> BrokerOpened | None:
         assert self.broker is not None
         broker = self.broker
@@ -552,6 +534,7 @@ class Session:
                 extra_client_properties=extra,
                 backend=backend.name,
                 sasl=allowed.sasl,
+                greeted=greeted,
             )
         except ProtocolError as exc:  # the auth service's credentials do not fit
             self.log.error("broker handshake error", error=str(exc))
@@ -563,6 +546,7 @@ class Session:
             "starting broker connection",
             broker=endpoint(self.broker_address),
             local=f"{local_host}:{local_port}",
+            primed=greeted,
         )
         if not machine.properties_added:
             # The broker would reset a StartOk over 4096 bytes: this one goes unchanged.
@@ -570,7 +554,7 @@ class Session:
         timeout = self.settings.timeouts.broker_handshake
         with trio.move_on_after(timeout):
             try:
-                event: BrokerOpened | PeerClosed = await _converse(broker, machine)
+                event: BrokerOpened | PeerClosed = await converse(broker, machine)
                 if isinstance(event, BrokerOpened):
                     return event
                 # 403 wrong password, 530 vhost missing: the client gets the broker's own
@@ -981,7 +965,7 @@ class Session:
         with trio.move_on_after(wait):
             try:
                 await peer.send_all(frame)
-                await _converse(peer, machine)
+                await converse(peer, machine)
             except (PeerGone, ProtocolError):
                 pass
         peer.close()

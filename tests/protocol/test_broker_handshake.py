@@ -6,6 +6,8 @@ import pytest
 from pamqp import commands, frame
 
 from amqprouter.protocol import (
+    BrokerGreeted,
+    BrokerGreeting,
     BrokerHandshake,
     BrokerOpened,
     BrokerState,
@@ -204,3 +206,73 @@ def test_start_ok_near_the_pre_tune_limit_goes_unchanged() -> None:
     assert opening[len(constants.PROTOCOL_HEADER) :].startswith(method(big))
     # An ordinary StartOk gets them.
     assert _machine().properties_added
+
+
+# -- primed connections: the greeting ahead of time, then the rest ---------------------
+
+
+def test_greeting_sends_the_header_and_reads_start() -> None:
+    greeting = BrokerGreeting("rabbit1")
+    assert greeting.data_to_send() == constants.PROTOCOL_HEADER
+    events, sent = feed_bytewise(greeting, method(BROKER_START))
+    assert events == [BrokerGreeted(pending=0)]
+    assert sent == b""
+
+
+def test_greeting_reports_bytes_after_start() -> None:
+    greeting = BrokerGreeting("rabbit1")
+    greeting.receive_data(method(BROKER_START) + method(BROKER_TUNE))
+    assert greeting.next_event() == BrokerGreeted(pending=len(method(BROKER_TUNE)))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"AMQP\x00\x00\x09\x01",  # a broker of another protocol version answers its header
+        method(commands.Connection.Start(version_major=0, version_minor=8)),
+        method(BROKER_TUNE),  # not a Start
+    ],
+)
+def test_greeting_refuses_what_is_not_a_0_9_1_start(reply: bytes) -> None:
+    greeting = BrokerGreeting("rabbit1")
+    greeting.data_to_send()
+    with pytest.raises(ProtocolError):
+        feed_bytewise(greeting, reply)
+
+
+def test_greeting_answers_a_broker_close() -> None:
+    greeting = BrokerGreeting("rabbit1")
+    greeting.data_to_send()
+    close = commands.Connection.Close(320, "CONNECTION_FORCED - shutdown", 0, 0)
+    events, sent = feed_bytewise(greeting, method(close))
+    assert events == [PeerClosed(320, "CONNECTION_FORCED - shutdown")]
+    assert sent == method(commands.Connection.CloseOk())
+
+
+def test_greeted_handshake_starts_at_tune_without_the_header() -> None:
+    client = _opened_client()
+    greeted = BrokerHandshake(
+        vhost=client.vhost,
+        start_ok=client.start_ok,
+        client_tune=client.tune,
+        extra_client_properties=EXTRA,
+        backend="rabbit1",
+        greeted=True,
+    )
+    assert greeted.state is BrokerState.AWAITING_TUNE
+    opening = greeted.data_to_send()
+    # The same StartOk, TuneOk and Open as an unprimed replay, minus the header.
+    assert opening == _machine(client).data_to_send()[len(constants.PROTOCOL_HEADER) :]
+    events, _ = feed_bytewise(greeted, method(BROKER_TUNE) + OPEN_OK)
+    assert events == [BrokerOpened(open_ok=OPEN_OK, pending=b"")]
+    # A second Start on a primed connection is a broker fault, not a restart.
+    again = BrokerHandshake(
+        vhost=client.vhost,
+        start_ok=client.start_ok,
+        client_tune=client.tune,
+        extra_client_properties=EXTRA,
+        backend="rabbit1",
+        greeted=True,
+    )
+    with pytest.raises(ProtocolError):
+        feed_bytewise(again, method(BROKER_START))

@@ -190,14 +190,19 @@ async def router(
     timeouts: Timeouts = FAST,
     routing: RoutingTable | None = None,
     clock: Callable[[], float] = time.monotonic,
+    primed: int = 0,
 ) -> AsyncIterator[tuple[Server, int]]:
     """An in-process router in simple mode in front of ``broker_port`` (None: no route,
     or the ``routing`` given). ``clock=trio.current_time`` puts session supervision on
-    trio's clock (for tests on a MockClock)."""
+    trio's clock (for tests on a MockClock). ``primed``: primed broker connections per
+    backend, off by default since a scripted fake broker expects its connections to be
+    sessions (tests/session/test_primed.py turns them on)."""
     routing = routing or RoutingTable()
     if broker_port is not None:
         routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))
-    server = Server(SessionSettings(timeouts=timeouts), routing, clock=clock)
+    server = Server(
+        SessionSettings(timeouts=timeouts), routing, clock=clock, primed_per_backend=primed
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         port = await server.listen(0, "127.0.0.1")
