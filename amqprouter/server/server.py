@@ -36,6 +36,7 @@ from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
+from amqprouter.session.events import NO_EVENTS, SessionEvents
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -115,6 +116,9 @@ class Server:
         self.watchdog = Watchdog(clock)
         #: AUTH SERVICE: the auth service each new session asks; None is AUTH ALWAYS_ALLOW.
         self.auth: AuthService | None = None
+        #: Told of each session's handshake and connect latencies and failed connects
+        #: (session/events.py); /metrics sets its observer here.
+        self.events: SessionEvents = NO_EVENTS
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -337,6 +341,7 @@ class Server:
             wrap_backend=self.wrap_backend,
             watchdog=self.watchdog,
             authorize=None if self.auth is None else self.auth.authorize,
+            events=self.events,
         )
         # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
         session.data_budget = self.limits.data_budget(None)

@@ -31,6 +31,7 @@ from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver
 from amqprouter.routing.health import HealthRegistry
+from amqprouter.session import events
 
 #: Finish opening an accepted client's transport (TLS handshake, PROXY header).
 StartClient = Callable[[Transport], Awaitable[Transport]]
@@ -79,6 +80,7 @@ async def connect_backend(
     wrap: WrapBackend | None,
     client: tuple[str, int],
     log: Any,  # the session's bound logger
+    failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
 ) -> Transport | list[str]:
     """Resolve ``backend`` and try its addresses in order, each bounded by ``per_attempt`` seconds.
 
@@ -91,8 +93,10 @@ async def connect_backend(
             addresses = await resolver.resolve(backend.connect_host, backend.port)
         except OSError as exc:
             log.error("cannot resolve backend", backend=backend.label, error=str(exc))
+            failed(backend, events.DNS)
             return [f"{backend.label}: {exc}"]
     if not addresses:
+        failed(backend, events.DNS)
         return [f"{backend.label}: resolution timed out"]
     for family, address in addresses:
         with trio.move_on_after(per_attempt):
@@ -101,9 +105,11 @@ async def connect_backend(
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 failures.append(f"{address[0]}:{address[1]}: {reason}")
+                failed(backend, events.failure_reason(exc))
                 log.warning("broker connect failed", address=endpoint(address), error=str(exc))
                 continue
         failures.append(f"{address[0]}:{address[1]}: timed out after {per_attempt}s")
+        failed(backend, events.TIMEOUT)
         log.warning("broker connect timed out", address=endpoint(address))
     return failures
 
@@ -116,13 +122,14 @@ async def connect_first(
     client: tuple[str, int],
     health: HealthRegistry | None,
     log: Any,  # the session's bound logger
+    failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
 ) -> tuple[Backend, Transport] | list[str]:
     """Failover: the first of ``candidates`` (in order) that connects, with its transport,
     else one failure text per attempt. Each backend's outcome is reported to ``health``.
     """
     failures: list[str] = []
     for backend in candidates:
-        outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log)
+        outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log, failed)
         if isinstance(outcome, list):
             failures += outcome
             if health is not None:
