@@ -172,6 +172,32 @@ async def test_failed_connects_are_counted_per_backend_and_reason() -> None:
     assert metrics.opened == 0
 
 
+async def test_a_failed_tls_handshake_to_a_backend_is_a_tls_failure() -> None:
+    async def hang_up(peer: Peer, broker: FakeBroker) -> None:
+        await peer.aclose()  # a plain server that drops the ClientHello
+
+    async with fake_broker(hang_up) as broker:
+        backend = Backend("secure", "dc", "127.0.0.1", broker.port, tls=True)
+        async with router(None, routing=RoutingTable.single(backend)) as (server, port):
+            metrics = observe(server)
+            client = await client_handshake(port)
+            assert isinstance(await client.read_method(), commands.Connection.Close)
+            await client.aclose()
+            await wait_no_sessions(server)
+    assert metrics.connect_failures == {("secure", "tls"): 1}
+
+
+async def test_a_name_that_does_not_resolve_is_a_dns_failure() -> None:
+    backend = Backend("nameless", "dc", "no-such-host.invalid", 5672)
+    async with router(None, routing=RoutingTable.single(backend)) as (server, port):
+        metrics = observe(server)
+        client = await client_handshake(port)
+        assert isinstance(await client.read_method(), commands.Connection.Close)
+        await client.aclose()
+        await wait_no_sessions(server)
+    assert metrics.connect_failures == {("nameless", "dns"): 1}
+
+
 def test_failure_reasons() -> None:
     assert failure_reason(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) == events.REFUSED
     assert failure_reason(OSError(errno.ETIMEDOUT, "timed out")) == events.TIMEOUT
