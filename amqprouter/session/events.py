@@ -9,8 +9,8 @@ line at each point; the default, ``NO_EVENTS``, does nothing.
 
 The hooks run on the session's task, once per session (connect failures once per
 attempt), never per frame: they must not block or raise. The observer lives above
-(``observe.session_metrics``); this module only names the hooks, so the session layer does not
-import what implements them.
+(``observe.session_metrics``); this module only names the hooks, so the session layer
+does not import what implements them.
 """
 
 from __future__ import annotations
