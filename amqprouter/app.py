@@ -21,10 +21,14 @@ import trio
 from amqprouter.control.controller import Controller
 from amqprouter.control.socket_server import ControlSocketError, serve_control
 from amqprouter.observe import prometheus
-from amqprouter.observe.http import serve_http
+from amqprouter.observe.http import Response, serve_http
+from amqprouter.observe.probes import LoopHeartbeat
+from amqprouter.observe.process import process_figures
 from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.observe.service import StatsService
 from amqprouter.observe.stats import StatsCollector
+from amqprouter.observe.status_page import CONTENT_TYPE as HTML
+from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.text import escape
@@ -49,10 +53,13 @@ async def start_stats(
     interval: float,
     statsd_prefix: str = DEFAULT_PREFIX,
 ) -> StatsService:
-    """Collect over ``server``'s sessions every ``interval`` seconds, in ``nursery``."""
+    """Collect over ``server``'s sessions every ``interval`` seconds, in ``nursery``; and
+    count session events (``service.events``, the server's observer) from now on."""
     collector = StatsCollector(server.sessions, interval)
     server.session_ended.append(collector.session_ended)
     service = StatsService(collector, statsd_prefix=statsd_prefix)
+    server.events = service.events
+    server.session_ended.append(service.events.session_ended)
     await nursery.start(service.run)
     return service
 
@@ -66,11 +73,19 @@ async def start_http(
     host: str | None = None,
     backend_health: BackendHealth = _no_health,
 ) -> list[int]:
-    """Serve ``/metrics`` and ``/healthz`` on ``port``; the bound ports.
+    """Serve ``/metrics``, the probes (``/livez``, ``/readyz``, ``/healthz``) and the
+    status page ``/`` on ``port``; the bound ports.
 
     Raises:
         OSError: the port cannot be bound.
     """
+    events = service.events
+    heartbeat = LoopHeartbeat()
+    await nursery.start(heartbeat.run)
+    started = process_figures().start_time_seconds
+
+    def vhost_label() -> Callable[[str], str]:
+        return prometheus.vhost_labeller(events.routed, server.routing.mappings)
 
     def metrics_page() -> str:
         return prometheus.metrics_text(
@@ -78,19 +93,37 @@ async def start_http(
             listeners=len(server.listeners),
             backend_up=backend_health(),
             refused=server.refusals.total,
+            events=events,
+            vhost_label=vhost_label(),
+            paused_vhosts=len(server.vhosts.paused),
         )
 
-    def reason() -> str | None:
-        return prometheus.health_reason(
+    def ready() -> str | None:
+        return prometheus.ready_reason(
             listeners=len(server.listeners),
             backends=len(server.routing.backends),
             backend_up=backend_health(),
             disabled=server.routing.disabled,
         )
 
-    routes = {
+    def status() -> Response:
+        page = status_page(
+            server,
+            service.collector,
+            ready=ready(),
+            live=heartbeat.stalled(),
+            vhost_label=vhost_label(),
+            started=started,
+        )
+        return Response(200, page, HTML)
+
+    routes: dict[str, Callable[[], Response]] = {
+        "/": status,
         "/metrics": partial(prometheus.metrics, metrics_page),
-        "/healthz": partial(prometheus.healthz, reason),
+        "/livez": partial(prometheus.probe, heartbeat.stalled),
+        "/readyz": partial(prometheus.probe, ready),
+        # The name it has always had: the readiness check, unchanged.
+        "/healthz": partial(prometheus.probe, ready),
     }
     ports: list[int] = await nursery.start(partial(serve_http, port, routes, host=host))
     return ports
@@ -196,6 +229,7 @@ async def serve(
             nursery.start_soon(on_signal)
             await stop.wait()
             if drain_for:
+                stats.events.shutting_down = True
                 with drained:
                     await server.drain(drain_for[0])
             nursery.cancel_scope.cancel()

@@ -2,7 +2,8 @@
 # RabbitMQ installed and answering on 127.0.0.1:5672, and .venv with the project
 # and its test extras (pika is what the demo's client uses).
 # Each step prints one "==> [n/N] ..." line; re-runs skip work already done.
-# The caller sets `total` (the number of steps it prints in all).
+# The caller sets `total` (the number of steps it prints in all), and
+# `with_browser=1` to also have Debian's chromium (the status page's browser test).
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -95,3 +96,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     printf '%s\n' "$want" >"$stamp"
 fi
 
+
+# --------------------------------------------------------------------------- #
+if [ "${with_browser:-0}" = 1 ]; then
+    step "[4/$total] Chromium (headless, for the status page's browser test)"
+    if ! command -v chromium >/dev/null 2>&1; then
+        is_root || die "chromium is not installed. Install it first: sudo apt-get install -y chromium"
+        echo "    installing chromium with apt-get"
+        apt-get update -qq
+        apt-get install -y -qq chromium >/dev/null
+        command -v chromium >/dev/null 2>&1 || die "apt-get installed no chromium command"
+    fi
+fi

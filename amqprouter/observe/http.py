@@ -1,6 +1,8 @@
-"""A tiny HTTP/1.1 server for ``/metrics`` and ``/healthz``: GET only, one request each.
+"""A tiny HTTP/1.1 server for ``/metrics``, the probes and the status page: GET only,
+one request each.
 
-Just enough HTTP for a Prometheus scraper, a load balancer's health probe and curl:
+Just enough HTTP for a Prometheus scraper, a load balancer's health probe, a browser
+and curl:
 the request head is bounded in size and time, the body (if any) is ignored, every
 response carries ``Content-Length`` and ``Connection: close``, and the connection is
 closed after it. Anything unexpected gets a short error status, never a traceback.
@@ -72,7 +74,7 @@ def respond(head: bytes, routes: Routes) -> Response:
         return Response(405, "only GET is served\n")
     route = routes.get(target.split("?", 1)[0])
     if route is None:
-        return Response(404, "not found: try /metrics or /healthz\n")
+        return Response(404, "not found: try /, /metrics, /livez or /readyz\n")
     return route()
 
 

@@ -1,21 +1,41 @@
-"""``/metrics`` (Prometheus text exposition format 0.0.4) and ``/healthz``.
+"""``/metrics`` (Prometheus text exposition format 0.0.4) and the readiness check.
 
-Counters are the collector's running totals (they include sessions that ended, and
-move once per stats interval); gauges are the last snapshot's. Series are kept per
-(vhost, backend name): the client-host axis stays out of Prometheus (its label
-would have a value per client address).
+Traffic counters are the collector's running totals (they include sessions that
+ended, and move once per stats interval); its gauges are the last snapshot's. Series
+are kept per (vhost, backend name): the client-host axis stays out of Prometheus (its
+label would have a value per client address). The session counters and latency
+histograms (session_metrics.py) move as events happen.
+
+**Label values are bounded.** ``vhost`` takes only the values ``vhost_label`` lets
+through (the composition root's: vhosts a broker accepted or the operator mapped, and
+``""`` for sessions that never sent Connection.Open); every other vhost is summed into
+``OTHER_VHOST``, so a client naming vhosts at random cannot mint series. ``backend``
+is a configured backend's name; ``reason`` and ``direction`` are fixed sets.
+
+The exposition is written here, not by prometheus_client: it is a few dozen lines for
+the three types we use, our figures are snapshots that a registry of live metric
+objects would only mirror, and the router keeps no runtime dependency for it (the
+tests parse the page with prometheus_client's own parser).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from typing import Final
+
+import attrs
 
 from amqprouter import __version__
 from amqprouter.observe.http import Response
-from amqprouter.observe.process import current_rss_kb
-from amqprouter.observe.stats import ConnectionStats, Removal, StatsCollector
+from amqprouter.observe.process import ProcessFigures, process_figures
+from amqprouter.observe.session_metrics import Histogram, SessionMetrics
+from amqprouter.observe.stats import (
+    OTHER_VHOST,
+    ConnectionStats,
+    Removal,
+    StatsCollector,
+    Totals,
+)
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: ``reason`` label of amqprouter_sessions_ended_total, per Removal.
@@ -31,6 +51,21 @@ _DIRECTIONS: Final = (("client_to_broker", "received"), ("broker_to_client", "se
 def escape_label(value: str) -> str:
     """A label value as the exposition format writes it: ``\\``, ``"`` and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _identity(vhost: str) -> str:
+    return vhost
+
+
+def vhost_labeller(routed: Container[str], mapped: Container[str]) -> Callable[[str], str]:
+    """The ``vhost_label`` of ``metrics_text``: a vhost in ``routed`` (a broker accepted
+    it) or ``mapped`` (the operator named it), or ``""``, is its own label; any other
+    becomes ``OTHER_VHOST``."""
+
+    def label(vhost: str) -> str:
+        return vhost if not vhost or vhost in routed or vhost in mapped else OTHER_VHOST
+
+    return label
 
 
 def _labels(pairs: Iterable[tuple[str, str]]) -> str:
@@ -49,8 +84,33 @@ class _Exposition:
     def sample(self, name: str, labels: Iterable[tuple[str, str]], value: float) -> None:
         self.lines.append(f"{name}{_labels(labels)} {value}")
 
+    def histogram(self, name: str, labels: list[tuple[str, str]], histogram: Histogram) -> None:
+        for bound, count in histogram.cumulative():
+            self.sample(f"{name}_bucket", [*labels, ("le", bound)], count)
+        self.sample(f"{name}_sum", labels, histogram.sum)
+        self.sample(f"{name}_count", labels, histogram.count)
+
     def text(self) -> str:
         return "".join(line + "\n" for line in self.lines)
+
+
+def _relabelled_totals(
+    collector: StatsCollector, vhost_label: Callable[[str], str]
+) -> list[tuple[tuple[str, str], Totals]]:
+    """The running totals with their vhosts relabelled, pairs that meet summed."""
+    merged: dict[tuple[str, str], Totals] = {}
+    for (vhost, backend), total in collector.totals.items():
+        pair = (vhost_label(vhost), backend)
+        into = merged.get(pair)
+        if into is None:
+            merged[pair] = attrs.evolve(total, removed=list(total.removed))
+            continue
+        for field in attrs.fields(Totals):
+            if field.name == "removed":
+                into.removed = [a + b for a, b in zip(into.removed, total.removed, strict=True)]
+            else:
+                setattr(into, field.name, getattr(into, field.name) + getattr(total, field.name))
+    return sorted(merged.items())
 
 
 def metrics_text(
@@ -59,16 +119,23 @@ def metrics_text(
     listeners: int,
     backend_up: Mapping[str, bool] | None = None,
     refused: int = 0,
+    events: SessionMetrics | None = None,
+    vhost_label: Callable[[str], str] = _identity,
+    paused_vhosts: int = 0,
+    process: ProcessFigures | None = None,
 ) -> str:
     """The /metrics page.
 
     ``backend_up`` (backend name → reachable, from a health monitor) fills
-    ``amqprouter_backend_up``; None leaves that family without samples.
+    ``amqprouter_backend_up``; None leaves that family without samples. ``events``
+    fills the session counters and histograms (no samples without it).
+    ``vhost_label`` maps each vhost to its label value (see the module docstring).
+    ``process`` is read from /proc when not given.
     """
     out = _Exposition()
     out.family("amqprouter_build_info", "gauge", "amqprouter's version; always 1.")
     out.sample("amqprouter_build_info", [("version", __version__)], 1)
-    totals = sorted(collector.totals.items())
+    totals = _relabelled_totals(collector, vhost_label)
     for unit, field, help_text in (
         ("bytes", "bytes", "Bytes forwarded, by direction."),
         ("frames", "frames", "AMQP frames forwarded, by direction."),
@@ -97,7 +164,13 @@ def metrics_text(
         out.family(name, "counter", help_text)
         for (vhost, backend), total in totals:
             out.sample(name, [("vhost", vhost), ("backend", backend)], getattr(total, field))
-    last = collector.last.pairs
+    last: dict[tuple[str, str], ConnectionStats] = {}
+    for (vhost, backend), stats in collector.last.pairs.items():
+        pair = (vhost_label(vhost), backend)
+        into = last.get(pair)
+        if into is None:
+            into = last[pair] = ConnectionStats()
+        into.add(stats)
     for name, field, help_text in (
         ("amqprouter_sessions_active", "active", "Sessions not disconnected, now."),
         ("amqprouter_sessions_paused", "paused", "Sessions paused, now."),
@@ -106,6 +179,10 @@ def metrics_text(
         for pair, _total in totals:
             stats = last.get(pair) or ConnectionStats()
             out.sample(name, [("vhost", pair[0]), ("backend", pair[1])], getattr(stats, field))
+    out.family("amqprouter_vhosts_paused", "gauge", "Vhosts paused by VHOST PAUSE, now.")
+    out.sample("amqprouter_vhosts_paused", [], paused_vhosts)
+    if events is not None:
+        _session_events(out, events)
     out.family("amqprouter_backend_up", "gauge", "1 when the health check finds the backend up.")
     for backend, up in sorted((backend_up or {}).items()):
         out.sample("amqprouter_backend_up", [("backend", backend)], int(up))
@@ -114,15 +191,71 @@ def metrics_text(
     name = "amqprouter_connections_refused_total"
     out.family(name, "counter", "Clients refused by a listener's ALLOW list.")
     out.sample(name, [], refused)
-    cpu = os.times()
-    out.family("process_cpu_seconds_total", "counter", "User and system CPU time spent.")
-    out.sample("process_cpu_seconds_total", [], round(cpu.user + cpu.system, 3))
-    out.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
-    out.sample("process_resident_memory_bytes", [], current_rss_kb() * 1024)
+    _process(out, process or process_figures())
     return out.text()
 
 
-def health_reason(
+def _session_events(out: _Exposition, events: SessionMetrics) -> None:
+    name = "amqprouter_sessions_opened_total"
+    out.family(name, "counter", "Sessions opened: the broker accepted the client's vhost.")
+    out.sample(name, [], events.opened)
+    name = "amqprouter_sessions_closed_total"
+    out.family(name, "counter", "Opened sessions that ended, by who ended them.")
+    for reason, count in events.closed.items():
+        out.sample(name, [("reason", reason)], count)
+    name = "amqprouter_backend_connect_failures_total"
+    out.family(name, "counter", "Failed connect attempts to a backend, by reason.")
+    for (backend, reason), count in sorted(events.connect_failures.items()):
+        out.sample(name, [("backend", backend), ("reason", reason)], count)
+    name = "amqprouter_handshake_seconds"
+    out.family(name, "histogram", "Client handshake: accept to the client's Connection.Open.")
+    out.histogram(name, [], events.handshake)
+    name = "amqprouter_connect_seconds"
+    out.family(name, "histogram", "Reaching a broker: first connect attempt to its Open-Ok.")
+    for backend, histogram in sorted(events.connect.items()):
+        out.histogram(name, [("backend", backend)], histogram)
+
+
+#: (name, type, help, ProcessFigures field), prometheus_client's process collector's.
+_PROCESS: Final = (
+    (
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        "cpu_seconds_total",
+    ),
+    (
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        "start_time_seconds",
+    ),
+    ("process_open_fds", "gauge", "Number of open file descriptors.", "open_fds"),
+    ("process_max_fds", "gauge", "Maximum number of open file descriptors.", "max_fds"),
+    (
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        "resident_memory_bytes",
+    ),
+    (
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        "virtual_memory_bytes",
+    ),
+)
+
+
+def _process(out: _Exposition, figures: ProcessFigures) -> None:
+    for name, kind, help_text, field in _PROCESS:
+        value = getattr(figures, field)
+        if value is not None:  # what /proc cannot tell is left out, not written as 0
+            out.family(name, kind, help_text)
+            out.sample(name, [], value)
+
+
+def ready_reason(
     *,
     listeners: int,
     backends: int,
@@ -147,7 +280,8 @@ def health_reason(
     return None
 
 
-def healthz(reason: Callable[[], str | None]) -> Response:
+def probe(reason: Callable[[], str | None]) -> Response:
+    """200 ``ok`` when ``reason`` says nothing, else 503 and the reason (/readyz, /livez)."""
     why = reason()
     return Response(200, "ok\n") if why is None else Response(503, why + "\n")
 

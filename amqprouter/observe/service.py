@@ -17,6 +17,7 @@ import structlog
 import trio
 
 from amqprouter.observe.render import DEFAULT_PREFIX, Output, render, statsd_lines
+from amqprouter.observe.session_metrics import SessionMetrics
 from amqprouter.observe.stats import StatsCollector, StatsSnapshot
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class StatsService:
         self.collector = collector
         self.statsd_prefix = statsd_prefix
         self.publishers: list[StatsdPublisher] = []
+        #: Session events counted as they happen (/metrics' alerting figures).
+        self.events = SessionMetrics()
         self._listeners: list[trio.MemorySendChannel[StatsSnapshot]] = []
 
     @property

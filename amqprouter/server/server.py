@@ -37,6 +37,7 @@ from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.primed import PrimedPool, prime_connection
+from amqprouter.session.events import NO_EVENTS, SessionEvents
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -122,6 +123,9 @@ class Server:
         #: Broker connections greeted ahead of their clients (session/primed.py);
         #: ``primed_per_backend`` 0 turns it off.
         self.primed = PrimedPool(self._prime, self._primable, max_per_backend=primed_per_backend)
+        #: Told of each session's handshake and connect latencies and failed connects
+        #: (session/events.py); /metrics sets its observer here.
+        self.events: SessionEvents = NO_EVENTS
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -376,6 +380,7 @@ class Server:
             watchdog=self.watchdog,
             authorize=None if self.auth is None else self.auth.authorize,
             take_primed=self.primed.take if self.primed.enabled else None,
+            events=self.events,
         )
         # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
         session.data_budget = self.limits.data_budget(None)

@@ -32,6 +32,7 @@ from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.routing import Backend, Resolver
 from amqprouter.routing.health import HealthRegistry
+from amqprouter.session import events
 
 #: Finish opening an accepted client's transport (TLS handshake, PROXY header).
 StartClient = Callable[[Transport], Awaitable[Transport]]
@@ -108,6 +109,7 @@ async def connect_backend(
     wrap: WrapBackend | None,
     client: tuple[str, int],
     log: Any,  # the session's bound logger
+    failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
 ) -> Transport | list[str]:
     """Resolve ``backend`` and try its addresses in order, each bounded by ``per_attempt`` seconds.
 
@@ -120,8 +122,10 @@ async def connect_backend(
             addresses = await resolver.resolve(backend.connect_host, backend.port)
         except OSError as exc:
             log.error("cannot resolve backend", backend=backend.label, error=str(exc))
+            failed(backend, events.DNS)
             return [f"{backend.label}: {exc}"]
     if not addresses:
+        failed(backend, events.DNS)
         return [f"{backend.label}: resolution timed out"]
     for family, address in addresses:
         with trio.move_on_after(per_attempt):
@@ -130,9 +134,11 @@ async def connect_backend(
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 failures.append(f"{address[0]}:{address[1]}: {reason}")
+                failed(backend, events.failure_reason(exc))
                 log.warning("broker connect failed", address=endpoint(address), error=str(exc))
                 continue
         failures.append(f"{address[0]}:{address[1]}: timed out after {per_attempt}s")
+        failed(backend, events.TIMEOUT)
         log.warning("broker connect timed out", address=endpoint(address))
     return failures
 
@@ -146,11 +152,12 @@ async def connect_first(
     health: HealthRegistry | None,
     log: Any,  # the session's bound logger
     take_primed: TakePrimed | None = None,
+    failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
 ) -> tuple[Backend, Transport, bool] | list[str]:
     """Failover: the first of ``candidates`` (in order) that connects, with its transport
     and whether it is a primed one (greeted already), else one failure text per attempt.
-    Each backend's outcome is reported to ``health``; a primed connection counts as a
-    connect that succeeded.
+    Each backend's outcome is reported to ``health`` (a primed connection counts as a
+    connect that succeeded) and each failed attempt to ``failed``.
     """
     failures: list[str] = []
     for backend in candidates:
@@ -159,7 +166,7 @@ async def connect_first(
             if health is not None:
                 health.connect_succeeded(backend.name)
             return backend, primed, True
-        outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log)
+        outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log, failed)
         if isinstance(outcome, list):
             failures += outcome
             if health is not None:

@@ -91,6 +91,7 @@ from amqprouter.session.connect import (
     converse,
     start_client,
 )
+from amqprouter.session.events import NO_EVENTS, SessionEvents
 from amqprouter.session.pause import Pause, hold_at_open, hold_ingress, keep_broker_alive
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.watch import Handle, Watchdog
@@ -199,6 +200,7 @@ class Session:
         "_clean_after_forward",
         "_closed_by",
         "_cut",
+        "_events",
         "_forwarding",
         "_health",
         "_heartbeat",
@@ -263,8 +265,11 @@ class Session:
         watchdog: Watchdog | None = None,
         authorize: Authorize | None = None,
         take_primed: TakePrimed | None = None,
+        events: SessionEvents = NO_EVENTS,
     ) -> None:
         self.id = next(_ids)
+        # Handshake and connect latencies, failed connects (events.py; for /metrics).
+        self._events = events
         #: The two transports (connect.py says how new kinds plug in).
         self.client = client
         self.broker: Transport | None = None
@@ -389,12 +394,14 @@ class Session:
     async def _client_handshake(self) -> ClientOpened | None:
         machine = ClientHandshake(self.settings.tune)
         timeout = self.settings.timeouts.client_handshake
+        began = time.monotonic()
         with trio.move_on_after(timeout):
             if self._start_client is not None and not await self._start():
                 return None
             try:
                 event: ClientOpened | PeerClosed = await converse(self.client, machine)
                 if isinstance(event, ClientOpened):
+                    self._events.client_opened(self, time.monotonic() - began)
                     self.vhost = event.vhost
                     self.connection_name = event.start_ok.connection_name
                     self.log = self.log.bind(
@@ -456,6 +463,7 @@ class Session:
         allowed = await self._authenticate(opened)
         if allowed is None:
             return None
+        began = time.monotonic()
         connected = await connect_first(
             candidates,
             self._resolver,
@@ -464,7 +472,8 @@ class Session:
             self.client_address,  # a PROXY header's source, once the client started
             health,
             self.log,
-            self._take_primed,
+            take_primed=self._take_primed,
+            failed=self._events.connect_failed,
         )
         if isinstance(connected, tuple):
             backend, broker, greeted = connected
@@ -472,7 +481,10 @@ class Session:
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
-            return await self._broker_handshake(opened, backend, allowed, greeted)
+            open_ok = await self._broker_handshake(opened, backend, allowed, greeted)
+            if open_ok is not None:
+                self._events.broker_opened(self, time.monotonic() - began)
+            return open_ok
         names = ", ".join(backend.label for backend in candidates)
         self.log.error("no backend reachable", tried=connected)
         await self._close_client(
@@ -975,6 +987,11 @@ class Session:
             await peer.send_all(data)
 
     # -- session control: pause, unpause, disconnect (control plane, drains) --------
+
+    @property
+    def close_started_by(self) -> str | None:
+        """ "client" or "broker": who sent the Connection.Close that ended forwarding."""
+        return None if self._closed_by is None else self._closed_by[0]
 
     def pause(self) -> bool:
         """Hold client→broker data from now on; False if already paused or ending.

@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
 
+import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -155,6 +157,75 @@ def check_stream(
     assert samples[("amqprouter_sessions_ended_total", ended)] == 1
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=WAIT) as page:
         assert (page.status, page.read()) == (200, b"ok\n")
+
+
+def get_page(http_port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=WAIT) as page:
+            return page.status, page.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_probes_status_page_and_alerting_metrics_of_a_running_router(
+    router: tuple[ControlledRouter, int], system_vhost: str
+) -> None:
+    """The operator's view: a routed session, a client's made-up vhost, a dead backend."""
+    started, http_port = router
+    dead_port = free_port()
+    started.must("BACKEND ADD dead dc1 127.0.0.1", dead_port)
+    started.must("MAP BACKEND to-the-dead dead")
+    publish(started.port, system_vhost)
+    made_up = "made-up<b>by a client"
+    for vhost in (made_up, "to-the-dead"):
+        with pytest.raises(pika.exceptions.AMQPError):
+            client(started.port, vhost, "refused").close()
+    # The collector's totals move once per interval: wait for the refusals to show.
+    handshake_ended = [("amqprouter_sessions_ended_total", ("reason", "handshake"))]
+    deadline = time.monotonic() + WAIT
+    while True:
+        samples = metrics(http_port)
+        ended = sum(
+            value
+            for (name, labels), value in samples.items()
+            for wanted, label in handshake_ended
+            if name == wanted and label in labels
+        )
+        if ended >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert samples[("amqprouter_sessions_opened_total", frozenset())] == 1
+    closed = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples.items()
+        if name == "amqprouter_sessions_closed_total"
+    }
+    assert closed == {"client": 1, "broker": 0, "operator": 0, "error": 0, "shutdown": 0}
+    refused = frozenset({("backend", "dead"), ("reason", "refused")})
+    assert samples[("amqprouter_backend_connect_failures_total", refused)] >= 1
+    assert samples[("amqprouter_connect_seconds_count", frozenset({("backend", "sys")}))] == 1
+    assert samples[("amqprouter_handshake_seconds_count", frozenset())] == 3
+    # No series for the made-up vhost: every vhost label is routed, mapped, or the bucket.
+    vhosts = {
+        dict(labels)["vhost"]
+        for (_name, labels), _value in samples.items()
+        if "vhost" in dict(labels)
+    }
+    assert vhosts <= {system_vhost, "to-the-dead", "", "__other__"}
+    assert "__other__" in vhosts
+    assert abs(samples[("process_start_time_seconds", frozenset())] - time.time()) < 120
+    assert samples[("process_open_fds", frozenset())] > 3
+    assert get_page(http_port, "/livez") == (200, "ok\n")
+    assert get_page(http_port, "/readyz") == (200, "ok\n")
+    status, page = get_page(http_port, "/")
+    assert status == 200 and "<td>sys</td>" in page and "<td>dead</td>" in page
+    assert "made-up&lt;b&gt;by a client" not in page, "no traffic: not a top vhost"
+    # Every backend down or disabled: not ready, still live.
+    started.must("BACKEND DISABLE sys")
+    started.must("BACKEND DISABLE dead")
+    assert get_page(http_port, "/readyz") == (503, "every backend is disabled\n")
+    assert get_page(http_port, "/healthz") == (503, "every backend is disabled\n")
+    assert get_page(http_port, "/livez") == (200, "ok\n")
 
 
 def test_stat_send_statsd_lines_with_the_configured_prefix(

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from amqprouter import __version__
 from amqprouter.app import BackendHealth, start_http, start_stats
 from amqprouter.observe import http
-from amqprouter.observe.prometheus import escape_label, health_reason, metrics_text
+from amqprouter.observe.prometheus import escape_label, metrics_text, ready_reason
 from amqprouter.observe.service import StatsService
 from amqprouter.observe.stats import StatsCollector, Totals
 from amqprouter.routing import Backend, RoutingTable
@@ -77,23 +77,21 @@ async def test_healthz_is_503_without_a_listener_and_200_once_one_is_up() -> Non
         nursery.cancel_scope.cancel()
 
 
-def test_health_reasons() -> None:
-    assert health_reason(listeners=0, backends=1) == "no listener"
-    assert health_reason(listeners=1, backends=0) == "no backend configured"
-    assert health_reason(listeners=1, backends=2, backend_up={"a": False, "b": False}) == (
+def test_ready_reasons() -> None:
+    assert ready_reason(listeners=0, backends=1) == "no listener"
+    assert ready_reason(listeners=1, backends=0) == "no backend configured"
+    assert ready_reason(listeners=1, backends=2, backend_up={"a": False, "b": False}) == (
         "no backend up"
     )
-    assert health_reason(listeners=1, backends=2, backend_up={"a": False, "b": True}) is None
-    assert health_reason(listeners=1, backends=1, backend_up={}) is None
+    assert ready_reason(listeners=1, backends=2, backend_up={"a": False, "b": True}) is None
+    assert ready_reason(listeners=1, backends=1, backend_up={}) is None
     # BACKEND DISABLE/DRAIN: a disabled backend cannot serve, up or not.
-    assert health_reason(listeners=1, backends=1, disabled={"a"}) == "every backend is disabled"
+    assert ready_reason(listeners=1, backends=1, disabled={"a"}) == "every backend is disabled"
     up_but_disabled = {"a": True, "b": False}
-    assert health_reason(listeners=1, backends=2, backend_up=up_but_disabled, disabled={"a"}) == (
+    assert ready_reason(listeners=1, backends=2, backend_up=up_but_disabled, disabled={"a"}) == (
         "no backend up"
     )
-    assert (
-        health_reason(listeners=1, backends=2, backend_up=up_but_disabled, disabled={"b"}) is None
-    )
+    assert ready_reason(listeners=1, backends=2, backend_up=up_but_disabled, disabled={"b"}) is None
 
 
 async def test_metrics_parse_and_count_real_traffic(system_broker: SystemBroker) -> None:

@@ -1,0 +1,241 @@
+"""The status page at ``/``: one HTML page for an operator's browser, no JavaScript.
+
+It shows what CONFIG PRINT, BACKEND PRINT and STAT show, at a glance: readiness,
+listeners, backends (address, enabled, health, sessions), farms, vhost mappings, paused
+vhosts, and the vhosts with the most traffic. A ``<meta http-equiv="refresh">`` reloads
+it every ``REFRESH`` seconds.
+
+**Every string on it is escaped.** Vhost names are a client's choice, backend and farm
+names an operator's, health reasons carry error texts: each goes through ``_text``
+(unprintable characters as Python escapes, as the control socket prints them, then
+HTML's five special characters), so no name can add markup or a script to the page.
+Building it walks the sessions once (to count sessions per backend), as CONN does.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
+
+from amqprouter import __version__
+from amqprouter.observe.stats import StatsCollector
+from amqprouter.text import escape
+
+if TYPE_CHECKING:
+    from amqprouter.server import Server
+
+#: Seconds between reloads (the meta tag's).
+REFRESH: Final = 5
+#: Rows in the top-vhosts table.
+TOP_VHOSTS: Final = 10
+CONTENT_TYPE: Final = "text/html; charset=utf-8"
+
+_STYLE: Final = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fafafa; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
+table { border-collapse: collapse; min-width: 30em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
+th { background: #dde6f0; }
+.up, .ok { background: #d8f0d8; } .down, .fail { background: #f6d5d5; }
+.off { background: #eee; color: #777; } .empty { color: #777; font-style: italic; }
+"""
+
+
+def _text(value: object) -> str:
+    """``value`` as page text: unprintable characters escaped, then HTML's specials."""
+    return html.escape(escape(str(value)), quote=True)
+
+
+def _table(headers: Iterable[str], rows: list[list[tuple[str, str]]], empty: str) -> str:
+    """A table; each cell is (already escaped text, CSS class or "")."""
+    if not rows:
+        return f'<p class="empty">{_text(empty)}</p>\n'
+    head = "".join(f"<th>{_text(header)}</th>" for header in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{css}">{cell}</td>' if css else f"<td>{cell}</td>" for cell, css in row
+        )
+        + "</tr>\n"
+        for row in rows
+    )
+    return f"<table>\n<tr>{head}</tr>\n{body}</table>\n"
+
+
+def _plain(value: object) -> tuple[str, str]:
+    return _text(value), ""
+
+
+def _bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    value = count / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def status_page(
+    server: Server,
+    collector: StatsCollector,
+    *,
+    ready: str | None,
+    live: str | None,
+    vhost_label: Callable[[str], str] = str,
+    started: float | None = None,
+) -> str:
+    """The page's HTML. ``ready``/``live``: the probes' reasons (None: ok);
+    ``vhost_label`` is /metrics' (a vhost no broker accepted shows as ``__other__``);
+    ``started``: the process's start (epoch seconds), for its uptime."""
+    routing = server.routing
+    registry = server.health.registry
+    sessions_by_backend: dict[str, int] = {}
+    for session in server.sessions.values():
+        if session.backend is not None:
+            name = session.backend.name
+            sessions_by_backend[name] = sessions_by_backend.get(name, 0) + 1
+
+    def status(reason: str | None) -> tuple[str, str]:
+        return ("ok", "ok") if reason is None else (_text(reason), "fail")
+
+    summary = [
+        [("ready (/readyz)", ""), status(ready)],
+        [("live (/livez)", ""), status(live)],
+        [_plain("sessions"), _plain(len(server.sessions))],
+        [_plain("version"), _plain(__version__)],
+    ]
+    if started is not None:
+        summary.append([_plain("up for"), _plain(f"{time.time() - started:.0f} s")])
+
+    listeners = []
+    for port in sorted(server.listeners):
+        options = server.listen_options.get(port)
+        allow = ", ".join(options.allow) if options is not None and options.allow else "anyone"
+        listeners.append(
+            [
+                _plain(port),
+                _plain("TLS" if port in server.secure_listeners else "plain"),
+                _plain("yes" if options is not None and options.accept_proxy else "no"),
+                _plain(allow),
+            ]
+        )
+
+    backends = []
+    for name, backend in sorted(routing.backends.items()):
+        state = registry.get(name)
+        enabled = name not in routing.disabled
+        if state is not None and state.down:
+            health = (_text(f"down: {state.reason}"), "down")
+        else:
+            checked = state is not None and state.check is not None
+            health = ("up (checked)" if checked else "up", "up")
+        flags = [word for word, on in (("tls", backend.tls), ("dns", backend.dns)) if on]
+        if backend.send_proxy:
+            flags.append(f"send-proxy-v{backend.send_proxy}")
+        backends.append(
+            [
+                _plain(name),
+                _plain(backend.datacenter),
+                _plain(
+                    f"[{backend.host}]:{backend.port}"
+                    if ":" in backend.host
+                    else f"{backend.host}:{backend.port}"
+                ),
+                _plain(" ".join(flags) or "-"),
+                ("enabled", "up") if enabled else ("disabled", "off"),
+                health,
+                _plain(sessions_by_backend.get(name, 0)),
+            ]
+        )
+
+    farms = []
+    for name, farm in sorted(routing.farms.items()):
+        policies = list(farm.policies)
+        if name in server.health.disconnect_farms:
+            policies.append("on_down disconnect")
+        farms.append(
+            [
+                _plain(name + (" (default)" if name == routing.default_farm else "")),
+                _plain(farm.selector),
+                _plain(", ".join(farm.members) or "-"),
+                _plain(", ".join(policies) or "-"),
+            ]
+        )
+
+    maps = [
+        [_plain(vhost), _plain(f"{kind} {target}")]
+        for vhost, (kind, target) in sorted(routing.mappings.items())
+    ]
+    if routing.default_farm is not None:
+        maps.append([("<em>any other vhost</em>", ""), _plain(f"farm {routing.default_farm}")])
+
+    paused = [[_plain(vhost)] for vhost in sorted(server.vhosts.paused)]
+
+    traffic: dict[str, list[int]] = {}
+    for (vhost, _backend), total in collector.totals.items():
+        row = traffic.setdefault(vhost_label(vhost), [0, 0])
+        row[0] += total.bytes_received
+        row[1] += total.bytes_sent
+    active: dict[str, int] = {}
+    for vhost, stats in collector.last.vhosts.items():
+        label = vhost_label(vhost)
+        active[label] = active.get(label, 0) + stats.active
+    top = sorted(
+        ((vhost, sums) for vhost, sums in traffic.items() if sum(sums)),
+        key=lambda item: (-sum(item[1]), item[0]),
+    )[:TOP_VHOSTS]
+    vhosts = [
+        [
+            _plain(vhost or '""'),
+            _plain(_bytes(sums[0])),
+            _plain(_bytes(sums[1])),
+            _plain(active.get(vhost, 0)),
+        ]
+        for vhost, sums in top
+    ]
+
+    sections = [
+        ("Status", _table(("what", "state"), summary, "")),
+        (
+            "Listeners",
+            _table(("port", "transport", "PROXY header", "allowed"), listeners, "no listener"),
+        ),
+        (
+            "Backends",
+            _table(
+                ("name", "datacenter", "address", "flags", "enabled", "health", "sessions"),
+                backends,
+                "no backend configured",
+            ),
+        ),
+        (
+            "Farms",
+            _table(("name", "selector", "members", "policies"), farms, "no farm configured"),
+        ),
+        ("Vhost mappings", _table(("vhost", "routed to"), maps, "no mapping")),
+        ("Paused vhosts", _table(("vhost",), paused, "none")),
+        (
+            f"Top vhosts by traffic (top {TOP_VHOSTS}, since start)",
+            _table(
+                ("vhost", "client → broker", "broker → client", "active sessions"),
+                vhosts,
+                "no traffic yet",
+            ),
+        ),
+    ]
+    body = "".join(f"<h2>{_text(title)}</h2>\n{table}" for title, table in sections)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="refresh" content="{REFRESH}">\n'
+        "<title>amqprouter status</title>\n"
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n"
+        "<h1>amqprouter status</h1>\n"
+        f"{body}"
+        f'<p class="empty">Refreshed every {REFRESH} s. Figures: /metrics.</p>\n'
+        "</body>\n</html>\n"
+    )
