@@ -27,6 +27,7 @@ from amqprouter.observe.service import StatsService
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
+from amqprouter.systemd_notify import READY, STOPPING, notify
 from amqprouter.text import escape
 
 EXIT_LISTEN_FAILED = 4
@@ -94,6 +95,17 @@ async def start_http(
     }
     ports: list[int] = await nursery.start(partial(serve_http, port, routes, host=host))
     return ports
+
+
+def announce_listeners(server: Server) -> None:
+    """One stdout line per listener once start-up is done, beside the Starting line.
+
+    The console log is FATAL-only by default, so this is what tells someone who just
+    ran the README's command that clients can connect now, and where.
+    """
+    for port in sorted(server.listeners):
+        kind = "TLS" if port in server.secure_listeners else "AMQP"
+        click.echo(f"Listening for {kind} clients on port {port} (every address)")
 
 
 @attrs.frozen
@@ -185,6 +197,8 @@ async def serve(
                         code = EXIT_CONFIG_FAILED
                     nursery.cancel_scope.cancel()
                     return code
+            announce_listeners(server)
+            notify(READY, f"STATUS=listening on {len(server.listeners)} port(s)")
 
             async def on_signal() -> None:
                 async for number in signals:
@@ -195,6 +209,7 @@ async def serve(
 
             nursery.start_soon(on_signal)
             await stop.wait()
+            notify(STOPPING)
             if drain_for:
                 with drained:
                     await server.drain(drain_for[0])
