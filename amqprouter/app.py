@@ -31,6 +31,7 @@ from amqprouter.observe.status_page import CONTENT_TYPE as HTML
 from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
+from amqprouter.systemd_notify import READY, STOPPING, notify
 from amqprouter.text import escape
 
 EXIT_LISTEN_FAILED = 4
@@ -129,6 +130,17 @@ async def start_http(
     return ports
 
 
+def announce_listeners(server: Server) -> None:
+    """One stdout line per listener once start-up is done, beside the Starting line.
+
+    The console log is FATAL-only by default, so this is what tells someone who just
+    ran the README's command that clients can connect now, and where.
+    """
+    for port in sorted(server.listeners):
+        kind = "TLS" if port in server.secure_listeners else "AMQP"
+        click.echo(f"Listening for {kind} clients on port {port} (every address)")
+
+
 @attrs.frozen
 class Observe:
     """Statistics and HTTP endpoint settings (--cleanup-interval-ms, --statsd-*, --http-*)."""
@@ -218,6 +230,8 @@ async def serve(
                         code = EXIT_CONFIG_FAILED
                     nursery.cancel_scope.cancel()
                     return code
+            announce_listeners(server)
+            notify(READY, f"STATUS=listening on {len(server.listeners)} port(s)")
 
             async def on_signal() -> None:
                 async for number in signals:
@@ -228,6 +242,7 @@ async def serve(
 
             nursery.start_soon(on_signal)
             await stop.wait()
+            notify(STOPPING)
             if drain_for:
                 stats.events.shutting_down = True
                 with drained:

@@ -20,6 +20,7 @@ from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
 )
+from amqprouter.help_sections import SectionedCommand, envvar_for, option
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
@@ -49,174 +50,128 @@ _seconds = click.FloatRange(min=0.001)
 
 
 @click.command(
+    cls=SectionedCommand,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=(
         "Simple mode (all three --listen-port, --destination-dns, --destination-port) "
         "sends every vhost to one broker. The camelCase spellings of amqpprox "
         "(--listenPort, --destinationDNS, --destinationPort, --controlSocket, "
         "--logDirectory, --cleanupIntervalMs, --consoleVerbosity) are accepted as aliases. "
+        "Every flag can also be set by the AMQPROUTER_* environment variable shown beside it "
+        "(a flag on the command line wins). "
         "SIGTERM (and EXIT GRACEFUL) stops listening, closes every session gracefully and "
         "exits once they are gone or --shutdown-timeout has passed; SIGINT (and EXIT) "
         "stops the router at once."
     ),
 )
-@click.option(
+@option(
+    "Listening",
     "--listen-port",
-    "--listenPort",
     "listen_port",
+    aliases=("--listenPort",),
     type=click.IntRange(1, 65535),
     help="Simple mode: port to accept AMQP clients on (all addresses, IPv6 and IPv4).",
 )
-@click.option(
-    "--destination-dns",
-    "--destinationDNS",
-    "destination_dns",
-    help="Simple mode: broker host name or address, resolved at each new connection; "
-    "every address it resolves to is tried in order.",
-)
-@click.option(
-    "--destination-port",
-    "--destinationPort",
-    "destination_port",
-    type=click.IntRange(1, 65535),
-    help="Simple mode: broker port.",
-)
-@click.option(
+@option(
+    "Listening",
     "--listen-tls-port",
     type=click.IntRange(1, 65535),
     help="Also accept TLS clients on this port (LISTEN START_SECURE), with "
     "--tls-cert-chain and --tls-key (docs/tls.md).",
 )
-@click.option(
-    "--tls-cert-chain",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="PEM certificate chain served to TLS clients (TLS INGRESS CERT_CHAIN_FILE).",
+@option(
+    "Listening",
+    "--channel-max",
+    type=click.IntRange(0, 65535),
+    default=TuneParams().channel_max,
+    show_default=True,
+    help="channel_max offered to clients in Connection.Tune (0 = no limit).",
 )
-@click.option(
-    "--tls-key",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="PEM private key of --tls-cert-chain (TLS INGRESS KEY_FILE).",
+@option(
+    "Listening",
+    "--frame-max",
+    type=click.IntRange(4096, 2**31 - 1),
+    default=TuneParams().frame_max,
+    show_default=True,
+    help="frame_max offered to clients in Connection.Tune, in bytes.",
 )
-@click.option(
+@option(
+    "Listening",
+    "--heartbeat",
+    type=click.IntRange(0, 65535),
+    default=TuneParams().heartbeat,
+    show_default=True,
+    help="Heartbeat interval offered to clients in Connection.Tune, in seconds (0 = off).",
+)
+@option(
+    "Routing (simple mode)",
+    "--destination-dns",
+    "destination_dns",
+    aliases=("--destinationDNS",),
+    help="Simple mode: broker host name or address, resolved at each new connection; "
+    "every address it resolves to is tried in order.",
+)
+@option(
+    "Routing (simple mode)",
+    "--destination-port",
+    "destination_port",
+    aliases=("--destinationPort",),
+    type=click.IntRange(1, 65535),
+    help="Simple mode: broker port.",
+)
+@option(
+    "Routing (simple mode)",
     "--destination-tls",
     is_flag=True,
     default=False,
     help="Simple mode: reach the broker over TLS (BACKEND ADD_DNS ... TLS); without "
     "--tls-ca its certificate is not checked.",
 )
-@click.option(
+@option(
+    "TLS",
+    "--tls-cert-chain",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate chain served to TLS clients (TLS INGRESS CERT_CHAIN_FILE).",
+)
+@option(
+    "TLS",
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key of --tls-cert-chain (TLS INGRESS KEY_FILE).",
+)
+@option(
+    "TLS",
     "--tls-ca",
     type=click.Path(dir_okay=False, path_type=Path),
     help="PEM CA file the broker's certificate and host name are checked against with "
     "--destination-tls (TLS EGRESS CA_CERT_FILE, VERIFY_MODE PEER).",
 )
-@click.option(
-    "--control-socket",
-    "--controlSocket",
-    "control_socket",
-    default=None,
-    help="Path of the Unix control socket that amqprouter_ctl talks to (default: "
-    "/run/amqprouter/control when /run/amqprouter exists and is writable, or can be created "
-    "as root; otherwise /tmp/amqprouter). A stale socket file is replaced; one a running "
-    "router answers on is not. Its directory must not be writable by other users unless "
-    "sticky (like /tmp).",
-)
-@click.option(
-    "--control-socket-mode",
-    type=str,
-    default=f"{DEFAULT_MODE:04o}",
-    show_default=True,
-    help="Permissions of the control socket file, in octal (0660 lets a group run amqprouter_ctl).",
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File of control commands applied at start, one per line (blank lines and # "
-    "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one.",
-)
-@click.option(
-    "--log-directory",
-    "--logDirectory",
-    "log_directory",
-    default="logs",
-    show_default=True,
-    help="Directory for the log files amqprouter_YYYYMMDD_NNNNN.log (created if missing), "
-    "written at verbosity 3 (INFO) until LOG FILE n changes it.",
-)
-@click.option(
-    "--log-file-max-bytes",
-    type=click.IntRange(min=1),
-    default=log_files.DEFAULT_MAX_FILE_BYTES,
-    show_default=True,
-    help="A log file reaching this size is closed and the next one started (files are "
-    "also started anew at midnight UTC).",
-)
-@click.option(
-    "--log-directory-max-bytes",
-    type=click.IntRange(min=1),
-    default=log_files.DEFAULT_MAX_DIRECTORY_BYTES,
-    show_default=True,
-    help="Bound on the total size of our log files in --log-directory; the oldest are "
-    "deleted first (other files are never touched).",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(router_logging.FORMATS),
-    default="kv",
-    show_default=True,
-    help="Log line format on the console and in the files: key=value pairs, or one JSON "
-    "object per line.",
-)
-@click.option(
-    "--log-queue-lines",
-    type=click.IntRange(min=1),
-    default=log_queue.DEFAULT_MAX_QUEUED,
-    show_default=True,
-    help="Log lines waiting per sink (console, files) for its writer thread; beyond that "
-    "new lines are dropped and counted, never waited for.",
-)
-@click.option(
-    "--cleanup-interval-ms",
-    "--cleanupIntervalMs",
-    "cleanup_interval_ms",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Interval of statistics (STAT LISTEN chunks, STAT SEND datagrams), in milliseconds.",
-)
-@click.option(
-    "-v",
-    "--console-verbosity",
-    "--consoleVerbosity",
-    "verbosity",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Console log verbosity: 0 FATAL, 1 ERROR, 2 WARN, 3 INFO, 4 DEBUG, 5 TRACE.",
-)
-@click.option(
+@option(
+    "Timeouts",
     "--client-handshake-timeout",
     type=_seconds,
     default=defaults.CLIENT_HANDSHAKE_TIMEOUT,
     show_default=True,
     help="Seconds a client may take from TCP accept to Connection.Open.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--connect-timeout",
     type=_seconds,
     default=defaults.CONNECT_TIMEOUT,
     show_default=True,
     help="Seconds for one TCP connect to one broker address before trying the next.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--broker-handshake-timeout",
     type=_seconds,
     default=defaults.BROKER_HANDSHAKE_TIMEOUT,
     show_default=True,
     help="Seconds the broker may take from TCP connect to Connection.OpenOk.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--auth-timeout",
     type=_seconds,
     default=defaults.AUTH_TIMEOUT,
@@ -224,14 +179,16 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds the auth service (AUTH SERVICE) may take to answer for one client; "
     "no answer in time denies the client.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--close-timeout",
     type=_seconds,
     default=defaults.CLOSE_TIMEOUT,
     show_default=True,
     help="Seconds to wait for Connection.CloseOk before closing a socket anyway.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--write-timeout",
     type=_seconds,
     default=None,
@@ -240,7 +197,8 @@ _seconds = click.FloatRange(min=0.001)
     "closed. Default: two heartbeat intervals of the session's negotiated heartbeat, "
     f"or {defaults.WRITE_TIMEOUT_WITHOUT_HEARTBEAT:g} s when heartbeats are off.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--backend-down-seconds",
     type=_seconds,
     default=health.DOWN_SECONDS,
@@ -248,7 +206,8 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds a backend that refused or timed out a connect is tried only after the "
     "healthy members of its farm (and only when they all fail).",
 )
-@click.option(
+@option(
+    "Broker connections",
     "--primed-connections",
     type=click.IntRange(0, 64),
     default=PRIMED_PER_BACKEND,
@@ -258,7 +217,8 @@ _seconds = click.FloatRange(min=0.001)
     "the recent connection rate (docs/usage.md#primed-broker-connections); 0 turns "
     "them off.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--disconnect-timeout",
     type=_seconds,
     default=defaults.DISCONNECT_TIMEOUT,
@@ -266,14 +226,16 @@ _seconds = click.FloatRange(min=0.001)
     help="Seconds a client may take to answer the Connection.Close of a graceful "
     "disconnect (SESSION/VHOST/BACKEND commands, drains, shutdown) before it is cut.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--max-pause-seconds",
     type=_seconds,
     default=defaults.MAX_PAUSE,
     show_default=True,
     help="A session paused (SESSION/VHOST PAUSE) for longer than this is disconnected gracefully.",
 )
-@click.option(
+@option(
+    "Timeouts",
     "--shutdown-timeout",
     type=_seconds,
     default=SHUTDOWN_TIMEOUT,
@@ -281,43 +243,120 @@ _seconds = click.FloatRange(min=0.001)
     help="On SIGTERM or EXIT GRACEFUL: seconds to wait for sessions to close gracefully "
     "before the rest are cut and the router exits.",
 )
-@click.option(
-    "--channel-max",
-    type=click.IntRange(0, 65535),
-    default=TuneParams().channel_max,
+@option(
+    "Logging",
+    "-v",
+    "--console-verbosity",
+    "verbosity",
+    aliases=("--consoleVerbosity",),
+    type=int,
+    default=0,
     show_default=True,
-    help="channel_max offered to clients in Connection.Tune (0 = no limit).",
+    help="Console (stderr) log verbosity: 0 FATAL, 1 ERROR, 2 WARN, 3 INFO, 4 DEBUG, 5 TRACE.",
 )
-@click.option(
-    "--frame-max",
-    type=click.IntRange(4096, 2**31 - 1),
-    default=TuneParams().frame_max,
+@option(
+    "Logging",
+    "--log-directory",
+    "log_directory",
+    aliases=("--logDirectory",),
+    default=None,
+    help="Also write log files amqprouter_YYYYMMDD_NNNNN.log in this directory (created if "
+    "missing), at verbosity 3 (INFO) until LOG FILE n changes it. Default: no log files "
+    "(an empty value too); the console alone, for a service manager or container to collect.",
+)
+@option(
+    "Logging",
+    "--log-file-max-bytes",
+    type=click.IntRange(min=1),
+    default=log_files.DEFAULT_MAX_FILE_BYTES,
     show_default=True,
-    help="frame_max offered to clients in Connection.Tune, in bytes.",
+    help="With --log-directory: a log file reaching this size is closed and the next one "
+    "started (files are also started anew at midnight UTC).",
 )
-@click.option(
-    "--heartbeat",
-    type=click.IntRange(0, 65535),
-    default=TuneParams().heartbeat,
+@option(
+    "Logging",
+    "--log-directory-max-bytes",
+    type=click.IntRange(min=1),
+    default=log_files.DEFAULT_MAX_DIRECTORY_BYTES,
     show_default=True,
-    help="Heartbeat interval offered to clients in Connection.Tune, in seconds (0 = off).",
+    help="With --log-directory: bound on the total size of our log files there; the oldest "
+    "are deleted first (other files are never touched).",
 )
-@click.option(
+@option(
+    "Logging",
+    "--log-format",
+    type=click.Choice(router_logging.FORMATS),
+    default="kv",
+    show_default=True,
+    help="Log line format on the console and in the files: key=value pairs, or one JSON "
+    "object per line.",
+)
+@option(
+    "Logging",
+    "--log-queue-lines",
+    type=click.IntRange(min=1),
+    default=log_queue.DEFAULT_MAX_QUEUED,
+    show_default=True,
+    help="Log lines waiting per sink (console, files) for its writer thread; beyond that "
+    "new lines are dropped and counted, never waited for.",
+)
+@option(
+    "Statistics and HTTP",
+    "--cleanup-interval-ms",
+    "cleanup_interval_ms",
+    aliases=("--cleanupIntervalMs",),
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Interval of statistics (STAT LISTEN chunks, STAT SEND datagrams), in milliseconds.",
+)
+@option(
+    "Statistics and HTTP",
     "--statsd-prefix",
     default=DEFAULT_PREFIX,
     show_default=True,
     help="First component of every StatsD metric name sent by STAT SEND.",
 )
-@click.option(
+@option(
+    "Statistics and HTTP",
     "--http-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Serve Prometheus /metrics and /healthz over HTTP on this port (default: off).",
+    help="Serve Prometheus /metrics and the probes over HTTP on this port (default: off).",
 )
-@click.option(
+@option(
+    "Statistics and HTTP",
     "--http-host",
     default=None,
     help="Address the --http-port server binds to (default: every address).",
+)
+@option(
+    "Control",
+    "--control-socket",
+    "control_socket",
+    aliases=("--controlSocket",),
+    default=None,
+    help="Path of the Unix control socket that amqprouter_ctl talks to (default: "
+    "/run/amqprouter/control when /run/amqprouter exists and is writable, or can be created "
+    "as root; otherwise /tmp/amqprouter). A stale socket file is replaced; one a running "
+    "router answers on is not. Its directory must not be writable by other users unless "
+    "sticky (like /tmp).",
+)
+@option(
+    "Control",
+    "--control-socket-mode",
+    type=str,
+    default=f"{DEFAULT_MODE:04o}",
+    show_default=True,
+    help="Permissions of the control socket file, in octal (0660 lets a group run amqprouter_ctl).",
+)
+@option(
+    "Control",
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of control commands applied at start, one per line (blank lines and # "
+    "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one.",
 )
 @click.version_option(__version__, prog_name="amqprouter")
 def main(
@@ -332,7 +371,7 @@ def main(
     control_socket: str | None,
     control_socket_mode: str,
     config_file: Path | None,
-    log_directory: str,
+    log_directory: str | None,
     log_file_max_bytes: int,
     log_directory_max_bytes: int,
     log_format: router_logging.Format,
@@ -366,11 +405,14 @@ def main(
     if not 0 <= verbosity <= router_logging.MAX_VERBOSITY:
         click.echo("Console log verbosity must be between 0 and 5", err=True)
         sys.exit(EXIT_BAD_VERBOSITY)
+    directory = Path(log_directory) if log_directory else None
+    if directory is None:
+        _refuse_file_flags_without_directory()
     try:
         router_logging.configure(
             verbosity,
             log_format=log_format,
-            directory=Path(log_directory),
+            directory=directory,
             max_file_bytes=log_file_max_bytes,
             max_directory_bytes=log_directory_max_bytes,
             max_queued=log_queue_lines,
@@ -428,7 +470,8 @@ def main(
     if listen_tls_port is not None:
         setup.append(("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}"))
     socket_path = Path(control_socket) if control_socket else default_control_socket()
-    click.echo(f"Starting amqprouter, logging to: '{log_directory}' control using: '{socket_path}'")
+    logging_to = f"'{directory}'" if directory is not None else "stderr"
+    click.echo(f"Starting amqprouter, logging to: {logging_to} control using: '{socket_path}'")
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(
         settings,
@@ -448,6 +491,25 @@ def main(
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
+
+
+def _refuse_file_flags_without_directory() -> None:
+    """Exit if a log file flag was given without a log directory: it would do nothing."""
+    context = click.get_current_context()
+    for name, flag in (
+        ("log_file_max_bytes", "--log-file-max-bytes"),
+        ("log_directory_max_bytes", "--log-directory-max-bytes"),
+    ):
+        source = context.get_parameter_source(name)
+        if source in (
+            click.core.ParameterSource.COMMANDLINE,
+            click.core.ParameterSource.ENVIRONMENT,
+        ):
+            click.echo(
+                f"{flag} (or {envvar_for(flag)}) applies to log files: give --log-directory too",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
 
 
 def _config_lines(path: Path) -> list[tuple[str, str]]:

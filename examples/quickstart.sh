@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python3}
 
 # A private directory for the control socket and the log files (amqprouter's defaults
-# are /run/amqprouter/control as root, else /tmp/amqprouter, and ./logs).
+# are /run/amqprouter/control as root, else /tmp/amqprouter, and no log files).
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/amqprouter-quickstart.XXXXXX")
 socket=$workdir/control
 

@@ -44,6 +44,17 @@ EOF
     apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         rabbitmq-server >/dev/null
 fi
+# systemd-analyze checks packaging/amqprouter.service (tests/test_packaging_service.py);
+# Debian's systemd package brings it, and installing it does not start it here.
+if [ ! -x /usr/bin/systemd-analyze ]; then
+    if is_root; then
+        echo "    installing systemd (for systemd-analyze) with apt-get"
+        apt-get update -qq
+        apt-get install -y -qq systemd >/dev/null
+    else
+        echo "    note: /usr/bin/systemd-analyze is missing (apt-get install -y systemd); the unit's tests will fail"
+    fi
+fi
 
 # --------------------------------------------------------------------------- #
 step "[2/$total] RabbitMQ broker on 127.0.0.1:5672"

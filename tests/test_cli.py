@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,12 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import click
 import pika
 import pytest
 
 from amqprouter.cli import main as cli_main
-from tests.brokers import SYSTEM_PORT, SystemBroker, free_port
-from tests.router import router_command, running_router, start_router
+from amqprouter.help_sections import SECTIONS
+from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, port_is_open, wait_for
+from tests.router import REPO, router_command, running_router, start_router
 
 BIN = Path(sys.executable).parent
 
@@ -69,10 +73,11 @@ def test_verbosity_out_of_range() -> None:
 def test_start_and_stop_lines_and_clean_exit(system_broker: SystemBroker, sig: int) -> None:
     logs = str(Path(tempfile.mkdtemp(prefix="amqprouter-logs-")) / "x")
     router = start_router(SYSTEM_PORT, extra=["--log-directory", logs])
-    control = router.stdout.split("control using: ")[1].strip()
+    control = router.stdout.splitlines()[0].split("control using: ")[1]
     assert router.stop(sig) == 0
     assert router.stdout.splitlines() == [
         f"Starting amqprouter, logging to: '{logs}' control using: {control}",
+        f"Listening for AMQP clients on port {router.port} (every address)",
         f"Stopping amqprouter, instance: {control}",
     ]
     assert "Traceback" not in router.stderr
@@ -145,3 +150,116 @@ def test_ctl_stub_prints_usage() -> None:
     assert result.stderr.startswith(
         "Usage: amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS"
     )
+
+
+def test_help_is_in_sections() -> None:
+    result = subprocess.run(
+        [str(BIN / "amqprouter"), "--help"], capture_output=True, text=True, timeout=30
+    )
+    headings = [line[:-1] for line in result.stdout.splitlines() if re.fullmatch(r"\S.*:", line)]
+    assert headings == [*SECTIONS, "Other"]
+    # Each option sits under its own section's heading.
+    sections = re.split(r"^(\S.*):$", result.stdout, flags=re.MULTILINE)
+    text_of = dict(zip(sections[1::2], sections[2::2], strict=True))
+    assert "--tls-ca FILE" in text_of["TLS"]
+    assert "--shutdown-timeout FLOAT" in text_of["Timeouts"]
+    assert "-v, --console-verbosity INTEGER" in text_of["Logging"]
+    assert "--destination-dns TEXT" in text_of["Routing (simple mode)"]
+    # amqpprox's spellings are named once, in the epilog, not on every option's line.
+    assert "--listenPort" not in text_of["Listening"]
+    assert "--listenPort" in text_of["Other"]
+
+
+def test_every_flag_has_an_environment_variable_shown_and_documented() -> None:
+    result = subprocess.run(
+        [str(BIN / "amqprouter"), "--help"], capture_output=True, text=True, timeout=30
+    )
+    usage = (REPO / "docs" / "usage.md").read_text()
+    flags = [p for p in cli_main.params if isinstance(p, click.Option) and p.expose_value]
+    assert len(flags) > 30
+    for flag in flags:
+        long_name = next(name for name in flag.opts if name.startswith("--"))
+        expected = "AMQPROUTER_" + long_name[2:].upper().replace("-", "_")
+        assert flag.envvar == expected
+        assert expected in result.stdout.replace("\n", " "), f"{expected} not in --help"
+        assert f"`{expected}`" in usage, f"{expected} not in docs/usage.md"
+
+
+def test_environment_variables_configure_it_and_flags_win(tmp_path: Path) -> None:
+    # No broker needed: nobody connects; the listener and the control socket tell.
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "AMQPROUTER_LISTEN_PORT": str(free_port()),  # overridden by the flag below
+        "AMQPROUTER_DESTINATION_DNS": "127.0.0.1",
+        "AMQPROUTER_DESTINATION_PORT": str(free_port()),
+        "AMQPROUTER_CONTROL_SOCKET": str(tmp_path / "control"),
+        "AMQPROUTER_LOG_DIRECTORY": str(tmp_path / "logs"),
+        "AMQPROUTER_DESTINATION_TLS": "false",
+    }
+    process = subprocess.Popen(
+        router_command("--listen-port", str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        wait_for(lambda: port_is_open(port), timeout=15, what="the router to listen")
+        assert (tmp_path / "control").is_socket()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert stdout.splitlines()[:2] == [
+        f"Starting amqprouter, logging to: '{tmp_path / 'logs'}' control using: "
+        f"'{tmp_path / 'control'}'",
+        f"Listening for AMQP clients on port {port} (every address)",
+    ]
+    assert [p.name[:11] for p in (tmp_path / "logs").iterdir()] == ["amqprouter_"]
+
+
+def test_no_log_files_unless_asked_and_file_flags_need_a_directory(tmp_path: Path) -> None:
+    # The README's command, in a working directory of its own: nothing is written there.
+    port = free_port()
+    process = subprocess.Popen(
+        router_command(
+            "--listen-port",
+            str(port),
+            "--destination-dns",
+            "127.0.0.1",
+            "--destination-port",
+            str(free_port()),
+            "--control-socket",
+            str(tmp_path / "control"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(lambda: port_is_open(port), timeout=15, what="the router to listen")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _stderr = process.communicate(timeout=10)
+    assert stdout.startswith("Starting amqprouter, logging to: stderr control using: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no logs/, and the socket gone
+    for args, env in (
+        (["--log-file-max-bytes", "1000"], {}),
+        ([], {"AMQPROUTER_LOG_DIRECTORY_MAX_BYTES": "1000"}),
+        (["--log-directory", "", "--log-file-max-bytes", "1000"], {}),
+    ):
+        result = subprocess.run(
+            router_command(*args),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            env={**os.environ, **env},
+        )
+        assert result.returncode == 2
+        assert "applies to log files: give --log-directory too" in result.stderr
