@@ -3,8 +3,8 @@
 ``serve`` starts the server, the statistics loop, the HTTP endpoints and the control
 socket in one nursery, applies the start-up commands (simple mode, TLS flags,
 ``--config``) through the controller as an operator's would be, and runs until
-SIGINT, SIGTERM or EXIT. ``cli`` turns flags into its arguments; nothing else
-imports this module.
+SIGINT, SIGTERM or EXIT; SIGHUP reloads (control/reload.py). ``cli`` turns flags
+into its arguments; nothing else imports this module.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import click
 import trio
 
 from amqprouter.control.controller import Controller
+from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import ControlSocketError, serve_control
 from amqprouter.observe import prometheus
 from amqprouter.observe.http import serve_http
@@ -114,8 +115,13 @@ async def serve(
     observe: Observe = Observe(),
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    config_file: Path | None = None,
 ) -> int:
-    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code."""
+    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
+
+    ``config_file`` is the ``--config`` file whose lines are in ``setup``: SIGHUP and
+    CONFIG RELOAD read it again.
+    """
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
     drain_for: list[float] = []
@@ -130,14 +136,19 @@ async def serve(
         drained.cancel()
         stop.set()
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP is received from the start: one that comes during start-up waits for it
+    # to finish, instead of killing the process (its default action).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             stats = await start_stats(
                 nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
             )
             controller = Controller(
-                server, request_exit=stop_now, request_drain=request_drain, stats=stats
+                server,
+                request_exit=stop_now,
+                request_drain=request_drain,
+                stats=stats,
             )
             if observe.http_port is not None:
                 try:
@@ -185,10 +196,17 @@ async def serve(
                         code = EXIT_CONFIG_FAILED
                     nursery.cancel_scope.cancel()
                     return code
+            # What the file configured, as a reload will compare it (all of it applied).
+            controller.reloader = Reloader(config_file, setup)
+            controller.reloader.started(server.tls)
 
             async def on_signal() -> None:
                 async for number in signals:
-                    if number == signal.SIGTERM and not stop.is_set():
+                    if number == signal.SIGHUP:
+                        # Its own task: a reload resolving a backend's host must not
+                        # hold up a SIGTERM behind it. Reloads still run one at a time.
+                        nursery.start_soon(controller.reload, "SIGHUP")
+                    elif number == signal.SIGTERM and not stop.is_set():
                         request_drain(None)
                     else:  # SIGINT, or a second signal during a drain: at once
                         stop_now()
