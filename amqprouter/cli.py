@@ -16,6 +16,7 @@ from amqprouter.app import (
     serve,
 )
 from amqprouter.control.config_file import ConfigFileError, read_lines
+from amqprouter.control.reload import BELOW_FILE
 from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
@@ -389,7 +390,8 @@ def main(
             f"--control-socket-mode must be octal, like 0600: {control_socket_mode}", err=True
         )
         sys.exit(EXIT_USAGE)
-    setup: list[tuple[str, str]] = [("--console-verbosity", f"LOG CONSOLE {verbosity}")]
+    # Before the file's lines: a file's LOG CONSOLE wins over -v (control/reload.py).
+    setup: list[tuple[str, str]] = [(BELOW_FILE, f"LOG CONSOLE {verbosity}")]
     if config_file is not None:
         setup += _config_lines(config_file)
     # The TLS flags are TLS commands too, so CONFIG PRINT writes them back.

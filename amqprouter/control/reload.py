@@ -58,6 +58,9 @@ NO_CONFIG: Final = (
     "(log files re-opened, TLS files re-read).\n"
 )
 
+#: The source of the one start-up line that cli.py applies before the file's (``-v``).
+BELOW_FILE: Final = "--console-verbosity"
+
 _TLS_SETTINGS = (c.TlsFile, c.TlsVerifyMode, c.TlsCiphersSet, c.TlsMinVersion)
 
 
@@ -103,22 +106,23 @@ class Reloader:
     """The ``--config`` file (``path``, None without one) and its state as last applied.
 
     ``setup`` is every start-up line with its source, as ``app.serve`` applied them:
-    the file's lines are those whose source is ``<path>:<line>``.
+    the file's lines are those whose source is ``<path>:<line>``; the ``-v`` line
+    (``BELOW_FILE``) was applied before them, every other flag's after them.
     """
 
     def __init__(self, path: Path | None = None, setup: Sequence[tuple[str, str]] = ()) -> None:
         self.path = path
         prefix = f"{path}:"
-        in_file = [source.startswith(prefix) for source, _line in setup]
-        first = in_file.index(True) if True in in_file else len(setup)
-        last = len(in_file) - in_file[::-1].index(True) if True in in_file else len(setup)
+        in_file = [line for line in setup if path is not None and line[0].startswith(prefix)]
+        below = [line for line in setup if line[0] == BELOW_FILE]
+        above = [line for line in setup if line not in in_file and line not in below]
         # LOG FILE has no flag: its default is the level the files start at.
         self._under: config_diff.State = {
             ("log", "FILE"): (c.LogFile(router_logging.DEFAULT_FILE_VERBOSITY),),
-            **_lenient(setup[:first]),
+            **_lenient(below),
         }
-        self._over = _lenient(setup[last:])
-        self._applied = self._effective(_lenient(setup[first:last]))
+        self._over = _lenient(above)
+        self._applied = self._effective(_lenient(in_file))
         self._tls_digests: dict[str, str] = {}
 
     def _effective(self, file_state: config_diff.State) -> config_diff.State:

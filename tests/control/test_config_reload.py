@@ -128,6 +128,25 @@ async def test_a_bad_file_changes_nothing_and_says_where(tmp_path: Path) -> None
         assert await ask(socket, "CONFIG RELOAD") == "Added backend b3\n"
 
 
+async def test_flags_keep_their_place_around_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "router.conf"
+    config.write_text("LOG CONSOLE 4\nMAP DEFAULT mine\n")
+    server = Server(SessionSettings())
+    controller = Controller(server, request_exit=lambda: None)
+    # As cli.py orders them: -v, the file, then simple mode's commands.
+    setup = [("--console-verbosity", "LOG CONSOLE 1"), *read_lines(config)]
+    setup += [("simple mode", "MAP DEFAULT default")]
+    for _where, line in setup:
+        assert (await controller.handle(line)).ok, line
+    controller.reloader = Reloader(config, setup)
+    config.write_text("MAP DEFAULT other\n")
+    reply = await controller.handle("CONFIG RELOAD")
+    # -v's level comes back; simple mode's default farm still wins over the file's.
+    assert (reply.text, reply.ok) == ("Replaced LOG CONSOLE 1\n", True)
+    assert controller.console_verbosity == 1
+    assert server.routing.default_farm == "default"
+
+
 async def test_without_a_config_file_the_reply_says_so(tmp_path: Path) -> None:
     async with router_with(None, tmp_path / "ctl") as controller:
         reply = await controller.handle("CONFIG RELOAD")
