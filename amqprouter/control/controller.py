@@ -91,7 +91,12 @@ class Controller:
     async def reload(self, source: str) -> Reply:
         """A reload (SIGHUP; CONFIG RELOAD comes through ``handle``), between commands."""
         async with self._lock:
-            return await self.reloader.reload(self, source)
+            try:
+                return await self.reloader.reload(self, source)
+            except Exception as exc:
+                # Run in the server's nursery (SIGHUP): a bug here must not end the router.
+                log.exception("config reload failed", source=source)
+                return Reply(f"Config reload failed: {exc!r}\n", ok=False)
 
     async def run_command(self, command: c.Command) -> Reply:
         """One command of a reload (the lock is held already)."""

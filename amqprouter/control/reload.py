@@ -137,7 +137,7 @@ class Reloader:
         log_error = await _reopen_logs()
         if self.path is None:
             errors = self._reload_tls(target.tls, [])
-            log.info(
+            (log.warning if errors or log_error else log.info)(
                 "reloaded without a config file",
                 source=source,
                 log_files=log_error or "re-opened",
