@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from pamqp import commands
 
 from amqprouter.control.config_file import read_lines
 from amqprouter.control.controller import Controller
@@ -17,6 +18,7 @@ from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import serve_control
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings
+from tests.session.wire import fake_broker, open_and_idle, open_client, router
 from tests.tls_certs import TlsFiles
 
 CONFIG = """\
@@ -182,3 +184,31 @@ async def test_tls_files_are_read_again(tmp_path: Path, tls_files: TlsFiles) -> 
         assert reply.text.startswith("Reloaded TLS INGRESS files (changed on disk)\nTLS INGRESS: ")
         assert reply.text.endswith(" (the previous files stay in force)\n")
         assert controller.tls.context("INGRESS") is second
+
+
+async def test_a_replaced_backend_keeps_its_sessions(tmp_path: Path) -> None:
+    config = tmp_path / "router.conf"
+    lines = "BACKEND ADD b dc 127.0.0.1 {}\nFARM ADD f round-robin b\nMAP DEFAULT f\n"
+    async with (
+        fake_broker(open_and_idle) as old,
+        fake_broker(open_and_idle) as new,
+        router(None) as (server, port),
+    ):
+        config.write_text(lines.format(old.port))
+        controller = Controller(server, request_exit=lambda: None)
+        setup = read_lines(config)
+        for _where, line in setup:
+            assert (await controller.handle(line)).ok, line
+        controller.reloader = Reloader(config, setup)
+        before = await open_client(port)
+
+        config.write_text(lines.format(new.port))
+        reply = await controller.handle("CONFIG RELOAD")
+        assert reply.text == "Replaced backend b\nRe-added farm f (with replaced backend b)\n"
+        # The session routed before goes on with the broker it has...
+        await before.send_method(commands.Channel.Open(), channel=1)
+        assert isinstance(await old.accepted[0].read_method(), commands.Channel.Open)
+        assert len(server.sessions) == 1
+        # ...and a new one goes to the new address.
+        await open_client(port)
+        assert (len(old.accepted), len(new.accepted)) == (1, 1)
