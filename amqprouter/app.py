@@ -3,8 +3,8 @@
 ``serve`` starts the server, the statistics loop, the HTTP endpoints and the control
 socket in one nursery, applies the start-up commands (simple mode, TLS flags,
 ``--config``) through the controller as an operator's would be, and runs until
-SIGINT, SIGTERM or EXIT. ``cli`` turns flags into its arguments; nothing else
-imports this module.
+SIGINT, SIGTERM or EXIT; SIGHUP reloads (control/reload.py). ``cli`` turns flags
+into its arguments; nothing else imports this module.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import click
 import trio
 
 from amqprouter.control.controller import Controller
+from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import ControlSocketError, serve_control
 from amqprouter.observe import prometheus
 from amqprouter.observe.http import Response, serve_http
@@ -31,7 +32,7 @@ from amqprouter.observe.status_page import CONTENT_TYPE as HTML
 from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
-from amqprouter.systemd_notify import READY, STOPPING, notify
+from amqprouter.systemd_notify import READY, RELOADING, STOPPING, notify
 from amqprouter.text import escape
 
 EXIT_LISTEN_FAILED = 4
@@ -159,8 +160,13 @@ async def serve(
     observe: Observe = Observe(),
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    config_file: Path | None = None,
 ) -> int:
-    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code."""
+    """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
+
+    ``config_file`` is the ``--config`` file whose lines are in ``setup``: SIGHUP and
+    CONFIG RELOAD read it again.
+    """
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
     drain_for: list[float] = []
@@ -175,14 +181,19 @@ async def serve(
         drained.cancel()
         stop.set()
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP is received from the start: one that comes during start-up waits for it
+    # to finish, instead of killing the process (its default action).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             stats = await start_stats(
                 nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
             )
             controller = Controller(
-                server, request_exit=stop_now, request_drain=request_drain, stats=stats
+                server,
+                request_exit=stop_now,
+                request_drain=request_drain,
+                stats=stats,
             )
             if observe.http_port is not None:
                 try:
@@ -230,12 +241,27 @@ async def serve(
                         code = EXIT_CONFIG_FAILED
                     nursery.cancel_scope.cancel()
                     return code
+            # What the file configured, as a reload will compare it (all of it applied).
+            controller.reloader = Reloader(config_file, setup)
+            controller.reloader.started(server.tls)
             announce_listeners(server)
             notify(READY, f"STATUS=listening on {len(server.listeners)} port(s)")
 
+            async def reload_on_signal() -> None:
+                # systemd's ExecReload waits for READY=1 after RELOADING=1.
+                notify(RELOADING)
+                try:
+                    await controller.reload("SIGHUP")
+                finally:
+                    notify(READY)
+
             async def on_signal() -> None:
                 async for number in signals:
-                    if number == signal.SIGTERM and not stop.is_set():
+                    if number == signal.SIGHUP:
+                        # Its own task: a reload resolving a backend's host must not
+                        # hold up a SIGTERM behind it. Reloads still run one at a time.
+                        nursery.start_soon(reload_on_signal)
+                    elif number == signal.SIGTERM and not stop.is_set():
                         request_drain(None)
                     else:  # SIGINT, or a second signal during a drain: at once
                         stop_now()

@@ -15,7 +15,8 @@ from amqprouter.app import (
     Observe,
     serve,
 )
-from amqprouter.control.grammar import WHITESPACE
+from amqprouter.control.config_file import ConfigFileError, read_lines
+from amqprouter.control.reload import BELOW_FILE
 from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
@@ -61,7 +62,8 @@ _seconds = click.FloatRange(min=0.001)
         "(a flag on the command line wins). "
         "SIGTERM (and EXIT GRACEFUL) stops listening, closes every session gracefully and "
         "exits once they are gone or --shutdown-timeout has passed; SIGINT (and EXIT) "
-        "stops the router at once."
+        "stops the router at once. SIGHUP (and CONFIG RELOAD) re-reads the --config file "
+        "and applies what changed in it, re-opens the log file and re-reads the TLS files."
     ),
 )
 @option(
@@ -356,7 +358,8 @@ _seconds = click.FloatRange(min=0.001)
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File of control commands applied at start, one per line (blank lines and # "
-    "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one.",
+    "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one. SIGHUP or "
+    "CONFIG RELOAD applies what changed in it since.",
 )
 @click.version_option(__version__, prog_name="amqprouter")
 def main(
@@ -440,7 +443,8 @@ def main(
             f"--control-socket-mode must be octal, like 0600: {control_socket_mode}", err=True
         )
         sys.exit(EXIT_USAGE)
-    setup: list[tuple[str, str]] = [("--console-verbosity", f"LOG CONSOLE {verbosity}")]
+    # Before the file's lines: a file's LOG CONSOLE wins over -v (control/reload.py).
+    setup: list[tuple[str, str]] = [(BELOW_FILE, f"LOG CONSOLE {verbosity}")]
     if config_file is not None:
         setup += _config_lines(config_file)
     # The TLS flags are TLS commands too, so CONFIG PRINT writes them back.
@@ -480,7 +484,7 @@ def main(
     )
     try:
         code = trio.run(
-            partial(serve, shutdown_timeout=shutdown_timeout),
+            partial(serve, shutdown_timeout=shutdown_timeout, config_file=config_file),
             server,
             socket_path,
             mode,
@@ -513,27 +517,9 @@ def _refuse_file_flags_without_directory() -> None:
 
 
 def _config_lines(path: Path) -> list[tuple[str, str]]:
-    r"""The commands of a ``--config`` file, each with where it came from (``file:line``).
-
-    Lines end at ``\n`` only, and each is stripped of the control grammar's
-    whitespace only (``\r`` is one: CRLF files work), as the control socket reads a
-    line: ``str.splitlines()`` would also end a line at U+2028, U+0085,
-    ``\x1c``..``\x1e``, ``\v`` or ``\f``, and ``str.strip()`` would eat U+00A0, so a
-    file would not say to the router what it says to the control socket. The file is
-    UTF-8 (what CONFIG PRINT writes); anything else is refused, with where.
-    """
+    """The commands of a ``--config`` file with where each came from, or exit 6."""
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        click.echo(f"Cannot read {path}: {exc.strerror or exc}", err=True)
+        return read_lines(path)
+    except ConfigFileError as exc:
+        click.echo(str(exc), err=True)
         sys.exit(EXIT_CONFIG_FAILED)
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        click.echo(f"{path}:{line}: not UTF-8 text (byte {exc.start} of the file)", err=True)
-        sys.exit(EXIT_CONFIG_FAILED)
-    lines = []
-    for number, raw in enumerate(text.split("\n"), start=1):
-        stripped = raw.strip(WHITESPACE)  # a CRLF line's "\r" included
-        if stripped and not stripped.startswith("#"):
-            lines.append((f"{path}:{number}", stripped))
-    return lines

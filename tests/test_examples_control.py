@@ -131,6 +131,9 @@ def test_router_conf_example(system_broker: SystemBroker, workdir: Path) -> None
         printed = _ctl(socket_path, "CONFIG", "PRINT").stdout.splitlines()
         for command in commands:
             assert (command if command != listen else f"LISTEN START {port}") in printed
+        # As its comment says: reloaded unchanged, it changes nothing.
+        reloaded = _ctl(socket_path, "CONFIG", "RELOAD")
+        assert (reloaded.returncode, reloaded.stdout) == (0, "No changes\n")
     finally:
         if router.poll() is None:
             router.send_signal(signal.SIGTERM)

@@ -46,6 +46,12 @@ class ConfigPrint:
     """``CONFIG PRINT`` (ours): print the configuration as the commands that rebuild it."""
 
 
+@attrs.frozen
+class ConfigReload:
+    """``CONFIG RELOAD`` (ours): re-read the ``--config`` file and apply what changed in it,
+    re-open the log files and re-read the TLS files (as SIGHUP does)."""
+
+
 # --------------------------------------------------------------------------- #
 # BACKEND
 # --------------------------------------------------------------------------- #
@@ -547,6 +553,7 @@ Command: TypeAlias = (
     | Conn
     | Exit
     | ConfigPrint
+    | ConfigReload
     | BackendPrint
     | FarmPrint
     | MapPrint

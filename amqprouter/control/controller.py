@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -28,6 +28,7 @@ from amqprouter.control import (
 )
 from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
+from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import Reply
 from amqprouter.net.tls_context import TlsState
 from amqprouter.observe import logging as router_logging
@@ -56,8 +57,11 @@ class Controller:
         request_exit: Callable[[], None],
         stats: StatsService | None = None,
         request_drain: Callable[[float | None], None] | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self.server = server
+        #: CONFIG RELOAD and SIGHUP (without one: no --config file).
+        self.reloader = reloader if reloader is not None else Reloader()
         #: STAT's statistics loop; None where none runs (STAT then answers an error).
         self.stats = stats
         self._request_exit = request_exit
@@ -83,6 +87,46 @@ class Controller:
         # One command at a time: each reads the current snapshot and replaces it whole.
         async with self._lock:
             return await self._execute(command)
+
+    async def reload(self, source: str) -> Reply:
+        """A reload (SIGHUP; CONFIG RELOAD comes through ``handle``), between commands."""
+        async with self._lock:
+            try:
+                return await self.reloader.reload(self, source)
+            except Exception as exc:
+                # Run in the server's nursery (SIGHUP): a bug here must not end the router.
+                log.exception("config reload failed", source=source)
+                return Reply(f"Config reload failed: {exc!r}\n", ok=False)
+
+    async def run_command(self, command: c.Command) -> Reply:
+        """One command of a reload (the lock is held already)."""
+        return await self._execute(command)
+
+    async def stage_routing(self, commands: Sequence[c.Command]) -> str:
+        """A reload's routing commands, applied to one copy of the table that replaces
+        the live one at once: a session sees the old routing or the new one. On the first
+        failure nothing changes, and the answer is ``<command>: <reply>``."""
+        table = self.server.routing
+        deleted = []
+        for command in commands:
+            resolved_ip: str | None = None
+            if isinstance(command, c.BackendAdd) and not command.dns:
+                endpoint, error = await self._resolve_first(command.host, command.port)
+                if endpoint is None:
+                    return f"{to_line(command)}: {error}"
+                resolved_ip = endpoint[1][0]
+            table, text = routing_commands.apply(table, command, resolved_ip=resolved_ip)
+            if text:
+                return f"{to_line(command)}: {text.rstrip()}"
+            if isinstance(command, c.BackendDelete):
+                deleted.append(command.name)
+        self.server.routing = table
+        # A replaced backend is a new address: what was known of the old one's health
+        # (down since a failed connect) no longer applies.
+        for name in deleted:
+            self.server.health.registry.forget(name)
+        self.server.health.routing_changed(table)
+        return ""
 
     async def _execute(self, command: c.Command) -> Reply:
         if isinstance(command, c.BackendPrint):
@@ -127,6 +171,8 @@ class Controller:
             return Reply("".join(conn_line(s, name) + "\n" for s in self.server.sessions.values()))
         if isinstance(command, c.ConfigPrint):
             return Reply(self.config_text())
+        if isinstance(command, c.ConfigReload):
+            return await self.reloader.reload(self, "CONFIG RELOAD")
         if isinstance(command, c.Exit):
             if command.graceful and self._request_drain is not None:
                 drain, seconds = self._request_drain, command.seconds

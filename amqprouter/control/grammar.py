@@ -51,7 +51,9 @@ Differences from amqpprox (each fixes a quirk, or is new):
    int, and reads ``3x`` as 3; a non-integer word still answers ``Command or
    verbosity not found.\\n``).
 6. New verb ``CONFIG PRINT``: the configuration as the commands that rebuild
-   it. Errors ``No subcommand provided.\\n`` and ``Unknown subcommand.\\n``.
+   it; ``CONFIG RELOAD``: re-read the ``--config`` file (control/reload.py). Errors
+   ``No subcommand provided: expected PRINT or RELOAD.\\n`` and ``Unknown subcommand
+   'X': expected PRINT or RELOAD.\\n``.
 7. A line longer than ``MAX_LINE_LENGTH`` characters answers ``Command line
    too long.\\n``.
 8. One trailing ``\\r`` is dropped, so a CRLF client works; amqpprox keeps it
@@ -112,6 +114,7 @@ from amqprouter.control.commands import (
     BackendPrint,
     Command,
     ConfigPrint,
+    ConfigReload,
     Conn,
     DatacenterPrint,
     DatacenterSet,
@@ -591,10 +594,13 @@ _maphostname = _subcommands(
     unknown=lambda subcommand: "Only DNS subcommand is supported.\n",
 )
 
+# CONFIG is ours, so its errors name the valid subcommands.
+_CONFIG_SUBCOMMANDS = "expected PRINT or RELOAD"
+
 _config = _subcommands(
-    {"PRINT": lambda args: ConfigPrint()},
-    missing="No subcommand provided.\n",
-    unknown=lambda subcommand: "Unknown subcommand.\n",
+    {"PRINT": lambda args: ConfigPrint(), "RELOAD": lambda args: ConfigReload()},
+    missing=f"No subcommand provided: {_CONFIG_SUBCOMMANDS}.\n",
+    unknown=lambda subcommand: f"Unknown subcommand '{subcommand}': {_CONFIG_SUBCOMMANDS}.\n",
 )
 
 # --------------------------------------------------------------------------- #
@@ -883,7 +889,8 @@ _HELP_TEXTS: Mapping[str, str] = {
     "DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
     ") - Change backend servers",
-    "CONFIG": "PRINT - Print the current configuration as the commands that rebuild it",
+    "CONFIG": "(PRINT | RELOAD) - Print the current configuration as the commands that "
+    "rebuild it, or re-read the --config file and apply what changed in it (as SIGHUP does)",
     "CONN": "Print the connected sessions",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
@@ -1095,6 +1102,8 @@ def _words(command: Command) -> list[str]:
             return ["MAPHOSTNAME", "DNS"]
         case ConfigPrint():
             return ["CONFIG", "PRINT"]
+        case ConfigReload():
+            return ["CONFIG", "RELOAD"]
         case StatListen(output, kind, value):
             return ["STAT", "LISTEN", output, f"{kind}={value}" if value else kind]
         case StatSend(host, port):

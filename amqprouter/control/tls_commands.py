@@ -13,6 +13,8 @@ suite.``). PRINT and MIN_VERSION are ours.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 from amqprouter.control import commands as c
@@ -60,6 +62,42 @@ def execute(state: TlsState, command: c.TlsCommand) -> Reply:
         names = cipher_names(built or base_context(updated))
         return Reply("Updated cipher list:\n" + "".join(f"{name}\n" for name in names))
     return Reply("")
+
+
+def execute_together(
+    state: TlsState,
+    commands: Sequence[c.TlsFile | c.TlsVerifyMode | c.TlsCiphersSet | c.TlsMinVersion],
+) -> Reply:
+    """Apply the settings ``commands`` change, all of one direction, as one change: one
+    record and one context, so a new certificate is checked against its new key (a
+    reload of the ``--config`` file). On any error nothing changes."""
+    directions = {command.direction for command in commands}
+    if len(directions) != 1:
+        raise ValueError("execute_together takes the commands of one direction")
+    settings = state.settings(directions.pop())
+    try:
+        for command in commands:
+            settings = _updated(settings, command)
+        state.update(settings)
+    except TlsConfigError as exc:
+        return Reply(f"Error: {exc}\n", ok=False)
+    return Reply("")
+
+
+def reload_files(state: TlsState) -> list[str]:
+    """Build each complete direction's context again from its files as they are now
+    (SIGHUP, CONFIG RELOAD): the errors, one a direction; that direction keeps the
+    context it had."""
+    errors = []
+    for direction in DIRECTIONS:
+        settings = state.settings(direction)
+        if missing(settings):
+            continue  # no context to reload
+        try:
+            state.update(settings)
+        except TlsConfigError as exc:
+            errors.append(f"TLS {direction}: {exc} (the previous files stay in force)")
+    return errors
 
 
 def _updated(

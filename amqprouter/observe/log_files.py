@@ -7,7 +7,9 @@ counter ``N`` continues instead of starting again at 0. Files that are not ours 
 other name) are never touched.
 
 This module does blocking file I/O: it runs on the log writer thread
-(``observe.log_queue``), never on the trio thread.
+(``observe.log_queue``), never on the trio thread. ``reopen`` (SIGHUP, CONFIG RELOAD)
+comes from another thread (a trio worker thread), so a lock keeps it from cutting into
+a write.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import errno
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -85,6 +88,7 @@ class RotatingFileSink:
         self.max_file_bytes = max_file_bytes
         self.max_directory_bytes = max_directory_bytes
         self._clock = clock
+        self._lock = threading.Lock()
         if directory.exists() and not directory.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
         directory.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,10 @@ class RotatingFileSink:
 
     def write_lines(self, lines: Iterable[str]) -> None:
         """Write ``lines`` (without newlines), rotating between lines when due."""
+        with self._lock:
+            self._write_lines(lines)
+
+    def _write_lines(self, lines: Iterable[str]) -> None:
         chunk: list[bytes] = []
         chunk_size = 0
         for line in lines:
@@ -118,6 +126,26 @@ class RotatingFileSink:
         self._write(chunk, chunk_size)
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def reopen(self) -> None:
+        """Open the current file's name again: logrotate's rotation without copytruncate
+        renames the file, then sends SIGHUP; lines go on in a new file of that name (or
+        in the same file, when nothing renamed it).
+
+        The new file is opened before the old one is closed, so an ``OSError`` (the
+        directory gone and not creatable, no permission) leaves the lines going where
+        they went.
+        """
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            file = self._path.open("ab")
+            self._close()
+            self._file = file
+            self._size = file.tell()
+
+    def _close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -132,7 +160,7 @@ class RotatingFileSink:
         self._size += size
 
     def _rotate(self, day: date) -> None:
-        self.close()
+        self._close()
         self._day = day
         self._open(day)
 

@@ -214,6 +214,20 @@ def set_file_verbosity(verbosity: int) -> None:
         _update_filter()
 
 
+def reopen_files() -> Path | None:
+    """Re-open the log file under its name (``RotatingFileSink.reopen``); the file, or
+    None without a log directory. Blocking file I/O: call it off the trio thread.
+
+    Raises:
+        OSError: the file cannot be opened again (the old one is still written).
+    """
+    file = _SINKS.file
+    if file is None or not isinstance(file.sink, RotatingFileSink):
+        return None
+    file.sink.reopen()
+    return file.sink.path
+
+
 def shutdown(timeout: float = STOP_TIMEOUT) -> None:
     """Write what is queued and stop the writers (at exit: the last lines reach disk)."""
     sinks, _SINKS.all = _SINKS.all, ()

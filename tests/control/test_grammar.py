@@ -24,6 +24,7 @@ from amqprouter.control.commands import (
     BackendPrint,
     Command,
     ConfigPrint,
+    ConfigReload,
     Conn,
     DatacenterPrint,
     DatacenterSet,
@@ -81,7 +82,8 @@ EXPECTED_HELP = (
     " ENABLE name |"
     " DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
-    "CONFIG PRINT - Print the current configuration as the commands that rebuild it\n"
+    "CONFIG (PRINT | RELOAD) - Print the current configuration as the commands that rebuild "
+    "it, or re-read the --config file and apply what changed in it (as SIGHUP does)\n"
     "CONN Print the connected sessions\n"
     "DATACENTER SET name | PRINT\n"
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
@@ -168,6 +170,7 @@ VALID: list[tuple[str, Command]] = [
     ("CONN", Conn()),
     ("EXIT", Exit()),
     ("CONFIG PRINT", ConfigPrint()),
+    ("config reload", ConfigReload()),
     # BACKEND
     (
         "BACKEND ADD rabbit1 london-az1 localhost 5672",
@@ -417,8 +420,8 @@ ERRORS: list[tuple[str, str]] = [
     ("MAPHOSTNAME", "No subcommand specified.\n"),
     ("MAPHOSTNAME REVERSE", "Only DNS subcommand is supported.\n"),
     # CONFIG (ours)
-    ("CONFIG", "No subcommand provided.\n"),
-    ("CONFIG LOAD file", "Unknown subcommand.\n"),
+    ("CONFIG", "No subcommand provided: expected PRINT or RELOAD.\n"),
+    ("CONFIG LOAD file", "Unknown subcommand 'LOAD': expected PRINT or RELOAD.\n"),
 ]
 
 
@@ -537,6 +540,7 @@ def test_unicode_spaces_are_part_of_a_word() -> None:
         ("EXIT now", "Unexpected word 'now': 'EXIT' takes no more words.\n"),
         ("EXIT GRACEFUL 5 x", "Unexpected word 'x': 'EXIT GRACEFUL 5' takes no more words.\n"),
         ("CONFIG PRINT all", "Unexpected word 'all': 'CONFIG PRINT' takes no more words.\n"),
+        ("CONFIG RELOAD now", "Unexpected word 'now': 'CONFIG RELOAD' takes no more words.\n"),
         ("BACKEND DELETE a b", "Unexpected word 'b': 'BACKEND DELETE a' takes no more words.\n"),
         ("BACKEND PRINT all", "Unexpected word 'all': 'BACKEND PRINT' takes no more words.\n"),
         (
@@ -744,6 +748,7 @@ CANONICAL: list[tuple[Command, str]] = [
     (MapPrint(), "MAP PRINT"),
     (DatacenterPrint(), "DATACENTER PRINT"),
     (ConfigPrint(), "CONFIG PRINT"),
+    (ConfigReload(), "CONFIG RELOAD"),
     (Conn(), "CONN"),
     (Exit(), "EXIT"),
     (Exit(graceful=True), "EXIT GRACEFUL"),

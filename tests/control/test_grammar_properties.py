@@ -36,7 +36,7 @@ KEYWORDS = _split(
     "human overall all all-except-per-source process bufferpool vhost=v backend=b "
     "source=s vhost= =v vhost=a=b per-source PAUSE UNPAUSE DISCONNECT_GRACEFUL "
     "FORCE_DISCONNECT BACKEND_DISCONNECT SEND-PROXY TLS ACCEPT-PROXY round-robin "
-    "datacenter-affinity SERVICE ALWAYS_ALLOW /auth"
+    "datacenter-affinity SERVICE ALWAYS_ALLOW /auth RELOAD"
 )
 NUMBERS = _split(
     "0 1 5 6 9 10 5672 65535 65536 -1 +3 -0 007 2.5 0.5 1e3 0.0000001 0.000000001 "
@@ -105,6 +105,7 @@ TEMPLATES = (
     "VHOST PRINT",
     "EXIT GRACEFUL {x}",
     "CONFIG PRINT",
+    "CONFIG RELOAD",
     "MAPHOSTNAME DNS",
     "CONN",
     "HELP {n}",

@@ -115,3 +115,30 @@ def test_an_unwritable_directory_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
         RotatingFileSink(tmp_path / "file" / "logs")
+
+
+def test_reopen_after_a_rename_writes_a_new_file_of_the_same_name(tmp_path: Path) -> None:
+    sink = RotatingFileSink(tmp_path)
+    sink.write_lines(["before"])
+    moved = tmp_path / "amqprouter.log.1"  # logrotate's rename, then SIGHUP
+    sink.path.rename(moved)
+    sink.write_lines(["still the open file"])
+    sink.reopen()
+    sink.write_lines(["after"])
+    assert moved.read_text() == "before\nstill the open file\n"
+    assert sink.path.read_text() == "after\n"
+    sink.reopen()  # nothing renamed: the same file goes on
+    sink.write_lines(["again"])
+    assert sink.path.read_text() == "after\nagain\n"
+    sink.close()
+
+
+def test_a_reopen_that_fails_keeps_the_open_file(tmp_path: Path) -> None:
+    sink = RotatingFileSink(tmp_path / "logs")
+    (tmp_path / "logs").rename(tmp_path / "moved")
+    (tmp_path / "logs").write_text("a file where the directory was")
+    with pytest.raises(OSError):
+        sink.reopen()
+    sink.write_lines(["kept"])
+    assert (tmp_path / "moved" / sink.path.name).read_text() == "kept\n"
+    sink.close()
