@@ -77,7 +77,7 @@ class Controller:
         if isinstance(command, ParseError):
             return Reply(command.reply, ok=False)
         if isinstance(command, c.Help):
-            # An unknown verb is answered with HELP too, but it is still a mistake.
+            # An empty line is answered with HELP too, but it is still a mistake.
             verb = line.strip().split(" ", 1)[0].upper()
             return Reply(help_text(), ok=verb == "HELP")
         # One command at a time: each reads the current snapshot and replaces it whole.
@@ -181,7 +181,7 @@ class Controller:
         if isinstance(command, c.BackendAdd) and not command.dns:
             endpoint, error = await self._resolve_first(command.host, command.port)
             if endpoint is None:
-                return Reply(error, ok=False)
+                return Reply(error + "\n", ok=False)
             resolved_ip = endpoint[1][0]
         table, text = routing_commands.apply(self.server.routing, command, resolved_ip=resolved_ip)
         self.server.routing = table
