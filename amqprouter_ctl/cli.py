@@ -1,7 +1,9 @@
-"""``amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS...``: one command to a router.
+"""``amqprouter_ctl [--json] [--allow-owner USER] [<control_socket>] ARGS...``: one command.
 
 The arguments are joined with single spaces into one line, sent to the router's
-control socket, and the reply is printed as it arrives.
+control socket, and the reply is printed as it arrives. ``--json`` asks the router
+for the command's JSON form (one object a line), which the router builds from its
+own records: nothing here reads the reply's text.
 
 Before sending, the socket's owner is checked, and again the user of the process
 that answers (SO_PEERCRED): a socket held by someone other than the caller or root
@@ -9,13 +11,17 @@ may be an impostor (anyone can create a socket in /tmp), so it is refused unless
 ``--allow-owner`` (or AMQPROUTER_CTL_ALLOW_OWNER) names that user.
 
 Exit codes: 0 the command succeeded, 1 the router answered with an error (or a usage
-error), 2 the router could not be reached or was refused (the message says why). A
-streaming reply (``STAT LISTEN``) is printed until the router closes it or Ctrl-C;
-both exit 0.
+error), 2 the router could not be reached or was refused (the message says why, and
+what to try). A streaming reply (``STAT LISTEN``) is printed until the router closes
+it or Ctrl-C; both exit 0.
+
+Shell completion (``_AMQPROUTER_CTL_COMPLETE=bash_source amqprouter_ctl``, as click
+does it for ``amqprouter``) lives in ``amqprouter_ctl.completion``, imported only then.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import socket
@@ -23,9 +29,11 @@ import stat
 import struct
 import sys
 from collections.abc import Collection
-from typing import Final
+from typing import Final, NamedTuple
 
-USAGE: Final = "Usage: amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS"
+from amqprouter import __version__
+
+USAGE: Final = "Usage: amqprouter_ctl [--json] [--allow-owner USER] [<control_socket>] ARGS"
 #: Must match amqprouter.control.socket_server.RUN_SOCKET and FALLBACK_SOCKET (kept
 #: literal so that the client stays importable without the daemon's dependencies).
 RUN_SOCKET: Final = "/run/amqprouter/control"
@@ -43,6 +51,10 @@ socket file: then ${SOCKET_ENV} is used if set,
 else {RUN_SOCKET} if it exists, else {FALLBACK_SOCKET} (where amqprouter
 puts its socket by default).
 
+--json asks for the reply as JSON, one object a line: CONN, BACKEND PRINT, FARM PRINT,
+MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json have a JSON form; any other
+command is refused (exit 1) and not run.
+
 The socket must belong to you or root, and the router answering on it must run as
 you or root: a socket anyone else holds is refused (exit 2), since in a directory
 like /tmp anybody can create one. --allow-owner USER (a name or uid; repeatable, or
@@ -51,9 +63,13 @@ too, such as the service user a router runs as.
 
 Exit codes: 0 success, 1 the router answered with an error (or bad usage), 2 the router
 could not be reached or was refused.
+
+--version prints the version. Shell completion: eval "$(_AMQPROUTER_CTL_COMPLETE=bash_source
+amqprouter_ctl)" in ~/.bashrc (zsh: zsh_source in ~/.zshrc).
 """
-#: Must match amqprouter.control.socket_server.STATUS_HELLO.
+#: Must match amqprouter.control.socket_server.STATUS_HELLO and JSON_HELLO.
 STATUS_HELLO: Final = b"AMQPROUTER_CTL STATUS\n"
+JSON_HELLO: Final = b"AMQPROUTER_CTL JSON\n"
 #: The status of a streaming reply (amqprouter.control.socket_server.STATUS_STREAMING).
 STREAMING: Final = b"S"
 CONNECT_TIMEOUT: Final = 5.0
@@ -67,28 +83,52 @@ class UsageError(Exception):
     pass
 
 
+class Invocation(NamedTuple):
+    """What the command line asks for; ``path`` is None for --help and --version."""
+
+    path: str | None
+    words: list[str]
+    trusted: set[int]
+    json: bool = False
+    version: bool = False
+
+
 def main(argv: list[str] | None = None) -> None:
+    if os.environ.get("_AMQPROUTER_CTL_COMPLETE"):
+        # Only a shell asking for completions gets here; it needs click and the grammar.
+        from amqprouter_ctl import completion
+
+        sys.exit(completion.complete())
     args = sys.argv[1:] if argv is None else argv
     try:
-        path, words, trusted = parse(args)
+        invocation = parse(args)
     except UsageError as exc:
         print(f"{USAGE}\n{exc}" if str(exc) else USAGE, file=sys.stderr)
         sys.exit(EXIT_COMMAND_FAILED)
-    if path is None:  # --help
+    if invocation.version:
+        print(f"amqprouter_ctl, version {__version__}")
+        sys.exit(EXIT_OK)
+    if invocation.path is None:  # --help
         print(HELP, end="")
         sys.exit(EXIT_OK)
-    sys.exit(run(path, " ".join(words), trusted))
+    line = " ".join(invocation.words)
+    sys.exit(run(invocation.path, line, invocation.trusted, as_json=invocation.json))
 
 
-def parse(args: list[str]) -> tuple[str | None, list[str], set[int]]:
-    """(socket path, command words, trusted uids); the path is None for --help."""
+def parse(args: list[str]) -> Invocation:
+    """What ``args`` (argv without the program) ask for."""
     args = list(args)
     owners = [name for name in os.environ.get(ALLOW_OWNER_ENV, "").split(",") if name]
+    as_json = False
     while args and args[0].startswith("-"):
         option = args.pop(0)
         if option in ("-h", "--help"):
-            return None, [], set()
-        if option == "--allow-owner":
+            return Invocation(None, [], set())
+        if option == "--version":
+            return Invocation(None, [], set(), version=True)
+        if option == "--json":
+            as_json = True
+        elif option == "--allow-owner":
             if not args:
                 raise UsageError("--allow-owner needs a user name or uid")
             owners.append(args.pop(0))
@@ -106,7 +146,8 @@ def parse(args: list[str]) -> tuple[str | None, list[str], set[int]]:
             # The command goes out as one line: a newline would end it there and the
             # rest would never be sent (or be read as a second line by a plain client).
             raise UsageError(f"an argument holds a line break: {word!r}")
-    return path, args, {os.getuid(), os.geteuid(), 0} | {_uid(owner) for owner in owners}
+    trusted = {os.getuid(), os.geteuid(), 0} | {_uid(owner) for owner in owners}
+    return Invocation(path, args, trusted, json=as_json)
 
 
 def _names_a_socket(word: str) -> bool:
@@ -155,25 +196,65 @@ def _refuse_owner(path: str, what: str, uid: int) -> int:
     return EXIT_UNREACHABLE
 
 
-def run(path: str, line: str, trusted: Collection[int] = ()) -> int:
+def _unreachable(path: str, why: str) -> int:
+    print(f"amqprouter_ctl: cannot reach a router at {path}: {why}", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return "a file of another kind"
+
+
+def _why_not(exc: OSError, st: os.stat_result | None) -> str:
+    """What an operator should know about a failed connect(): the reason, then what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        return (
+            f"{reason} (no router has its control socket there: is amqprouter running, "
+            "and with this --control-socket? Give the socket as the first argument or in "
+            f"${SOCKET_ENV})"
+        )
+    if exc.errno == errno.ECONNREFUSED:
+        return (
+            f"{reason} (a socket file that no router listens on, left by a router that "
+            "stopped; a router started there replaces it)"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        if st is None:
+            return f"{reason} (a directory on the way to it cannot be searched by you)"
+        return (
+            f"{reason} (the socket is mode {stat.S_IMODE(st.st_mode):04o}, owned by "
+            f"{_user(st.st_uid)}: run this as that user, or start the router with "
+            "--control-socket-mode 0660 and join its group)"
+        )
+    return reason
+
+
+def run(path: str, line: str, trusted: Collection[int] = (), *, as_json: bool = False) -> int:
     """Send ``line`` to the router at ``path``; the exit code.
 
     Only a socket owned by, and a router running as, a user in ``trusted`` (the
-    caller and root are always added) is sent anything.
+    caller and root are always added) is sent anything. ``as_json`` asks for the
+    reply's JSON form.
     """
     trusted = {os.getuid(), os.geteuid(), 0, *trusted}
+    st: os.stat_result | None = None
     try:
         st = os.stat(path)
     except OSError:
         pass  # connect() below says why, in the words users know
     else:
         if not stat.S_ISSOCK(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a file"
-            print(
-                f"amqprouter_ctl: cannot reach a router at {path}: not a socket ({kind})",
-                file=sys.stderr,
+            # connect() would say "Connection refused", as if a router had stopped.
+            return _unreachable(
+                path,
+                f"not a socket but {_kind(st.st_mode)}; the router's control socket is "
+                "elsewhere (see --control-socket), or something else took this path",
             )
-            return EXIT_UNREACHABLE
         if st.st_uid not in trusted:
             return _refuse_owner(path, "the socket file belongs to", st.st_uid)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -181,10 +262,8 @@ def run(path: str, line: str, trusted: Collection[int] = ()) -> int:
     try:
         client.connect(path)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        print(f"amqprouter_ctl: cannot reach a router at {path}: {reason}", file=sys.stderr)
         client.close()
-        return EXIT_UNREACHABLE
+        return _unreachable(path, _why_not(exc, st))
     # The file may have been swapped since it was checked: the kernel's word on who
     # listens is what counts.
     _pid, peer_uid, _gid = struct.unpack(
@@ -196,7 +275,7 @@ def run(path: str, line: str, trusted: Collection[int] = ()) -> int:
     status = b""
     try:
         client.settimeout(READ_TIMEOUT)
-        client.sendall(STATUS_HELLO + line.encode() + b"\n")
+        client.sendall(STATUS_HELLO + (JSON_HELLO if as_json else b"") + line.encode() + b"\n")
         out = sys.stdout.buffer
         trailer = False
         while chunk := client.recv(65536):

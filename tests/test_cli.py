@@ -148,7 +148,7 @@ def test_ctl_stub_prints_usage() -> None:
     )
     assert result.returncode == 1
     assert result.stderr.startswith(
-        "Usage: amqprouter_ctl [--allow-owner USER] [<control_socket>] ARGS"
+        "Usage: amqprouter_ctl [--json] [--allow-owner USER] [<control_socket>] ARGS"
     )
 
 

@@ -20,7 +20,9 @@ import trio
 
 from amqprouter.control import (
     auth_commands,
+    conn,
     health_commands,
+    json_replies,
     limit_commands,
     routing_commands,
     session_control,
@@ -76,12 +78,19 @@ class Controller:
         """The server's TLS settings and contexts (the TLS verb changes them)."""
         return self.server.tls
 
-    async def handle(self, line: str) -> Reply:
+    async def handle(self, line: str, *, as_json: bool = False) -> Reply:
+        """The reply to ``line``; with ``as_json``, its JSON form (``json_replies``)."""
         command = parse(line)
         if isinstance(command, ParseError):
             return Reply(command.reply, ok=False)
+        if as_json:
+            if not json_replies.has_json_form(command):
+                return Reply(json_replies.refusal(command), ok=False)
+            if not isinstance(command, c.StatListen):  # STAT LISTEN json is its own JSON
+                async with self._lock:
+                    return Reply(self._json(command))
         if isinstance(command, c.Help):
-            # An unknown verb is answered with HELP too, but it is still a mistake.
+            # An empty line is answered with HELP too, but it is still a mistake.
             verb = line.strip().split(" ", 1)[0].upper()
             return Reply(help_text(), ok=verb == "HELP")
         # One command at a time: each reads the current snapshot and replaces it whole.
@@ -168,7 +177,8 @@ class Controller:
             return Reply("")
         if isinstance(command, c.Conn):
             name = self.server.host_name
-            return Reply("".join(conn_line(s, name) + "\n" for s in self.server.sessions.values()))
+            records = (conn.conn_record(s, name) for s in self.server.sessions.values())
+            return Reply("".join(conn.conn_line(r) + "\n" for r in records))
         if isinstance(command, c.ConfigPrint):
             return Reply(self.config_text())
         if isinstance(command, c.ConfigReload):
@@ -190,6 +200,26 @@ class Controller:
         if isinstance(command, c.StatListen | c.StatSend | c.StatStopSend | c.StatPerSource):
             return await self._stat(command)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+    def _json(self, command: c.Command) -> str:
+        """The JSON form of one of ``json_replies.JSON_COMMANDS`` (STAT LISTEN aside)."""
+        server = self.server
+        match command:
+            case c.Conn():
+                name = server.host_name
+                records = (conn.conn_record(s, name) for s in server.sessions.values())
+                return json_replies.json_lines(conn.conn_json(r) for r in records)
+            case c.BackendPrint():
+                return json_replies.backends(server.routing, server.health.registry.get)
+            case c.FarmPrint():
+                return json_replies.farms(server.routing)
+            case c.MapPrint():
+                return json_replies.mappings(server.routing)
+            case c.VhostPrint():
+                return json_replies.vhosts(server.vhosts.paused, server.vhosts.seen)
+            case c.LimitPrint(vhost=vhost):
+                return json_replies.limits(server.limits, vhost)
+        raise AssertionError(f"no JSON form for {command!r}")  # pragma: no cover
 
     async def _stat(
         self, command: c.StatListen | c.StatSend | c.StatStopSend | c.StatPerSource
@@ -230,7 +260,7 @@ class Controller:
         if isinstance(command, c.BackendAdd) and not command.dns:
             endpoint, error = await self._resolve_first(command.host, command.port)
             if endpoint is None:
-                return Reply(error, ok=False)
+                return Reply(error + "\n", ok=False)
             resolved_ip = endpoint[1][0]
         table, text = routing_commands.apply(self.server.routing, command, resolved_ip=resolved_ip)
         self.server.routing = table
@@ -315,48 +345,6 @@ def _listen_command(
     return kind(port, options.accept_proxy, options.allow)
 
 
-def _yes(flag: bool) -> str:
-    return "Y" if flag else "N"
-
-
 def conn_line(session: Session, name: Callable[[str], str] = str) -> str:
-    """One CONN line, in amqpprox's format (idle seconds measured, not since 1970).
-
-    ``name`` turns an address into a host name (MAPHOSTNAME DNS) without waiting.
-    The vhost is the client's choice and a host name the DNS's: both are escaped, so
-    neither can forge a line or a terminal escape (``amqprouter.text``).
-    """
-
-    def host(address: str) -> str:
-        return escape(name(address))
-
-    now = time.monotonic()
-    ingress, egress = session.ingress, session.egress
-    client_host, client_port = session.client_address
-    local_host, _local_port = session.client_local
-    egress_local = session.broker_local
-    broker_host, broker_port = session.broker_address
-    return (
-        f"id={session.id} vhost={escape(session.vhost or '')} "
-        f"disconnected={_yes(session.state.value in ('closing', 'closed'))} "
-        f"paused={_yes(session.paused)} "
-        f"authDenied={_yes(session.auth_denied)} ingressRemote={host(client_host)}:{client_port} "
-        f"ingressLocal={host(local_host)} "
-        f"egressLocal={host(egress_local[0])}:{egress_local[1]} "
-        f"egressRemote={host(broker_host)}:{broker_port} "
-        f"inBytes={ingress.bytes} inFrames={ingress.frames} inPackets={ingress.reads} "
-        f"outBytes={egress.bytes} outFrames={egress.frames} outPackets={egress.reads} "
-        f"{now - session.last_ingress:.3f}:{now - session.last_egress:.3f}"
-    ) + _tls_fields(session)
-
-
-def _tls_fields(session: Session) -> str:
-    """What a TLS client's CONN line adds (ours; plain lines stay amqpprox's)."""
-    version = session.client.tls_version()
-    if version is None:
-        return ""
-    subject = session.client.peer_subject()
-    if subject is None:
-        return f" tls={version}"
-    quoted = subject.replace("\\", "\\\\").replace('"', '\\"')
-    return f' tls={version} clientCert="{quoted}"'
+    """One CONN line for ``session`` (``conn.conn_line`` of its record)."""
+    return conn.conn_line(conn.conn_record(session, name))

@@ -5,7 +5,9 @@ amqpprox's (reference/amqpprox.md section 1), so an amqpprox operator's scripts
 work unchanged:
 
 * The verb is the text up to the first space (a space, not any whitespace, as
-  in amqpprox), upper-cased. An unknown verb, or an empty line, is ``HELP``.
+  in amqpprox), upper-cased. An empty line is ``HELP``; an unknown verb is
+  refused with ``Unknown command 'X'. Send HELP for the list of commands.``
+  (amqpprox answers it with the whole HELP text, which names no mistake).
 * The rest of the line is split on any run of whitespace (amqpprox reads it
   with ``>>`` stream extraction), so extra spaces and tabs between words are
   fine.
@@ -87,6 +89,10 @@ Differences from amqpprox (each fixes a quirk, or is new):
     target must start with '/', e.g. /auth.\n``); amqpprox glues it to the port. A
     host holding URL syntax (``/?#@[]%\\``) is refused (``The hostname must be a host
     name or an IP address, without URL syntax.\n``).
+17. Every error reply ends with its newline (amqpprox leaves it off several, such
+    as ``Vhost not provided.``), and an unknown subcommand, type or filter is
+    named with the valid choices after amqpprox's first words: ``Unrecognized
+    subcommand: 'X'; valid subcommands: BACKEND, FARM, ...`` (``with_choices``).
 """
 
 from __future__ import annotations
@@ -211,22 +217,48 @@ def _port(word: str) -> int | None:
     return value if value is not None and 1 <= value <= 65535 else None
 
 
+_CAPITAL_WORDS = re.compile(r"[A-Z_]+")
+
+
+def with_choices(
+    sentence: str, choices: Sequence[str], *, word: str | None = None, what: str = "subcommands"
+) -> str:
+    """An error ``sentence`` (amqpprox's words) that also names ``word`` and the valid choices.
+
+    ``Unknown subcommand.`` becomes ``Unknown subcommand: 'X'; valid subcommands: A, B.``:
+    the reference's first words stay first (scripts match them), the word is named
+    unless the sentence already quotes it, and the reply ends with its newline.
+    """
+    text = sentence.rstrip("\n").removesuffix(".")
+    if word is not None and f"'{word}'" not in text:
+        text += f": '{escape(word)}'"
+    return f"{text}; valid {what}: {', '.join(choices)}.\n"
+
+
 def _subcommands(
     table: Mapping[str, _Parser], *, missing: str, unknown: Callable[[str], str]
 ) -> _Parser:
     """A verb whose first word picks a subcommand from ``table``.
 
-    ``missing`` and ``unknown`` are that verb's own error texts: amqpprox words
-    them differently for every verb.
+    ``missing`` and ``unknown`` are that verb's own error texts (amqpprox words
+    them differently for every verb); the reply adds the word and the table's
+    subcommands (``with_choices``), unless the text already names every one of
+    them (STAT's ``Only LISTEN, SEND, ... are supported.``).
     """
+    choices = list(table)
+
+    def explain(sentence: str, word: str | None) -> str:
+        if set(choices) <= set(_CAPITAL_WORDS.findall(sentence)):
+            return sentence if sentence.endswith("\n") else sentence + "\n"
+        return with_choices(sentence, choices, word=word)
 
     def parse_verb(args: Sequence[str]) -> Command | ParseError:
         if not args:
-            return ParseError(missing)
+            return ParseError(explain(missing, None))
         subcommand = _upper(args[0])
         parse_args = table.get(subcommand)
         if parse_args is None:
-            return ParseError(unknown(subcommand))
+            return ParseError(explain(unknown(subcommand), subcommand))
         return parse_args(args[1:])
 
     return parse_verb
@@ -236,7 +268,7 @@ def _subcommands(
 # BACKEND
 # --------------------------------------------------------------------------- #
 
-_BACKEND_ARGUMENTS = "Arguments not correctly provided"
+_BACKEND_ARGUMENTS = "Arguments not correctly provided\n"
 _BACKEND_FLAGS = ("SEND-PROXY", "SEND-PROXY-V2", "TLS")
 _BACKEND_FLAG_EXPECTED = "expected SEND-PROXY, SEND-PROXY-V2 or TLS"
 # Flags the grammar knows (they are amqpprox's) but the router does not honour yet.
@@ -277,7 +309,7 @@ def _backend_add(*, dns: bool) -> _Parser:
 
 def _backend_delete(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("DELETE requires a name argument")
+        return ParseError("DELETE requires a name argument\n")
     return BackendDelete(args[0])
 
 
@@ -325,7 +357,7 @@ def _not_recognized(subcommand: str) -> str:
 def _backend_named(kind: type[BackendDisable] | type[BackendEnable], sub: str) -> _Parser:
     def parse_args(args: Sequence[str]) -> Command | ParseError:
         if not args:
-            return ParseError(f"{sub} requires a name argument")
+            return ParseError(f"{sub} requires a name argument\n")
         return kind(args[0])
 
     return parse_args
@@ -336,7 +368,7 @@ _DRAIN_MODES = {"GRACEFUL": True, "FORCE": False}
 
 def _backend_drain(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("DRAIN requires a name argument")
+        return ParseError("DRAIN requires a name argument\n")
     graceful = _DRAIN_MODES.get(_upper(args[1]) if len(args) > 1 else "GRACEFUL")
     if graceful is None:
         return ParseError("DRAIN mode must be GRACEFUL or FORCE.\n")
@@ -390,7 +422,7 @@ def _farm_on_down(args: Sequence[str]) -> Command | ParseError:
 
 def _farm_delete(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("Farm name not provided.")
+        return ParseError("Farm name not provided.\n")
     return FarmDelete(args[0])
 
 
@@ -414,25 +446,25 @@ _farm = _subcommands(
 
 def _map_backend(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
-        return ParseError("Vhost and backend must be provided")
+        return ParseError("Vhost and backend must be provided\n")
     return MapBackend(args[0], args[1])
 
 
 def _map_farm(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
-        return ParseError("Vhost and farm name must be provided")
+        return ParseError("Vhost and farm name must be provided\n")
     return MapFarm(args[0], args[1])
 
 
 def _map_unmap(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("Vhost not provided.")
+        return ParseError("Vhost not provided.\n")
     return MapUnmap(args[0])
 
 
 def _map_default(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("Farm name for default must be provided")
+        return ParseError("Farm name for default must be provided\n")
     return MapDefault(args[0])
 
 
@@ -574,15 +606,20 @@ _LOG_KINDS: Mapping[str, type[LogConsole] | type[LogFile]] = {
 }
 
 
+_LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbosity (0..5).\n"
+
+
 def _log(args: Sequence[str]) -> Command | ParseError:
     # amqpprox reads both words before looking at either, so a missing level
     # is reported before an unknown subcommand.
     level = _integer(args[1]) if len(args) >= 2 else None
     if level is None:
-        return ParseError("Command or verbosity not found.\n")
+        return ParseError(_LOG_USAGE)
     kind = _LOG_KINDS.get(_upper(args[0]))
     if kind is None:
-        return ParseError("Type to verb is not known.\n")
+        return ParseError(
+            with_choices("Type to verb is not known.", list(_LOG_KINDS), word=args[0], what="types")
+        )
     if not 0 <= level <= 5:
         return ParseError("Verbosity must be between 0 and 5.\n")
     return kind(level)
@@ -608,11 +645,18 @@ _config = _subcommands(
 # --------------------------------------------------------------------------- #
 
 _STAT_OUTPUTS = ("JSON", "HUMAN")
+#: What an error lists as the valid filters, in HELP's order.
+_FILTERS = (
+    *WHOLE_FILTERS,
+    *(f"{axis}=<{'host' if axis == 'source' else axis}>" for axis in AXIS_FILTERS),
+)
 
 
 def _stat_listen(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("No output type specified.\n")
+        return ParseError(
+            with_choices("No output type specified.", ["json", "human"], what="types")
+        )
     output = _upper(args[0])
     if output not in _STAT_OUTPUTS:
         return ParseError("json or human must be the type of output\n")
@@ -625,11 +669,13 @@ def _stat_listen(args: Sequence[str]) -> Command | ParseError:
     # amqpprox splits on "=" with boost's tokenizer, which drops empty tokens.
     tokens = [token for token in term.split("=") if token]
     if len(tokens) != 2:
-        return ParseError("Filter specified incorrectly.\n")
+        return ParseError(
+            with_choices("Filter specified incorrectly.", _FILTERS, word=term, what="filters")
+        )
     kind = _upper(tokens[0])
     if kind.lower() not in AXIS_FILTERS:
         # amqpprox prints this inside the stream, every interval; we refuse at once.
-        return ParseError(f"Unknown filter type: '{kind}'")
+        return ParseError(with_choices(f"Unknown filter type: '{kind}'", _FILTERS, what="filters"))
     return StatListen(output.lower(), kind.lower(), tokens[1])
 
 
@@ -648,19 +694,23 @@ def _stat_send(args: Sequence[str]) -> Command | ParseError:
 
 def _stat_stop(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("Missing stop type.\n")
+        return ParseError(with_choices("Missing stop type.", ["SEND"], what="types"))
     if args[0] != "SEND":  # case-sensitive in amqpprox
-        return ParseError(f'Unrecognized argument for STOP: "{args[0]}".\n')
+        return ParseError(f'Unrecognized argument for STOP: "{escape(args[0])}"; valid: SEND.\n')
     return StatStopSend()
 
 
 def _stat_per_source(enabled: bool) -> _Parser:
     def parse_args(args: Sequence[str]) -> Command | ParseError:
         if not args:
-            return ParseError("Missing enable/disable type.\n")
+            return ParseError(
+                with_choices("Missing enable/disable type.", ["per-source"], what="types")
+            )
         if args[0].lower() != "per-source":
             subcommand = "ENABLE" if enabled else "DISABLE"
-            return ParseError(f'Unrecognized argument for {subcommand}: "{args[0]}".\n')
+            return ParseError(
+                f'Unrecognized argument for {subcommand}: "{escape(args[0])}"; valid: per-source.\n'
+            )
         return StatPerSource(enabled)
 
     return parse_args
@@ -718,7 +768,9 @@ def _tls(args: Sequence[str]) -> Command | ParseError:
             for word in rest:
                 mode = _TLS_VERIFY_WORDS.get(_upper(word))
                 if mode is None:
-                    return ParseError(f"Unknown mode: {word}\n")
+                    return ParseError(
+                        with_choices(f"Unknown mode: {word}", list(_TLS_VERIFY_WORDS), what="modes")
+                    )
                 modes.append(mode)
             return TlsVerifyMode(direction, tuple(modes))
         case "CIPHERS":
@@ -745,7 +797,8 @@ def _tls(args: Sequence[str]) -> Command | ParseError:
 # --------------------------------------------------------------------------- #
 
 _LIMIT_KINDS: Mapping[str, LimitKind] = {kind: kind for kind in LIMIT_KINDS}
-_LIMIT_INVALID = "Invalid subcommand provided for LIMIT command.\n"
+_LIMIT_INVALID = "Invalid subcommand provided for LIMIT command."
+_LIMIT_SUBCOMMANDS = (*LIMIT_KINDS, "DISABLE", "PRINT")
 
 
 def _limit_target(kind: str, args: Sequence[str]) -> tuple[str | None, Sequence[str]] | ParseError:
@@ -755,28 +808,34 @@ def _limit_target(kind: str, args: Sequence[str]) -> tuple[str | None, Sequence[
         return None, args[1:]
     if target == "VHOST" and len(args) > 1:
         return args[1], args[2:]
-    return ParseError(f"Failed to read (VHOST vhostName | DEFAULT) for {kind}")
+    return ParseError(f"Failed to read (VHOST vhostName | DEFAULT) for {kind}\n")
 
 
 def _limit(args: Sequence[str]) -> Command | ParseError:
     if not args:
-        return ParseError("No subcommand provided for LIMIT command.\n")
+        return ParseError(
+            with_choices("No subcommand provided for LIMIT command.", _LIMIT_SUBCOMMANDS)
+        )
     subcommand = _upper(args[0])
     if subcommand == "PRINT":
         return LimitPrint(args[1] if len(args) > 1 else None)
     if subcommand == "DISABLE":
         if len(args) < 2:
-            return ParseError("No subcommand provided for LIMIT DISABLE command.\n")
+            return ParseError(
+                with_choices(
+                    "No subcommand provided for LIMIT DISABLE command.", LIMIT_KINDS, what="types"
+                )
+            )
         kind = _LIMIT_KINDS.get(_upper(args[1]))
         if kind is None:
-            return ParseError(_LIMIT_INVALID)
+            return ParseError(with_choices(_LIMIT_INVALID, LIMIT_KINDS, word=args[1], what="types"))
         target = _limit_target(kind, args[2:])
         if isinstance(target, ParseError):
             return target
         return LimitDisable(kind, target[0])
     kind = _LIMIT_KINDS.get(subcommand)
     if kind is None:
-        return ParseError(_LIMIT_INVALID)
+        return ParseError(with_choices(_LIMIT_INVALID, _LIMIT_SUBCOMMANDS, word=args[0]))
     target = _limit_target(kind, args[1:])
     if isinstance(target, ParseError):
         return target
@@ -784,7 +843,7 @@ def _limit(args: Sequence[str]) -> Command | ParseError:
     value = _integer(rest[0]) if rest else None
     if kind.startswith("DATA_RATE"):
         if value is None or value < 0:
-            return ParseError("Failed to read bytesPerSecond")
+            return ParseError("Failed to read bytesPerSecond\n")
         if value == 0 and kind == "DATA_RATE":
             # amqpprox would stall such a client for ever; LIMIT CONN_RATE ... 0 refuses it.
             return ParseError("DATA_RATE must be at least 1 byte per second.\n")
@@ -822,11 +881,16 @@ _VHOST_SUBCOMMANDS: Mapping[str, Callable[[str], Command]] = {
 def _vhost(args: Sequence[str]) -> Command | ParseError:
     subcommand = _upper(args[0]) if args else ""
     vhost = args[1] if len(args) > 1 else ""
-    if not subcommand or (not vhost and subcommand != "PRINT"):
-        return ParseError(_SESSION_NOT_FOUND)  # sic: amqpprox's text
+    if not subcommand:
+        # sic: amqpprox's text, kept first for scripts; then what was missing.
+        return ParseError(with_choices(_SESSION_NOT_FOUND, list(_VHOST_SUBCOMMANDS)))
     make = _VHOST_SUBCOMMANDS.get(subcommand)
+    if make is not None and not vhost and subcommand != "PRINT":
+        return ParseError(f"Session not found. VHOST {subcommand} needs a vhost.\n")
     if make is None:
-        return ParseError("Subcommand not recognised.\n")
+        return ParseError(
+            with_choices("Subcommand not recognised.", list(_VHOST_SUBCOMMANDS), word=args[0])
+        )
     return make(vhost)
 
 
@@ -933,6 +997,11 @@ _HELP_TEXTS: Mapping[str, str] = {
 }
 
 
+def unknown_verb(verb: str) -> str:
+    """The reply to a verb the grammar does not know (amqpprox answers with all of HELP)."""
+    return f"Unknown command '{escape(verb)}'. Send HELP for the list of commands.\n"
+
+
 def help_text() -> str:
     """The reply to HELP (and to an unknown verb or an empty line)."""
     return "".join(f"{verb} {text}\n" for verb, text in sorted(_HELP_TEXTS.items()))
@@ -947,8 +1016,9 @@ def parse(line: str) -> Command | ParseError:
     """Parse one control line (its ``\\n`` or ``\\r\\n`` terminator optional).
 
     Returns:
-        The command, ``Help()`` for an unknown verb or an empty line, or a
-        ``ParseError`` whose ``reply`` is the exact text to answer with.
+        The command, ``Help()`` for an empty line, or a ``ParseError`` whose
+        ``reply`` is the exact text to answer with (``unknown_verb`` for a verb
+        the grammar does not know).
     """
     line = line.removesuffix("\n").removesuffix("\r")
     if len(line) > MAX_LINE_LENGTH:
@@ -959,7 +1029,9 @@ def parse(line: str) -> Command | ParseError:
         return ParseError(f"{upper_verb} is not supported yet: {_VERBS_NOT_YET[upper_verb]}\n")
     parse_verb = _VERBS.get(upper_verb)
     if parse_verb is None:
-        return Help()
+        if not line.strip(WHITESPACE):
+            return Help()  # an empty line, as amqpprox answers it
+        return ParseError(unknown_verb(verb))
     words = [word for word in _WHITESPACE.split(rest) if word]
     unsafe = _unsafe_word(words)
     if unsafe is not None:

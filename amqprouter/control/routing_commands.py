@@ -26,6 +26,8 @@ differences, each fixing a quirk of the reference:
   `` DISABLED`` to a disabled backend's line (only then, so the reference's line
   is unchanged otherwise); CONFIG PRINT writes a BACKEND DISABLE after the
   backends. Deleting a backend forgets that it was disabled.
+- Every reply ends with its newline (amqpprox's BACKEND ADD and DELETE errors have
+  none).
 - Unchanged from amqpprox, on purpose: MAP BACKEND/FARM/DEFAULT accept a backend
   or farm that does not exist (yet); ``RoutingTable.candidates`` then refuses the
   connection with the usual text and a ``NoRoute.detail`` naming what is missing.
@@ -157,13 +159,13 @@ def _backend_add(
         tls=command.tls,
     )
     if backend.name in table.backends:
-        return table, f"Failed to insert backend: '{backend_line(backend)}', error code: 1"
+        return table, f"Failed to insert backend: '{backend_line(backend)}', error code: 1\n"
     return attrs.evolve(table, backends={**table.backends, backend.name: backend}), ""
 
 
 def _backend_delete(table: RoutingTable, name: str) -> tuple[RoutingTable, str]:
     if name not in table.backends:
-        return table, f"Delete failed to remove '{name}', rcode 1"
+        return table, f"Delete failed to remove '{name}', rcode 1\n"
     users = sorted(farm.name for farm in table.farms.values() if name in farm.members)
     if users:
         return table, (

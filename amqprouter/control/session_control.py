@@ -18,6 +18,7 @@ Differences from amqpprox:
 from __future__ import annotations
 
 from amqprouter.control import commands as c
+from amqprouter.control.grammar import with_choices
 from amqprouter.control.socket_server import Reply
 from amqprouter.server import Server
 from amqprouter.session import End, Session
@@ -26,6 +27,10 @@ _DISCONNECTS = {
     "DISCONNECT_GRACEFUL": End.OPERATOR,
     "FORCE_DISCONNECT": End.OPERATOR_FORCED,
 }
+
+
+#: SESSION's subcommands, as HELP lists them.
+ACTIONS = ("PAUSE", "UNPAUSE", "DISCONNECT_GRACEFUL", "FORCE_DISCONNECT")
 
 
 def execute_session(server: Server, command: c.SessionControl) -> Reply:
@@ -41,7 +46,9 @@ def execute_session(server: Server, command: c.SessionControl) -> Reply:
         reason = f"disconnected by operator (SESSION {session.id} {action})"
         session.disconnect(_DISCONNECTS[action], reason)
     else:
-        return Reply("Session subcommand not found.\n", ok=False)
+        # amqpprox's words first (scripts match them), then what would have worked.
+        word = action or None
+        return Reply(with_choices("Session subcommand not found.", ACTIONS, word=word), ok=False)
     return Reply("")
 
 

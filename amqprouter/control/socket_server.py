@@ -4,10 +4,13 @@ amqpprox's conventions: a Unix stream socket; the client writes one line ending 
 ``\\n``; the server answers with raw text and closes (so the client reads to EOF);
 successful mutating commands answer nothing.
 
-One addition, for ``amqprouter_ctl``'s exit codes: a client that starts with the
-line ``STATUS_HELLO`` gets its reply followed by a NUL byte and ``0`` (success) or
-``1`` (the command failed). Plain clients (``nc -U``, socat, amqpprox scripts) never
-send it and see only the reply text.
+Two additions, for ``amqprouter_ctl``: lines that start with ``AMQPROUTER_CTL ``
+before the command line ask for something about its reply, and are never commands
+(no verb starts so). A client that sends ``STATUS_HELLO`` gets its reply followed by
+a NUL byte and ``0`` (success) or ``1`` (the command failed); one that sends
+``JSON_HELLO`` (``--json``) gets the command's JSON form, one object a line, or an
+error if it has none (``control.json_replies``). Plain clients (``nc -U``, socat,
+amqpprox scripts) never send either and see only the reply text.
 
 A streaming reply (``STAT LISTEN``) is never closed by the server: it is written
 chunk by chunk until the client disconnects. Its status (NUL and ``S``) comes first,
@@ -25,7 +28,7 @@ import socket
 import stat
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 import structlog
@@ -41,6 +44,8 @@ log = structlog.get_logger("amqprouter.control")
 
 #: Sent first by amqprouter_ctl to ask for the status trailer.
 STATUS_HELLO: Final = "AMQPROUTER_CTL STATUS"
+#: Sent before the command by ``amqprouter_ctl --json``: the reply in JSON.
+JSON_HELLO: Final = "AMQPROUTER_CTL JSON"
 STATUS_SEPARATOR: Final = b"\0"
 #: The status of a streaming reply, sent before its first chunk: what follows is the
 #: stream (amqprouter_ctl prints it until EOF or Ctrl-C, and exits 0).
@@ -68,7 +73,10 @@ class Reply:
     stream: AsyncGenerator[str, None] | None = attrs.field(default=None, eq=False)
 
 
-Handler = Callable[[str], Awaitable[Reply]]
+class Handler(Protocol):
+    """Answers one command line; ``as_json`` when the client sent ``JSON_HELLO``."""
+
+    def __call__(self, line: str, *, as_json: bool = False) -> Awaitable[Reply]: ...
 
 
 class ControlSocketError(Exception):
@@ -433,7 +441,7 @@ async def _stream_reply(stream: trio.SocketStream, reply: Reply, want_status: bo
 
 async def _read_and_handle(stream: trio.SocketStream, handler: Handler) -> tuple[Reply, bool]:
     buffer = bytearray()
-    want_status = False
+    want_status = want_json = False
     with trio.move_on_after(READ_TIMEOUT):
         while True:
             newline = buffer.find(b"\n")
@@ -443,9 +451,12 @@ async def _read_and_handle(stream: trio.SocketStream, handler: Handler) -> tuple
                 if line == STATUS_HELLO and not want_status:
                     want_status = True
                     continue
+                if line == JSON_HELLO and not want_json:
+                    want_json = True
+                    continue
                 if newline > MAX_LINE_BYTES:
                     return Reply("Command line too long.\n", ok=False), want_status
-                reply = await handler(line)
+                reply = await handler(line, as_json=want_json)
                 log.info(
                     "control", command=line, reply=router_logging.truncate(reply.text), ok=reply.ok
                 )

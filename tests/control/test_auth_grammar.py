@@ -26,8 +26,11 @@ def test_auth_commands(line: str, expected: object) -> None:
 @pytest.mark.parametrize(
     ("line", "reply"),
     [
-        ("AUTH", "No subcommand provided.\n"),
-        ("AUTH NOPE", "Unknown subcommand.\n"),
+        ("AUTH", "No subcommand provided; valid subcommands: SERVICE, ALWAYS_ALLOW, PRINT.\n"),
+        (
+            "AUTH NOPE",
+            "Unknown subcommand: 'NOPE'; valid subcommands: SERVICE, ALWAYS_ALLOW, PRINT.\n",
+        ),
         ("AUTH SERVICE", "No hostname specified.\n"),
         ("AUTH SERVICE host", "Invalid port provided.\n"),
         ("AUTH SERVICE host 0 /auth", "Invalid port provided.\n"),

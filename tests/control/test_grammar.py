@@ -68,7 +68,14 @@ from amqprouter.control.commands import (
     VhostPrint,
     VhostUnpause,
 )
-from amqprouter.control.grammar import MAX_LINE_LENGTH, ParseError, help_text, parse, to_line
+from amqprouter.control.grammar import (
+    MAX_LINE_LENGTH,
+    ParseError,
+    help_text,
+    parse,
+    to_line,
+    unknown_verb,
+)
 
 # --------------------------------------------------------------------------- #
 # HELP
@@ -139,27 +146,27 @@ def test_every_verb_in_help_is_recognized(verb: str) -> None:
     assert (parse(verb) == Help()) is (verb == "HELP")
 
 
+@pytest.mark.parametrize("line", ["", "\n", " ", "   \t ", "HELP", "help", "Help me please"])
+def test_help_or_an_empty_line_is_help(line: str) -> None:
+    assert parse(line) == Help()
+
+
 @pytest.mark.parametrize(
-    "line",
+    ("line", "verb"),
     [
-        "",
-        "\n",
-        " ",
-        "   \t ",
-        "HELP",
-        "help",
-        "Help me please",
-        "FOO",
-        "BACKENDS PRINT",
-        "STATS LISTEN json",
+        ("FOO", "FOO"),
+        ("BACKENDS PRINT", "BACKENDS"),
+        ("STATS LISTEN json", "STATS"),
         # The verb ends at the first *space*: a leading space or a tab after
-        # the verb leaves a verb amqpprox does not know, so it answers HELP.
-        " BACKEND PRINT",
-        "BACKEND\tPRINT",
+        # the verb leaves a verb the grammar does not know.
+        (" BACKEND PRINT", ""),
+        ("BACKEND\tPRINT", "BACKEND\\tPRINT"),
     ],
 )
-def test_unknown_verb_or_empty_line_is_help(line: str) -> None:
-    assert parse(line) == Help()
+def test_an_unknown_verb_is_named(line: str, verb: str) -> None:
+    assert parse(line) == ParseError(
+        f"Unknown command '{verb}'. Send HELP for the list of commands.\n"
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -310,24 +317,40 @@ def test_every_command_class_is_reached_by_valid_lines() -> None:
 # every error text
 # --------------------------------------------------------------------------- #
 
+FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN"
+MAP_SUBCOMMANDS = "BACKEND, FARM, UNMAP, DEFAULT, REMOVE_DEFAULT, PRINT"
+BACKEND_SUBCOMMANDS = "ADD, ADD_DNS, DELETE, DISABLE, ENABLE, DRAIN, PRINT, CHECK"
+_LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbosity (0..5).\n"
+
 ERRORS: list[tuple[str, str]] = [
-    # BACKEND (reference texts; none ends in a newline)
-    ("BACKEND", "Subcommand '' not recognized."),
-    ("BACKEND FOO", "Subcommand 'FOO' not recognized."),
-    ("backend foo", "Subcommand 'FOO' not recognized."),
-    ("BACKEND ADD", "Arguments not correctly provided"),
-    ("BACKEND ADD b", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host", "Arguments not correctly provided"),
-    ("BACKEND ADD_DNS b dc host", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host 0", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host 65536", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host -1", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host 5672x", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host port", "Arguments not correctly provided"),
-    ("BACKEND ADD_DNS b dc host 99999 TLS", "Arguments not correctly provided"),
-    ("BACKEND ADD b dc host TLS", "Arguments not correctly provided"),
-    ("BACKEND DELETE", "DELETE requires a name argument"),
+    # an unknown verb: named, with a hint (amqpprox answers with the whole HELP)
+    ("FOO", "Unknown command 'FOO'. Send HELP for the list of commands.\n"),
+    ("backends PRINT", "Unknown command 'backends'. Send HELP for the list of commands.\n"),
+    ("BACKEND\tPRINT", "Unknown command 'BACKEND\\tPRINT'. Send HELP for the list of commands.\n"),
+    ("\x1b[31m", "Unknown command '\\x1b[31m'. Send HELP for the list of commands.\n"),
+    # BACKEND (the reference's texts end in no newline; ours all do, and list the choices)
+    ("BACKEND", f"Subcommand '' not recognized; valid subcommands: {BACKEND_SUBCOMMANDS}.\n"),
+    (
+        "BACKEND FOO",
+        f"Subcommand 'FOO' not recognized; valid subcommands: {BACKEND_SUBCOMMANDS}.\n",
+    ),
+    (
+        "backend foo",
+        f"Subcommand 'FOO' not recognized; valid subcommands: {BACKEND_SUBCOMMANDS}.\n",
+    ),
+    ("BACKEND ADD", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host", "Arguments not correctly provided\n"),
+    ("BACKEND ADD_DNS b dc host", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host 0", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host 65536", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host -1", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host 5672x", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host port", "Arguments not correctly provided\n"),
+    ("BACKEND ADD_DNS b dc host 99999 TLS", "Arguments not correctly provided\n"),
+    ("BACKEND ADD b dc host TLS", "Arguments not correctly provided\n"),
+    ("BACKEND DELETE", "DELETE requires a name argument\n"),
     # BACKEND CHECK (ours)
     ("BACKEND CHECK", "CHECK requires a backend name and ON or OFF.\n"),
     ("BACKEND CHECK rabbit1", "CHECK requires a backend name and ON or OFF.\n"),
@@ -361,14 +384,20 @@ ERRORS: list[tuple[str, str]] = [
         "Unknown backend flag 'extra': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n",
     ),
     # FARM
-    ("FARM", "Subcommand '' not recognized."),
-    ("FARM ADDX f rr", "Subcommand 'ADDX' not recognized."),
+    (
+        "FARM",
+        f"Subcommand '' not recognized; valid subcommands: {FARM_SUBCOMMANDS}.\n",
+    ),
+    (
+        "FARM ADDX f rr",
+        f"Subcommand 'ADDX' not recognized; valid subcommands: {FARM_SUBCOMMANDS}.\n",
+    ),
     ("FARM ADD", "Farm name and selector must be provided.\n"),
     ("FARM ADD shared", "Farm name and selector must be provided.\n"),
     ("FARM ADD_MANUAL shared", "Farm name and selector must be provided.\n"),
     ("FARM PARTITION", "Farm name and policy must be provided.\n"),
     ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
-    ("FARM DELETE", "Farm name not provided."),
+    ("FARM DELETE", "Farm name not provided.\n"),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN", "Farm name and DISCONNECT or KEEP must be provided.\n"),
     ("FARM ON_DOWN shared", "Farm name and DISCONNECT or KEEP must be provided.\n"),
@@ -377,17 +406,26 @@ ERRORS: list[tuple[str, str]] = [
         "On-down action 'drop' not found: expected DISCONNECT or KEEP.\n",
     ),
     # MAP
-    ("MAP", "Unrecognized subcommand."),
-    ("MAP VHOST v b", "Unrecognized subcommand."),
-    ("MAP BACKEND", "Vhost and backend must be provided"),
-    ("MAP BACKEND vhost", "Vhost and backend must be provided"),
-    ("MAP FARM", "Vhost and farm name must be provided"),
-    ("MAP FARM vhost", "Vhost and farm name must be provided"),
-    ("MAP UNMAP", "Vhost not provided."),
-    ("MAP DEFAULT", "Farm name for default must be provided"),
+    (
+        "MAP",
+        f"Unrecognized subcommand; valid subcommands: {MAP_SUBCOMMANDS}.\n",
+    ),
+    (
+        "MAP VHOST v b",
+        f"Unrecognized subcommand: 'VHOST'; valid subcommands: {MAP_SUBCOMMANDS}.\n",
+    ),
+    ("MAP BACKEND", "Vhost and backend must be provided\n"),
+    ("MAP BACKEND vhost", "Vhost and backend must be provided\n"),
+    ("MAP FARM", "Vhost and farm name must be provided\n"),
+    ("MAP FARM vhost", "Vhost and farm name must be provided\n"),
+    ("MAP UNMAP", "Vhost not provided.\n"),
+    ("MAP DEFAULT", "Farm name for default must be provided\n"),
     # LISTEN
-    ("LISTEN", "No subcommand provided.\n"),
-    ("LISTEN BEGIN 5673", "Unknown subcommand.\n"),
+    ("LISTEN", "No subcommand provided; valid subcommands: START, START_SECURE, STOP.\n"),
+    (
+        "LISTEN BEGIN 5673",
+        "Unknown subcommand: 'BEGIN'; valid subcommands: START, START_SECURE, STOP.\n",
+    ),
     ("LISTEN START", "Invalid port provided.\n"),
     ("LISTEN START 0", "Invalid port provided.\n"),
     ("LISTEN START 65536", "Invalid port provided.\n"),
@@ -401,23 +439,23 @@ ERRORS: list[tuple[str, str]] = [
     ("LISTEN STOP all", "Invalid port provided.\n"),
     ("LISTEN STOP 65536", "Invalid port provided.\n"),
     # DATACENTER
-    ("DATACENTER", "No subcommand provided.\n"),
-    ("DATACENTER GET", "Unknown subcommand.\n"),
+    ("DATACENTER", "No subcommand provided; valid subcommands: SET, PRINT.\n"),
+    ("DATACENTER GET", "Unknown subcommand: 'GET'; valid subcommands: SET, PRINT.\n"),
     # LOG: both words are read before either is looked at
-    ("LOG", "Command or verbosity not found.\n"),
-    ("LOG CONSOLE", "Command or verbosity not found.\n"),
-    ("LOG CONSOLE loud", "Command or verbosity not found.\n"),
-    ("LOG CONSOLE 3x", "Command or verbosity not found.\n"),
-    ("LOG FILE 99999999999", "Command or verbosity not found.\n"),  # overflows an int
-    ("LOG SYSLOG", "Command or verbosity not found.\n"),
-    ("LOG SYSLOG 3", "Type to verb is not known.\n"),
-    ("LOG SYSLOG 9", "Type to verb is not known.\n"),
+    ("LOG", _LOG_USAGE),
+    ("LOG CONSOLE", _LOG_USAGE),
+    ("LOG CONSOLE loud", _LOG_USAGE),
+    ("LOG CONSOLE 3x", _LOG_USAGE),
+    ("LOG FILE 99999999999", _LOG_USAGE),  # overflows an int
+    ("LOG SYSLOG", _LOG_USAGE),
+    ("LOG SYSLOG 3", "Type to verb is not known: 'SYSLOG'; valid types: CONSOLE, FILE.\n"),
+    ("LOG syslog 9", "Type to verb is not known: 'syslog'; valid types: CONSOLE, FILE.\n"),
     # ours: amqpprox has no range check
     ("LOG CONSOLE 6", "Verbosity must be between 0 and 5.\n"),
     ("LOG CONSOLE -1", "Verbosity must be between 0 and 5.\n"),
     ("LOG FILE 100", "Verbosity must be between 0 and 5.\n"),
     # MAPHOSTNAME
-    ("MAPHOSTNAME", "No subcommand specified.\n"),
+    ("MAPHOSTNAME", "No subcommand specified; valid subcommands: DNS.\n"),
     ("MAPHOSTNAME REVERSE", "Only DNS subcommand is supported.\n"),
     # CONFIG (ours)
     ("CONFIG", "No subcommand provided: expected PRINT or RELOAD.\n"),
@@ -432,9 +470,9 @@ def test_error_reply_is_exact(line: str, reply: str) -> None:
 
 def test_newline_endings_follow_the_reference() -> None:
     # Spot checks called out in the reference: some texts end in "\n", some do not.
-    assert parse("BACKEND ADD") == ParseError("Arguments not correctly provided")
+    assert parse("BACKEND ADD") == ParseError("Arguments not correctly provided\n")
     assert parse("FARM ADD") == ParseError("Farm name and selector must be provided.\n")
-    assert parse("FARM DELETE") == ParseError("Farm name not provided.")
+    assert parse("FARM DELETE") == ParseError("Farm name not provided.\n")
     assert parse("LISTEN START") == ParseError("Invalid port provided.\n")
 
 
@@ -485,12 +523,14 @@ def test_verbs_and_subcommands_are_case_insensitive_names_are_not(
 
 def test_upper_casing_is_ascii_only() -> None:
     # str.upper() would turn the long s (U+017F) into "S" and accept these.
-    assert parse("LISTEN \u017ftart 5673") == ParseError("Unknown subcommand.\n")
+    assert parse("LISTEN \u017ftart 5673").reply.startswith("Unknown subcommand: '\u017fTART'; ")  # type: ignore[union-attr]
     assert parse("backend add b dc h 5672 tl\u017f") == ParseError(
         "Unknown backend flag 'tl\u017f': expected SEND-PROXY, SEND-PROXY-V2 or TLS.\n"
     )
-    assert parse("\u017fTAT") == Help()
-    assert parse("BACKEND add\u0131") == ParseError("Subcommand 'ADD\u0131' not recognized.")
+    assert parse("\u017fTAT") == ParseError(unknown_verb("\u017fTAT"))
+    assert parse("BACKEND add\u0131") == ParseError(
+        f"Subcommand 'ADD\u0131' not recognized; valid subcommands: {BACKEND_SUBCOMMANDS}.\n"
+    )
 
 
 def test_non_ascii_names_are_kept() -> None:
@@ -585,33 +625,47 @@ def test_help_takes_any_words() -> None:
 # --------------------------------------------------------------------------- #
 
 
+_KINDS = "CONN_RATE, CONN_RATE_ALARM, DATA_RATE, DATA_RATE_ALARM, CONNECTIONS"
+_LIMITS = f"{_KINDS}, DISABLE, PRINT"
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        # amqpprox's texts (reference section 1), with and without their newline
-        ("LIMIT", "No subcommand provided for LIMIT command.\n"),
-        ("LIMIT NOSUCH DEFAULT 1", "Invalid subcommand provided for LIMIT command.\n"),
-        ("LIMIT DISABLE", "No subcommand provided for LIMIT DISABLE command.\n"),
-        ("LIMIT DISABLE NOSUCH DEFAULT", "Invalid subcommand provided for LIMIT command.\n"),
-        ("LIMIT CONN_RATE", "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE"),
-        ("LIMIT CONN_RATE VHOST", "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE"),
+        # amqpprox's texts (reference section 1), each with its newline and the choices
+        ("LIMIT", f"No subcommand provided for LIMIT command; valid subcommands: {_LIMITS}.\n"),
+        (
+            "LIMIT NOSUCH DEFAULT 1",
+            "Invalid subcommand provided for LIMIT command: 'NOSUCH'; valid subcommands: "
+            f"{_LIMITS}.\n",
+        ),
+        (
+            "LIMIT DISABLE",
+            f"No subcommand provided for LIMIT DISABLE command; valid types: {_KINDS}.\n",
+        ),
+        (
+            "LIMIT DISABLE nosuch DEFAULT",
+            f"Invalid subcommand provided for LIMIT command: 'nosuch'; valid types: {_KINDS}.\n",
+        ),
+        ("LIMIT CONN_RATE", "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE\n"),
+        ("LIMIT CONN_RATE VHOST", "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE\n"),
         (
             "LIMIT CONN_RATE_ALARM x 1",
-            "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE_ALARM",
+            "Failed to read (VHOST vhostName | DEFAULT) for CONN_RATE_ALARM\n",
         ),
-        ("LIMIT DATA_RATE", "Failed to read (VHOST vhostName | DEFAULT) for DATA_RATE"),
+        ("LIMIT DATA_RATE", "Failed to read (VHOST vhostName | DEFAULT) for DATA_RATE\n"),
         (
             "LIMIT DISABLE DATA_RATE_ALARM",
-            "Failed to read (VHOST vhostName | DEFAULT) for DATA_RATE_ALARM",
+            "Failed to read (VHOST vhostName | DEFAULT) for DATA_RATE_ALARM\n",
         ),
-        ("LIMIT CONNECTIONS VHOST", "Failed to read (VHOST vhostName | DEFAULT) for CONNECTIONS"),
+        ("LIMIT CONNECTIONS VHOST", "Failed to read (VHOST vhostName | DEFAULT) for CONNECTIONS\n"),
         ("LIMIT CONN_RATE DEFAULT", "Invalid numberOfConnections provided.\n"),
         ("LIMIT CONN_RATE VHOST v x", "Invalid numberOfConnections provided.\n"),
         ("LIMIT CONN_RATE_ALARM DEFAULT -1", "Invalid numberOfConnections provided.\n"),
         ("LIMIT CONNECTIONS DEFAULT 5x", "Invalid numberOfConnections provided.\n"),
-        ("LIMIT DATA_RATE DEFAULT", "Failed to read bytesPerSecond"),
-        ("LIMIT DATA_RATE_ALARM VHOST v ten", "Failed to read bytesPerSecond"),
-        ("LIMIT DATA_RATE VHOST v -5", "Failed to read bytesPerSecond"),
+        ("LIMIT DATA_RATE DEFAULT", "Failed to read bytesPerSecond\n"),
+        ("LIMIT DATA_RATE_ALARM VHOST v ten", "Failed to read bytesPerSecond\n"),
+        ("LIMIT DATA_RATE VHOST v -5", "Failed to read bytesPerSecond\n"),
         # ours
         ("LIMIT DATA_RATE DEFAULT 0", "DATA_RATE must be at least 1 byte per second.\n"),
         (
@@ -677,7 +731,7 @@ def test_ports_read_like_an_int(word: str, port: int) -> None:
 def test_bad_ports_are_refused(word: str) -> None:
     assert parse(f"LISTEN START {word}") == ParseError("Invalid port provided.\n")
     assert parse(f"LISTEN STOP {word}") == ParseError("Invalid port provided.\n")
-    assert parse(f"BACKEND ADD b dc h {word}") == ParseError("Arguments not correctly provided")
+    assert parse(f"BACKEND ADD b dc h {word}") == ParseError("Arguments not correctly provided\n")
 
 
 @pytest.mark.parametrize(("word", "level"), [("0", 0), ("+3", 3), ("003", 3), ("-0", 0), ("5", 5)])
@@ -913,6 +967,9 @@ def test_commands_and_errors_are_frozen_and_hashable() -> None:
 # --------------------------------------------------------------------------- #
 
 
+_VHOST = "PAUSE, UNPAUSE, PRINT, BACKEND_DISCONNECT, FORCE_DISCONNECT"
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -932,18 +989,25 @@ def test_commands_and_errors_are_frozen_and_hashable() -> None:
         ("VHOST BACKEND_DISCONNECT /", VhostBackendDisconnect("/")),
         ("VHOST FORCE_DISCONNECT /", VhostForceDisconnect("/")),
         # amqpprox's texts, "Session not found." included (sic).
-        ("VHOST", ParseError("Session not found.\n")),
-        ("VHOST PAUSE", ParseError("Session not found.\n")),
-        ("VHOST FROB", ParseError("Session not found.\n")),
-        ("VHOST FROB v", ParseError("Subcommand not recognised.\n")),
+        # amqpprox's texts, "Session not found." included (sic), then what is wrong.
+        ("VHOST", ParseError(f"Session not found; valid subcommands: {_VHOST}.\n")),
+        ("VHOST PAUSE", ParseError("Session not found. VHOST PAUSE needs a vhost.\n")),
+        (
+            "VHOST frob",
+            ParseError(f"Subcommand not recognised: 'frob'; valid subcommands: {_VHOST}.\n"),
+        ),
+        (
+            "VHOST FROB v",
+            ParseError(f"Subcommand not recognised: 'FROB'; valid subcommands: {_VHOST}.\n"),
+        ),
         ("BACKEND DISABLE rabbit1", BackendDisable("rabbit1")),
         ("backend enable Rabbit1", BackendEnable("Rabbit1")),
         ("BACKEND DRAIN rabbit1", BackendDrain("rabbit1", graceful=True)),
         ("BACKEND DRAIN rabbit1 graceful", BackendDrain("rabbit1", graceful=True)),
         ("BACKEND DRAIN rabbit1 FORCE", BackendDrain("rabbit1", graceful=False)),
-        ("BACKEND DISABLE", ParseError("DISABLE requires a name argument")),
-        ("BACKEND ENABLE", ParseError("ENABLE requires a name argument")),
-        ("BACKEND DRAIN", ParseError("DRAIN requires a name argument")),
+        ("BACKEND DISABLE", ParseError("DISABLE requires a name argument\n")),
+        ("BACKEND ENABLE", ParseError("ENABLE requires a name argument\n")),
+        ("BACKEND DRAIN", ParseError("DRAIN requires a name argument\n")),
         ("BACKEND DRAIN b SOFTLY", ParseError("DRAIN mode must be GRACEFUL or FORCE.\n")),
         ("EXIT GRACEFUL", Exit(graceful=True)),
         ("exit graceful 30", Exit(graceful=True, seconds=30.0)),

@@ -105,10 +105,10 @@ def test_backend_line_proxy_only() -> None:
 def test_backend_add_duplicate() -> None:
     table = build(BASE)
     assert reply(table, "BACKEND ADD rabbit1 dc9 localhost 1") == (
-        "Failed to insert backend: 'rabbit1 (dc9): localhost 127.0.0.1:1', error code: 1"
+        "Failed to insert backend: 'rabbit1 (dc9): localhost 127.0.0.1:1', error code: 1\n"
     )
     assert reply(table, "BACKEND ADD_DNS rabbit2 dc9 other 2") == (
-        "Failed to insert backend: 'rabbit2 (dc9): other :2', error code: 1"
+        "Failed to insert backend: 'rabbit2 (dc9): other :2', error code: 1\n"
     )
     # Same port on two DNS backends is fine (amqpprox #63/#65).
     build(["BACKEND ADD_DNS other london-az2 rabbit2.example 5673"], table)
@@ -116,7 +116,7 @@ def test_backend_add_duplicate() -> None:
 
 def test_backend_delete() -> None:
     table = build(BASE)
-    assert reply(table, "BACKEND DELETE nope") == "Delete failed to remove 'nope', rcode 1"
+    assert reply(table, "BACKEND DELETE nope") == "Delete failed to remove 'nope', rcode 1\n"
     after = build(["BACKEND DELETE rabbit2"], table)
     assert set(after.backends) == {"rabbit1", "rabbit3"}
 

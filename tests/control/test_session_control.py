@@ -25,9 +25,13 @@ async def test_session_verbs_and_their_errors(autojump_clock: trio.testing.MockC
 
         assert (await controller.handle("SESSION 999999 PAUSE")).text == "Session not found.\n"
         bad = await controller.handle(f"SESSION {sid} FROB")
-        assert (bad.text, bad.ok) == ("Session subcommand not found.\n", False)
+        actions = "PAUSE, UNPAUSE, DISCONNECT_GRACEFUL, FORCE_DISCONNECT"
+        assert (bad.text, bad.ok) == (
+            f"Session subcommand not found: 'FROB'; valid subcommands: {actions}.\n",
+            False,
+        )
         assert (await controller.handle(f"SESSION {sid}")).text == (
-            "Session subcommand not found.\n"
+            f"Session subcommand not found; valid subcommands: {actions}.\n"
         )
 
         assert (await controller.handle(f"SESSION {sid} PAUSE")).text == ""
@@ -85,7 +89,10 @@ async def test_vhost_verbs(autojump_clock: trio.testing.MockClock) -> None:
         await wait_no_sessions(server)
 
         missing = await controller.handle("VHOST PAUSE")
-        assert (missing.text, missing.ok) == ("Session not found.\n", False)
+        assert (missing.text, missing.ok) == (
+            "Session not found. VHOST PAUSE needs a vhost.\n",
+            False,
+        )
 
 
 async def test_backend_disable_enable_drain(autojump_clock: trio.testing.MockClock) -> None:

@@ -24,10 +24,10 @@ from amqprouter.control.socket_server import (
 )
 
 
-async def _echo(line: str) -> Reply:
+async def _echo(line: str, *, as_json: bool = False) -> Reply:
     if line.startswith("FAIL"):
         return Reply("it failed\n", ok=False)
-    return Reply(f"got {line!r}\n")
+    return Reply(f"got {line!r}{' as json' if as_json else ''}\n")
 
 
 @asynccontextmanager
@@ -66,6 +66,21 @@ async def test_status_trailer_only_for_clients_that_ask(tmp_path: Path) -> None:
         assert await _ask(path, hello + b"X\n") == b"got 'X'\n\x000"
         assert await _ask(path, hello + b"FAIL\n") == b"it failed\n\x001"
         assert await _ask(path, b"FAIL\n") == b"it failed\n"
+
+
+async def test_json_is_asked_for_by_a_line_before_the_command(tmp_path: Path) -> None:
+    path = tmp_path / "ctl"
+    status = socket_server.STATUS_HELLO.encode() + b"\n"
+    as_json = socket_server.JSON_HELLO.encode() + b"\n"
+    async with control(path):
+        assert await _ask(path, as_json + b"CONN\n") == b"got 'CONN' as json\n"
+        # In either order with the status line; each is taken once, then it is a command.
+        assert await _ask(path, as_json + status + b"CONN\n") == b"got 'CONN' as json\n\x000"
+        assert await _ask(path, status + as_json + b"CONN\n") == b"got 'CONN' as json\n\x000"
+        assert await _ask(path, as_json + as_json + b"X\n") == (
+            b"got 'AMQPROUTER_CTL JSON' as json\n"
+        )
+        assert await _ask(path, b"CONN\n") == b"got 'CONN'\n"
 
 
 async def test_created_private_and_mode_can_be_widened(tmp_path: Path) -> None:
@@ -146,7 +161,7 @@ async def test_after_action_runs_once_the_reply_is_written(tmp_path: Path) -> No
     path = tmp_path / "ctl"
     ran = trio.Event()
 
-    async def exiting(line: str) -> Reply:
+    async def exiting(line: str, *, as_json: bool = False) -> Reply:
         return Reply("Exiting.\n", after=ran.set)
 
     async with trio.open_nursery() as nursery:

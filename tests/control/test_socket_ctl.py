@@ -25,10 +25,11 @@ def test_defaults_match_the_router() -> None:
 
 
 def test_a_first_word_with_a_slash_is_the_socket() -> None:
-    path, words, _trusted = cli.parse(["/tmp/amqprouter", "MAP", "PRINT"])
-    assert (path, words) == ("/tmp/amqprouter", ["MAP", "PRINT"])
-    path, words, _trusted = cli.parse(["./ctl", "HELP"])
-    assert (path, words) == ("./ctl", ["HELP"])
+    assert cli.parse(["/tmp/amqprouter", "MAP", "PRINT"])[:2] == (
+        "/tmp/amqprouter",
+        ["MAP", "PRINT"],
+    )
+    assert cli.parse(["./ctl", "HELP"])[:2] == ("./ctl", ["HELP"])
 
 
 def test_without_a_socket_the_default_is_used(
@@ -82,6 +83,16 @@ def test_usage_errors(argv: list[str], says: str) -> None:
 def test_help_is_none() -> None:
     assert cli.parse(["--help"])[0] is None
     assert cli.parse(["-h", "MAP"])[0] is None
+
+
+def test_json_and_version() -> None:
+    assert cli.parse(["--json", "CONN"]).json
+    assert cli.parse(["--allow-owner", "0", "--json", "/tmp/x", "MAP", "PRINT"]).json
+    assert not cli.parse(["CONN"]).json
+    # After the first word, --json is a word of the command, as any other.
+    assert cli.parse(["/tmp/x", "MAP", "--json"])[1] == ["MAP", "--json"]
+    assert cli.parse(["--version"]).version
+    assert cli.parse(["--version"]).path is None
 
 
 @pytest.mark.parametrize("word", ["b1\nEXIT", "v\r", "\n"])

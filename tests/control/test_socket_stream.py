@@ -32,7 +32,7 @@ class Streams:
         finally:
             self.finished.set()
 
-    async def handle(self, line: str) -> Reply:
+    async def handle(self, line: str, *, as_json: bool = False) -> Reply:
         if line == "PLAIN":
             return Reply("plain\n")
         return Reply("head\n", stream=self.chunks())

@@ -37,16 +37,33 @@ VALID: list[tuple[str, Command]] = [
 
 ONLY = "Only LISTEN, SEND, STOP, ENABLE, and DISABLE subcommands are supported.\n"
 
+FILTERS = (
+    "all, all-except-per-source, overall, process, bufferpool, vhost=<vhost>, backend=<backend>, "
+    "source=<host>"
+)
+
 ERRORS: list[tuple[str, str]] = [
     ("STAT", ONLY),
     ("STAT FOO", ONLY),
-    ("STAT LISTEN", "No output type specified.\n"),
+    ("STAT LISTEN", "No output type specified; valid types: json, human.\n"),
     ("STAT LISTEN xml", "json or human must be the type of output\n"),
-    ("STAT LISTEN json vhost", "Filter specified incorrectly.\n"),
-    ("STAT LISTEN json nonsense", "Filter specified incorrectly.\n"),
-    ("STAT LISTEN json a=b=c", "Filter specified incorrectly.\n"),
-    ("STAT LISTEN json vhost=", "Filter specified incorrectly.\n"),
-    ("STAT LISTEN json color=red", "Unknown filter type: 'COLOR'"),
+    (
+        "STAT LISTEN json vhost",
+        f"Filter specified incorrectly: 'vhost'; valid filters: {FILTERS}.\n",
+    ),
+    (
+        "STAT LISTEN json nonsense",
+        f"Filter specified incorrectly: 'nonsense'; valid filters: {FILTERS}.\n",
+    ),
+    (
+        "STAT LISTEN json a=b=c",
+        f"Filter specified incorrectly: 'a=b=c'; valid filters: {FILTERS}.\n",
+    ),
+    (
+        "STAT LISTEN json vhost=",
+        f"Filter specified incorrectly: 'vhost='; valid filters: {FILTERS}.\n",
+    ),
+    ("STAT LISTEN json color=red", f"Unknown filter type: 'COLOR'; valid filters: {FILTERS}.\n"),
     ("STAT SEND", "No output host specified.\n"),
     ("STAT SEND host", "No output port specified.\n"),
     ("STAT SEND host port", "No output port specified.\n"),
@@ -54,13 +71,16 @@ ERRORS: list[tuple[str, str]] = [
     ("STAT SEND host 65536", "Invalid port provided.\n"),
     ("STAT SEND host 8125 overall", "Filters aren't supported when sending metrics.\n"),
     ("STAT SEND host 8125 vhost=v", "Filters aren't supported when sending metrics.\n"),
-    ("STAT STOP", "Missing stop type.\n"),
-    ("STAT STOP send", 'Unrecognized argument for STOP: "send".\n'),
-    ("STAT STOP LISTEN", 'Unrecognized argument for STOP: "LISTEN".\n'),
-    ("STAT ENABLE", "Missing enable/disable type.\n"),
-    ("STAT DISABLE", "Missing enable/disable type.\n"),
-    ("STAT ENABLE per-vhost", 'Unrecognized argument for ENABLE: "per-vhost".\n'),
-    ("STAT DISABLE x", 'Unrecognized argument for DISABLE: "x".\n'),
+    ("STAT STOP", "Missing stop type; valid types: SEND.\n"),
+    ("STAT STOP send", 'Unrecognized argument for STOP: "send"; valid: SEND.\n'),
+    ("STAT STOP LISTEN", 'Unrecognized argument for STOP: "LISTEN"; valid: SEND.\n'),
+    ("STAT ENABLE", "Missing enable/disable type; valid types: per-source.\n"),
+    ("STAT DISABLE", "Missing enable/disable type; valid types: per-source.\n"),
+    (
+        "STAT ENABLE per-vhost",
+        'Unrecognized argument for ENABLE: "per-vhost"; valid: per-source.\n',
+    ),
+    ("STAT DISABLE x", 'Unrecognized argument for DISABLE: "x"; valid: per-source.\n'),
 ]
 
 

@@ -63,7 +63,11 @@ def test_valid(line: str, expected: Command) -> None:
             "A TLS file name must be one word: '/etc/my certs/chain.pem' has spaces in it; "
             "rename the file or link it under a name without spaces.\n",
         ),
-        ("TLS INGRESS VERIFY_MODE PEER SOMETIMES", "Unknown mode: SOMETIMES\n"),
+        (
+            "TLS INGRESS VERIFY_MODE PEER SOMETIMES",
+            "Unknown mode: SOMETIMES; valid modes: NONE, PEER, FAIL_IF_NO_PEER_CERT, "
+            "CLIENT_ONCE.\n",
+        ),
         ("TLS INGRESS CIPHERS", "CIPHERS takes PRINT or SET ciphersuite(:ciphersuite)*.\n"),
         ("TLS INGRESS CIPHERS LIST", "CIPHERS takes PRINT or SET ciphersuite(:ciphersuite)*.\n"),
         ("TLS INGRESS CIPHERS SET", "CIPHERS SET needs a cipher list.\n"),

@@ -150,7 +150,10 @@ def test_auth_print_and_errors(router: ControlledRouter) -> None:
         ("AUTH SERVICE", "No hostname specified.\n"),
         ("AUTH SERVICE h 0 /auth", "Invalid port provided.\n"),
         ("AUTH SERVICE h 80", "No http target specified.\n"),
-        ("AUTH BOGUS", "Unknown subcommand.\n"),
+        (
+            "AUTH BOGUS",
+            "Unknown subcommand: 'BOGUS'; valid subcommands: SERVICE, ALWAYS_ALLOW, PRINT.\n",
+        ),
     ]:
         result = router.ctl(*line.split())
         assert (result.code, result.out) == (1, reply), line

@@ -292,8 +292,8 @@ def test_ctl_says_a_regular_file_is_not_a_socket(base: Path) -> None:
     plain.write_text("not a router")
     result = ctl(plain, "MAP", "PRINT")
     assert (result.code, result.out) == (2, "")
-    assert (
-        result.err == f"amqprouter_ctl: cannot reach a router at {plain}: not a socket (a file)\n"
+    assert result.err.startswith(
+        f"amqprouter_ctl: cannot reach a router at {plain}: not a socket but a regular file; "
     )
 
 

@@ -107,7 +107,10 @@ async def test_stat_listen_human_vhost_and_errors_over_the_socket(
         assert await ask(path, "STAT LISTEN xml") == (
             b"json or human must be the type of output\n\x001"
         )
-        assert await ask(path, "STAT LISTEN json color=red") == b"Unknown filter type: 'COLOR'\x001"
+        assert await ask(path, "STAT LISTEN json color=red") == (
+            b"Unknown filter type: 'COLOR'; valid filters: all, all-except-per-source, overall, "
+            b"process, bufferpool, vhost=<vhost>, backend=<backend>, source=<host>.\n\x001"
+        )
         assert await ask(path, "STAT DISABLE per-source") == b"DISABLE per-source applied.\n\x000"
         assert not stats.collector.per_source
         await client.aclose()

@@ -1,0 +1,163 @@
+"""The JSON form of the listing commands (``amqprouter_ctl --json``): one object a line.
+
+A client asks for it with the line ``AMQPROUTER_CTL JSON`` before its command
+(``socket_server``). The objects are built from the records the text replies are
+built from (the routing snapshot, the limits, the vhost states, ``conn.ConnRecord``),
+never by reading the text back, so a name with a space or a quote in it cannot
+shift a field. Names are camelCase, as in amqpprox's STAT json, and the encoding is
+STAT's too: ``json.dumps`` with every non-ASCII character escaped, and DEL as
+``\\u007f``, so a line holds no control character a terminal would act on.
+
+Commands with a JSON form: CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, VHOST PRINT,
+LIMIT PRINT, and STAT LISTEN json (its own json, unchanged). Any other command asked
+for as JSON is refused and not run: a mutation answered in text where a script
+expects JSON would be read as a failure after it took effect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from amqprouter.control import commands as c
+from amqprouter.control.grammar import to_line
+from amqprouter.routing.health import BackendHealth
+from amqprouter.routing.model import RoutingTable
+from amqprouter.server.limits import LIMIT_KINDS, Limits
+
+#: The commands that have a JSON form (STAT LISTEN only with its ``json`` output).
+JSON_COMMANDS: Final = (
+    c.Conn,
+    c.BackendPrint,
+    c.FarmPrint,
+    c.MapPrint,
+    c.VhostPrint,
+    c.LimitPrint,
+    c.StatListen,
+)
+_JSON_NAMES: Final = (
+    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json"
+)
+
+
+def refusal(command: c.Command) -> str:
+    """The reply to a command that has no JSON form (STAT LISTEN human included)."""
+    words = to_line(command).split(" ")
+    shown = " ".join(words[:3] if isinstance(command, c.StatListen) else words[:2])
+    return f"{shown} has no JSON form; --json works with {_JSON_NAMES}.\n"
+
+
+def has_json_form(command: c.Command) -> bool:
+    if isinstance(command, c.StatListen):
+        return command.output == "json"
+    return isinstance(command, JSON_COMMANDS)
+
+
+def json_line(value: Mapping[str, Any]) -> str:
+    """One object as one line, encoded as STAT's json is (observe.render)."""
+    return json.dumps(value).replace("\x7f", "\\u007f") + "\n"
+
+
+def json_lines(values: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(json_line(value) for value in values)
+
+
+def backends(table: RoutingTable, health: Callable[[str], BackendHealth | None]) -> str:
+    """BACKEND PRINT: by name, as the text; ``health`` is the registry's state of one."""
+    return json_lines(
+        {
+            "name": backend.name,
+            "datacenter": backend.datacenter,
+            "host": backend.host,
+            # ADD_DNS: resolved at each connection, so no address (the text's empty ip).
+            "ip": backend.ip,
+            "port": backend.port,
+            "dns": backend.dns,
+            "proxyProtocol": int(backend.send_proxy),
+            "tls": backend.tls,
+            "disabled": name in table.disabled,
+            "health": _health(health(name)),
+        }
+        for name, backend in sorted(table.backends.items())
+    )
+
+
+def _health(state: BackendHealth | None) -> dict[str, Any] | None:
+    """None where the text shows nothing: no check and never marked down."""
+    if state is None or (not state.down and state.check is None):
+        return None
+    return {
+        "up": not state.down,
+        "reason": state.reason if state.down else None,
+        "checked": state.check is not None,
+    }
+
+
+def farms(table: RoutingTable) -> str:
+    """FARM PRINT: by name, members in their round-robin order."""
+    return json_lines(
+        {
+            "name": farm.name,
+            "selector": farm.selector,
+            "members": list(farm.members),
+            "policies": list(farm.policies),
+        }
+        for _name, farm in sorted(table.farms.items())
+    )
+
+
+def mappings(table: RoutingTable) -> str:
+    """MAP PRINT: by vhost, then the default farm (``vhost`` null, ``default`` true)."""
+    records = [
+        {"vhost": vhost, "default": False, "type": kind, "name": name}
+        for vhost, (kind, name) in sorted(table.mappings.items())
+    ]
+    if table.default_farm is not None:
+        records.append({"vhost": None, "default": True, "type": "farm", "name": table.default_farm})
+    return json_lines(records)
+
+
+def vhosts(paused: set[str], seen: Iterable[str]) -> str:
+    """VHOST PRINT: every vhost seen or paused, sorted."""
+    return json_lines(
+        {"vhost": vhost, "paused": vhost in paused} for vhost in sorted(paused.union(seen))
+    )
+
+
+#: What each limit counts, for the JSON's ``unit``.
+_UNITS: Final = {
+    "CONN_RATE": "connections/s",
+    "CONN_RATE_ALARM": "connections/s",
+    "DATA_RATE": "bytes/s",
+    "DATA_RATE_ALARM": "bytes/s",
+    "CONNECTIONS": "connections",
+}
+
+
+def limits(table: Limits, vhost: str | None) -> str:
+    """LIMIT PRINT [vhost]: one object per limit in force, in the text's order of kinds.
+
+    Without a vhost, the DEFAULT limits (``vhost`` null); with one, those in force for
+    it, its own or the DEFAULT's (``default`` says which). No limit: no line.
+    """
+    records = []
+    for kind in LIMIT_KINDS:
+        if vhost is None:
+            value = table.settings[kind].get(None)
+            found = None if value is None else (value, True)
+        else:
+            found = table.effective(kind, vhost)
+        if found is None:
+            continue
+        records.append(
+            {
+                "vhost": vhost,
+                "limit": kind,
+                "value": found[0],
+                "unit": _UNITS[kind],
+                "alarmOnly": kind.endswith("_ALARM"),
+                "default": found[1],
+            }
+        )
+    return json_lines(records)
