@@ -11,7 +11,6 @@ and VHOST to ``control.session_control``, STAT to the statistics service.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Sequence
 from typing import Final
 

@@ -36,8 +36,8 @@ from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
-from amqprouter.session.primed import PrimedPool, prime_connection
 from amqprouter.session.events import NO_EVENTS, SessionEvents
+from amqprouter.session.primed import PrimedPool, prime_connection
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
