@@ -98,6 +98,7 @@ async def start_http(
             events=events,
             vhost_label=vhost_label(),
             paused_vhosts=len(server.vhosts.paused),
+            primed=(server.primed.stats, server.primed.ready()) if server.primed.enabled else None,
         )
 
     def ready() -> str | None:

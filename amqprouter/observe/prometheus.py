@@ -36,6 +36,7 @@ from amqprouter.observe.stats import (
     StatsCollector,
     Totals,
 )
+from amqprouter.session.primed import PoolStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: ``reason`` label of amqprouter_sessions_ended_total, per Removal.
@@ -51,6 +52,10 @@ _DIRECTIONS: Final = (("client_to_broker", "received"), ("broker_to_client", "se
 def escape_label(value: str) -> str:
     """A label value as the exposition format writes it: ``\\``, ``"`` and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+#: The primed pool's counters and how many connections it holds now.
+PrimedFigures = tuple[PoolStats, int]
 
 
 def _identity(vhost: str) -> str:
@@ -123,6 +128,7 @@ def metrics_text(
     vhost_label: Callable[[str], str] = _identity,
     paused_vhosts: int = 0,
     process: ProcessFigures | None = None,
+    primed: PrimedFigures | None = None,
 ) -> str:
     """The /metrics page.
 
@@ -130,7 +136,8 @@ def metrics_text(
     ``amqprouter_backend_up``; None leaves that family without samples. ``events``
     fills the session counters and histograms (no samples without it).
     ``vhost_label`` maps each vhost to its label value (see the module docstring).
-    ``process`` is read from /proc when not given.
+    ``process`` is read from /proc when not given. ``primed``: the primed broker
+    connections' counters and how many are ready now (no samples without it).
     """
     out = _Exposition()
     out.family("amqprouter_build_info", "gauge", "amqprouter's version; always 1.")
@@ -191,8 +198,29 @@ def metrics_text(
     name = "amqprouter_connections_refused_total"
     out.family(name, "counter", "Clients refused by a listener's ALLOW list.")
     out.sample(name, [], refused)
+    if primed is not None:
+        _primed(out, *primed)
     _process(out, process or process_figures())
     return out.text()
+
+
+def _primed(out: _Exposition, stats: PoolStats, ready: int) -> None:
+    name = "amqprouter_primed_connections_total"
+    out.family(
+        name,
+        "counter",
+        "Primed broker connections (--primed-connections): opened (greeted), used by a "
+        "session, discarded unused (aged out, backend changed or down, found dead), failed "
+        "to open.",
+    )
+    for outcome in ("opened", "used", "discarded", "failed"):
+        out.sample(name, [("outcome", outcome)], getattr(stats, outcome))
+    name = "amqprouter_primed_misses_total"
+    out.family(name, "counter", "Sessions that found no primed connection and connected anew.")
+    out.sample(name, [], stats.missed)
+    name = "amqprouter_primed_connections_ready"
+    out.family(name, "gauge", "Primed broker connections waiting for a session, now.")
+    out.sample(name, [], ready)
 
 
 def _session_events(out: _Exposition, events: SessionMetrics) -> None:

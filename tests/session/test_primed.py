@@ -18,11 +18,14 @@ import trio
 import trio.lowlevel
 import trio.testing
 from pamqp import commands
+from prometheus_client.parser import text_string_to_metric_families
 
 from amqprouter.net.transport import PlainTransport, Transport
+from amqprouter.observe.prometheus import metrics_text
+from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import constants
 from amqprouter.routing import Backend, RoutingTable
-from amqprouter.session.primed import MAX_AGE, RETRY_AFTER, TICK, PrimedPool
+from amqprouter.session.primed import MAX_AGE, RETRY_AFTER, TICK, PoolStats, PrimedPool
 from tests.brokers import SystemBroker
 from tests.session.wire import (
     FakeBroker,
@@ -338,3 +341,17 @@ async def test_sessions_to_a_real_rabbitmq_use_primed_connections(
         stats = server.primed.stats
         assert stats.used >= 15, stats
         assert stats.failed == 0, stats
+
+
+def test_the_pools_figures_on_the_metrics_page() -> None:
+    stats = PoolStats(opened=12, used=9, missed=3, discarded=2, failed=1)
+    text = metrics_text(StatsCollector({}, 1.0), listeners=1, primed=(stats, 1))
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    outcomes = {
+        s.labels["outcome"]: s.value for s in families["amqprouter_primed_connections"].samples
+    }
+    assert outcomes == {"opened": 12, "used": 9, "discarded": 2, "failed": 1}
+    assert families["amqprouter_primed_misses"].samples[0].value == 3
+    assert families["amqprouter_primed_connections_ready"].samples[0].value == 1
+    off = metrics_text(StatsCollector({}, 1.0), listeners=1)
+    assert "amqprouter_primed" not in off, "no pool (--primed-connections 0): no family"
