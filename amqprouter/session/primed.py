@@ -11,8 +11,8 @@ What keeps it honest:
 
 * **It follows demand.** A backend nobody connects to has no pool. Each backend's
   recent demand (sessions that asked for it in the last ``DEMAND_WINDOW`` seconds)
-  sizes its pool: nothing below ``MIN_DEMAND``, then what ``LEAD`` seconds of arrivals
-  at that rate need, at least one and at most ``max_per_backend``.
+  sizes its pool: nothing below ``MIN_DEMAND``, then as many as the busiest ``BUCKET``
+  seconds of that window asked for, at most ``max_per_backend``.
 * **Nothing stale reaches a client.** A primed connection is retired after ``MAX_AGE``
   seconds, half RabbitMQ's 10 s handshake timeout, so the broker never closes one under a
   client; before one is handed out it is checked for bytes or an end of stream (a
@@ -32,7 +32,6 @@ What keeps it honest:
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
@@ -61,15 +60,14 @@ DEMAND_WINDOW: Final = 5.0
 #: Below this many sessions in the window a backend has no pool: a primed connection
 #: for it would mostly age out unused, an open and a close on the broker for nothing.
 MIN_DEMAND: Final = 2
-#: The pool holds what this many seconds of arrivals at the recent rate take, so a
-#: burst finds connections ready while the pool refills (a refill takes about 1 ms).
-LEAD: Final = 0.02
+#: The pool holds as many connections as sessions asked for in the busiest slice of this
+#: many seconds within the window: a burst like the last one finds them ready, and a
+#: steady stream finds one while the pool refills (a refill takes about a millisecond).
+BUCKET: Final = 0.1
 #: How often the pool looks at every backend without being woken (ages, health).
 TICK: Final = 0.25
 #: After a failed priming attempt a backend is left alone this long.
 RETRY_AFTER: Final = 5.0
-#: Demand records kept per backend; beyond this the rate is high enough for a full pool.
-_DEMAND_CAP: Final = 4096
 #: The client address a primed connection is made for: none (SEND-PROXY is never primed).
 _NO_CLIENT: Final = ("", 0)
 
@@ -98,16 +96,25 @@ class _BackendPool:
     def __init__(self) -> None:
         self.ready: deque[tuple[float, Transport]] = deque()  # (primed at, transport)
         self.in_flight = 0
-        self.demand: deque[float] = deque()  # when sessions asked, oldest first
+        # Sessions that asked, per BUCKET-second slice: [slice number, count], oldest first.
+        self.demand: deque[list[int]] = deque()
         self.retry_at = 0.0
+
+    def asked(self, now: float) -> None:
+        bucket = int(now / BUCKET)
+        if self.demand and self.demand[-1][0] == bucket:
+            self.demand[-1][1] += 1
+        else:
+            self.demand.append([bucket, 1])
 
     def target(self, now: float, max_size: int) -> int:
         demand = self.demand
-        while demand and demand[0] < now - DEMAND_WINDOW:
+        oldest = int((now - DEMAND_WINDOW) / BUCKET)
+        while demand and demand[0][0] < oldest:
             demand.popleft()
-        if len(demand) < MIN_DEMAND:
+        if sum(count for _, count in demand) < MIN_DEMAND:
             return 0
-        return min(max_size, max(1, math.ceil(len(demand) / DEMAND_WINDOW * LEAD)))
+        return min(max_size, max(count for _, count in demand))
 
 
 async def prime_connection(
@@ -187,9 +194,7 @@ class PrimedPool:
         pool = self._pools.get(backend)
         if pool is None:
             pool = self._pools[backend] = _BackendPool()
-        if len(pool.demand) >= _DEMAND_CAP:
-            pool.demand.popleft()
-        pool.demand.append(now)
+        pool.asked(now)
         self._wake.set()  # refill what this takes, or start a pool
         if pool.ready and not self._usable(backend):
             self._discard(pool, len(pool.ready))

@@ -25,7 +25,7 @@ from amqprouter.observe.prometheus import metrics_text
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import constants
 from amqprouter.routing import Backend, RoutingTable
-from amqprouter.session.primed import MAX_AGE, RETRY_AFTER, TICK, PoolStats, PrimedPool
+from amqprouter.session.primed import BUCKET, MAX_AGE, RETRY_AFTER, TICK, PoolStats, PrimedPool
 from tests.brokers import SystemBroker
 from tests.session.wire import (
     FakeBroker,
@@ -92,6 +92,13 @@ def took(pool: PrimedPool, backend: Backend = B1) -> bool:
     return True
 
 
+async def ask_twice(pool: PrimedPool) -> None:
+    """Two sessions for B1 in separate slices: demand enough for a pool of one."""
+    took(pool)
+    await trio.sleep(BUCKET)
+    took(pool)
+
+
 async def settle() -> None:
     await trio.sleep(TICK * 2)
 
@@ -118,7 +125,7 @@ async def test_pool_size_follows_the_rate_and_is_bounded(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer, size=4)) as pool:
-        for _ in range(1500):  # 1,000 a second for 1.5 s: LEAD wants 6, the bound is 4
+        for _ in range(1500):  # 100 in each 0.1 s slice: the bound, 4, holds
             took(pool)
             await trio.sleep(0.001)
         await settle()
@@ -126,12 +133,22 @@ async def test_pool_size_follows_the_rate_and_is_bounded(
         assert all(took(pool) for _ in range(4))
 
 
+async def test_a_burst_is_met_by_a_pool_its_size(
+    autojump_clock: trio.testing.MockClock, primer: Primer
+) -> None:
+    async with running(make_pool(primer, size=8)) as pool:
+        for _ in range(5):  # five sessions at once
+            took(pool)
+        await settle()
+        assert pool.ready() == 5
+        assert all(took(pool) for _ in range(5)), "the next burst like it finds them ready"
+
+
 async def test_unused_connections_age_out_and_idle_backends_are_forgotten(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer)) as pool:
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await settle()
         assert pool.ready() == 1
         first = primer.brokers[0]
@@ -152,8 +169,7 @@ async def test_a_dead_primed_connection_is_never_handed_out(
     autojump_clock: trio.testing.MockClock, primer: Primer, broker_did: str
 ) -> None:
     async with running(make_pool(primer, size=1)) as pool:
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await settle()
         assert pool.ready() == 1
         broker_end = primer.brokers[-1]
@@ -171,8 +187,7 @@ async def test_an_unusable_backend_loses_its_pool(
 ) -> None:
     usable = {B1}
     async with running(make_pool(primer, usable)) as pool:
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await settle()
         assert pool.ready() == 1
         usable.clear()  # disabled, drained, deleted, changed or down
@@ -192,8 +207,7 @@ async def test_taking_from_an_unusable_backend_discards_at_once(primer: Primer) 
     usable = {B1}
     pool = make_pool(primer, usable)
     async with running(pool):
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         with trio.fail_after(2):
             while not pool.ready():
                 await trio.sleep(0.01)
@@ -207,16 +221,14 @@ async def test_a_failing_backend_is_left_alone_for_a_while(
 ) -> None:
     primer.fail = OSError("connection refused")
     async with running(make_pool(primer)) as pool:
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await settle()
         assert (primer.calls, pool.stats.failed) == (1, 1)
         took(pool)
         await trio.sleep(RETRY_AFTER / 2)
         assert primer.calls == 1, "no retry before RETRY_AFTER"
         primer.fail = None
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await trio.sleep(RETRY_AFTER)
         assert pool.ready() >= 1
 
@@ -225,8 +237,7 @@ async def test_clear_drops_ready_and_in_flight_connections(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer)) as pool:
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await settle()
         assert pool.ready() == 1
         pool.clear()
@@ -255,8 +266,7 @@ async def test_the_pool_closes_what_it_holds_when_stopped(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer)) as pool:
-        took(pool)
-        took(pool)
+        await ask_twice(pool)
         await settle()
         assert pool.ready() == 1
     assert primer.brokers[0].recv(1) == b""
