@@ -172,6 +172,7 @@ class PrimedPool:
         self.stats = PoolStats()
         self._pools: dict[Backend, _BackendPool] = {}
         self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None  # where fills run, while ``run`` does
         # Bumped by ``clear``: a connection primed under an older generation is not kept.
         self._generation = 0
 
@@ -195,18 +196,23 @@ class PrimedPool:
         if pool is None:
             pool = self._pools[backend] = _BackendPool()
         pool.asked(now)
-        self._wake.set()  # refill what this takes, or start a pool
         if pool.ready and not self._usable(backend):
             self._discard(pool, len(pool.ready))
+        found = None
         while pool.ready:
             primed_at, transport = pool.ready.popleft()
             if now - primed_at < MAX_AGE and _alive(transport):
-                self.stats.used += 1
-                return transport
+                found = transport
+                break
             transport.close()
             self.stats.discarded += 1
-        self.stats.missed += 1
-        return None
+        if found is None:
+            self.stats.missed += 1
+        else:
+            self.stats.used += 1
+        # Refill at once, from here: what this took, or a new pool's first connections.
+        self._refill(backend, pool, now)
+        return found
 
     def wake(self) -> None:
         """Look at every backend now (the routing table or health changed)."""
@@ -224,17 +230,19 @@ class PrimedPool:
         """Keep the pools filled and fresh until cancelled; closes what it holds on the way out."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 task_status.started()
                 while True:
                     with trio.move_on_after(TICK):
                         await self._wake.wait()
                     self._wake = trio.Event()
-                    self._maintain(nursery)
+                    self._maintain()
         finally:
+            self._nursery = None
             for pool in self._pools.values():
                 self._discard(pool, len(pool.ready))
 
-    def _maintain(self, nursery: trio.Nursery) -> None:
+    def _maintain(self) -> None:
         now = trio.current_time()
         for backend, pool in list(self._pools.items()):
             ready = pool.ready
@@ -249,11 +257,20 @@ class PrimedPool:
             if not ready and not pool.in_flight and not pool.demand:
                 del self._pools[backend]  # nobody has asked for it lately
                 continue
-            if now < pool.retry_at:
-                continue
-            for _ in range(target - len(ready) - pool.in_flight):
-                pool.in_flight += 1
-                nursery.start_soon(self._fill, backend, pool)
+            self._start_fills(backend, pool, target, now)
+
+    def _refill(self, backend: Backend, pool: _BackendPool, now: float) -> None:
+        """Start priming what ``pool`` lacks now (a session just took from it)."""
+        target = pool.target(now, self.max_per_backend)
+        if target > len(pool.ready) + pool.in_flight and self._usable(backend):
+            self._start_fills(backend, pool, target, now)
+
+    def _start_fills(self, backend: Backend, pool: _BackendPool, target: int, now: float) -> None:
+        if now < pool.retry_at or self._nursery is None:
+            return
+        for _ in range(target - len(pool.ready) - pool.in_flight):
+            pool.in_flight += 1
+            self._nursery.start_soon(self._fill, backend, pool)
 
     def _discard(self, pool: _BackendPool, count: int) -> None:
         """Close the ``count`` newest primed connections of ``pool`` (they'd age out last)."""
