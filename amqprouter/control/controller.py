@@ -46,6 +46,11 @@ log = structlog.get_logger("amqprouter.control")
 #: BACKEND ADD resolves its host once, at command time. The resolver gives up on a dead
 #: DNS server sooner (routing.resolver.DNS_TIMEOUT); this bounds everything else.
 RESOLVE_TIMEOUT: Final = 5.0
+#: LOG FILE on a router without --log-directory: refused, as it would change nothing.
+NO_LOG_FILES: Final = (
+    "LOG FILE has no effect: this router writes no log files (start it with "
+    "--log-directory); LOG CONSOLE sets the level of what it logs.\n"
+)
 
 
 class Controller:
@@ -171,6 +176,8 @@ class Controller:
             router_logging.set_console_verbosity(command.level)
             return Reply("")
         if isinstance(command, c.LogFile):
+            if not router_logging.has_files():
+                return Reply(NO_LOG_FILES, ok=False)
             self.file_verbosity = command.level
             router_logging.set_file_verbosity(command.level)
             return Reply("")
@@ -307,7 +314,9 @@ class Controller:
 
     def config_text(self) -> str:
         """The current configuration as the commands that rebuild it (CONFIG PRINT)."""
-        lines = [f"LOG CONSOLE {self.console_verbosity}", f"LOG FILE {self.file_verbosity}"]
+        lines = [f"LOG CONSOLE {self.console_verbosity}"]
+        if router_logging.has_files():
+            lines.append(f"LOG FILE {self.file_verbosity}")
         routing = routing_commands.config_commands(self.server.routing)
         lines += [to_line(command) for command in routing]
         lines += [

@@ -207,8 +207,13 @@ def set_console_verbosity(verbosity: int) -> None:
         _update_filter()
 
 
+def has_files() -> bool:
+    """Whether log files are written (--log-directory): ``LOG FILE n`` needs them."""
+    return _SINKS.file is not None
+
+
 def set_file_verbosity(verbosity: int) -> None:
-    """``LOG FILE n`` (no effect without a log directory)."""
+    """``LOG FILE n`` (the controller refuses it without a log directory)."""
     if _SINKS.file is not None:
         _SINKS.file.level = VERBOSITY_LEVELS[verbosity]
         _update_filter()

@@ -152,3 +152,13 @@ def test_an_unusable_directory_changes_nothing(tmp_path: Path) -> None:
     structlog.get_logger("test").info("still here")
     router_logging.shutdown()
     assert "event='still here'" in console.getvalue()
+
+
+async def test_log_file_is_refused_without_log_files() -> None:
+    router_logging.configure(0, directory=None, console=io.StringIO())
+    controller = Controller(Server(SessionSettings()), request_exit=lambda: None)
+    reply = await controller.handle("LOG FILE 4")
+    assert not reply.ok
+    assert reply.text.startswith("LOG FILE has no effect: this router writes no log files")
+    assert reply.text.endswith("\n")
+    assert "LOG FILE" not in controller.config_text(), "CONFIG PRINT must not write it back"
