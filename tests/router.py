@@ -57,6 +57,21 @@ def router_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "amqprouter", *args]
 
 
+def launch(port: int, args: Sequence[str], workdir: Path) -> RouterProcess:
+    """``amqprouter *args`` started (not yet listening), its outputs in ``workdir``."""
+    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            router_command(*args),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return RouterProcess(port, process, stdout_path, stderr_path)
+
+
 def start_router(
     broker_port: int,
     *,
@@ -66,7 +81,6 @@ def start_router(
 ) -> RouterProcess:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="amqprouter-test-"))
-    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
     args = [
         "--listen-port",
         str(port),
@@ -83,19 +97,10 @@ def start_router(
         str(workdir / "logs"),
         *extra,
     ]
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(
-            router_command(*args),
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    router = RouterProcess(port, process, stdout_path, stderr_path)
+    router = launch(port, args, workdir)
     deadline = time.monotonic() + START_TIMEOUT
     while not port_is_open(port):
-        if process.poll() is not None or time.monotonic() > deadline:
+        if router.process.poll() is not None or time.monotonic() > deadline:
             router.stop(signal.SIGKILL)
             raise AssertionError(
                 f"router did not start listening on {port}:\n{router.stdout}\n{router.stderr}"

@@ -4,10 +4,8 @@ log file after logrotate's rename."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import pytest
 from amqprouter.observe.log_files import our_files
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, port_is_open
 from tests.integration.test_log_files import command
-from tests.router import REPO, START_TIMEOUT, RouterProcess, router_command
+from tests.router import START_TIMEOUT, RouterProcess, launch
 
 pytestmark = pytest.mark.broker
 
@@ -32,24 +30,14 @@ WAIT = 10.0
 def router_with_config(config: Path) -> Iterator[RouterProcess]:
     """``amqprouter --config config`` (which listens on the port it names)."""
     workdir = Path(tempfile.mkdtemp(prefix="amqprouter-reload-"))
-    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
     port = int(config.read_text().split("LISTEN START ")[1].split()[0])
     args = ["--config", str(config), "--control-socket", str(workdir / "control")]
     args += ["--log-directory", str(workdir / "logs")]
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(
-            router_command(*args),
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    router = RouterProcess(port, process, stdout_path, stderr_path)
+    router = launch(port, args, workdir)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not port_is_open(port):
-            assert process.poll() is None and time.monotonic() < deadline, router.stderr
+            assert router.process.poll() is None and time.monotonic() < deadline, router.stderr
             time.sleep(0.05)
         yield router
     finally:
@@ -121,14 +109,8 @@ def test_sighup_without_a_config_file_keeps_the_router(system_broker: SystemBrok
     args += ["--destination-port", str(SYSTEM_PORT)]
     workdir = Path(tempfile.mkdtemp(prefix="amqprouter-reload-"))
     args += ["--control-socket", str(workdir / "control"), "--log-directory", str(workdir)]
-    process = subprocess.Popen(
-        router_command(*args),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    router = RouterProcess(port, process, workdir / "none", workdir / "none")
+    router = launch(port, args, workdir)
+    process = router.process
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not port_is_open(port):
