@@ -46,7 +46,14 @@ from amqprouter.protocol import constants, properties
 from amqprouter.protocol.errors import ProtocolError, UnexpectedFrame
 from amqprouter.protocol.events import BrokerGreeted, BrokerOpened, PeerClosed, StartOkInfo
 from amqprouter.protocol.frames import Frame, encode_method
-from amqprouter.protocol.machine import HandshakeMachine, MethodId, Table, Transition
+from amqprouter.protocol.machine import (
+    EventT,
+    HandshakeMachine,
+    MethodId,
+    StateT,
+    Table,
+    Transition,
+)
 from amqprouter.protocol.methods import open_frame
 from amqprouter.protocol.tune import TuneParams, broker_tune_ok
 
@@ -62,7 +69,47 @@ class BrokerState(enum.Enum):
 BrokerEvent = BrokerOpened | PeerClosed
 
 
-class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
+class _BrokerSide(HandshakeMachine[StateT, EventT]):
+    """What both broker-facing machines share: errors that name the backend, the check
+    for a broker that answers with its own protocol header, and the Start's version."""
+
+    def __init__(
+        self, table: Table[StateT, EventT], state: StateT, backend: str, awaiting_start: StateT
+    ) -> None:
+        super().__init__(table, state)
+        self.backend = backend
+        self._awaiting_start = awaiting_start
+
+    def _before_frame(self) -> None:
+        # A broker that does not speak 0-9-1 answers with its own protocol header.
+        if self.state is not self._awaiting_start:
+            return
+        head = self._reader.peek()[:4]
+        if len(head) == 4 and constants.PROTOCOL_HEADER.startswith(head):
+            raise ProtocolError(
+                f"broker {self.backend} refused protocol AMQP 0-9-1",
+                reply_code=constants.NOT_IMPLEMENTED,
+            )
+
+    def _peer(self) -> str:
+        return f"broker {self.backend}"
+
+    def _refuse(self, frame: Frame, row: Mapping[MethodId, Transition[StateT, EventT]]) -> NoReturn:
+        raise UnexpectedFrame(f"broker {self.backend} sent {frame.name} while {self.state.value}")
+
+    # Start, Tune and Open-Ok are read from their fixed layout: pamqp would decode
+    # the broker's whole server-properties table only for the router to drop it.
+
+    def _check_start(self, frame: Frame) -> None:
+        version = frame.unpack(constants.VERSION_ARGUMENTS)
+        if version != (0, 9):
+            raise ProtocolError(
+                f"broker {self.backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
+                reply_code=constants.NOT_IMPLEMENTED,
+            )
+
+
+class BrokerHandshake(_BrokerSide[BrokerState, BrokerEvent]):
     """Sans-IO replay of a client's handshake towards one broker."""
 
     def __init__(
@@ -79,10 +126,12 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         # ``greeted``: the connection is a primed one (``BrokerGreeting`` sent the
         # protocol header and read the broker's Start already): the replay starts at Tune.
         super().__init__(
-            _TRANSITIONS, BrokerState.AWAITING_TUNE if greeted else BrokerState.AWAITING_START
+            _TRANSITIONS,
+            BrokerState.AWAITING_TUNE if greeted else BrokerState.AWAITING_START,
+            backend,
+            BrokerState.AWAITING_START,
         )
         self.vhost = vhost
-        self.backend = backend
         self.tune: TuneParams | None = None
         self._client_tune = client_tune
         if not greeted:
@@ -118,23 +167,8 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         # takes any short string (and the client's arrived as one).
         self._outgoing += open_frame(vhost)
 
-    def _before_frame(self) -> None:
-        if self.state is BrokerState.AWAITING_START:
-            _check_not_protocol_header(self._reader.peek(), self.backend)
-
-    def _peer(self) -> str:
-        return f"broker {self.backend}"
-
-    def _refuse(
-        self, frame: Frame, row: Mapping[MethodId, Transition[BrokerState, BrokerEvent]]
-    ) -> NoReturn:
-        raise UnexpectedFrame(f"broker {self.backend} sent {frame.name} while {self.state.value}")
-
-    # Start, Tune and Open-Ok are read from their fixed layout: pamqp would decode
-    # the broker's whole server-properties table only for the router to drop it.
-
     def _on_start(self, frame: Frame) -> None:
-        _check_start(frame, self.backend)
+        self._check_start(frame)
 
     def _on_tune(self, frame: Frame) -> None:
         offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
@@ -153,31 +187,13 @@ class BrokerHandshake(HandshakeMachine[BrokerState, BrokerEvent]):
         )
 
 
-def _check_not_protocol_header(seen: bytes, backend: str) -> None:
-    """A broker that does not speak 0-9-1 answers with its own protocol header."""
-    head = seen[:4]
-    if len(head) == 4 and constants.PROTOCOL_HEADER.startswith(head):
-        raise ProtocolError(
-            f"broker {backend} refused protocol AMQP 0-9-1", reply_code=constants.NOT_IMPLEMENTED
-        )
-
-
-def _check_start(frame: Frame, backend: str) -> None:
-    version = frame.unpack(constants.VERSION_ARGUMENTS)
-    if version != (0, 9):
-        raise ProtocolError(
-            f"broker {backend} speaks AMQP {version[0]}-{version[1]}, not 0-9-1",
-            reply_code=constants.NOT_IMPLEMENTED,
-        )
-
-
 class GreetingState(enum.Enum):
     AWAITING_START = "awaiting Connection.Start"
     GREETED = "greeted"
     CLOSED = "closed"
 
 
-class BrokerGreeting(HandshakeMachine[GreetingState, BrokerGreeted | PeerClosed]):
+class BrokerGreeting(_BrokerSide[GreetingState, BrokerGreeted | PeerClosed]):
     """The client-independent first step of a broker connection, done ahead of time.
 
     Sends the protocol header and reads the broker's Start (version checked); what
@@ -187,26 +203,12 @@ class BrokerGreeting(HandshakeMachine[GreetingState, BrokerGreeted | PeerClosed]
     """
 
     def __init__(self, backend: str) -> None:
-        super().__init__(_GREETING, GreetingState.AWAITING_START)
-        self.backend = backend
+        start = GreetingState.AWAITING_START
+        super().__init__(_GREETING, start, backend, start)
         self._outgoing += constants.PROTOCOL_HEADER
 
-    def _before_frame(self) -> None:
-        if self.state is GreetingState.AWAITING_START:
-            _check_not_protocol_header(self._reader.peek(), self.backend)
-
-    def _peer(self) -> str:
-        return f"broker {self.backend}"
-
-    def _refuse(
-        self,
-        frame: Frame,
-        row: Mapping[MethodId, Transition[GreetingState, BrokerGreeted | PeerClosed]],
-    ) -> NoReturn:
-        raise UnexpectedFrame(f"broker {self.backend} sent {frame.name} while {self.state.value}")
-
     def _on_start(self, frame: Frame) -> BrokerGreeted:
-        _check_start(frame, self.backend)
+        self._check_start(frame)
         return BrokerGreeted(pending=len(self._reader.peek()))
 
 

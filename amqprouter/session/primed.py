@@ -196,7 +196,8 @@ class PrimedPool:
         if pool is None:
             pool = self._pools[backend] = _BackendPool()
         pool.asked(now)
-        if pool.ready and not self._usable(backend):
+        usable = self._usable(backend)
+        if not usable:
             self._discard(pool, len(pool.ready))
         found = None
         while pool.ready:
@@ -210,8 +211,8 @@ class PrimedPool:
             self.stats.missed += 1
         else:
             self.stats.used += 1
-        # Refill at once, from here: what this took, or a new pool's first connections.
-        self._refill(backend, pool, now)
+        if usable:  # refill at once, from here: what this took, or a new pool's first ones
+            self._start_fills(backend, pool, pool.target(now, self.max_per_backend), now)
         return found
 
     def wake(self) -> None:
@@ -259,13 +260,8 @@ class PrimedPool:
                 continue
             self._start_fills(backend, pool, target, now)
 
-    def _refill(self, backend: Backend, pool: _BackendPool, now: float) -> None:
-        """Start priming what ``pool`` lacks now (a session just took from it)."""
-        target = pool.target(now, self.max_per_backend)
-        if target > len(pool.ready) + pool.in_flight and self._usable(backend):
-            self._start_fills(backend, pool, target, now)
-
     def _start_fills(self, backend: Backend, pool: _BackendPool, target: int, now: float) -> None:
+        """Start priming what ``pool`` lacks of ``target`` (unless backing off)."""
         if now < pool.retry_at or self._nursery is None:
             return
         for _ in range(target - len(pool.ready) - pool.in_flight):

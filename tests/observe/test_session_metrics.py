@@ -157,16 +157,22 @@ async def test_refused_and_unmapped_vhosts_are_not_routed_and_not_opened() -> No
         assert metrics.routed == set() and metrics.opened == 0
 
 
+async def closed_at_open(port: int) -> commands.Connection.Close:
+    """A client whose Open the router answers with Close (no broker reachable)."""
+    client = await client_handshake(port)
+    close = await client.read_method()
+    assert isinstance(close, commands.Connection.Close)
+    await client.aclose()
+    return close
+
+
 async def test_failed_connects_are_counted_per_backend_and_reason() -> None:
     closed_port = free_port()  # nothing listens there: refused at once
     backend = Backend("gone", "dc", "127.0.0.1", closed_port)
     async with router(None, routing=RoutingTable.single(backend)) as (server, port):
         metrics = observe(server)
         for _ in range(2):
-            client = await client_handshake(port)
-            close = await client.read_method()
-            assert isinstance(close, commands.Connection.Close) and close.reply_code == 320
-            await client.aclose()
+            assert (await closed_at_open(port)).reply_code == 320
         await wait_no_sessions(server)
     assert metrics.connect_failures == {("gone", "refused"): 2}
     assert metrics.opened == 0
@@ -180,9 +186,7 @@ async def test_a_failed_tls_handshake_to_a_backend_is_a_tls_failure() -> None:
         backend = Backend("secure", "dc", "127.0.0.1", broker.port, tls=True)
         async with router(None, routing=RoutingTable.single(backend)) as (server, port):
             metrics = observe(server)
-            client = await client_handshake(port)
-            assert isinstance(await client.read_method(), commands.Connection.Close)
-            await client.aclose()
+            await closed_at_open(port)
             await wait_no_sessions(server)
     assert metrics.connect_failures == {("secure", "tls"): 1}
 
@@ -191,9 +195,7 @@ async def test_a_name_that_does_not_resolve_is_a_dns_failure() -> None:
     backend = Backend("nameless", "dc", "no-such-host.invalid", 5672)
     async with router(None, routing=RoutingTable.single(backend)) as (server, port):
         metrics = observe(server)
-        client = await client_handshake(port)
-        assert isinstance(await client.read_method(), commands.Connection.Close)
-        await client.aclose()
+        await closed_at_open(port)
         await wait_no_sessions(server)
     assert metrics.connect_failures == {("nameless", "dns"): 1}
 

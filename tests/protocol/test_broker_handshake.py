@@ -38,7 +38,7 @@ def _opened_client() -> ClientOpened:
     return event
 
 
-def _machine(client: ClientOpened | None = None) -> BrokerHandshake:
+def _machine(client: ClientOpened | None = None, *, greeted: bool = False) -> BrokerHandshake:
     client = client or _opened_client()
     return BrokerHandshake(
         vhost=client.vhost,
@@ -46,6 +46,7 @@ def _machine(client: ClientOpened | None = None) -> BrokerHandshake:
         client_tune=client.tune,
         extra_client_properties=EXTRA,
         backend="rabbit1",
+        greeted=greeted,
     )
 
 
@@ -251,14 +252,7 @@ def test_greeting_answers_a_broker_close() -> None:
 
 def test_greeted_handshake_starts_at_tune_without_the_header() -> None:
     client = _opened_client()
-    greeted = BrokerHandshake(
-        vhost=client.vhost,
-        start_ok=client.start_ok,
-        client_tune=client.tune,
-        extra_client_properties=EXTRA,
-        backend="rabbit1",
-        greeted=True,
-    )
+    greeted = _machine(client, greeted=True)
     assert greeted.state is BrokerState.AWAITING_TUNE
     opening = greeted.data_to_send()
     # The same StartOk, TuneOk and Open as an unprimed replay, minus the header.
@@ -266,13 +260,6 @@ def test_greeted_handshake_starts_at_tune_without_the_header() -> None:
     events, _ = feed_bytewise(greeted, method(BROKER_TUNE) + OPEN_OK)
     assert events == [BrokerOpened(open_ok=OPEN_OK, pending=b"")]
     # A second Start on a primed connection is a broker fault, not a restart.
-    again = BrokerHandshake(
-        vhost=client.vhost,
-        start_ok=client.start_ok,
-        client_tune=client.tune,
-        extra_client_properties=EXTRA,
-        backend="rabbit1",
-        greeted=True,
-    )
+    again = _machine(client, greeted=True)
     with pytest.raises(ProtocolError):
         feed_bytewise(again, method(BROKER_START))

@@ -99,6 +99,13 @@ async def ask_twice(pool: PrimedPool) -> None:
     took(pool)
 
 
+async def one_ready(pool: PrimedPool) -> None:
+    """Demand enough for a pool of one, and that one primed."""
+    await ask_twice(pool)
+    await settle()
+    assert pool.ready() == 1
+
+
 async def settle() -> None:
     await trio.sleep(TICK * 2)
 
@@ -148,9 +155,7 @@ async def test_unused_connections_age_out_and_idle_backends_are_forgotten(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer)) as pool:
-        await ask_twice(pool)
-        await settle()
-        assert pool.ready() == 1
+        await one_ready(pool)
         first = primer.brokers[0]
         await trio.sleep(MAX_AGE + TICK)
         # The first one was retired before RabbitMQ's handshake timeout; its
@@ -169,9 +174,7 @@ async def test_a_dead_primed_connection_is_never_handed_out(
     autojump_clock: trio.testing.MockClock, primer: Primer, broker_did: str
 ) -> None:
     async with running(make_pool(primer, size=1)) as pool:
-        await ask_twice(pool)
-        await settle()
-        assert pool.ready() == 1
+        await one_ready(pool)
         broker_end = primer.brokers[-1]
         if broker_did == "closed":
             broker_end.close()
@@ -187,9 +190,7 @@ async def test_an_unusable_backend_loses_its_pool(
 ) -> None:
     usable = {B1}
     async with running(make_pool(primer, usable)) as pool:
-        await ask_twice(pool)
-        await settle()
-        assert pool.ready() == 1
+        await one_ready(pool)
         usable.clear()  # disabled, drained, deleted, changed or down
         pool.wake()
         await trio.lowlevel.checkpoint()
@@ -237,9 +238,7 @@ async def test_clear_drops_ready_and_in_flight_connections(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer)) as pool:
-        await ask_twice(pool)
-        await settle()
-        assert pool.ready() == 1
+        await one_ready(pool)
         pool.clear()
         assert pool.ready() == 0
         await trio.sleep(0.0005)  # a refill is in flight: primed under the old settings
@@ -266,9 +265,7 @@ async def test_the_pool_closes_what_it_holds_when_stopped(
     autojump_clock: trio.testing.MockClock, primer: Primer
 ) -> None:
     async with running(make_pool(primer)) as pool:
-        await ask_twice(pool)
-        await settle()
-        assert pool.ready() == 1
+        await one_ready(pool)
     assert primer.brokers[0].recv(1) == b""
 
 
