@@ -26,6 +26,7 @@ from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.protocol import TuneParams
+from amqprouter.protocol.frames import COMPILED
 from amqprouter.routing import health
 from amqprouter.server import Server
 from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
@@ -42,6 +43,9 @@ DESTINATION_TLS_NEEDS_SIMPLE_MODE = (
 )
 # Exit codes of a start that fails here; those of a start that fails once running
 # (4 listen, 5 control socket, 6 a start-up command, 7 HTTP) are app.py's.
+#: What --version says runs the frame reader and scanner (the hot path).
+SCANNER = "compiled with mypyc" if COMPILED else "pure Python"
+
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
@@ -361,7 +365,12 @@ _seconds = click.FloatRange(min=0.001)
     "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one. SIGHUP or "
     "CONFIG RELOAD applies what changed in it since.",
 )
-@click.version_option(__version__, prog_name="amqprouter")
+@click.version_option(
+    __version__,
+    prog_name="amqprouter",
+    # Which frames module this install runs (AMQPROUTER_COMPILE=1 at build compiles it).
+    message=f"%(prog)s, version %(version)s (frame scanner: {SCANNER})",
+)
 def main(
     listen_port: int | None,
     destination_dns: str | None,

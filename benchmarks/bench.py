@@ -580,8 +580,7 @@ class Router:
         return reply
 
     def env(self) -> dict[str, str]:
-        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "PYTHONPATH": path}
+        return router_env()
 
     def log(self) -> str:
         try:
@@ -609,6 +608,43 @@ class Router:
                 self.proc.kill()
                 self.proc.wait(10)
         self.tmp.cleanup()
+
+
+def router_env() -> dict[str, str]:
+    """The checkout on the path, after PYTHONPATH (--compiled puts its build there)."""
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def router_version() -> str:
+    """What ``amqprouter --version`` says, run as the router is: which frame scanner."""
+    with tempfile.TemporaryDirectory(prefix="amqprouter-bench-") as cwd:
+        done = subprocess.run(
+            [sys.executable, "-m", "amqprouter", "--version"],
+            cwd=cwd,  # as Router runs it: not the checkout, whose amqprouter/ would come first
+            env=router_env(),
+            capture_output=True,
+            text=True,
+            timeout=IO_TIMEOUT,
+        )
+    return " ".join((done.stdout + done.stderr).split())
+
+
+def build_compiled(target: Path) -> None:
+    """--compiled: the package with the mypyc-compiled frames module, installed in target."""
+    print("building the compiled frame scanner (scripts/compiled_check.py --build-only) ...")
+    script = REPO / "scripts" / "compiled_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--build-only", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"the compiled build failed:\n{(done.stdout + done.stderr)[-4000:]}")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(target), os.environ.get("PYTHONPATH")])
+    )
 
 
 def broker_socket_limit(broker: Any) -> int | None:
@@ -987,6 +1023,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each round, wait up to SECONDS for the machine to be idle",
     )
     ap.add_argument("--rss-sessions", type=int, default=0, help="default 1000 (200 --quick)")
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="run the router with the mypyc-compiled frame scanner (built first, ~20 s;\n"
+        "AMQPROUTER_COMPILE=1 at install gives it to users); default: the checkout's\n"
+        "pure-Python module",
+    )
     # Hidden: the command starting the router ("relay" = the stand-in below), and the relay.
     ap.add_argument("--router-cmd", default=DEFAULT_ROUTER_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--relay", type=int, nargs=2, help=argparse.SUPPRESS)
@@ -1079,6 +1122,12 @@ def run(args: argparse.Namespace) -> int:
     haproxy_bin = choose_peer(args)
     broker = broker_process(args.broker_port)
     results: list[Result] = []
+    # Lives until the rss workload's routers are done (its finalizer removes it on errors).
+    build = tempfile.TemporaryDirectory(prefix="amqprouter-bench-") if args.compiled else None
+    if build is not None:
+        build_compiled(Path(build.name) / "site")
+    args.router_version = router_version()
+    print(f"router: {args.router_version}")
     with contextlib.ExitStack() as stack:
         tls_ctx, files = None, None
         if args.tls:
@@ -1127,12 +1176,15 @@ def run(args: argparse.Namespace) -> int:
                 results.append(run_interleaved(w, args, sides))
     if "rss" in args.only:
         results.append(run_rss(args, broker))
+    if build is not None:
+        build.cleanup()
     failures, unevaluated, rows = report(results)
     if args.json:
         machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
         out: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
         out["machine"] = machine
         out |= {"router_cmd": args.router_cmd, "quick": args.quick, "repeat": args.repeat}
+        out["router_version"] = args.router_version
         out |= {"peer": haproxy_version(haproxy_bin) if haproxy_bin else None, "tls": args.tls}
         out["samples"] = {r.label: r.samples for r in results}
         args.json.write_text(json.dumps(out, indent=2))

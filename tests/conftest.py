@@ -20,6 +20,7 @@ Import the helpers as ``from tests.brokers import free_port, wait_for, ...``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -35,6 +36,25 @@ from tests.brokers import (
 from tests.tls_certs import tls_files
 
 __all__ = ["tls_files"]  # certificates for TLS tests (tests/tls_certs.py)
+
+# --------------------------------------------------------------------------- #
+# the compiled frame scanner
+# --------------------------------------------------------------------------- #
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """AMQPROUTER_EXPECT_COMPILED=1 (scripts/compiled_check.py): the run is meant for the
+    mypyc-compiled frames module, and stops at once if the pure one was imported."""
+    if os.environ.get("AMQPROUTER_EXPECT_COMPILED") != "1":
+        return
+    from amqprouter.protocol import frames
+
+    if not frames.COMPILED:
+        raise pytest.UsageError(
+            f"AMQPROUTER_EXPECT_COMPILED=1, but {frames.__file__} is the pure module: "
+            "put the compiled build first on PYTHONPATH (scripts/compiled_check.py does)"
+        )
+
 
 # --------------------------------------------------------------------------- #
 # brokers

@@ -19,6 +19,10 @@ from pamqp.exceptions import UnmarshalingException
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import FrameError
 
+#: Whether this module is the mypyc-compiled build of itself (``AMQPROUTER_COMPILE=1``
+#: at build time; packaging/backend): then ``__file__`` is the extension, not this file.
+COMPILED: Final = not __file__.endswith(".py")
+
 _unpack_header = constants.FRAME_HEADER_STRUCT.unpack_from
 _unpack_method_id = constants.METHOD_ID_STRUCT.unpack_from
 _VALID_TYPES: Final = frozenset(

@@ -23,6 +23,7 @@ says why, e.g. ``name 'rmq.example' does not exist (DNS NXDOMAIN)``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -68,6 +69,10 @@ def canonical_ip(text: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
+
+
+#: ``canonical_ip``, cached: every connect to a backend asks, and backends are few.
+_literal = functools.lru_cache(maxsize=256)(canonical_ip)
 
 
 def _name_key(host: str) -> str:
@@ -195,12 +200,8 @@ class Resolver:
 
     async def resolve(self, host: str, port: int) -> list[Address]:
         """Every address of ``host`` in order (``OSError`` if none)."""
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            pass
-        else:
-            ip = str(literal)
+        ip = _literal(host)
+        if ip is not None:
             return [(_family(ip), (ip, port))]
         return [(_family(ip), (ip, port)) for ip in await self._addresses(host)]
 

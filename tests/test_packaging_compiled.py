@@ -1,0 +1,95 @@
+"""The optional compiled frame scanner: the build backend's choices, and what this
+checkout runs.
+
+scripts/compiled_check.py builds the compiled wheel and runs the protocol, session and
+net tests on it; these check the switch itself, without building.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from amqprouter.protocol import frames
+
+REPO = Path(__file__).resolve().parent.parent
+BACKEND = REPO / "packaging" / "backend" / "amqprouter_build.py"
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The in-tree backend, imported as a build frontend would, from the project root."""
+    monkeypatch.chdir(REPO)  # setuptools reads setup.py and pyproject.toml from here
+    monkeypatch.delenv("AMQPROUTER_COMPILE", raising=False)
+    spec = importlib.util.spec_from_file_location("amqprouter_build", BACKEND)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pyproject_names_the_in_tree_backend() -> None:
+    build_system = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]
+    assert build_system["build-backend"] == "amqprouter_build"
+    assert build_system["backend-path"] == ["packaging/backend"]
+    assert (REPO / build_system["backend-path"][0] / "amqprouter_build.py").is_file()
+
+
+def test_a_default_build_is_pure_and_asks_for_no_compiler(backend: ModuleType) -> None:
+    for requires in (
+        backend.get_requires_for_build_wheel(),
+        backend.get_requires_for_build_editable(),
+    ):
+        assert not any(name.startswith("mypy") for name in requires)
+
+
+def test_a_compiling_build_asks_for_mypy_and_the_runtime_dependencies(
+    backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMQPROUTER_COMPILE", "1")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requires = backend.get_requires_for_build_wheel()
+    assert requires[-1 - len(project["dependencies"]) :] == [
+        backend.COMPILER,
+        *project["dependencies"],
+    ]
+    assert os.environ["AMQPROUTER_COMPILE"] == "1"  # restored after asking setuptools
+
+
+def test_a_compiling_editable_install_is_refused(
+    backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMQPROUTER_COMPILE", "1")
+    with pytest.raises(ValueError, match="builds wheels only: an editable install"):
+        backend.get_requires_for_build_editable()
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2", " 1"])
+def test_only_0_or_1_is_understood(
+    backend: ModuleType, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AMQPROUTER_COMPILE", value)
+    with pytest.raises(ValueError, match="AMQPROUTER_COMPILE must be 0 or 1"):
+        backend.get_requires_for_build_wheel()
+
+
+def test_this_checkout_runs_the_pure_module_and_says_so() -> None:
+    # The editable install never compiles (above): tests here exercise the pure module,
+    # scripts/compiled_check.py the compiled one.
+    assert frames.__file__ is not None and frames.__file__.endswith("frames.py")
+    assert frames.COMPILED is False
+    said = subprocess.run(
+        [sys.executable, "-m", "amqprouter", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    assert said.endswith("(frame scanner: pure Python)")
