@@ -227,25 +227,13 @@ class FrameScanner:
             pieces.append(completed)
             completed_bytes = len(completed)
         length = len(data)
-        limit = self.frame_max - _OVERHEAD if self.frame_max else 1 << 32
-        position = start
-        count = 0
-        # Hot loop: one struct call and a few comparisons per frame.
-        while length - position >= 7:
-            frame_type, channel, size = _unpack_header(data, position)
-            if size > limit or frame_type not in _VALID_TYPES:
-                check_frame_header(frame_type, size, self.frame_max)
-            end = position + size + _OVERHEAD
-            if end > length:
-                break
-            if data[end - 1] != _FRAME_END:
-                raise FrameError(f"bad frame-end octet {data[end - 1]:#04x}")
-            if not channel and frame_type == 1:
-                if controls is None:
-                    controls = []
-                controls.append(Frame(1, 0, bytes(data[position:end])))
-            position = end
-            count += 1
+        position, count, starts = _walk(data, start, self.frame_max)
+        if starts is not None:
+            if controls is None:
+                controls = []
+            for at in starts:
+                end = at + _unpack_header(data, at)[2] + _OVERHEAD
+                controls.append(Frame(1, 0, bytes(data[at:end])))
         if position > start:
             whole = start == 0 and position == length
             pieces.append(data if whole else memoryview(data)[start:position])
@@ -277,6 +265,73 @@ class FrameScanner:
         if partial[-1] != _FRAME_END:
             raise FrameError(f"bad frame-end octet {partial[-1]:#04x}")
         return taken + missing
+
+
+def walk_unpacked(data: bytes, position: int, frame_max: int) -> tuple[int, int, list[int] | None]:
+    """The whole frames of ``data`` from ``position``: where they end, how many, and
+    where each channel-0 method frame among them starts (None if none).
+
+    FrameError for a bad header or frame-end octet. The interpreter's loop: one struct
+    call per frame (cheaper there than reading the header's bytes one by one).
+    """
+    length = len(data)
+    limit = frame_max - _OVERHEAD if frame_max else 1 << 32
+    count = 0
+    starts: list[int] | None = None
+    while length - position >= 7:
+        frame_type, channel, size = _unpack_header(data, position)
+        if size > limit or frame_type not in _VALID_TYPES:
+            check_frame_header(frame_type, size, frame_max)
+        end = position + size + _OVERHEAD
+        if end > length:
+            break
+        if data[end - 1] != _FRAME_END:
+            raise FrameError(f"bad frame-end octet {data[end - 1]:#04x}")
+        if not channel and frame_type == 1:
+            if starts is None:
+                starts = []
+            starts.append(position)
+        position = end
+        count += 1
+    return position, count, starts
+
+
+def walk_indexed(data: bytes, position: int, frame_max: int) -> tuple[int, int, list[int] | None]:
+    """``walk_unpacked``, reading the header's bytes one by one: compiled (mypyc), each
+    is a native load, about 20 times faster than the struct call (13 ns a frame); in
+    the interpreter, a third slower than ``walk_unpacked``. Same results and errors."""
+    length = len(data)
+    limit = frame_max - _OVERHEAD if frame_max else 1 << 32
+    count = 0
+    starts: list[int] | None = None
+    while length - position >= 7:
+        frame_type = data[position]
+        size = (
+            (data[position + 3] << 24)
+            | (data[position + 4] << 16)
+            | (data[position + 5] << 8)
+            | data[position + 6]
+        )
+        # _VALID_TYPES, as comparisons mypyc compiles to native ones (method, header,
+        # body, heartbeat); tests/protocol/test_fuzz_frames.py holds the two walks equal.
+        if size > limit or not (1 <= frame_type <= 3 or frame_type == 8):
+            check_frame_header(frame_type, size, frame_max)
+        end = position + size + _OVERHEAD
+        if end > length:
+            break
+        if data[end - 1] != _FRAME_END:
+            raise FrameError(f"bad frame-end octet {data[end - 1]:#04x}")
+        if frame_type == 1 and not (data[position + 1] or data[position + 2]):
+            if starts is None:
+                starts = []
+            starts.append(position)
+        position = end
+        count += 1
+    return position, count, starts
+
+
+#: The scanner's loop: the faster one for how this module runs.
+_walk = walk_indexed if COMPILED else walk_unpacked
 
 
 def encode_method(method: base.Frame, channel: int = 0) -> bytes:

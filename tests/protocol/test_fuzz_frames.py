@@ -7,12 +7,15 @@ input into pieces, as TCP may, changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
 import tests.hypothesis_profiles  # noqa: F401  (loads the hypothesis profile)
 from amqprouter.protocol import FrameReader, FrameScanner, ProtocolError, constants
+from amqprouter.protocol import frames as frames_module
 from tests.protocol.strategies import cuts, damaged, frames, raw_frame
 
 #: 0 is "no limit"; 16 and 64 make oversized frames common; 4096 is the pre-Tune limit.
@@ -22,6 +25,9 @@ streams = st.one_of(
     st.lists(frames(), max_size=6).map(b"".join),
     st.lists(frames(), max_size=6).map(b"".join).flatmap(damaged),
 )
+
+
+Walk = Callable[[bytes, int, int], tuple[int, int, list[int] | None]]
 
 
 @attrs.frozen
@@ -111,3 +117,24 @@ def test_fuzz_frame_scanner(data: bytes, frame_max: int, draw: st.DataObject) ->
         good = b"".join(reference.frames)
         assert good.startswith(whole.forwarded)
         assert good.startswith(chunked.forwarded)
+
+
+def _walked(walk: Walk, data: bytes, position: int, frame_max: int) -> object:
+    try:
+        return walk(data, position, frame_max)
+    except ProtocolError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@given(streams, frame_maxes, st.integers(0, 12))
+def test_fuzz_both_walks_agree(data: bytes, frame_max: int, position: int) -> None:
+    # The scanner takes walk_indexed when the module is compiled and walk_unpacked when
+    # it is not; both are run here, in whichever build this run imported (CI: both).
+    position = min(position, len(data))
+    indexed = _walked(frames_module.walk_indexed, data, position, frame_max)
+    assert indexed == _walked(frames_module.walk_unpacked, data, position, frame_max)
+
+
+def test_the_scanner_walks_with_the_faster_loop_for_its_build() -> None:
+    expected = frames_module.walk_indexed if frames_module.COMPILED else frames_module.walk_unpacked
+    assert frames_module._walk is expected
