@@ -68,16 +68,19 @@ async def send_all(sock: socket.socket, data: bytes | bytearray | memoryview) ->
 
 async def send_pieces(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
     """Write several buffers in order with one scatter write (no joining copy)."""
-    if len(pieces) == 1:
-        await send_all(sock, pieces[0])
-        return
+    # The forwarding path's write (every traversal): the common case, one piece that
+    # the kernel takes whole, costs one system call and no coroutine below this one.
+    single = len(pieces) == 1
     try:
-        sent = sock.sendmsg(pieces)
+        sent = sock.send(pieces[0]) if single else sock.sendmsg(pieces)
     except BlockingIOError:
         sent = 0
     except OSError as exc:
         raise PeerGone(str(exc)) from exc
-    if sent < sum(len(piece) for piece in pieces):
+    if single:
+        if sent < len(pieces[0]):  # the kernel buffer filled up: park until it drains
+            await send_all(sock, memoryview(pieces[0])[sent:])
+    elif sent < sum(len(piece) for piece in pieces):
         # The kernel buffer filled up: copy what is left once and finish as usual.
         await send_all(sock, b"".join(pieces)[sent:])
 

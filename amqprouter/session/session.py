@@ -686,6 +686,7 @@ class Session:
     async def _pump(self, way: Direction) -> End:
         """Move ``way``'s bytes until one side ends; returns why."""
         src, from_client = way.src, way.from_client
+        dst, send_pieces, writing = way.dst, way.dst.send_pieces, self._writing
         budget = YIELD_EVERY
         recv = src.recv
         wait_readable: Callable[[], Awaitable[None]]
@@ -727,7 +728,12 @@ class Session:
                     return held
                 data, drained = held, False
             try:
-                await self._deliver(way, data)
+                # ``_deliver``, inlined: a coroutine less per forwarded read.
+                pieces = self._scanned(way, data)
+                if pieces:
+                    writing.add(dst)
+                    await send_pieces(pieces)
+                    writing.discard(dst)
             except ProtocolError as exc:
                 self.log.warning("malformed frame", sender=way.sender, error=str(exc))
                 return way.malformed
@@ -762,6 +768,16 @@ class Session:
 
     async def _deliver(self, way: Direction, data: bytes) -> None:
         """Scan ``data`` and forward the whole frames in it."""
+        pieces = self._scanned(way, data)
+        if pieces:
+            dst = way.dst
+            self._writing.add(dst)
+            await dst.send_pieces(pieces)
+            self._writing.discard(dst)
+
+    def _scanned(self, way: Direction, data: bytes) -> list[bytes | memoryview]:
+        """Stamp the direction's last data, scan ``data`` and act on its channel-0
+        methods: the pieces of ``data`` ready to forward (whole frames)."""
         if way.from_client:
             self.last_ingress = self._now()
         else:
@@ -769,11 +785,7 @@ class Session:
         pieces, controls = way.scanner.scan(data)
         if controls is not None:
             self._on_channel_zero(controls, way.sender)
-        if pieces:
-            dst = way.dst
-            self._writing.add(dst)
-            await dst.send_pieces(pieces)
-            self._writing.discard(dst)
+        return pieces
 
     def _on_channel_zero(self, frames: list[Frame], side: str) -> None:
         """The only methods decoded while forwarding: Close, Close-Ok, Blocked, Unblocked.
