@@ -200,10 +200,22 @@ class Resolver:
 
     async def resolve(self, host: str, port: int) -> list[Address]:
         """Every address of ``host`` in order (``OSError`` if none)."""
+        known = self.known(host, port)
+        if known is not None:
+            return known
+        return [(_family(ip), (ip, port)) for ip in await self._addresses(host)]
+
+    def known(self, host: str, port: int) -> list[Address] | None:
+        """``resolve``'s answer when it needs no waiting (an IP address, or a name
+        cached and fresh), else None. A session connecting to a backend asks this
+        first, and only bounds (and awaits) ``resolve`` when it says None."""
         ip = _literal(host)
         if ip is not None:
             return [(_family(ip), (ip, port))]
-        return [(_family(ip), (ip, port)) for ip in await self._addresses(host)]
+        cached = self._cache.get(_name_key(host))
+        if cached is not None and cached[0] > self._clock():
+            return [(_family(ip), (ip, port)) for ip in cached[1]]
+        return None
 
     async def _addresses(self, host: str) -> list[str]:
         key = _name_key(host)

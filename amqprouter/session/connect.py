@@ -116,14 +116,16 @@ async def connect_backend(
     Returns the first transport that opened, else one failure text per attempt.
     """
     failures: list[str] = []
-    addresses: list[tuple[socket.AddressFamily, tuple[str, int]]] = []
-    with trio.move_on_after(per_attempt):
-        try:
-            addresses = await resolver.resolve(backend.connect_host, backend.port)
-        except OSError as exc:
-            log.error("cannot resolve backend", backend=backend.label, error=str(exc))
-            failed(backend, events.DNS)
-            return [f"{backend.label}: {exc}"]
+    # An address or a cached name needs no lookup, nor a cancel scope to bound one.
+    addresses = resolver.known(backend.connect_host, backend.port) or []
+    if not addresses:
+        with trio.move_on_after(per_attempt):
+            try:
+                addresses = await resolver.resolve(backend.connect_host, backend.port)
+            except OSError as exc:
+                log.error("cannot resolve backend", backend=backend.label, error=str(exc))
+                failed(backend, events.DNS)
+                return [f"{backend.label}: {exc}"]
     if not addresses:
         failed(backend, events.DNS)
         return [f"{backend.label}: resolution timed out"]

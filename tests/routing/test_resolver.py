@@ -193,6 +193,23 @@ async def test_cache_expires_on_the_real_trio_clock(fake_dns: FakeDns, hosts: Pa
     assert fake_dns.count("real.test", "A") == 2
 
 
+async def test_known_answers_without_waiting_only_for_addresses_and_fresh_names(
+    fake_dns: FakeDns, hosts: Path
+) -> None:
+    # Sessions ask ``known`` first and skip the lookup's cancel scope when it answers.
+    fake_dns.add("known.test", "A", 60, "10.0.0.1")
+    clock = FakeClock()
+    resolver = make(fake_dns, hosts, clock=clock, cache_seconds=5.0)
+    assert resolver.known("::1", 7) == [(socket.AF_INET6, ("::1", 7))]
+    assert resolver.known("known.test", 1) is None  # not looked up yet: no query sent
+    assert fake_dns.count("known.test", "A") == 0
+    await resolver.resolve("known.test", 1)
+    assert resolver.known("KNOWN.test.", 2) == [(socket.AF_INET, ("10.0.0.1", 2))]
+    clock.now += 5.1
+    assert resolver.known("known.test", 1) is None  # expired: resolve looks it up again
+    assert fake_dns.count("known.test", "A") == 1
+
+
 async def test_zero_ttl_not_cached(fake_dns: FakeDns, hosts: Path) -> None:
     fake_dns.add("zero.test", "A", 0, "10.0.0.1")
     resolver = make(fake_dns, hosts, clock=FakeClock())
