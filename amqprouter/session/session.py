@@ -66,6 +66,7 @@ from amqprouter.protocol import (
     BadProtocolHeader,
     BrokerHandshake,
     BrokerOpened,
+    BrokerState,
     ClientHandshake,
     ClientOpened,
     CloseHandshake,
@@ -113,6 +114,15 @@ _ids = itertools.count(1)
 _ALLOW_ALL: Final = Allow()
 #: Named in amqprouter_host; looked up once, not per connection.
 HOSTNAME: Final = socket.gethostname()
+
+
+class PrimedGone(enum.Enum):
+    """``_broker_handshake``'s answer when a primed connection was found closed."""
+
+    PRIMED_GONE = "primed connection closed before use"
+
+
+PRIMED_GONE: Final = PrimedGone.PRIMED_GONE
 
 
 class State(enum.Enum):
@@ -464,24 +474,35 @@ class Session:
         if allowed is None:
             return None
         began = time.monotonic()
-        connected = await connect_first(
-            candidates,
-            self._resolver,
-            self.settings.timeouts.connect,
-            self._wrap_backend,
-            self.client_address,  # a PROXY header's source, once the client started
-            health,
-            self.log,
-            take_primed=self._take_primed,
-            failed=self._events.connect_failed,
-        )
-        if isinstance(connected, tuple):
+        take_primed = self._take_primed
+        while True:
+            connected = await connect_first(
+                candidates,
+                self._resolver,
+                self.settings.timeouts.connect,
+                self._wrap_backend,
+                self.client_address,  # a PROXY header's source, once the client started
+                health,
+                self.log,
+                take_primed=take_primed,
+                failed=self._events.connect_failed,
+            )
+            if not isinstance(connected, tuple):
+                break
             backend, broker, greeted = connected
             self.broker, self.backend = broker, backend
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
             open_ok = await self._broker_handshake(opened, backend, allowed, greeted)
+            if open_ok is PRIMED_GONE:
+                # The broker closed the primed connection between the pool's check and
+                # the replay, before answering it: the client has been told nothing, so
+                # it gets a fresh connection instead of a 320 (once: never primed again).
+                self.log.info("primed broker connection closed before use; connecting again")
+                broker.close()
+                take_primed = None
+                continue
             if open_ok is not None:
                 self._events.broker_opened(self, time.monotonic() - began)
             return open_ok
@@ -527,7 +548,9 @@ class Session:
 
     async def _broker_handshake(
         self, opened: ClientOpened, backend: Backend, allowed: Allow, greeted: bool
-    ) -> BrokerOpened | None:
+    ) -> BrokerOpened | PrimedGone | None:
+        """The broker's Open-Ok; None once the client has been told why not; PRIMED_GONE
+        (nothing told) when a primed connection turned out closed before any answer."""
         assert self.broker is not None
         broker = self.broker
         local_host, local_port = self.broker_local
@@ -591,6 +614,8 @@ class Session:
                 )
                 return None
             except PeerGone as exc:
+                if greeted and machine.state is BrokerState.AWAITING_TUNE:
+                    return PRIMED_GONE
                 self.log.warning("broker closed during handshake", error=str(exc))
                 await self._close_client(
                     constants.CONNECTION_FORCED,

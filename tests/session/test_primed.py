@@ -277,6 +277,8 @@ class Greeter:
 
     def __init__(self) -> None:
         self.waiting: list[Peer] = []  # sent Start, no StartOk yet
+        #: Close the next connection to send a StartOk, unanswered (then clear this).
+        self.drop_next = False
 
     async def __call__(self, peer: Peer, broker: FakeBroker) -> None:
         assert await peer.read_protocol_header() == constants.PROTOCOL_HEADER
@@ -286,6 +288,10 @@ class Greeter:
         self.waiting.remove(peer)
         if start_ok is None:
             return  # closed unused: retired, discarded, or dropped by the test
+        if self.drop_next:
+            self.drop_next = False
+            await peer.stream.aclose()
+            return
         assert isinstance(start_ok, commands.Connection.StartOk)
         broker.start_oks.append(start_ok)
         await peer.send_method(commands.Connection.Tune(2047, 131072, 60))
@@ -332,6 +338,24 @@ async def test_a_primed_connection_the_broker_dropped_is_not_handed_out() -> Non
         assert isinstance(await peer.read_method(), commands.Connection.OpenOk)
         assert server.primed.stats.discarded == discarded + 1
         assert server.primed.stats.used == 0
+
+
+async def test_a_primed_connection_closed_at_the_replay_is_replaced_unseen() -> None:
+    """The broker drops a primed connection after the pool's check, as the replay
+    arrives: the client still gets Open-Ok, over a fresh connection."""
+    greeter = Greeter()
+    async with fake_broker(greeter) as broker, router(broker.port, primed=1) as (server, port):
+        for _ in range(2):
+            await (await open_client(port)).stream.aclose()
+        await primed_ready(server.primed)
+        accepted, started = len(broker.accepted), len(broker.start_oks)
+        greeter.drop_next = True
+        peer = await client_handshake(port)
+        assert isinstance(await peer.read_method(), commands.Connection.OpenOk)
+        assert server.primed.stats.used == 1  # the one dropped
+        assert not greeter.drop_next
+        assert len(broker.start_oks) == started + 1  # answered once, on a new connection
+        assert len(broker.accepted) >= accepted + 1
 
 
 async def test_sessions_to_a_real_rabbitmq_use_primed_connections(
