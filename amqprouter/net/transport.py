@@ -20,9 +20,8 @@ Every transport owns its socket: ``close()`` wakes any task parked on it.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Coroutine
-from functools import partial
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -65,21 +64,21 @@ class Transport(Protocol):
 class PlainTransport:
     """A TCP socket as it is: every call goes straight to the socket."""
 
-    __slots__ = ("recv", "send_pieces", "sock")
+    __slots__ = ("recv", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.recv: Callable[[int], bytes] = sock.recv
-        # Bound once, not a method awaiting another: a coroutine less per forwarded read.
-        self.send_pieces: Callable[[list[bytes | memoryview]], Coroutine[Any, Any, None]] = partial(
-            sockets.send_pieces, sock
-        )
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.wait_readable(self.sock.fileno())
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await sockets.send_all(self.sock, data)
+
+    async def send_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        # (The session's pumps call sockets.send_pieces on the socket themselves.)
+        await sockets.send_pieces(self.sock, pieces)
 
     def pending(self) -> int:
         return 0

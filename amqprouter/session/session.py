@@ -647,23 +647,39 @@ class Session:
             broker=endpoint(self.broker_address),
             local=endpoint(self.broker_local),
         )
-        end = End.TIMEOUT  # what a close deadline expiring below means
+        outcome: list[End] = []  # what ended forwarding: empty if a close deadline did
+
+        async def pump(way: Direction) -> None:
+            outcome.append(await self._pump(way))
+            scope.cancel()  # one direction ended: so does the other
+
         try:
-            with trio.CancelScope() as scope:
-                self._forwarding = scope
+            # One scope for all of forwarding: the pumps' nursery's. Disconnects cancel it
+            # and a Close sets its deadline (``_forwarding``); a scope (and its cancel
+            # status) less per session than a scope around the nursery.
+            async with trio.open_nursery() as nursery:
+                scope = self._forwarding = nursery.cancel_scope
                 # The handshake just carried data both ways (it may have been held at
                 # Open for long): supervision and CONN's idle times start from here.
                 now = self.last_ingress = self.last_egress = self._now()
                 if self._watch is not None:
                     self._watch_handle = self._watch.watch(self, now + self._watch_step())
-                end = (
-                    await self._deliver_early(client_early, broker_early) or await self._run_pumps()
-                )
+                early = await self._deliver_early(client_early, broker_early)
+                if early is not None:
+                    outcome.append(early)
+                else:
+                    # Only now: a keeper task (pause) writes to the broker too, so it must
+                    # not start while the early frames are being written.
+                    self._pumps = nursery
+                    self._start_keeper()  # paused before forwarding began
+                    nursery.start_soon(pump, self._downstream())
+                    await pump(self._upstream())
         finally:
-            self._forwarding = None
+            self._forwarding = self._pumps = None
             if self._watch is not None and self._watch_handle is not None:
                 self._watch.forget(self._watch_handle)
                 self._watch_handle = None
+        end = outcome[0] if outcome else End.TIMEOUT
         if self._requested is not None and scope.cancelled_caught:
             end = self._requested
         self.ended = end
@@ -691,27 +707,14 @@ class Session:
         assert self.broker is not None
         return Direction(self.broker, self.client, self.egress, from_client=False)
 
-    async def _run_pumps(self) -> End:
-        outcome: list[End] = []
-
-        async def pump(way: Direction) -> None:
-            outcome.append(await self._pump(way))
-            nursery.cancel_scope.cancel()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                self._pumps = nursery
-                self._start_keeper()  # paused before forwarding began
-                nursery.start_soon(pump, self._downstream())
-                await pump(self._upstream())
-        finally:
-            self._pumps = None
-        return outcome[0] if outcome else End.TIMEOUT
-
     async def _pump(self, way: Direction) -> End:
         """Move ``way``'s bytes until one side ends; returns why."""
         src, from_client = way.src, way.from_client
-        dst, send_pieces, writing = way.dst, way.dst.send_pieces, self._writing
+        dst, writing = way.dst, self._writing
+        # As for reads: a plain socket is written straight from here, a coroutine less
+        # per forwarded read (a bound method or partial kept for it would be memory per
+        # idle session).
+        dst_sock = dst.sock if type(dst) is PlainTransport else None
         budget = YIELD_EVERY
         recv = src.recv
         wait_readable: Callable[[], Awaitable[None]]
@@ -757,7 +760,10 @@ class Session:
                 pieces = self._scanned(way, data)
                 if pieces:
                     writing.add(dst)
-                    await send_pieces(pieces)
+                    if dst_sock is None:
+                        await dst.send_pieces(pieces)
+                    else:
+                        await sockets.send_pieces(dst_sock, pieces)
                     writing.discard(dst)
             except ProtocolError as exc:
                 self.log.warning("malformed frame", sender=way.sender, error=str(exc))
