@@ -41,11 +41,11 @@ DESTINATION_TLS_NEEDS_SIMPLE_MODE = (
     "--destination-tls applies to simple mode's broker: give --listen-port, "
     "--destination-dns and --destination-port too (in a --config file, use BACKEND ... TLS)"
 )
-# Exit codes of a start that fails here; those of a start that fails once running
-# (4 listen, 5 control socket, 6 a start-up command, 7 HTTP) are app.py's.
 #: What --version says runs the frame reader and scanner (the hot path).
 SCANNER = "compiled with mypyc" if COMPILED else "pure Python"
 
+# Exit codes of a start that fails here; those of a start that fails once running
+# (4 listen, 5 control socket, 6 a start-up command, 7 HTTP) are app.py's.
 EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
