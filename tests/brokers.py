@@ -50,6 +50,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -124,6 +125,12 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+#: Ports free_port returned lately (this process): never returned twice in a row.
+_HANDED_OUT_KEPT = 1024
+_HANDED_OUT: set[int] = set()
+_HANDED_ORDER: deque[int] = deque()
+
+
 def free_port(host: str = HOST) -> int:
     """Return a TCP port on *host* that is currently free.
 
@@ -139,7 +146,7 @@ def free_port(host: str = HOST) -> int:
         lo, hi = 0, 0
     for _ in range(200):
         candidate = random.randint(lo, hi) if hi else 0
-        if candidate in _RESERVED_PORTS:
+        if candidate in _RESERVED_PORTS or candidate in _HANDED_OUT:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
@@ -147,7 +154,14 @@ def free_port(host: str = HOST) -> int:
             except OSError:
                 continue
             port: int = s.getsockname()[1]
-        if port not in _RESERVED_PORTS:
+        if port not in _RESERVED_PORTS and port not in _HANDED_OUT:
+            # Not handed out again by this process for a while: two picks in a row
+            # (a router's plain and TLS ports, say) are both free until one is bound,
+            # and once drew the same number.
+            _HANDED_OUT.add(port)
+            _HANDED_ORDER.append(port)
+            if len(_HANDED_ORDER) > _HANDED_OUT_KEPT:
+                _HANDED_OUT.discard(_HANDED_ORDER.popleft())
             return port
     raise BrokerError(f"could not find a free TCP port on {host}")
 

@@ -40,6 +40,13 @@ def _connect(broker: SystemBroker | RabbitNode, vhost: str, **props: Any) -> Any
     return pika.BlockingConnection(params)
 
 
+def test_free_port_never_hands_out_a_port_twice_in_a_row() -> None:
+    # Picks made before any is bound are all free at once: they must still differ (a
+    # router's plain and TLS ports once drew the same number).
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
 def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
