@@ -57,11 +57,10 @@ def router_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "amqprouter", *args]
 
 
-def launch(port: int, args: Sequence[str], workdir: Path) -> RouterProcess:
-    """``amqprouter *args`` started (not yet listening), its outputs in ``workdir``."""
-    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
+def spawn(args: Sequence[str], stdout_path: Path, stderr_path: Path) -> subprocess.Popen[bytes]:
+    """``amqprouter *args`` started from the checkout, its outputs written to the files."""
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             router_command(*args),
             stdout=out,
             stderr=err,
@@ -69,7 +68,12 @@ def launch(port: int, args: Sequence[str], workdir: Path) -> RouterProcess:
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    return RouterProcess(port, process, stdout_path, stderr_path)
+
+
+def launch(port: int, args: Sequence[str], workdir: Path) -> RouterProcess:
+    """``amqprouter *args`` started (not yet listening), its outputs in ``workdir``."""
+    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
+    return RouterProcess(port, spawn(args, stdout_path, stderr_path), stdout_path, stderr_path)
 
 
 def start_router(

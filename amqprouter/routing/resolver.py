@@ -212,25 +212,28 @@ class Resolver:
         ip = _literal(host)
         if ip is not None:
             return [(_family(ip), (ip, port))]
-        cached = self._cache.get(_name_key(host))
-        if cached is not None and cached[0] > self._clock():
-            return [(_family(ip), (ip, port)) for ip in cached[1]]
+        cached = self._fresh(_name_key(host))
+        if cached is not None:
+            return [(_family(ip), (ip, port)) for ip in cached]
         return None
 
+    def _fresh(self, key: str) -> list[str] | None:
+        """The cached addresses of ``key`` if they have not expired."""
+        cached = self._cache.get(key)
+        return cached[1] if cached is not None and cached[0] > self._clock() else None
+
     async def _addresses(self, host: str) -> list[str]:
+        """Look ``host`` up (``resolve`` found it neither an address nor cached)."""
         key = _name_key(host)
         if not key:
             raise socket.gaierror(socket.EAI_NONAME, f"empty host name {host!r}")
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
         return await self._in_flight.run(key, lambda: self._lead(key, host))
 
     async def _lead(self, key: str, host: str) -> list[str]:
         # A caller that waited for another's lookup may find the cache filled since.
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
         addresses, ttl = await self._lookup(key, host)
         now = self._clock()
         if len(self._cache) >= _SWEEP_AT:

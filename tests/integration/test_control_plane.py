@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -43,7 +42,7 @@ from tests.brokers import (
     port_is_open,
     wait_for,
 )
-from tests.router import REPO, router_command
+from tests.router import spawn
 
 CTL = Path(sys.executable).parent / "amqprouter_ctl"
 #: Bound for one router start, one amqprouter_ctl call, one client connect, one poll.
@@ -146,23 +145,16 @@ def launch_router(socket_path: Path, *args: str, logdir: Path | None = None) -> 
     workdir = socket_path.parent if logdir is None else logdir
     stdout_path = workdir / f"stdout-{time.monotonic_ns()}"
     stderr_path = stdout_path.with_name(stdout_path.name.replace("stdout", "stderr"))
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        process = subprocess.Popen(
-            router_command(
-                "--control-socket",
-                str(socket_path),
-                "-v",
-                "3",
-                "--log-directory",
-                str(workdir / "logs"),
-                *args,
-            ),
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    args = (
+        "--control-socket",
+        str(socket_path),
+        "-v",
+        "3",
+        "--log-directory",
+        str(workdir / "logs"),
+        *args,
+    )
+    process = spawn(args, stdout_path, stderr_path)
     return ControlledRouter(socket_path, process, stdout_path, stderr_path)
 
 
