@@ -165,7 +165,7 @@ class Controller:
         if isinstance(command, limit_commands.LIMIT_COMMANDS):
             return Reply(limit_commands.execute(self.server, command))
         if isinstance(command, c.ListenStart | c.ListenStartSecure):
-            options = ListenOptions(command.accept_proxy, command.allow)
+            options = ListenOptions(command.proxy_from, command.allow)
             secure = isinstance(command, c.ListenStartSecure)
             return await self._listen(command.port, options, secure=secure)
         if isinstance(command, c.ListenStop):
@@ -350,7 +350,7 @@ def _listen_command(
     port: int, options: ListenOptions, *, secure: bool
 ) -> c.ListenStart | c.ListenStartSecure:
     kind = c.ListenStartSecure if secure else c.ListenStart
-    return kind(port, options.accept_proxy, options.allow)
+    return kind(port, options.proxy_from, options.allow)
 
 
 def conn_line(session: Session, name: Callable[[str], str] = str) -> str:

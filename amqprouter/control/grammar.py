@@ -488,44 +488,60 @@ _map = _subcommands(
 _INVALID_PORT = "Invalid port provided.\n"
 
 
+_ACCEPT_PROXY_NEEDS_FROM = (
+    "ACCEPT-PROXY needs FROM <balancer addresses>: a PROXY header names any client "
+    "address its sender likes, so say which peers may send one, e.g. ACCEPT-PROXY FROM "
+    "10.0.1.5,10.0.1.6 (docs/edge.md).\n"
+)
+
+
 def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> _Parser:
     def parse_args(args: Sequence[str]) -> Command | ParseError:
         port = _port(args[0]) if args else None
         if port is None:
             return ParseError(_INVALID_PORT)
-        accept_proxy = False
+        proxy_from: tuple[str, ...] = ()
         allow: tuple[str, ...] = ()
         rest = list(args[1:])
         # Each option at most once, in any order; anything else is left for
         # _refuse_unused_words to name.
         while rest:
             word = _upper(rest[0])
-            if word == "ACCEPT-PROXY" and not accept_proxy:
-                accept_proxy = True
-                rest.pop(0)
+            if word == "ACCEPT-PROXY" and not proxy_from:
+                # A bare ACCEPT-PROXY would let anyone who reaches the port choose
+                # their own address (and so pass ALLOW): the balancers must be named.
+                if len(rest) < 2 or _upper(rest[1]) != "FROM":
+                    return ParseError(_ACCEPT_PROXY_NEEDS_FROM)
+                if len(rest) < 3:
+                    return ParseError("FROM needs a list: ACCEPT-PROXY FROM cidr[,cidr...]\n")
+                networks = _networks("FROM", rest[2])
+                if isinstance(networks, ParseError):
+                    return networks
+                proxy_from = networks
+                del rest[:3]
             elif word == "ALLOW" and not allow:
                 if len(rest) < 2:
                     return ParseError("ALLOW needs a list: ALLOW cidr[,cidr...]\n")
-                networks = _networks(rest[1])
+                networks = _networks("ALLOW", rest[1])
                 if isinstance(networks, ParseError):
                     return networks
                 allow = networks
                 del rest[:2]
             else:
                 break
-        return kind(port, accept_proxy, allow)
+        return kind(port, proxy_from, allow)
 
     return parse_args
 
 
-def _networks(text: str) -> tuple[str, ...] | ParseError:
+def _networks(option: str, text: str) -> tuple[str, ...] | ParseError:
     """``cidr[,cidr...]`` as canonical network texts ("10.0.0.0/8", "::1/128")."""
     networks: list[str] = []
     for item in text.split(","):
         try:
             network = ipaddress.ip_network(item, strict=True)
         except ValueError as exc:
-            return ParseError(f"ALLOW '{escape(item)}' is not a network (cidr): {exc}\n")
+            return ParseError(f"{option} '{escape(item)}' is not a network (cidr): {exc}\n")
         if str(network) not in networks:
             networks.append(str(network))
     return tuple(networks)
@@ -974,8 +990,8 @@ _HELP_TEXTS: Mapping[str, str] = {
     "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS) "
     "(VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
     "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits",
-    "LISTEN": "START port [ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | START_SECURE port "
-    "[ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | STOP [port]",
+    "LISTEN": "START port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | "
+    "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
     "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
@@ -1079,8 +1095,8 @@ def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | Pa
     return ParseError(f"Unexpected word '{extra}': '{' '.join(used)}' takes no more words.\n")
 
 
-def _listen_options(accept_proxy: bool, allow: tuple[str, ...]) -> list[str]:
-    words = ["ACCEPT-PROXY"] if accept_proxy else []
+def _listen_options(proxy_from: tuple[str, ...], allow: tuple[str, ...]) -> list[str]:
+    words = ["ACCEPT-PROXY", "FROM", ",".join(proxy_from)] if proxy_from else []
     return words + (["ALLOW", ",".join(allow)] if allow else [])
 
 
@@ -1155,10 +1171,10 @@ def _words(command: Command) -> list[str]:
             return ["MAP", "REMOVE_DEFAULT"]
         case MapPrint():
             return ["MAP", "PRINT"]
-        case ListenStart(port, accept_proxy, allow):
-            return ["LISTEN", "START", str(port), *_listen_options(accept_proxy, allow)]
-        case ListenStartSecure(port, accept_proxy, allow):
-            return ["LISTEN", "START_SECURE", str(port), *_listen_options(accept_proxy, allow)]
+        case ListenStart(port, proxy_from, allow):
+            return ["LISTEN", "START", str(port), *_listen_options(proxy_from, allow)]
+        case ListenStartSecure(port, proxy_from, allow):
+            return ["LISTEN", "START_SECURE", str(port), *_listen_options(proxy_from, allow)]
         case ListenStop(port):
             return ["LISTEN", "STOP"] + ([] if port is None else [str(port)])
         case DatacenterSet(name):

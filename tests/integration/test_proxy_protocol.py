@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,14 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pamqp.commands
+import pamqp.exceptions
+import pamqp.frame
 import pika
 import pytest
 
 from amqprouter.observe.log_queue import FLUSH_INTERVAL
+from amqprouter.protocol.constants import PROTOCOL_HEADER
 from tests.brokers import (
     NodeTls,
     RabbitNode,
     RabbitNodeFactory,
+    SystemBroker,
     free_port,
     port_is_open,
     wait_for,
@@ -185,7 +191,7 @@ def test_haproxy_in_front_and_rabbitmq_behind_see_the_original_client(
             router,
             proxy_node,
             "BACKEND ADD b dc 127.0.0.1 {port}",
-            "ACCEPT-PROXY",
+            "ACCEPT-PROXY FROM 127.0.0.1",
             "ALLOW",
             "127.0.0.0/8",
         )
@@ -207,7 +213,10 @@ def test_haproxy_in_front_and_rabbitmq_behind_see_the_original_client(
             finally:
                 connection.close()
         config = router.must("CONFIG PRINT")
-        assert f"LISTEN START {router_port} ACCEPT-PROXY ALLOW 127.0.0.0/8\n" in config
+        assert (
+            f"LISTEN START {router_port} ACCEPT-PROXY FROM 127.0.0.1/32 ALLOW 127.0.0.0/8\n"
+            in config
+        )
 
 
 def test_a_plain_client_on_an_accept_proxy_listener_is_closed(
@@ -215,7 +224,10 @@ def test_a_plain_client_on_an_accept_proxy_listener_is_closed(
 ) -> None:
     with running_router(workdir / "control") as router:
         port = configure(
-            router, proxy_node, "BACKEND ADD b dc 127.0.0.1 {port} SEND-PROXY", "ACCEPT-PROXY"
+            router,
+            proxy_node,
+            "BACKEND ADD b dc 127.0.0.1 {port} SEND-PROXY",
+            "ACCEPT-PROXY FROM 127.0.0.1",
         )
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             connect(port, "no-header")
@@ -256,7 +268,7 @@ def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
         router.must("BACKEND ADD b dc 127.0.0.1", proxy_tls_node.tls.port, "SEND-PROXY TLS")
         router.must("MAP BACKEND / b")
         router_port = free_port()
-        router.must("LISTEN START_SECURE", router_port, "ACCEPT-PROXY")
+        router.must("LISTEN START_SECURE", router_port, "ACCEPT-PROXY FROM 127.0.0.1")
         with haproxy(haproxy_binary, workdir, router_port, "send-proxy-v2") as front:
             name = f"px-tls-{time.monotonic_ns()}"
             context = tls_files.client_context()
@@ -276,4 +288,98 @@ def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
                 connection.channel().queue_declare("", exclusive=True)
             finally:
                 connection.close()
-        assert f"LISTEN START_SECURE {router_port} ACCEPT-PROXY\n" in router.must("CONFIG PRINT")
+        config = router.must("CONFIG PRINT")
+        assert f"LISTEN START_SECURE {router_port} ACCEPT-PROXY FROM 127.0.0.1/32\n" in config
+
+
+# --------------------------------------------------------------------------- #
+# who may send a PROXY header
+# --------------------------------------------------------------------------- #
+
+
+def raw_client(source: str, port: int, first: bytes) -> socket.socket:
+    """A socket bound to ``source`` (loopback aliases need no setup on Linux) that
+    connected to the router and sent ``first``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT, source_address=(source, 0))
+    sock.sendall(first)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Every byte until the router closes (or ``WAIT`` passes)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def read_method(sock: socket.socket, buffer: bytearray) -> object:
+    """The next method frame the router sends (read into ``buffer``)."""
+    while True:
+        with contextlib.suppress(pamqp.exceptions.UnmarshalingException):
+            consumed, _channel, method = pamqp.frame.unmarshal(bytes(buffer))
+            if consumed:
+                del buffer[:consumed]
+                return method
+        chunk = sock.recv(65536)
+        assert chunk, f"closed; had {bytes(buffer)!r}"
+        buffer += chunk
+
+
+def open_session(sock: socket.socket) -> None:
+    """The client's side after its protocol header, up to Open-Ok, through to the broker."""
+    buffer = bytearray()
+    assert isinstance(read_method(sock, buffer), pamqp.commands.Connection.Start)
+    response = "\0guest\0guest"
+    start_ok = pamqp.commands.Connection.StartOk(mechanism="PLAIN", response=response)
+    sock.sendall(pamqp.frame.marshal(start_ok, 0))
+    tune = read_method(sock, buffer)
+    assert isinstance(tune, pamqp.commands.Connection.Tune)
+    tune_ok = pamqp.commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0)
+    sock.sendall(pamqp.frame.marshal(tune_ok, 0))
+    sock.sendall(pamqp.frame.marshal(pamqp.commands.Connection.Open(virtual_host="/"), 0))
+    assert isinstance(read_method(sock, buffer), pamqp.commands.Connection.OpenOk)
+
+
+def header_from(source: str, router_port: int) -> bytes:
+    return f"PROXY TCP4 {source} 127.0.0.1 40000 {router_port}\r\n".encode() + PROTOCOL_HEADER
+
+
+def test_only_the_from_balancers_may_name_the_client(
+    system_broker: SystemBroker, workdir: Path
+) -> None:
+    """The attack: on ``ACCEPT-PROXY FROM 127.0.0.2/32 ALLOW 10.0.0.0/8``, a client
+    reaching the port straight from 127.0.0.1 names 10.66.66.66 in its own header. It is
+    closed before a byte is read (no session, not even the AMQP header back), counted
+    and logged. The balancer (127.0.0.2) is served for a client in 10.0.0.0/8, and
+    refused by ALLOW for one outside it."""
+    with running_router(workdir / "control") as router:
+        router.must("BACKEND ADD b dc 127.0.0.1", system_broker.port)
+        router.must("MAP BACKEND / b")
+        port = free_port()
+        router.must("LISTEN START", port, "ACCEPT-PROXY FROM 127.0.0.2/32 ALLOW 10.0.0.0/8")
+
+        with raw_client("127.0.0.1", port, header_from("10.66.66.66", port)) as attacker:
+            assert read_all(attacker) == b""
+        wait_for(
+            lambda: "peer may not send a PROXY header" in router.stderr,
+            timeout=WAIT,
+            what="the refusal's log line",
+        )
+        assert "client='127.0.0.1:" in router.stderr
+        assert router.must("CONN") == ""
+
+        with raw_client("127.0.0.2", port, header_from("10.66.66.66", port)) as served:
+            open_session(served)
+            assert conn_field(router, "ingressRemote") == "10.66.66.66:40000"
+
+        with raw_client("127.0.0.2", port, header_from("192.168.1.1", port)) as outside:
+            assert read_all(outside) == b""
+        wait_for(
+            lambda: "client refused: address not allowed" in router.stderr,
+            timeout=WAIT,
+            what="the ALLOW refusal's log line",
+        )
+        assert "client='192.168.1.1:40000'" in router.stderr
+        wait_for(lambda: router.must("CONN") == "", timeout=WAIT, what="no session left")
