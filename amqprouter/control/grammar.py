@@ -535,16 +535,34 @@ def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> _Parser:
 
 
 def _networks(option: str, text: str) -> tuple[str, ...] | ParseError:
-    """``cidr[,cidr...]`` as canonical network texts ("10.0.0.0/8", "::1/128")."""
+    """``cidr[,cidr...]`` as canonical network texts ("10.0.0.0/8", "::1/128"), an
+    IPv4-mapped one as the IPv4 network it means (``_ipv4_if_mapped``)."""
     networks: list[str] = []
     for item in text.split(","):
         try:
-            network = ipaddress.ip_network(item, strict=True)
+            network = _ipv4_if_mapped(ipaddress.ip_network(item, strict=True))
         except ValueError as exc:
             return ParseError(f"{option} '{escape(item)}' is not a network (cidr): {exc}\n")
         if str(network) not in networks:
             networks.append(str(network))
     return tuple(networks)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _ipv4_if_mapped(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``::ffff:10.0.0.0/104`` as ``10.0.0.0/8``. An IPv4 client on a dual-stack listener
+    is matched as IPv4 (``server.admission``), so a rule kept in its mapped form could
+    never match anyone: it would lock everyone out without a word. A network wider than
+    the mapped range (``::/0``) keeps its IPv6 meaning."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # every address of the mapped range has one
+        return ipaddress.IPv4Network((mapped, network.prefixlen - _IPV4_MAPPED.prefixlen))
+    return network
 
 
 def _listen_stop(args: Sequence[str]) -> Command | ParseError:

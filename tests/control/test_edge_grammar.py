@@ -6,6 +6,7 @@ import pytest
 
 from amqprouter.control.commands import BackendAdd, Command, ListenStart, ListenStartSecure
 from amqprouter.control.grammar import ParseError, parse, to_line
+from amqprouter.server.admission import ListenOptions
 
 ACCEPT_PROXY_NEEDS_FROM = (
     "ACCEPT-PROXY needs FROM <balancer addresses>: a PROXY header names any client address "
@@ -104,6 +105,52 @@ def test_listen_options_parse_and_write_back(line: str, command: Command, canoni
 )
 def test_bad_options_are_refused(line: str, reply: str) -> None:
     assert parse(line) == ParseError(reply)
+
+
+@pytest.mark.parametrize(
+    ("line", "command", "canonical"),
+    [
+        (
+            "LISTEN START 5673 ALLOW ::ffff:127.0.0.2",
+            ListenStart(5673, allow=("127.0.0.2/32",)),
+            "LISTEN START 5673 ALLOW 127.0.0.2/32",
+        ),
+        (
+            "LISTEN START 5673 ALLOW ::ffff:10.0.0.0/104,10.0.0.0/8,::FFFF:0:0/96",
+            ListenStart(5673, allow=("10.0.0.0/8", "0.0.0.0/0")),
+            "LISTEN START 5673 ALLOW 10.0.0.0/8,0.0.0.0/0",
+        ),
+        (
+            "LISTEN START_SECURE 5671 ACCEPT-PROXY FROM ::ffff:10.0.1.5,::ffff:10.0.2.0/120",
+            ListenStartSecure(5671, proxy_from=("10.0.1.5/32", "10.0.2.0/24")),
+            "LISTEN START_SECURE 5671 ACCEPT-PROXY FROM 10.0.1.5/32,10.0.2.0/24",
+        ),
+        # Wider than the mapped range: IPv6 clients still match it, so it stays as typed.
+        ("LISTEN START 5673 ALLOW ::/0", ListenStart(5673, allow=("::/0",)), None),
+    ],
+)
+def test_ipv4_mapped_networks_are_written_as_ipv4(
+    line: str, command: ListenStart | ListenStartSecure, canonical: str | None
+) -> None:
+    """Clients are matched as IPv4, so a mapped rule as typed could never match anyone."""
+    assert parse(line) == command
+    assert to_line(command) == (canonical or line)
+
+
+def test_a_mapped_allow_rule_admits_the_client_it_names() -> None:
+    command = parse("LISTEN START 5673 ALLOW ::ffff:127.0.0.2 ACCEPT-PROXY FROM ::ffff:10.0.1.5")
+    assert isinstance(command, ListenStart)
+    options = ListenOptions(command.proxy_from, command.allow)
+    assert options.allows("127.0.0.2") and options.allows("::ffff:127.0.0.2")
+    assert not options.allows("127.0.0.3")
+    assert options.peer_refusal("::ffff:10.0.1.5") is None
+    assert options.peer_refusal("10.0.1.5") is None
+
+
+def test_a_mapped_network_with_host_bits_is_refused() -> None:
+    assert parse("LISTEN START 5673 ALLOW ::ffff:10.0.0.1/104") == ParseError(
+        "ALLOW '::ffff:10.0.0.1/104' is not a network (cidr): ::ffff:a00:1/104 has host bits set\n"
+    )
 
 
 def test_a_bare_accept_proxy_is_refused_with_the_fix() -> None:
