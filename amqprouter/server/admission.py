@@ -30,6 +30,10 @@ REFUSAL_LOG_ADDRESSES: Final = 4096
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: Why a client was refused: ALLOW, and ACCEPT-PROXY FROM (the log line says which).
+NOT_ALLOWED: Final = "address not allowed"
+NOT_A_BALANCER: Final = "peer may not send a PROXY header (not in ACCEPT-PROXY FROM)"
+
 
 @attrs.frozen
 class ListenOptions:
@@ -71,15 +75,8 @@ class ListenOptions:
         None. On an ACCEPT-PROXY port only a FROM balancer may speak, since the header
         it sends names any client it likes; ALLOW is checked on the header's source."""
         if self.proxy_from:
-            if _within(host, self.proxy_networks):
-                return None
-            return NOT_A_BALANCER
+            return None if _within(host, self.proxy_networks) else NOT_A_BALANCER
         return None if self.allows(host) else NOT_ALLOWED
-
-
-#: Why a client was refused: ALLOW, and ACCEPT-PROXY FROM (the log line says which).
-NOT_ALLOWED: Final = "address not allowed"
-NOT_A_BALANCER: Final = "peer may not send a PROXY header (not in ACCEPT-PROXY FROM)"
 
 
 def _within(host: str, networks: tuple[Network, ...]) -> bool:
