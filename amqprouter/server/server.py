@@ -233,10 +233,7 @@ class Server:
 
         self._nursery.start_soon(serve)
         log.info(
-            "listening",
-            port=bound,
-            accept_proxy_from=list(options.proxy_from),
-            allow=list(options.allow),
+            "listening", port=bound, accept_proxy=options.accept_proxy, allow=list(options.allow)
         )
         return bound
 
