@@ -16,6 +16,7 @@ from amqprouter.app import (
     serve,
 )
 from amqprouter.control.config_file import ConfigFileError, read_lines
+from amqprouter.control.grammar import ParseError, parse
 from amqprouter.control.reload import BELOW_FILE
 from amqprouter.control.socket_server import (
     DEFAULT_MODE,
@@ -84,6 +85,23 @@ _seconds = click.FloatRange(min=0.001)
     type=click.IntRange(1, 65535),
     help="Also accept TLS clients on this port (LISTEN START_SECURE), with "
     "--tls-cert-chain and --tls-key (docs/tls.md).",
+)
+@option(
+    "Listening",
+    "--listen-accept-proxy",
+    metavar="CIDRS",
+    help="The balancers (cidr[,cidr...]) allowed to send a PROXY protocol header on the "
+    "--listen-port and --listen-tls-port listeners; given, every connection there must "
+    "start with one, and any other peer is closed at accept. The header's source is then "
+    "the client (LISTEN ... ACCEPT-PROXY FROM, docs/edge.md).",
+)
+@option(
+    "Listening",
+    "--listen-allow",
+    metavar="CIDRS",
+    help="Admit only clients in these networks (cidr[,cidr...]) on the --listen-port and "
+    "--listen-tls-port listeners: the TCP peer, or with --listen-accept-proxy the "
+    "header's source (LISTEN ... ALLOW, docs/edge.md).",
 )
 @option(
     "Listening",
@@ -376,6 +394,8 @@ def main(
     destination_dns: str | None,
     destination_port: int | None,
     listen_tls_port: int | None,
+    listen_accept_proxy: str | None,
+    listen_allow: str | None,
     tls_cert_chain: Path | None,
     tls_key: Path | None,
     destination_tls: bool,
@@ -467,8 +487,12 @@ def main(
     if destination_tls and destination_dns is None:
         click.echo(DESTINATION_TLS_NEEDS_SIMPLE_MODE, err=True)
         sys.exit(EXIT_SIMPLE_MODE_INCOMPLETE)
+    listen_options = _listen_options(
+        listen_accept_proxy, listen_allow, has_listener=listen_tls_port is not None or all(simple)
+    )
     if destination_dns is not None and destination_port is not None:
-        # Simple mode is exactly amqpprox's: these four control commands.
+        # Simple mode is exactly amqpprox's: these four control commands (the listener's
+        # options are ours).
         tls_flag = " TLS" if destination_tls else ""
         setup += [
             (
@@ -478,10 +502,12 @@ def main(
             ),
             ("simple mode", "FARM ADD default round-robin default-backend"),
             ("simple mode", "MAP DEFAULT default"),
-            ("simple mode", f"LISTEN START {listen_port}"),
+            ("simple mode", f"LISTEN START {listen_port}{listen_options}"),
         ]
     if listen_tls_port is not None:
-        setup.append(("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}"))
+        setup.append(
+            ("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}{listen_options}")
+        )
     socket_path = Path(control_socket) if control_socket else default_control_socket()
     logging_to = f"'{directory}'" if directory is not None else "stderr"
     click.echo(f"Starting amqprouter, logging to: {logging_to} control using: '{socket_path}'")
@@ -504,6 +530,34 @@ def main(
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
+
+
+def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener: bool) -> str:
+    """The LISTEN options (with a leading space) of ``--listen-accept-proxy`` and
+    ``--listen-allow``, checked here so that a bad list is a usage error; or exit 2."""
+    words = ""
+    for flag, value, keywords in (
+        ("--listen-accept-proxy", accept_proxy, "ACCEPT-PROXY FROM"),
+        ("--listen-allow", allow, "ALLOW"),
+    ):
+        if value is None:
+            continue
+        if not has_listener:
+            click.echo(
+                f"{flag} (or {envvar_for(flag)}) applies to the listeners of --listen-port "
+                "and --listen-tls-port: give one (in a --config file, use LISTEN START port "
+                f"{keywords} cidr[,cidr...])",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        # "10.0.0.0/8, 10.1.0.0/16" in a variable is one list: a control word has no space.
+        networks = "".join(value.split())
+        parsed = parse(f"LISTEN START 1 {keywords} {networks}")
+        if isinstance(parsed, ParseError):
+            click.echo(f"{flag}: {parsed.reply.rstrip()}", err=True)
+            sys.exit(EXIT_USAGE)
+        words += f" {keywords} {networks}"
+    return words
 
 
 def _refuse_file_flags_without_directory() -> None:

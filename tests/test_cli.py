@@ -19,6 +19,7 @@ import pytest
 from amqprouter.cli import main as cli_main
 from amqprouter.help_sections import SECTIONS
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, port_is_open, wait_for
+from tests.proxy_clients import header_from, open_session, raw_client, read_all
 from tests.router import REPO, router_command, running_router, start_router
 
 BIN = Path(sys.executable).parent
@@ -263,3 +264,91 @@ def test_no_log_files_unless_asked_and_file_flags_need_a_directory(tmp_path: Pat
         )
         assert result.returncode == 2
         assert "applies to log files: give --log-directory too" in result.stderr
+
+
+#: Simple mode's flags (nothing listens: the flags tested are refused before that).
+SIMPLE = ["--listen-port", "5999", "--destination-dns", "localhost", "--destination-port", "5672"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["--listen-allow", "10.0.0.0/8"],
+            "--listen-allow (or AMQPROUTER_LISTEN_ALLOW) applies to the listeners of "
+            "--listen-port and --listen-tls-port: give one (in a --config file, use LISTEN "
+            "START port ALLOW cidr[,cidr...])",
+        ),
+        (
+            ["--listen-accept-proxy", "10.0.1.5"],
+            "--listen-accept-proxy (or AMQPROUTER_LISTEN_ACCEPT_PROXY) applies to the "
+            "listeners of --listen-port and --listen-tls-port: give one (in a --config file, "
+            "use LISTEN START port ACCEPT-PROXY FROM cidr[,cidr...])",
+        ),
+        (
+            [*SIMPLE, "--listen-allow", "10.0.0.1/8"],
+            "--listen-allow: ALLOW '10.0.0.1/8' is not a network (cidr): 10.0.0.1/8 has host "
+            "bits set",
+        ),
+        (
+            [*SIMPLE, "--listen-accept-proxy", "balancer.example"],
+            "--listen-accept-proxy: FROM 'balancer.example' is not a network (cidr): "
+            "'balancer.example' does not appear to be an IPv4 or IPv6 network",
+        ),
+    ],
+)
+def test_listener_address_flags_refuse_what_they_cannot_honour(args: list[str], says: str) -> None:
+    result = _run(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == says
+
+
+def test_listen_accept_proxy_and_allow_route_a_client(
+    system_broker: SystemBroker, tmp_path: Path
+) -> None:
+    """Simple mode behind a balancer: the flags become the listener's ACCEPT-PROXY FROM
+    and ALLOW (the environment variable spelling for one of them), CONFIG PRINT says
+    so, only the balancer may send a header, and ALLOW checks the client it names."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AMQPROUTER_LISTEN_ALLOW": "10.0.0.0/8"}
+    port = free_port()
+    process = subprocess.Popen(
+        router_command(
+            "--listen-port",
+            str(port),
+            "--destination-dns",
+            "127.0.0.1",
+            "--destination-port",
+            str(system_broker.port),
+            "--listen-accept-proxy",
+            "127.0.0.2",
+            "--control-socket",
+            str(tmp_path / "control"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,  # this checkout's amqprouter
+        env=env,
+    )
+    try:
+        wait_for(lambda: port_is_open(port), timeout=15, what="the router to listen")
+        config = subprocess.run(
+            [str(BIN / "amqprouter_ctl"), str(tmp_path / "control"), "CONFIG", "PRINT"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        assert f"LISTEN START {port} ACCEPT-PROXY FROM 127.0.0.2/32 ALLOW 10.0.0.0/8\n" in config
+        # The balancer, for a client ALLOW admits: served through to the broker.
+        with raw_client("127.0.0.2", port, header_from("10.1.2.3", port)) as served:
+            open_session(served)
+        # Not the balancer: closed at accept, whatever its header claims.
+        with raw_client("127.0.0.1", port, header_from("10.1.2.3", port)) as direct:
+            assert read_all(direct) == b""
+        # The balancer, for a client outside ALLOW: closed after the header.
+        with raw_client("127.0.0.2", port, header_from("192.168.1.1", port)) as outside:
+            assert read_all(outside) == b""
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr

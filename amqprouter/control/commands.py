@@ -238,21 +238,30 @@ class MapPrint:
 
 @attrs.frozen
 class ListenStart:
-    """``LISTEN START port [ACCEPT-PROXY] [ALLOW cidr[,cidr...]]``: ``accept_proxy``
-    expects a PROXY header first; ``allow`` (networks as typed) limits who may connect."""
+    """``LISTEN START port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]]``:
+    ``proxy_from`` (canonical networks; non-empty: ACCEPT-PROXY) are the balancers that
+    may send a PROXY header first; ``allow`` limits which clients may connect."""
 
     port: int
-    accept_proxy: bool = False
+    proxy_from: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
+
+    @property
+    def accept_proxy(self) -> bool:
+        return bool(self.proxy_from)
 
 
 @attrs.frozen
 class ListenStartSecure:
-    """``LISTEN START_SECURE port [ACCEPT-PROXY] [ALLOW ...]``: a TLS listener."""
+    """``LISTEN START_SECURE port [ACCEPT-PROXY FROM ...] [ALLOW ...]``: a TLS listener."""
 
     port: int
-    accept_proxy: bool = False
+    proxy_from: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
+
+    @property
+    def accept_proxy(self) -> bool:
+        return bool(self.proxy_from)
 
 
 @attrs.frozen

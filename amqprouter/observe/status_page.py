@@ -119,7 +119,12 @@ def status_page(
             [
                 _plain(port),
                 _plain("TLS" if port in server.secure_listeners else "plain"),
-                _plain("yes" if options is not None and options.accept_proxy else "no"),
+                # Who may send one (ACCEPT-PROXY FROM), or "no" for a port that takes none.
+                _plain(
+                    ", ".join(options.proxy_from)
+                    if options is not None and options.proxy_from
+                    else "no"
+                ),
                 _plain(allow),
             ]
         )
@@ -202,7 +207,7 @@ def status_page(
         ("Status", _table(("what", "state"), summary, "")),
         (
             "Listeners",
-            _table(("port", "transport", "PROXY header", "allowed"), listeners, "no listener"),
+            _table(("port", "transport", "PROXY header from", "allowed"), listeners, "no listener"),
         ),
         (
             "Backends",

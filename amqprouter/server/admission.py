@@ -1,9 +1,10 @@
-"""Who a listener admits: its options (ACCEPT-PROXY, ALLOW) and the refusal log.
+"""Who a listener admits: its options (ACCEPT-PROXY FROM, ALLOW) and the refusal log.
 
-A refused client is closed before any byte is read from it (before the PROXY header
-is trusted, its source is checked instead), counted, and logged at most once per
-second per address, with how many refusals that line stands for. A scan from many
-addresses therefore costs one line per address per second, never one per connection.
+A refused peer is closed before any byte is read from it (on an ACCEPT-PROXY port, a
+peer outside FROM; the header's source is checked against ALLOW once read), counted,
+and logged at most once per second per address, with how many refusals that line
+stands for. A scan from many addresses therefore costs one line per address per
+second, never one per connection.
 """
 
 from __future__ import annotations
@@ -29,31 +30,63 @@ REFUSAL_LOG_ADDRESSES: Final = 4096
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: Why a client was refused: ALLOW, and ACCEPT-PROXY FROM (the log line says which).
+NOT_ALLOWED: Final = "address not allowed"
+NOT_A_BALANCER: Final = "peer may not send a PROXY header (not in ACCEPT-PROXY FROM)"
+
 
 @attrs.frozen
 class ListenOptions:
-    """How a listener admits clients: ``accept_proxy`` reads a PROXY header first (its
-    source is then the client); ``allow`` (canonical network texts) lists who may
-    connect, empty for anyone."""
+    """How a listener admits clients.
 
-    accept_proxy: bool = False
+    ``proxy_from`` (canonical network texts; non-empty turns ACCEPT-PROXY on): the
+    balancers that may send a PROXY header, checked against the TCP peer before a byte
+    is read; the header's source is then the client. ``allow``: who may connect (the TCP
+    peer on a plain port, the header's source on an ACCEPT-PROXY one), empty for anyone.
+    """
+
+    proxy_from: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
     networks: tuple[Network, ...] = attrs.field(init=False, eq=False, repr=False)
+    proxy_networks: tuple[Network, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "networks", tuple(ipaddress.ip_network(n) for n in self.allow))
+        object.__setattr__(
+            self, "proxy_networks", tuple(ipaddress.ip_network(n) for n in self.proxy_from)
+        )
+
+    @property
+    def accept_proxy(self) -> bool:
+        """Whether a PROXY header is read first (only from the ``proxy_from`` peers)."""
+        return bool(self.proxy_from)
+
+    @property
+    def checks_peer(self) -> bool:
+        """Whether the TCP peer is checked at accept (``peer_refusal``)."""
+        return bool(self.proxy_from or self.allow)
 
     def allows(self, host: str) -> bool:
         """Whether a client at ``host`` may connect (IPv4-mapped IPv6 counts as IPv4)."""
-        if not self.networks:
-            return True
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
+        return not self.networks or _within(host, self.networks)
+
+    def peer_refusal(self, host: str) -> str | None:
+        """Why the TCP peer at ``host`` is closed at accept, before a byte is read, or
+        None. On an ACCEPT-PROXY port only a FROM balancer may speak, since the header
+        it sends names any client it likes; ALLOW is checked on the header's source."""
+        if self.proxy_from:
+            return None if _within(host, self.proxy_networks) else NOT_A_BALANCER
+        return None if self.allows(host) else NOT_ALLOWED
+
+
+def _within(host: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 class RefusalLog:
@@ -66,7 +99,7 @@ class RefusalLog:
         # address -> (when it was last logged, refusals since that line)
         self._recent: dict[str, tuple[float, int]] = {}
 
-    def refused(self, host: str, port: int, listen_port: int) -> None:
+    def refused(self, host: str, port: int, listen_port: int, reason: str = NOT_ALLOWED) -> None:
         self.total += 1
         now = self._clock()
         last, quiet = self._recent.get(host, (None, 0))
@@ -77,7 +110,7 @@ class RefusalLog:
             self._forget(now)
         self._recent[host] = (now, 0)
         log.warning(
-            "client refused: address not allowed",
+            f"client refused: {reason}",
             client=f"{host}:{port}",
             port=listen_port,
             also_refused_since_last_line=quiet,

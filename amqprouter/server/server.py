@@ -214,13 +214,15 @@ class Server:
             start = partial(self._start_proxied_client, bound, options, start)
 
         def on_client(client: socket.socket) -> None:
-            # Without a PROXY header the socket's peer is the client: check it now,
-            # before a byte is read. With one, the header's source is checked instead.
-            if options.allow and not options.accept_proxy:
+            # The socket's peer is checked now, before a byte is read: against ALLOW on
+            # a plain port, against FROM on an ACCEPT-PROXY one (only a balancer may name
+            # the client; the header's source is checked against ALLOW once read).
+            if options.checks_peer:
                 client_host, client_port = sockets.peer_name(client)
-                if not options.allows(client_host):
+                refusal = options.peer_refusal(client_host)
+                if refusal is not None:
                     sockets.close_socket(client)
-                    self.refusals.refused(client_host, client_port, bound)
+                    self.refusals.refused(client_host, client_port, bound, refusal)
                     return
             self._start_session(client, bound, start)
 

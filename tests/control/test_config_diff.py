@@ -125,7 +125,8 @@ def test_later_lines_win_and_opposites_cancel() -> None:
 def test_non_routing_settings_are_steps_of_their_own_listeners_last() -> None:
     old = "LIMIT CONN_RATE DEFAULT 5\nLISTEN START 5673\nBACKEND ADD b1 dc h 1\n"
     new = (
-        "LISTEN START 5673 ACCEPT-PROXY\nLIMIT CONNECTIONS VHOST v 3\nBACKEND ADD b1 dc h 1\n"
+        "LISTEN START 5673 ACCEPT-PROXY FROM 10.0.0.1/32\nLIMIT CONNECTIONS VHOST v 3\n"
+        "BACKEND ADD b1 dc h 1\n"
         "BACKEND CHECK b1 ON\nAUTH SERVICE localhost 8000 /auth\n"
     )
     plan = _plan(old, new)
@@ -134,14 +135,14 @@ def test_non_routing_settings_are_steps_of_their_own_listeners_last() -> None:
         ["LIMIT DISABLE CONN_RATE DEFAULT"],
         ["LIMIT CONNECTIONS VHOST v 3"],
         ["AUTH SERVICE localhost 8000 /auth"],
-        ["LISTEN STOP 5673", "LISTEN START 5673 ACCEPT-PROXY"],
+        ["LISTEN STOP 5673", "LISTEN START 5673 ACCEPT-PROXY FROM 10.0.0.1/32"],
     ]
     assert plan.changes == (
         "Added BACKEND CHECK b1 ON 2000 3 2 2000",
         "Removed LIMIT CONN_RATE DEFAULT 5",
         "Added LIMIT CONNECTIONS VHOST v 3",
         "Added AUTH SERVICE localhost 8000 /auth",
-        "Replaced LISTEN START 5673 ACCEPT-PROXY",
+        "Replaced LISTEN START 5673 ACCEPT-PROXY FROM 10.0.0.1/32",
     )
 
 

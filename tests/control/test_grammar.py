@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from amqprouter.control import grammar
 from amqprouter.control.commands import (
     AuthAlwaysAllow,
     AuthPrint,
@@ -108,8 +107,8 @@ EXPECTED_HELP = (
     "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS)"
     " (VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
     "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits\n"
-    "LISTEN START port [ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | START_SECURE port"
-    " [ACCEPT-PROXY] [ALLOW cidr[,cidr...]] | STOP [port]\n"
+    "LISTEN START port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | "
+    "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]\n"
     "LOG CONSOLE verbosity | FILE verbosity\n"
     "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
     " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers\n"
@@ -681,18 +680,6 @@ _LIMITS = f"{_KINDS}, DISABLE, PRINT"
 )
 def test_limit_errors(line: str, expected: str) -> None:
     assert parse(line) == ParseError(expected)
-
-
-def test_what_is_not_honoured_yet_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every verb and word of amqpprox is honoured now; the tables stay for the next one,
-    # and a verb or word listed there is refused, never answered with HELP or ignored.
-    monkeypatch.setattr(grammar, "_VERBS_NOT_YET", {"FUTURE": "not in this version."})
-    monkeypatch.setattr(grammar, "_WORDS_NOT_YET", {"LATER": "not in this version."})
-    assert parse("future x") == ParseError("FUTURE is not supported yet: not in this version.\n")
-    assert parse("LISTEN START 5673 later") == ParseError(
-        "LATER is not supported yet: not in this version.\n"
-    )
-    assert (grammar._VERBS_NOT_YET, grammar._WORDS_NOT_YET) != ({}, {})
 
 
 # --------------------------------------------------------------------------- #

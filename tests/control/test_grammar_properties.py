@@ -35,7 +35,8 @@ KEYWORDS = _split(
     "REMOVE_DEFAULT START START_SECURE STOP SET CONSOLE FILE DNS LISTEN SEND ALL json "
     "human overall all all-except-per-source process bufferpool vhost=v backend=b "
     "source=s vhost= =v vhost=a=b per-source PAUSE UNPAUSE DISCONNECT_GRACEFUL "
-    "FORCE_DISCONNECT BACKEND_DISCONNECT SEND-PROXY TLS ACCEPT-PROXY round-robin "
+    "FORCE_DISCONNECT BACKEND_DISCONNECT SEND-PROXY TLS ACCEPT-PROXY FROM ALLOW round-robin "
+    "10.0.0.0/8 ::1 ::ffff:10.0.0.1 ::ffff:10.0.0.0/104 "
     "datacenter-affinity SERVICE ALWAYS_ALLOW /auth RELOAD"
 )
 NUMBERS = _split(

@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from amqprouter.control import grammar
 from amqprouter.control.controller import Controller
 from amqprouter.control.grammar import ParseError, help_text, parse
+from amqprouter.control.grammar.line import VERBS
 from tests.session.wire import router
 
 # Every capitalised word HELP shows (subcommands, flags, modes), and words that are none.
@@ -25,7 +25,7 @@ _WORDS = sorted(set(re.findall(r"\b[A-Z][A-Z_-]+\b", help_text())) | {"FROB", "j
 def _bad_lines() -> list[str]:
     """Each verb alone, with a wrong word, and with each word of HELP then 0..3 more."""
     lines = []
-    for verb in grammar._VERBS:
+    for verb in VERBS:
         lines += [verb, f"{verb} FROB", f"{verb} FROB x y"]
         for word, extra in itertools.product(_WORDS, ("", " x", " x 1", " x y z")):
             lines.append(f"{verb} {word}{extra}")
@@ -43,7 +43,7 @@ def test_every_grammar_error_is_one_line_ending_in_a_newline() -> None:
             errors[line] = result.reply
     # The lines above reach a few hundred distinct errors, for every verb.
     assert len(set(errors.values())) > 80
-    assert {line.split(" ", 1)[0] for line in errors} == set(grammar._VERBS) - {"HELP"}
+    assert {line.split(" ", 1)[0] for line in errors} == set(VERBS) - {"HELP"}
     wrong = {line: reply for line, reply in errors.items() if not _one_line(reply)}
     assert wrong == {}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from amqprouter.control import grammar
 from amqprouter.control.commands import (
     BackendAdd,
     Command,
@@ -101,7 +100,6 @@ def test_help_line_is_the_reference_text_plus_ours() -> None:
 
 
 def test_tls_is_no_longer_refused_as_not_supported() -> None:
-    assert "TLS" not in grammar._VERBS_NOT_YET
     assert parse("TLS INGRESS PRINT") == TlsPrint("INGRESS")
 
 

@@ -35,6 +35,7 @@ from amqprouter.protocol import constants
 from amqprouter.protocol.properties import START_FRAME
 from amqprouter.routing import Backend
 from amqprouter.server import Server
+from amqprouter.server.admission import ListenOptions
 from amqprouter.session import SessionSettings, Timeouts
 from tests.brokers import SYSTEM_PORT, SystemBroker
 from tests.integration.bad_clients import (
@@ -356,6 +357,9 @@ class Row:
     rcvbuf: int | None = None
     #: Extra check on the outcome (for rows whose bytes cannot be known exactly).
     check: Callable[[Outcome], str | None] | None = None
+    #: The row's client reaches the ACCEPT-PROXY listener (``PROXY_OPTIONS``), not the
+    #: plain one: it is no balancer named by FROM, so it never gets a session.
+    proxied: bool = False
 
 
 def refused_with_any_of(*codes: int) -> Callable[[Outcome], str | None]:
@@ -396,6 +400,15 @@ ROWS: list[Row] = [
         sends(b"PROXY TCP4 10.0.0.1 10.0.0.2 40000 5672\r\n" + HEADER),
         (HEADER,),
         AT_ONCE,
+    ),
+    # A client that reaches an ACCEPT-PROXY port itself, naming an address ALLOW admits:
+    # closed at accept, before a byte is read (no protocol header back).
+    Row(
+        "PROXY header from a peer not in ACCEPT-PROXY FROM",
+        sends(b"PROXY TCP4 10.66.66.66 10.0.0.2 40000 5672\r\n" + HEADER),
+        (),
+        AT_ONCE,
+        proxied=True,
     ),
     Row("TLS ClientHello", sends(tls_client_hello()), (HEADER,), AT_ONCE),
     Row("AMQP 0-10 header", sends(b"AMQP\x01\x01\x00\x0a"), (HEADER,), AT_ONCE),
@@ -937,12 +950,18 @@ async def crowd(port: int, matrix: Matrix) -> list[str]:
     return problems
 
 
+#: The ACCEPT-PROXY listener of the ``proxied`` rows: its only balancer is an address no
+#: probe connects from (they come from 127.0.0.1), and ALLOW admits what they claim.
+PROXY_OPTIONS = ListenOptions(proxy_from=("127.0.0.2/32",), allow=("10.0.0.0/8",))
+
+
 async def run_row(row: Row, port: int, server: Server) -> Outcome:
     cap = row.within + GRACE
     try:
         with trio.fail_after(30):
             probe = await Probe.connect(port, server, rcvbuf=row.rcvbuf)
-            await probe.wait_session()
+            if not row.proxied:  # a proxied row's client is refused before any session
+                await probe.wait_session()
             await row.act(probe)
             return await probe.finish(cap)
     except Exception as exc:  # recorded for the row's own test to report
@@ -972,10 +991,12 @@ async def run_matrix() -> Matrix:
     matrix.refs = await broker_refs()
     limit = trio.CapacityLimiter(CONCURRENCY)
     async with router(SYSTEM_PORT, timeouts=TIMEOUTS) as (server, port):
+        proxy_port = await server.listen(0, "127.0.0.1", options=PROXY_OPTIONS)
 
         async def one(row: Row) -> None:
             async with limit:
-                matrix.outcomes[row.name] = await run_row(row, port, server)
+                row_port = proxy_port if row.proxied else port
+                matrix.outcomes[row.name] = await run_row(row, row_port, server)
 
         # The slow rows first, so that they overlap the many quick ones.
         ordered = sorted(ROWS, key=lambda row: -row.within)

@@ -544,7 +544,8 @@ def test_what_is_not_honoured_is_refused_and_changes_nothing(router: ControlledR
     backends, port = backend_names(), free_port()
     for line, says in [
         ("BACKEND ADD_DNS px dc1 localhost 5672 SEND-PROXY SEND-PROXY-V2", "SEND-PROXY and"),
-        (f"LISTEN START {port} ACCEPT-PROXY ALLOW 10.0.0.1/8", "ALLOW '10.0.0.1/8' is not a"),
+        (f"LISTEN START {port} ACCEPT-PROXY ALLOW 10.0.0.0/8", "ACCEPT-PROXY needs FROM"),
+        (f"LISTEN START {port} ALLOW 10.0.0.1/8", "ALLOW '10.0.0.1/8' is not a"),
         (f"LISTEN START_SECURE {port}", f"Cannot listen on port {port}: TLS INGRESS needs"),
         # The TLS verb works; a bad file is refused and changes nothing.
         ("TLS INGRESS KEY_FILE /nonexistent.pem", "Error: /nonexistent.pem: no such file."),

@@ -26,11 +26,13 @@ from tests.brokers import (
     NodeTls,
     RabbitNode,
     RabbitNodeFactory,
+    SystemBroker,
     free_port,
     port_is_open,
     wait_for,
 )
 from tests.integration.test_control_plane import ControlledRouter, running_router
+from tests.proxy_clients import header_from, open_session, raw_client, read_all
 from tests.router import REPO
 from tests.tls_certs import TlsFiles
 
@@ -185,7 +187,7 @@ def test_haproxy_in_front_and_rabbitmq_behind_see_the_original_client(
             router,
             proxy_node,
             "BACKEND ADD b dc 127.0.0.1 {port}",
-            "ACCEPT-PROXY",
+            "ACCEPT-PROXY FROM 127.0.0.1",
             "ALLOW",
             "127.0.0.0/8",
         )
@@ -207,7 +209,10 @@ def test_haproxy_in_front_and_rabbitmq_behind_see_the_original_client(
             finally:
                 connection.close()
         config = router.must("CONFIG PRINT")
-        assert f"LISTEN START {router_port} ACCEPT-PROXY ALLOW 127.0.0.0/8\n" in config
+        assert (
+            f"LISTEN START {router_port} ACCEPT-PROXY FROM 127.0.0.1/32 ALLOW 127.0.0.0/8\n"
+            in config
+        )
 
 
 def test_a_plain_client_on_an_accept_proxy_listener_is_closed(
@@ -215,7 +220,10 @@ def test_a_plain_client_on_an_accept_proxy_listener_is_closed(
 ) -> None:
     with running_router(workdir / "control") as router:
         port = configure(
-            router, proxy_node, "BACKEND ADD b dc 127.0.0.1 {port} SEND-PROXY", "ACCEPT-PROXY"
+            router,
+            proxy_node,
+            "BACKEND ADD b dc 127.0.0.1 {port} SEND-PROXY",
+            "ACCEPT-PROXY FROM 127.0.0.1",
         )
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             connect(port, "no-header")
@@ -256,7 +264,7 @@ def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
         router.must("BACKEND ADD b dc 127.0.0.1", proxy_tls_node.tls.port, "SEND-PROXY TLS")
         router.must("MAP BACKEND / b")
         router_port = free_port()
-        router.must("LISTEN START_SECURE", router_port, "ACCEPT-PROXY")
+        router.must("LISTEN START_SECURE", router_port, "ACCEPT-PROXY FROM 127.0.0.1")
         with haproxy(haproxy_binary, workdir, router_port, "send-proxy-v2") as front:
             name = f"px-tls-{time.monotonic_ns()}"
             context = tls_files.client_context()
@@ -276,4 +284,49 @@ def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
                 connection.channel().queue_declare("", exclusive=True)
             finally:
                 connection.close()
-        assert f"LISTEN START_SECURE {router_port} ACCEPT-PROXY\n" in router.must("CONFIG PRINT")
+        config = router.must("CONFIG PRINT")
+        assert f"LISTEN START_SECURE {router_port} ACCEPT-PROXY FROM 127.0.0.1/32\n" in config
+
+
+# --------------------------------------------------------------------------- #
+# who may send a PROXY header
+# --------------------------------------------------------------------------- #
+
+
+def test_only_the_from_balancers_may_name_the_client(
+    system_broker: SystemBroker, workdir: Path
+) -> None:
+    """The attack: on ``ACCEPT-PROXY FROM 127.0.0.2/32 ALLOW 10.0.0.0/8``, a client
+    reaching the port straight from 127.0.0.1 names 10.66.66.66 in its own header. It is
+    closed before a byte is read (no session, not even the AMQP header back), counted
+    and logged. The balancer (127.0.0.2) is served for a client in 10.0.0.0/8, and
+    refused by ALLOW for one outside it."""
+    with running_router(workdir / "control") as router:
+        router.must("BACKEND ADD b dc 127.0.0.1", system_broker.port)
+        router.must("MAP BACKEND / b")
+        port = free_port()
+        router.must("LISTEN START", port, "ACCEPT-PROXY FROM 127.0.0.2/32 ALLOW 10.0.0.0/8")
+
+        with raw_client("127.0.0.1", port, header_from("10.66.66.66", port)) as attacker:
+            assert read_all(attacker) == b""
+        wait_for(
+            lambda: "peer may not send a PROXY header" in router.stderr,
+            timeout=WAIT,
+            what="the refusal's log line",
+        )
+        assert "client='127.0.0.1:" in router.stderr
+        assert router.must("CONN") == ""
+
+        with raw_client("127.0.0.2", port, header_from("10.66.66.66", port)) as served:
+            open_session(served)
+            assert conn_field(router, "ingressRemote") == "10.66.66.66:40000"
+
+        with raw_client("127.0.0.2", port, header_from("192.168.1.1", port)) as outside:
+            assert read_all(outside) == b""
+        wait_for(
+            lambda: "client refused: address not allowed" in router.stderr,
+            timeout=WAIT,
+            what="the ALLOW refusal's log line",
+        )
+        assert "client='192.168.1.1:40000'" in router.stderr
+        wait_for(lambda: router.must("CONN") == "", timeout=WAIT, what="no session left")

@@ -16,8 +16,10 @@ from amqprouter.observe import http
 from amqprouter.observe.prometheus import escape_label, metrics_text, ready_reason
 from amqprouter.observe.service import StatsService
 from amqprouter.observe.stats import StatsCollector, Totals
+from amqprouter.observe.status_page import status_page
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.server import Server
+from amqprouter.server.admission import ListenOptions
 from amqprouter.session import SessionSettings
 from tests.brokers import SystemBroker
 from tests.observe.test_collector import open_channel
@@ -179,4 +181,18 @@ async def test_a_silent_client_is_answered_408_at_the_read_timeout(
         )
         assert (status, body) == (408, "request head not received in time\n")
         assert trio.current_time() - started >= http.READ_TIMEOUT
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_status_page_names_who_may_send_a_proxy_header() -> None:
+    server = Server(SessionSettings(), RoutingTable())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        options = ListenOptions(proxy_from=("10.0.1.5/32",), allow=("10.0.0.0/8",))
+        await server.listen(0, "127.0.0.1", options=options)
+        await server.listen(0, "127.0.0.1")
+        page = status_page(server, StatsCollector(server.sessions, 1.0), ready=None, live=None)
+        assert "PROXY header from" in page
+        assert "<td>10.0.1.5/32</td><td>10.0.0.0/8</td>" in page
+        assert "<td>no</td><td>anyone</td>" in page
         nursery.cancel_scope.cancel()

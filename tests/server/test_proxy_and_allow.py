@@ -37,6 +37,9 @@ from tests.session.wire import (
     wait_no_sessions,
 )
 
+#: The balancers of these tests' ACCEPT-PROXY listeners: the test process itself.
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
 
 @asynccontextmanager
 async def edge_router(
@@ -99,7 +102,7 @@ async def test_header_and_amqp_in_one_segment(header: bytes) -> None:
     assert source is not None and source.header.source is not None
     async with (
         fake_broker(open_and_idle) as broker,
-        edge_router(broker.port, ListenOptions(accept_proxy=True)) as (server, port),
+        edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK)) as (server, port),
     ):
         peer = await connect(port)
         await peer.send(header + constants.PROTOCOL_HEADER)
@@ -112,7 +115,7 @@ async def test_header_split_across_reads() -> None:
     header = build_v1(("198.51.100.1", 1234), ("127.0.0.1", 5672))
     async with (
         fake_broker(open_and_idle) as broker,
-        edge_router(broker.port, ListenOptions(accept_proxy=True)) as (server, port),
+        edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK)) as (server, port),
     ):
         peer = await connect(port)
         peer.stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -128,7 +131,7 @@ async def test_local_header_keeps_the_balancers_address() -> None:
     local = V2_SIGNATURE + b"\x20\x00\x00\x00"
     async with (
         fake_broker(open_and_idle) as broker,
-        edge_router(broker.port, ListenOptions(accept_proxy=True)) as (server, port),
+        edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK)) as (server, port),
     ):
         peer = await connect(port)
         await peer.send(local + constants.PROTOCOL_HEADER)
@@ -152,7 +155,7 @@ async def test_a_bad_header_closes_the_connection_logged_once(
 ) -> None:
     async with (
         fake_broker(open_and_idle) as broker,
-        edge_router(broker.port, ListenOptions(accept_proxy=True)) as (server, port),
+        edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK)) as (server, port),
     ):
         with structlog.testing.capture_logs() as logs:
             peer = await connect(port)
@@ -172,7 +175,7 @@ async def test_the_header_has_its_own_timeout(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(server_module, "PROXY_HEADER_TIMEOUT", 0.2)
     async with (
         fake_broker(open_and_idle) as broker,
-        edge_router(broker.port, ListenOptions(accept_proxy=True)) as (server, port),
+        edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK)) as (server, port),
     ):
         with structlog.testing.capture_logs() as logs:
             peer = await connect(port)
@@ -210,7 +213,7 @@ async def test_send_proxy_names_the_proxied_client_and_the_backend(version: int)
     seen: list[bytes] = []
     async with (
         fake_broker(reading_proxy_header(seen)) as broker,
-        edge_router(broker.port, ListenOptions(accept_proxy=True), send_proxy=version) as (
+        edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK), send_proxy=version) as (
             _server,
             port,
         ),
@@ -288,7 +291,7 @@ async def test_ipv4_and_ipv6_loopback_lists(
 
 @pytest.mark.parametrize(("source", "admitted"), [("10.1.2.3", False), ("127.0.0.5", True)])
 async def test_with_accept_proxy_the_headers_source_is_checked(source: str, admitted: bool) -> None:
-    options = ListenOptions(accept_proxy=True, allow=("127.0.0.0/8",))
+    options = ListenOptions(proxy_from=LOOPBACK, allow=("127.0.0.0/8",))
     async with (
         fake_broker(open_and_idle) as broker,
         edge_router(broker.port, options) as (server, port),
@@ -306,6 +309,56 @@ async def test_with_accept_proxy_the_headers_source_is_checked(source: str, admi
             (line,) = [e for e in logs if e["log_level"] != "debug"]
             assert line["event"] == "client refused: address not allowed"
             assert line["client"] == f"{source}:1"
+
+
+async def connect_from(source: str, port: int) -> Peer:
+    """A client whose socket is bound to ``source`` (a loopback alias on Linux)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    return connect_client_side(trio.SocketStream(sock))
+
+
+async def test_only_a_from_peer_may_send_a_proxy_header() -> None:
+    """The attack: a direct client names an allowed address in its own header. The TCP
+    peer is checked against FROM before a byte is read, so it never gets a session,
+    while the balancer (127.0.0.2) is served with the same header."""
+    options = ListenOptions(proxy_from=("127.0.0.2/32",), allow=("10.0.0.0/8",))
+    forged = build_v1(("10.66.66.66", 1), ("127.0.0.1", 5672)) + constants.PROTOCOL_HEADER
+    async with (
+        fake_broker(open_and_idle) as broker,
+        edge_router(broker.port, options) as (server, port),
+    ):
+        with structlog.testing.capture_logs() as logs:
+            attacker = await connect_from("127.0.0.1", port)
+            await attacker.send(forged)
+            assert await received_nothing(attacker)
+        assert server.refusals.total == 1 and not server.sessions
+        (line,) = [e for e in logs if e["log_level"] != "debug"]
+        assert line["event"] == (
+            "client refused: peer may not send a PROXY header (not in ACCEPT-PROXY FROM)"
+        )
+        assert line["client"].startswith("127.0.0.1:")
+        balancer = await connect_from("127.0.0.2", port)
+        await balancer.send(forged)
+        await handshake_to_open(balancer)
+        (session,) = server.sessions.values()
+        assert session.client_address == ("10.66.66.66", 1)
+        assert server.refusals.total == 1
+
+
+def test_peer_refusal_checks_from_on_an_accept_proxy_port_and_allow_otherwise() -> None:
+    proxied = ListenOptions(proxy_from=("10.0.1.5/32",), allow=("192.0.2.0/24",))
+    assert proxied.accept_proxy and proxied.checks_peer
+    assert proxied.peer_refusal("10.0.1.5") is None
+    assert proxied.peer_refusal("::ffff:10.0.1.5") is None
+    # ALLOW is for the header's source: a client address at the socket is no balancer.
+    assert proxied.peer_refusal("192.0.2.1") is not None
+    plain = ListenOptions(allow=("192.0.2.0/24",))
+    assert not plain.accept_proxy and plain.checks_peer
+    assert plain.peer_refusal("192.0.2.1") is None
+    assert plain.peer_refusal("10.0.1.5") is not None
+    assert not ListenOptions().checks_peer
 
 
 def test_refusal_log_is_at_most_once_per_second_per_address() -> None:

@@ -1,0 +1,71 @@
+"""HELP: one line per verb, and the reply to a verb the grammar does not know."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from amqprouter.text import escape
+
+#: Verb → its HELP text, word for word amqpprox's (CONFIG is ours). HELP prints
+#: them sorted by verb, one ``VERB text`` line each, as amqpprox's std::map does.
+HELP_TEXTS: Mapping[str, str] = {
+    "AUTH": "(SERVICE hostname port target | ALWAYS_ALLOW | PRINT) - Change authentication "
+    "mechanism for connecting clients",
+    "BACKEND": "(ADD name datacenter host port [SEND-PROXY|SEND-PROXY-V2] [TLS] | ADD_DNS name "
+    "datacenter address port [SEND-PROXY|SEND-PROXY-V2] [TLS] | DELETE name | DISABLE name | "
+    "ENABLE name | "
+    "DRAIN name [GRACEFUL|FORCE] | PRINT"
+    " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
+    ") - Change backend servers",
+    "CONFIG": "(PRINT | RELOAD) - Print the current configuration as the commands that "
+    "rebuild it, or re-read the --config file and apply what changed in it (as SIGHUP does)",
+    "CONN": "Print the connected sessions",
+    "DATACENTER": "SET name | PRINT",
+    "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
+    "session cleanly first).",
+    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP)"
+    ") - Change farms",
+    "HELP": "Print this help text.",
+    # amqpprox's four LIMIT lines; CONNECTIONS is ours (its PR #91).
+    "LIMIT": "(CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT "
+    "numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming "
+    "clients connections\n"
+    "LIMIT (DATA_RATE_ALARM | DATA_RATE) (DEFAULT | VHOST vhostName) BytesPerSecond - Configure "
+    "data rate limits or alarms for incoming client data\n"
+    "LIMIT CONNECTIONS (VHOST vhostName | DEFAULT) numberOfConnections - Configure the most "
+    "concurrent connections per vhost\n"
+    "LIMIT DISABLE (CONN_RATE_ALARM | CONN_RATE | DATA_RATE_ALARM | DATA_RATE | CONNECTIONS) "
+    "(VHOST vhostName | DEFAULT) - Disable configured limit thresholds\n"
+    "LIMIT PRINT [vhostName] - Print the configured default limits or specific vhost limits",
+    "LISTEN": "START port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | "
+    "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]",
+    "LOG": "CONSOLE verbosity | FILE verbosity",
+    "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
+    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
+    "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
+    # Two HELP lines in amqpprox (two STAT handlers): the second keeps its own verb.
+    "STAT": "(STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
+    "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
+    "statistics\nSTAT (DISABLE|ENABLE) per-source - Enable/Disable internal collection of "
+    "per-source statistics. Applies to all send/listeners",
+    # amqpprox's text starts with a space (hence two after SESSION); UNPAUSE is ours.
+    "SESSION": " id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a "
+    "particular session",
+    # amqpprox's text; PRINT and MIN_VERSION are ours.
+    "TLS": "(INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file | "
+    "TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET "
+    "ciphersuite(:ciphersuite)*) | MIN_VERSION (1.2 | 1.3) | PRINT)",
+    "VHOST": "PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | "
+    "FORCE_DISCONNECT vhost",
+}
+
+
+def unknown_verb(verb: str) -> str:
+    """The reply to a verb the grammar does not know (amqpprox answers with all of HELP)."""
+    return f"Unknown command '{escape(verb)}'. Send HELP for the list of commands.\n"
+
+
+def help_text() -> str:
+    """The reply to HELP (and to an unknown verb or an empty line)."""
+    return "".join(f"{verb} {text}\n" for verb, text in sorted(HELP_TEXTS.items()))

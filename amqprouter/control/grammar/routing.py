@@ -1,0 +1,239 @@
+"""The routing table's verbs: BACKEND, FARM and MAP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from amqprouter.control.commands import (
+    BackendAdd,
+    BackendCheckOff,
+    BackendCheckOn,
+    BackendDelete,
+    BackendDisable,
+    BackendDrain,
+    BackendEnable,
+    BackendPrint,
+    Command,
+    FarmAdd,
+    FarmDelete,
+    FarmOnDown,
+    FarmPartition,
+    FarmPrint,
+    MapBackend,
+    MapDefault,
+    MapFarm,
+    MapPrint,
+    MapRemoveDefault,
+    MapUnmap,
+)
+from amqprouter.control.grammar.words import (
+    ParseError,
+    Parser,
+    integer,
+    not_recognized,
+    port_number,
+    subcommands,
+    upper,
+)
+
+# -- BACKEND --------------------------------------------------------------------------
+
+_BACKEND_ARGUMENTS = "Arguments not correctly provided\n"
+_BACKEND_FLAGS = ("SEND-PROXY", "SEND-PROXY-V2", "TLS")
+_BACKEND_FLAG_EXPECTED = "expected SEND-PROXY, SEND-PROXY-V2 or TLS"
+
+
+def _backend_add(*, dns: bool) -> Parser:
+    def parse_args(args: Sequence[str]) -> Command | ParseError:
+        if len(args) < 4:
+            return ParseError(_BACKEND_ARGUMENTS)
+        name, datacenter, host, port_word, *flags = args
+        port = port_number(port_word)
+        if port is None:
+            return ParseError(_BACKEND_ARGUMENTS)
+        unknown = [flag for flag in flags if upper(flag) not in _BACKEND_FLAGS]
+        if unknown:
+            return ParseError(f"Unknown backend flag '{unknown[0]}': {_BACKEND_FLAG_EXPECTED}.\n")
+        upper_flags = {upper(flag) for flag in flags}
+        if {"SEND-PROXY", "SEND-PROXY-V2"} <= upper_flags:
+            return ParseError("SEND-PROXY and SEND-PROXY-V2 exclude each other: pick one.\n")
+        return BackendAdd(
+            name,
+            datacenter,
+            host,
+            port,
+            send_proxy=2 if "SEND-PROXY-V2" in upper_flags else int("SEND-PROXY" in upper_flags),
+            tls="TLS" in upper_flags,
+            dns=dns,
+        )
+
+    return parse_args
+
+
+def _backend_delete(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("DELETE requires a name argument\n")
+    return BackendDelete(args[0])
+
+
+# BACKEND CHECK (ours): the numbers after ON, in order, and the range each must be in.
+_CHECK_NUMBERS = (
+    ("interval_ms", 10, 3_600_000),
+    ("fall", 1, 1000),
+    ("rise", 1, 1000),
+    ("timeout_ms", 10, 3_600_000),
+)
+
+
+def _backend_check(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("CHECK requires a backend name and ON or OFF.\n")
+    name, state, *numbers = args
+    match upper(state):
+        case "OFF":
+            if numbers:
+                return ParseError("CHECK name OFF takes nothing after OFF.\n")
+            return BackendCheckOff(name)
+        case "ON":
+            pass
+        case _:
+            return ParseError(f"Check state '{state}' not recognized: expected ON or OFF.\n")
+    if len(numbers) > len(_CHECK_NUMBERS):
+        return ParseError("CHECK name ON takes at most: interval_ms fall rise timeout_ms.\n")
+    values: list[int] = []
+    for word, (field, low, high) in zip(numbers, _CHECK_NUMBERS, strict=False):
+        value = integer(word)
+        if value is None or not low <= value <= high:
+            return ParseError(f"Check {field} must be a whole number in {low}..{high}.\n")
+        values.append(value)
+    command = BackendCheckOn(name, *values)
+    if len(values) < len(_CHECK_NUMBERS):
+        # The timeout defaults to the interval, as HAProxy's check timeout does.
+        command = attrs.evolve(command, timeout_ms=command.interval_ms)
+    return command
+
+
+def _backend_named(kind: type[BackendDisable] | type[BackendEnable], sub: str) -> Parser:
+    def parse_args(args: Sequence[str]) -> Command | ParseError:
+        if not args:
+            return ParseError(f"{sub} requires a name argument\n")
+        return kind(args[0])
+
+    return parse_args
+
+
+_DRAIN_MODES = {"GRACEFUL": True, "FORCE": False}
+
+
+def _backend_drain(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("DRAIN requires a name argument\n")
+    graceful = _DRAIN_MODES.get(upper(args[1]) if len(args) > 1 else "GRACEFUL")
+    if graceful is None:
+        return ParseError("DRAIN mode must be GRACEFUL or FORCE.\n")
+    return BackendDrain(args[0], graceful)
+
+
+BACKEND = subcommands(
+    {
+        "ADD": _backend_add(dns=False),
+        "ADD_DNS": _backend_add(dns=True),
+        "DELETE": _backend_delete,
+        "DISABLE": _backend_named(BackendDisable, "DISABLE"),
+        "ENABLE": _backend_named(BackendEnable, "ENABLE"),
+        "DRAIN": _backend_drain,
+        "PRINT": lambda args: BackendPrint(),
+        "CHECK": _backend_check,  # ours: active health checks
+    },
+    # amqpprox compares the empty word like any other: "Subcommand '' not recognized."
+    missing=not_recognized(""),
+    unknown=not_recognized,
+)
+
+# -- FARM -----------------------------------------------------------------------------
+
+
+def _farm_add(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and selector must be provided.\n")
+    return FarmAdd(args[0], args[1], tuple(args[2:]))
+
+
+def _farm_partition(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and policy must be provided.\n")
+    return FarmPartition(args[0], args[1])
+
+
+_ON_DOWN_ACTIONS = {"DISCONNECT": True, "KEEP": False}
+
+
+def _farm_on_down(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and DISCONNECT or KEEP must be provided.\n")
+    disconnect = _ON_DOWN_ACTIONS.get(upper(args[1]))
+    if disconnect is None:
+        return ParseError(f"On-down action '{args[1]}' not found: expected DISCONNECT or KEEP.\n")
+    return FarmOnDown(args[0], disconnect)
+
+
+def _farm_delete(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Farm name not provided.\n")
+    return FarmDelete(args[0])
+
+
+FARM = subcommands(
+    {
+        "ADD": _farm_add,
+        "ADD_MANUAL": _farm_add,  # amqpprox keeps this old spelling for compatibility
+        "PARTITION": _farm_partition,
+        "DELETE": _farm_delete,
+        "PRINT": lambda args: FarmPrint(),
+        "ON_DOWN": _farm_on_down,  # ours: farm policy when a member goes down
+    },
+    missing=not_recognized(""),
+    unknown=not_recognized,
+)
+
+# -- MAP ------------------------------------------------------------------------------
+
+
+def _map_backend(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Vhost and backend must be provided\n")
+    return MapBackend(args[0], args[1])
+
+
+def _map_farm(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Vhost and farm name must be provided\n")
+    return MapFarm(args[0], args[1])
+
+
+def _map_unmap(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Vhost not provided.\n")
+    return MapUnmap(args[0])
+
+
+def _map_default(args: Sequence[str]) -> Command | ParseError:
+    if not args:
+        return ParseError("Farm name for default must be provided\n")
+    return MapDefault(args[0])
+
+
+MAP = subcommands(
+    {
+        "BACKEND": _map_backend,
+        "FARM": _map_farm,
+        "UNMAP": _map_unmap,
+        "DEFAULT": _map_default,
+        "REMOVE_DEFAULT": lambda args: MapRemoveDefault(),
+        "PRINT": lambda args: MapPrint(),
+    },
+    missing="Unrecognized subcommand.",
+    unknown=lambda subcommand: "Unrecognized subcommand.",
+)
