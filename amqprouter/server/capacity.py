@@ -80,6 +80,8 @@ class Sheddable(Protocol):
     def listen_port(self) -> int: ...
     @property
     def state(self) -> State: ...
+    @property
+    def vhost(self) -> str | None: ...
     def disconnect(self, end: End, reason: str) -> bool: ...
 
 
@@ -107,6 +109,15 @@ class DescriptorReserve:
         """Give every reserved descriptor back (just before the accept they are for)."""
         while self._fds:
             os.close(self._fds.pop())
+
+
+def _handshaking(session: Sheddable) -> bool:
+    """Still before Connection.Open: no protocol header, TLS not done, or no Open yet.
+
+    A client held at Connection.Open (a paused vhost, a LIMIT's refusal on its way)
+    is still in State.HANDSHAKE, but it has spoken: its vhost is known.
+    """
+    return session.state is State.HANDSHAKE and session.vhost is None
 
 
 def _malloc_trim() -> Callable[[], object] | None:
@@ -199,7 +210,7 @@ class Capacity:
                 return False
             session, sessions = min(fronts, key=lambda front: front[0].id)
             del sessions[session.id]
-            if session.state is State.HANDSHAKE and session.disconnect(
+            if _handshaking(session) and session.disconnect(
                 End.OPERATOR_FORCED, "shed: the listener needs room for a new client"
             ):
                 self.shed_total += 1

@@ -29,6 +29,7 @@ class FakeSession:
     id: int
     listen_port: int
     state: State = State.HANDSHAKE
+    vhost: str | None = None
     cut: str | None = None
 
     def disconnect(self, end: End, reason: str) -> bool:
@@ -85,6 +86,14 @@ def test_the_oldest_handshaking_session_of_the_listener_is_shed() -> None:
     assert young.cut is None and other_listener.cut is None
     assert forwarding.cut is None and connecting.cut is None
     assert capacity.shed_total == 1
+
+
+def test_a_client_held_at_connection_open_is_not_shed() -> None:
+    capacity = _capacity(1)
+    held = FakeSession(1, 5672, State.HANDSHAKE, vhost="paused-vhost")
+    _open(capacity, held)
+    assert not capacity.shed_oldest(5672)
+    assert held.cut is None
 
 
 def test_a_session_past_its_handshake_is_never_shed() -> None:
