@@ -94,7 +94,8 @@ _seconds = click.FloatRange(min=0.001)
     help="Connections each listener serves at once; beyond that the oldest connection "
     "still in its handshake is cut to make room, or, if every one is past it, new ones "
     "wait in the kernel's backlog. 0 = (RLIMIT_NOFILE - 128) / 2, which leaves two "
-    "descriptors per session and room for the control socket (docs/operations.md).",
+    "descriptors per session and room for the control socket; all listeners together "
+    "never exceed that either (docs/operations.md).",
 )
 @option(
     "Listening",
