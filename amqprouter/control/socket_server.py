@@ -388,6 +388,8 @@ async def _accept(
                 if short_of is not None:
                     log.info("control socket accepting again", was=short_of)
                     short_of = None
+                if reserve is not None:
+                    reserve.refill()  # spent by an earlier shortage: take it back now
                 handler_nursery.start_soon(_serve_one, stream, handler)
 
 
