@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import structlog
 import trio
 
@@ -36,7 +37,8 @@ from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
-from amqprouter.session.events import NO_EVENTS, SessionEvents
+from amqprouter.session.context import Admitted, Refused, SessionContext
+from amqprouter.session.events import SessionEvents
 from amqprouter.session.primed import PrimedPool, prime_connection
 from amqprouter.session.watch import Watchdog
 
@@ -112,20 +114,30 @@ class Server:
         #: Clients refused by an ALLOW list: counted, and logged at most once a second
         #: per address.
         self.refusals = RefusalLog()
-        #: Wraps every backend connection (TLS, PROXY header for backends flagged so);
-        #: None connects plain. See session/connect.py.
-        self.wrap_backend: WrapBackend | None = self._wrap_backend
         #: Heartbeat and write-timeout supervision of every forwarding session.
         #: ``clock`` is also the sessions' clock for their idle times (tests pass trio's).
         self.watchdog = Watchdog(clock)
-        #: AUTH SERVICE: the auth service each new session asks; None is AUTH ALWAYS_ALLOW.
-        self.auth: AuthService | None = None
+        # AUTH SERVICE (``auth``): the auth service each new session asks; None is AUTH
+        # ALWAYS_ALLOW.
+        self._auth: AuthService | None = None
         #: Broker connections greeted ahead of their clients (session/primed.py);
         #: ``primed_per_backend`` 0 turns it off.
         self.primed = PrimedPool(self._prime, self._primable, max_per_backend=primed_per_backend)
-        #: Told of each session's handshake and connect latencies and failed connects
-        #: (session/events.py); /metrics sets its observer here.
-        self.events: SessionEvents = NO_EVENTS
+        #: What every new session is given of this server (session/context.py); built
+        #: once, and built anew when ``auth``, ``events`` or ``wrap_backend`` is set.
+        self.context = SessionContext(
+            settings=settings,
+            routing=self.current_routing,
+            resolver=self.resolver,
+            health=self.health.registry,
+            host_name=self.host_name,
+            vhost_opened=self.vhosts.opened,
+            admit=self._admit,
+            # TLS and a PROXY header for backends flagged so; None connects plain.
+            wrap_backend=self._wrap_backend,
+            watchdog=self.watchdog,
+            take_primed=self.primed.take if self.primed.enabled else None,
+        )
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -140,6 +152,36 @@ class Server:
                 await nursery.start(self.primed.run)
             task_status.started()
             await trio.sleep_forever()
+
+    @property
+    def auth(self) -> AuthService | None:
+        """AUTH SERVICE: the auth service each new session asks; None is ALWAYS_ALLOW."""
+        return self._auth
+
+    @auth.setter
+    def auth(self, service: AuthService | None) -> None:
+        self._auth = service
+        authorize = None if service is None else service.authorize
+        self.context = attrs.evolve(self.context, authorize=authorize)
+
+    @property
+    def events(self) -> SessionEvents:
+        """Told of each session's handshake and connect latencies and failed connects
+        (session/events.py); /metrics sets its observer here."""
+        return self.context.events
+
+    @events.setter
+    def events(self, events: SessionEvents) -> None:
+        self.context = attrs.evolve(self.context, events=events)
+
+    @property
+    def wrap_backend(self) -> WrapBackend | None:
+        """Wraps every backend connection, primed ones too (session/connect.py)."""
+        return self.context.wrap_backend
+
+    @wrap_backend.setter
+    def wrap_backend(self, wrap: WrapBackend | None) -> None:
+        self.context = attrs.evolve(self.context, wrap_backend=wrap)
 
     def map_hostnames(self) -> None:
         """Start naming hosts by reverse DNS (idempotent)."""
@@ -367,36 +409,21 @@ class Server:
         assert self._nursery is not None
         session = Session(
             PlainTransport(client),
-            settings=self.settings,
-            routing=self.current_routing,
-            resolver=self.resolver,
+            self.context,
             listen_port=listen_port,
-            host_name=self.host_name,
-            health=self.health.registry,
-            vhost_opened=self.vhosts.opened,
-            admit=self._admit,
             start=start,
-            wrap_backend=self.wrap_backend,
-            watchdog=self.watchdog,
-            authorize=None if self.auth is None else self.auth.authorize,
-            take_primed=self.primed.take if self.primed.enabled else None,
-            events=self.events,
+            # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
+            data_budget=self.limits.data_budget(None),
         )
-        # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
-        session.data_budget = self.limits.data_budget(None)
         self.sessions[session.id] = session
         self._nursery.start_soon(self._run_session, session)
 
-    def _admit(self, session_id: int, vhost: str) -> tuple[int, str] | None:
+    def _admit(self, session_id: int, vhost: str) -> Admitted | Refused:
         """The sessions' Connection.Open hook: the LIMIT checks, then the vhost's data rate."""
         admission = self.limits.admit(session_id, vhost)
         if isinstance(admission, Refusal):
-            return admission.reply_code, admission.reply_text
-        session = self.sessions.get(session_id)
-        if session is not None:
-            session.alarmed = admission.alarmed
-            session.data_budget = self.limits.data_budget(vhost)
-        return None
+            return Refused(admission.reply_code, admission.reply_text)
+        return Admitted(alarmed=admission.alarmed, data_budget=self.limits.data_budget(vhost))
 
     def apply_data_limits(self, vhost: str | None) -> int:
         """A DATA_RATE[_ALARM] setting of ``vhost`` (None: DEFAULT) changed: give the live

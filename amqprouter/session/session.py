@@ -80,22 +80,18 @@ from amqprouter.protocol import (
     peer_closed,
     properties,
 )
-from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
-from amqprouter.routing.health import HealthRegistry
+from amqprouter.routing import Backend, NoRoute
 from amqprouter.routing.rate_window import DataBudget
-from amqprouter.session.auth import Allow, Authorize, AuthQuery, ask
+from amqprouter.session.auth import Allow, AuthQuery, ask
 from amqprouter.session.connect import (
     StartClient,
-    TakePrimed,
-    WrapBackend,
     connect_first,
     converse,
     start_client,
 )
-from amqprouter.session.events import NO_EVENTS, SessionEvents
+from amqprouter.session.context import Admitted, SessionContext
 from amqprouter.session.pause import Pause, hold_at_open, hold_ingress, keep_broker_alive
-from amqprouter.session.settings import SessionSettings
-from amqprouter.session.watch import Handle, Watchdog
+from amqprouter.session.watch import Handle
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams
@@ -204,31 +200,21 @@ class Session:
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
-        "_admit",
-        "_authorize",
         "_blocked",
         "_clean_after_forward",
         "_closed_by",
         "_cut",
-        "_events",
         "_forwarding",
-        "_health",
         "_heartbeat",
-        "_host_name",
         "_now",
         "_opening",
         "_pause",
         "_pumps",
         "_requested",
-        "_resolver",
-        "_routing",
         "_start_client",
-        "_take_primed",
-        "_vhost_opened",
         "_watch",
         "_watch_handle",
         "_watch_since",
-        "_wrap_backend",
         "_writing",
         "alarmed",
         "auth_denied",
@@ -240,6 +226,7 @@ class Session:
         "client_address",
         "client_local",
         "connection_name",
+        "context",
         "data_budget",
         "egress",
         "end_reason",
@@ -261,44 +248,24 @@ class Session:
     def __init__(
         self,
         client: Transport,
+        context: SessionContext,
         *,
-        settings: SessionSettings,
-        routing: Callable[[], RoutingTable],
-        resolver: Resolver,
         listen_port: int,
-        host_name: Callable[[str], str] = str,
-        health: HealthRegistry | None = None,
-        vhost_opened: Callable[[str], bool] = lambda vhost: False,
-        admit: Callable[[int, str], tuple[int, str] | None] = lambda session_id, vhost: None,
         start: StartClient | None = None,
-        wrap_backend: WrapBackend | None = None,
-        watchdog: Watchdog | None = None,
-        authorize: Authorize | None = None,
-        take_primed: TakePrimed | None = None,
-        events: SessionEvents = NO_EVENTS,
+        data_budget: DataBudget | None = None,
     ) -> None:
         self.id = next(_ids)
-        # Handshake and connect latencies, failed connects (events.py; for /metrics).
-        self._events = events
+        #: The server's services and hooks, as of the moment this session started.
+        self.context = context
+        self.settings = context.settings
         #: The two transports (connect.py says how new kinds plug in).
         self.client = client
         self.broker: Transport | None = None
         # Run first, inside the client handshake timeout (a TLS handshake, say).
         self._start_client = start
-        # Wraps each backend connection, inside the connect timeout.
-        self._wrap_backend = wrap_backend
-        # Hands out a primed broker connection (primed.py) before connecting afresh.
-        self._take_primed = take_primed
-        # The auth service (AUTH SERVICE) of the moment the session started; None allows all.
-        self._authorize = authorize
         #: The auth service said DENY (CONN's authDenied, STAT's authDenied count).
         self.auth_denied = False
-        self.settings = settings
-        self._routing = routing
-        self._resolver = resolver
         self.listen_port = listen_port
-        self._host_name = host_name
-        self._health = health
         self.state = State.HANDSHAKE
         self.vhost: str | None = None
         self.backend: Backend | None = None
@@ -309,6 +276,7 @@ class Session:
         self.broker_local: tuple[str, int] = ("0.0.0.0", 0)
         # The clock of last_ingress/last_egress: time.monotonic, unless a test's watchdog
         # runs on trio's (virtual) clock. A slot read costs what ``time.monotonic`` does.
+        watchdog = context.watchdog
         self._now: Callable[[], float] = time.monotonic if watchdog is None else watchdog.clock
         # When each direction last carried data (``_now``), for CONN's idle times and
         # the watchdog.
@@ -319,18 +287,14 @@ class Session:
         self.paused = False
         #: Why the router ended the session on purpose (with an ``End.OPERATOR*``).
         self.end_reason: str | None = None
-        # Told each vhost at Connection.Open; True means "paused: hold the client there".
-        self._vhost_opened = vhost_opened
-        # Asked once at Connection.Open, before the pause hold and routing: None admits,
-        # (reply code, text) refuses (LIMIT; the server's limits.py).
-        self._admit = admit
         #: Set when a LIMIT refused the client at Connection.Open; ``alarmed`` when an
-        #: alarm-only limit would have (set by the server, counted by statistics).
+        #: alarm-only limit would have (the admission's answer, counted by statistics).
         self.limited = False
         self.alarmed = False
         #: The client→broker byte budget (LIMIT DATA_RATE[_ALARM]); None costs the pump
-        #: nothing. Replaced by the server when the limits change.
-        self.data_budget: DataBudget | None = None
+        #: nothing. The DEFAULT's from accept, the vhost's from admission; replaced by the
+        #: server when the limits change.
+        self.data_budget = data_budget
         # The current pause, until every user of it is done (pause.py). The ingress
         # pump looks at it once per read.
         self._pause: Pause | None = None
@@ -411,7 +375,7 @@ class Session:
             try:
                 event: ClientOpened | PeerClosed = await converse(self.client, machine)
                 if isinstance(event, ClientOpened):
-                    self._events.client_opened(self, time.monotonic() - began)
+                    self.context.events.client_opened(self, time.monotonic() - began)
                     self.vhost = event.vhost
                     self.connection_name = event.start_ok.connection_name
                     self.log = self.log.bind(
@@ -457,11 +421,11 @@ class Session:
 
     async def _open_broker(self, opened: ClientOpened) -> BrokerOpened | None:
         self.state = State.CONNECTING
-        health = self._health
+        health = self.context.health
         try:
             # Backends marked down are tried last (routing.health).
             down = health.down() if health is not None else ()
-            candidates = self._routing().candidates(opened.vhost, down)
+            candidates = self.context.routing().candidates(opened.vhost, down)
         except NoRoute as exc:
             self.log.error(
                 "no mapping for vhost",
@@ -474,18 +438,18 @@ class Session:
         if allowed is None:
             return None
         began = time.monotonic()
-        take_primed = self._take_primed
+        take_primed = self.context.take_primed
         while True:
             connected = await connect_first(
                 candidates,
-                self._resolver,
+                self.context.resolver,
                 self.settings.timeouts.connect,
-                self._wrap_backend,
+                self.context.wrap_backend,
                 self.client_address,  # a PROXY header's source, once the client started
                 health,
                 self.log,
                 take_primed=take_primed,
-                failed=self._events.connect_failed,
+                failed=self.context.events.connect_failed,
             )
             if not isinstance(connected, tuple):
                 break
@@ -504,7 +468,7 @@ class Session:
                 take_primed = None
                 continue
             if open_ok is not None:
-                self._events.broker_opened(self, time.monotonic() - began)
+                self.context.events.broker_opened(self, time.monotonic() - began)
             return open_ok
         names = ", ".join(backend.label for backend in candidates)
         self.log.error("no backend reachable", tried=connected)
@@ -521,17 +485,18 @@ class Session:
         """The auth service's ALLOW (``_ALLOW_ALL`` without one); None once a DENY has
         been told to the client: Close 403 if it advertised authentication_failure_close,
         else (as RabbitMQ does to such clients) just the socket closed, by ``run``."""
-        if self._authorize is None:
+        authorize = self.context.authorize
+        if authorize is None:
             return _ALLOW_ALL
         mechanism, credentials = properties.start_ok_sasl(opened.start_ok.raw)
         query = AuthQuery(
             vhost=opened.vhost,
             mechanism=mechanism,
             credentials=credentials,
-            client_host=self._host_name(self.client_address[0]),
+            client_host=self.context.host_name(self.client_address[0]),
             connection_name=self.connection_name or "",
         )
-        decision = await ask(self._authorize, query, self.settings.timeouts.auth)
+        decision = await ask(authorize, query, self.settings.timeouts.auth)
         if isinstance(decision, Allow):
             self.log.debug("auth service allowed", reason=decision.reason)
             return decision
@@ -555,7 +520,7 @@ class Session:
         broker = self.broker
         local_host, local_port = self.broker_local
         extra = {
-            "amqprouter_client": f"{self._host_name(self.client_address[0])}:"
+            "amqprouter_client": f"{self.context.host_name(self.client_address[0])}:"
             f"{self.client_address[1]}",
             "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
         }
@@ -1116,18 +1081,20 @@ class Session:
         """Ask the server's limits whether this client may open its vhost; a refused
         client waits ``LIMITED_CLOSE_DELAY`` (within the opening scope: a disconnect or
         shutdown ends the wait) and gets the refusal's Close."""
-        refusal = self._admit(self.id, opened.vhost)
-        if refusal is None:
+        admission = self.context.admit(self.id, opened.vhost)
+        if isinstance(admission, Admitted):
+            self.alarmed = admission.alarmed
+            self.data_budget = admission.data_budget
             return opened
         self.limited = True
-        self.log.info("client limited at Connection.Open", reply_text=refusal[1])
+        self.log.info("client limited at Connection.Open", reply_text=admission.reply_text)
         await trio.sleep(LIMITED_CLOSE_DELAY)
-        await self._close_client(*refusal)
+        await self._close_client(admission.reply_code, admission.reply_text)
         return None
 
     async def _hold_at_open(self, opened: ClientOpened) -> ClientOpened | None:
         """Hold a paused client at Connection.Open until resumed (pause.py); None if it ended."""
-        if self._vhost_opened(opened.vhost):
+        if self.context.vhost_opened(opened.vhost):
             self.pause()
         pause = self._pause
         if pause is None:
