@@ -15,13 +15,17 @@ than for generality:
   buffer is full; ``PeerGone`` when the peer has gone.
 
 Every transport owns its socket: ``close()`` wakes any task parked on it.
+
+``recv_some`` and ``converse`` are the reads of everything that is not a pump: the
+handshakes, the close handshake, the pause hold; ``converse`` drives a sans-IO
+protocol machine over a transport.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -115,3 +119,30 @@ async def recv_some(transport: Transport, size: int = sockets.READ_SIZE) -> byte
         if not data:
             raise sockets.PeerGone("end of stream")
         return data
+
+
+_Event = TypeVar("_Event", covariant=True)
+
+
+class Conversation(Protocol[_Event]):
+    """A sans-IO machine: bytes in, events out, bytes to send."""
+
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> _Event | None: ...
+    def data_to_send(self) -> bytes: ...
+
+
+async def converse(peer: Transport, machine: Conversation[_Event]) -> _Event:
+    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
+
+    What the machine queued is sent before its event is returned (a Close-Ok owed to a
+    peer goes out first). Unbounded on its own: callers hold the deadline.
+    """
+    while True:
+        event = machine.next_event()
+        outgoing = machine.data_to_send()
+        if outgoing:
+            await peer.send_all(outgoing)
+        if event is not None:
+            return event
+        machine.receive_data(await recv_some(peer))

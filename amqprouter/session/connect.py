@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import trio
 
 from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone, endpoint
-from amqprouter.net.transport import PlainTransport, Transport, recv_some
+from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver
 from amqprouter.routing.health import HealthRegistry
 from amqprouter.session import events
@@ -41,32 +41,6 @@ StartClient = Callable[[Transport], Awaitable[Transport]]
 WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
 #: A primed connection to a backend, greeted already, or None (session/primed.py).
 TakePrimed = Callable[[Backend], Transport | None]
-
-_Event = TypeVar("_Event", covariant=True)
-
-
-class Conversation(Protocol[_Event]):
-    """A sans-IO machine: bytes in, events out, bytes to send."""
-
-    def receive_data(self, data: bytes) -> None: ...
-    def next_event(self) -> _Event | None: ...
-    def data_to_send(self) -> bytes: ...
-
-
-async def converse(peer: Transport, machine: Conversation[_Event]) -> _Event:
-    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
-
-    What the machine queued is sent before its event is returned (a Close-Ok owed to a
-    peer goes out first). Unbounded on its own: callers hold the deadline.
-    """
-    while True:
-        event = machine.next_event()
-        outgoing = machine.data_to_send()
-        if outgoing:
-            await peer.send_all(outgoing)
-        if event is not None:
-            return event
-        machine.receive_data(await recv_some(peer))
 
 
 async def start_client(transport: Transport, start: StartClient | None) -> Transport:
