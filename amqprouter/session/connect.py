@@ -39,7 +39,7 @@ StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
 #: the third argument is the client's address (a PROXY header names it).
 WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
-#: A primed connection to a backend, greeted already, or None (session/primed.py).
+#: A primed connection to a backend, greeted already, or None (server/primed.py).
 TakePrimed = Callable[[Backend], Transport | None]
 
 
