@@ -14,7 +14,10 @@ than for generality:
 * ``send_all`` / ``send_pieces`` write everything, parking only while the kernel
   buffer is full; ``PeerGone`` when the peer has gone.
 
-Every transport owns its socket: ``close()`` wakes any task parked on it.
+Every transport owns what it reads and writes: ``close()`` wakes any task parked on
+it. The pumps write a plain socket themselves (``PlainTransport.sock``); nothing else
+in a session reaches a socket, so a session runs over ``MemoryTransport`` (a pair of
+connected in-memory transports, memory_transport.py) as it does over TCP.
 
 ``recv_some`` and ``converse`` are the reads of everything that is not a pump: the
 handshakes, the close handshake, the pause hold; ``converse`` drives a sans-IO
@@ -35,8 +38,6 @@ from amqprouter.net import sockets
 class Transport(Protocol):
     """A connected, non-blocking byte stream (see the module docstring)."""
 
-    #: The TCP socket underneath (its file descriptor is what the event loop waits on).
-    sock: socket.socket
     #: Read what is ready now: bytes, b"" at EOF, BlockingIOError if nothing is.
     recv: Callable[[int], bytes]
 
@@ -62,6 +63,12 @@ class Transport(Protocol):
 
     def tls_version(self) -> str | None:
         """The negotiated TLS version ("TLSv1.3"), None for plain TCP."""
+        ...
+
+    def raw_socket(self) -> socket.socket | None:
+        """The TCP socket underneath when its bytes are this stream's bytes (plain TCP),
+        for work done on the socket itself: reading a PROXY header exactly, a TLS
+        handshake. None for a transport without one (TLS, in memory)."""
         ...
 
 
@@ -101,6 +108,18 @@ class PlainTransport:
 
     def tls_version(self) -> str | None:
         return None
+
+    def raw_socket(self) -> socket.socket | None:
+        return self.sock
+
+
+def tcp_socket(transport: Transport) -> socket.socket:
+    """``transport``'s TCP socket, for a hook that works on the socket itself;
+    OSError if it has none."""
+    sock = transport.raw_socket()
+    if sock is None:
+        raise OSError(f"{type(transport).__name__} has no TCP socket of its own")
+    return sock
 
 
 async def recv_some(transport: Transport, size: int = sockets.READ_SIZE) -> bytes:

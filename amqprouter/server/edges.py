@@ -29,7 +29,7 @@ from amqprouter.net.proxy_transport import (
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.tls_context import TlsState, missing
 from amqprouter.net.tls_transport import TlsHandshakeError, tls_handshake
-from amqprouter.net.transport import Transport
+from amqprouter.net.transport import Transport, tcp_socket
 from amqprouter.protocol.proxy_header import ProxyHeaderError, build
 from amqprouter.routing import Backend
 from amqprouter.server.admission import ListenOptions, RefusalLog
@@ -60,7 +60,7 @@ class Edges:
         """Read the client's PROXY header (exactly), check its source, then ``then``."""
         try:
             with trio.fail_after(PROXY_HEADER_TIMEOUT):
-                header = await read_proxy_header(transport.sock)
+                header = await read_proxy_header(tcp_socket(transport))
         except trio.TooSlowError:
             raise PeerGone(f"no PROXY header within {PROXY_HEADER_TIMEOUT}s") from None
         except ProxyHeaderError as exc:
@@ -80,7 +80,7 @@ class Edges:
         if context is None:  # cannot happen once listening, but never serve plain here
             raise OSError("TLS INGRESS is not configured")
         try:
-            return await tls_handshake(transport.sock, context, server_side=True)
+            return await tls_handshake(tcp_socket(transport), context, server_side=True)
         except TlsHandshakeError as exc:
             raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
@@ -101,7 +101,7 @@ class Edges:
             raise OSError(f"TLS EGRESS is not usable yet: it needs {lacking}")
         try:
             return await tls_handshake(
-                transport.sock, context, server_side=False, server_hostname=backend.host
+                tcp_socket(transport), context, server_side=False, server_hostname=backend.host
             )
         except TlsHandshakeError as exc:
             raise OSError(f"TLS handshake failed: {exc.reason}") from exc

@@ -24,7 +24,7 @@ from amqprouter.routing import Resolver, RoutingTable
 from amqprouter.routing.health import HealthRegistry
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.auth import Authorize
-from amqprouter.session.connect import TakePrimed, WrapBackend
+from amqprouter.session.connect import OpenConnection, TakePrimed, WrapBackend, open_tcp
 from amqprouter.session.events import NO_EVENTS, SessionEvents
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.watch import Watchdog
@@ -88,3 +88,5 @@ class SessionContext:
     take_primed: TakePrimed | None = None
     #: Handshake and connect latencies, failed connects (events.py; for /metrics).
     events: SessionEvents = NO_EVENTS
+    #: How a backend address is connected to: TCP (tests: a MemoryTransport's peer).
+    open_connection: OpenConnection = open_tcp

@@ -256,15 +256,11 @@ class Opening(SessionState):
         take_primed = self.context.take_primed
         while True:
             connected = await connect_first(
+                self.context,
                 candidates,
-                self.context.resolver,
-                self.settings.timeouts.connect,
-                self.context.wrap_backend,
                 self.client_address,  # a PROXY header's source, once the client started
-                health,
                 self.log,
-                take_primed=take_primed,
-                failed=self.context.events.connect_failed,
+                take_primed,
             )
             if not isinstance(connected, tuple):
                 break
