@@ -13,6 +13,8 @@ the pumps rely on it:
 * ``send_all`` raises ``PeerGone`` once either end is closed. With ``max_buffer``
   (bytes waiting to be read, per direction) a sender parks while the peer's buffer is
   full, as a socket's kernel buffer makes it: a peer that stops reading can be shown.
+  As with a socket, a write that fits is not a checkpoint: a test peer that writes in
+  a loop without end must checkpoint itself.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from amqprouter.protocol import Frame, FrameReader, constants
 from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.session import Session, SessionSettings, Timeouts
 from amqprouter.session.context import SessionContext
+from amqprouter.session.watch import Watchdog
 
 WAIT = 30.0  # every wait is bounded (on the mock clock: instant when it fires)
 #: The client's address as the session sees it, and the listener's.
@@ -141,12 +142,16 @@ class InMemory:
 
 @asynccontextmanager
 async def in_memory_session(
-    broker: Behaviour, *, timeouts: Timeouts | None = None
+    broker: Behaviour, *, timeouts: Timeouts | None = None, max_buffer: int | None = None
 ) -> AsyncIterator[InMemory]:
     """A session over memory transports in front of one scripted ``broker``; each
-    connection the session opens runs ``broker`` on its far end."""
+    connection the session opens runs ``broker`` on its far end. Supervised by a
+    watchdog on trio's clock. ``max_buffer``: the client's pair holds at most this
+    many unread bytes per direction (a client that stops reading blocks the router)."""
     brokers: list[MemoryPeer] = []
+    watchdog = Watchdog(trio.current_time)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(watchdog.run)
 
         async def serve(peer: MemoryPeer) -> None:
             with suppress(PeerGone):  # the session closed it: the test judges what it saw
@@ -167,9 +172,10 @@ async def in_memory_session(
             settings=SessionSettings(timeouts=timeouts or Timeouts()),
             routing=lambda: RoutingTable.single(BACKEND),
             resolver=Resolver(),
+            watchdog=watchdog,
             open_connection=open_connection,
         )
-        client_end, router_end = memory_transport_pair(CLIENT, LISTENER)
+        client_end, router_end = memory_transport_pair(CLIENT, LISTENER, max_buffer=max_buffer)
         session = Session(router_end, context, listen_port=LISTENER[1])
         under_test = InMemory(session, MemoryPeer(client_end), brokers, trio.Event())
 

@@ -239,7 +239,7 @@ async def test_pause_holds_the_client_and_heartbeats_the_broker(
         await trio.sleep(1)
         frames = b"".join(raw for _, raw in heard[2:])
         assert frames == held, "what the client sent while paused follows, unchanged"
-        await trio.sleep(20)
+        await trio.sleep(6)  # (under two intervals in all: neither peer heartbeats)
         assert len(heard) == 2 + 3, "no heartbeats once resumed"
         assert session.state is State.OPEN
 
@@ -285,3 +285,24 @@ async def test_an_unanswered_disconnect_is_bounded_on_the_clock(
         await ended(under_test)  # the client never answers, nor does the broker
         timeouts = under_test.session.settings.timeouts
         assert trio.current_time() - began == timeouts.disconnect + timeouts.close
+
+
+async def test_a_client_that_stops_reading_is_cut_after_the_write_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    write_timeout = 30.0  # no heartbeat negotiated: the default write timeout
+
+    async def flooding_broker(peer: MemoryPeer) -> None:
+        await broker_handshake(peer)
+        for tag in range(1, 51):  # 500 KB: more than the client's pair holds
+            await peer.send(deliver(b"z" * 10_000, tag))
+        await trio.sleep_forever()
+
+    async with in_memory_session(flooding_broker, max_buffer=64 * 1024) as under_test:
+        await opened(under_test)
+        began = trio.current_time()
+        await ended(under_test, timeout=write_timeout * 2)  # the client reads nothing
+        session = under_test.session
+        assert session.ended is End.CLIENT_STUCK
+        assert session.end_reason is not None and "did not read for 30s" in session.end_reason
+        assert write_timeout <= trio.current_time() - began < write_timeout + 1
