@@ -144,6 +144,15 @@ async def test_local_header_keeps_the_balancers_address() -> None:
         (b"PROXY TCP4 " + b"9" * 120, "longer than 107 bytes"),
         (V2_SIGNATURE + b"\x21\x11" + (V2_MAX_PAYLOAD + 1).to_bytes(2, "big"), "is over"),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "is not a port number"),
+        # An undefined family byte is not taken as UNSPEC; a TLV may not run past the end.
+        (V2_SIGNATURE + b"\x21\x51\x00\x0c" + bytes(12), "0x51 is not defined"),
+        (
+            build_v2(("1.2.3.4", 1), ("5.6.7.8", 2))[:14]
+            + (12 + 7).to_bytes(2, "big")
+            + build_v2(("1.2.3.4", 1), ("5.6.7.8", 2))[16:]
+            + b"\x05\x00\x09abcd",
+            "TLV value runs past",
+        ),
         (b"PROXY TCP4 1.2.3.4", None),  # and then silence: the handshake timeout
     ],
 )
