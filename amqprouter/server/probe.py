@@ -24,7 +24,7 @@ from typing import Final
 import trio
 
 from amqprouter.net import sockets
-from amqprouter.net.sockets import PeerGone
+from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.protocol import FrameReader, ProtocolError, constants
 from amqprouter.routing import Backend, Resolver
 
@@ -35,7 +35,7 @@ START_FRAME_MAX: Final = 65536
 
 async def probe_backend(resolver: Resolver, backend: Backend, within: float) -> str | None:
     """Check ``backend`` (all of it bounded by ``within`` seconds): None if it passed."""
-    where = f"{backend.connect_host}:{backend.port}"
+    where = endpoint((backend.connect_host, backend.port))
     failures: list[str] = []
     with trio.move_on_after(within):
         try:

@@ -6,6 +6,7 @@ tests/integration/test_proxy_protocol.py; here the fake broker shows the exact b
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -285,14 +286,22 @@ async def test_ipv4_and_ipv6_loopback_lists(
         fake_broker(open_and_idle) as broker,
         edge_router(broker.port, ListenOptions(allow=allow), host=host) as (server, port),
     ):
-        peer = await connect(port, host)
-        await peer.send(constants.PROTOCOL_HEADER)
-        if admitted:
-            await handshake_to_open(peer)
-            assert server.refusals.total == 0
-        else:
-            assert await received_nothing(peer)
-            assert server.refusals.total == 1
+        with structlog.testing.capture_logs() as logs:
+            peer = await connect(port, host)
+            await peer.send(constants.PROTOCOL_HEADER)
+            if admitted:
+                await handshake_to_open(peer)
+                assert server.refusals.total == 0
+            else:
+                assert await received_nothing(peer)
+                assert server.refusals.total == 1
+        if not admitted:
+            # The log line names the client as host and port that can be told apart:
+            # an IPv6 host in brackets ('[::1]:60603', not '::1:60603').
+            (line,) = [e for e in logs if e["event"] == "client refused: address not allowed"]
+            assert re.fullmatch(
+                r"\[::1\]:\d+" if host == "::1" else r"127\.0\.0\.1:\d+", line["client"]
+            )
 
 
 @pytest.mark.parametrize(("source", "admitted"), [("10.1.2.3", False), ("127.0.0.5", True)])
@@ -334,6 +343,9 @@ def test_refusal_log_is_at_most_once_per_second_per_address() -> None:
         ("192.0.2.2:1", 0),
         ("192.0.2.1:1", 5),
     ]
+    with structlog.testing.capture_logs() as logs:
+        refusals.refused("2001:db8::77", 4242, 5672)
+    assert [e["client"] for e in logs] == ["[2001:db8::77]:4242"]
 
 
 def test_allows_maps_ipv4_mapped_addresses() -> None:
