@@ -85,7 +85,9 @@ class Server:
         self.health = HealthMonitor(
             HealthRegistry(down_seconds=backend_down_seconds),
             routing=self.current_routing,
-            probe=partial(probe_backend, self.resolver),
+            # The probe connects as a session does, through the same wrap (TLS,
+            # SEND-PROXY), or a TLS or proxy_protocol broker would refuse it.
+            probe=partial(probe_backend, self.resolver, wrap=self._wrap_backend),
             disconnect=lambda name, reason: self.disconnect_backend(
                 name, graceful=True, reason=reason
             ),
@@ -290,13 +292,18 @@ class Server:
             raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
     async def _wrap_backend(
-        self, backend: Backend, transport: Transport, client: tuple[str, int]
+        self, backend: Backend, transport: Transport, client: tuple[str, int] | None
     ) -> Transport:
         """A backend flagged SEND-PROXY[-V2] gets a PROXY header first (in clear, before
-        TLS): source ``client``, destination the address actually connected to. A
-        backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
+        TLS): source ``client``, destination the address actually connected to. With no
+        ``client`` (the health check's probe) the source is the router's own end of the
+        connection: the header names the router itself. (Not v1 UNKNOWN nor v2 LOCAL,
+        HAProxy's check headers: RabbitMQ 3.10 fails a connection whose header names
+        no address.) A backend flagged TLS gets the EGRESS context, SNI and name check
+        on its host."""
         if backend.send_proxy:
-            header = build(backend.send_proxy, client, transport.peer_name())
+            source = transport.local_name() if client is None else client
+            header = build(backend.send_proxy, source, transport.peer_name())
             await send_proxy_header(transport, header)
         if not backend.tls:
             return transport
