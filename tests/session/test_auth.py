@@ -11,6 +11,7 @@ import trio
 from pamqp import commands
 
 from amqprouter.control.controller import conn_line
+from amqprouter.observe.prometheus import metrics_text
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import constants
 from amqprouter.server.auth import AuthService
@@ -117,6 +118,10 @@ async def test_deny_with_the_capability_is_close_403_and_no_broker_connect() -> 
     assert snapshot.overall.auth_denied == 1
     assert snapshot.vhosts["/"].auth_denied == 1
     assert collector.collect().overall.auth_denied == 0, "counted in its interval only"
+    # /metrics counts it since start (a counter never goes down), before any broker.
+    page = metrics_text(collector, listeners=1)
+    assert "\n# TYPE amqprouter_connections_auth_denied_total counter\n" in page
+    assert '\namqprouter_connections_auth_denied_total{vhost="/",backend=""} 1\n' in page
 
 
 async def test_deny_without_the_capability_closes_the_socket() -> None:
