@@ -107,6 +107,8 @@ async def _read_request(stream: trio.SocketStream) -> h11.Request | Response:
                 return Response(exc.error_status_hint, f"bad request: {str(exc)[:200]}\n")
             if isinstance(event, h11.Request):
                 return event
+            if received >= _HEAD_LIMIT:  # h11 dropped some (blank lines before the head)
+                return _too_large()
             data = await stream.receive_some(min(4096, _HEAD_LIMIT - received))
             if not data:
                 return Response(400, "incomplete request\n")

@@ -29,7 +29,7 @@ from typing import Final
 import trio
 
 from amqprouter.net import sockets
-from amqprouter.net.sockets import PeerGone, endpoint
+from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.protocol import FrameReader, ProtocolError, constants
 from amqprouter.routing import Backend, Resolver
@@ -48,7 +48,7 @@ async def probe_backend(
 ) -> str | None:
     """Check ``backend`` (all of it bounded by ``within`` seconds), its connections
     wrapped by ``wrap`` as a session's are (None: plain): None if it passed."""
-    where = endpoint((backend.connect_host, backend.port))
+    where = sockets.endpoint((backend.connect_host, backend.port))
     failures: list[str] = []
     with trio.move_on_after(within):
         try:
