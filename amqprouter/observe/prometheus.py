@@ -168,6 +168,11 @@ def metrics_text(
             "alarmed",
             "Connections that set off an alarm-only LIMIT.",
         ),
+        (
+            "amqprouter_connections_auth_denied_total",
+            "auth_denied",
+            "Clients the auth service denied (or failed to answer for).",
+        ),
     ):
         out.family(name, "counter", help_text)
         for (vhost, backend), total in totals:

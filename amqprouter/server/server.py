@@ -81,7 +81,9 @@ class Server:
         self.health = HealthMonitor(
             HealthRegistry(down_seconds=backend_down_seconds),
             routing=self.current_routing,
-            probe=partial(probe_backend, self.resolver),
+            # The probe connects as a session does, through the same wrap (TLS,
+            # SEND-PROXY), or a TLS or proxy_protocol broker would refuse it.
+            probe=partial(probe_backend, self.resolver, wrap=self._probe_wrap),
             disconnect=lambda name, reason: self.disconnect_backend(
                 name, graceful=True, reason=reason
             ),
@@ -299,6 +301,13 @@ class Server:
         bound = await self.listen(port, host, start=self.edges.start_tls_client, options=options)
         self.secure_listeners.add(bound)
         return bound
+
+    async def _probe_wrap(
+        self, backend: Backend, transport: Transport, client: tuple[str, int] | None
+    ) -> Transport:
+        """The health probe's wrap: the sessions' of the moment (None: plain)."""
+        wrap = self.wrap_backend
+        return transport if wrap is None else await wrap(backend, transport, client)
 
     def stop_listening(self, port: int | None = None) -> None:
         """Stop one listener, or all; existing sessions are not touched."""

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
 #: the third argument is the client's address (a PROXY header names it).
-WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
+WrapBackend = Callable[[Backend, Transport, tuple[str, int] | None], Awaitable[Transport]]
 #: Open a connection to one resolved address (``open_tcp``; a test's hook gives memory).
 OpenConnection = Callable[[socket.AddressFamily, tuple[str, int]], Awaitable[Transport]]
 #: A primed connection to a backend, greeted already, or None (server/primed.py).

@@ -312,8 +312,10 @@ class Opening(SessionState):
             self.log.debug("auth service allowed", reason=decision.reason)
             return decision
         self.auth_denied = True
+        # The detail (the service's URL and error) is the log's alone, never the client's.
         self.log.error(
-            f"Disconnecting unauthenticated/unauthorized client, reason: {decision.reason}"
+            f"Disconnecting unauthenticated/unauthorized client, reason: {decision.reason}",
+            **({"detail": decision.detail} if decision.detail else {}),
         )
         client_properties = opened.start_ok.client_properties
         if properties.has_capability(client_properties, "authentication_failure_close"):
