@@ -20,7 +20,7 @@ from typing import Final
 
 import trio
 
-from amqprouter.net.sockets import PeerGone
+from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import Transport, converse
 from amqprouter.protocol import CloseHandshake, ProtocolError, close_frame, constants
 from amqprouter.session.state import SessionState, State
@@ -123,7 +123,7 @@ class Closing(SessionState):
                 nursery.start_soon(
                     self._close_broker,
                     constants.REPLY_SUCCESS,
-                    f"amqprouter: {end.value} ({self.client_address[0]}:{self.client_address[1]})",
+                    f"amqprouter: {end.value} ({endpoint(self.client_address)})",
                 )
 
     async def _close_client(

@@ -123,11 +123,11 @@ async def connect_backend(
                 )
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                failures.append(f"{address[0]}:{address[1]}: {reason}")
+                failures.append(f"{endpoint(address)}: {reason}")
                 failed(backend, events.failure_reason(exc))
                 log.warning("broker connect failed", address=endpoint(address), error=str(exc))
                 continue
-        failures.append(f"{address[0]}:{address[1]}: timed out after {per_attempt}s")
+        failures.append(f"{endpoint(address)}: timed out after {per_attempt}s")
         failed(backend, events.TIMEOUT)
         log.warning("broker connect timed out", address=endpoint(address))
     return failures

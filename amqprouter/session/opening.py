@@ -331,10 +331,11 @@ class Opening(SessionState):
         (nothing told) when a primed connection turned out closed before any answer."""
         assert self.broker is not None
         broker = self.broker
-        local_host, local_port = self.broker_local
+        local_port = self.broker_local[1]
         extra = {
-            "amqprouter_client": f"{self.context.host_name(self.client_address[0])}:"
-            f"{self.client_address[1]}",
+            "amqprouter_client": endpoint(
+                (self.context.host_name(self.client_address[0]), self.client_address[1])
+            ),
             "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
         }
         if allowed.reason:
@@ -358,7 +359,7 @@ class Opening(SessionState):
         self.log.debug(
             "starting broker connection",
             broker=endpoint(self.broker_address),
-            local=f"{local_host}:{local_port}",
+            local=endpoint(self.broker_local),
             primed=greeted,
         )
         if not machine.properties_added:

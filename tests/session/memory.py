@@ -142,7 +142,11 @@ class InMemory:
 
 @asynccontextmanager
 async def in_memory_session(
-    broker: Behaviour, *, timeouts: Timeouts | None = None, max_buffer: int | None = None
+    broker: Behaviour,
+    *,
+    timeouts: Timeouts | None = None,
+    max_buffer: int | None = None,
+    client: tuple[str, int] = CLIENT,
 ) -> AsyncIterator[InMemory]:
     """A session over memory transports in front of one scripted ``broker``; each
     connection the session opens runs ``broker`` on its far end. Supervised by a
@@ -175,7 +179,7 @@ async def in_memory_session(
             watchdog=watchdog,
             open_connection=open_connection,
         )
-        client_end, router_end = memory_transport_pair(CLIENT, LISTENER, max_buffer=max_buffer)
+        client_end, router_end = memory_transport_pair(client, LISTENER, max_buffer=max_buffer)
         session = Session(router_end, context, listen_port=LISTENER[1])
         under_test = InMemory(session, MemoryPeer(client_end), brokers, trio.Event())
 
