@@ -21,6 +21,7 @@ import trio
 from amqprouter.control.controller import Controller
 from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import ControlSocketError, serve_control
+from amqprouter.fleet.role import WorkerRole, become_worker, startup_lines
 from amqprouter.observe import prometheus
 from amqprouter.observe.http import Response, serve_http
 from amqprouter.observe.probes import LoopHeartbeat
@@ -163,12 +164,18 @@ async def serve(
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     config_file: Path | None = None,
+    worker: WorkerRole | None = None,
 ) -> int:
     """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
 
     ``config_file`` is the ``--config`` file whose lines are in ``setup``: SIGHUP and
-    CONFIG RELOAD read it again.
+    CONFIG RELOAD read it again. ``worker``: this process is a worker of ``--workers``
+    (amqprouter/fleet/): its HTTP port (``observe``'s, 0 on the loopback) is told to
+    the supervisor in its ready file once the start-up commands are applied.
     """
+    if worker is not None:
+        become_worker(worker, server)
+    http_ports: list[int] = []
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
     drain_for: list[float] = []
@@ -199,7 +206,7 @@ async def serve(
             )
             if observe.http_port is not None:
                 try:
-                    await start_http(
+                    http_ports = await start_http(
                         nursery,
                         server,
                         stats,
@@ -235,7 +242,7 @@ async def serve(
                 )
                 nursery.cancel_scope.cancel()
                 return EXIT_CONTROL_SOCKET_IN_USE
-            for source, line in setup:
+            for source, line in setup if worker is None else startup_lines(worker, setup):
                 reply = await controller.handle(line)
                 if reply.after is not None:
                     reply.after()  # EXIT in a --config file
@@ -252,7 +259,10 @@ async def serve(
             # What the file configured, as a reload will compare it (all of it applied).
             controller.reloader = Reloader(config_file, setup)
             controller.reloader.started(server.tls)
-            announce_listeners(server)
+            if worker is not None:
+                worker.ready_file.write_text(f"{http_ports[0] if http_ports else 0}\n")
+            else:
+                announce_listeners(server)
             notify(READY, f"STATUS=listening on {len(server.listeners)} port(s)")
 
             async def reload_on_signal() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,8 @@ from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
 )
+from amqprouter.fleet.role import BadWorkerSpec, WorkerRole
+from amqprouter.fleet.supervisor import run_supervisor
 from amqprouter.help_sections import SectionedCommand, envvar_for, option
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
@@ -51,6 +54,8 @@ EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
 EXIT_LOG_DIRECTORY_FAILED = 8
+#: --workers above this is a typo, not a machine.
+MAX_WORKERS = 256
 
 _seconds = click.FloatRange(min=0.001)
 
@@ -395,6 +400,31 @@ _seconds = click.FloatRange(min=0.001)
     "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one. SIGHUP or "
     "CONFIG RELOAD applies what changed in it since.",
 )
+@option(
+    "Workers",
+    "--workers",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Worker processes, each listening on the client ports (SO_REUSEPORT) and "
+    "forwarding on its own, under a supervisor that owns the control socket and the HTTP "
+    "port (docs/fleet.md); auto: one per CPU core. 1 runs one process, as always.",
+)
+@option(
+    "Workers",
+    "--worker-max-rss",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="MB",
+    help="With --workers: a worker whose resident memory passes this many MB is replaced: "
+    "a new worker starts, then the old one stops accepting and drains its sessions.",
+)
+@click.option(
+    "--fleet-worker",
+    default=None,
+    hidden=True,  # no variable either: a worker's environment is its supervisor's
+    help="Internal: the supervisor starts its workers with it (amqprouter/fleet/).",
+)
 @click.version_option(
     __version__,
     prog_name="amqprouter",
@@ -440,6 +470,9 @@ def main(
     statsd_prefix: str,
     http_port: int | None,
     http_host: str | None,
+    workers: str,
+    worker_max_rss: int | None,
+    fleet_worker: str | None,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
     connection is sent to a broker chosen by its vhost."""
@@ -453,6 +486,8 @@ def main(
     directory = Path(log_directory) if log_directory else None
     if directory is None:
         _refuse_file_flags_without_directory()
+    role = _worker_role(fleet_worker)
+    worker_count = 1 if role is not None else _worker_count(workers, directory, worker_max_rss)
     try:
         router_logging.configure(
             verbosity,
@@ -522,8 +557,27 @@ def main(
             ("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}{listen_options}")
         )
     socket_path = Path(control_socket) if control_socket else default_control_socket()
+    if role is not None:
+        # Asked by the supervisor alone: its own socket, HTTP on the loopback.
+        socket_path, mode, http_port, http_host = role.control_socket, 0o600, 0, "127.0.0.1"
     logging_to = f"'{directory}'" if directory is not None else "stderr"
     click.echo(f"Starting amqprouter, logging to: {logging_to} control using: '{socket_path}'")
+    if worker_count > 1:
+        try:
+            code = run_supervisor(
+                worker_count,
+                argv=sys.argv[1:],
+                control_socket=socket_path,
+                mode=mode,
+                http_port=http_port,
+                http_host=http_host,
+                max_rss_mb=worker_max_rss,
+                shutdown_timeout=shutdown_timeout,
+            )
+        finally:
+            router_logging.shutdown()
+        click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
+        sys.exit(code)
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(
         settings,
@@ -533,7 +587,7 @@ def main(
     )
     try:
         code = trio.run(
-            partial(serve, shutdown_timeout=shutdown_timeout, config_file=config_file),
+            partial(serve, shutdown_timeout=shutdown_timeout, config_file=config_file, worker=role),
             server,
             socket_path,
             mode,
@@ -544,6 +598,46 @@ def main(
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
+
+
+def _worker_role(spec: str | None) -> WorkerRole | None:
+    """The hidden --fleet-worker's role (a supervisor started this process), or exit 2."""
+    if spec is None:
+        return None
+    try:
+        return WorkerRole.parse(spec)
+    except BadWorkerSpec as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _worker_count(value: str, log_directory: Path | None, max_rss: int | None) -> int:
+    """--workers as a number (auto: the cores this process may run on), or exit 2."""
+    word = value.strip().lower()
+    if word == "auto":
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        count = count or os.cpu_count() or 1
+    elif word.isdigit() and 1 <= int(word) <= MAX_WORKERS:
+        count = int(word)
+    else:
+        click.echo(
+            f"--workers (or {envvar_for('--workers')}) must be a number from 1 to "
+            f"{MAX_WORKERS} or auto, not {value!r}",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    if count > 1 and log_directory is not None:
+        # Several processes cannot share one rotating set of files; refused, not half done.
+        click.echo(
+            "--log-directory is not available with --workers above 1: the workers log to "
+            "stderr (the journal, the container's log); see docs/fleet.md",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    if count == 1 and max_rss is not None:
+        click.echo("--worker-max-rss applies to --workers above 1", err=True)
+        sys.exit(EXIT_USAGE)
+    return count
 
 
 def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener: bool) -> str:

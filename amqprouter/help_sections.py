@@ -27,6 +27,7 @@ SECTIONS: Final = (
     "Logging",
     "Statistics and HTTP",
     "Control",
+    "Workers",
 )
 OTHER_SECTION: Final = "Other"
 

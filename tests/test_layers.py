@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "amqprouter"
 
 #: Lowest first. The top-level modules of the package are the composition root,
 #: except the leaves, which every layer may use.
-LAYERS = ["protocol", "routing", "net", "session", "server", "observe", "control"]
+LAYERS = ["protocol", "routing", "net", "session", "server", "observe", "control", "fleet"]
 LEAVES = {"text", "systemd_notify"}
 ROOT = len(LAYERS)
 
