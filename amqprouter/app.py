@@ -13,14 +13,16 @@ import signal
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import click
+import structlog
 import trio
 
 from amqprouter.control.controller import Controller
 from amqprouter.control.reload import Reloader
-from amqprouter.control.socket_server import ControlSocketError, serve_control
+from amqprouter.control.socket_server import ControlSocketError, Reply, serve_control
 from amqprouter.fleet.role import WorkerRole, become_worker, startup_lines
 from amqprouter.observe import prometheus
 from amqprouter.observe.http import Response, serve_http
@@ -35,6 +37,11 @@ from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.systemd_notify import READY, RELOADING, STOPPING, notify
 from amqprouter.text import escape
+
+if TYPE_CHECKING:
+    from amqprouter.fleet.config_store import ConfigStore
+
+log = structlog.get_logger("amqprouter")
 
 EXIT_LISTEN_FAILED = 4
 EXIT_CONTROL_SOCKET_IN_USE = 5
@@ -75,6 +82,7 @@ async def start_http(
     port: int,
     host: str | None = None,
     backend_health: BackendHealth = _no_health,
+    note: Callable[[], str | None] = lambda: None,
 ) -> list[int]:
     """Serve ``/metrics``, the probes (``/livez``, ``/readyz``, ``/healthz``) and the
     status page ``/`` on ``port``; the bound ports.
@@ -122,13 +130,20 @@ async def start_http(
         )
         return Response(200, page, HTML)
 
+    def readiness() -> Response:
+        # ``note``: what the operator should know even when ready (a configuration
+        # store away: serving, with the last configuration).
+        response = prometheus.probe(ready)
+        extra = note()
+        return response if extra is None else Response(response.status, f"{response.body}{extra}\n")
+
     routes: dict[str, Callable[[], Response]] = {
         "/": status,
         "/metrics": partial(prometheus.metrics, metrics_page),
         "/livez": partial(prometheus.probe, heartbeat.stalled),
-        "/readyz": partial(prometheus.probe, ready),
+        "/readyz": readiness,
         # The name it has always had: the readiness check, unchanged.
-        "/healthz": partial(prometheus.probe, ready),
+        "/healthz": readiness,
     }
     ports: list[int] = await nursery.start(partial(serve_http, port, routes, host=host))
     return ports
@@ -165,6 +180,7 @@ async def serve(
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     config_file: Path | None = None,
     worker: WorkerRole | None = None,
+    config_store: tuple[str, str] | None = None,
 ) -> int:
     """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
 
@@ -172,9 +188,27 @@ async def serve(
     CONFIG RELOAD read it again. ``worker``: this process is a worker of ``--workers``
     (amqprouter/fleet/): its HTTP port (``observe``'s, 0 on the loopback) is told to
     the supervisor in its ready file once the start-up commands are applied.
+    ``config_store`` (a ``redis://`` URL and a key prefix): the configuration is shared
+    through Redis (amqprouter/fleet/config_store.py), joined once the start-up commands
+    are applied.
     """
+    store: ConfigStore | None = None
+
+    async def handle(line: str, *, as_json: bool = False) -> Reply:
+        # Through the store once there is one: a configuration change goes to Redis.
+        if store is not None:
+            return await store.handle(line, as_json=as_json)
+        return await controller.handle(line, as_json=as_json)
+
+    def store_note() -> str | None:
+        return None if store is None else store.status()
+
     if worker is not None:
         become_worker(worker, server)
+    if config_store is not None:
+        # The listeners are shared configuration: routers on one host (two containers
+        # with the host's network, a new version beside the old) share their ports.
+        server.reuse_port = True
     http_ports: list[int] = []
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
@@ -213,6 +247,7 @@ async def serve(
                         port=observe.http_port,
                         host=observe.http_host,
                         backend_health=server.backend_up,
+                        note=store_note,
                     )
                 except OSError as exc:
                     click.echo(
@@ -226,7 +261,7 @@ async def serve(
                     partial(
                         serve_control,
                         control_socket,
-                        controller.handle,
+                        handle,
                         mode=mode,
                         reserve=server.capacity.reserve,
                     )
@@ -259,6 +294,12 @@ async def serve(
             # What the file configured, as a reload will compare it (all of it applied).
             controller.reloader = Reloader(config_file, setup)
             controller.reloader.started(server.tls)
+            if config_store is not None:
+                # Imported only here: coredis is the optional extra "fleet".
+                from amqprouter.fleet.config_store import ConfigStore
+
+                store = ConfigStore(config_store[0], controller, prefix=config_store[1])
+                await nursery.start(store.run)
             if worker is not None:
                 worker.ready_file.write_text(f"{http_ports[0] if http_ports else 0}\n")
             else:
@@ -269,7 +310,12 @@ async def serve(
                 # systemd's ExecReload waits for READY=1 after RELOADING=1.
                 notify(RELOADING)
                 try:
-                    await controller.reload("SIGHUP")
+                    if store is not None:  # the result goes to every router
+                        reply = await store.handle("CONFIG RELOAD")
+                        if not reply.ok:
+                            log.warning("reload not shared", reply=reply.text.strip())
+                    else:
+                        await controller.reload("SIGHUP")
                 finally:
                     notify(READY)
 

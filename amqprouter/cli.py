@@ -419,6 +419,25 @@ _seconds = click.FloatRange(min=0.001)
     help="With --workers: a worker whose resident memory passes this many MB is replaced: "
     "a new worker starts, then the old one stops accepting and drains its sessions.",
 )
+@option(
+    "Workers",
+    "--config-store",
+    default=None,
+    metavar="redis://HOST:PORT/DB",
+    help="Share the configuration (what CONFIG PRINT prints) with every router using "
+    "this Redis: a configuration command on any of them reaches all within a second; "
+    "Redis away, each keeps serving with what it has and refuses configuration commands "
+    "(docs/fleet.md). Needs the extra: pip install 'amqprouter[fleet]'.",
+)
+@option(
+    "Workers",
+    "--config-prefix",
+    default="amqprouter",
+    show_default=True,
+    metavar="NAME",
+    help="With --config-store: the keys are NAME:config and NAME:changes, so several "
+    "fleets can share one Redis.",
+)
 @click.option(
     "--fleet-worker",
     default=None,
@@ -473,6 +492,8 @@ def main(
     workers: str,
     worker_max_rss: int | None,
     fleet_worker: str | None,
+    config_store: str | None,
+    config_prefix: str,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
     connection is sent to a broker chosen by its vhost."""
@@ -488,6 +509,7 @@ def main(
         _refuse_file_flags_without_directory()
     role = _worker_role(fleet_worker)
     worker_count = 1 if role is not None else _worker_count(workers, directory, worker_max_rss)
+    store = _config_store(config_store, config_prefix, worker_count)
     try:
         router_logging.configure(
             verbosity,
@@ -587,7 +609,13 @@ def main(
     )
     try:
         code = trio.run(
-            partial(serve, shutdown_timeout=shutdown_timeout, config_file=config_file, worker=role),
+            partial(
+                serve,
+                shutdown_timeout=shutdown_timeout,
+                config_file=config_file,
+                worker=role,
+                config_store=store,
+            ),
             server,
             socket_path,
             mode,
@@ -609,6 +637,31 @@ def _worker_role(spec: str | None) -> WorkerRole | None:
     except BadWorkerSpec as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
+
+
+def _config_store(url: str | None, prefix: str, workers: int) -> tuple[str, str] | None:
+    """--config-store and --config-prefix, checked; or exit 2."""
+    if not url:
+        return None
+    problem = None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        problem = f"--config-store must be a redis:// URL, not {url!r}"
+    elif workers > 1:
+        problem = (
+            "--config-store is not available with --workers above 1 yet: run one router "
+            "per --config-store instance (docs/fleet.md)"
+        )
+    elif not prefix or any(ch.isspace() for ch in prefix):
+        problem = "--config-prefix must be a name without spaces"
+    else:
+        try:
+            import coredis  # noqa: F401 - only to say clearly that the extra is missing
+        except ImportError:
+            problem = "--config-store needs coredis: pip install 'amqprouter[fleet]'"
+    if problem is not None:
+        click.echo(problem, err=True)
+        sys.exit(EXIT_USAGE)
+    return url, prefix
 
 
 def _worker_count(value: str, log_directory: Path | None, max_rss: int | None) -> int:
