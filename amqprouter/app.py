@@ -23,7 +23,13 @@ import trio
 from amqprouter.control.controller import Controller
 from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import ControlSocketError, Reply, serve_control
-from amqprouter.fleet.role import WorkerRole, become_worker, startup_lines
+from amqprouter.fleet.role import (
+    WorkerRole,
+    become_worker,
+    retire,
+    startup_lines,
+    watch_supervisor,
+)
 from amqprouter.observe import prometheus
 from amqprouter.observe.http import Response, serve_http
 from amqprouter.observe.probes import LoopHeartbeat
@@ -226,7 +232,12 @@ async def serve(
 
     # SIGHUP is received from the start: one that comes during start-up waits for it
     # to finish, instead of killing the process (its default action).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    # A worker of --workers is also told to retire (a restart for new code): SIGUSR2.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    retiring: list[bool] = []
+    with trio.open_signal_receiver(
+        *handled, *((signal.SIGUSR2,) if worker is not None else ())
+    ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             stats = await start_stats(
@@ -327,15 +338,24 @@ async def serve(
                         nursery.start_soon(reload_on_signal)
                     elif number == signal.SIGTERM and not stop.is_set():
                         request_drain(None)
+                    elif number == signal.SIGUSR2:
+                        if not stop.is_set():
+                            retiring.append(True)
+                            request_drain(None)
                     else:  # SIGINT, or a second signal during a drain: at once
                         stop_now()
 
             nursery.start_soon(on_signal)
+            if worker is not None:
+                nursery.start_soon(watch_supervisor)
             await stop.wait()
             notify(STOPPING)
             if drain_for:
                 stats.events.shutting_down = True
                 with drained:
-                    await server.drain(drain_for[0])
+                    if retiring:  # sessions go on until the deadline, then a 320
+                        await retire(server, drain_for[0])
+                    else:
+                        await server.drain(drain_for[0])
             nursery.cancel_scope.cancel()
     return 0

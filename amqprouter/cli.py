@@ -408,7 +408,9 @@ _seconds = click.FloatRange(min=0.001)
     metavar="N|auto",
     help="Worker processes, each listening on the client ports (SO_REUSEPORT) and "
     "forwarding on its own, under a supervisor that owns the control socket and the HTTP "
-    "port (docs/fleet.md); auto: one per CPU core. 1 runs one process, as always.",
+    "port (docs/fleet.md); auto: one per CPU core. 1 runs one process, as always. "
+    "SIGUSR2 to the supervisor restarts the workers with the code installed now, "
+    "without dropping a client.",
 )
 @option(
     "Workers",

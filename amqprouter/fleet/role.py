@@ -9,18 +9,27 @@ each worker's control socket, its ready file and the configuration snapshot live
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Final
 
 import attrs
+import structlog
+import trio
 
 from amqprouter.control.config_file import ConfigFileError, read_lines
 from amqprouter.observe import logging as router_logging
 from amqprouter.server import Server
 from amqprouter.session.state import number_sessions_from
 
+log = structlog.get_logger("amqprouter.fleet")
+
 #: A session id's worker: its serial number is the id's bits above these.
 SESSION_ID_BITS: Final = 32
+#: A retiring worker's sessions still open at its deadline are closed (a 320 each) and
+#: given this long to finish their close handshakes before they are cut.
+RETIRE_CLOSE_SECONDS: Final = 5.0
 #: The file the supervisor keeps the fleet's configuration in (CONFIG PRINT's text),
 #: which a worker started after the first ones applies instead of the flags' commands.
 SNAPSHOT: Final = "config"
@@ -80,6 +89,20 @@ def become_worker(role: WorkerRole, server: Server) -> None:
     router_logging.tag_lines(worker=role.serial)
 
 
+async def watch_supervisor(interval: float = 1.0) -> None:
+    """Drain (SIGTERM to ourselves) once the supervisor is gone without stopping us: a
+    worker runs in its own session, and nobody else would ever stop it. (Not
+    PR_SET_PDEATHSIG: it follows the thread that started us, and trio starts
+    processes from worker threads that come and go.)"""
+    parent = os.getppid()
+    while True:
+        await trio.sleep(interval)
+        if os.getppid() != parent:
+            break
+    log.warning("the supervisor is gone; draining")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def startup_lines(role: WorkerRole, setup: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The commands this worker starts with: the fleet's configuration snapshot once
     the supervisor has one (a worker started later joins the fleet as it is now, with
@@ -88,3 +111,23 @@ def startup_lines(role: WorkerRole, setup: list[tuple[str, str]]) -> list[tuple[
         return read_lines(role.snapshot)
     except ConfigFileError:
         return setup
+
+
+async def retire(server: Server, deadline: float) -> None:
+    """A worker replaced by a restart (SIGUSR2): stop accepting at once (the new workers
+    listen on the same ports), let the sessions go on and end by themselves for
+    ``deadline`` seconds, then close the rest gracefully (320 to each client)."""
+    server.stop_listening()
+    log.info("retiring: not accepting; sessions continue", sessions=len(server.sessions))
+    emptied = trio.Event()
+
+    def ended(_session: object) -> None:
+        if not server.sessions:
+            emptied.set()
+
+    server.session_ended.append(ended)
+    if not server.sessions:
+        emptied.set()
+    with trio.move_on_after(deadline):
+        await emptied.wait()
+    await server.drain(RETIRE_CLOSE_SECONDS)

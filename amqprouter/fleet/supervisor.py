@@ -26,7 +26,10 @@ The supervisor (docs/fleet.md):
 * serves ``/metrics`` (every worker's, each sample labelled ``worker``), ``/livez``
   (its own loop), ``/readyz`` (ready while any worker is);
 * SIGTERM or EXIT GRACEFUL drains every worker and exits when they are gone; SIGINT or
-  EXIT stops them at once; SIGHUP sends CONFIG RELOAD to every worker.
+  EXIT stops them at once; SIGHUP sends CONFIG RELOAD to every worker;
+* SIGUSR2 restarts for new code: N new workers start (the code installed now, the
+  fleet's configuration), then the old ones stop accepting and retire: their sessions
+  go on until ``--shutdown-timeout``, and only then get a 320.
 """
 
 from __future__ import annotations
@@ -159,8 +162,13 @@ class Supervisor:
         self.max_rss_bytes = max_rss_bytes
         self.shutdown_timeout = shutdown_timeout
         self.slots: list[Worker | None] = [None] * workers
+        #: Every worker process not yet exited, whatever its state (starting included):
+        #: what a stop must reach.
+        self.processes: set[Worker] = set()
         self.retiring: list[Worker] = []
         self.restarts = 0
+        #: Restarts (SIGUSR2) done: 0 for the workers started first.
+        self.generation = 0
         self.stopping = False
         self._serials = 0
         self._lock = trio.Lock()  # one command (or replacement) at a time
@@ -181,6 +189,8 @@ class Supervisor:
             WorkerStartFailed: it exited first, or took longer than START_TIMEOUT.
         """
         assert self._nursery is not None
+        if self.stopping:
+            raise WorkerStartFailed("the supervisor is stopping", EXIT_WORKERS_FAILED)
         self._serials += 1
         role = WorkerRole(self._serials, self.count, self.directory)
         env = dict(os.environ)
@@ -196,6 +206,7 @@ class Supervisor:
             start_new_session=True,
         )
         worker = Worker(role, slot, process, time.monotonic())
+        self.processes.add(worker)
         self._nursery.start_soon(self._watch, worker)
         with trio.move_on_after(START_TIMEOUT):
             while process.returncode is None:
@@ -215,9 +226,69 @@ class Supervisor:
             f"worker {role.serial} did not start within {START_TIMEOUT:g} s", EXIT_WORKERS_FAILED
         )
 
+    async def _spawn_all(self) -> list[Worker]:
+        """A worker for every slot, started side by side; all or none (the ones that
+        started are stopped again when one fails).
+
+        Raises:
+            WorkerStartFailed: the first failure.
+        """
+        started: dict[int, Worker] = {}
+        failures: list[WorkerStartFailed] = []
+
+        async def one(slot: int) -> None:
+            try:
+                started[slot] = await self._spawn(slot)
+            except WorkerStartFailed as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for slot in range(self.count):
+                nursery.start_soon(one, slot)
+        if failures:
+            for worker in started.values():
+                worker.retiring = True
+                self.retiring.append(worker)
+                self._signal(worker, signal.SIGTERM)
+            raise failures[0]
+        return [started[slot] for slot in range(self.count)]
+
+    async def restart(self) -> None:
+        """SIGUSR2: new workers, started from the code installed now and the fleet's
+        configuration, take over; the old ones stop accepting at once and retire (their
+        sessions go on until ``--shutdown-timeout``, then get a 320)."""
+        if self.stopping:
+            return
+        async with self._lock:  # no command half-applied across two generations
+            old = [w for w in self.slots if w is not None]
+            log.info("restart: starting new workers", workers=self.count)
+            try:
+                fresh = await self._spawn_all()
+            except WorkerStartFailed as exc:
+                log.error(
+                    "restart failed: the new workers did not start; the old ones keep serving",
+                    error=str(exc),
+                )
+                return
+            for worker in old:
+                worker.retiring = True
+                self.retiring.append(worker)
+            for worker in fresh:
+                self.slots[worker.slot] = worker
+            for worker in old:
+                self._signal(worker, signal.SIGUSR2)
+            self.generation += 1
+            log.info(
+                "restart: new workers serving; the old ones retire",
+                new=[w.serial for w in fresh],
+                retiring=[w.serial for w in old],
+                drain_seconds=self.shutdown_timeout,
+            )
+
     async def _watch(self, worker: Worker) -> None:
         """Wait for ``worker`` to exit; replace it when it was serving."""
         code = await worker.process.wait()
+        self.processes.discard(worker)
         for path in (worker.role.ready_file, worker.role.control_socket):
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -388,7 +459,7 @@ class Supervisor:
         """Drain every worker (``EXIT GRACEFUL`` on its socket, SIGTERM if it does not
         answer), or stop it at once (SIGINT); SIGKILL whatever outlives the deadline."""
         self.stopping = True
-        workers = [w for w in self.slots if w is not None] + list(self.retiring)
+        workers = list(self.processes)
         drain = self._drain_seconds
 
         async def stop(worker: Worker) -> None:
@@ -414,7 +485,7 @@ class Supervisor:
     def stop_now(self) -> None:
         """SIGINT, or a second signal during a drain: every worker stops at once."""
         if self._stop is not None and self._stop.is_set():
-            for worker in [w for w in self.slots if w is not None] + list(self.retiring):
+            for worker in list(self.processes):
                 self._signal(worker, signal.SIGINT)
         self.request_stop(None)
 
@@ -440,6 +511,9 @@ class Supervisor:
             "failed a command.\n"
             "# TYPE amqprouter_worker_restarts_total counter\n"
             f"amqprouter_worker_restarts_total {self.restarts}\n"
+            "# HELP amqprouter_worker_generation Restarts for new code (SIGUSR2) done.\n"
+            "# TYPE amqprouter_worker_generation gauge\n"
+            f"amqprouter_worker_generation {self.generation}\n"
         )
         return Response(200, merge.metrics(pages, own), CONTENT_TYPE)
 
@@ -472,12 +546,14 @@ class Supervisor:
     ) -> int:
         """Start the workers, serve until stopped; the exit code."""
         self._stop = trio.Event()
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        with trio.open_signal_receiver(
+            signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2
+        ) as signals:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
-                    for slot in range(self.count):
-                        self.slots[slot] = await self._spawn(slot)
+                    for worker in await self._spawn_all():
+                        self.slots[worker.slot] = worker
                 except WorkerStartFailed as exc:
                     click.echo(f"Cannot start the workers: {exc}", err=True)
                     self._drain_seconds = None
@@ -529,6 +605,8 @@ class Supervisor:
                     async for number in signals:
                         if number == signal.SIGHUP:
                             nursery.start_soon(self._reload)
+                        elif number == signal.SIGUSR2:
+                            nursery.start_soon(self.restart)
                         elif number == signal.SIGTERM and not self._stop_requested():
                             self.request_stop(self.shutdown_timeout)
                         else:
