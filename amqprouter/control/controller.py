@@ -45,7 +45,7 @@ from amqprouter.text import escape
 log = structlog.get_logger("amqprouter.control")
 
 #: BACKEND ADD resolves its host once, at command time. The resolver gives up on a dead
-#: DNS server sooner (routing.resolver.DNS_TIMEOUT); this bounds everything else.
+#: DNS server sooner (net.resolver.DNS_TIMEOUT); this bounds everything else.
 RESOLVE_TIMEOUT: Final = 5.0
 #: LOG FILE on a router without --log-directory: refused, as it would change nothing.
 NO_LOG_FILES: Final = (

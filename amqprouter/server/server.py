@@ -13,11 +13,12 @@ import structlog
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.hostnames import HostnameMapper
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.tls_context import TlsState, missing
 from amqprouter.net.transport import PlainTransport, Transport
-from amqprouter.routing import Backend, Resolver, RoutingTable
+from amqprouter.routing import Backend, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
-from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
@@ -32,7 +33,7 @@ from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
-from amqprouter.session.events import SessionEvents
+from amqprouter.session.metrics_hooks import SessionEvents
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class Server:
     @property
     def events(self) -> SessionEvents:
         """Told of each session's handshake and connect latencies and failed connects
-        (session/events.py); /metrics sets its observer here."""
+        (session/metrics_hooks.py); /metrics sets its observer here."""
         return self.context.events
 
     @events.setter
