@@ -177,7 +177,7 @@ def test_every_accepted_command_is_written_back_exactly(line: str) -> None:
 
 
 # --------------------------------------------------------------------------- #
-# the inputs of issue 10 (item 7), kept as regression cases
+# inputs that once broke the round trip, kept as regression cases
 # --------------------------------------------------------------------------- #
 
 
