@@ -15,6 +15,7 @@ from amqprouter.app import (
     Observe,
     serve,
 )
+from amqprouter.control.config_check import check_lines, verdict
 from amqprouter.control.config_file import ConfigFileError, read_lines
 from amqprouter.control.grammar import ParseError, parse
 from amqprouter.control.reload import BELOW_FILE
@@ -22,7 +23,7 @@ from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
 )
-from amqprouter.help_sections import SectionedCommand, envvar_for, option
+from amqprouter.help_sections import SectionedCommand, SectionOption, envvar_for, option
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
@@ -383,6 +384,19 @@ _seconds = click.FloatRange(min=0.001)
     "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one. SIGHUP or "
     "CONFIG RELOAD applies what changed in it since.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    default=False,
+    cls=SectionOption,
+    section="Control",
+    # No AMQPROUTER_CHECK: a variable left in an environment file would turn every
+    # start of the service into a check that exits.
+    help="Check the configuration (the --config file with the other flags around it, as a "
+    "start applies them) without starting: every problem is printed with its line, and "
+    "the exit code is 0 when it would start, 6 when not. The unit runs it before every "
+    "start and reload.",
+)
 @click.version_option(
     __version__,
     prog_name="amqprouter",
@@ -427,6 +441,7 @@ def main(
     statsd_prefix: str,
     http_port: int | None,
     http_host: str | None,
+    check: bool,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
     connection is sent to a broker chosen by its vhost."""
@@ -440,18 +455,22 @@ def main(
     directory = Path(log_directory) if log_directory else None
     if directory is None:
         _refuse_file_flags_without_directory()
-    try:
-        router_logging.configure(
-            verbosity,
-            log_format=log_format,
-            directory=directory,
-            max_file_bytes=log_file_max_bytes,
-            max_directory_bytes=log_directory_max_bytes,
-            max_queued=log_queue_lines,
-        )
-    except OSError as exc:
-        click.echo(f"Cannot write log files in: '{log_directory}': {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_LOG_DIRECTORY_FAILED)
+    # A check writes nothing: no log files are opened for it.
+    if not check:
+        try:
+            router_logging.configure(
+                verbosity,
+                log_format=log_format,
+                directory=directory,
+                max_file_bytes=log_file_max_bytes,
+                max_directory_bytes=log_directory_max_bytes,
+                max_queued=log_queue_lines,
+            )
+        except OSError as exc:
+            click.echo(
+                f"Cannot write log files in: '{log_directory}': {exc.strerror or exc}", err=True
+            )
+            sys.exit(EXIT_LOG_DIRECTORY_FAILED)
     settings = SessionSettings(
         tune=TuneParams(channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat),
         timeouts=Timeouts(
@@ -508,6 +527,8 @@ def main(
         setup.append(
             ("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}{listen_options}")
         )
+    if check:
+        sys.exit(_check(setup, config_file, log_files=directory is not None))
     socket_path = Path(control_socket) if control_socket else default_control_socket()
     logging_to = f"'{directory}'" if directory is not None else "stderr"
     click.echo(f"Starting amqprouter, logging to: {logging_to} control using: '{socket_path}'")
@@ -530,6 +551,15 @@ def main(
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
+
+
+def _check(setup: list[tuple[str, str]], config_file: Path | None, *, log_files: bool) -> int:
+    """``--check``: every problem of the start-up lines on stderr; the exit code."""
+    problems = check_lines(setup, log_files=log_files)
+    checked = str(config_file) if config_file is not None else "the flags (no --config file)"
+    text = verdict(problems, checked)
+    click.echo(text.rstrip("\n"), err=bool(problems))
+    return EXIT_CONFIG_FAILED if problems else 0
 
 
 def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener: bool) -> str:

@@ -45,12 +45,74 @@ def _systemd_analyze(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def unit_here(tmp_path: Path) -> Path:
-    """The unit, with ExecStart pointing at this venv's amqprouter (verify checks it exists)."""
+    """The unit, with its commands pointing at this venv's (verify checks they exist)."""
     text = UNIT.read_text()
     assert "ExecStart=/usr/local/bin/amqprouter\n" in text
     copy = tmp_path / "amqprouter.service"
-    copy.write_text(text.replace("ExecStart=/usr/local/bin/amqprouter", f"ExecStart={AMQPROUTER}"))
+    copy.write_text(text.replace("=/usr/local/bin/", f"={AMQPROUTER.parent}/"))
     return copy
+
+
+def _unit_commands(key: str) -> list[list[str]]:
+    """Each ``key=`` command line of the unit, split, with this venv's programs."""
+    return [
+        [str(AMQPROUTER.parent / Path(word).name) if word.startswith("/usr/local/bin/") else word
+         for word in shlex.split(line.split("=", 1)[1])]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith(f"{key}=")
+    ]  # fmt: skip
+
+
+def _unit_environment(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment=AMQPROUTER_"):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            env[name] = value
+    # The checkout's code, whatever the venv's scripts were installed from.
+    env["PYTHONPATH"] = str(REPO)
+    return {**env, **overrides}
+
+
+def test_the_unit_checks_the_configuration_before_start_and_reload(tmp_path: Path) -> None:
+    (check,) = _unit_commands("ExecStartPre")
+    assert check == [str(AMQPROUTER), "--check"]
+    reload_check, hup = _unit_commands("ExecReload")
+    assert reload_check[1:] == ["CONFIG", "CHECK"] and hup == ["/bin/kill", "-HUP", "$MAINPID"]
+    config = tmp_path / "router.conf"
+    socket_path = tmp_path / "control"
+    port = free_port()
+    env = _unit_environment(
+        AMQPROUTER_CONFIG=str(config),
+        AMQPROUTER_CONTROL_SOCKET=str(socket_path),
+        AMQPROUTER_LISTEN_PORT="",
+        AMQPROUTER_DESTINATION_DNS="",
+        AMQPROUTER_DESTINATION_PORT="",
+    )
+    # ExecStartPre, as the unit runs it: a broken file fails the start, with its lines.
+    config.write_text("BACKEND ADD b dc 127.0.0.1 5672\nFARM ADD f round-robin b x\n")
+    result = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 6
+    assert result.stderr.startswith(f"{config}:2: FARM ADD f round-robin b x: Backend 'x'")
+    config.write_text(f"BACKEND ADD b dc 127.0.0.1 5672\nLISTEN START {port}\n")
+    result = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    # ExecReload's check, against the running router: its own port does not count.
+    process = subprocess.Popen(
+        router_command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO
+    )
+    try:
+        wait_for(lambda: port_is_open(port), timeout=15, what="the router to listen")
+        result = subprocess.run(reload_check, env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        config.write_text(f"LISTEN START {port}\nMAP FARM v nosuch\n")
+        result = subprocess.run(reload_check, env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert result.stdout.startswith(f"{config}:2: MAP FARM v nosuch: Farm 'nosuch' not found")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
 
 
 def test_systemd_accepts_the_unit(unit_here: Path) -> None:
@@ -84,7 +146,7 @@ def test_the_unit_says_what_the_router_does() -> None:
         if "=" in line and not line.startswith("#")
     )
     assert settings["Type"] == "notify"
-    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the last one: after the check
     # systemd must not SIGKILL a drain that --shutdown-timeout still allows.
     assert float(settings["TimeoutStopSec"].removesuffix("s")) > SHUTDOWN_TIMEOUT
     # Every variable the unit sets is a flag's.

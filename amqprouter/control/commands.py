@@ -52,6 +52,15 @@ class ConfigReload:
     re-open the log files and re-read the TLS files (as SIGHUP does)."""
 
 
+@attrs.frozen
+class ConfigCheck:
+    """``CONFIG CHECK [file]`` (ours): parse and validate a file of control commands as a
+    start or a reload would apply it, changing nothing; ``path`` None is the router's own
+    ``--config`` file."""
+
+    path: str | None = None
+
+
 # --------------------------------------------------------------------------- #
 # BACKEND
 # --------------------------------------------------------------------------- #
@@ -563,6 +572,7 @@ Command: TypeAlias = (
     | Exit
     | ConfigPrint
     | ConfigReload
+    | ConfigCheck
     | BackendPrint
     | FarmPrint
     | MapPrint

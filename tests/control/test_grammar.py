@@ -22,6 +22,7 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    ConfigCheck,
     ConfigPrint,
     ConfigReload,
     Conn,
@@ -88,8 +89,9 @@ EXPECTED_HELP = (
     " ENABLE name |"
     " DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
-    "CONFIG (PRINT | RELOAD) - Print the current configuration as the commands that rebuild "
-    "it, or re-read the --config file and apply what changed in it (as SIGHUP does)\n"
+    "CONFIG (PRINT | RELOAD | CHECK [file]) - Print the current configuration as the commands "
+    "that rebuild it, re-read the --config file and apply what changed in it (as SIGHUP "
+    "does), or check a file (default: the --config file) without applying it\n"
     "CONN Print the connected sessions\n"
     "DATACENTER SET name | PRINT\n"
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
@@ -177,6 +179,8 @@ VALID: list[tuple[str, Command]] = [
     ("EXIT", Exit()),
     ("CONFIG PRINT", ConfigPrint()),
     ("config reload", ConfigReload()),
+    ("CONFIG CHECK", ConfigCheck()),
+    ("config check /etc/amqprouter/router.conf", ConfigCheck("/etc/amqprouter/router.conf")),
     # BACKEND
     (
         "BACKEND ADD rabbit1 london-az1 localhost 5672",
@@ -457,8 +461,8 @@ ERRORS: list[tuple[str, str]] = [
     ("MAPHOSTNAME", "No subcommand specified; valid subcommands: DNS.\n"),
     ("MAPHOSTNAME REVERSE", "Only DNS subcommand is supported.\n"),
     # CONFIG (ours)
-    ("CONFIG", "No subcommand provided: expected PRINT or RELOAD.\n"),
-    ("CONFIG LOAD file", "Unknown subcommand 'LOAD': expected PRINT or RELOAD.\n"),
+    ("CONFIG", "No subcommand provided: expected PRINT, RELOAD or CHECK.\n"),
+    ("CONFIG LOAD file", "Unknown subcommand 'LOAD': expected PRINT, RELOAD or CHECK.\n"),
 ]
 
 
@@ -790,6 +794,8 @@ CANONICAL: list[tuple[Command, str]] = [
     (DatacenterPrint(), "DATACENTER PRINT"),
     (ConfigPrint(), "CONFIG PRINT"),
     (ConfigReload(), "CONFIG RELOAD"),
+    (ConfigCheck(), "CONFIG CHECK"),
+    (ConfigCheck("router.conf"), "CONFIG CHECK router.conf"),
     (Conn(), "CONN"),
     (Exit(), "EXIT"),
     (Exit(graceful=True), "EXIT GRACEFUL"),

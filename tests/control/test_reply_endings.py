@@ -72,7 +72,7 @@ def _one_line(reply: str) -> bool:
         ("LOG FROB 3", "Type to verb is not known: 'FROB'; valid types: CONSOLE, FILE"),
         ("AUTH FROB", "Unknown subcommand: 'FROB'; valid subcommands: SERVICE, ALWAYS_ALLOW, "),
         ("DATACENTER FROB", "Unknown subcommand: 'FROB'; valid subcommands: SET, PRINT"),
-        ("CONFIG FROB", "Unknown subcommand 'FROB': expected PRINT or RELOAD."),
+        ("CONFIG FROB", "Unknown subcommand 'FROB': expected PRINT, RELOAD or CHECK."),
         ("MAPHOSTNAME FROB", "Only DNS subcommand is supported."),
         ("STAT FROB", "Only LISTEN, SEND, STOP, ENABLE, and DISABLE subcommands are supported."),
         ("FROB", "Unknown command 'FROB'. Send HELP for the list of commands."),

@@ -17,8 +17,9 @@ HELP_TEXTS: Mapping[str, str] = {
     "DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
     ") - Change backend servers",
-    "CONFIG": "(PRINT | RELOAD) - Print the current configuration as the commands that "
-    "rebuild it, or re-read the --config file and apply what changed in it (as SIGHUP does)",
+    "CONFIG": "(PRINT | RELOAD | CHECK [file]) - Print the current configuration as the "
+    "commands that rebuild it, re-read the --config file and apply what changed in it (as "
+    "SIGHUP does), or check a file (default: the --config file) without applying it",
     "CONN": "Print the connected sessions",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "

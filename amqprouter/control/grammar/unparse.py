@@ -19,6 +19,7 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    ConfigCheck,
     ConfigPrint,
     ConfigReload,
     Conn,
@@ -163,6 +164,8 @@ def words_of(command: Command) -> list[str]:
             return ["CONFIG", "PRINT"]
         case ConfigReload():
             return ["CONFIG", "RELOAD"]
+        case ConfigCheck(path):
+            return ["CONFIG", "CHECK"] + ([] if path is None else [path])
         case StatListen(output, kind, value):
             return ["STAT", "LISTEN", output, f"{kind}={value}" if value else kind]
         case StatSend(host, port):
