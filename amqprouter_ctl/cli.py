@@ -1,9 +1,13 @@
 """``amqprouter_ctl [--json] [--allow-owner USER] [<control_socket>] ARGS...``: one command.
 
-The arguments are joined with single spaces into one line, sent to the router's
-control socket, and the reply is printed as it arrives. ``--json`` asks the router
-for the command's JSON form (one object a line), which the router builds from its
-own records: nothing here reads the reply's text.
+The arguments are joined with single spaces into one line, each quoted as the control
+grammar reads it back when it needs to be (``MAP BACKEND 'my vhost' rabbit1`` from the
+shell's ``MAP BACKEND 'my vhost' rabbit1``: the argument ``my vhost`` arrives whole),
+sent to the router's control socket, and the reply is printed as it arrives. The first
+argument is sent as it is: a verb never needs quotes, and a first argument holding
+spaces is a whole command line (``amqprouter_ctl "MAP PRINT"``), as it always was.
+``--json`` asks the router for the command's JSON form (one object a line), which the
+router builds from its own records: nothing here reads the reply's text.
 
 Before sending, the socket's owner is checked, and again the user of the process
 that answers (SO_PEERCRED): a socket held by someone other than the caller or root
@@ -44,7 +48,8 @@ HELP: Final = f"""{USAGE}
 
 Sends ARGS, joined with spaces, as one command line to the amqprouter listening on the
 Unix socket <control_socket>, and prints the reply. `amqprouter_ctl HELP` lists the
-commands.
+commands. An argument holding spaces or quotes arrives as one word (it is quoted for
+the router): amqprouter_ctl MAP BACKEND 'my vhost' rabbit1.
 
 <control_socket> may be left out when the first word has no `/` and is not a
 socket file: then ${SOCKET_ENV} is used if set,
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if invocation.path is None:  # --help
         print(HELP, end="")
         sys.exit(EXIT_OK)
-    line = " ".join(invocation.words)
+    line = command_line(invocation.words)
     sys.exit(run(invocation.path, line, invocation.trusted, as_json=invocation.json))
 
 
@@ -148,6 +153,26 @@ def parse(args: list[str]) -> Invocation:
             raise UsageError(f"an argument holds a line break: {word!r}")
     trusted = {os.getuid(), os.geteuid(), 0} | {_uid(owner) for owner in owners}
     return Invocation(path, args, trusted, json=as_json)
+
+
+#: What makes an argument need quoting (amqprouter.control.grammar.words._NEEDS_QUOTES:
+#: the grammar's whitespace, quotes and the backslash), kept here so that the client
+#: imports nothing of the daemon.
+_NEEDS_QUOTES: Final = frozenset(" \t\n\v\f\r'\"\\")
+
+
+def quote(word: str) -> str:
+    """``word`` as the control grammar reads it back as one word (its ``quote``)."""
+    if word and not _NEEDS_QUOTES.intersection(word):
+        return word
+    if "'" not in word:
+        return f"'{word}'"
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def command_line(words: list[str]) -> str:
+    """The control line of ``words``: the first as it is, the others quoted as needed."""
+    return " ".join(words[:1] + [quote(word) for word in words[1:]])
 
 
 def _names_a_socket(word: str) -> bool:

@@ -76,6 +76,7 @@ from amqprouter.control.grammar import (
     to_line,
     unknown_verb,
 )
+from amqprouter.text import unsafe_character
 
 # --------------------------------------------------------------------------- #
 # HELP
@@ -866,31 +867,43 @@ def test_round_trip_from_any_spelling(line: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "line"),
+    [
+        (BackendAdd("a b", "dc", "h", 5672), "BACKEND ADD 'a b' dc h 5672"),
+        (FarmAdd("f", "round-robin", ("a b",)), "FARM ADD f round-robin 'a b'"),
+        (BackendCheckOff("a b"), "BACKEND CHECK 'a b' OFF"),
+        (MapUnmap(" "), "MAP UNMAP ' '"),
+        (DatacenterSet("a b"), "DATACENTER SET 'a b'"),
+        (MapBackend("it's", "b"), """MAP BACKEND "it's" b"""),
+        (MapBackend('a"b\\', "b"), r"""MAP BACKEND 'a"b\' b"""),
+        (MapBackend("'\"\\", "b"), r"""MAP BACKEND "'\"\\" b"""),
+    ],
+)
+def test_a_word_with_whitespace_or_quotes_is_written_quoted(command: Command, line: str) -> None:
+    assert to_line(command) == line
+    assert parse(line) == command
+
+
+@pytest.mark.parametrize(
     "command",
     [
         BackendAdd("", "dc", "h", 5672),
-        BackendAdd("a b", "dc", "h", 5672),
         BackendAddDns("b", "dc\t1", "h", 5672),
         BackendAdd("b", "dc", "h", 0),
         BackendAddDns("b", "dc", "h", 65536),
         BackendDelete(""),
         FarmAdd("f", "round-robin", ("a", "")),
-        FarmAdd("f", "round-robin", ("a b",)),
         FarmAdd("f", ""),
-        FarmPartition("f", "datacenter affinity"),
         FarmDelete("f\n"),
         BackendCheckOn("b", interval_ms=5),
         BackendCheckOn("b", fall=0),
-        BackendCheckOff("a b"),
         FarmOnDown("", True),
         MapBackend("", "b"),
         MapFarm("v", "f\r"),
-        MapUnmap(" "),
         MapDefault(""),
         ListenStart(0),
         ListenStartSecure(70000),
         ListenStop(-1),
-        DatacenterSet("a b"),
         LogConsole(6),
         LogFile(-1),
         MapUnmap("v" * MAX_LINE_LENGTH),
@@ -1017,3 +1030,51 @@ _VHOST = "PAUSE, UNPAUSE, PRINT, BACKEND_DISCONNECT, FORCE_DISCONNECT"
 )
 def test_session_control_grammar(line: str, expected: Command | ParseError) -> None:
     assert parse(line) == expected
+
+
+# --------------------------------------------------------------------------- #
+# quoting (ours)
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("MAP BACKEND 'my vhost' rabbit1", MapBackend("my vhost", "rabbit1")),
+        ('MAP BACKEND "my vhost" rabbit1', MapBackend("my vhost", "rabbit1")),
+        ("MAP BACKEND my\\ vhost rabbit1", MapBackend("my vhost", "rabbit1")),
+        ("MAP BACKEND my' 'vhost rabbit1", MapBackend("my vhost", "rabbit1")),
+        ("MAP   BACKEND\t'a  b'  \t rabbit1  ", MapBackend("a  b", "rabbit1")),
+        ('MAP BACKEND "it\'s" b', MapBackend("it's", "b")),
+        ("MAP BACKEND 'say \"hi\"' b", MapBackend('say "hi"', "b")),
+        ('MAP BACKEND "a\\"b\\\\c\\d" b', MapBackend('a"b\\c\\d', "b")),  # \d stays \d
+        ("MAP BACKEND 'a\\b' b", MapBackend("a\\b", "b")),  # literal in single quotes
+        ("MAP BACKEND \\'x b", MapBackend("'x", "b")),
+        ("map backend 'My VHost' B", MapBackend("My VHost", "B")),
+    ],
+)
+def test_quotes_and_backslashes_make_one_word(line: str, command: Command) -> None:
+    assert parse(line) == command
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        ("MAP BACKEND 'my vhost rabbit1", "Unterminated ' quote.\n"),
+        ('MAP BACKEND "my vhost rabbit1', 'Unterminated " quote.\n'),
+        ("MAP BACKEND v rabbit1\\", "A backslash at the end of the line escapes nothing.\n"),
+        ("MAP BACKEND '' rabbit1", "An empty word ('' or \"\") names nothing.\n"),
+        (
+            "MAP BACKEND 'a b' c 'd e'",
+            "Unexpected word 'd e': 'MAP BACKEND 'a b' c' takes no more words.\n",
+        ),
+    ],
+)
+def test_bad_quoting_is_refused(line: str, reply: str) -> None:
+    assert parse(line) == ParseError(reply)
+
+
+def test_a_quoted_control_character_is_still_refused_and_never_echoed_raw() -> None:
+    for line in ("MAP BACKEND 'a\nb' c", "MAP BACKEND 'a\x1b[2Jb' c", 'MAP BACKEND "\u202e" c'):
+        reply = parse(line)
+        assert isinstance(reply, ParseError)
+        assert unsafe_character(reply.reply.rstrip("\n")) is None

@@ -108,6 +108,9 @@ def test_send_proxy_goes_with_tls() -> None:
     assert isinstance(backend, BackendAdd) and backend.tls and backend.send_proxy == 1
 
 
-def test_a_path_that_cannot_be_one_word_is_not_written() -> None:
+def test_a_path_with_a_space_is_written_quoted_and_one_with_a_newline_not_at_all() -> None:
+    command = TlsFile("INGRESS", "KEY_FILE", "/etc/my keys/a b.pem")
+    assert to_line(command) == "TLS INGRESS KEY_FILE '/etc/my keys/a b.pem'"
+    assert parse(to_line(command)) == command
     with pytest.raises(ValueError, match="cannot be written"):
-        to_line(TlsFile("INGRESS", "KEY_FILE", "/a b.pem"))
+        to_line(TlsFile("INGRESS", "KEY_FILE", "/a\nb.pem"))
