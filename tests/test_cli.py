@@ -49,20 +49,52 @@ def test_help_explains_every_flag() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "missing"),
     [
-        ["--listen-port", "5999"],
-        ["--destination-dns", "localhost", "--destination-port", "5672"],
-        ["--listenPort", "5999", "--destinationDNS", "localhost"],
+        (["--listen-port", "5999"], "--destination-dns, --destination-port"),
+        (["--destination-dns", "localhost", "--destination-port", "5672"], "--listen-port"),
+        (["--listenPort", "5999", "--destinationDNS", "localhost"], "--destination-port"),
     ],
 )
-def test_incomplete_simple_mode_is_the_reference_error(args: list[str]) -> None:
+def test_incomplete_simple_mode_names_our_flags_and_what_is_missing(
+    args: list[str], missing: str
+) -> None:
     result = _run(*args)
     assert result.returncode == 2
+    # The reference's first words, then this tool's own names (the camelCase ones work).
     assert result.stderr.strip() == (
-        "If configuring in simple mode, the --listenPort, --destinationPort and "
-        "--destinationDNS must all be set"
+        "If configuring in simple mode, --listen-port, --destination-port and "
+        "--destination-dns (or AMQPROUTER_LISTEN_PORT, AMQPROUTER_DESTINATION_PORT and "
+        f"AMQPROUTER_DESTINATION_DNS) must all be set; missing: {missing}"
     )
+
+
+def test_an_unknown_variable_is_warned_about_with_the_closest_name(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "AMQPROUTER_LISTEN_PROT": "5673",  # the typo
+        "AMQPROUTER_DESTINATION_DNS": "localhost",
+        "AMQPROUTER_DESTINATION_PORT": "5672",
+        "AMQPROUTER_WHATEVER": "1",
+    }
+    result = subprocess.run(
+        router_command("--check"), capture_output=True, text=True, timeout=30, env=env, cwd=REPO
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [
+        "Warning: unknown environment variable AMQPROUTER_LISTEN_PROT ignored; did you mean "
+        "AMQPROUTER_LISTEN_PORT?",
+        "Warning: unknown environment variable AMQPROUTER_WHATEVER ignored; no flag reads it "
+        "(amqprouter --help names each flag's variable)",
+    ]
+    assert lines[2].endswith("must all be set; missing: --listen-port")
+    # A variable a flag reads, and the project's own others, are not warned about.
+    env = {**os.environ, "AMQPROUTER_CONFIG": "", "AMQPROUTER_COMPILE": "1"}
+    result = subprocess.run(
+        router_command("--check"), capture_output=True, text=True, timeout=30, env=env, cwd=REPO
+    )
+    assert "Warning" not in result.stderr
 
 
 def test_verbosity_out_of_range() -> None:
