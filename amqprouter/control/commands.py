@@ -61,6 +61,14 @@ class ConfigCheck:
     path: str | None = None
 
 
+@attrs.frozen
+class Complete:
+    """``COMPLETE [word...]`` (ours): the words that may follow ``words`` on a control
+    line, keywords and live names, one a line (amqprouter_ctl's shell completion)."""
+
+    words: tuple[str, ...] = ()
+
+
 # --------------------------------------------------------------------------- #
 # BACKEND
 # --------------------------------------------------------------------------- #
@@ -573,6 +581,7 @@ Command: TypeAlias = (
     | ConfigPrint
     | ConfigReload
     | ConfigCheck
+    | Complete
     | BackendPrint
     | FarmPrint
     | MapPrint

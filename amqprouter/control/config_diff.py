@@ -54,6 +54,7 @@ State = dict[Key, Entry]
 # Commands that only print: nothing to apply, at start or at a reload.
 _QUERIES = (
     c.Help,
+    c.Complete,
     c.Conn,
     c.ConfigPrint,
     c.BackendPrint,

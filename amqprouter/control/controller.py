@@ -20,6 +20,7 @@ import trio
 
 from amqprouter.control import (
     auth_commands,
+    completion,
     conn,
     health_commands,
     json_replies,
@@ -203,6 +204,15 @@ class Controller:
 
     async def _config_reload(self, command: c.ConfigReload) -> Reply:
         return await self.reloader.reload(self, "CONFIG RELOAD")
+
+    async def _complete(self, command: c.Complete) -> Reply:
+        server = self.server
+        names = completion.Names(
+            backends=server.routing.backends,
+            farms=server.routing.farms,
+            vhosts={*server.routing.mappings, *server.vhosts.seen, *server.vhosts.paused},
+        )
+        return Reply("".join(word + "\n" for word in completion.candidates(command.words, names)))
 
     async def _config_check(self, command: c.ConfigCheck) -> Reply:
         path = Path(command.path) if command.path is not None else None
@@ -402,6 +412,7 @@ _handle(Controller._conn, c.Conn)
 _handle(Controller._config_print, c.ConfigPrint)
 _handle(Controller._config_reload, c.ConfigReload)
 _handle(Controller._config_check, c.ConfigCheck)
+_handle(Controller._complete, c.Complete)
 _handle(Controller._exit, c.Exit)
 _handle(Controller._session, c.SessionControl)
 _handle(Controller._vhost, *session_control.VHOST_COMMANDS)

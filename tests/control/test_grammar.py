@@ -22,6 +22,7 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    Complete,
     ConfigCheck,
     ConfigPrint,
     ConfigReload,
@@ -90,6 +91,8 @@ EXPECTED_HELP = (
     " ENABLE name |"
     " DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
+    "COMPLETE [word...] - Print the words (keywords and live names) that may follow these, "
+    "one a line: amqprouter_ctl's shell completion asks it\n"
     "CONFIG (PRINT | RELOAD | CHECK [file]) - Print the current configuration as the commands "
     "that rebuild it, re-read the --config file and apply what changed in it (as SIGHUP "
     "does), or check a file (default: the --config file) without applying it\n"
@@ -154,20 +157,22 @@ def test_help_or_an_empty_line_is_help(line: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "verb"),
+    ("line", "verb", "hint"),
     [
-        ("FOO", "FOO"),
-        ("BACKENDS PRINT", "BACKENDS"),
-        ("STATS LISTEN json", "STATS"),
+        ("FOO", "FOO", ""),
+        ("BACKENDS PRINT", "BACKENDS", " Did you mean BACKEND?"),
+        ("STATS LISTEN json", "STATS", " Did you mean STAT?"),
+        ("backned PRINT", "backned", " Did you mean BACKEND?"),
+        ("CONFIGURE PRINT", "CONFIGURE", " Did you mean CONFIG?"),
         # The verb ends at the first *space*: a leading space or a tab after
         # the verb leaves a verb the grammar does not know.
-        (" BACKEND PRINT", ""),
-        ("BACKEND\tPRINT", "BACKEND\\tPRINT"),
+        (" BACKEND PRINT", "", ""),
+        ("BACKEND\tPRINT", "BACKEND\\tPRINT", " Did you mean BACKEND?"),
     ],
 )
-def test_an_unknown_verb_is_named(line: str, verb: str) -> None:
+def test_an_unknown_verb_is_named_with_the_closest_verb(line: str, verb: str, hint: str) -> None:
     assert parse(line) == ParseError(
-        f"Unknown command '{verb}'. Send HELP for the list of commands.\n"
+        f"Unknown command '{verb}'.{hint} Send HELP for the list of commands.\n"
     )
 
 
@@ -181,6 +186,8 @@ VALID: list[tuple[str, Command]] = [
     ("CONFIG PRINT", ConfigPrint()),
     ("config reload", ConfigReload()),
     ("CONFIG CHECK", ConfigCheck()),
+    ("COMPLETE", Complete()),
+    ("complete MAP BACKEND 'my vhost'", Complete(("MAP", "BACKEND", "my vhost"))),
     ("config check /etc/amqprouter/router.conf", ConfigCheck("/etc/amqprouter/router.conf")),
     # BACKEND
     (
@@ -329,8 +336,15 @@ _LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbos
 ERRORS: list[tuple[str, str]] = [
     # an unknown verb: named, with a hint (amqpprox answers with the whole HELP)
     ("FOO", "Unknown command 'FOO'. Send HELP for the list of commands.\n"),
-    ("backends PRINT", "Unknown command 'backends'. Send HELP for the list of commands.\n"),
-    ("BACKEND\tPRINT", "Unknown command 'BACKEND\\tPRINT'. Send HELP for the list of commands.\n"),
+    (
+        "backends PRINT",
+        "Unknown command 'backends'. Did you mean BACKEND? Send HELP for the list of commands.\n",
+    ),
+    (
+        "BACKEND\tPRINT",
+        "Unknown command 'BACKEND\\tPRINT'. Did you mean BACKEND? Send HELP for the list of "
+        "commands.\n",
+    ),
     ("\x1b[31m", "Unknown command '\\x1b[31m'. Send HELP for the list of commands.\n"),
     # BACKEND (the reference's texts end in no newline; ours all do, and list the choices)
     ("BACKEND", f"Subcommand '' not recognized; valid subcommands: {BACKEND_SUBCOMMANDS}.\n"),

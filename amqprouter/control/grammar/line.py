@@ -27,6 +27,7 @@ VERBS: Mapping[str, Parser] = {
     "AUTH": auth.AUTH,
     "BACKEND": routing.BACKEND,
     "CONFIG": process.CONFIG,
+    "COMPLETE": process.COMPLETE,
     "CONN": lambda args: Conn(),
     "DATACENTER": process.DATACENTER,
     "EXIT": process.EXIT,

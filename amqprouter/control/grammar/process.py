@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from amqprouter.control.commands import (
     Command,
+    Complete,
     ConfigCheck,
     ConfigPrint,
     ConfigReload,
@@ -99,4 +100,5 @@ def _exit(args: Sequence[str]) -> Command | ParseError:
 
 
 LOG: Parser = _log
+COMPLETE: Parser = lambda args: Complete(tuple(args))  # noqa: E731 - as the other verbs
 EXIT: Parser = _exit

@@ -19,6 +19,7 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    Complete,
     ConfigCheck,
     ConfigPrint,
     ConfigReload,
@@ -165,6 +166,8 @@ def words_of(command: Command) -> list[str]:
             return ["CONFIG", "PRINT"]
         case ConfigReload():
             return ["CONFIG", "RELOAD"]
+        case Complete(words):
+            return ["COMPLETE", *words]
         case ConfigCheck(path):
             return ["CONFIG", "CHECK"] + ([] if path is None else [path])
         case StatListen(output, kind, value):
