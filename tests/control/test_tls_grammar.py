@@ -60,7 +60,7 @@ def test_valid(line: str, expected: Command) -> None:
         (
             "TLS INGRESS CERT_CHAIN_FILE /etc/my certs/chain.pem",
             "A TLS file name must be one word: '/etc/my certs/chain.pem' has spaces in it; "
-            "rename the file or link it under a name without spaces.\n",
+            "quote it: '/etc/my certs/chain.pem'\n",
         ),
         (
             "TLS INGRESS VERIFY_MODE PEER SOMETIMES",

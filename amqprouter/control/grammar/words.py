@@ -35,7 +35,7 @@ from amqprouter.control.commands import Command
 from amqprouter.text import escape, unsafe_character
 
 # The control socket reads one line per command; 4096 characters is far more
-# than any real command needs (names are single words) and keeps a runaway
+# than any real command needs (a few names of at most 255 bytes) and keeps a runaway
 # client from handing the parser megabytes.
 MAX_LINE_LENGTH = 4096
 
