@@ -486,22 +486,18 @@ def main(
     directory = Path(log_directory) if log_directory else None
     if directory is None:
         _refuse_file_flags_without_directory()
-    # A check writes nothing: no log files are opened for it.
-    if not check:
-        try:
-            router_logging.configure(
-                verbosity,
-                log_format=log_format,
-                directory=directory,
-                max_file_bytes=log_file_max_bytes,
-                max_directory_bytes=log_directory_max_bytes,
-                max_queued=log_queue_lines,
-            )
-        except OSError as exc:
-            click.echo(
-                f"Cannot write log files in: '{log_directory}': {exc.strerror or exc}", err=True
-            )
-            sys.exit(EXIT_LOG_DIRECTORY_FAILED)
+    try:
+        router_logging.configure(
+            verbosity,
+            log_format=log_format,
+            directory=None if check else directory,  # a check opens no log file
+            max_file_bytes=log_file_max_bytes,
+            max_directory_bytes=log_directory_max_bytes,
+            max_queued=log_queue_lines,
+        )
+    except OSError as exc:
+        click.echo(f"Cannot write log files in: '{log_directory}': {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_LOG_DIRECTORY_FAILED)
     settings = SessionSettings(
         tune=TuneParams(channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat),
         timeouts=Timeouts(
@@ -587,6 +583,7 @@ def main(
 def _check(setup: list[tuple[str, str]], config_file: Path | None, *, log_files: bool) -> int:
     """``--check``: every problem of the start-up lines on stderr; the exit code."""
     problems = check_lines(setup, log_files=log_files)
+    router_logging.shutdown()  # any line it logged is written before the verdict
     checked = str(config_file) if config_file is not None else "the flags (no --config file)"
     text = verdict(problems, checked)
     click.echo(text.rstrip("\n"), err=bool(problems))

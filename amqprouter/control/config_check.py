@@ -222,9 +222,6 @@ def check_lines(
         if isinstance(command, ParseError):
             checker.add(where, line, command.reply)
             continue
-        if isinstance(command, c.Help) and line.split(" ", 1)[0].upper() != "HELP":
-            checker.add(where, line, "an empty command")  # pragma: no cover - read_lines drops it
-            continue
         parsed.append((where, line, command))
     # What a reload refuses; such a line is not run too (one mistake, one problem).
     refused = set()
