@@ -40,6 +40,7 @@ from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.protocol import TuneParams
 from amqprouter.protocol.frames import COMPILED
 from amqprouter.routing import health
+from amqprouter.routing.rate_window import BURST_SECONDS
 from amqprouter.server import Server
 from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
@@ -161,6 +162,16 @@ _seconds = click.FloatRange(min=0.001)
     default=TuneParams().heartbeat,
     show_default=True,
     help="Heartbeat interval offered to clients in Connection.Tune, in seconds (0 = off).",
+)
+@option(
+    "Listening",
+    "--data-rate-burst",
+    type=click.FloatRange(min=0.001, max=10.0),
+    default=BURST_SECONDS,
+    show_default=True,
+    help="Seconds of a LIMIT DATA_RATE that may pass at once after a quiet spell (the "
+    "token bucket's size): in any span of T seconds at most rate x (T + this) bytes are "
+    "read from a client (docs/edge.md).",
 )
 @option(
     "Routing (simple mode)",
@@ -467,6 +478,7 @@ def main(
     backend_down_seconds: float,
     primed_connections: int,
     max_connections: int,
+    data_rate_burst: float,
     disconnect_timeout: float,
     max_pause_seconds: float,
     shutdown_timeout: float,
@@ -578,6 +590,7 @@ def main(
         backend_down_seconds=backend_down_seconds,
         primed_per_backend=primed_connections,
         max_connections=max_connections,
+        data_rate_burst=data_rate_burst,
     )
     try:
         code = trio.run(

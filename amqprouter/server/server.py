@@ -19,7 +19,7 @@ from amqprouter.net.tls_context import TlsState, missing
 from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
-from amqprouter.routing.rate_window import DataBudget
+from amqprouter.routing.rate_window import BURST_SECONDS, DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
 from amqprouter.server.capacity import Capacity
@@ -71,6 +71,7 @@ class Server:
         clock: Callable[[], float] = time.monotonic,
         primed_per_backend: int = PRIMED_PER_BACKEND,
         max_connections: int = 0,
+        data_rate_burst: float = BURST_SECONDS,
     ) -> None:
         self.settings = settings
         #: Per-listener connection caps, the control socket's descriptor reserve and the
@@ -100,7 +101,7 @@ class Server:
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
         #: LIMIT: connection rates, concurrent connections and data rates (limits.py).
-        self.limits = Limits()
+        self.limits = Limits(burst_seconds=data_rate_burst)
         #: The TLS settings and contexts of both directions (the TLS verb changes them;
         #: a session takes the context of the moment it starts).
         self.tls = TlsState()
