@@ -568,7 +568,7 @@ def main(
         _refuse_file_flags_without_directory()
     role = _worker_role(fleet_worker)
     worker_count = 1 if role is not None else _worker_count(workers, directory, worker_max_rss)
-    store = _config_store(config_store, config_prefix, worker_count)
+    store = _config_store(config_store, config_prefix)
     try:
         router_logging.configure(
             verbosity,
@@ -656,6 +656,7 @@ def main(
                 http_host=http_host,
                 max_rss_mb=worker_max_rss,
                 shutdown_timeout=shutdown_timeout,
+                shared_store=store is not None,
             )
         finally:
             router_logging.shutdown()
@@ -701,18 +702,13 @@ def _worker_role(spec: str | None) -> WorkerRole | None:
         sys.exit(EXIT_USAGE)
 
 
-def _config_store(url: str | None, prefix: str, workers: int) -> tuple[str, str] | None:
+def _config_store(url: str | None, prefix: str) -> tuple[str, str] | None:
     """--config-store and --config-prefix, checked; or exit 2."""
     if not url:
         return None
     problem = None
     if not url.startswith(("redis://", "rediss://", "unix://")):
         problem = f"--config-store must be a redis:// URL, not {url!r}"
-    elif workers > 1:
-        problem = (
-            "--config-store is not available with --workers above 1 yet: run one router "
-            "per --config-store instance (docs/fleet.md)"
-        )
     elif not prefix or any(ch.isspace() for ch in prefix):
         problem = "--config-prefix must be a name without spaces"
     else:

@@ -81,6 +81,8 @@ RSS_INTERVAL: Final = 1.0
 #: before they are ready, up to the maximum (a port another program took, a bad host).
 RESPAWN_DELAY: Final = 0.5
 MAX_RESPAWN_DELAY: Final = 30.0
+#: With --config-store, how long a command's reply waits for every worker to hold it.
+STORE_STEP_TIMEOUT: Final = 3.0
 #: Beyond the workers' own drain deadline, how long they get to exit before SIGKILL.
 EXIT_GRACE: Final = 5.0
 
@@ -155,6 +157,7 @@ class Supervisor:
         directory: Path,
         max_rss_bytes: int | None = None,
         shutdown_timeout: float = 10.0,
+        shared_store: bool = False,
     ) -> None:
         self.count = workers
         self.argv = list(argv)
@@ -167,6 +170,9 @@ class Supervisor:
         self.processes: set[Worker] = set()
         self.retiring: list[Worker] = []
         self.restarts = 0
+        #: --config-store: each worker is connected to it; a configuration command goes to
+        #: one worker, which writes it there, and the others take it from the store.
+        self.shared_store = shared_store
         #: Restarts (SIGUSR2) done: 0 for the workers started first.
         self.generation = 0
         self.stopping = False
@@ -400,6 +406,13 @@ class Supervisor:
             return joined([a for _w, a in answers])
         # Anything that may change something: the canary first, then the others.
         canary = await ask(live[0].role.control_socket, line, as_json=as_json)
+        if self.shared_store and isinstance(command, c.MutatingCommand):
+            # The canary wrote it to the store (or refused: Redis away, a bad command);
+            # every other worker takes it from there, as every other router does.
+            if canary.ok:
+                await self._wait_in_step(live)
+                await self.refresh_snapshot()
+            return canary
         if not canary.ok and isinstance(command, c.ConfigReload):
             # A reload re-opens the log files and re-reads the TLS files even when it
             # fails (no --config file, a bad line): every worker does that part.
@@ -420,6 +433,17 @@ class Supervisor:
             note = "workers that failed it are being replaced with the fleet's configuration\n"
             return Answer(merged.text + note, ok=False)
         return merged
+
+    async def _wait_in_step(self, live: list[Worker]) -> None:
+        """Until every worker prints the canary's configuration (bounded): the reply then
+        means that all of them have it."""
+        with trio.move_on_after(STORE_STEP_TIMEOUT):
+            while True:
+                answers = await self._ask_all(live, "CONFIG PRINT", False)
+                if len({a.text for _w, a in answers}) == 1:
+                    return
+                await trio.sleep(POLL_INTERVAL)
+        log.warning("workers not in step with the store yet", timeout=STORE_STEP_TIMEOUT)
 
     async def _ask_all(
         self, workers: Sequence[Worker], line: str, as_json: bool
@@ -651,6 +675,7 @@ def run_supervisor(
     http_host: str | None,
     max_rss_mb: int | None,
     shutdown_timeout: float,
+    shared_store: bool = False,
 ) -> int:
     """Run a supervisor of ``workers`` workers until it stops; the exit code. Its private
     directory (worker sockets, the configuration snapshot) sits beside the control
@@ -665,6 +690,7 @@ def run_supervisor(
             directory=directory,
             max_rss_bytes=None if max_rss_mb is None else max_rss_mb << 20,
             shutdown_timeout=shutdown_timeout,
+            shared_store=shared_store,
         )
         return trio.run(
             partial(supervisor.run, control_socket, mode, http_port=http_port, http_host=http_host)

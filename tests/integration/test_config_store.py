@@ -210,3 +210,51 @@ def test_a_bad_command_changes_nothing_anywhere(pair: Pair, redis: RedisServer) 
     time.sleep(1.2)
     assert redis.cli("HGET", "amqprouter:config", "version") == version
     assert "f2" not in second.config()
+
+
+def test_workers_share_the_store_with_other_routers(
+    workdir: Path, redis: RedisServer, system_broker: SystemBroker
+) -> None:
+    port = free_port()
+    common = ["--listen-port", str(port), "--destination-dns", "127.0.0.1",
+              "--destination-port", "1", "-v", "3", "--config-store", redis.url]  # fmt: skip
+    fleet_socket, single_socket = workdir / "fleet", workdir / "single"
+    fleet = spawn(
+        [*common, "--workers", "2", "--control-socket", str(fleet_socket)],
+        workdir / "fleet.out",
+        workdir / "fleet.err",
+    )
+    single = spawn(
+        [*common, "--control-socket", str(single_socket)],
+        workdir / "single.out",
+        workdir / "single.err",
+    )
+    try:
+        wait_for(partial(_listening, fleet_socket, port), "the fleet to start")
+        wait_for(partial(_listening, single_socket, port), "the single router to start")
+
+        def everyone() -> list[str]:
+            workers = sorted(workdir.glob(".fleet.workers-*/w*.sock"))
+            assert len(workers) == 2
+            return [ctl(path, "CONFIG PRINT").out for path in [single_socket, *workers]]
+
+        # Through the supervisor: one worker writes it, the other worker and the other
+        # router take it from the store.
+        for line in CHANGE:
+            assert ctl(fleet_socket, *line.split()).code == 0, line
+        wait_for(lambda: all("MAP DEFAULT rf" in text for text in everyone()), "fleet change")
+        # Through the other router: both workers take it.
+        assert ctl(single_socket, "MAP", "BACKEND", "v9", "rabbit").code == 0
+        wait_for(lambda: all("MAP BACKEND v9" in text for text in everyone()), "single's change")
+        assert len(set(everyone())) == 1
+        # Redis away: the supervisor refuses too, and no worker changes.
+        redis.stop()
+        wait_for(
+            lambda: "unreachable" in ctl(fleet_socket, "MAP", "BACKEND", "v8", "rabbit").out,
+            "the refusal",
+        )
+        assert not any("v8" in text for text in everyone())
+    finally:
+        for process in (fleet, single):
+            process.send_signal(signal.SIGTERM)
+            process.wait(WAIT)
