@@ -89,6 +89,7 @@ async def start_http(
     host: str | None = None,
     backend_health: BackendHealth = _no_health,
     note: Callable[[], str | None] = lambda: None,
+    extra_metrics: Callable[[], str] = lambda: "",
 ) -> list[int]:
     """Serve ``/metrics``, the probes (``/livez``, ``/readyz``, ``/healthz``) and the
     status page ``/`` on ``port``; the bound ports.
@@ -105,16 +106,21 @@ async def start_http(
         return prometheus.vhost_labeller(events.routed, server.routing.mappings)
 
     def metrics_page() -> str:
-        return prometheus.metrics_text(
-            service.collector,
-            listeners=len(server.listeners),
-            backend_up=backend_health(),
-            refused=server.refusals.total,
-            shed=server.capacity.shed_total,
-            events=events,
-            vhost_label=vhost_label(),
-            paused_vhosts=len(server.vhosts.paused),
-            primed=(server.primed.stats, server.primed.ready()) if server.primed.enabled else None,
+        return (
+            prometheus.metrics_text(
+                service.collector,
+                listeners=len(server.listeners),
+                backend_up=backend_health(),
+                refused=server.refusals.total,
+                shed=server.capacity.shed_total,
+                events=events,
+                vhost_label=vhost_label(),
+                paused_vhosts=len(server.vhosts.paused),
+                primed=(server.primed.stats, server.primed.ready())
+                if server.primed.enabled
+                else None,
+            )
+            + extra_metrics()
         )
 
     def ready() -> str | None:
@@ -209,6 +215,9 @@ async def serve(
     def store_note() -> str | None:
         return None if store is None else store.status()
 
+    def store_metrics() -> str:
+        return "" if store is None else store.metrics()
+
     if worker is not None:
         become_worker(worker, server)
     if config_store is not None:
@@ -259,6 +268,7 @@ async def serve(
                         host=observe.http_host,
                         backend_health=server.backend_up,
                         note=store_note,
+                        extra_metrics=store_metrics,
                     )
                 except OSError as exc:
                     click.echo(

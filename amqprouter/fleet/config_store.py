@@ -117,6 +117,19 @@ class ConfigStore:
             f"last configuration (version {self.version}); configuration commands are refused"
         )
 
+    def metrics(self) -> str:
+        """Prometheus families of the store's state, for /metrics."""
+        return (
+            "# HELP amqprouter_config_store_up 1 while the configuration store is "
+            "reachable and this router in step with it.\n"
+            "# TYPE amqprouter_config_store_up gauge\n"
+            f"amqprouter_config_store_up {int(self.problem is None)}\n"
+            "# HELP amqprouter_config_store_version The stored configuration version this "
+            "router applied last.\n"
+            "# TYPE amqprouter_config_store_version gauge\n"
+            f"amqprouter_config_store_version {self.version}\n"
+        )
+
     # -- the connection ---------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -66,6 +66,10 @@ class Router:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics") as reply:
+            return str(reply.read().decode())
+
     def session_ids(self) -> list[str]:
         return re.findall(r"^id=(\d+)", self.ctl("CONN").out, re.MULTILINE)
 
@@ -170,6 +174,7 @@ def test_redis_away_loses_no_session_and_no_change(pair: Pair, redis: RedisServe
     wait_for(lambda: "unreachable" in first.readyz()[1], "r1 to notice")
     status, body = first.readyz()
     assert status == 200 and "serving the last configuration" in body
+    assert "amqprouter_config_store_up 0" in first.metrics()
     refused = first.ctl("MAP BACKEND v1 rabbit")
     assert refused.code == 1 and "Not applied: configuration store" in refused.out
     assert "MAP BACKEND v1" not in first.config()  # never a local-only change
@@ -179,6 +184,7 @@ def test_redis_away_loses_no_session_and_no_change(pair: Pair, redis: RedisServe
     wait_for(lambda: "MAP DEFAULT rf" in redis.cli("HGET", "amqprouter:config", "text"), "reseed")
     wait_for(lambda: second.readyz()[1].strip() == "ok", "r2 to reconnect")
     wait_for(lambda: first.readyz()[1].strip() == "ok", "r1 to reconnect")
+    assert "amqprouter_config_store_up 1" in first.metrics()
     assert first.ctl("MAP BACKEND v1 rabbit").code == 0
     wait_for(lambda: "MAP BACKEND v1 rabbit" in second.config(), "the later change to reach r2")
     assert "MAP DEFAULT rf" in second.config()
