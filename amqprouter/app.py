@@ -25,6 +25,7 @@ from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import ControlSocketError, Reply, serve_control
 from amqprouter.fleet.role import (
     WorkerRole,
+    announce_ready,
     become_worker,
     retire,
     startup_lines,
@@ -322,7 +323,7 @@ async def serve(
                 store = ConfigStore(config_store[0], controller, prefix=config_store[1])
                 await nursery.start(store.run)
             if worker is not None:
-                worker.ready_file.write_text(f"{http_ports[0] if http_ports else 0}\n")
+                announce_ready(worker, http_ports[0] if http_ports else 0)
             else:
                 announce_listeners(server)
             notify(READY, f"STATUS=listening on {len(server.listeners)} port(s)")

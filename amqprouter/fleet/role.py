@@ -74,6 +74,14 @@ class WorkerRole:
         return self.serial << SESSION_ID_BITS
 
 
+def announce_ready(role: WorkerRole, http_port: int) -> None:
+    """Tell the supervisor this worker serves: its ready file, holding its HTTP port,
+    written whole (renamed into place) so it is never read half-written."""
+    partial = role.ready_file.with_suffix(".new")
+    partial.write_text(f"{http_port}\n")
+    partial.replace(role.ready_file)
+
+
 def worker_of_session(session_id: int) -> int:
     """The serial number of the worker that holds session ``session_id``."""
     return session_id >> SESSION_ID_BITS

@@ -217,7 +217,7 @@ class Supervisor:
         with trio.move_on_after(START_TIMEOUT):
             while process.returncode is None:
                 with contextlib.suppress(OSError, ValueError):
-                    worker.http_port = int(role.ready_file.read_text().strip() or 0)
+                    worker.http_port = int(role.ready_file.read_text().strip())
                     worker.ready = True
                     log.info("worker started", worker=role.serial, slot=slot, pid=process.pid)
                     return worker
