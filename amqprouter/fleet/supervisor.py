@@ -266,7 +266,6 @@ class Supervisor:
         if self.stopping:
             return
         async with self._lock:  # no command half-applied across two generations
-            old = [w for w in self.slots if w is not None]
             log.info("restart: starting new workers", workers=self.count)
             try:
                 fresh = await self._spawn_all()
@@ -276,6 +275,8 @@ class Supervisor:
                     error=str(exc),
                 )
                 return
+            # Whoever holds a slot now retires, a replacement started meanwhile included.
+            old = [w for w in self.slots if w is not None]
             for worker in old:
                 worker.retiring = True
                 self.retiring.append(worker)
