@@ -186,7 +186,11 @@ class Supervisor:
 
     def live(self) -> list[Worker]:
         """The workers that serve and are asked commands, canary (lowest slot) first."""
-        return [w for w in self.slots if w is not None and w.ready and not w.retiring]
+        return [
+            w
+            for w in self.slots
+            if w is not None and w.ready and not w.retiring and w.process.returncode is None
+        ]
 
     async def _spawn(self, slot: int) -> Worker:
         """Start a worker in ``slot`` and wait until it has applied its start-up commands.
