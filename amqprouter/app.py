@@ -118,6 +118,7 @@ async def start_http(
             live=heartbeat.stalled(),
             vhost_label=vhost_label(),
             started=started,
+            events=events,
         )
         return Response(200, page, HTML)
 

@@ -22,6 +22,7 @@ import trio
 from amqprouter.net.sockets import endpoint
 from amqprouter.net.transport import Transport
 from amqprouter.protocol import FrameScanner, constants
+from amqprouter.protocol.client_identity import UNKNOWN, ClientIdentity
 
 if TYPE_CHECKING:
     from amqprouter.routing import Backend
@@ -81,6 +82,7 @@ class SessionState:
         "end_reason",
         "ended",
         "id",
+        "identity",
         "ingress",
         "last_egress",
         "last_ingress",
@@ -119,6 +121,8 @@ class SessionState:
         self.vhost: str | None = None
         self.backend: Backend | None = None
         self.connection_name: str | None = None
+        #: The client's product, version, platform and SASL user (StartOk), bounded.
+        self.identity: ClientIdentity = UNKNOWN
         self.client_address = client.peer_name()
         self.client_local = client.local_name()
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -23,7 +24,7 @@ from amqprouter.server import Server
 from amqprouter.server.admission import ListenOptions
 from amqprouter.session import SessionSettings
 from tests.brokers import SystemBroker
-from tests.observe.test_collector import open_channel
+from tests.observe.test_collector import open_channel, publish_frames
 from tests.session.wire import WAIT, open_client, router
 
 
@@ -253,3 +254,63 @@ async def test_the_status_page_names_who_may_send_a_proxy_header() -> None:
         assert "<td>10.0.1.5/32</td><td>10.0.0.0/8</td>" in page
         assert "<td>no</td><td>anyone</td>" in page
         nursery.cancel_scope.cancel()
+
+
+def _rows(page: str, title: str) -> list[list[str]]:
+    """The cells of each body row of the table under the heading starting with ``title``."""
+    section = page.split(f"<h2>{title}", 1)[1].split("<h2>", 1)[0]
+    return [
+        re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(<td.*?)</tr>", section)
+    ]
+
+
+async def test_the_status_page_shows_rates_errors_and_the_top_talkers(
+    system_broker: SystemBroker,
+) -> None:
+    async with router(system_broker.port) as (server, _port), serving(server) as (port, stats):
+        listen = next(iter(server.listeners))
+        busy, idle = await open_client(listen), await open_client(listen)
+        await open_channel(busy)
+        (backend,) = server.routing.backends.values()
+        stats.events.connect_failed(backend, "refused")
+        publish = publish_frames(5)
+
+        async def talk() -> None:
+            while True:
+                await busy.send(publish)
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as talking:
+            talking.start_soon(talk)
+            with trio.fail_after(WAIT):
+                while True:
+                    _status, _headers, page = await get(port, get_request("/"))
+                    talkers = _rows(page, "Top talkers")
+                    # Once the idle one's handshake is an interval behind.
+                    if len(talkers) == 1:
+                        break
+                    await trio.sleep(0.05)
+            talking.cancel_scope.cancel()
+        # Only the session that sent something: the idle one has no rate.
+        ((session_id, vhost, address, name, user, connection, library, *rates),) = talkers
+        (busy_session,) = [s for s in server.sessions.values() if s.id == int(session_id)]
+        assert address == f"127.0.0.1:{busy_session.client_address[1]}"
+        assert (vhost, name, user, connection, library) == ("/", "fake", "guest", "wire-test", "-")
+        assert rates[0] != "0 B/s" and rates[0].endswith("/s") and int(rates[2]) > 0
+        (fake,) = _rows(page, "Backends")
+        assert fake[0] == "fake" and fake[6] == "2", "two sessions"
+        assert fake[7] != "0 B/s", "in/s"
+        assert fake[9:] == ["1", "0"], "one connect failure, no session ended by error"
+        # A client that goes without a Close ended by error: the backend and the vhost say so.
+        await idle.aclose()
+        with trio.fail_after(WAIT):
+            while True:
+                _status, _headers, page = await get(port, get_request("/"))
+                (fake,) = _rows(page, "Backends")
+                if fake[10] == "1":
+                    break
+                await trio.sleep(0.05)
+        assert 'class="fail">1</td>' in page
+        ((vhost, *_traffic, active, in_rate, out_rate, ended),) = _rows(page, "Top vhosts")
+        assert (vhost, active, ended) == ("/", "1", "1")
+        assert in_rate.endswith("/s") and out_rate.endswith("/s")

@@ -19,7 +19,10 @@ HELP_TEXTS: Mapping[str, str] = {
     ") - Change backend servers",
     "CONFIG": "(PRINT | RELOAD) - Print the current configuration as the commands that "
     "rebuild it, or re-read the --config file and apply what changed in it (as SIGHUP does)",
-    "CONN": "Print the connected sessions",
+    # amqpprox's text; SORT is ours.
+    "CONN": "Print the connected sessions\n"
+    "CONN SORT (inBytes | outBytes | inFrames | outFrames | inRate | outRate | rate | age) - "
+    "Print the connected sessions by a field, the largest first (the oldest first for age)",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
     "session cleanly first).",
