@@ -93,7 +93,12 @@ async def start_http(
         return prometheus.metrics_text(
             service.collector,
             listeners=len(server.listeners),
-            backend_up=backend_health(),
+            # Only a checked backend has up/down evidence worth a series (statistics.md).
+            backend_up={
+                name: up
+                for name, up in (backend_health() or {}).items()
+                if name in server.health.checks
+            },
             refused=server.refusals.total,
             shed=server.capacity.shed_total,
             events=events,

@@ -196,7 +196,11 @@ def metrics_text(
     out.sample("amqprouter_vhosts_paused", [], paused_vhosts)
     if events is not None:
         _session_events(out, events)
-    out.family("amqprouter_backend_up", "gauge", "1 when the health check finds the backend up.")
+    out.family(
+        "amqprouter_backend_up",
+        "gauge",
+        "1 when the backend's health check finds it up, 0 when down; no sample without a check.",
+    )
     for backend, up in sorted((backend_up or {}).items()):
         out.sample("amqprouter_backend_up", [("backend", backend)], int(up))
     out.family("amqprouter_listeners", "gauge", "Client listeners open.")

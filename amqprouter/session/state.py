@@ -74,6 +74,7 @@ class SessionState:
         "broker_local",
         "client",
         "client_address",
+        "client_cut",
         "client_local",
         "connection_name",
         "context",
@@ -136,6 +137,10 @@ class SessionState:
         self.last_ingress = self.last_egress = self._now()
         self.started = time.time()
         self.ended: End | None = None
+        #: Why the router cut the client at the end instead of completing the close
+        #: handshake (it did not answer Close in time, or a write to it was under way);
+        #: None when it was not cut that way (the SIGTERM drain counts and names these).
+        self.client_cut: str | None = None
         #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
         self.paused = False
         #: Why the router ended the session on purpose (with an ``End.OPERATOR*``).

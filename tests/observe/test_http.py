@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from amqprouter import __version__
 from amqprouter.app import BackendHealth, start_http, start_stats
+from amqprouter.control.controller import Controller
 from amqprouter.observe import http
 from amqprouter.observe.prometheus import escape_label, metrics_text, ready_reason
 from amqprouter.observe.service import StatsService
@@ -134,8 +135,9 @@ async def test_metrics_parse_and_count_real_traffic(system_broker: SystemBroker)
     assert samples[(ended, (where[0], ("reason", "graceful"), where[1]))] == 0
     assert samples[("amqprouter_sessions_active", where)] == 0
     assert samples[("amqprouter_sessions_paused", where)] == 0
-    assert samples[("amqprouter_backend_up", (("backend", "fake"),))] == 1
-    assert samples[("amqprouter_backend_up", (("backend", "other"),))] == 0
+    # Neither has a BACKEND CHECK: no up/down evidence, so no sample, whatever the
+    # registry says (test_backend_up_has_a_sample_only_for_a_checked_backend).
+    assert families["amqprouter_backend_up"].samples == []
     assert samples[("amqprouter_listeners", ())] == 1
     assert samples[("amqprouter_connections_refused_total", ())] == 0
     assert samples[("process_resident_memory_bytes", ())] > 0
@@ -314,3 +316,31 @@ async def test_the_status_page_shows_rates_errors_and_the_top_talkers(
         ((vhost, *_traffic, active, in_rate, out_rate, ended),) = _rows(page, "Top vhosts")
         assert (vhost, active, ended) == ("/", "1", "1")
         assert in_rate.endswith("/s") and out_rate.endswith("/s")
+
+
+async def test_backend_up_has_a_sample_only_for_a_checked_backend(
+    system_broker: SystemBroker,
+) -> None:
+    async with router(system_broker.port) as (server, _port):
+        controller = Controller(server, request_exit=lambda: None)
+        for line in (
+            "BACKEND ADD dead dc 127.0.0.1 1",
+            "BACKEND ADD plain dc 127.0.0.1 2",
+            "BACKEND CHECK fake ON 100 1 1 2000",
+            "BACKEND CHECK dead ON 100 1 1 500",
+        ):
+            assert (await controller.handle(line)).ok, line
+        async with serving(server, server.backend_up) as (port, _stats):
+            with trio.fail_after(WAIT):
+                while True:
+                    _status, _headers, body = await get(port, get_request("/metrics"))
+                    families = {f.name: f for f in text_string_to_metric_families(body)}
+                    up = {
+                        sample.labels["backend"]: sample.value
+                        for sample in families["amqprouter_backend_up"].samples
+                    }
+                    if up.get("dead") == 0:
+                        break
+                    await trio.sleep(0.05)
+    # "plain" has no check: it is not reported up (nor down) on no evidence.
+    assert up == {"fake": 1, "dead": 0}
