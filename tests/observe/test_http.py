@@ -165,7 +165,7 @@ async def test_bad_requests_get_short_errors() -> None:
         async with serving(server) as (port, _stats):
             assert (await get(port, get_request("/nope")))[0] == 404
             status, headers, _body = await get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (status, headers["Allow"]) == (405, "GET")
+            assert (status, headers["Allow"]) == (405, "GET, HEAD, OPTIONS")
             assert (await get(port, b"GARBAGE\r\n\r\n"))[0] == 400
             huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * http.MAX_REQUEST_BYTES + b"\r\n\r\n"
             assert (await get(port, huge))[0] == 431
