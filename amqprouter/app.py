@@ -105,6 +105,7 @@ async def start_http(
             vhost_label=vhost_label(),
             paused_vhosts=len(server.vhosts.paused),
             primed=(server.primed.stats, server.primed.ready()) if server.primed.enabled else None,
+            tls_expiry=prometheus.tls_expiries(server.tls),
         )
 
     def ready() -> str | None:

@@ -10,6 +10,7 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from amqprouter import __version__
@@ -27,6 +28,7 @@ from amqprouter.session import SessionSettings
 from tests.brokers import SystemBroker
 from tests.observe.test_collector import open_channel, publish_frames
 from tests.session.wire import WAIT, open_client, router
+from tests.tls_certs import TlsFiles
 
 
 async def get(port: int, request: bytes, timeout: float = WAIT) -> tuple[int, dict[str, str], str]:
@@ -344,3 +346,46 @@ async def test_backend_up_has_a_sample_only_for_a_checked_backend(
                     await trio.sleep(0.05)
     # "plain" has no check: it is not reported up (nor down) on no evidence.
     assert up == {"fake": 1, "dead": 0}
+
+
+async def test_metrics_give_each_presented_certificates_expiry(tls_files: TlsFiles) -> None:
+    server = Server(SessionSettings())
+    controller = Controller(server, request_exit=lambda: None)
+    server_cert, client_cert = tls_files.server, tls_files.client
+    for line in (
+        f"TLS INGRESS CERT_CHAIN_FILE {server_cert.chain}",
+        f"TLS INGRESS KEY_FILE {server_cert.key}",
+        f"TLS EGRESS CERT_CHAIN_FILE {client_cert.chain}",
+        f"TLS EGRESS KEY_FILE {client_cert.key}",
+    ):
+        assert (await controller.handle(line)).ok, line
+    expected = {}
+    for role, files in (("ingress", server_cert), ("egress", client_cert)):
+        certificate = x509.load_pem_x509_certificate(files.chain.read_bytes())
+        expected[(role, certificate.subject.rfc4514_string())] = (
+            certificate.not_valid_after_utc.timestamp()
+        )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with serving(server) as (port, _stats):
+            _status, _headers, body = await get(port, get_request("/metrics"))
+        nursery.cancel_scope.cancel()
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(body)
+        if f.name == "amqprouter_tls_certificate_expiry_seconds"
+    ]
+    assert family.type == "gauge"
+    found = {(s.labels["role"], s.labels["subject"]): s.value for s in family.samples}
+    assert found == expected
+    assert any(subject.startswith("CN=client,") for _role, subject in found)
+
+
+def test_no_certificate_no_expiry_sample() -> None:
+    text = metrics_text(StatsCollector({}, 1.0), listeners=0)
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "amqprouter_tls_certificate_expiry_seconds"
+    ]
+    assert family.samples == []
