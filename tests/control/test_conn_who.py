@@ -227,7 +227,8 @@ def test_conn_names_each_client_and_sorts_the_busy_one_first(
                     line,
                 ), line
             assert 'connectionName="quiet consumer"' in calm
-            assert " inRate=0 " in calm
+            # (Idle but for a heartbeat now and then: far below the publisher.)
+            assert int(re.search(r" inRate=(\d+)", calm).group(1)) < rate  # type: ignore[union-attr]
             assert int(re.search(r" inFrameRate=(\d+)", busy).group(1)) > 0  # type: ignore[union-attr]
             # CONN SORT age: the quiet client connected first.
             by_age = _ctl(socket_path, "CONN", "SORT", "age").splitlines()

@@ -275,6 +275,7 @@ async def test_the_status_page_shows_rates_errors_and_the_top_talkers(
         listen = next(iter(server.listeners))
         busy, idle = await open_client(listen), await open_client(listen)
         await open_channel(busy)
+        busy_id = min(server.sessions)  # the first to connect
         (backend,) = server.routing.backends.values()
         stats.events.connect_failed(backend, "refused")
         publish = publish_frames(5)
@@ -290,14 +291,15 @@ async def test_the_status_page_shows_rates_errors_and_the_top_talkers(
                 while True:
                     _status, _headers, page = await get(port, get_request("/"))
                     talkers = _rows(page, "Top talkers")
-                    # Once the idle one's handshake is an interval behind.
-                    if len(talkers) == 1:
+                    # Once the busy one's publishing fills an interval and the idle
+                    # one's handshake (its Open-Ok) is an interval behind.
+                    if [row[0] for row in talkers] == [str(busy_id)] and talkers[0][7] != "0 B/s":
                         break
                     await trio.sleep(0.05)
             talking.cancel_scope.cancel()
         # Only the session that sent something: the idle one has no rate.
         ((session_id, vhost, address, name, user, connection, library, *rates),) = talkers
-        (busy_session,) = [s for s in server.sessions.values() if s.id == int(session_id)]
+        busy_session = server.sessions[int(session_id)]
         assert address == f"127.0.0.1:{busy_session.client_address[1]}"
         assert (vhost, name, user, connection, library) == ("/", "fake", "guest", "wire-test", "-")
         assert rates[0] != "0 B/s" and rates[0].endswith("/s") and int(rates[2]) > 0
