@@ -168,11 +168,19 @@ def _quoted(value: str | None) -> str:
     return '"' + escape(value).replace('"', '\\"') + '"'
 
 
+def _name(value: str | None) -> str:
+    """An operator's name (a backend): bare as amqpprox's words are, quoted as a client's
+    words are if it holds a space, a quote or ``=`` (a quoted control word may)."""
+    if value is not None and (value == "" or any(c in value for c in " \t\"'=")):
+        return _quoted(value)
+    return "-" if value is None else escape(value)
+
+
 def _identity_fields(record: ConnRecord) -> str:
     """Who the client is and how much it sends now (ours, after every other field)."""
     r = record
     return (
-        f" backend={escape(r.backend) if r.backend is not None else '-'} user={_quoted(r.user)} "
+        f" backend={_name(r.backend)} user={_quoted(r.user)} "
         f"connectionName={_quoted(r.connection_name)} product={_quoted(r.product)} "
         f"version={_quoted(r.version)} platform={_quoted(r.platform)} age={r.age:.0f} "
         f"inRate={r.rates.in_bytes:.0f} outRate={r.rates.out_bytes:.0f} "

@@ -120,6 +120,9 @@ def test_the_new_fields_come_after_amqpprox_s_and_quote_what_a_client_chose() ->
     # Each quoted value is one field: splitting at quoted strings finds no forged one.
     unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)
     assert unquoted.count("inBytes=") == 1 and "id=1" not in unquoted
+    # A backend name with a space (a quoted control word) is quoted too.
+    spaced = conn.conn_line(_record(backend="rabbit 2 inBytes=1"))
+    assert ' backend="rabbit 2 inBytes=1" user=- ' in spaced
     as_json = conn.conn_json(record)
     assert as_json["connectionName"] == 'orders inBytes=0 x="y"\nid=1\x1b[2J'
     assert as_json["platform"] is None
