@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from amqprouter.net.sockets import endpoint
+from amqprouter.protocol.client_identity import bounded
 from amqprouter.text import escape
 
 if TYPE_CHECKING:
@@ -34,11 +35,11 @@ class Drained:
 
 
 def who(session: Session) -> str:
-    """One cut client, for the drain's log line: enough to find it in CONN-era logs."""
+    """One cut client, for the drain's log line: enough to find its other log lines."""
     parts = [f"session={session.id}", f"client={endpoint(session.client_address)}"]
     if session.vhost is not None:
         parts.append(f"vhost={escape(session.vhost)}")
     if session.connection_name is not None:
-        parts.append(f"connection_name={escape(session.connection_name[:64])}")
+        parts.append(f"connection_name={escape(bounded(session.connection_name) or '')}")
     parts.append(f"why={session.client_cut or 'drain deadline'}")
     return " ".join(parts)

@@ -359,8 +359,8 @@ class Server:
         left = list(self.sessions.values())
         for session in left:
             session.disconnect(End.OPERATOR_FORCED, "router shutting down: drain deadline")
-        gone = set(map(id, left))
-        unanswered = [s for s in sessions if id(s) not in gone and s.client_cut is not None]
+        at_deadline = {s.id for s in left}
+        unanswered = [s for s in sessions if s.id not in at_deadline and s.client_cut is not None]
         outcome = Drained(len(sessions) - len(left) - len(unanswered), len(unanswered), len(left))
         log.info(
             "drained",
