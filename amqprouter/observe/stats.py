@@ -22,9 +22,13 @@ Every interval (``--cleanup-interval-ms``) ``StatsCollector.collect`` walks
   sessions the auth service denied that ended in the interval (a denied session
   ends at once, so a gauge of the moment would almost never see one).
 * The walk is the cost that grows with sessions (5,000 idle sessions every
-  second), so it allocates nothing per session beyond the first sight of one: the
-  axis key of a session is computed once and kept in its record, and counters are
-  compared before anything is added.
+  second), so it allocates nothing per idle session beyond the first sight of one:
+  the axis key of a session is computed once and kept in its record, and counters
+  are compared before anything is added.
+* Each session's **rates** over the last interval (``session_rates``: bytes and
+  frames per second each way, for CONN and the status page) are kept in the same
+  record: one small object for a session that moved data, the shared ``NO_RATES``
+  for an idle one.
 
 Sessions are summed into one internal axis keyed by (vhost, backend name,
 ``host_port``); vhosts, backends, overall and the Prometheus families are sums of
