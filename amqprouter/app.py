@@ -93,13 +93,19 @@ async def start_http(
         return prometheus.metrics_text(
             service.collector,
             listeners=len(server.listeners),
-            backend_up=backend_health(),
+            # Only a checked backend has up/down evidence worth a series (statistics.md).
+            backend_up={
+                name: up
+                for name, up in (backend_health() or {}).items()
+                if name in server.health.checks
+            },
             refused=server.refusals.total,
             shed=server.capacity.shed_total,
             events=events,
             vhost_label=vhost_label(),
             paused_vhosts=len(server.vhosts.paused),
             primed=(server.primed.stats, server.primed.ready()) if server.primed.enabled else None,
+            tls_expiry=prometheus.tls_expiries(server.tls),
         )
 
     def ready() -> str | None:
@@ -118,6 +124,7 @@ async def start_http(
             live=heartbeat.stalled(),
             vhost_label=vhost_label(),
             started=started,
+            events=events,
         )
         return Response(200, page, HTML)
 
