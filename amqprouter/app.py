@@ -111,7 +111,12 @@ async def start_http(
             prometheus.metrics_text(
                 service.collector,
                 listeners=len(server.listeners),
-                backend_up=backend_health(),
+                # Only a checked backend has up/down evidence worth a series (statistics.md).
+                backend_up={
+                    name: up
+                    for name, up in (backend_health() or {}).items()
+                    if name in server.health.checks
+                },
                 refused=server.refusals.total,
                 shed=server.capacity.shed_total,
                 events=events,
@@ -120,6 +125,7 @@ async def start_http(
                 primed=(server.primed.stats, server.primed.ready())
                 if server.primed.enabled
                 else None,
+                tls_expiry=prometheus.tls_expiries(server.tls),
             )
             + extra_metrics()
         )
@@ -140,6 +146,7 @@ async def start_http(
             live=heartbeat.stalled(),
             vhost_label=vhost_label(),
             started=started,
+            events=events,
         )
         return Response(200, page, HTML)
 

@@ -9,7 +9,7 @@ when the command is executed, against the state of that moment.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import attrs
 
@@ -25,9 +25,25 @@ class Help:
     """``HELP``, and also any unknown verb or an empty line (as amqpprox answers them)."""
 
 
+#: ``CONN SORT field``'s fields, as CONN names them; each sorts the largest first.
+CONN_SORT_FIELDS: Final = (
+    "inBytes",
+    "outBytes",
+    "inFrames",
+    "outFrames",
+    "inRate",
+    "outRate",
+    "rate",
+    "age",
+)
+
+
 @attrs.frozen
 class Conn:
-    """``CONN``: print the connected sessions."""
+    """``CONN [SORT field]``: print the connected sessions (by ``sort``, the largest
+    first, or by id)."""
+
+    sort: str | None = None
 
 
 @attrs.frozen

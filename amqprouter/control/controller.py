@@ -201,9 +201,14 @@ class Controller:
         return Reply("")
 
     async def _conn(self, command: c.Conn) -> Reply:
+        return Reply("".join(conn.conn_line(r) + "\n" for r in self._conn_records(command)))
+
+    def _conn_records(self, command: c.Conn) -> list[conn.ConnRecord]:
+        """CONN's records, in the order asked (``CONN SORT``), with the sessions' rates."""
+        rates = None if self.stats is None else self.stats.collector.session_rates
         name = self.server.host_name
-        records = (conn.conn_record(s, name) for s in self.server.sessions.values())
-        return Reply("".join(conn.conn_line(r) + "\n" for r in records))
+        records = (conn.conn_record(s, name, rates) for s in self.server.sessions.values())
+        return conn.sorted_records(records, command.sort)
 
     async def _config_print(self, command: c.ConfigPrint) -> Reply:
         return Reply(self.config_text())
@@ -258,9 +263,7 @@ class Controller:
         server = self.server
         match command:
             case c.Conn():
-                name = server.host_name
-                records = (conn.conn_record(s, name) for s in server.sessions.values())
-                return json_replies.json_lines(conn.conn_json(r) for r in records)
+                return json_replies.json_lines(map(conn.conn_json, self._conn_records(command)))
             case c.BackendPrint():
                 return json_replies.backends(server.routing, server.health.registry.get)
             case c.FarmPrint():

@@ -138,8 +138,9 @@ _UNITS: Final = {
 def limits(table: Limits, vhost: str | None) -> str:
     """LIMIT PRINT [vhost]: one object per limit in force, in the text's order of kinds.
 
-    Without a vhost, the DEFAULT limits (``vhost`` null); with one, those in force for
-    it, its own or the DEFAULT's (``default`` says which). No limit: no line.
+    Without a vhost, every limit in force, as the text: the DEFAULT's (``vhost`` null),
+    then each vhost's own, by vhost; with one, those in force for it, its own or the
+    DEFAULT's (``default`` says which). No limit: no line.
     """
     records = []
     for kind in LIMIT_KINDS:
@@ -148,16 +149,26 @@ def limits(table: Limits, vhost: str | None) -> str:
             found = None if value is None else (value, True)
         else:
             found = table.effective(kind, vhost)
-        if found is None:
-            continue
-        records.append(
-            {
-                "vhost": vhost,
-                "limit": kind,
-                "value": found[0],
-                "unit": _UNITS[kind],
-                "alarmOnly": kind.endswith("_ALARM"),
-                "default": found[1],
-            }
-        )
+        if found is not None:
+            records.append(_limit(vhost, kind, *found))
+    if vhost is None:
+        for own in sorted(
+            {v for values in table.settings.values() for v in values if v is not None}
+        ):
+            records += [
+                _limit(own, kind, table.settings[kind][own], False)
+                for kind in LIMIT_KINDS
+                if own in table.settings[kind]
+            ]
     return json_lines(records)
+
+
+def _limit(vhost: str | None, kind: str, value: int, default: bool) -> dict[str, Any]:
+    return {
+        "vhost": vhost,
+        "limit": kind,
+        "value": value,
+        "unit": _UNITS[kind],
+        "alarmOnly": kind.endswith("_ALARM"),
+        "default": default,
+    }

@@ -19,6 +19,33 @@ def concatenated(answers: Sequence[Answer]) -> Answer:
     return Answer("".join(a.text for a in answers), ok=all(a.ok for a in answers))
 
 
+def conn_lines(answers: Sequence[Answer], sort: str | None) -> Answer:
+    """CONN (text or JSON) of every worker as one listing, ordered as one router orders
+    it: by ``sort`` (``CONN SORT field``), the largest first, ties by id; else by id."""
+    merged = concatenated(answers)
+    lines = merged.text.splitlines(keepends=True)
+
+    def key(line: str) -> tuple[float, float]:
+        number = _field(line, "id")
+        if sort is None:
+            return (0.0, number)
+        if sort == "rate":
+            value = _field(line, "inRate") + _field(line, "outRate")
+        elif sort == "age":
+            value = max(_field(line, "age"), _field(line, "ageSeconds"))
+        else:
+            value = _field(line, sort)
+        return (-value, number)
+
+    return Answer("".join(sorted(lines, key=key)), ok=merged.ok)
+
+
+def _field(line: str, name: str) -> float:
+    """The number ``name`` holds in a CONN line (``name=12``) or its JSON (``"name": 12``)."""
+    match = re.search(rf'(?:^|[\s{{,])"?{re.escape(name)}"?\s*[=:]\s*(-?\d+(?:\.\d+)?)', line)
+    return float(match.group(1)) if match else 0.0
+
+
 def united(answers: Sequence[Answer]) -> Answer:
     """Each distinct line once, in the order first seen (VHOST PRINT: a vhost that any
     worker has seen or paused)."""

@@ -405,10 +405,12 @@ class Supervisor:
             serial = worker_of_session(command.session_id)
             holder = next((w for w in live if w.serial == serial), live[0])
             return await ask(holder.role.control_socket, line)
-        if isinstance(command, (c.Conn, c.VhostPrint)):
+        if isinstance(command, c.Conn):
             answers = await self._ask_all(live, line, as_json)
-            joined = merge.concatenated if isinstance(command, c.Conn) else merge.united
-            return joined([a for _w, a in answers])
+            return merge.conn_lines([a for _w, a in answers], command.sort)
+        if isinstance(command, c.VhostPrint):
+            answers = await self._ask_all(live, line, as_json)
+            return merge.united([a for _w, a in answers])
         # Anything that may change something: the canary first, then the others.
         canary = await ask(live[0].role.control_socket, line, as_json=as_json)
         if self.shared_store and isinstance(command, c.MutatingCommand):

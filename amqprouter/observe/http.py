@@ -1,5 +1,5 @@
-"""A tiny HTTP/1.1 server for ``/metrics``, the probes and the status page: GET only,
-one request each.
+"""A tiny HTTP/1.1 server for ``/metrics``, the probes and the status page: GET, HEAD
+and OPTIONS, one request each.
 
 Just enough HTTP for a Prometheus scraper, a load balancer's health probe, a browser
 and curl. The protocol itself is h11's (the sans-IO HTTP/1.1 that httpx and hypercorn
@@ -7,6 +7,13 @@ build on): it parses the request head and writes the response. Around it, this m
 bounds the request head in size and time, ignores the body (if any), gives every
 response ``Content-Length`` and ``Connection: close``, and closes the connection after
 it. Anything unexpected gets a short error status, never a traceback.
+
+HEAD answers what GET would, headers only (``Content-Length`` is the GET body's).
+OPTIONS answers ``200`` and ``Allow: GET, HEAD, OPTIONS``: HAProxy's ``option httpchk``
+sends ``OPTIONS / HTTP/1.0`` by default, and a 405 there marks the router down. On a
+probe path (``PROBE_PATHS``) OPTIONS answers as the probe does (503 when it fails, with
+the same ``Allow``), so a balancer that checks a probe with OPTIONS is never told "up"
+by a router that cannot route. Any other method is 405 with the same ``Allow``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ WRITE_TIMEOUT: Final = 5.0
 LINGER_TIMEOUT: Final = 1.0
 LINGER_MAX_BYTES: Final = 256 * 1024
 TEXT: Final = "text/plain; charset=utf-8"
+#: The methods served, as the ``Allow`` header lists them.
+ALLOW: Final = "GET, HEAD, OPTIONS"
+#: The probes: OPTIONS on one of these answers as the probe does.
+PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz"})
 _REASONS: Final = {
     200: "OK",
     400: "Bad Request",
@@ -54,41 +65,58 @@ class Response:
     status: int
     body: str
     content_type: str = TEXT
+    #: Send ``Allow`` (a 405 always does; OPTIONS's answers too).
+    allow: bool = False
 
-    def encode(self) -> bytes:
-        """The whole response, as h11 writes it for a connection about to close."""
+    def encode(self, *, head: bool = False) -> bytes:
+        """The whole response, as h11 writes it for a connection about to close;
+        ``head``: for a HEAD request, the headers alone."""
         body = self.body.encode()
         headers = [
             ("Content-Type", self.content_type),
             ("Content-Length", str(len(body))),
             ("Connection", "close"),
         ]
-        if self.status == 405:
-            headers.append(("Allow", "GET"))
+        if self.allow or self.status == 405:
+            headers.append(("Allow", ALLOW))
         writer = h11.Connection(h11.SERVER)
+        if head:
+            # h11 frames a response by its request: told it answers a HEAD, it writes
+            # the GET's Content-Length and no body.
+            writer.receive_data(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.next_event()
         reason = _REASONS.get(self.status, "Error").encode()
-        return b"".join(
-            writer.send(event) or b""
-            for event in (
-                h11.Response(status_code=self.status, headers=headers, reason=reason),
-                h11.Data(data=body),
-                h11.EndOfMessage(),
-            )
-        )
+        events: list[h11.Response | h11.Data | h11.EndOfMessage] = [
+            h11.Response(status_code=self.status, headers=headers, reason=reason)
+        ]
+        if not head:
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        return b"".join(writer.send(event) or b"" for event in events)
 
 
 Routes = Mapping[str, Callable[[], Response]]
+#: The methods a route answers (HEAD as GET without the body).
+_READS = (b"GET", b"HEAD")
 #: Routes whose answer must be awaited (the supervisor of ``--workers`` asks its workers).
 AsyncRoutes = Mapping[str, Callable[[], Awaitable[Response]]]
 
 
 def respond(request: h11.Request, routes: Routes) -> Response:
-    """The response to one request."""
-    if request.method != b"GET":
-        return Response(405, "only GET is served\n")
-    route = routes.get(request.target.decode("latin-1").split("?", 1)[0])
+    """The response to one request (a HEAD's body is left out by ``encode``)."""
+    method = request.method
+    if method not in (b"GET", b"HEAD", b"OPTIONS"):
+        return Response(405, f"only {ALLOW} are served\n")
+    path = request.target.decode("latin-1").split("?", 1)[0]
+    if method == b"OPTIONS" and path == "*":
+        return Response(200, "", allow=True)
+    route = routes.get(path)
     if route is None:
         return Response(404, "not found: try /, /metrics, /livez or /readyz\n")
+    if method == b"OPTIONS":
+        if path in PROBE_PATHS:
+            return attrs.evolve(route(), allow=True)
+        return Response(200, "", allow=True)  # the page itself is not built
     return route()
 
 
@@ -141,14 +169,15 @@ async def _serve_one(
     try:
         request = await _read_request(stream)
         awaited = None
-        if async_routes and not isinstance(request, Response) and request.method == b"GET":
+        if async_routes and isinstance(request, h11.Request) and request.method in _READS:
             awaited = async_routes.get(request.target.decode("latin-1").split("?", 1)[0])
         if awaited is not None:
             response = await awaited()
         else:
             response = request if isinstance(request, Response) else respond(request, routes)
+        head = isinstance(request, h11.Request) and request.method == b"HEAD"
         with trio.move_on_after(WRITE_TIMEOUT) as writing:
-            await stream.send_all(response.encode())
+            await stream.send_all(response.encode(head=head))
         if not writing.cancelled_caught:
             await _linger(stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -23,6 +23,7 @@ from amqprouter.routing.rate_window import BURST_SECONDS, DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
 from amqprouter.server.capacity import Capacity
+from amqprouter.server.drain import Drained, who
 from amqprouter.server.edges import Edges
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits, Refusal
@@ -344,11 +345,12 @@ class Server:
     def vhost_sessions(self, vhost: str) -> list[Session]:
         return [s for s in self.sessions.values() if s.vhost == vhost]
 
-    async def drain(self, deadline: float = SHUTDOWN_TIMEOUT) -> tuple[int, int]:
+    async def drain(self, deadline: float = SHUTDOWN_TIMEOUT) -> Drained:
         """Stop listening, disconnect every session gracefully, wait ``deadline`` s.
 
-        Sessions still there at the deadline are cut. Returns (sessions that closed
-        within the deadline, sessions cut at it).
+        Sessions still there at the deadline are cut. Returns how many closed cleanly,
+        how many clients were cut for not answering the Close (``--disconnect-timeout``)
+        and how many were cut at the deadline; the log line names every one cut.
         """
         self.stop_listening()
         sessions = list(self.sessions.values())
@@ -362,9 +364,17 @@ class Server:
         left = list(self.sessions.values())
         for session in left:
             session.disconnect(End.OPERATOR_FORCED, "router shutting down: drain deadline")
-        drained = len(sessions) - len(left)
-        log.info("drained", drained=drained, cut_at_deadline=len(left))
-        return drained, len(left)
+        at_deadline = {s.id for s in left}
+        unanswered = [s for s in sessions if s.id not in at_deadline and s.client_cut is not None]
+        outcome = Drained(len(sessions) - len(left) - len(unanswered), len(unanswered), len(left))
+        log.info(
+            "drained",
+            drained=outcome.drained,
+            cut_at_disconnect_timeout=outcome.cut_unanswered,
+            cut_at_deadline=outcome.cut_at_deadline,
+            **({"cut": [who(s) for s in unanswered + left]} if unanswered or left else {}),
+        )
+        return outcome
 
     def _start_session(
         self, client: socket.socket, listen_port: int, start: StartClient | None

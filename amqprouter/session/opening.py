@@ -50,6 +50,7 @@ from amqprouter.protocol import (
     constants,
     properties,
 )
+from amqprouter.protocol.client_identity import identify
 from amqprouter.protocol.tune import TuneParams
 from amqprouter.routing import Backend, NoRoute
 from amqprouter.session.auth import Allow, AuthQuery, ask
@@ -150,6 +151,7 @@ class Opening(SessionState):
                     )
                     self.vhost = event.vhost
                     self.connection_name = event.start_ok.connection_name
+                    self.identity = identify(event.start_ok)
                     self.log = self.log.bind(
                         vhost=event.vhost, connection_name=self.connection_name
                     )

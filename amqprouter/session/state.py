@@ -22,6 +22,7 @@ import trio
 from amqprouter.net.sockets import endpoint
 from amqprouter.net.transport import Transport
 from amqprouter.protocol import FrameScanner, constants
+from amqprouter.protocol.client_identity import UNKNOWN, ClientIdentity
 
 if TYPE_CHECKING:
     from amqprouter.routing import Backend
@@ -81,6 +82,7 @@ class SessionState:
         "broker_local",
         "client",
         "client_address",
+        "client_cut",
         "client_local",
         "connection_name",
         "context",
@@ -89,6 +91,7 @@ class SessionState:
         "end_reason",
         "ended",
         "id",
+        "identity",
         "ingress",
         "last_egress",
         "last_ingress",
@@ -127,6 +130,8 @@ class SessionState:
         self.vhost: str | None = None
         self.backend: Backend | None = None
         self.connection_name: str | None = None
+        #: The client's product, version, platform and SASL user (StartOk), bounded.
+        self.identity: ClientIdentity = UNKNOWN
         self.client_address = client.peer_name()
         self.client_local = client.local_name()
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
@@ -140,6 +145,10 @@ class SessionState:
         self.last_ingress = self.last_egress = self._now()
         self.started = time.time()
         self.ended: End | None = None
+        #: Why the router cut the client at the end instead of completing the close
+        #: handshake (it did not answer Close in time, or a write to it was under way);
+        #: None when it was not cut that way (the SIGTERM drain counts and names these).
+        self.client_cut: str | None = None
         #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
         self.paused = False
         #: Why the router ended the session on purpose (with an ``End.OPERATOR*``).

@@ -21,7 +21,9 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=/ disconnected=N paused=N authDenied=N "
     r"ingressRemote=(\S+):(\d+) ingressLocal=(\S+) egressLocal=(\S+):(\d+) "
     r"egressRemote=(\S+):(\d+) inBytes=(\d+) inFrames=(\d+) inPackets=(\d+) "
-    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)\n"
+    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)"
+    # Ours after amqpprox's fields (tests/control/test_conn_who.py checks them).
+    r" backend=fake user=\"guest\" connectionName=\"wire-test\" [^\n]*\n"
 )
 
 

@@ -78,6 +78,10 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=(.*) disconnected=[YN] paused=[YN] authDenied=N ingressRemote=\S+ "
     r"ingressLocal=\S+ egressLocal=\S+ egressRemote=\S+ inBytes=\d+ inFrames=\d+ "
     r"inPackets=\d+ outBytes=\d+ outFrames=\d+ outPackets=\d+ \d+\.\d+:\d+\.\d+"
+    # Ours after amqpprox's: who the client is, its words quoted (a quote in them escaped).
+    r' backend=\S+ user=(?:-|"[^"]*") connectionName=(-|"(?:[^"\\]|\\.)*") '
+    r'product=(?:-|"[^"]*") version=(?:-|"[^"]*") platform=(?:-|"[^"]*") age=\d+ '
+    r"inRate=\d+ outRate=\d+ inFrameRate=\d+ outFrameRate=\d+"
 )
 
 
@@ -116,6 +120,8 @@ def _check_conn(socket_path: Path, live_vhost: str) -> None:
     ours = [m for m in matches if m is not None and "amqprt-forged-" in m.group(2)]
     assert len(ours) == 1, lines
     assert ours[0].group(2) == escape(live_vhost)
+    # The connection name is the client's too: escaped, and quoted as one field.
+    assert ours[0].group(3) == f'"{escape(NAMES[1])}"'
     assert "\\nid=999 vhost=evil\\x1b[31m\\u2028\\u202e" in ours[0].group(2)
 
 

@@ -97,6 +97,8 @@ EXPECTED_HELP = (
     "that rebuild it, re-read the --config file and apply what changed in it (as SIGHUP "
     "does), or check a file (default: the --config file) without applying it\n"
     "CONN Print the connected sessions\n"
+    "CONN SORT (inBytes | outBytes | inFrames | outFrames | inRate | outRate | rate | age) - "
+    "Print the connected sessions by a field, the largest first (the oldest first for age)\n"
     "DATACENTER SET name | PRINT\n"
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
     " cleanly first).\n"
@@ -594,7 +596,7 @@ def test_unicode_spaces_are_part_of_a_word() -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("CONN all", "Unexpected word 'all': 'CONN' takes no more words.\n"),
+        ("CONN SORT age all", "Unexpected word 'all': 'CONN SORT age' takes no more words.\n"),
         ("EXIT now", "Unexpected word 'now': 'EXIT' takes no more words.\n"),
         ("EXIT GRACEFUL 5 x", "Unexpected word 'x': 'EXIT GRACEFUL 5' takes no more words.\n"),
         ("CONFIG PRINT all", "Unexpected word 'all': 'CONFIG PRINT' takes no more words.\n"),

@@ -93,18 +93,17 @@ async def test_configuration_listings() -> None:
             "alarmOnly": False,
             "default": True,
         }
-        assert await as_json("LIMIT PRINT") == [{"vhost": None, **default_rate}]
-        assert await as_json("LIMIT PRINT /") == [
-            {"vhost": "/", **default_rate},
-            {
-                "vhost": "/",
-                "limit": "DATA_RATE_ALARM",
-                "value": 2048,
-                "unit": "bytes/s",
-                "alarmOnly": True,
-                "default": False,
-            },
-        ]
+        own_alarm = {
+            "vhost": "/",
+            "limit": "DATA_RATE_ALARM",
+            "value": 2048,
+            "unit": "bytes/s",
+            "alarmOnly": True,
+            "default": False,
+        }
+        # Every limit in force: the DEFAULT's, then each vhost's own.
+        assert await as_json("LIMIT PRINT") == [{"vhost": None, **default_rate}, own_alarm]
+        assert await as_json("LIMIT PRINT /") == [{"vhost": "/", **default_rate}, own_alarm]
         assert await as_json("VHOST PRINT") == []
         assert (await controller.handle("VHOST PAUSE /")).ok
         assert await as_json("VHOST PRINT") == [{"vhost": "/", "paused": True}]

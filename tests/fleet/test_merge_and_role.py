@@ -48,6 +48,26 @@ def test_answers_merge_by_kind() -> None:
     assert differing == Answer("worker 1: x\nworker 1: y\nworker 2: no\n", ok=False)
 
 
+def test_conn_of_several_workers_is_one_listing_in_one_order() -> None:
+    one = Answer(
+        "id=4294967297 vhost=a inBytes=5 age=3\nid=4294967298 vhost=b inBytes=50 age=1\n", True
+    )
+    two = Answer("id=8589934593 vhost=c inBytes=20 age=9\n", True)
+    by_id = merge.conn_lines([two, one], None).text.splitlines()
+    assert [line.split()[0] for line in by_id] == [
+        "id=4294967297",
+        "id=4294967298",
+        "id=8589934593",
+    ]
+    by_bytes = merge.conn_lines([one, two], "inBytes").text.splitlines()
+    assert [line.split()[1] for line in by_bytes] == ["vhost=b", "vhost=c", "vhost=a"]
+    as_json = [
+        Answer('{"id": 2, "ageSeconds": 1.5}\n', True),
+        Answer('{"id": 1, "ageSeconds": 7.0}\n', True),
+    ]
+    assert merge.conn_lines(as_json, "age").text.startswith('{"id": 1')
+
+
 def test_a_worker_role_round_trips_and_names_its_sessions(tmp_path: Path) -> None:
     role = WorkerRole.parse(f"3:4:{tmp_path}")
     assert WorkerRole.parse(role.spec()) == role

@@ -23,7 +23,10 @@ HELP_TEXTS: Mapping[str, str] = {
     "SIGHUP does), or check a file (default: the --config file) without applying it",
     "COMPLETE": "[word...] - Print the words (keywords and live names) that may follow "
     "these, one a line: amqprouter_ctl's shell completion asks it",
-    "CONN": "Print the connected sessions",
+    # amqpprox's text; SORT is ours.
+    "CONN": "Print the connected sessions\n"
+    "CONN SORT (inBytes | outBytes | inFrames | outFrames | inRate | outRate | rate | age) - "
+    "Print the connected sessions by a field, the largest first (the oldest first for age)",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
     "session cleanly first).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from amqprouter.control.commands import Command, Conn, Help
+from amqprouter.control.commands import Command, Help
 from amqprouter.control.grammar import auth, limit, listen, process, routing, sessions, stat, tls
 from amqprouter.control.grammar.help import unknown_verb
 from amqprouter.control.grammar.unparse import words_of
@@ -28,7 +28,7 @@ VERBS: Mapping[str, Parser] = {
     "BACKEND": routing.BACKEND,
     "CONFIG": process.CONFIG,
     "COMPLETE": process.COMPLETE,
-    "CONN": lambda args: Conn(),
+    "CONN": sessions.CONN,
     "DATACENTER": process.DATACENTER,
     "EXIT": process.EXIT,
     "FARM": routing.FARM,

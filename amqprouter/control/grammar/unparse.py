@@ -178,8 +178,8 @@ def words_of(command: Command) -> list[str]:
             return ["STAT", "STOP", "SEND"]
         case StatPerSource(enabled):
             return ["STAT", "ENABLE" if enabled else "DISABLE", "per-source"]
-        case Conn():
-            return ["CONN"]
+        case Conn(sort):
+            return ["CONN"] if sort is None else ["CONN", "SORT", sort]
         case Exit(graceful, seconds):
             if not graceful:
                 return ["EXIT"]
