@@ -434,7 +434,7 @@ _seconds = click.FloatRange(min=0.001)
     "CONFIG RELOAD applies what changed in it since.",
 )
 @option(
-    "Workers",
+    "Fleet",
     "--workers",
     default="1",
     show_default=True,
@@ -446,7 +446,7 @@ _seconds = click.FloatRange(min=0.001)
     "without dropping a client.",
 )
 @option(
-    "Workers",
+    "Fleet",
     "--worker-max-rss",
     type=click.IntRange(min=1),
     default=None,
@@ -455,7 +455,7 @@ _seconds = click.FloatRange(min=0.001)
     "a new worker starts, then the old one stops accepting and drains its sessions.",
 )
 @option(
-    "Workers",
+    "Fleet",
     "--config-store",
     default=None,
     metavar="redis://HOST:PORT/DB",
@@ -465,7 +465,7 @@ _seconds = click.FloatRange(min=0.001)
     "(docs/fleet.md). Needs the extra: pip install 'amqprouter[fleet]'.",
 )
 @option(
-    "Workers",
+    "Fleet",
     "--config-prefix",
     default="amqprouter",
     show_default=True,

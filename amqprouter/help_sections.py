@@ -27,7 +27,7 @@ SECTIONS: Final = (
     "Logging",
     "Statistics and HTTP",
     "Control",
-    "Workers",
+    "Fleet",
 )
 OTHER_SECTION: Final = "Other"
 

@@ -83,6 +83,7 @@ RESPAWN_DELAY: Final = 0.5
 MAX_RESPAWN_DELAY: Final = 30.0
 #: With --config-store, how long a command's reply waits for every worker to hold it.
 STORE_STEP_TIMEOUT: Final = 3.0
+STORE_STEP_POLL: Final = 0.2
 #: Beyond the workers' own drain deadline, how long they get to exit before SIGKILL.
 EXIT_GRACE: Final = 5.0
 
@@ -449,7 +450,7 @@ class Supervisor:
                 answers = await self._ask_all(live, "CONFIG PRINT", False)
                 if len({a.text for _w, a in answers}) == 1:
                     return
-                await trio.sleep(POLL_INTERVAL)
+                await trio.sleep(STORE_STEP_POLL)  # each look is a CONFIG PRINT per worker
         log.warning("workers not in step with the store yet", timeout=STORE_STEP_TIMEOUT)
 
     async def _ask_all(
