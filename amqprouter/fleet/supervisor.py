@@ -35,6 +35,7 @@ The supervisor (docs/fleet.md):
 from __future__ import annotations
 
 import contextlib
+import html
 import os
 import shutil
 import signal
@@ -65,6 +66,7 @@ from amqprouter.fleet.role import SNAPSHOT, WorkerRole, worker_of_session
 from amqprouter.observe.http import Response, serve_http
 from amqprouter.observe.probes import LoopHeartbeat
 from amqprouter.observe.prometheus import CONTENT_TYPE
+from amqprouter.observe.status_page import CONTENT_TYPE as STATUS_CONTENT_TYPE
 from amqprouter.systemd_notify import READY, STOPPING, notify
 
 if TYPE_CHECKING:
@@ -561,6 +563,38 @@ class Supervisor:
             lines.append("no worker running")
         return Response(200 if ready else 503, "".join(line + "\n" for line in lines))
 
+    def status_page(self) -> Response:
+        """``/``: the workers, for people (each worker's own page is on its loopback
+        port: the sessions are there)."""
+        now = time.monotonic()
+        rows = []
+        for worker in sorted(self.processes, key=lambda w: w.serial):
+            rss = worker.rss_bytes()
+            state = "retiring" if worker.retiring else "serving" if worker.ready else "starting"
+            cells = [
+                str(worker.serial),
+                str(worker.slot),
+                str(worker.process.pid),
+                state,
+                "?" if rss is None else f"{rss / (1 << 20):.0f}",
+                f"{now - worker.started:.0f}",
+                f"127.0.0.1:{worker.http_port}" if worker.http_port else "",
+            ]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        heads = ["worker", "slot", "pid", "state", "RSS MB", "up s", "its own page"]
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            "<meta http-equiv='refresh' content='5'><title>amqprouter workers</title></head>"
+            f"<body><h1>amqprouter: {len(self.live())} of {self.count} workers serving</h1>"
+            f"<p>restarts for new code: {self.generation}; workers replaced: "
+            f"{self.restarts}</p><table border='1'><tr>"
+            + "".join(f"<th>{h}</th>" for h in heads)
+            + "</tr>"
+            + "".join(rows)
+            + "</table></body></html>"
+        )
+        return Response(200, page, STATUS_CONTENT_TYPE)
+
     def liveness(self) -> Response:
         why = None if self.heartbeat is None else self.heartbeat.stalled()
         return Response(200, "ok\n") if why is None else Response(503, why + "\n")
@@ -601,7 +635,7 @@ class Supervisor:
                             partial(
                                 serve_http,
                                 http_port,
-                                {"/livez": self.liveness},
+                                {"/livez": self.liveness, "/": self.status_page},
                                 host=http_host,
                                 async_routes={
                                     "/metrics": self.metrics,

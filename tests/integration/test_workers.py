@@ -158,6 +158,8 @@ def test_clients_are_served_by_both_workers(fleet: Fleet) -> None:
         )
         assert opened == 16
         assert fleet.metric("amqprouter_workers") == 2
+        with urllib.request.urlopen(f"http://127.0.0.1:{fleet.http_port}/", timeout=5) as r:
+            assert "2 of 2 workers serving" in r.read().decode()
     finally:
         for client in clients:
             client.close()
