@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -94,11 +94,8 @@ EXIT_CONTROL_SOCKET_IN_USE: Final = 5
 EXIT_HTTP_FAILED: Final = 7
 EXIT_WORKERS_FAILED: Final = 9
 
-STAT_LISTEN_REFUSED: Final = (
-    "STAT LISTEN is not available with --workers: each worker collects its own "
-    "statistics; read /metrics on the --http-port (every worker, labelled), or ask a "
-    "worker's own control socket.\n"
-)
+#: STAT LISTEN's lines buffered between the workers' streams and the operator.
+STAT_BUFFER: Final = 256
 
 # Answered by one worker: every worker holds the same configuration.
 _FROM_ONE = (
@@ -389,7 +386,10 @@ class Supervisor:
             verb = line.strip().split(" ", 1)[0].upper()
             return Reply(help_text(), ok=verb == "HELP")
         if isinstance(command, c.StatListen):
-            return Reply(STAT_LISTEN_REFUSED, ok=False)
+            live = self.live()
+            if not live:
+                return Reply("No worker is running (they are being started again).\n", ok=False)
+            return Reply("", stream=self._stat_stream(line, live))
         if isinstance(command, c.Exit):
             return self._exit(command)
         async with self._lock:
@@ -454,6 +454,47 @@ class Supervisor:
                     return
                 await trio.sleep(STORE_STEP_POLL)  # each look is a CONFIG PRINT per worker
         log.warning("workers not in step with the store yet", timeout=STORE_STEP_TIMEOUT)
+
+    def _stat_stream(self, line: str, live: list[Worker]) -> AsyncGenerator[str, None]:
+        """STAT LISTEN of every worker, interleaved as the lines come, each line naming
+        its worker (``worker 3: ...``; in JSON, a ``"worker": 3`` member first)."""
+        assert self._nursery is not None
+        send, receive = trio.open_memory_channel[str](STAT_BUFFER)
+        scope = trio.CancelScope()
+
+        async def relay(worker: Worker, out: trio.MemorySendChannel[str]) -> None:
+            async with out:
+                with contextlib.suppress(
+                    OSError, trio.BrokenResourceError, trio.ClosedResourceError
+                ):
+                    stream = await trio.open_unix_socket(str(worker.role.control_socket))
+                    async with stream:
+                        await stream.send_all((line.strip() + "\n").encode())
+                        pending = ""
+                        while data := await stream.receive_some(65536):
+                            *complete, pending = (pending + data.decode("utf-8", "replace")).split(
+                                "\n"
+                            )
+                            for text in complete:
+                                await out.send(_tagged(worker.serial, text) + "\n")
+
+        async def run() -> None:
+            with scope:
+                async with send, trio.open_nursery() as nursery:
+                    for worker in live:
+                        nursery.start_soon(relay, worker, send.clone())
+
+        self._nursery.start_soon(run)
+
+        async def lines() -> AsyncGenerator[str, None]:
+            try:
+                async with receive:
+                    async for text in receive:
+                        yield text
+            finally:
+                scope.cancel()  # the operator left: the workers' streams are closed
+
+        return lines()
 
     async def _ask_all(
         self, workers: Sequence[Worker], line: str, as_json: bool
@@ -705,6 +746,12 @@ class Supervisor:
                     f"Listening for {kind} clients on port {words[2]} (every address), "
                     f"{self.count} workers"
                 )
+
+
+def _tagged(serial: int, line: str) -> str:
+    if line.startswith("{"):
+        return f'{{"worker": {serial}, ' + line[1:] if line != "{}" else f'{{"worker": {serial}}}'
+    return f"worker {serial}: {line}"
 
 
 def run_supervisor(

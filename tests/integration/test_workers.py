@@ -12,10 +12,12 @@ most never notice.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -376,3 +378,21 @@ def test_workers_drain_when_the_supervisor_is_killed(
     fleet.process.wait(WAIT)
     fleet.wait_until(lambda: not fleet.worker_pids(), "the orphaned workers to exit")
     assert "the supervisor is gone; draining" in fleet.stderr
+
+
+def test_stat_listen_streams_every_workers_statistics(fleet: Fleet) -> None:
+    seen: set[str] = set()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(str(fleet.socket))
+        client.sendall(b"STAT LISTEN json\n")
+        received = b""
+        deadline = time.monotonic() + WAIT
+        while seen != {"1", "2"}:
+            assert time.monotonic() < deadline, received[-2000:]
+            received += client.recv(65536)
+            found = re.findall(rb'^\{"worker": (\d+), ', received, re.MULTILINE)
+            seen = {serial.decode() for serial in found}
+    # Every line is still one JSON object.
+    for line in received.decode().splitlines()[:-1]:
+        json.loads(line)
