@@ -11,9 +11,10 @@ supervisor, and is an ordinary router to talk to (``amqprouter_ctl`` on its sock
 The supervisor (docs/fleet.md):
 
 * answers the control socket, sending each command line to the workers in the control
-  grammar itself, and merging their replies: CONN concatenated, VHOST PRINT united,
-  the configuration listings from one worker (they all hold the same), SESSION to the
-  worker whose id it is (a worker's session ids start at its serial number << 32);
+  grammar itself, and merging their replies: CONN as one listing, VHOST PRINT united,
+  STAT LISTEN's streams interleaved (each line naming its worker), the configuration
+  listings from one worker (they all hold the same), SESSION to the worker whose id it
+  is (a worker's session ids start at its serial number << 32);
 * applies a command that may change the configuration to one worker first, the
   *canary*: if it fails there, it is answered with that failure and no other worker
   is asked, so nothing changed anywhere; if it succeeds, every other worker applies it,
@@ -24,7 +25,9 @@ The supervisor (docs/fleet.md):
 * replaces a worker that dies (logged), and recycles one whose RSS passes
   ``--worker-max-rss``: a new worker first, then the old one drains (SIGTERM);
 * serves ``/metrics`` (every worker's, each sample labelled ``worker``), ``/livez``
-  (its own loop), ``/readyz`` (ready while any worker is);
+  (its own loop), ``/readyz`` (ready while any worker is), ``/`` (the workers);
+* with ``--config-store``, sends a configuration command to the canary alone, which
+  writes it to the store, where the other workers take it;
 * SIGTERM or EXIT GRACEFUL drains every worker and exits when they are gone; SIGINT or
   EXIT stops them at once; SIGHUP sends CONFIG RELOAD to every worker;
 * SIGUSR2 restarts for new code: N new workers start (the code installed now, the
