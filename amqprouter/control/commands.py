@@ -150,11 +150,23 @@ class BackendDrain:
 
 @attrs.frozen
 class FarmAdd:
-    """``FARM ADD name selector backend*`` (also spelled ``ADD_MANUAL``); may have no backends."""
+    """``FARM ADD name selector backend[*weight]*`` (also spelled ``ADD_MANUAL``); may have
+    no backends. ``weights`` parallel ``backends``, or are empty when every one is 1."""
 
     name: str
     selector: str
     backends: tuple[str, ...] = ()
+    weights: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class FarmWeight:
+    """``FARM WEIGHT farm member weight`` (ours): a member's weight from the next choice
+    on; 0 drains it (no new sessions, existing ones stay)."""
+
+    name: str
+    member: str
+    weight: int
 
 
 @attrs.frozen
@@ -530,6 +542,7 @@ MutatingCommand: TypeAlias = (
     | BackendDisable
     | BackendEnable
     | FarmAdd
+    | FarmWeight
     | FarmPartition
     | FarmDelete
     | FarmOnDown

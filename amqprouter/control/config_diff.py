@@ -153,6 +153,19 @@ def _fold_one(state: State, command: c.Command) -> str | None:
             if farm is None:
                 return f"FARM PARTITION of farm '{name}', which the file does not add before"
             state[("farm", name)] = (*farm, command)
+        case c.FarmWeight(name=name, member=member, weight=weight):
+            farm = state.get(("farm", name))
+            if farm is None:
+                return f"FARM WEIGHT of farm '{name}', which the file does not add before"
+            add = farm[0]
+            assert isinstance(add, c.FarmAdd)
+            if member not in add.backends:
+                return f"FARM WEIGHT of '{member}', which FARM ADD {name} does not name"
+            # The farm's entry stays what creates it: FARM ADD with the weight in it.
+            weights = list(add.weights or (1,) * len(add.backends))
+            weights[add.backends.index(member)] = weight
+            kept = () if set(weights) <= {1} else tuple(weights)
+            state[("farm", name)] = (attrs.evolve(add, weights=kept), *farm[1:])
         case c.FarmDelete(name=name):
             state.pop(("farm", name), None)
             state.pop(("on_down", name), None)

@@ -95,12 +95,13 @@ def _health(state: BackendHealth | None) -> dict[str, Any] | None:
 
 
 def farms(table: RoutingTable) -> str:
-    """FARM PRINT: by name, members in their round-robin order."""
+    """FARM PRINT: by name, members in their order (and their weights, in that order)."""
     return json_lines(
         {
             "name": farm.name,
             "selector": farm.selector,
             "members": list(farm.members),
+            "weights": list(farm.weights),
             "policies": list(farm.policies),
         }
         for _name, farm in sorted(table.farms.items())

@@ -50,6 +50,7 @@ ROUTING_COMMANDS = (
     c.BackendDisable,
     c.BackendEnable,
     c.FarmAdd,
+    c.FarmWeight,
     c.FarmPartition,
     c.FarmDelete,
     c.FarmPrint,
@@ -109,18 +110,17 @@ def apply(
             if isinstance(command, c.BackendDisable):
                 return attrs.evolve(table, disabled=table.disabled | {name}), ""
             return attrs.evolve(table, disabled=table.disabled - {name}), ""
-        case c.FarmAdd(name=name, selector=selector, backends=members):
-            return _farm_add(table, name, selector, members)
+        case c.FarmAdd(name=name, selector=selector, backends=members, weights=weights):
+            return _farm_add(table, name, selector, members, weights)
+        case c.FarmWeight(name=name, member=member, weight=weight):
+            return _farm_weight(table, name, member, weight)
         case c.FarmPartition(name=name, policy=policy):
             return _farm_partition(table, name, policy)
         case c.FarmDelete(name=name):
             farms = {n: f for n, f in table.farms.items() if n != name}
             return attrs.evolve(table, farms=farms), ""
         case c.FarmPrint():
-            return table, "".join(
-                f"{n}: " + "".join(m + " " for m in table.farms[n].members) + "\n"
-                for n in sorted(table.farms)
-            )
+            return table, "".join(farm_line(table.farms[n]) + "\n" for n in sorted(table.farms))
         case c.MapBackend(vhost=vhost, backend=backend):
             return _map(table, vhost, ("backend", backend)), ""
         case c.MapFarm(vhost=vhost, farm=farm):
@@ -175,11 +175,37 @@ def _backend_delete(table: RoutingTable, name: str) -> tuple[RoutingTable, str]:
     return attrs.evolve(table, backends=backends, disabled=table.disabled - {name}), ""
 
 
+def farm_line(farm: Farm) -> str:
+    """A farm as FARM PRINT shows it, without the newline: amqpprox's line (each member
+    followed by a space) for a round-robin farm; a weighted selector's members as
+    ``name*weight``, and what is not amqpprox's in parentheses after them."""
+    weighted = farm.selector in selectors.WEIGHTED
+    members = "".join(
+        (f"{m}*{w} " if weighted else f"{m} ")
+        for m, w in zip(farm.members, farm.weights, strict=True)
+    )
+    extras = [] if farm.selector == "round-robin" else [farm.selector]
+    return f"{farm.name}: {members}" + (f"({', '.join(extras)})" if extras else "")
+
+
 def _farm_add(
-    table: RoutingTable, name: str, selector: str, members: tuple[str, ...]
+    table: RoutingTable,
+    name: str,
+    selector: str,
+    members: tuple[str, ...],
+    weights: tuple[int, ...] = (),
 ) -> tuple[RoutingTable, str]:
     if selector not in selectors.SELECTORS:
         return table, f"Selector '{selector}' not found\n"
+    if weights and selector not in selectors.WEIGHTED:
+        return table, (
+            f"Selector '{selector}' takes no weights: use weighted-round-robin or "
+            "least-connections for name*weight members.\n"
+        )
+    if weights:
+        # A member named twice keeps its first place, and the weight given there.
+        first = dict(reversed(list(zip(members, weights, strict=True))))
+        weights = tuple(first[member] for member in dict.fromkeys(members))
     unique = tuple(dict.fromkeys(members))
     missing = [member for member in unique if member not in table.backends]
     if missing:
@@ -187,7 +213,28 @@ def _farm_add(
             "Farm not inserted due to at least one missing Backend\n"
         )
     # A replaced farm loses its policies and is repartitioned: markers reset.
-    return _with_farm(table, Farm(name, selector, unique)), ""
+    return _with_farm(table, Farm(name, selector, unique, weights=weights)), ""
+
+
+def _farm_weight(
+    table: RoutingTable, name: str, member: str, weight: int
+) -> tuple[RoutingTable, str]:
+    farm = table.farms.get(name)
+    if farm is None:
+        return table, f"Farm '{name}' not found\n"
+    if member not in farm.members:
+        return table, f"Backend '{member}' is not a member of farm '{name}'\n"
+    if farm.selector not in selectors.WEIGHTED:
+        return table, (
+            f"Farm '{name}' uses {farm.selector}, which has no weights: FARM ADD it with "
+            "weighted-round-robin or least-connections.\n"
+        )
+    weights = list(farm.weights)
+    weights[farm.members.index(member)] = weight
+    # Not _with_farm: the layout (and the selector's memory) stays, the weight applies
+    # from the next choice on.
+    farm = attrs.evolve(farm, weights=tuple(weights))
+    return attrs.evolve(table, farms={**table.farms, name: farm}), ""
 
 
 def _farm_partition(table: RoutingTable, name: str, policy: str) -> tuple[RoutingTable, str]:
@@ -238,7 +285,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
     result += [c.BackendDisable(name) for name in sorted(table.disabled)]
     for name in sorted(table.farms):
         farm = table.farms[name]
-        result.append(c.FarmAdd(farm.name, farm.selector, farm.members))
+        weights = farm.weights if farm.weighted else ()
+        result.append(c.FarmAdd(farm.name, farm.selector, farm.members, weights))
         result += [c.FarmPartition(farm.name, policy) for policy in farm.policies]
     for vhost, (kind_name, target) in sorted(table.mappings.items()):
         if kind_name == "farm":

@@ -166,7 +166,13 @@ def status_page(
             [
                 _plain(name + (" (default)" if name == routing.default_farm else "")),
                 _plain(farm.selector),
-                _plain(", ".join(farm.members) or "-"),
+                _plain(
+                    ", ".join(
+                        f"{member}*{weight}" if farm.selector != "round-robin" else member
+                        for member, weight in zip(farm.members, farm.weights, strict=True)
+                    )
+                    or "-"
+                ),
                 _plain(", ".join(policies) or "-"),
             ]
         )

@@ -79,6 +79,16 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
         st.builds(c.BackendEnable, names),
         st.builds(c.FarmAdd, names, st.sampled_from(("round-robin", "random")), st.tuples(names)),
         st.builds(c.FarmAdd, names, st.just("round-robin"), st.lists(names).map(tuple)),
+        st.lists(st.tuples(names, st.integers(0, 256)), max_size=4).flatmap(
+            lambda members: st.builds(
+                c.FarmAdd,
+                names,
+                st.sampled_from(("weighted-round-robin", "least-connections")),
+                st.just(tuple(m for m, _w in members)),
+                st.just(tuple(w for _m, w in members) if members else ()),
+            )
+        ),
+        st.builds(c.FarmWeight, names, names, st.integers(0, 256)),
         st.builds(c.FarmPartition, names, st.just("datacenter-affinity")),
         st.builds(c.FarmDelete, names),
         st.builds(c.FarmOnDown, names, st.booleans()),

@@ -33,6 +33,7 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmWeight,
     Help,
     LimitDisable,
     LimitPrint,
@@ -94,8 +95,9 @@ EXPECTED_HELP = (
     "DATACENTER SET name | PRINT\n"
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
     " cleanly first).\n"
-    "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
-    " | ON_DOWN name (DISCONNECT | KEEP)) - Change farms\n"
+    "FARM (ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight) - Change farms"
+    " (selectors: round-robin, weighted-round-robin, least-connections)\n"
     "HELP Print this help text.\n"
     "LIMIT (CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT"
     " numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming"
@@ -223,6 +225,14 @@ VALID: list[tuple[str, Command]] = [
     ("FARM PARTITION shared nonsense", FarmPartition("shared", "nonsense")),
     ("FARM DELETE shared", FarmDelete("shared")),
     ("FARM PRINT", FarmPrint()),
+    (
+        "FARM ADD w weighted-round-robin a*3 b c*0",
+        FarmAdd("w", "weighted-round-robin", ("a", "b", "c"), (3, 1, 0)),
+    ),
+    # All weights 1 is the farm without weights.
+    ("FARM ADD w least-connections a*1 b", FarmAdd("w", "least-connections", ("a", "b"))),
+    ("FARM WEIGHT w a 256", FarmWeight("w", "a", 256)),
+    ("farm weight w a 0", FarmWeight("w", "a", 0)),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN shared DISCONNECT", FarmOnDown("shared", True)),
     ("farm on_down shared keep", FarmOnDown("shared", False)),
@@ -316,7 +326,7 @@ def test_every_command_class_is_reached_by_valid_lines() -> None:
 # every error text
 # --------------------------------------------------------------------------- #
 
-FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN"
+FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN, WEIGHT"
 MAP_SUBCOMMANDS = "BACKEND, FARM, UNMAP, DEFAULT, REMOVE_DEFAULT, PRINT"
 BACKEND_SUBCOMMANDS = "ADD, ADD_DNS, DELETE, DISABLE, ENABLE, DRAIN, PRINT, CHECK"
 _LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbosity (0..5).\n"
@@ -397,6 +407,26 @@ ERRORS: list[tuple[str, str]] = [
     ("FARM PARTITION", "Farm name and policy must be provided.\n"),
     ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
     ("FARM DELETE", "Farm name not provided.\n"),
+    ("FARM WEIGHT f a", "Farm name, member and weight must be provided.\n"),
+    ("FARM WEIGHT f a 257", "Weight '257' is not a whole number in 0..256.\n"),
+    ("FARM WEIGHT f a -1", "Weight '-1' is not a whole number in 0..256.\n"),
+    (
+        "FARM ADD f weighted-round-robin a*x",
+        "Member 'a*x' is not a backend name or name*weight (weight 0..256).\n",
+    ),
+    (
+        "FARM ADD f weighted-round-robin a*b*2",
+        "Member 'a*b*2' is not a backend name or name*weight (weight 0..256).\n",
+    ),
+    (
+        "FARM ADD f weighted-round-robin a*300",
+        "Member 'a*300' is not a backend name or name*weight (weight 0..256).\n",
+    ),
+    (
+        "BACKEND ADD a*b dc localhost 5672",
+        "Backend name 'a*b' holds '*', which marks a weight in FARM ADD (name*weight): "
+        "name it without.\n",
+    ),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN", "Farm name and DISCONNECT or KEEP must be provided.\n"),
     ("FARM ON_DOWN shared", "Farm name and DISCONNECT or KEEP must be provided.\n"),
@@ -764,6 +794,11 @@ CANONICAL: list[tuple[Command, str]] = [
         "FARM ADD shared round-robin rabbit1 rabbit2",
     ),
     (FarmAdd("empty", "round-robin"), "FARM ADD empty round-robin"),
+    (
+        FarmAdd("w", "weighted-round-robin", ("a", "b"), (5, 1)),
+        "FARM ADD w weighted-round-robin a*5 b",
+    ),
+    (FarmWeight("w", "a", 0), "FARM WEIGHT w a 0"),
     (FarmPartition("shared", "datacenter-affinity"), "FARM PARTITION shared datacenter-affinity"),
     (FarmDelete("shared"), "FARM DELETE shared"),
     (MapBackend("/", "rabbit1"), "MAP BACKEND / rabbit1"),
@@ -909,6 +944,7 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         BackendDisable,
         BackendEnable,
         FarmAdd,
+        FarmWeight,
         FarmPartition,
         FarmDelete,
         FarmOnDown,

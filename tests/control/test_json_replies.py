@@ -78,6 +78,7 @@ async def test_configuration_listings() -> None:
                 "name": "shared",
                 "selector": "round-robin",
                 "members": ["b2", "b1"],
+                "weights": [1, 1],
                 "policies": ["datacenter-affinity"],
             }
         ]

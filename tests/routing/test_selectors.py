@@ -29,7 +29,7 @@ def names(backends: tuple[Backend, ...]) -> list[str]:
 
 
 def test_registries() -> None:
-    assert set(SELECTORS) == {"round-robin"}
+    assert set(SELECTORS) == {"round-robin", "weighted-round-robin", "least-connections"}
     assert set(POLICIES) == {"datacenter-affinity"}
 
 

@@ -23,9 +23,9 @@ HELP_TEXTS: Mapping[str, str] = {
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
     "session cleanly first).",
-    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
-    " | ON_DOWN name (DISCONNECT | KEEP)"
-    ") - Change farms",
+    "FARM": "(ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight"
+    ") - Change farms (selectors: round-robin, weighted-round-robin, least-connections)",
     "HELP": "Print this help text.",
     # amqpprox's four LIMIT lines; CONNECTIONS is ours (its PR #91).
     "LIMIT": "(CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT "

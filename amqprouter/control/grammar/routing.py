@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import attrs
@@ -21,6 +22,7 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmWeight,
     MapBackend,
     MapDefault,
     MapFarm,
@@ -37,6 +39,7 @@ from amqprouter.control.grammar.words import (
     subcommands,
     upper,
 )
+from amqprouter.routing.selectors import MAX_WEIGHT
 
 # -- BACKEND --------------------------------------------------------------------------
 
@@ -50,6 +53,11 @@ def _backend_add(*, dns: bool) -> Parser:
         if len(args) < 4:
             return ParseError(_BACKEND_ARGUMENTS)
         name, datacenter, host, port_word, *flags = args
+        if "*" in name:
+            return ParseError(
+                f"Backend name '{name}' holds '*', which marks a weight in FARM ADD "
+                "(name*weight): name it without.\n"
+            )
         port = port_number(port_word)
         if port is None:
             return ParseError(_BACKEND_ARGUMENTS)
@@ -155,10 +163,45 @@ BACKEND = subcommands(
 # -- FARM -----------------------------------------------------------------------------
 
 
+#: A member word with a weight: ``name*weight`` (FARM ADD).
+_WEIGHTED_MEMBER = re.compile(r"(.+)\*([0-9]+)", re.DOTALL)
+_WEIGHT_RANGE = f"0..{MAX_WEIGHT}"
+
+
+def _weight(word: str) -> int | None:
+    value = integer(word)
+    return value if value is not None and 0 <= value <= MAX_WEIGHT else None
+
+
 def _farm_add(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Farm name and selector must be provided.\n")
-    return FarmAdd(args[0], args[1], tuple(args[2:]))
+    members: list[str] = []
+    weights: list[int] = []
+    for word in args[2:]:
+        if "*" not in word:
+            members.append(word)
+            weights.append(1)
+            continue
+        found = _WEIGHTED_MEMBER.fullmatch(word)
+        weight = None if found is None or "*" in found[1] else _weight(found[2])
+        if found is None or weight is None:
+            return ParseError(
+                f"Member '{word}' is not a backend name or name*weight (weight {_WEIGHT_RANGE}).\n"
+            )
+        members.append(found[1])
+        weights.append(weight)
+    # All 1 is no weight at all: the same command as without (CONFIG PRINT writes it so).
+    return FarmAdd(args[0], args[1], tuple(members), () if set(weights) <= {1} else tuple(weights))
+
+
+def _farm_weight(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 3:
+        return ParseError("Farm name, member and weight must be provided.\n")
+    weight = _weight(args[2])
+    if weight is None:
+        return ParseError(f"Weight '{args[2]}' is not a whole number in {_WEIGHT_RANGE}.\n")
+    return FarmWeight(args[0], args[1], weight)
 
 
 def _farm_partition(args: Sequence[str]) -> Command | ParseError:
@@ -193,6 +236,7 @@ FARM = subcommands(
         "DELETE": _farm_delete,
         "PRINT": lambda args: FarmPrint(),
         "ON_DOWN": _farm_on_down,  # ours: farm policy when a member goes down
+        "WEIGHT": _farm_weight,  # ours: a member's weight (weighted selectors)
     },
     missing=not_recognized(""),
     unknown=not_recognized,

@@ -30,6 +30,7 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmWeight,
     Help,
     LimitDisable,
     LimitPrint,
@@ -120,8 +121,13 @@ def words_of(command: Command) -> list[str]:
             return ["VHOST", "BACKEND_DISCONNECT", vhost]
         case VhostForceDisconnect(vhost):
             return ["VHOST", "FORCE_DISCONNECT", vhost]
-        case FarmAdd(name, selector, backends):
-            return ["FARM", "ADD", name, selector, *backends]
+        case FarmAdd(name, selector, backends, weights):
+            if not weights:
+                return ["FARM", "ADD", name, selector, *backends]
+            members = [m if w == 1 else f"{m}*{w}" for m, w in zip(backends, weights, strict=True)]
+            return ["FARM", "ADD", name, selector, *members]
+        case FarmWeight(name, member, weight):
+            return ["FARM", "WEIGHT", name, member, str(weight)]
         case FarmPartition(name, policy):
             return ["FARM", "PARTITION", name, policy]
         case FarmDelete(name):
