@@ -95,6 +95,7 @@ async def start_http(
             listeners=len(server.listeners),
             backend_up=backend_health(),
             refused=server.refusals.total,
+            shed=server.capacity.shed_total,
             events=events,
             vhost_label=vhost_label(),
             paused_vhosts=len(server.vhosts.paused),
@@ -215,7 +216,13 @@ async def serve(
                     return EXIT_HTTP_FAILED
             try:
                 await nursery.start(
-                    partial(serve_control, control_socket, controller.handle, mode=mode)
+                    partial(
+                        serve_control,
+                        control_socket,
+                        controller.handle,
+                        mode=mode,
+                        reserve=server.capacity.reserve,
+                    )
                 )
             except ControlSocketError as exc:  # in use, or in an unsafe directory
                 click.echo(f"Cannot use the control socket: {exc}", err=True)

@@ -105,6 +105,18 @@ _seconds = click.FloatRange(min=0.001)
 )
 @option(
     "Listening",
+    "--max-connections",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Connections each listener serves at once; beyond that the oldest connection "
+    "still in its handshake is cut to make room, or, if every one is past it, new ones "
+    "wait in the kernel's backlog. 0 = (RLIMIT_NOFILE - 128) / 2, which leaves two "
+    "descriptors per session and room for the control socket; all listeners together "
+    "never exceed that either (docs/operations.md).",
+)
+@option(
+    "Listening",
     "--channel-max",
     type=click.IntRange(0, 65535),
     default=TuneParams().channel_max,
@@ -418,6 +430,7 @@ def main(
     write_timeout: float | None,
     backend_down_seconds: float,
     primed_connections: int,
+    max_connections: int,
     disconnect_timeout: float,
     max_pause_seconds: float,
     shutdown_timeout: float,
@@ -516,6 +529,7 @@ def main(
         settings,
         backend_down_seconds=backend_down_seconds,
         primed_per_backend=primed_connections,
+        max_connections=max_connections,
     )
     try:
         code = trio.run(

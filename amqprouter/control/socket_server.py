@@ -36,6 +36,7 @@ import trio
 
 from amqprouter.control.grammar import MAX_LINE_LENGTH
 from amqprouter.observe import logging as router_logging
+from amqprouter.server.capacity import DescriptorReserve
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -281,9 +282,13 @@ async def serve_control(
     handler: Handler,
     *,
     mode: int = DEFAULT_MODE,
+    reserve: DescriptorReserve | None = None,
     task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the control socket until cancelled; the socket file is removed on exit.
+
+    ``reserve``: descriptors the client listeners leave alone; released when an
+    accept here finds the process out of them, so the operator is still answered.
 
     Every ``WATCH_INTERVAL`` the path is checked: a socket file deleted or replaced
     under the running router is recreated (one WARNING line), so the router stays
@@ -293,7 +298,7 @@ async def serve_control(
     bound = bind_control_socket(path, mode)
     try:
         async with trio.open_nursery() as nursery:
-            accepting = await nursery.start(_accept, bound.sock, handler, nursery)
+            accepting = await nursery.start(_accept, bound.sock, handler, nursery, reserve)
             task_status.started()
             problem: str | None = None
             while True:
@@ -318,7 +323,7 @@ async def serve_control(
                 log.warning(f"control socket file was {gone}; recreated it", path=str(path))
                 accepting.cancel()  # its listener closes; connections being served go on
                 bound = fresh
-                accepting = await nursery.start(_accept, bound.sock, handler, nursery)
+                accepting = await nursery.start(_accept, bound.sock, handler, nursery, reserve)
     finally:
         if bound.is_at(path):  # never remove a file that another router put there
             with contextlib.suppress(OSError):
@@ -340,14 +345,17 @@ async def _accept(
     sock: socket.socket,
     handler: Handler,
     handler_nursery: trio.Nursery,
+    reserve: DescriptorReserve | None = None,
     *,
     task_status: TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept control connections until cancelled, each served in ``handler_nursery``.
 
-    trio.serve_listeners would survive running out of descriptors too, but logs a
-    traceback ten times a second while it lasts: here it is one WARNING when it
-    starts and one INFO line when accepting works again.
+    Out of descriptors, the ``reserve`` is released and the connection accepted at
+    once (no other task runs in between to take them), then the reserve is taken
+    back. Without a reserve (or with it spent), trio.serve_listeners would survive
+    too, but logs a traceback ten times a second while it lasts: here it is one
+    WARNING when it starts and one INFO line when accepting works again.
     """
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     with trio.CancelScope() as scope:
@@ -360,6 +368,14 @@ async def _accept(
                 except OSError as exc:
                     if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                         raise
+                    if reserve is not None and reserve.held:
+                        # Linux says EMFILE before it looks at the queue: an empty one
+                        # too. Wait for a connection before releasing the reserve.
+                        await trio.lowlevel.wait_readable(sock.fileno())
+                        reserved = _accept_on_reserve(sock, reserve)
+                        if reserved is not None:
+                            handler_nursery.start_soon(_serve_one, reserved, handler)
+                            continue
                     if short_of is None:
                         short_of = os.strerror(exc.errno)
                         log.warning(
@@ -372,7 +388,25 @@ async def _accept(
                 if short_of is not None:
                     log.info("control socket accepting again", was=short_of)
                     short_of = None
+                if reserve is not None:
+                    reserve.refill()  # spent by an earlier shortage: take it back now
                 handler_nursery.start_soon(_serve_one, stream, handler)
+
+
+def _accept_on_reserve(
+    sock: socket.socket, reserve: DescriptorReserve | None
+) -> trio.SocketStream | None:
+    """Accept one pending connection with the reserve's descriptors; None if it cannot."""
+    if reserve is None or not reserve.held:
+        return None
+    reserve.release()
+    try:
+        client, _address = sock.accept()
+    except OSError:  # still short, or the client left meanwhile
+        return None
+    finally:
+        reserve.refill()  # what this connection left over; the listeners refill the rest
+    return trio.SocketStream(trio.socket.from_stdlib_socket(client))
 
 
 async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:

@@ -124,6 +124,7 @@ def metrics_text(
     listeners: int,
     backend_up: Mapping[str, bool] | None = None,
     refused: int = 0,
+    shed: int = 0,
     events: SessionMetrics | None = None,
     vhost_label: Callable[[str], str] = _identity,
     paused_vhosts: int = 0,
@@ -198,6 +199,14 @@ def metrics_text(
     name = "amqprouter_connections_refused_total"
     out.family(name, "counter", "Clients refused by a listener's ALLOW list.")
     out.sample(name, [], refused)
+    name = "amqprouter_connections_shed_total"
+    out.family(
+        name,
+        "counter",
+        "Connections still in their handshake cut to make room for a new client "
+        "(a listener at --max-connections, or the process short of descriptors).",
+    )
+    out.sample(name, [], shed)
     if primed is not None:
         _primed(out, *primed)
     _process(out, process or process_figures())

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import errno
+import os
+import select
 import socket
 from collections.abc import Callable
 from typing import Final
 
-import structlog
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.server.capacity import AcceptGate
 
-log = structlog.get_logger("amqprouter.listener")
-
-#: Out of file descriptors or memory: log, pause, and keep serving (as trio does)
-#: rather than let one bad moment end the listener.
+#: Out of file descriptors or memory: shed a silent connection or pause (capacity.py),
+#: and keep serving rather than let one bad moment end the listener.
 ACCEPT_CAPACITY_ERRNOS: Final = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-ACCEPT_PAUSE: Final = 0.1
+#: Connections accepted per wake-up of a listener before the others get a turn.
+ACCEPT_BATCH: Final = 64
 
 
 async def resolve_listen_address(
@@ -71,25 +72,39 @@ def bind_listener(
     return sock
 
 
-async def accept_loop(listener: socket.socket, on_client: Callable[[socket.socket], None]) -> None:
-    """Accept until cancelled; each client goes to ``on_client`` at once."""
+async def accept_loop(
+    listener: socket.socket, on_client: Callable[[socket.socket], None], gate: AcceptGate
+) -> None:
+    """Accept until cancelled; each client goes to ``on_client`` at once.
+
+    ``gate`` says when there is room (capacity.py): at the listener's cap or out of
+    descriptors, a silent connection is shed or accepting stops, the kernel's
+    backlog holding new connections meanwhile.
+    """
     try:
         while True:
+            await gate.room()
             await trio.lowlevel.wait_readable(listener.fileno())
-            # Take every pending connection per wake-up: connection bursts are common.
-            while True:
+            # Take the pending connections in batches: connection bursts are common,
+            # and between batches the control socket and the sessions get their turn.
+            for _ in range(ACCEPT_BATCH):
+                if not gate.has_room():
+                    break
                 try:
                     client, _address = listener.accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                        log.error("accept failed, pausing", error=str(exc))
-                        await trio.sleep(ACCEPT_PAUSE)
+                        # Linux says EMFILE before it looks at the queue: an empty queue
+                        # is no reason to shed anyone.
+                        if _has_pending(listener):
+                            await gate.room(short_of=os.strerror(exc.errno))
                         break
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue
                     raise
+                gate.accepted()
                 try:
                     sockets.tune_socket(client)
                 except OSError:
@@ -98,3 +113,10 @@ async def accept_loop(listener: socket.socket, on_client: Callable[[socket.socke
                 on_client(client)
     finally:
         sockets.close_socket(listener)
+
+
+def _has_pending(listener: socket.socket) -> bool:
+    """Whether a connection waits on ``listener`` (poll() needs no descriptor)."""
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    return bool(poller.poll(0))

@@ -29,6 +29,7 @@ from amqprouter.routing.hostnames import HostnameMapper
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
+from amqprouter.server.capacity import Capacity
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits, Refusal
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
@@ -77,8 +78,12 @@ class Server:
         backend_down_seconds: float = DOWN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         primed_per_backend: int = PRIMED_PER_BACKEND,
+        max_connections: int = 0,
     ) -> None:
         self.settings = settings
+        #: Per-listener connection caps, the control socket's descriptor reserve and the
+        #: shedding of silent clients (capacity.py); ``max_connections`` 0 derives the cap.
+        self.capacity = Capacity(max_connections)
         self._routing = routing or RoutingTable()
         self.resolver = Resolver()
         #: Backend health (failed connects, BACKEND CHECK) and the farm policies on it.
@@ -136,6 +141,7 @@ class Server:
             self._nursery = nursery
             self.health.start(nursery)
             nursery.start_soon(self.watchdog.run)
+            nursery.start_soon(self.capacity.run)
             if self.primed.enabled:
                 await nursery.start(self.primed.run)
             task_status.started()
@@ -228,12 +234,16 @@ class Server:
 
         async def serve() -> None:
             with scope:
-                await accept_loop(sock, on_client)
+                await accept_loop(sock, on_client, self.capacity.gate(bound))
             self._forget_listener(bound)
 
         self._nursery.start_soon(serve)
         log.info(
-            "listening", port=bound, accept_proxy=options.accept_proxy, allow=list(options.allow)
+            "listening",
+            port=bound,
+            accept_proxy=options.accept_proxy,
+            allow=list(options.allow),
+            max_connections=self.capacity.max_connections,
         )
         return bound
 
@@ -387,6 +397,7 @@ class Server:
         # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
         session.data_budget = self.limits.data_budget(None)
         self.sessions[session.id] = session
+        self.capacity.opened(session)
         self._nursery.start_soon(self._run_session, session)
 
     def _admit(self, session_id: int, vhost: str) -> tuple[int, str] | None:
@@ -422,6 +433,7 @@ class Server:
             await session.run()
         finally:
             del self.sessions[session.id]
+            self.capacity.closed(session)
             self.limits.release(session.id)
             if not self.sessions and self._emptied is not None:
                 self._emptied.set()
