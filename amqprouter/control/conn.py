@@ -46,6 +46,12 @@ class ConnRecord:
     #: The client's TLS version (None on a plain listener), and its verified certificate.
     tls: str | None = None
     client_cert: str | None = None
+    #: Where routing sent it: the backend it got (None before it connected), the
+    #: mapping that matched its vhost (the vhost, a pattern or "(default)") and the
+    #: priority of the client-address rule that narrowed the choice (None: none did).
+    backend: str | None = None
+    mapping: str | None = None
+    rule: int | None = None
 
 
 def conn_record(session: Session, name: Callable[[str], str] = str) -> ConnRecord:
@@ -56,6 +62,7 @@ def conn_record(session: Session, name: Callable[[str], str] = str) -> ConnRecor
     egress_host, egress_port = session.broker_local
     broker_host, broker_port = session.broker_address
     version = session.client.tls_version()
+    route = session.route
     return ConnRecord(
         id=session.id,
         vhost=session.vhost or "",
@@ -76,6 +83,9 @@ def conn_record(session: Session, name: Callable[[str], str] = str) -> ConnRecor
         idle_out=now - session.last_egress,
         tls=version,
         client_cert=None if version is None else session.client.peer_subject(),
+        backend=None if session.backend is None else session.backend.name,
+        mapping=None if route is None else route.mapping,
+        rule=None if route is None or route.rule is None else route.rule.priority,
     )
 
 
@@ -95,14 +105,31 @@ def conn_line(record: ConnRecord) -> str:
 
     r = record
     return (
-        f"id={r.id} vhost={escape(r.vhost)} disconnected={_yes(r.disconnected)} "
-        f"paused={_yes(r.paused)} authDenied={_yes(r.auth_denied)} "
-        f"ingressRemote={at(r.ingress_remote)} ingressLocal={escape(r.ingress_local)} "
-        f"egressLocal={at(r.egress_local)} egressRemote={at(r.egress_remote)} "
-        f"inBytes={r.in_bytes} inFrames={r.in_frames} inPackets={r.in_packets} "
-        f"outBytes={r.out_bytes} outFrames={r.out_frames} outPackets={r.out_packets} "
-        f"{r.idle_in:.3f}:{r.idle_out:.3f}"
-    ) + _tls_fields(r)
+        (
+            f"id={r.id} vhost={escape(r.vhost)} disconnected={_yes(r.disconnected)} "
+            f"paused={_yes(r.paused)} authDenied={_yes(r.auth_denied)} "
+            f"ingressRemote={at(r.ingress_remote)} ingressLocal={escape(r.ingress_local)} "
+            f"egressLocal={at(r.egress_local)} egressRemote={at(r.egress_remote)} "
+            f"inBytes={r.in_bytes} inFrames={r.in_frames} inPackets={r.in_packets} "
+            f"outBytes={r.out_bytes} outFrames={r.out_frames} outPackets={r.out_packets} "
+            f"{r.idle_in:.3f}:{r.idle_out:.3f}"
+        )
+        + _routing_fields(r)
+        + _tls_fields(r)
+    )
+
+
+def _routing_fields(record: ConnRecord) -> str:
+    """Where routing sent the session (ours, after amqpprox's fields): ``backend=``,
+    ``mapping=`` and ``rule=``, each once known."""
+    fields = ""
+    if record.backend is not None:
+        fields += f" backend={escape(record.backend)}"
+    if record.mapping is not None:
+        fields += f" mapping={escape(record.mapping)}"
+    if record.rule is not None:
+        fields += f" rule={record.rule}"
+    return fields
 
 
 def _tls_fields(record: ConnRecord) -> str:
@@ -142,4 +169,7 @@ def conn_json(record: ConnRecord) -> dict[str, Any]:
         "idleOutSeconds": round(r.idle_out, 3),
         "tls": r.tls,
         "clientCert": r.client_cert,
+        "backend": r.backend,
+        "mapping": r.mapping,
+        "rule": r.rule,
     }

@@ -6,7 +6,15 @@ The control commands that change a snapshot live in ``control.routing_commands``
 """
 
 from amqprouter.routing import selectors
-from amqprouter.routing.model import Backend, Farm, FarmLayout, NoRoute, RoutingTable, Target
+from amqprouter.routing.model import (
+    Backend,
+    Farm,
+    FarmLayout,
+    NoRoute,
+    Route,
+    RoutingTable,
+    Target,
+)
 from amqprouter.routing.resolver import Resolver
 from amqprouter.routing.selectors import Markers
 
@@ -17,6 +25,7 @@ __all__ = [
     "Markers",
     "NoRoute",
     "Resolver",
+    "Route",
     "RoutingTable",
     "Target",
     "selectors",

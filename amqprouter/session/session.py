@@ -80,7 +80,7 @@ from amqprouter.protocol import (
     peer_closed,
     properties,
 )
-from amqprouter.routing import Backend, NoRoute, Resolver, RoutingTable
+from amqprouter.routing import Backend, NoRoute, Resolver, Route, RoutingTable
 from amqprouter.routing.health import HealthRegistry
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.auth import Allow, Authorize, AuthQuery, ask
@@ -252,6 +252,7 @@ class Session:
         "listen_port",
         "log",
         "paused",
+        "route",
         "settings",
         "started",
         "state",
@@ -302,6 +303,9 @@ class Session:
         self.state = State.HANDSHAKE
         self.vhost: str | None = None
         self.backend: Backend | None = None
+        #: The routing decision (which mapping and rule, the candidates); it holds the
+        #: backend's session count and a sticky client's entry until ``run`` ends.
+        self.route: Route | None = None
         self.connection_name: str | None = None
         self.client_address = client.peer_name()
         self.client_local = client.local_name()
@@ -371,6 +375,8 @@ class Session:
             self.log.exception("session failed")
         finally:
             self.state = State.CLOSED
+            if self.route is not None:
+                self.route.release()
             self.client.close()
             if self.broker is not None:
                 self.broker.close()
@@ -461,15 +467,17 @@ class Session:
         try:
             # Backends marked down are tried last (routing.health).
             down = health.down() if health is not None else ()
-            candidates = self._routing().candidates(opened.vhost, down)
+            # The client's address (a PROXY header's source) picks rules and sticky entries.
+            route = self._routing().route(opened.vhost, self.client_address[0], down)
         except NoRoute as exc:
             self.log.error(
                 "no mapping for vhost",
                 ingressRemote=endpoint(self.client_address),
                 detail=exc.detail,
             )
-            await self._close_client(constants.RESOURCE_ERROR, str(exc))
+            await self._close_client(exc.reply_code, str(exc))
             return None
+        self.route, candidates = route, route.candidates
         allowed = await self._authenticate(opened)
         if allowed is None:
             return None
@@ -491,6 +499,7 @@ class Session:
                 break
             backend, broker, greeted = connected
             self.broker, self.backend = broker, backend
+            route.landed(backend)
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)

@@ -18,7 +18,9 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=/ disconnected=N paused=N authDenied=N "
     r"ingressRemote=(\S+):(\d+) ingressLocal=(\S+) egressLocal=(\S+):(\d+) "
     r"egressRemote=(\S+):(\d+) inBytes=(\d+) inFrames=(\d+) inPackets=(\d+) "
-    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)\n"
+    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)"
+    # Ours, after amqpprox's fields: the backend the session got, the mapping that matched.
+    r" backend=fake mapping=\(default\)\n"
 )
 
 
