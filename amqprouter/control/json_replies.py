@@ -24,6 +24,7 @@ from amqprouter.control import commands as c
 from amqprouter.control.grammar import to_line
 from amqprouter.routing.health import BackendHealth
 from amqprouter.routing.model import RoutingTable
+from amqprouter.routing.vhost_patterns import is_pattern
 from amqprouter.server.limits import LIMIT_KINDS, Limits
 
 #: The commands that have a JSON form (STAT LISTEN only with its ``json`` output).
@@ -109,13 +110,22 @@ def farms(table: RoutingTable) -> str:
 
 
 def mappings(table: RoutingTable) -> str:
-    """MAP PRINT: by vhost, then the default farm (``vhost`` null, ``default`` true)."""
+    """MAP PRINT: in matching order (exact vhosts by name, then patterns, most specific
+    first), then the default farm (``vhost`` null, ``default`` true)."""
     records = [
-        {"vhost": vhost, "default": False, "type": kind, "name": name}
-        for vhost, (kind, name) in sorted(table.mappings.items())
+        {"vhost": vhost, "default": False, "pattern": is_pattern(vhost), "type": kind, "name": name}
+        for vhost, (kind, name) in table.mapping_order()
     ]
     if table.default_farm is not None:
-        records.append({"vhost": None, "default": True, "type": "farm", "name": table.default_farm})
+        records.append(
+            {
+                "vhost": None,
+                "default": True,
+                "pattern": False,
+                "type": "farm",
+                "name": table.default_farm,
+            }
+        )
     return json_lines(records)
 
 

@@ -14,7 +14,10 @@ differences, each fixing a quirk of the reference:
   that is also the order round-robin and datacenter-affinity work in. A member
   named twice in FARM ADD is kept once, at its first place.
 - MAP PRINT also prints the default farm, after the vhosts, as
-  ``(default) => Farm:<farm>`` (amqpprox does not print it at all).
+  ``(default) => Farm:<farm>`` (amqpprox does not print it at all). A vhost holding
+  ``*`` is a pattern (ours, ``routing.vhost_patterns``); MAP PRINT lists the mappings
+  in the order a vhost is matched against them: exact ones by name, then patterns,
+  most specific first.
 - BACKEND DELETE of a backend that a farm still uses is refused with
   ``Backend '<b>' is used by farm(s) <f1>, <f2>; remove it from them first.\\n``
   (amqpprox deletes it and leaves the farm pointing at freed memory).
@@ -257,9 +260,10 @@ def _map(table: RoutingTable, vhost: str, target: Target) -> RoutingTable:
 
 
 def _map_print(table: RoutingTable) -> str:
+    """In matching order: exact vhosts by name, then patterns, most specific first."""
     lines = [
         f'"{vhost}" => {"Farm" if kind == "farm" else "Backend"}:{name}\n'
-        for vhost, (kind, name) in sorted(table.mappings.items())
+        for vhost, (kind, name) in table.mapping_order()
     ]
     if table.default_farm is not None:
         lines.append(f"(default) => Farm:{table.default_farm}\n")
@@ -270,7 +274,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
     """The commands that rebuild ``table`` from an empty one, in an order that works.
 
     DATACENTER SET (when set), BACKEND ADD/ADD_DNS by name, BACKEND DISABLE, FARM ADD and its FARM
-    PARTITIONs by farm name, MAP BACKEND/FARM by vhost, MAP DEFAULT. A static
+    PARTITIONs by farm name, MAP BACKEND/FARM in matching order (exact vhosts by name, then
+    patterns, most specific first), MAP DEFAULT. A static
     backend is re-added by host, so loading the commands resolves it again.
     Round-robin positions are not configuration and start again from 0.
     """
@@ -288,7 +293,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
         weights = farm.weights if farm.weighted else ()
         result.append(c.FarmAdd(farm.name, farm.selector, farm.members, weights))
         result += [c.FarmPartition(farm.name, policy) for policy in farm.policies]
-    for vhost, (kind_name, target) in sorted(table.mappings.items()):
+    # Matching order: patterns that tie keep the order they were mapped in once read back.
+    for vhost, (kind_name, target) in table.mapping_order():
         if kind_name == "farm":
             result.append(c.MapFarm(vhost, target))
         else:

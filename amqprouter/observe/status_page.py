@@ -179,7 +179,8 @@ def status_page(
 
     maps = [
         [_plain(vhost), _plain(f"{kind} {target}")]
-        for vhost, (kind, target) in sorted(routing.mappings.items())
+        # In matching order: exact vhosts, then patterns (``tenant-*``), most specific first.
+        for vhost, (kind, target) in routing.mapping_order()
     ]
     if routing.default_farm is not None:
         maps.append([("<em>any other vhost</em>", ""), _plain(f"farm {routing.default_farm}")])

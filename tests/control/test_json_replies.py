@@ -83,9 +83,15 @@ async def test_configuration_listings() -> None:
             }
         ]
         assert await as_json("MAP PRINT") == [
-            {"vhost": "/", "default": False, "type": "farm", "name": "shared"},
-            {"vhost": 'we"ird', "default": False, "type": "backend", "name": "b1"},
-            {"vhost": None, "default": True, "type": "farm", "name": "shared"},
+            {"vhost": "/", "default": False, "pattern": False, "type": "farm", "name": "shared"},
+            {
+                "vhost": 'we"ird',
+                "default": False,
+                "pattern": False,
+                "type": "backend",
+                "name": "b1",
+            },
+            {"vhost": None, "default": True, "pattern": False, "type": "farm", "name": "shared"},
         ]
         default_rate = {
             "limit": "CONN_RATE",

@@ -115,3 +115,32 @@ def test_least_connections_fills_the_backend_whose_sessions_ended(
         expect(router, vhost, {"b1": 5, "b2": 5})
     finally:
         close_all(clients)
+
+
+def mappings_of(router: RouterProcess, vhost: str) -> list[tuple[str, str]]:
+    """(backend, mapping) of each of ``vhost``'s sessions, from CONN."""
+    return [
+        (match.group(1), match.group(2))
+        for match in re.finditer(
+            rf"^id=\d+ vhost={re.escape(vhost)} .* backend=(\S+) mapping=(\S+)",
+            must(router, "CONN"),
+            re.M,
+        )
+    ]
+
+
+def test_a_pattern_routes_a_vhost_and_an_exact_mapping_wins_over_it(
+    router: RouterProcess, vhost: str
+) -> None:
+    pattern = vhost[:-4] + "*"  # the vhost's name, its last characters a wildcard
+    must(router, "MAP BACKEND", pattern, "b2")
+    clients = open_clients(router, vhost, 1)
+    try:
+        assert mappings_of(router, vhost) == [("b2", pattern)]
+        must(router, "MAP BACKEND", vhost, "b1")
+        clients += open_clients(router, vhost, 1)
+        assert sorted(mappings_of(router, vhost)) == [("b1", vhost), ("b2", pattern)]
+    finally:
+        close_all(clients)
+        must(router, "MAP UNMAP", pattern)
+        must(router, "MAP UNMAP", vhost)

@@ -42,7 +42,8 @@ HELP_TEXTS: Mapping[str, str] = {
     "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
-    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
+    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers (a vhost with * is a "
+    "pattern: * matches any run of characters)",
     "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
     # Two HELP lines in amqpprox (two STAT handlers): the second keeps its own verb.
     "STAT": "(STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"

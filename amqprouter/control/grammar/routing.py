@@ -245,16 +245,25 @@ FARM = subcommands(
 # -- MAP ------------------------------------------------------------------------------
 
 
+def _pattern_error(vhost: str) -> ParseError | None:
+    # ``**`` matches what ``*`` does: two spellings of one pattern would be two mappings.
+    if "**" in vhost:
+        return ParseError(
+            f"Vhost pattern '{vhost}' holds '**': write one '*' (it matches any run).\n"
+        )
+    return None
+
+
 def _map_backend(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Vhost and backend must be provided\n")
-    return MapBackend(args[0], args[1])
+    return _pattern_error(args[0]) or MapBackend(args[0], args[1])
 
 
 def _map_farm(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Vhost and farm name must be provided\n")
-    return MapFarm(args[0], args[1])
+    return _pattern_error(args[0]) or MapFarm(args[0], args[1])
 
 
 def _map_unmap(args: Sequence[str]) -> Command | ParseError:
