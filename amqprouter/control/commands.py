@@ -199,6 +199,37 @@ class FarmOnDown:
 
 
 # --------------------------------------------------------------------------- #
+# RULE (ours: client-address rules, docs/routing.md)
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class RuleAdd:
+    """``RULE ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE]``:
+    clients in ``networks`` use only the target's backends among their vhost's; when
+    those are all down, BREAK refuses them and CONTINUE (the default) tries the next
+    rule. A rule of the same priority is replaced."""
+
+    priority: int
+    networks: tuple[str, ...]
+    kind: Literal["farm", "backend"]
+    target: str
+    on_down: Literal["BREAK", "CONTINUE"] = "CONTINUE"
+
+
+@attrs.frozen
+class RuleDelete:
+    """``RULE DELETE priority``."""
+
+    priority: int
+
+
+@attrs.frozen
+class RulePrint:
+    """``RULE PRINT``: the rules by priority."""
+
+
+# --------------------------------------------------------------------------- #
 # MAP
 # --------------------------------------------------------------------------- #
 
@@ -551,6 +582,8 @@ MutatingCommand: TypeAlias = (
     | MapUnmap
     | MapDefault
     | MapRemoveDefault
+    | RuleAdd
+    | RuleDelete
     | ListenStart
     | ListenStartSecure
     | ListenStop
@@ -579,6 +612,7 @@ Command: TypeAlias = (
     | BackendPrint
     | FarmPrint
     | MapPrint
+    | RulePrint
     | DatacenterPrint
     | StatListen
     | StatSend

@@ -8,7 +8,7 @@ shift a field. Names are camelCase, as in amqpprox's STAT json, and the encoding
 STAT's too: ``json.dumps`` with every non-ASCII character escaped, and DEL as
 ``\\u007f``, so a line holds no control character a terminal would act on.
 
-Commands with a JSON form: CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, VHOST PRINT,
+Commands with a JSON form: CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT,
 LIMIT PRINT, and STAT LISTEN json (its own json, unchanged). Any other command asked
 for as JSON is refused and not run: a mutation answered in text where a script
 expects JSON would be read as a failure after it took effect.
@@ -33,12 +33,14 @@ JSON_COMMANDS: Final = (
     c.BackendPrint,
     c.FarmPrint,
     c.MapPrint,
+    c.RulePrint,
     c.VhostPrint,
     c.LimitPrint,
     c.StatListen,
 )
 _JSON_NAMES: Final = (
-    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json"
+    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT and STAT "
+    "LISTEN json"
 )
 
 
@@ -127,6 +129,20 @@ def mappings(table: RoutingTable) -> str:
             }
         )
     return json_lines(records)
+
+
+def rules(table: RoutingTable) -> str:
+    """RULE PRINT: by priority."""
+    return json_lines(
+        {
+            "priority": rule.priority,
+            "networks": list(rule.networks),
+            "type": rule.target[0],
+            "name": rule.target[1],
+            "onDown": rule.on_down,
+        }
+        for rule in table.rules
+    )
 
 
 def vhosts(paused: set[str], seen: Iterable[str]) -> str:

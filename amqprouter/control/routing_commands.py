@@ -29,6 +29,10 @@ differences, each fixing a quirk of the reference:
   `` DISABLED`` to a disabled backend's line (only then, so the reference's line
   is unchanged otherwise); CONFIG PRINT writes a BACKEND DISABLE after the
   backends. Deleting a backend forgets that it was disabled.
+- RULE ADD/DELETE/PRINT (ours, docs/routing.md): RULE ADD checks that its farm or
+  backend exists (``Farm '<f>' not found``) and replaces a rule of the same priority;
+  RULE DELETE of an unknown priority answers ``Rule <p> not found``. FARM DELETE and
+  BACKEND DELETE do not look at rules: a rule whose target is gone narrows nothing.
 - Every reply ends with its newline (amqpprox's BACKEND ADD and DELETE errors have
   none).
 - Unchanged from amqpprox, on purpose: MAP BACKEND/FARM/DEFAULT accept a backend
@@ -44,6 +48,7 @@ import attrs
 
 from amqprouter.control import commands as c
 from amqprouter.routing import selectors
+from amqprouter.routing.client_rules import Rule
 from amqprouter.routing.model import Backend, Farm, RoutingTable, Target
 
 #: The commands ``apply`` executes.
@@ -63,6 +68,9 @@ ROUTING_COMMANDS = (
     c.MapDefault,
     c.MapRemoveDefault,
     c.MapPrint,
+    c.RuleAdd,
+    c.RuleDelete,
+    c.RulePrint,
     c.DatacenterSet,
     c.DatacenterPrint,
 )
@@ -137,6 +145,14 @@ def apply(
             return attrs.evolve(table, default_farm=None), ""
         case c.MapPrint():
             return table, _map_print(table)
+        case c.RuleAdd():
+            return _rule_add(table, command)
+        case c.RuleDelete(priority=priority):
+            if all(rule.priority != priority for rule in table.rules):
+                return table, f"Rule {priority} not found\n"
+            return attrs.evolve(table, rules=[r for r in table.rules if r.priority != priority]), ""
+        case c.RulePrint():
+            return table, "".join(rule_line(rule) + "\n" for rule in table.rules)
         case c.DatacenterSet(name=name):
             # amqpprox repartitions every farm, even for the same datacenter: markers reset.
             return attrs.evolve(table, datacenter=name, layouts={}), ""
@@ -259,6 +275,26 @@ def _map(table: RoutingTable, vhost: str, target: Target) -> RoutingTable:
     return attrs.evolve(table, mappings={**table.mappings, vhost: target})
 
 
+def rule_line(rule: Rule) -> str:
+    """A rule as RULE PRINT shows it: ``<priority> <cidr,...> => Farm:<f> BREAK``."""
+    kind, name = rule.target
+    return (
+        f"{rule.priority} {','.join(rule.networks)} => "
+        f"{'Farm' if kind == 'farm' else 'Backend'}:{name} {rule.on_down}"
+    )
+
+
+def _rule_add(table: RoutingTable, command: c.RuleAdd) -> tuple[RoutingTable, str]:
+    # Checked now (unlike MAP's targets): a rule naming a typo would never narrow anything.
+    if command.kind == "farm" and command.target not in table.farms:
+        return table, f"Farm '{command.target}' not found\n"
+    if command.kind == "backend" and command.target not in table.backends:
+        return table, f"Backend '{command.target}' not found\n"
+    rule = Rule(command.priority, command.networks, (command.kind, command.target), command.on_down)
+    others = [r for r in table.rules if r.priority != command.priority]
+    return attrs.evolve(table, rules=[*others, rule]), ""
+
+
 def _map_print(table: RoutingTable) -> str:
     """In matching order: exact vhosts by name, then patterns, most specific first."""
     lines = [
@@ -275,7 +311,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
 
     DATACENTER SET (when set), BACKEND ADD/ADD_DNS by name, BACKEND DISABLE, FARM ADD and its FARM
     PARTITIONs by farm name, MAP BACKEND/FARM in matching order (exact vhosts by name, then
-    patterns, most specific first), MAP DEFAULT. A static
+    patterns, most specific first), MAP DEFAULT, RULE ADD by priority (after the farms and
+    backends they name). A static
     backend is re-added by host, so loading the commands resolves it again.
     Round-robin positions are not configuration and start again from 0.
     """
@@ -301,4 +338,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
             result.append(c.MapBackend(vhost, target))
     if table.default_farm is not None:
         result.append(c.MapDefault(table.default_farm))
+    result += [
+        c.RuleAdd(rule.priority, rule.networks, rule.target[0], rule.target[1], rule.on_down)
+        for rule in table.rules
+    ]
     return result

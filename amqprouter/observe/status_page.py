@@ -185,6 +185,16 @@ def status_page(
     if routing.default_farm is not None:
         maps.append([("<em>any other vhost</em>", ""), _plain(f"farm {routing.default_farm}")])
 
+    rules = [
+        [
+            _plain(rule.priority),
+            _plain(", ".join(rule.networks)),
+            _plain(f"{rule.target[0]} {rule.target[1]}"),
+            _plain(rule.on_down),
+        ]
+        for rule in routing.rules
+    ]
+
     paused = [[_plain(vhost)] for vhost in sorted(server.vhosts.paused)]
 
     traffic: dict[str, list[int]] = {}
@@ -229,6 +239,10 @@ def status_page(
             _table(("name", "selector", "members", "policies"), farms, "no farm configured"),
         ),
         ("Vhost mappings", _table(("vhost", "routed to"), maps, "no mapping")),
+        (
+            "Client-address rules",
+            _table(("priority", "networks", "narrowed to", "all down"), rules, "no rule"),
+        ),
         ("Paused vhosts", _table(("vhost",), paused, "none")),
         (
             f"Top vhosts by traffic (top {TOP_VHOSTS}, since start)",

@@ -97,6 +97,20 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
         # Patterns, some of which tie (same literal count, one *): their order must survive.
         st.builds(c.MapFarm, st.sampled_from(("*", "a*", "b*", "*a", "x*y", "*.eu")), names),
         st.builds(c.MapUnmap, names),
+        st.builds(
+            c.RuleAdd,
+            st.integers(0, 30),
+            st.lists(
+                st.sampled_from(("10.0.0.0/8", "10.1.0.0/16", "::1/128", "2001:db8::/32")),
+                min_size=1,
+                max_size=3,
+                unique=True,
+            ).map(tuple),
+            st.sampled_from(("farm", "backend")),
+            names,
+            st.sampled_from(("BREAK", "CONTINUE")),
+        ),
+        st.builds(c.RuleDelete, st.integers(0, 30)),
         st.builds(c.MapDefault, names),
         st.just(c.MapRemoveDefault()),
         check_numbers.flatmap(lambda n: st.builds(c.BackendCheckOn, names, *map(st.just, n))),

@@ -51,6 +51,9 @@ from amqprouter.control.commands import (
     MapRemoveDefault,
     MapUnmap,
     MutatingCommand,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
     SessionControl,
     StatListen,
     StatPerSource,
@@ -116,6 +119,9 @@ EXPECTED_HELP = (
     " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers (a vhost with * is a"
     " pattern: * matches any run of characters)\n"
     "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames\n"
+    "RULE (ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] |"
+    " DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's"
+    " or a backend's, lowest priority first (docs/routing.md)\n"
     "SESSION  id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a particular"
     " session\n"
     "STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
@@ -233,6 +239,14 @@ VALID: list[tuple[str, Command]] = [
     # All weights 1 is the farm without weights.
     ("FARM ADD w least-connections a*1 b", FarmAdd("w", "least-connections", ("a", "b"))),
     ("FARM WEIGHT w a 256", FarmWeight("w", "a", 256)),
+    (
+        "RULE ADD 10 10.1.0.0/16,::ffff:10.2.0.0/112 FARM site-a BREAK",
+        RuleAdd(10, ("10.1.0.0/16", "10.2.0.0/16"), "farm", "site-a", "BREAK"),
+    ),
+    ("rule add 0 2001:db8::/32 backend b1", RuleAdd(0, ("2001:db8::/32",), "backend", "b1")),
+    ("RULE ADD 5 10.0.0.1/32 FARM f continue", RuleAdd(5, ("10.0.0.1/32",), "farm", "f")),
+    ("RULE DELETE 10", RuleDelete(10)),
+    ("RULE PRINT", RulePrint()),
     ("farm weight w a 0", FarmWeight("w", "a", 0)),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN shared DISCONNECT", FarmOnDown("shared", True)),
@@ -409,6 +423,24 @@ ERRORS: list[tuple[str, str]] = [
     ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
     ("FARM DELETE", "Farm name not provided.\n"),
     ("FARM WEIGHT f a", "Farm name, member and weight must be provided.\n"),
+    (
+        "RULE ADD 10 10.0.0.0/8 FARM",
+        "RULE ADD needs: priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE].\n",
+    ),
+    ("RULE ADD x 10.0.0.0/8 FARM f", "Rule priority 'x' is not a whole number in 0..1000000.\n"),
+    (
+        "RULE ADD 1 10.0.0.1/8 FARM f",
+        "RULE '10.0.0.1/8' is not a network (cidr): 10.0.0.1/8 has host bits set\n",
+    ),
+    (
+        "RULE ADD 1 10.0.0.0/8 VHOST f",
+        "Rule target 'VHOST' not recognized: expected FARM or BACKEND.\n",
+    ),
+    (
+        "RULE ADD 1 10.0.0.0/8 FARM f STOP",
+        "Rule action 'STOP' not recognized: expected BREAK or CONTINUE.\n",
+    ),
+    ("RULE DELETE", "RULE DELETE needs a priority (0..1000000).\n"),
     ("FARM WEIGHT f a 257", "Weight '257' is not a whole number in 0..256.\n"),
     ("FARM WEIGHT f a -1", "Weight '-1' is not a whole number in 0..256.\n"),
     (
@@ -800,6 +832,11 @@ CANONICAL: list[tuple[Command, str]] = [
         "FARM ADD w weighted-round-robin a*5 b",
     ),
     (FarmWeight("w", "a", 0), "FARM WEIGHT w a 0"),
+    (
+        RuleAdd(7, ("10.0.0.0/8", "::1/128"), "backend", "b1", "CONTINUE"),
+        "RULE ADD 7 10.0.0.0/8,::1/128 BACKEND b1 CONTINUE",
+    ),
+    (RuleDelete(7), "RULE DELETE 7"),
     (FarmPartition("shared", "datacenter-affinity"), "FARM PARTITION shared datacenter-affinity"),
     (FarmDelete("shared"), "FARM DELETE shared"),
     (MapBackend("/", "rabbit1"), "MAP BACKEND / rabbit1"),
@@ -949,6 +986,8 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         FarmPartition,
         FarmDelete,
         FarmOnDown,
+        RuleAdd,
+        RuleDelete,
         MapBackend,
         MapFarm,
         MapUnmap,

@@ -8,14 +8,18 @@ router process driven with ``amqprouter_ctl``.
 from __future__ import annotations
 
 import re
+import socket
 from collections import Counter
 from collections.abc import Iterator
 
+import pamqp.commands
+import pamqp.frame
 import pika
 import pytest
 
-from tests.brokers import SYSTEM_PORT, SystemBroker, unique_name, wait_for
+from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, unique_name, wait_for
 from tests.integration.test_failover import must
+from tests.proxy_clients import header_from, raw_client, read_method
 from tests.router import RouterProcess, running_router
 
 pytestmark = pytest.mark.broker
@@ -27,6 +31,30 @@ def router(system_broker: SystemBroker) -> Iterator[RouterProcess]:
         must(started, "BACKEND ADD b1 dc1 127.0.0.1", SYSTEM_PORT)
         must(started, "BACKEND ADD b2 dc1 127.0.0.1", SYSTEM_PORT)
         yield started
+
+
+@pytest.fixture(scope="module")
+def proxy_port(router: RouterProcess) -> int:
+    """A listener that takes a PROXY header from loopback: its source is the client."""
+    port = free_port()
+    must(router, "LISTEN START", port, "ACCEPT-PROXY FROM 127.0.0.1/32")
+    return port
+
+
+def proxied_open(port: int, source: str, vhost: str) -> tuple[socket.socket, object]:
+    """A client named ``source`` by its PROXY header: its socket and the router's answer
+    to its Connection.Open (Open-Ok, or the Close that refused it)."""
+    sock = raw_client("127.0.0.1", port, header_from(source, port))
+    buffer = bytearray()
+    assert isinstance(read_method(sock, buffer), pamqp.commands.Connection.Start)
+    start_ok = pamqp.commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest")
+    sock.sendall(pamqp.frame.marshal(start_ok, 0))
+    tune = read_method(sock, buffer)
+    assert isinstance(tune, pamqp.commands.Connection.Tune)
+    tune_ok = pamqp.commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0)
+    sock.sendall(pamqp.frame.marshal(tune_ok, 0))
+    sock.sendall(pamqp.frame.marshal(pamqp.commands.Connection.Open(virtual_host=vhost), 0))
+    return sock, read_method(sock, buffer)
 
 
 @pytest.fixture
@@ -144,3 +172,52 @@ def test_a_pattern_routes_a_vhost_and_an_exact_mapping_wins_over_it(
         close_all(clients)
         must(router, "MAP UNMAP", pattern)
         must(router, "MAP UNMAP", vhost)
+
+
+def test_a_rule_narrows_proxied_clients_and_break_refuses_them_when_its_backend_is_down(
+    router: RouterProcess, proxy_port: int, vhost: str
+) -> None:
+    farm = unique_name("both")
+    must(router, "FARM ADD", farm, "round-robin b1 b2")
+    must(router, "MAP FARM", vhost, farm)
+    must(router, "RULE ADD 10 10.1.0.0/16 BACKEND b2 BREAK")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            sock, answer = proxied_open(proxy_port, "10.1.0.5", vhost)
+            sockets.append(sock)
+            assert isinstance(answer, pamqp.commands.Connection.OpenOk)
+        conn = must(router, "CONN")
+        lines = [line for line in conn.splitlines() if f"vhost={vhost} " in line]
+        assert len(lines) == 3
+        for line in lines:
+            # The PROXY header's source is the client the rule matched.
+            assert "ingressRemote=10.1.0.5:40000" in line
+            assert line.endswith(f"backend=b2 mapping={vhost} rule=10")
+        # Other clients (pika from 127.0.0.1) still use the whole farm.
+        others = open_clients(router, vhost, 2)
+        close_all(others)
+        # Its one backend disabled: BREAK refuses with 320, naming the rule.
+        must(router, "BACKEND DISABLE b2")
+        sock, answer = proxied_open(proxy_port, "10.1.0.6", vhost)
+        sockets.append(sock)
+        assert isinstance(answer, pamqp.commands.Connection.Close)
+        assert answer.reply_code == 320
+        assert answer.reply_text == (
+            f"CONNECTION_FORCED - no backend available for vhost {vhost}: rule 10 "
+            "(10.1.0.0/16 -> backend b2, BREAK) found every backend down"
+        )
+        # CONTINUE instead: the next rule (none), so the vhost's farm (b1).
+        must(router, "RULE ADD 10 10.1.0.0/16 BACKEND b2 CONTINUE")
+        sock, answer = proxied_open(proxy_port, "10.1.0.7", vhost)
+        sockets.append(sock)
+        assert isinstance(answer, pamqp.commands.Connection.OpenOk)
+        assert "ingressRemote=10.1.0.7:40000 " in must(router, "CONN")
+        assert re.search(
+            r"ingressRemote=10\.1\.0\.7:40000 .* backend=b1 mapping=", must(router, "CONN")
+        )
+    finally:
+        for sock in sockets:
+            sock.close()
+        must(router, "BACKEND ENABLE b2")
+        must(router, "RULE DELETE 10")

@@ -45,6 +45,9 @@ HELP_TEXTS: Mapping[str, str] = {
     "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers (a vhost with * is a "
     "pattern: * matches any run of characters)",
     "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
+    "RULE": "(ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] | "
+    "DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's "
+    "or a backend's, lowest priority first (docs/routing.md)",
     # Two HELP lines in amqpprox (two STAT handlers): the second keeps its own verb.
     "STAT": "(STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
     "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "

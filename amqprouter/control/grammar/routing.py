@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import attrs
 
@@ -29,7 +30,11 @@ from amqprouter.control.commands import (
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
 )
+from amqprouter.control.grammar.listen import networks_of
 from amqprouter.control.grammar.words import (
     ParseError,
     Parser,
@@ -39,6 +44,7 @@ from amqprouter.control.grammar.words import (
     subcommands,
     upper,
 )
+from amqprouter.routing.client_rules import MAX_PRIORITY
 from amqprouter.routing.selectors import MAX_WEIGHT
 
 # -- BACKEND --------------------------------------------------------------------------
@@ -287,6 +293,59 @@ MAP = subcommands(
         "REMOVE_DEFAULT": lambda args: MapRemoveDefault(),
         "PRINT": lambda args: MapPrint(),
     },
+    missing="Unrecognized subcommand.",
+    unknown=lambda subcommand: "Unrecognized subcommand.",
+)
+
+
+# -- RULE (ours) ------------------------------------------------------------------------
+
+_RULE_USAGE = (
+    "RULE ADD needs: priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE].\n"
+)
+_RULE_KINDS: dict[str, Literal["farm", "backend"]] = {"FARM": "farm", "BACKEND": "backend"}
+_ON_DOWN: dict[str, Literal["BREAK", "CONTINUE"]] = {"BREAK": "BREAK", "CONTINUE": "CONTINUE"}
+
+
+def _priority(word: str) -> int | None:
+    value = integer(word)
+    return value if value is not None and 0 <= value <= MAX_PRIORITY else None
+
+
+def _rule_add(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 4:
+        return ParseError(_RULE_USAGE)
+    priority = _priority(args[0])
+    if priority is None:
+        return ParseError(
+            f"Rule priority '{args[0]}' is not a whole number in 0..{MAX_PRIORITY}.\n"
+        )
+    networks = networks_of("RULE", args[1])
+    if isinstance(networks, ParseError):
+        return networks
+    kind = _RULE_KINDS.get(upper(args[2]))
+    if kind is None:
+        return ParseError(f"Rule target '{args[2]}' not recognized: expected FARM or BACKEND.\n")
+    on_down: Literal["BREAK", "CONTINUE"] = "CONTINUE"
+    if len(args) > 4:
+        found = _ON_DOWN.get(upper(args[4]))
+        if found is None:
+            return ParseError(
+                f"Rule action '{args[4]}' not recognized: expected BREAK or CONTINUE.\n"
+            )
+        on_down = found
+    return RuleAdd(priority, networks, kind, args[3], on_down)
+
+
+def _rule_delete(args: Sequence[str]) -> Command | ParseError:
+    priority = _priority(args[0]) if args else None
+    if priority is None:
+        return ParseError(f"RULE DELETE needs a priority (0..{MAX_PRIORITY}).\n")
+    return RuleDelete(priority)
+
+
+RULE = subcommands(
+    {"ADD": _rule_add, "DELETE": _rule_delete, "PRINT": lambda args: RulePrint()},
     missing="Unrecognized subcommand.",
     unknown=lambda subcommand: "Unrecognized subcommand.",
 )

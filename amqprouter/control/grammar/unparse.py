@@ -47,6 +47,9 @@ from amqprouter.control.commands import (
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
     SessionControl,
     StatListen,
     StatPerSource,
@@ -148,6 +151,12 @@ def words_of(command: Command) -> list[str]:
             return ["MAP", "REMOVE_DEFAULT"]
         case MapPrint():
             return ["MAP", "PRINT"]
+        case RuleAdd(priority, networks, kind, target, on_down):
+            return ["RULE", "ADD", str(priority), ",".join(networks), kind.upper(), target, on_down]
+        case RuleDelete(priority):
+            return ["RULE", "DELETE", str(priority)]
+        case RulePrint():
+            return ["RULE", "PRINT"]
         case ListenStart(port, proxy_from, allow):
             return ["LISTEN", "START", str(port), *_listen_options(proxy_from, allow)]
         case ListenStartSecure(port, proxy_from, allow):
