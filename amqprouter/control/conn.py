@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from amqprouter.net import sockets
 from amqprouter.session import Session
 from amqprouter.text import escape
 
@@ -101,7 +102,8 @@ def conn_line(record: ConnRecord) -> str:
     """
 
     def at(address: Address) -> str:
-        return f"{escape(address[0])}:{address[1]}"
+        # An IPv6 host in brackets, so host and port can be told apart; IPv4 as amqpprox.
+        return sockets.endpoint((escape(address[0]), address[1]))
 
     r = record
     return (

@@ -31,6 +31,7 @@ from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import Reply
+from amqprouter.net import sockets
 from amqprouter.net.tls_context import TlsState
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
@@ -265,7 +266,7 @@ class Controller:
             if endpoint is None:
                 return Reply(error + "\n", ok=False)
             self.stats.send_to(*endpoint, (command.host, command.port))
-            return Reply(f"Sending stats on {command.host}:{command.port}\n")
+            return Reply(f"Sending stats on {sockets.endpoint((command.host, command.port))}\n")
         if isinstance(command, c.StatStopSend):
             self.stats.stop_sending()
             return Reply("Stopped sending stats.\n")

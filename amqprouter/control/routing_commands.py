@@ -47,6 +47,7 @@ from collections.abc import Callable
 import attrs
 
 from amqprouter.control import commands as c
+from amqprouter.net.sockets import endpoint
 from amqprouter.routing import selectors
 from amqprouter.routing.client_rules import Rule
 from amqprouter.routing.model import Backend, Farm, RoutingTable, Target
@@ -82,7 +83,7 @@ def backend_line(backend: Backend) -> str:
     flags = proxy + (" TLS" if backend.tls else "")
     return (
         f"{backend.name} ({backend.datacenter}): {backend.host} "
-        f"{backend.ip or ''}:{backend.port}{flags}"
+        f"{endpoint((backend.ip or '', backend.port))}{flags}"
     )
 
 

@@ -2,10 +2,11 @@
 one request each.
 
 Just enough HTTP for a Prometheus scraper, a load balancer's health probe, a browser
-and curl:
-the request head is bounded in size and time, the body (if any) is ignored, every
-response carries ``Content-Length`` and ``Connection: close``, and the connection is
-closed after it. Anything unexpected gets a short error status, never a traceback.
+and curl. The protocol itself is h11's (the sans-IO HTTP/1.1 that httpx and hypercorn
+build on): it parses the request head and writes the response. Around it, this module
+bounds the request head in size and time, ignores the body (if any), gives every
+response ``Content-Length`` and ``Connection: close``, and closes the connection after
+it. Anything unexpected gets a short error status, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import attrs
+import h11
 import structlog
 import trio
 
@@ -25,10 +27,16 @@ log = structlog.get_logger("amqprouter.http")
 
 #: A request head (request line and headers) longer than this is refused.
 MAX_REQUEST_BYTES: Final = 8192
+#: The head and the blank line that ends it: the most bytes read before a request.
+_HEAD_LIMIT: Final = MAX_REQUEST_BYTES + len(b"\r\n\r\n")
 #: A client must send its whole request head within this.
 READ_TIMEOUT: Final = 5.0
 #: Writing a response to a client that does not read gives up after this.
 WRITE_TIMEOUT: Final = 5.0
+#: After the response, what the client still sends is read and dropped for at most
+#: this long and this much, before closing (``_linger``).
+LINGER_TIMEOUT: Final = 1.0
+LINGER_MAX_BYTES: Final = 256 * 1024
 TEXT: Final = "text/plain; charset=utf-8"
 _REASONS: Final = {
     200: "OK",
@@ -48,50 +56,77 @@ class Response:
     content_type: str = TEXT
 
     def encode(self) -> bytes:
+        """The whole response, as h11 writes it for a connection about to close."""
         body = self.body.encode()
-        head = (
-            f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Error')}\r\n"
-            f"Content-Type: {self.content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n"
-        )
+        headers = [
+            ("Content-Type", self.content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
         if self.status == 405:
-            head += "Allow: GET\r\n"
-        return head.encode() + b"\r\n" + body
+            headers.append(("Allow", "GET"))
+        writer = h11.Connection(h11.SERVER)
+        reason = _REASONS.get(self.status, "Error").encode()
+        return b"".join(
+            writer.send(event) or b""
+            for event in (
+                h11.Response(status_code=self.status, headers=headers, reason=reason),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            )
+        )
 
 
 Routes = Mapping[str, Callable[[], Response]]
 
 
-def respond(head: bytes, routes: Routes) -> Response:
-    """The response to one request head (without its final blank line)."""
-    request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return Response(400, "bad request line\n")
-    method, target, _version = parts
-    if method != "GET":
+def respond(request: h11.Request, routes: Routes) -> Response:
+    """The response to one request."""
+    if request.method != b"GET":
         return Response(405, "only GET is served\n")
-    route = routes.get(target.split("?", 1)[0])
+    route = routes.get(request.target.decode("latin-1").split("?", 1)[0])
     if route is None:
         return Response(404, "not found: try /, /metrics, /livez or /readyz\n")
     return route()
 
 
-async def _read_head(stream: trio.SocketStream) -> bytes | Response:
-    buffer = bytearray()
+async def _read_request(stream: trio.SocketStream) -> h11.Request | Response:
+    """The request head, parsed by h11; or the error response it deserves."""
+    # h11 refuses an incomplete head past its bound; and it is never given more than a
+    # whole head may take, so a complete one is within the limit too, and a longer one,
+    # valid or not, is refused as too large (not first parsed).
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=_HEAD_LIMIT - 1)
+    received = 0
     with trio.move_on_after(READ_TIMEOUT):
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                return bytes(buffer[:end]) if end <= MAX_REQUEST_BYTES else _too_large()
-            if len(buffer) > MAX_REQUEST_BYTES:
+            try:
+                event = parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint == 431:
+                    return _too_large()
+                return Response(exc.error_status_hint, f"bad request: {str(exc)[:200]}\n")
+            if isinstance(event, h11.Request):
+                return event
+            if received >= _HEAD_LIMIT:  # h11 dropped some (blank lines before the head)
                 return _too_large()
-            data = await stream.receive_some(4096)
+            data = await stream.receive_some(min(4096, _HEAD_LIMIT - received))
             if not data:
                 return Response(400, "incomplete request\n")
-            buffer += data
+            received += len(data)
+            parser.receive_data(data)
     return Response(408, "request head not received in time\n")
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Close gently: say we are done writing, then read what the client still sends (a
+    request not read to its end: too large, or with a body) until it closes, for a
+    moment. Closing with bytes unread makes the kernel reset the connection, and the
+    reset can reach the client before it has read the response."""
+    await stream.send_eof()
+    with trio.move_on_after(LINGER_TIMEOUT):
+        drained = 0
+        while drained <= LINGER_MAX_BYTES and (data := await stream.receive_some(65536)):
+            drained += len(data)
 
 
 def _too_large() -> Response:
@@ -100,10 +135,12 @@ def _too_large() -> Response:
 
 async def _serve_one(routes: Routes, stream: trio.SocketStream) -> None:
     try:
-        head = await _read_head(stream)
-        response = head if isinstance(head, Response) else respond(head, routes)
-        with trio.move_on_after(WRITE_TIMEOUT):
+        request = await _read_request(stream)
+        response = request if isinstance(request, Response) else respond(request, routes)
+        with trio.move_on_after(WRITE_TIMEOUT) as writing:
             await stream.send_all(response.encode())
+        if not writing.cancelled_caught:
+            await _linger(stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:  # one bad request must not end the server

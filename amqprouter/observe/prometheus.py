@@ -36,7 +36,7 @@ from amqprouter.observe.stats import (
     StatsCollector,
     Totals,
 )
-from amqprouter.session.primed import PoolStats
+from amqprouter.server.primed import PoolStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: ``reason`` label of amqprouter_sessions_ended_total, per Removal.
@@ -167,6 +167,11 @@ def metrics_text(
             "amqprouter_connections_alarmed_total",
             "alarmed",
             "Connections that set off an alarm-only LIMIT.",
+        ),
+        (
+            "amqprouter_connections_auth_denied_total",
+            "auth_denied",
+            "Clients the auth service denied (or failed to answer for).",
         ),
     ):
         out.family(name, "counter", help_text)

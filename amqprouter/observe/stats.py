@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, TypeVar
 import attrs
 
 from amqprouter.observe.process import ProcessSampler, ProcessStats
-from amqprouter.session.session import End, State
+from amqprouter.session import End, State
 
 if TYPE_CHECKING:
     from amqprouter.session import Session
@@ -279,6 +279,8 @@ class Totals:
     #: Clients refused by a LIMIT, and connections that set off an alarm-only one.
     limited: int = 0
     alarmed: int = 0
+    #: Clients the auth service denied (AUTH SERVICE).
+    auth_denied: int = 0
 
     def add(self, stats: ConnectionStats) -> None:
         self.bytes_received += stats.bytes_received
@@ -293,6 +295,7 @@ class Totals:
         self.removed[Removal.CLIENT_SNAPPED] += stats.removed_client
         self.limited += stats.limited
         self.alarmed += stats.alarmed
+        self.auth_denied += stats.auth_denied
 
 
 _Key = tuple[str, str, str]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from amqprouter import __version__
+from amqprouter.net.sockets import endpoint
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.text import escape
 
@@ -145,11 +146,7 @@ def status_page(
             [
                 _plain(name),
                 _plain(backend.datacenter),
-                _plain(
-                    f"[{backend.host}]:{backend.port}"
-                    if ":" in backend.host
-                    else f"{backend.host}:{backend.port}"
-                ),
+                _plain(endpoint((backend.host, backend.port))),
                 _plain(" ".join(flags) or "-"),
                 ("enabled", "up") if enabled else ("disabled", "off"),
                 health,

@@ -85,7 +85,9 @@ class Backend:
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.host}:{self.port})"
+        # An IPv6 literal in brackets, as net.sockets.endpoint writes it (a layer above).
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.name} ({host}:{self.port})"
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
@@ -160,12 +161,68 @@ async def test_bad_requests_get_short_errors() -> None:
         await nursery.start(server.run)
         async with serving(server) as (port, _stats):
             assert (await get(port, get_request("/nope")))[0] == 404
-            status, headers, _body = await get(port, b"POST /metrics HTTP/1.1\r\n\r\n")
+            status, headers, _body = await get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (status, headers["Allow"]) == (405, "GET")
             assert (await get(port, b"GARBAGE\r\n\r\n"))[0] == 400
             huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * http.MAX_REQUEST_BYTES + b"\r\n\r\n"
             assert (await get(port, huge))[0] == 431
             assert (await get(port, get_request("/metrics?x=1")))[0] == 200
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /metrics\r\n\r\n",  # no version
+        b"GET /metrics HTTP/one\r\nHost: x\r\n\r\n",
+        b"GET  /metrics HTTP/1.1\r\nHost: x\r\n\r\n",  # two spaces
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS to a plain port
+        # HTTP/1.1 requires Host (RFC 9112, 3.2): a request without one is a bad request.
+        b"GET /metrics HTTP/1.1\r\n\r\n",
+    ],
+)
+async def test_a_malformed_request_is_400(request_head: bytes) -> None:
+    async with trio.open_nursery() as nursery:
+        routes = {"/metrics": lambda: http.Response(200, "m\n")}
+        (port,) = await nursery.start(partial(http.serve_http, 0, routes, host="127.0.0.1"))
+        status, _headers, body = await get(port, request_head)
+        assert status == 400 and body.startswith("bad request: "), (status, body)
+        # HTTP/1.0 needs no Host, and HTTP/1.1 with one is served.
+        assert (await get(port, b"GET /metrics HTTP/1.0\r\n\r\n"))[::2] == (200, "m\n")
+        assert (await get(port, get_request("/metrics")))[::2] == (200, "m\n")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_oversized_header_is_431_whether_it_arrives_whole_or_in_pieces() -> None:
+    limit = http.MAX_REQUEST_BYTES
+    async with trio.open_nursery() as nursery:
+        routes = {"/": lambda: http.Response(200, "ok\n")}
+        (port,) = await nursery.start(partial(http.serve_http, 0, routes, host="127.0.0.1"))
+        start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+        # A head of exactly the limit (request line and headers, the blank line that
+        # ends it not counted) is served...
+        at_limit = start + b"a" * (limit - len(start))
+        assert (await get(port, at_limit + b"\r\n\r\n"))[0] == 200
+        # ...one byte more, sent at once, is refused...
+        status, _headers, body = await get(port, at_limit + b"a\r\n\r\n")
+        assert (status, body) == (431, f"request head over {limit} bytes\n")
+        # ...and a head that keeps coming is refused once past the limit, unfinished.
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(start)
+            with trio.fail_after(WAIT):
+                try:
+                    for _ in range(2 * limit // 1024):
+                        await stream.send_all(b"a" * 1024)
+                except trio.BrokenResourceError:
+                    pass  # the server answered and closed while we were still sending
+                answer = b""
+                while data := await stream.receive_some(65536):
+                    answer += data
+        assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer
         nursery.cancel_scope.cancel()
 
 
