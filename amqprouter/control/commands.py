@@ -170,6 +170,16 @@ class FarmWeight:
 
 
 @attrs.frozen
+class FarmSticky:
+    """``FARM STICKY farm ON [seconds]`` / ``FARM STICKY farm OFF`` (ours): a client
+    address keeps the member it landed on while that member is up, and ``seconds``
+    (None: OFF) after its last session ends."""
+
+    name: str
+    seconds: int | None
+
+
+@attrs.frozen
 class FarmPartition:
     """``FARM PARTITION name policy``: append a partition policy to a farm."""
 
@@ -574,6 +584,7 @@ MutatingCommand: TypeAlias = (
     | BackendEnable
     | FarmAdd
     | FarmWeight
+    | FarmSticky
     | FarmPartition
     | FarmDelete
     | FarmOnDown

@@ -155,6 +155,12 @@ def _fold_one(state: State, command: c.Command) -> str | None:
             if farm is None:
                 return f"FARM PARTITION of farm '{name}', which the file does not add before"
             state[("farm", name)] = (*farm, command)
+        case c.FarmSticky(name=name):
+            farm = state.get(("farm", name))
+            if farm is None:
+                return f"FARM STICKY of farm '{name}', which the file does not add before"
+            rest = tuple(k for k in farm if not isinstance(k, c.FarmSticky))
+            state[("farm", name)] = rest if command.seconds is None else (*rest, command)
         case c.FarmWeight(name=name, member=member, weight=weight):
             farm = state.get(("farm", name))
             if farm is None:

@@ -106,6 +106,7 @@ def farms(table: RoutingTable) -> str:
             "members": list(farm.members),
             "weights": list(farm.weights),
             "policies": list(farm.policies),
+            "stickySeconds": farm.sticky,
         }
         for _name, farm in sorted(table.farms.items())
     )

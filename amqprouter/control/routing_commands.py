@@ -60,6 +60,7 @@ ROUTING_COMMANDS = (
     c.BackendEnable,
     c.FarmAdd,
     c.FarmWeight,
+    c.FarmSticky,
     c.FarmPartition,
     c.FarmDelete,
     c.FarmPrint,
@@ -126,6 +127,15 @@ def apply(
             return _farm_add(table, name, selector, members, weights)
         case c.FarmWeight(name=name, member=member, weight=weight):
             return _farm_weight(table, name, member, weight)
+        case c.FarmSticky(name=name, seconds=seconds):
+            farm = table.farms.get(name)
+            if farm is None:
+                return table, f"Farm '{name}' not found\n"
+            # Not _with_farm: the selector's memory stays. The clients' entries too: OFF
+            # stops using them (they expire), ON again finds the live ones.
+            sticky = None if seconds is None else float(seconds)
+            farm = attrs.evolve(farm, sticky=sticky)
+            return attrs.evolve(table, farms={**table.farms, name: farm}), ""
         case c.FarmPartition(name=name, policy=policy):
             return _farm_partition(table, name, policy)
         case c.FarmDelete(name=name):
@@ -205,6 +215,8 @@ def farm_line(farm: Farm) -> str:
         for m, w in zip(farm.members, farm.weights, strict=True)
     )
     extras = [] if farm.selector == "round-robin" else [farm.selector]
+    if farm.sticky is not None:
+        extras.append(f"sticky {farm.sticky:g}s")
     return f"{farm.name}: {members}" + (f"({', '.join(extras)})" if extras else "")
 
 
@@ -331,6 +343,8 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
         weights = farm.weights if farm.weighted else ()
         result.append(c.FarmAdd(farm.name, farm.selector, farm.members, weights))
         result += [c.FarmPartition(farm.name, policy) for policy in farm.policies]
+        if farm.sticky is not None:
+            result.append(c.FarmSticky(farm.name, int(farm.sticky)))
     # Matching order: patterns that tie keep the order they were mapped in once read back.
     for vhost, (kind_name, target) in table.mapping_order():
         if kind_name == "farm":

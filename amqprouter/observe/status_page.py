@@ -159,6 +159,8 @@ def status_page(
         policies = list(farm.policies)
         if name in server.health.disconnect_farms:
             policies.append("on_down disconnect")
+        if farm.sticky is not None:
+            policies.append(f"sticky {farm.sticky:g} s")
         farms.append(
             [
                 _plain(name + (" (default)" if name == routing.default_farm else "")),

@@ -29,6 +29,7 @@ def test_farm_print_shows_weights_and_selector() -> None:
         "members": ["rabbit1", "rabbit2", "rabbit3"],
         "weights": [5, 1, 0],
         "policies": [],
+        "stickySeconds": None,
     }
 
 

@@ -33,6 +33,7 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
     FarmWeight,
     Help,
     LimitDisable,
@@ -99,7 +100,8 @@ EXPECTED_HELP = (
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
     " cleanly first).\n"
     "FARM (ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
-    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight) - Change farms"
+    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight"
+    " | STICKY name (ON [seconds] | OFF)) - Change farms"
     " (selectors: round-robin, weighted-round-robin, least-connections)\n"
     "HELP Print this help text.\n"
     "LIMIT (CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT"
@@ -248,6 +250,9 @@ VALID: list[tuple[str, Command]] = [
     ("RULE DELETE 10", RuleDelete(10)),
     ("RULE PRINT", RulePrint()),
     ("farm weight w a 0", FarmWeight("w", "a", 0)),
+    ("FARM STICKY w ON", FarmSticky("w", 300)),
+    ("farm sticky w on 30", FarmSticky("w", 30)),
+    ("FARM STICKY w OFF", FarmSticky("w", None)),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN shared DISCONNECT", FarmOnDown("shared", True)),
     ("farm on_down shared keep", FarmOnDown("shared", False)),
@@ -341,7 +346,7 @@ def test_every_command_class_is_reached_by_valid_lines() -> None:
 # every error text
 # --------------------------------------------------------------------------- #
 
-FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN, WEIGHT"
+FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN, WEIGHT, STICKY"
 MAP_SUBCOMMANDS = "BACKEND, FARM, UNMAP, DEFAULT, REMOVE_DEFAULT, PRINT"
 BACKEND_SUBCOMMANDS = "ADD, ADD_DNS, DELETE, DISABLE, ENABLE, DRAIN, PRINT, CHECK"
 _LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbosity (0..5).\n"
@@ -423,6 +428,11 @@ ERRORS: list[tuple[str, str]] = [
     ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
     ("FARM DELETE", "Farm name not provided.\n"),
     ("FARM WEIGHT f a", "Farm name, member and weight must be provided.\n"),
+    ("FARM STICKY f", "Farm name and ON [seconds] or OFF must be provided.\n"),
+    ("FARM STICKY f MAYBE", "Sticky state 'MAYBE' not recognized: expected ON or OFF.\n"),
+    ("FARM STICKY f ON 0", "Sticky seconds '0' is not a whole number in 1..86400.\n"),
+    ("FARM STICKY f ON 1.5", "Sticky seconds '1.5' is not a whole number in 1..86400.\n"),
+    ("FARM STICKY f OFF 3", "Unexpected word '3': 'FARM STICKY f OFF' takes no more words.\n"),
     (
         "RULE ADD 10 10.0.0.0/8 FARM",
         "RULE ADD needs: priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE].\n",
@@ -832,6 +842,8 @@ CANONICAL: list[tuple[Command, str]] = [
         "FARM ADD w weighted-round-robin a*5 b",
     ),
     (FarmWeight("w", "a", 0), "FARM WEIGHT w a 0"),
+    (FarmSticky("w", 300), "FARM STICKY w ON 300"),
+    (FarmSticky("w", None), "FARM STICKY w OFF"),
     (
         RuleAdd(7, ("10.0.0.0/8", "::1/128"), "backend", "b1", "CONTINUE"),
         "RULE ADD 7 10.0.0.0/8,::1/128 BACKEND b1 CONTINUE",
@@ -983,6 +995,7 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         BackendEnable,
         FarmAdd,
         FarmWeight,
+        FarmSticky,
         FarmPartition,
         FarmDelete,
         FarmOnDown,

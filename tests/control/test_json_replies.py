@@ -80,6 +80,7 @@ async def test_configuration_listings() -> None:
                 "members": ["b2", "b1"],
                 "weights": [1, 1],
                 "policies": ["datacenter-affinity"],
+                "stickySeconds": None,
             }
         ]
         assert await as_json("MAP PRINT") == [

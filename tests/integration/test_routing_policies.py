@@ -8,19 +8,25 @@ router process driven with ``amqprouter_ctl``.
 from __future__ import annotations
 
 import re
+import shutil
+import signal
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pamqp.commands
 import pamqp.frame
 import pika
 import pytest
 
+from amqprouter.routing.sticky import StickyTable
+from amqprouter.server import sticky_file
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, unique_name, wait_for
 from tests.integration.test_failover import must
 from tests.proxy_clients import header_from, raw_client, read_method
-from tests.router import RouterProcess, running_router
+from tests.router import RouterProcess, running_router, start_router
 
 pytestmark = pytest.mark.broker
 
@@ -221,3 +227,56 @@ def test_a_rule_narrows_proxied_clients_and_break_refuses_them_when_its_backend_
             sock.close()
         must(router, "BACKEND ENABLE b2")
         must(router, "RULE DELETE 10")
+
+
+def test_sticky_clients_survive_a_sigkill_during_writes(
+    system_broker: SystemBroker, vhost: str, tmp_path: Path
+) -> None:
+    proxy = free_port()
+    config = tmp_path / "router.conf"
+    config.write_text(
+        f"BACKEND ADD b1 dc1 127.0.0.1 {SYSTEM_PORT}\n"
+        f"BACKEND ADD b2 dc1 127.0.0.1 {SYSTEM_PORT}\n"
+        "FARM ADD s round-robin b1 b2\n"
+        "FARM STICKY s ON 600\n"
+        f"MAP FARM {vhost} s\n"
+        f"LISTEN START {proxy} ACCEPT-PROXY FROM 127.0.0.1/32\n"
+    )
+    path = tmp_path / "sticky.json"
+    extra = ["--config", str(config), "--sticky-file", str(path)]
+
+    def backend_of(router: RouterProcess, source: str) -> str:
+        sock, answer = proxied_open(proxy, source, vhost)
+        try:
+            assert isinstance(answer, pamqp.commands.Connection.OpenOk), answer
+            found = re.search(
+                rf"ingressRemote={re.escape(source)}:40000 .* backend=(\S+)", must(router, "CONN")
+            )
+            assert found is not None
+            return found.group(1)
+        finally:
+            sock.close()
+
+    first = start_router(SYSTEM_PORT, extra=extra)
+    try:
+        assert backend_of(first, "10.7.0.1") == "b1"
+        assert backend_of(first, "10.7.0.2") == "b2"  # the client the test follows
+        assert backend_of(first, "10.7.0.2") == "b2"
+        # More clients, so the file is being rewritten when the router is killed.
+        deadline = time.monotonic() + 2.5
+        index = 0
+        while time.monotonic() < deadline:
+            index += 1
+            backend_of(first, f"10.8.{index // 200}.{index % 200}")
+    finally:
+        first.stop(signal.SIGKILL)
+        shutil.rmtree(first.stdout_path.parent, ignore_errors=True)
+    table = StickyTable()
+    assert sticky_file.load(path, table) >= 2
+    assert table.member("s", "10.7.0.2") == "b2"
+
+    with running_router(SYSTEM_PORT, extra=extra) as second:
+        assert "Sticky clients loaded from" in second.stdout
+        # A fresh round-robin would start at b1: the client keeps b2.
+        assert backend_of(second, "10.7.0.2") == "b2"
+        assert backend_of(second, "10.9.0.1") == "b1"

@@ -25,6 +25,7 @@ HELP_TEXTS: Mapping[str, str] = {
     "session cleanly first).",
     "FARM": "(ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
     " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight"
+    " | STICKY name (ON [seconds] | OFF)"
     ") - Change farms (selectors: round-robin, weighted-round-robin, least-connections)",
     "HELP": "Print this help text.",
     # amqpprox's four LIMIT lines; CONNECTIONS is ours (its PR #91).

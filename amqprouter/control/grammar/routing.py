@@ -23,6 +23,7 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
     FarmWeight,
     MapBackend,
     MapDefault,
@@ -44,6 +45,7 @@ from amqprouter.control.grammar.words import (
     subcommands,
     upper,
 )
+from amqprouter.routing import sticky
 from amqprouter.routing.client_rules import MAX_PRIORITY
 from amqprouter.routing.selectors import MAX_WEIGHT
 
@@ -234,6 +236,26 @@ def _farm_delete(args: Sequence[str]) -> Command | ParseError:
     return FarmDelete(args[0])
 
 
+def _farm_sticky(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and ON [seconds] or OFF must be provided.\n")
+    name, state, *rest = args
+    match upper(state):
+        case "OFF":
+            return FarmSticky(name, None)
+        case "ON":
+            if not rest:
+                return FarmSticky(name, int(sticky.DEFAULT_SECONDS))
+            seconds = integer(rest[0])
+            if seconds is None or not 1 <= seconds <= sticky.MAX_SECONDS:
+                return ParseError(
+                    f"Sticky seconds '{rest[0]}' is not a whole number in "
+                    f"1..{int(sticky.MAX_SECONDS)}.\n"
+                )
+            return FarmSticky(name, seconds)
+    return ParseError(f"Sticky state '{state}' not recognized: expected ON or OFF.\n")
+
+
 FARM = subcommands(
     {
         "ADD": _farm_add,
@@ -243,6 +265,7 @@ FARM = subcommands(
         "PRINT": lambda args: FarmPrint(),
         "ON_DOWN": _farm_on_down,  # ours: farm policy when a member goes down
         "WEIGHT": _farm_weight,  # ours: a member's weight (weighted selectors)
+        "STICKY": _farm_sticky,  # ours: clients keep their member
     },
     missing=not_recognized(""),
     unknown=not_recognized,

@@ -30,6 +30,7 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
     FarmWeight,
     Help,
     LimitDisable,
@@ -129,6 +130,8 @@ def words_of(command: Command) -> list[str]:
                 return ["FARM", "ADD", name, selector, *backends]
             members = [m if w == 1 else f"{m}*{w}" for m, w in zip(backends, weights, strict=True)]
             return ["FARM", "ADD", name, selector, *members]
+        case FarmSticky(name, seconds):
+            return ["FARM", "STICKY", name] + (["OFF"] if seconds is None else ["ON", str(seconds)])
         case FarmWeight(name, member, weight):
             return ["FARM", "WEIGHT", name, member, str(weight)]
         case FarmPartition(name, policy):
