@@ -35,7 +35,7 @@ import attrs
 
 from amqprouter.protocol import constants
 from amqprouter.routing import selectors
-from amqprouter.routing.client_rules import Rule, address_key
+from amqprouter.routing.client_rules import Rule, RuleIndex, address_key
 from amqprouter.routing.load import BackendLoad
 from amqprouter.routing.sticky import StickyTable
 from amqprouter.routing.vhost_patterns import VhostPatterns, is_pattern
@@ -274,6 +274,7 @@ class RoutingTable:
     patterns: VhostPatterns[Target] = attrs.field(init=False, eq=False, repr=False)
     _rule_members: tuple[frozenset[str] | None, ...] = attrs.field(init=False, eq=False, repr=False)
     _weights: Mapping[str, Mapping[str, int]] = attrs.field(init=False, eq=False, repr=False)
+    _rule_index: RuleIndex = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         layouts: dict[str, FarmLayout] = {}
@@ -289,6 +290,7 @@ class RoutingTable:
                 weights[name] = dict(zip(farm.members, farm.weights, strict=True))
         object.__setattr__(self, "layouts", MappingProxyType(layouts))
         object.__setattr__(self, "_weights", weights)
+        object.__setattr__(self, "_rule_index", RuleIndex(self.rules))
         object.__setattr__(
             self,
             "patterns",
@@ -346,7 +348,6 @@ class RoutingTable:
             NoRoute: nothing usable is mapped, or a BREAK rule refused the client;
                 the text and reply code are for the client, ``detail`` for the log.
         """
-        text = f"No known broker mapping for vhost {vhost}"
         mapping = vhost
         target: Target | None = self.mappings.get(vhost)
         if target is None:
@@ -354,32 +355,28 @@ class RoutingTable:
             if found is not None:
                 mapping, target = found
             elif self.default_farm is None:
-                raise NoRoute(text, f"vhost {vhost} is not mapped and there is no default farm")
+                raise NoRoute(
+                    _no_mapping(vhost), f"vhost {vhost} is not mapped and there is no default farm"
+                )
             else:
                 mapping, target = DEFAULT_MAPPING, ("farm", self.default_farm)
         assert target is not None
         kind, name = target
-        if mapping == DEFAULT_MAPPING:
-            subject = f"vhost {vhost} is not mapped and the default farm {name}"
-        elif mapping != vhost:
-            subject = f"vhost {vhost} matches {mapping!r}, mapped to {kind} {name}, which"
-        else:
-            subject = f"vhost {vhost} is mapped to {kind} {name}, which"
         farm: Farm | None = None
         if kind == "backend":
             backend = self.backends.get(name)
             if backend is None:
-                raise NoRoute(text, f"{subject} does not exist")
+                raise _refused(vhost, mapping, target, "does not exist")
             partitions: selectors.Partitions = ((backend,),)
         else:
             farm = self.farms.get(name)
             if farm is None:
-                raise NoRoute(text, f"{subject} does not exist")
+                raise _refused(vhost, mapping, target, "does not exist")
             if farm.selector not in selectors.SELECTORS:
-                raise NoRoute(text, f"{subject} has an unknown selector {farm.selector!r}")
+                raise _refused(vhost, mapping, target, f"has an unknown selector {farm.selector!r}")
             partitions = self.layouts[name].partitions
             if not partitions:
-                raise NoRoute(text, f"{subject} has no backends")
+                raise _refused(vhost, mapping, target, "has no backends")
         weights = self._weights.get(name) if farm is not None else None
         rule: Rule | None = None
         allowed: frozenset[str] | None = None
@@ -387,30 +384,37 @@ class RoutingTable:
             rule, allowed = self._narrow(vhost, client, partitions, weights, down)
         if farm is None:
             if name in self.disabled:
-                raise NoRoute(_all_disabled(vhost), f"{subject} is disabled")
+                raise _refused(vhost, mapping, target, "is disabled", _all_disabled(vhost))
             # A direct mapping ignores health: its one backend is tried whatever it is.
             return Route(partitions[0], mapping, rule, None, self.load, None, client)
-        if self.disabled or weights is not None or allowed is not None:
+        disabled = self.disabled
+        if disabled or weights is not None or allowed is not None:
             # Emptied partitions stay, so each keeps its marker; a selector skips them.
             partitions = tuple(
                 tuple(
                     backend
                     for backend in partition
-                    if backend.name not in self.disabled
+                    if backend.name not in disabled
                     and (weights is None or weights[backend.name] > 0)
                     and (allowed is None or backend.name in allowed)
                 )
                 for partition in partitions
             )
             if not any(partitions):
-                raise NoRoute(
-                    _all_disabled(vhost), f"{subject} has only disabled or drained backends"
+                raise _refused(
+                    vhost,
+                    mapping,
+                    target,
+                    "has only disabled or drained backends",
+                    _all_disabled(vhost),
                 )
-        members = [backend for partition in partitions for backend in partition]
-        unhealthy = tuple(backend for backend in members if backend.name in down)
+        unhealthy: tuple[Backend, ...] = ()
+        if down:
+            unhealthy = tuple(b for partition in partitions for b in partition if b.name in down)
         if farm.sticky is not None and client is not None:
             kept = self.sticky.member(farm.name, client)
             if kept is not None and kept not in down:
+                members = [backend for partition in partitions for backend in partition]
                 for backend in members:
                     if backend.name == kept:
                         rest = tuple(b for b in members if b is not backend and b.name not in down)
@@ -426,15 +430,14 @@ class RoutingTable:
         selector = selectors.SELECTORS[farm.selector]
         state = self.layouts[name].state
         load = self.load
-        weights = weights or {}
-        if not unhealthy or len(unhealthy) == len(members):
-            ordered = selector(partitions, state, weights, load)
+        if not unhealthy or len(unhealthy) == sum(map(len, partitions)):
+            ordered = selector(partitions, state, weights or _NO_WEIGHTS, load)
         else:
             healthy = tuple(
                 tuple(backend for backend in partition if backend.name not in down)
                 for partition in partitions
             )
-            ordered = selector(healthy, state, weights, load) + unhealthy
+            ordered = selector(healthy, state, weights or _NO_WEIGHTS, load) + unhealthy
         return Route(ordered, mapping, rule, farm, load, self.sticky, client)
 
     def _narrow(
@@ -454,10 +457,12 @@ class RoutingTable:
         key = address_key(client)
         if key is None:
             return None, None
+        matched = self._rule_index.matching(key)
+        if not matched:
+            return None, None
         mapped = frozenset(backend.name for partition in partitions for backend in partition)
-        for index, rule in enumerate(self.rules):
-            if not rule.matches(key):
-                continue
+        for index in matched:
+            rule = self.rules[index]
             members = self._rule_members[index]
             shared = mapped & members if members is not None else frozenset()
             if not shared:
@@ -478,6 +483,29 @@ class RoutingTable:
                     reply_code=constants.CONNECTION_FORCED,
                 )
         return None, None
+
+
+#: The weights of a farm whose members all weigh 1 (a name missing from it weighs 1).
+_NO_WEIGHTS: Mapping[str, int] = MappingProxyType({})
+
+
+def _no_mapping(vhost: str) -> str:
+    return f"No known broker mapping for vhost {vhost}"
+
+
+def _refused(
+    vhost: str, mapping: str, target: Target, why: str, text: str | None = None
+) -> NoRoute:
+    """The refusal of ``vhost``, routed by ``mapping`` to ``target``, which ``why``
+    (built only when refusing: the texts cost more than a decision)."""
+    kind, name = target
+    if mapping == DEFAULT_MAPPING:
+        subject = f"vhost {vhost} is not mapped and the default farm {name}"
+    elif mapping != vhost:
+        subject = f"vhost {vhost} matches {mapping!r}, mapped to {kind} {name}, which"
+    else:
+        subject = f"vhost {vhost} is mapped to {kind} {name}, which"
+    return NoRoute(_no_mapping(vhost) if text is None else text, f"{subject} {why}")
 
 
 def _all_disabled(vhost: str) -> str:

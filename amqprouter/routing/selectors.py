@@ -176,16 +176,18 @@ def round_robin(partitions: Partitions, markers: Markers) -> tuple[Backend, ...]
 
     Advances the marker of every partition by one: the next connection starts one
     position further in each (see the module docstring for why not per attempt).
+    The same list ``round_robin_pick`` gives attempt by attempt, built a partition at a
+    time (a routed handshake pays for this once).
     """
-    snapshot = markers.snapshot()
-    sizes = [len(members) for members in partitions]
+    positions = markers._positions
     attempts: list[Backend] = []
-    retry = 0
-    while (pick := round_robin_pick(sizes, snapshot, retry)) is not None:
-        attempts.append(partitions[pick[0]][pick[1]])
-        retry += 1
-    for index in range(len(partitions)):
-        markers.advance(index)
+    for index, members in enumerate(partitions):
+        size = len(members)
+        if size:
+            start = positions[index] % size
+            attempts += members[start:]
+            attempts += members[:start]
+        positions[index] += 1
     return tuple(attempts)
 
 

@@ -10,12 +10,15 @@ pattern; among patterns the most specific one wins:
 2. then the one with fewer ``*``;
 3. then the one mapped first (a pattern mapped again keeps its place).
 
-``VhostPatterns.match`` walks them in that order as one compiled regular expression
-(one alternative per pattern, the first that matches the whole vhost wins, as the
-list says), and remembers its answers per vhost: a router sees the same vhosts again
-and again, so the common lookup is one dict probe. The memory is per snapshot (a new
-table starts afresh) and bounded (``MEMO_SIZE``; cleared when full, so a client
-trying endless vhost names costs a regex run each, never memory).
+``VhostPatterns.match`` only tries the patterns whose leading literal (the text before
+their first ``*``) the vhost starts with: the patterns are filed by that prefix, per
+prefix length, so finding them is one dict probe per distinct prefix length, however
+many patterns there are. Those are tried in matching order; a pattern that is its
+prefix and one trailing ``*`` (``tenant-*``, the common kind) needs no more test, the
+others a compiled regular expression each. Answers are remembered per vhost: a router
+sees the same vhosts again and again, so the common lookup is one dict probe. The
+memory is per snapshot (a new table starts afresh) and bounded (``MEMO_SIZE``; cleared
+when full, so a client trying endless vhost names costs a lookup each, never memory).
 """
 
 from __future__ import annotations
@@ -49,18 +52,25 @@ def _regex(pattern: str) -> str:
 class VhostPatterns(Generic[T]):
     """Patterns with their targets, in matching order; ``match`` finds a vhost's."""
 
-    __slots__ = ("_memo", "_regex", "ordered")
+    __slots__ = ("_by_prefix", "_memo", "_tests", "ordered")
 
     def __init__(self, patterns: Iterable[tuple[str, T]]) -> None:
         # sorted() is stable: patterns that tie keep the order they were mapped in.
         self.ordered: Sequence[tuple[str, T]] = tuple(
             sorted(patterns, key=lambda item: specificity(item[0]))
         )
-        self._regex = (
-            re.compile("|".join(f"({_regex(p)})" for p, _t in self.ordered), re.DOTALL)
-            if self.ordered
-            else None
+        by_length: dict[int, dict[str, list[int]]] = {}
+        tests: list[re.Pattern[str] | None] = []
+        for index, (pattern, _target) in enumerate(self.ordered):
+            prefix, _star, rest = pattern.partition(WILDCARD)
+            by_length.setdefault(len(prefix), {}).setdefault(prefix, []).append(index)
+            # "prefix*" matches whatever starts with its prefix: no regex to run.
+            tests.append(None if rest == "" else re.compile(_regex(pattern), re.DOTALL))
+        self._by_prefix = tuple(
+            (length, {prefix: tuple(ix) for prefix, ix in table.items()})
+            for length, table in sorted(by_length.items())
         )
+        self._tests = tuple(tests)
         self._memo: dict[str, int] = {}
 
     def __bool__(self) -> bool:
@@ -71,10 +81,25 @@ class VhostPatterns(Generic[T]):
         target; None when none does."""
         index = self._memo.get(vhost)
         if index is None:
-            found = self._regex.fullmatch(vhost) if self._regex is not None else None
-            # Each alternative is one group and holds none: lastindex names the pattern.
-            index = -1 if found is None or found.lastindex is None else found.lastindex - 1
+            index = self._find(vhost)
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
             self._memo[vhost] = index
         return None if index < 0 else self.ordered[index]
+
+    def _find(self, vhost: str) -> int:
+        candidates: list[int] = []
+        size = len(vhost)
+        for length, table in self._by_prefix:
+            if length > size:
+                break
+            found = table.get(vhost[:length])
+            if found is not None:
+                candidates += found
+        candidates.sort()
+        tests = self._tests
+        for index in candidates:
+            test = tests[index]
+            if test is None or test.fullmatch(vhost) is not None:
+                return index
+        return -1
