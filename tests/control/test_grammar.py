@@ -250,6 +250,10 @@ VALID: list[tuple[str, Command]] = [
     ("RULE DELETE 10", RuleDelete(10)),
     ("RULE PRINT", RulePrint()),
     ("farm weight w a 0", FarmWeight("w", "a", 0)),
+    # Vhost patterns: * is an ordinary character of a word (no quoting needed).
+    ("MAP BACKEND tenant-* b1", MapBackend("tenant-*", "b1")),
+    ("MAP FARM * f", MapFarm("*", "f")),
+    ("MAP UNMAP *.eu", MapUnmap("*.eu")),
     ("FARM STICKY w ON", FarmSticky("w", 300)),
     ("farm sticky w on 30", FarmSticky("w", 30)),
     ("FARM STICKY w OFF", FarmSticky("w", None)),
