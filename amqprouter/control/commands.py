@@ -52,6 +52,23 @@ class ConfigReload:
     re-open the log files and re-read the TLS files (as SIGHUP does)."""
 
 
+@attrs.frozen
+class ConfigCheck:
+    """``CONFIG CHECK [file]`` (ours): parse and validate a file of control commands as a
+    start or a reload would apply it, changing nothing; ``path`` None is the router's own
+    ``--config`` file."""
+
+    path: str | None = None
+
+
+@attrs.frozen
+class Complete:
+    """``COMPLETE [word...]`` (ours): the words that may follow ``words`` on a control
+    line, keywords and live names, one a line (amqprouter_ctl's shell completion)."""
+
+    words: tuple[str, ...] = ()
+
+
 # --------------------------------------------------------------------------- #
 # BACKEND
 # --------------------------------------------------------------------------- #
@@ -620,6 +637,8 @@ Command: TypeAlias = (
     | Exit
     | ConfigPrint
     | ConfigReload
+    | ConfigCheck
+    | Complete
     | BackendPrint
     | FarmPrint
     | MapPrint

@@ -55,6 +55,7 @@ State = dict[Key, Entry]
 # Commands that only print: nothing to apply, at start or at a reload.
 _QUERIES = (
     c.Help,
+    c.Complete,
     c.Conn,
     c.ConfigPrint,
     c.BackendPrint,
@@ -119,12 +120,26 @@ def fold(commands: Iterable[tuple[str, c.Command]], *, strict: bool) -> State | 
         error = _fold_one(state, command)
         if error is None or not strict:
             continue
-        if error is _ACTION:
-            error = (
-                f"'{to_line(command)}' is an action, not configuration: a reload does not run it"
-            )
-        return FoldError(where, error)
+        return FoldError(where, _reason(command, error))
     return state
+
+
+def fold_problems(commands: Iterable[tuple[str, c.Command]]) -> list[FoldError]:
+    """Every line of ``commands`` that a reload's strict fold refuses, not just the
+    first (CONFIG CHECK and ``amqprouter --check`` list them all)."""
+    state: State = {}
+    problems = []
+    for where, command in commands:
+        error = _fold_one(state, command)
+        if error is not None:
+            problems.append(FoldError(where, _reason(command, error)))
+    return problems
+
+
+def _reason(command: c.Command, error: str) -> str:
+    if error is _ACTION:
+        return f"'{to_line(command)}' is an action, not configuration: a reload does not run it"
+    return error
 
 
 _ACTION = "action"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -19,6 +20,7 @@ import trio
 
 from amqprouter.control import (
     auth_commands,
+    completion,
     conn,
     health_commands,
     json_replies,
@@ -28,6 +30,7 @@ from amqprouter.control import (
     tls_commands,
 )
 from amqprouter.control import commands as c
+from amqprouter.control.config_check import NO_LOG_FILES, verdict
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import Reply
@@ -45,13 +48,8 @@ from amqprouter.text import escape
 log = structlog.get_logger("amqprouter.control")
 
 #: BACKEND ADD resolves its host once, at command time. The resolver gives up on a dead
-#: DNS server sooner (routing.resolver.DNS_TIMEOUT); this bounds everything else.
+#: DNS server sooner (net.resolver.DNS_TIMEOUT); this bounds everything else.
 RESOLVE_TIMEOUT: Final = 5.0
-#: LOG FILE on a router without --log-directory: refused, as it would change nothing.
-NO_LOG_FILES: Final = (
-    "LOG FILE has no effect: this router writes no log files (start it with "
-    "--log-directory); LOG CONSOLE sets the level of what it logs.\n"
-)
 
 
 class Controller:
@@ -116,10 +114,10 @@ class Controller:
         """One command of a reload (the lock is held already)."""
         return await self._execute(command)
 
-    async def stage_routing(self, commands: Sequence[c.Command]) -> str:
+    async def stage_routing(self, commands: Sequence[c.Command]) -> tuple[c.Command, str] | None:
         """A reload's routing commands, applied to one copy of the table that replaces
         the live one at once: a session sees the old routing or the new one. On the first
-        failure nothing changes, and the answer is ``<command>: <reply>``."""
+        failure nothing changes, and the answer is that command and its reply."""
         table = self.server.routing
         deleted = []
         for command in commands:
@@ -127,11 +125,11 @@ class Controller:
             if isinstance(command, c.BackendAdd) and not command.dns:
                 endpoint, error = await self._resolve_first(command.host, command.port)
                 if endpoint is None:
-                    return f"{to_line(command)}: {error}"
+                    return command, error
                 resolved_ip = endpoint[1][0]
             table, text = routing_commands.apply(table, command, resolved_ip=resolved_ip)
             if text:
-                return f"{to_line(command)}: {text.rstrip()}"
+                return command, text.rstrip()
             if isinstance(command, c.BackendDelete):
                 deleted.append(command.name)
         self.server.routing = table
@@ -140,7 +138,7 @@ class Controller:
         for name in deleted:
             self.server.health.registry.forget(name)
         self.server.health.routing_changed(table)
-        return ""
+        return None
 
     async def _execute(self, command: c.Command) -> Reply:
         handler = _HANDLERS.get(type(command))
@@ -207,6 +205,25 @@ class Controller:
 
     async def _config_reload(self, command: c.ConfigReload) -> Reply:
         return await self.reloader.reload(self, "CONFIG RELOAD")
+
+    async def _complete(self, command: c.Complete) -> Reply:
+        server = self.server
+        names = completion.Names(
+            backends=server.routing.backends,
+            farms=server.routing.farms,
+            vhosts={*server.routing.mappings, *server.vhosts.seen, *server.vhosts.paused},
+        )
+        return Reply("".join(word + "\n" for word in completion.candidates(command.words, names)))
+
+    async def _config_check(self, command: c.ConfigCheck) -> Reply:
+        path = Path(command.path) if command.path is not None else None
+        listening = frozenset(self.server.listeners)
+        # It resolves host names and binds ports for a moment: off the event loop.
+        problems = await trio.to_thread.run_sync(self.reloader.check, path, listening)
+        if isinstance(problems, str):
+            return Reply(problems + "\n")
+        checked = str(path if path is not None else self.reloader.path)
+        return Reply(verdict(problems, checked), ok=not problems)
 
     async def _exit(self, command: c.Exit) -> Reply:
         if command.graceful and self._request_drain is not None:
@@ -397,6 +414,8 @@ _handle(Controller._log_file, c.LogFile)
 _handle(Controller._conn, c.Conn)
 _handle(Controller._config_print, c.ConfigPrint)
 _handle(Controller._config_reload, c.ConfigReload)
+_handle(Controller._config_check, c.ConfigCheck)
+_handle(Controller._complete, c.Complete)
 _handle(Controller._exit, c.Exit)
 _handle(Controller._session, c.SessionControl)
 _handle(Controller._vhost, *session_control.VHOST_COMMANDS)

@@ -1,4 +1,5 @@
-"""Where a connection goes: routing snapshots and backend name resolution.
+"""Where a connection goes: routing snapshots (pure data; name resolution, which does
+network I/O, is ``net.resolver``).
 
 ``model`` holds the frozen data (``RoutingTable`` and what it is made of),
 and ``selectors`` the partition policies and selectors farms order their members with.
@@ -15,7 +16,6 @@ from amqprouter.routing.model import (
     RoutingTable,
     Target,
 )
-from amqprouter.routing.resolver import Resolver
 from amqprouter.routing.selectors import Markers
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "FarmLayout",
     "Markers",
     "NoRoute",
-    "Resolver",
     "Route",
     "RoutingTable",
     "Target",

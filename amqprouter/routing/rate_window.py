@@ -55,9 +55,10 @@ class DataBudget:
     reports. Either may be None (no such limit); the session drops the whole budget
     when both are.
 
-    The limit is a token bucket of ``burst`` bytes (a tenth of a second of the rate,
-    ``BURST_SECONDS``), starting full and refilled at ``limit`` bytes per second. Reads
-    are sized to what the bucket holds, so in any span of T seconds at most
+    The limit is a token bucket of ``burst`` bytes (``burst_seconds`` of the rate, a
+    tenth of a second by default: ``BURST_SECONDS``, --data-rate-burst), starting full
+    and refilled at ``limit`` bytes per second. Reads are sized to what the bucket
+    holds, so in any span of T seconds at most
     ``limit * T + burst`` bytes pass: in the first second, the rate and one bucket. (A
     window of one second per quota, amqpprox's, let two quotas through in a little more
     than a second: one at the end of a window, one at the start of the next.) Once the
@@ -79,11 +80,14 @@ class DataBudget:
         "limit",
     )
 
-    def __init__(self, limit: int | None, alarm: int | None) -> None:
+    def __init__(
+        self, limit: int | None, alarm: int | None, burst_seconds: float = BURST_SECONDS
+    ) -> None:
         self.limit = limit
         self.alarm = alarm
-        #: The bucket's size: what may pass at once after an idle spell.
-        self.burst = 0 if limit is None else max(1, int(limit * BURST_SECONDS))
+        #: The bucket's size: what may pass at once after an idle spell
+        #: (``burst_seconds`` of the rate: --data-rate-burst).
+        self.burst = 0 if limit is None else max(1, int(limit * burst_seconds))
         #: Whether the alarm quota was ever exceeded (counted once per connection).
         self.alarmed = False
         self._tokens = float(self.burst)  # a new connection starts with a full bucket

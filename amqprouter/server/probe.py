@@ -28,10 +28,11 @@ from typing import Final
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import PlainTransport, Transport, recv_some
 from amqprouter.protocol import FrameReader, ProtocolError, constants
-from amqprouter.routing import Backend, Resolver
+from amqprouter.routing import Backend
 from amqprouter.session.connect import WrapBackend
 
 #: Largest Connection.Start a probe reads (RabbitMQ's is about 500 bytes; the size

@@ -13,12 +13,13 @@ import structlog
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.hostnames import HostnameMapper
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.tls_context import TlsState, missing
 from amqprouter.net.transport import PlainTransport, Transport
-from amqprouter.routing import Backend, Resolver, RoutingTable
+from amqprouter.routing import Backend, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
-from amqprouter.routing.hostnames import HostnameMapper
-from amqprouter.routing.rate_window import DataBudget
+from amqprouter.routing.rate_window import BURST_SECONDS, DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
 from amqprouter.server.capacity import Capacity
@@ -32,7 +33,7 @@ from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
-from amqprouter.session.events import SessionEvents
+from amqprouter.session.metrics_hooks import SessionEvents
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class Server:
         clock: Callable[[], float] = time.monotonic,
         primed_per_backend: int = PRIMED_PER_BACKEND,
         max_connections: int = 0,
+        data_rate_burst: float = BURST_SECONDS,
     ) -> None:
         self.settings = settings
         #: Per-listener connection caps, the control socket's descriptor reserve and the
@@ -99,7 +101,7 @@ class Server:
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
         #: LIMIT: connection rates, concurrent connections and data rates (limits.py).
-        self.limits = Limits()
+        self.limits = Limits(burst_seconds=data_rate_burst)
         #: The TLS settings and contexts of both directions (the TLS verb changes them;
         #: a session takes the context of the moment it starts).
         self.tls = TlsState()
@@ -166,7 +168,7 @@ class Server:
     @property
     def events(self) -> SessionEvents:
         """Told of each session's handshake and connect latencies and failed connects
-        (session/events.py); /metrics sets its observer here."""
+        (session/metrics_hooks.py); /metrics sets its observer here."""
         return self.context.events
 
     @events.setter

@@ -188,7 +188,7 @@ def test_config_print_read_back_as_a_config_file_rebuilds_the_same_config(
 
 
 # --------------------------------------------------------------------------- #
-# the inputs of issue 10 (item 7), kept as regression cases
+# inputs that once broke the round trip, kept as regression cases
 # --------------------------------------------------------------------------- #
 
 

@@ -1,4 +1,4 @@
-"""A client cannot forge control output (issue 10, item 4).
+"""A client cannot forge control output.
 
 A client chooses its vhost and its connection name. A vhost holding a newline and
 terminal escapes (``/x\\nid=999 vhost=evil\\x1b[31m``) used to be printed raw by
@@ -36,7 +36,7 @@ from tests.router import RouterProcess, running_router
 
 CTL = Path(sys.executable).parent / "amqprouter_ctl"
 WAIT = 15.0
-#: The vhost of the issue, word for word: the broker refuses it, VHOST PRINT records it.
+#: A vhost that once forged a line, word for word: the broker refuses it, VHOST PRINT records it.
 FORGED = "/x\nid=999 vhost=evil\x1b[31m"
 #: Connection names with a newline, a cursor-moving escape and a title-setting OSC.
 NAMES = ("evil\nid=998 vhost=/\x1b[2J", "name\rid=997\x1b]0;pwned\x07\u2028\u202e")

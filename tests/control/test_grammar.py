@@ -22,6 +22,8 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    Complete,
+    ConfigCheck,
     ConfigPrint,
     ConfigReload,
     Conn,
@@ -80,6 +82,7 @@ from amqprouter.control.grammar import (
     to_line,
     unknown_verb,
 )
+from amqprouter.text import unsafe_character
 
 # --------------------------------------------------------------------------- #
 # HELP
@@ -93,8 +96,11 @@ EXPECTED_HELP = (
     " ENABLE name |"
     " DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)) - Change backend servers\n"
-    "CONFIG (PRINT | RELOAD) - Print the current configuration as the commands that rebuild "
-    "it, or re-read the --config file and apply what changed in it (as SIGHUP does)\n"
+    "COMPLETE [word...] - Print the words (keywords and live names) that may follow these, "
+    "one a line: amqprouter_ctl's shell completion asks it\n"
+    "CONFIG (PRINT | RELOAD | CHECK [file]) - Print the current configuration as the commands "
+    "that rebuild it, re-read the --config file and apply what changed in it (as SIGHUP "
+    "does), or check a file (default: the --config file) without applying it\n"
     "CONN Print the connected sessions\n"
     "DATACENTER SET name | PRINT\n"
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
@@ -162,20 +168,22 @@ def test_help_or_an_empty_line_is_help(line: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "verb"),
+    ("line", "verb", "hint"),
     [
-        ("FOO", "FOO"),
-        ("BACKENDS PRINT", "BACKENDS"),
-        ("STATS LISTEN json", "STATS"),
+        ("FOO", "FOO", ""),
+        ("BACKENDS PRINT", "BACKENDS", " Did you mean BACKEND?"),
+        ("STATS LISTEN json", "STATS", " Did you mean STAT?"),
+        ("backned PRINT", "backned", " Did you mean BACKEND?"),
+        ("CONFIGURE PRINT", "CONFIGURE", " Did you mean CONFIG?"),
         # The verb ends at the first *space*: a leading space or a tab after
         # the verb leaves a verb the grammar does not know.
-        (" BACKEND PRINT", ""),
-        ("BACKEND\tPRINT", "BACKEND\\tPRINT"),
+        (" BACKEND PRINT", "", ""),
+        ("BACKEND\tPRINT", "BACKEND\\tPRINT", " Did you mean BACKEND?"),
     ],
 )
-def test_an_unknown_verb_is_named(line: str, verb: str) -> None:
+def test_an_unknown_verb_is_named_with_the_closest_verb(line: str, verb: str, hint: str) -> None:
     assert parse(line) == ParseError(
-        f"Unknown command '{verb}'. Send HELP for the list of commands.\n"
+        f"Unknown command '{verb}'.{hint} Send HELP for the list of commands.\n"
     )
 
 
@@ -188,6 +196,10 @@ VALID: list[tuple[str, Command]] = [
     ("EXIT", Exit()),
     ("CONFIG PRINT", ConfigPrint()),
     ("config reload", ConfigReload()),
+    ("CONFIG CHECK", ConfigCheck()),
+    ("COMPLETE", Complete()),
+    ("complete MAP BACKEND 'my vhost'", Complete(("MAP", "BACKEND", "my vhost"))),
+    ("config check /etc/amqprouter/router.conf", ConfigCheck("/etc/amqprouter/router.conf")),
     # BACKEND
     (
         "BACKEND ADD rabbit1 london-az1 localhost 5672",
@@ -358,8 +370,15 @@ _LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbos
 ERRORS: list[tuple[str, str]] = [
     # an unknown verb: named, with a hint (amqpprox answers with the whole HELP)
     ("FOO", "Unknown command 'FOO'. Send HELP for the list of commands.\n"),
-    ("backends PRINT", "Unknown command 'backends'. Send HELP for the list of commands.\n"),
-    ("BACKEND\tPRINT", "Unknown command 'BACKEND\\tPRINT'. Send HELP for the list of commands.\n"),
+    (
+        "backends PRINT",
+        "Unknown command 'backends'. Did you mean BACKEND? Send HELP for the list of commands.\n",
+    ),
+    (
+        "BACKEND\tPRINT",
+        "Unknown command 'BACKEND\\tPRINT'. Did you mean BACKEND? Send HELP for the list of "
+        "commands.\n",
+    ),
     ("\x1b[31m", "Unknown command '\\x1b[31m'. Send HELP for the list of commands.\n"),
     # BACKEND (the reference's texts end in no newline; ours all do, and list the choices)
     ("BACKEND", f"Subcommand '' not recognized; valid subcommands: {BACKEND_SUBCOMMANDS}.\n"),
@@ -534,8 +553,8 @@ ERRORS: list[tuple[str, str]] = [
     ("MAPHOSTNAME", "No subcommand specified; valid subcommands: DNS.\n"),
     ("MAPHOSTNAME REVERSE", "Only DNS subcommand is supported.\n"),
     # CONFIG (ours)
-    ("CONFIG", "No subcommand provided: expected PRINT or RELOAD.\n"),
-    ("CONFIG LOAD file", "Unknown subcommand 'LOAD': expected PRINT or RELOAD.\n"),
+    ("CONFIG", "No subcommand provided: expected PRINT, RELOAD or CHECK.\n"),
+    ("CONFIG LOAD file", "Unknown subcommand 'LOAD': expected PRINT, RELOAD or CHECK.\n"),
 ]
 
 
@@ -879,6 +898,8 @@ CANONICAL: list[tuple[Command, str]] = [
     (DatacenterPrint(), "DATACENTER PRINT"),
     (ConfigPrint(), "CONFIG PRINT"),
     (ConfigReload(), "CONFIG RELOAD"),
+    (ConfigCheck(), "CONFIG CHECK"),
+    (ConfigCheck("router.conf"), "CONFIG CHECK router.conf"),
     (Conn(), "CONN"),
     (Exit(), "EXIT"),
     (Exit(graceful=True), "EXIT GRACEFUL"),
@@ -949,31 +970,43 @@ def test_round_trip_from_any_spelling(line: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "line"),
+    [
+        (BackendAdd("a b", "dc", "h", 5672), "BACKEND ADD 'a b' dc h 5672"),
+        (FarmAdd("f", "round-robin", ("a b",)), "FARM ADD f round-robin 'a b'"),
+        (BackendCheckOff("a b"), "BACKEND CHECK 'a b' OFF"),
+        (MapUnmap(" "), "MAP UNMAP ' '"),
+        (DatacenterSet("a b"), "DATACENTER SET 'a b'"),
+        (MapBackend("it's", "b"), """MAP BACKEND "it's" b"""),
+        (MapBackend('a"b\\', "b"), r"""MAP BACKEND 'a"b\' b"""),
+        (MapBackend("'\"\\", "b"), r"""MAP BACKEND "'\"\\" b"""),
+    ],
+)
+def test_a_word_with_whitespace_or_quotes_is_written_quoted(command: Command, line: str) -> None:
+    assert to_line(command) == line
+    assert parse(line) == command
+
+
+@pytest.mark.parametrize(
     "command",
     [
         BackendAdd("", "dc", "h", 5672),
-        BackendAdd("a b", "dc", "h", 5672),
         BackendAddDns("b", "dc\t1", "h", 5672),
         BackendAdd("b", "dc", "h", 0),
         BackendAddDns("b", "dc", "h", 65536),
         BackendDelete(""),
         FarmAdd("f", "round-robin", ("a", "")),
-        FarmAdd("f", "round-robin", ("a b",)),
         FarmAdd("f", ""),
-        FarmPartition("f", "datacenter affinity"),
         FarmDelete("f\n"),
         BackendCheckOn("b", interval_ms=5),
         BackendCheckOn("b", fall=0),
-        BackendCheckOff("a b"),
         FarmOnDown("", True),
         MapBackend("", "b"),
         MapFarm("v", "f\r"),
-        MapUnmap(" "),
         MapDefault(""),
         ListenStart(0),
         ListenStartSecure(70000),
         ListenStop(-1),
-        DatacenterSet("a b"),
         LogConsole(6),
         LogFile(-1),
         MapUnmap("v" * MAX_LINE_LENGTH),
@@ -1104,3 +1137,51 @@ _VHOST = "PAUSE, UNPAUSE, PRINT, BACKEND_DISCONNECT, FORCE_DISCONNECT"
 )
 def test_session_control_grammar(line: str, expected: Command | ParseError) -> None:
     assert parse(line) == expected
+
+
+# --------------------------------------------------------------------------- #
+# quoting (ours)
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("MAP BACKEND 'my vhost' rabbit1", MapBackend("my vhost", "rabbit1")),
+        ('MAP BACKEND "my vhost" rabbit1', MapBackend("my vhost", "rabbit1")),
+        ("MAP BACKEND my\\ vhost rabbit1", MapBackend("my vhost", "rabbit1")),
+        ("MAP BACKEND my' 'vhost rabbit1", MapBackend("my vhost", "rabbit1")),
+        ("MAP   BACKEND\t'a  b'  \t rabbit1  ", MapBackend("a  b", "rabbit1")),
+        ('MAP BACKEND "it\'s" b', MapBackend("it's", "b")),
+        ("MAP BACKEND 'say \"hi\"' b", MapBackend('say "hi"', "b")),
+        ('MAP BACKEND "a\\"b\\\\c\\d" b', MapBackend('a"b\\c\\d', "b")),  # \d stays \d
+        ("MAP BACKEND 'a\\b' b", MapBackend("a\\b", "b")),  # literal in single quotes
+        ("MAP BACKEND \\'x b", MapBackend("'x", "b")),
+        ("map backend 'My VHost' B", MapBackend("My VHost", "B")),
+    ],
+)
+def test_quotes_and_backslashes_make_one_word(line: str, command: Command) -> None:
+    assert parse(line) == command
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        ("MAP BACKEND 'my vhost rabbit1", "Unterminated ' quote.\n"),
+        ('MAP BACKEND "my vhost rabbit1', 'Unterminated " quote.\n'),
+        ("MAP BACKEND v rabbit1\\", "A backslash at the end of the line escapes nothing.\n"),
+        ("MAP BACKEND '' rabbit1", "An empty word ('' or \"\") names nothing.\n"),
+        (
+            "MAP BACKEND 'a b' c 'd e'",
+            "Unexpected word 'd e': 'MAP BACKEND 'a b' c' takes no more words.\n",
+        ),
+    ],
+)
+def test_bad_quoting_is_refused(line: str, reply: str) -> None:
+    assert parse(line) == ParseError(reply)
+
+
+def test_a_quoted_control_character_is_still_refused_and_never_echoed_raw() -> None:
+    for line in ("MAP BACKEND 'a\nb' c", "MAP BACKEND 'a\x1b[2Jb' c", 'MAP BACKEND "\u202e" c'):
+        reply = parse(line)
+        assert isinstance(reply, ParseError)
+        assert unsafe_character(reply.reply.rstrip("\n")) is None

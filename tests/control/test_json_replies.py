@@ -29,7 +29,7 @@ async def test_configuration_listings() -> None:
             "BACKEND DISABLE b2",
             "FARM ADD shared round-robin b2 b1",
             "FARM PARTITION shared datacenter-affinity",
-            'MAP BACKEND we"ird b1',  # a quote: the text shows "we"ird", JSON cannot be misread
+            "MAP BACKEND 'we\"ird' b1",  # a quote: the text shows "we"ird", JSON cannot be misread
             "MAP FARM / shared",
             "MAP DEFAULT shared",
             "LIMIT CONN_RATE DEFAULT 10",

@@ -155,7 +155,7 @@ def test_active_check_marks_a_killed_node_down_and_new_connections_skip_it(
 
 
 # --------------------------------------------------------------------------- #
-# node-kill failover with real clients (issue 4 item 7)
+# node-kill failover with real clients
 # --------------------------------------------------------------------------- #
 
 

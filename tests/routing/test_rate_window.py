@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import tests.hypothesis_profiles  # noqa: F401  (loads the hypothesis profile)
 from amqprouter.routing.rate_window import DataBudget, FixedWindow
+from amqprouter.server.limits import Limits
 
 #: The session's socket read size (net.sockets.READ_SIZE): the pump's cap per read.
 READ_SIZE = 256 * 1024
@@ -98,6 +99,24 @@ def test_no_second_passes_more_than_the_rate_and_one_bucket(rate: int) -> None:
     assert sum(size for t, size in reads if t <= 1.02) <= rate * 1.02 + budget.burst
     # ...and the rate is served: the limit holds the client back, no more.
     assert sum(size for _, size in reads) >= rate * 4.9
+
+
+def test_a_smaller_bucket_brings_the_first_second_to_the_rate() -> None:
+    """--data-rate-burst 0.01: the first second passes at most 1.01 times the rate."""
+    rate = 5_000_000
+    budget = DataBudget(limit=rate, alarm=None, burst_seconds=0.01)
+    assert budget.burst == rate // 100
+    reads = _greedy_reader(budget, 3.0)
+    assert sum(size for t, size in reads if t <= 1.0) <= rate * 1.01
+    assert _most_in_any_span(reads, 1.0) <= rate * 1.01
+    assert sum(size for _, size in reads) >= rate * 2.9
+
+
+def test_limits_build_budgets_with_their_bucket_size() -> None:
+    limits = Limits(clock=lambda: 0.0, burst_seconds=0.5)
+    limits.set("DATA_RATE", None, 1000)
+    budget = limits.data_budget("/")
+    assert budget is not None and budget.burst == 500
 
 
 @given(

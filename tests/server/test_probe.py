@@ -10,9 +10,10 @@ import pytest
 import trio
 from pamqp import commands, frame
 
+from amqprouter.net.resolver import Resolver
 from amqprouter.protocol import constants
 from amqprouter.protocol.proxy_header import ProxyHeader, parse
-from amqprouter.routing import Backend, Resolver
+from amqprouter.routing import Backend
 from amqprouter.server import Server
 from amqprouter.server.probe import probe_backend
 from amqprouter.session import SessionSettings

@@ -20,10 +20,11 @@ import trio
 from pamqp import base, commands, frame
 
 from amqprouter.net.memory_transport import MemoryTransport, memory_transport_pair
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, recv_some
 from amqprouter.protocol import Frame, FrameReader, constants
-from amqprouter.routing import Backend, Resolver, RoutingTable
+from amqprouter.routing import Backend, RoutingTable
 from amqprouter.session import Session, SessionSettings, Timeouts
 from amqprouter.session.context import SessionContext
 from amqprouter.session.watch import Watchdog

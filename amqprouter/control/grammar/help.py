@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 
 from amqprouter.text import escape
@@ -17,8 +18,11 @@ HELP_TEXTS: Mapping[str, str] = {
     "DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
     ") - Change backend servers",
-    "CONFIG": "(PRINT | RELOAD) - Print the current configuration as the commands that "
-    "rebuild it, or re-read the --config file and apply what changed in it (as SIGHUP does)",
+    "CONFIG": "(PRINT | RELOAD | CHECK [file]) - Print the current configuration as the "
+    "commands that rebuild it, re-read the --config file and apply what changed in it (as "
+    "SIGHUP does), or check a file (default: the --config file) without applying it",
+    "COMPLETE": "[word...] - Print the words (keywords and live names) that may follow "
+    "these, one a line: amqprouter_ctl's shell completion asks it",
     "CONN": "Print the connected sessions",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
@@ -67,8 +71,11 @@ HELP_TEXTS: Mapping[str, str] = {
 
 
 def unknown_verb(verb: str) -> str:
-    """The reply to a verb the grammar does not know (amqpprox answers with all of HELP)."""
-    return f"Unknown command '{escape(verb)}'. Send HELP for the list of commands.\n"
+    """The reply to a verb the grammar does not know (amqpprox answers with all of HELP),
+    naming the closest verb when one is close (a typo: ``BACKNED``)."""
+    close = difflib.get_close_matches(verb.upper(), sorted(HELP_TEXTS), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"Unknown command '{escape(verb)}'.{hint} Send HELP for the list of commands.\n"
 
 
 def help_text() -> str:

@@ -14,10 +14,12 @@ from amqprouter.control.grammar.words import (
     WHITESPACE,
     ParseError,
     Parser,
+    quote,
     split_words,
     unsafe_word,
     upper,
 )
+from amqprouter.text import escape
 
 #: Verb → parser of the words after it. A new verb adds its parser here and its line
 #: to ``help.HELP_TEXTS``.
@@ -25,6 +27,7 @@ VERBS: Mapping[str, Parser] = {
     "AUTH": auth.AUTH,
     "BACKEND": routing.BACKEND,
     "CONFIG": process.CONFIG,
+    "COMPLETE": process.COMPLETE,
     "CONN": lambda args: Conn(),
     "DATACENTER": process.DATACENTER,
     "EXIT": process.EXIT,
@@ -61,6 +64,8 @@ def parse(line: str) -> Command | ParseError:
             return Help()  # an empty line, as amqpprox answers it
         return ParseError(unknown_verb(verb))
     words = split_words(rest)
+    if isinstance(words, ParseError):
+        return words
     unsafe = unsafe_word(words)
     if unsafe is not None:
         return unsafe
@@ -82,4 +87,5 @@ def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | Pa
     if len(words) <= len(used) - 1:  # ``used`` starts with the verb
         return command
     extra = words[len(used) - 1]
-    return ParseError(f"Unexpected word '{extra}': '{' '.join(used)}' takes no more words.\n")
+    line = " ".join(quote(word) for word in used)
+    return ParseError(f"Unexpected word '{escape(extra)}': '{line}' takes no more words.\n")

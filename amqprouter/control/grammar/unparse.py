@@ -19,6 +19,8 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    Complete,
+    ConfigCheck,
     ConfigPrint,
     ConfigReload,
     Conn,
@@ -68,6 +70,7 @@ from amqprouter.control.commands import (
     VhostPrint,
     VhostUnpause,
 )
+from amqprouter.control.grammar.words import quote
 
 
 def _listen_options(proxy_from: tuple[str, ...], allow: tuple[str, ...]) -> list[str]:
@@ -181,6 +184,10 @@ def words_of(command: Command) -> list[str]:
             return ["CONFIG", "PRINT"]
         case ConfigReload():
             return ["CONFIG", "RELOAD"]
+        case Complete(words):
+            return ["COMPLETE", *words]
+        case ConfigCheck(path):
+            return ["CONFIG", "CHECK"] + ([] if path is None else [path])
         case StatListen(output, kind, value):
             return ["STAT", "LISTEN", output, f"{kind}={value}" if value else kind]
         case StatSend(host, port):
@@ -245,14 +252,15 @@ def to_line(command: Command) -> str:
 
     Raises:
         ValueError: ``command`` holds a value no command line can carry (an
-            empty name, a name with whitespace in it, a port or level out of
-            range). The round trip itself is checked, so nothing that would
+            empty name, a name with a control character in it, a port or level
+            out of range). The round trip itself is checked, so nothing that would
             read back differently ever leaves here.
     """
     # Imported here: parsing itself needs words_of (how many words a command uses).
     from amqprouter.control.grammar.line import parse
 
-    line = " ".join(words_of(command))
+    # A word holding whitespace, a quote or a backslash (a vhost "my vhost") is quoted.
+    line = " ".join(quote(word) for word in words_of(command))
     if parse(line) != command:
         raise ValueError(f"{command!r} cannot be written as a control command line")
     return line
