@@ -31,11 +31,17 @@ from tests.router import RouterProcess, running_router, start_router
 pytestmark = pytest.mark.broker
 
 
+def run(router: RouterProcess, *parts: str | int) -> str:
+    """``must`` with a command written as one line: each word its own argument (the
+    ctl quotes an argument that holds a space, as one word)."""
+    return must(router, *" ".join(str(part) for part in parts).split())
+
+
 @pytest.fixture(scope="module")
 def router(system_broker: SystemBroker) -> Iterator[RouterProcess]:
     with running_router(SYSTEM_PORT) as started:
-        must(started, "BACKEND ADD b1 dc1 127.0.0.1", SYSTEM_PORT)
-        must(started, "BACKEND ADD b2 dc1 127.0.0.1", SYSTEM_PORT)
+        run(started, "BACKEND ADD b1 dc1 127.0.0.1", SYSTEM_PORT)
+        run(started, "BACKEND ADD b2 dc1 127.0.0.1", SYSTEM_PORT)
         yield started
 
 
@@ -43,7 +49,7 @@ def router(system_broker: SystemBroker) -> Iterator[RouterProcess]:
 def proxy_port(router: RouterProcess) -> int:
     """A listener that takes a PROXY header from loopback: its source is the client."""
     port = free_port()
-    must(router, "LISTEN START", port, "ACCEPT-PROXY FROM 127.0.0.1/32")
+    run(router, "LISTEN START", port, "ACCEPT-PROXY FROM 127.0.0.1/32")
     return port
 
 
@@ -77,7 +83,7 @@ def backends_of(router: RouterProcess, vhost: str) -> Counter[str]:
         match.group(1)
         for match in re.finditer(
             rf"^id=\d+ vhost={re.escape(vhost)} .* backend=(\S+) mapping=",
-            must(router, "CONN"),
+            run(router, "CONN"),
             re.M,
         )
     )
@@ -114,13 +120,13 @@ def test_weighted_round_robin_sessions_follow_the_weights_and_weight_zero_drains
     router: RouterProcess, vhost: str
 ) -> None:
     farm = unique_name("wrr")
-    must(router, "FARM ADD", farm, "weighted-round-robin b1*3 b2")
-    must(router, "MAP FARM", vhost, farm)
+    run(router, "FARM ADD", farm, "weighted-round-robin b1*3 b2")
+    run(router, "MAP FARM", vhost, farm)
     first = open_clients(router, vhost, 20)
     try:
         expect(router, vhost, {"b1": 15, "b2": 5})
         # Drained: no new session goes to b1, and its 15 sessions stay.
-        must(router, "FARM WEIGHT", farm, "b1 0")
+        run(router, "FARM WEIGHT", farm, "b1 0")
         second = open_clients(router, vhost, 6)
         try:
             expect(router, vhost, {"b1": 15, "b2": 11})
@@ -129,15 +135,15 @@ def test_weighted_round_robin_sessions_follow_the_weights_and_weight_zero_drains
             close_all(second)
     finally:
         close_all(first)
-    assert f"{farm}: b1*0 b2*1 (weighted-round-robin)" in must(router, "FARM PRINT")
+    assert f"{farm}: b1*0 b2*1 (weighted-round-robin)" in run(router, "FARM PRINT")
 
 
 def test_least_connections_fills_the_backend_whose_sessions_ended(
     router: RouterProcess, vhost: str
 ) -> None:
     farm = unique_name("lc")
-    must(router, "FARM ADD", farm, "least-connections b1 b2")
-    must(router, "MAP FARM", vhost, farm)
+    run(router, "FARM ADD", farm, "least-connections b1 b2")
+    run(router, "MAP FARM", vhost, farm)
     clients = open_clients(router, vhost, 10)
     try:
         expect(router, vhost, {"b1": 5, "b2": 5})
@@ -157,7 +163,7 @@ def mappings_of(router: RouterProcess, vhost: str) -> list[tuple[str, str]]:
         (match.group(1), match.group(2))
         for match in re.finditer(
             rf"^id=\d+ vhost={re.escape(vhost)} .* backend=(\S+) mapping=(\S+)",
-            must(router, "CONN"),
+            run(router, "CONN"),
             re.M,
         )
     ]
@@ -167,33 +173,33 @@ def test_a_pattern_routes_a_vhost_and_an_exact_mapping_wins_over_it(
     router: RouterProcess, vhost: str
 ) -> None:
     pattern = vhost[:-4] + "*"  # the vhost's name, its last characters a wildcard
-    must(router, "MAP BACKEND", pattern, "b2")
+    run(router, "MAP BACKEND", pattern, "b2")
     clients = open_clients(router, vhost, 1)
     try:
         assert mappings_of(router, vhost) == [("b2", pattern)]
-        must(router, "MAP BACKEND", vhost, "b1")
+        run(router, "MAP BACKEND", vhost, "b1")
         clients += open_clients(router, vhost, 1)
         assert sorted(mappings_of(router, vhost)) == [("b1", vhost), ("b2", pattern)]
     finally:
         close_all(clients)
-        must(router, "MAP UNMAP", pattern)
-        must(router, "MAP UNMAP", vhost)
+        run(router, "MAP UNMAP", pattern)
+        run(router, "MAP UNMAP", vhost)
 
 
 def test_a_rule_narrows_proxied_clients_and_break_refuses_them_when_its_backend_is_down(
     router: RouterProcess, proxy_port: int, vhost: str
 ) -> None:
     farm = unique_name("both")
-    must(router, "FARM ADD", farm, "round-robin b1 b2")
-    must(router, "MAP FARM", vhost, farm)
-    must(router, "RULE ADD 10 10.1.0.0/16 BACKEND b2 BREAK")
+    run(router, "FARM ADD", farm, "round-robin b1 b2")
+    run(router, "MAP FARM", vhost, farm)
+    run(router, "RULE ADD 10 10.1.0.0/16 BACKEND b2 BREAK")
     sockets: list[socket.socket] = []
     try:
         for _ in range(3):
             sock, answer = proxied_open(proxy_port, "10.1.0.5", vhost)
             sockets.append(sock)
             assert isinstance(answer, pamqp.commands.Connection.OpenOk)
-        conn = must(router, "CONN")
+        conn = run(router, "CONN")
         lines = [line for line in conn.splitlines() if f"vhost={vhost} " in line]
         assert len(lines) == 3
         for line in lines:
@@ -204,7 +210,7 @@ def test_a_rule_narrows_proxied_clients_and_break_refuses_them_when_its_backend_
         others = open_clients(router, vhost, 2)
         close_all(others)
         # Its one backend disabled: BREAK refuses with 320, naming the rule.
-        must(router, "BACKEND DISABLE b2")
+        run(router, "BACKEND DISABLE b2")
         sock, answer = proxied_open(proxy_port, "10.1.0.6", vhost)
         sockets.append(sock)
         assert isinstance(answer, pamqp.commands.Connection.Close)
@@ -214,19 +220,19 @@ def test_a_rule_narrows_proxied_clients_and_break_refuses_them_when_its_backend_
             "(10.1.0.0/16 -> backend b2, BREAK) found every backend down"
         )
         # CONTINUE instead: the next rule (none), so the vhost's farm (b1).
-        must(router, "RULE ADD 10 10.1.0.0/16 BACKEND b2 CONTINUE")
+        run(router, "RULE ADD 10 10.1.0.0/16 BACKEND b2 CONTINUE")
         sock, answer = proxied_open(proxy_port, "10.1.0.7", vhost)
         sockets.append(sock)
         assert isinstance(answer, pamqp.commands.Connection.OpenOk)
-        assert "ingressRemote=10.1.0.7:40000 " in must(router, "CONN")
+        assert "ingressRemote=10.1.0.7:40000 " in run(router, "CONN")
         assert re.search(
-            r"ingressRemote=10\.1\.0\.7:40000 .* backend=b1 mapping=", must(router, "CONN")
+            r"ingressRemote=10\.1\.0\.7:40000 .* backend=b1 mapping=", run(router, "CONN")
         )
     finally:
         for sock in sockets:
             sock.close()
-        must(router, "BACKEND ENABLE b2")
-        must(router, "RULE DELETE 10")
+        run(router, "BACKEND ENABLE b2")
+        run(router, "RULE DELETE 10")
 
 
 def test_sticky_clients_survive_a_sigkill_during_writes(
@@ -250,7 +256,7 @@ def test_sticky_clients_survive_a_sigkill_during_writes(
         try:
             assert isinstance(answer, pamqp.commands.Connection.OpenOk), answer
             found = re.search(
-                rf"ingressRemote={re.escape(source)}:40000 .* backend=(\S+)", must(router, "CONN")
+                rf"ingressRemote={re.escape(source)}:40000 .* backend=(\S+)", run(router, "CONN")
             )
             assert found is not None
             return found.group(1)
