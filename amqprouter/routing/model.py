@@ -247,11 +247,13 @@ class Route:
 
 @attrs.frozen(kw_only=True)
 class RoutingTable:
-    """Backends, farms, vhost mappings, the default farm and the router's datacenter.
+    """Backends, farms, vhost mappings (exact and patterns), the default farm, the
+    client-address rules and the router's datacenter.
 
     ``layouts`` is derived (and filled in when the table is built); pass the previous
-    table's ``layouts`` (``attrs.evolve`` does) to keep round-robin positions. It is
-    left out of equality: two tables with the same configuration are equal.
+    table's ``layouts`` (``attrs.evolve`` does) to keep the selectors' positions. It,
+    ``load`` and ``sticky`` are left out of equality: two tables with the same
+    configuration are equal.
     """
 
     backends: Mapping[str, Backend] = attrs.field(factory=dict, converter=_frozen)

@@ -146,6 +146,9 @@ async def test_conn_as_json_matches_the_line() -> None:
         assert plain["egressRemote"] == {"host": "127.0.0.1", "port": broker.port}
         assert f" outFrames={plain['outFrames']} " in line and plain["outFrames"] >= 1
         assert (plain["tls"], plain["clientCert"], plain["authDenied"]) == (None, None, False)
+        # Where routing sent it: the same in both forms.
+        assert (plain["backend"], plain["mapping"], plain["rule"]) == ("fake", "(default)", None)
+        assert line.endswith(" backend=fake mapping=(default)")
         assert 0 <= plain["idleInSeconds"] < 5
         # No raw control character reaches the operator's terminal either way.
         raw = (await controller.handle("CONN", as_json=True)).text
