@@ -78,6 +78,8 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=(.*) disconnected=[YN] paused=[YN] authDenied=N ingressRemote=\S+ "
     r"ingressLocal=\S+ egressLocal=\S+ egressRemote=\S+ inBytes=\d+ inFrames=\d+ "
     r"inPackets=\d+ outBytes=\d+ outFrames=\d+ outPackets=\d+ \d+\.\d+:\d+\.\d+"
+    # Ours: where routing sent it (a mapping is a vhost or a pattern: escaped like it).
+    r"(?: backend=\S+)?(?: mapping=.*)?(?: rule=\d+)?"
 )
 
 
