@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final, Literal, TypeAlias
 
 import attrs
@@ -113,15 +113,3 @@ class RuleIndex:
         if len(found) > 1:
             found = sorted(set(found))
         return found
-
-
-def matching(rules: Sequence[Rule], host: str | None) -> Iterator[Rule]:
-    """The rules (in priority order, as ``rules`` holds them) whose networks hold ``host``."""
-    if host is None or not rules:
-        return
-    key = address_key(host)
-    if key is None:
-        return
-    for rule in rules:
-        if rule.matches(key):
-            yield rule

@@ -133,3 +133,19 @@ def test_rules_are_configuration_and_compare_by_value() -> None:
     two = table(Rule(1, ("10.0.0.0/8",), ("farm", "site-a")))
     assert one == two
     assert one != table(Rule(1, ("10.0.0.0/8",), ("farm", "site-a"), "BREAK"))
+
+
+def test_the_index_finds_every_rule_holding_an_address_in_priority_order() -> None:
+    from amqprouter.routing.client_rules import RuleIndex
+
+    rules = [
+        Rule(1, ("10.0.0.0/8",), ("farm", "x")),
+        Rule(2, ("10.1.0.0/16", "10.1.2.0/24"), ("farm", "x")),
+        Rule(3, ("0.0.0.0/0",), ("farm", "x")),
+        Rule(4, ("::/0",), ("farm", "x")),
+        Rule(5, ("10.1.2.3/32",), ("farm", "x")),
+    ]
+    index = RuleIndex(rules)
+    assert index.matching((4, 0x0A010203)) == [0, 1, 2, 4]  # rule 2 once, for two networks
+    assert index.matching((4, 0xC0A80001)) == [2]
+    assert index.matching((6, 1)) == [3]
