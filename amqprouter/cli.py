@@ -42,6 +42,7 @@ from amqprouter.protocol.frames import COMPILED
 from amqprouter.routing import health
 from amqprouter.routing.rate_window import BURST_SECONDS
 from amqprouter.server import Server
+from amqprouter.server import sticky_file as sticky_file_io
 from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
@@ -288,6 +289,15 @@ _seconds = click.FloatRange(min=0.001)
     "them off.",
 )
 @option(
+    "Broker connections",
+    "--sticky-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Keep the sticky clients of FARM STICKY in this file: read at start, rewritten "
+    "atomically (temporary file, fsync, rename) within a second of a change and at exit "
+    "(docs/routing.md#sticky-clients).",
+)
+@option(
     "Timeouts",
     "--disconnect-timeout",
     type=_seconds,
@@ -477,6 +487,7 @@ def main(
     write_timeout: float | None,
     backend_down_seconds: float,
     primed_connections: int,
+    sticky_file: str | None,
     max_connections: int,
     data_rate_burst: float,
     disconnect_timeout: float,
@@ -592,9 +603,15 @@ def main(
         max_connections=max_connections,
         data_rate_burst=data_rate_burst,
     )
+    sticky_path = _load_sticky(server, sticky_file)
     try:
         code = trio.run(
-            partial(serve, shutdown_timeout=shutdown_timeout, config_file=config_file),
+            partial(
+                serve,
+                shutdown_timeout=shutdown_timeout,
+                config_file=config_file,
+                sticky_file=sticky_path,
+            ),
             server,
             socket_path,
             mode,
@@ -662,6 +679,25 @@ def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener
             sys.exit(EXIT_USAGE)
         words += f" {keywords} {networks}"
     return words
+
+
+def _load_sticky(server: Server, sticky_file: str | None) -> Path | None:
+    """``--sticky-file``'s path, its entries loaded into the routing table; exit 2 when
+    its directory does not exist. A file that cannot be read as one is reported and
+    replaced at the first change: stickiness is an optimisation, not configuration."""
+    if sticky_file is None:
+        return None
+    path = Path(sticky_file)
+    if not path.parent.is_dir():
+        click.echo(f"--sticky-file: directory {path.parent} does not exist", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        count = sticky_file_io.load(path, server.routing.sticky)
+    except sticky_file_io.StickyFileError as exc:
+        click.echo(f"--sticky-file: {exc}; starting without sticky clients", err=True)
+    else:
+        click.echo(f"Sticky clients loaded from '{path}': {count}")
+    return path
 
 
 def _refuse_file_flags_without_directory() -> None:
