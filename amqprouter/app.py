@@ -42,6 +42,7 @@ from amqprouter.observe.status_page import CONTENT_TYPE as HTML
 from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
+from amqprouter.server.sticky_file import keep_saved
 from amqprouter.systemd_notify import READY, RELOADING, STOPPING, notify
 from amqprouter.text import escape
 
@@ -201,6 +202,7 @@ async def serve(
     config_file: Path | None = None,
     worker: WorkerRole | None = None,
     config_store: tuple[str, str] | None = None,
+    sticky_file: Path | None = None,
 ) -> int:
     """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
 
@@ -210,7 +212,8 @@ async def serve(
     the supervisor in its ready file once the start-up commands are applied.
     ``config_store`` (a ``redis://`` URL and a key prefix): the configuration is shared
     through Redis (amqprouter/fleet/config_store.py), joined once the start-up commands
-    are applied.
+    are applied. ``sticky_file`` (``--sticky-file``) is kept up to date
+    with the sticky clients until the end (``server.sticky_file``).
     """
     store: ConfigStore | None = None
 
@@ -257,6 +260,8 @@ async def serve(
     ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if sticky_file is not None:
+                nursery.start_soon(keep_saved, sticky_file, lambda: server.routing.sticky)
             stats = await start_stats(
                 nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
             )

@@ -44,6 +44,7 @@ from amqprouter.protocol.frames import COMPILED
 from amqprouter.routing import health
 from amqprouter.routing.rate_window import BURST_SECONDS
 from amqprouter.server import Server
+from amqprouter.server import sticky_file as sticky_file_io
 from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
@@ -292,6 +293,15 @@ _seconds = click.FloatRange(min=0.001)
     "them off.",
 )
 @option(
+    "Broker connections",
+    "--sticky-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Keep the sticky clients of FARM STICKY in this file: read at start, rewritten "
+    "atomically (temporary file, fsync, rename) within a second of a change and at exit "
+    "(docs/routing.md#sticky-clients).",
+)
+@option(
     "Timeouts",
     "--disconnect-timeout",
     type=_seconds,
@@ -527,6 +537,7 @@ def main(
     write_timeout: float | None,
     backend_down_seconds: float,
     primed_connections: int,
+    sticky_file: str | None,
     max_connections: int,
     data_rate_burst: float,
     disconnect_timeout: float,
@@ -569,6 +580,14 @@ def main(
     role = _worker_role(fleet_worker)
     worker_count = 1 if role is not None else _worker_count(workers, directory, worker_max_rss)
     store = _config_store(config_store, config_prefix)
+    if worker_count > 1 and sticky_file:
+        # N workers rewriting one file would each erase the others' clients.
+        click.echo(
+            "--sticky-file is not available with --workers above 1: each worker keeps its "
+            "own sticky clients (docs/fleet.md)",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
     try:
         router_logging.configure(
             verbosity,
@@ -670,6 +689,7 @@ def main(
         max_connections=max_connections,
         data_rate_burst=data_rate_burst,
     )
+    sticky_path = _load_sticky(server, sticky_file)
     try:
         code = trio.run(
             partial(
@@ -678,6 +698,7 @@ def main(
                 config_file=config_file,
                 worker=role,
                 config_store=store,
+                sticky_file=sticky_path,
             ),
             server,
             socket_path,
@@ -806,6 +827,25 @@ def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener
             sys.exit(EXIT_USAGE)
         words += f" {keywords} {networks}"
     return words
+
+
+def _load_sticky(server: Server, sticky_file: str | None) -> Path | None:
+    """``--sticky-file``'s path, its entries loaded into the routing table; exit 2 when
+    its directory does not exist. A file that cannot be read as one is reported and
+    replaced at the first change: stickiness is an optimisation, not configuration."""
+    if sticky_file is None:
+        return None
+    path = Path(sticky_file)
+    if not path.parent.is_dir():
+        click.echo(f"--sticky-file: directory {path.parent} does not exist", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        count = sticky_file_io.load(path, server.routing.sticky)
+    except sticky_file_io.StickyFileError as exc:
+        click.echo(f"--sticky-file: {exc}; starting without sticky clients", err=True)
+    else:
+        click.echo(f"Sticky clients loaded from '{path}': {count}")
+    return path
 
 
 def _refuse_file_flags_without_directory() -> None:

@@ -183,11 +183,33 @@ class BackendDrain:
 
 @attrs.frozen
 class FarmAdd:
-    """``FARM ADD name selector backend*`` (also spelled ``ADD_MANUAL``); may have no backends."""
+    """``FARM ADD name selector backend[*weight]*`` (also spelled ``ADD_MANUAL``); may have
+    no backends. ``weights`` parallel ``backends``, or are empty when every one is 1."""
 
     name: str
     selector: str
     backends: tuple[str, ...] = ()
+    weights: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class FarmWeight:
+    """``FARM WEIGHT farm member weight`` (ours): a member's weight from the next choice
+    on; 0 drains it (no new sessions, existing ones stay)."""
+
+    name: str
+    member: str
+    weight: int
+
+
+@attrs.frozen
+class FarmSticky:
+    """``FARM STICKY farm ON [seconds]`` / ``FARM STICKY farm OFF`` (ours): a client
+    address keeps the member it landed on while that member is up, and ``seconds``
+    (None: OFF) after its last session ends."""
+
+    name: str
+    seconds: int | None
 
 
 @attrs.frozen
@@ -217,6 +239,37 @@ class FarmOnDown:
 
     name: str
     disconnect: bool
+
+
+# --------------------------------------------------------------------------- #
+# RULE (ours: client-address rules, docs/routing.md)
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class RuleAdd:
+    """``RULE ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE]``:
+    clients in ``networks`` use only the target's backends among their vhost's; when
+    those are all down, BREAK refuses them and CONTINUE (the default) tries the next
+    rule. A rule of the same priority is replaced."""
+
+    priority: int
+    networks: tuple[str, ...]
+    kind: Literal["farm", "backend"]
+    target: str
+    on_down: Literal["BREAK", "CONTINUE"] = "CONTINUE"
+
+
+@attrs.frozen
+class RuleDelete:
+    """``RULE DELETE priority``."""
+
+    priority: int
+
+
+@attrs.frozen
+class RulePrint:
+    """``RULE PRINT``: the rules by priority."""
 
 
 # --------------------------------------------------------------------------- #
@@ -563,6 +616,8 @@ MutatingCommand: TypeAlias = (
     | BackendDisable
     | BackendEnable
     | FarmAdd
+    | FarmWeight
+    | FarmSticky
     | FarmPartition
     | FarmDelete
     | FarmOnDown
@@ -571,6 +626,8 @@ MutatingCommand: TypeAlias = (
     | MapUnmap
     | MapDefault
     | MapRemoveDefault
+    | RuleAdd
+    | RuleDelete
     | ListenStart
     | ListenStartSecure
     | ListenStop
@@ -601,6 +658,7 @@ Command: TypeAlias = (
     | BackendPrint
     | FarmPrint
     | MapPrint
+    | RulePrint
     | DatacenterPrint
     | StatListen
     | StatSend

@@ -49,10 +49,15 @@ class ConnRecord:
     #: The client's TLS version (None on a plain listener), and its verified certificate.
     tls: str | None = None
     client_cert: str | None = None
-    #: Who the client is (ours, after amqpprox's fields): the backend's name, what the
-    #: client said in StartOk (bounded; None where it said nothing), seconds since it
-    #: connected, and its traffic per second over the last statistics interval.
+    #: Where routing sent it: the backend it got (None before it connected), the
+    #: mapping that matched its vhost (the vhost, a pattern or "(default)") and the
+    #: priority of the client-address rule that narrowed the choice (None: none did).
     backend: str | None = None
+    mapping: str | None = None
+    rule: int | None = None
+    #: Who the client is (ours, after amqpprox's fields): what the client said in
+    #: StartOk (bounded; None where it said nothing), seconds since it connected, and
+    #: its traffic per second over the last statistics interval.
     user: str | None = None
     connection_name: str | None = None
     product: str | None = None
@@ -76,6 +81,7 @@ def conn_record(
     egress_host, egress_port = session.broker_local
     broker_host, broker_port = session.broker_address
     version = session.client.tls_version()
+    route = session.route
     return ConnRecord(
         id=session.id,
         vhost=session.vhost or "",
@@ -97,6 +103,8 @@ def conn_record(
         tls=version,
         client_cert=None if version is None else session.client.peer_subject(),
         backend=None if session.backend is None else session.backend.name,
+        mapping=None if route is None else route.mapping,
+        rule=None if route is None or route.rule is None else route.rule.priority,
         user=identity.user,
         connection_name=bounded(session.connection_name),
         product=identity.product,
@@ -177,10 +185,12 @@ def _name(value: str | None) -> str:
 
 
 def _identity_fields(record: ConnRecord) -> str:
-    """Who the client is and how much it sends now (ours, after every other field)."""
+    """Where routing sent the client, who it is and how much it sends now (ours, after
+    every other field)."""
     r = record
     return (
-        f" backend={_name(r.backend)} user={_quoted(r.user)} "
+        f" backend={_name(r.backend)} mapping={_name(r.mapping)} "
+        f"rule={'-' if r.rule is None else r.rule} user={_quoted(r.user)} "
         f"connectionName={_quoted(r.connection_name)} product={_quoted(r.product)} "
         f"version={_quoted(r.version)} platform={_quoted(r.platform)} age={r.age:.0f} "
         f"inRate={r.rates.in_bytes:.0f} outRate={r.rates.out_bytes:.0f} "
@@ -226,6 +236,8 @@ def conn_json(record: ConnRecord) -> dict[str, Any]:
         "tls": r.tls,
         "clientCert": r.client_cert,
         "backend": r.backend,
+        "mapping": r.mapping,
+        "rule": r.rule,
         "user": r.user,
         "connectionName": r.connection_name,
         "product": r.product,

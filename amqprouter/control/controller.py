@@ -270,6 +270,8 @@ class Controller:
                 return json_replies.farms(server.routing)
             case c.MapPrint():
                 return json_replies.mappings(server.routing)
+            case c.RulePrint():
+                return json_replies.rules(server.routing)
             case c.VhostPrint():
                 return json_replies.vhosts(server.vhosts.paused, server.vhosts.seen)
             case c.LimitPrint(vhost=vhost):

@@ -171,21 +171,40 @@ def status_page(
         policies = list(farm.policies)
         if name in server.health.disconnect_farms:
             policies.append("on_down disconnect")
+        if farm.sticky is not None:
+            policies.append(f"sticky {farm.sticky:g} s")
         farms.append(
             [
                 _plain(name + (" (default)" if name == routing.default_farm else "")),
                 _plain(farm.selector),
-                _plain(", ".join(farm.members) or "-"),
+                _plain(
+                    ", ".join(
+                        f"{member}*{weight}" if farm.selector != "round-robin" else member
+                        for member, weight in zip(farm.members, farm.weights, strict=True)
+                    )
+                    or "-"
+                ),
                 _plain(", ".join(policies) or "-"),
             ]
         )
 
     maps = [
         [_plain(vhost), _plain(f"{kind} {target}")]
-        for vhost, (kind, target) in sorted(routing.mappings.items())
+        # In matching order: exact vhosts, then patterns (``tenant-*``), most specific first.
+        for vhost, (kind, target) in routing.mapping_order()
     ]
     if routing.default_farm is not None:
         maps.append([("<em>any other vhost</em>", ""), _plain(f"farm {routing.default_farm}")])
+
+    rules = [
+        [
+            _plain(rule.priority),
+            _plain(", ".join(rule.networks)),
+            _plain(f"{rule.target[0]} {rule.target[1]}"),
+            _plain(rule.on_down),
+        ]
+        for rule in routing.rules
+    ]
 
     paused = [[_plain(vhost)] for vhost in sorted(server.vhosts.paused)]
 
@@ -243,6 +262,10 @@ def status_page(
             _table(("name", "selector", "members", "policies"), farms, "no farm configured"),
         ),
         ("Vhost mappings", _table(("vhost", "routed to"), maps, "no mapping")),
+        (
+            "Client-address rules",
+            _table(("priority", "networks", "narrowed to", "all down"), rules, "no rule"),
+        ),
         ("Paused vhosts", _table(("vhost",), paused, "none")),
         (
             f"Top vhosts by traffic (top {TOP_VHOSTS}, since start)",

@@ -242,15 +242,17 @@ class Opening(SessionState):
         try:
             # Backends marked down are tried last (routing.health).
             down = health.down() if health is not None else ()
-            candidates = self.context.routing().candidates(opened.vhost, down)
+            # The client's address (a PROXY header's source) picks rules and sticky entries.
+            route = self.context.routing().route(opened.vhost, self.client_address[0], down)
         except NoRoute as exc:
             self.log.error(
                 "no mapping for vhost",
                 ingressRemote=endpoint(self.client_address),
                 detail=exc.detail,
             )
-            await self._close_client(constants.RESOURCE_ERROR, str(exc))
+            await self._close_client(exc.reply_code, str(exc))
             return None
+        self.route, candidates = route, route.candidates
         allowed = await self._authenticate(opened)
         if allowed is None:
             return None
@@ -268,6 +270,7 @@ class Opening(SessionState):
                 break
             backend, broker, greeted = connected
             self.broker, self.backend = broker, backend
+            route.landed(backend)
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)

@@ -25,7 +25,7 @@ from amqprouter.protocol import FrameScanner, constants
 from amqprouter.protocol.client_identity import UNKNOWN, ClientIdentity
 
 if TYPE_CHECKING:
-    from amqprouter.routing import Backend
+    from amqprouter.routing import Backend, Route
     from amqprouter.routing.rate_window import DataBudget
     from amqprouter.session.closing import End
     from amqprouter.session.connect import StartClient
@@ -99,6 +99,7 @@ class SessionState:
         "listen_port",
         "log",
         "paused",
+        "route",
         "settings",
         "started",
         "state",
@@ -129,6 +130,9 @@ class SessionState:
         self.state = State.HANDSHAKE
         self.vhost: str | None = None
         self.backend: Backend | None = None
+        #: The routing decision (which mapping and rule, the candidates); it holds the
+        #: backend's session count and a sticky client's entry until ``run`` ends.
+        self.route: Route | None = None
         self.connection_name: str | None = None
         #: The client's product, version, platform and SASL user (StartOk), bounded.
         self.identity: ClientIdentity = UNKNOWN

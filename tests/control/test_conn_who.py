@@ -112,7 +112,7 @@ def test_the_new_fields_come_after_amqpprox_s_and_quote_what_a_client_chose() ->
         "inBytes=10 inFrames=1 inPackets=1 outBytes=20 outFrames=2 outPackets=2 0.500:0.250 "
     )
     assert line.endswith(
-        ' backend=rabbit1 user="al\\"ice"'
+        ' backend=rabbit1 mapping=- rule=- user="al\\"ice"'
         ' connectionName="orders inBytes=0 x=\\"y\\"\\nid=1\\x1b[2J"'
         ' product="Pika" version="1.3.2" platform=- age=12'
         " inRate=1500 outRate=20 inFrameRate=3 outFrameRate=1"
@@ -122,7 +122,7 @@ def test_the_new_fields_come_after_amqpprox_s_and_quote_what_a_client_chose() ->
     assert unquoted.count("inBytes=") == 1 and "id=1" not in unquoted
     # A backend name with a space (a quoted control word) is quoted too.
     spaced = conn.conn_line(_record(backend="rabbit 2 inBytes=1"))
-    assert ' backend="rabbit 2 inBytes=1" user=- ' in spaced
+    assert ' backend="rabbit 2 inBytes=1" mapping=- rule=- user=- ' in spaced
     as_json = conn.conn_json(record)
     assert as_json["connectionName"] == 'orders inBytes=0 x="y"\nid=1\x1b[2J'
     assert as_json["platform"] is None
@@ -223,7 +223,8 @@ def test_conn_names_each_client_and_sorts_the_busy_one_first(
             busy, calm = lines
             for line in lines:
                 assert re.search(
-                    r' backend=default-backend user="guest" connectionName="[a-z ]+" '
+                    r" backend=default-backend mapping=\(default\) rule=- "
+                    r'user="guest" connectionName="[a-z ]+" '
                     r'product="Pika Python Client Library" '
                     rf'version="{re.escape(pika.__version__)}" platform="Python [^"]+" '
                     r"age=\d+ inRate=\d+ outRate=\d+ inFrameRate=\d+ outFrameRate=\d+$",

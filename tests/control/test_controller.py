@@ -22,8 +22,10 @@ CONN_LINE = re.compile(
     r"ingressRemote=(\S+):(\d+) ingressLocal=(\S+) egressLocal=(\S+):(\d+) "
     r"egressRemote=(\S+):(\d+) inBytes=(\d+) inFrames=(\d+) inPackets=(\d+) "
     r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)"
-    # Ours after amqpprox's fields (tests/control/test_conn_who.py checks them).
-    r" backend=fake user=\"guest\" connectionName=\"wire-test\" [^\n]*\n"
+    # Ours after amqpprox's fields (tests/control/test_conn_who.py checks them): where
+    # routing sent it, then who the client is.
+    r" backend=fake mapping=\(default\) rule=- "
+    r"user=\"guest\" connectionName=\"wire-test\" [^\n]*\n"
 )
 
 

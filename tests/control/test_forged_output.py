@@ -78,8 +78,11 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=(.*) disconnected=[YN] paused=[YN] authDenied=N ingressRemote=\S+ "
     r"ingressLocal=\S+ egressLocal=\S+ egressRemote=\S+ inBytes=\d+ inFrames=\d+ "
     r"inPackets=\d+ outBytes=\d+ outFrames=\d+ outPackets=\d+ \d+\.\d+:\d+\.\d+"
-    # Ours after amqpprox's: who the client is, its words quoted (a quote in them escaped).
-    r' backend=\S+ user=(?:-|"[^"]*") connectionName=(-|"(?:[^"\\]|\\.)*") '
+    # Ours after amqpprox's: where routing sent it (a mapping is a vhost or a pattern:
+    # escaped like it, quoted if it holds a space), then who the client is, its words
+    # quoted (a quote in them escaped).
+    r' backend=\S+ mapping=(?:"(?:[^"\\]|\\.)*"|\S+) rule=(?:-|\d+)'
+    r' user=(?:-|"[^"]*") connectionName=(-|"(?:[^"\\]|\\.)*") '
     r'product=(?:-|"[^"]*") version=(?:-|"[^"]*") platform=(?:-|"[^"]*") age=\d+ '
     r"inRate=\d+ outRate=\d+ inFrameRate=\d+ outFrameRate=\d+"
 )

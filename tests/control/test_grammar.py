@@ -35,6 +35,8 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
+    FarmWeight,
     Help,
     LimitDisable,
     LimitPrint,
@@ -52,6 +54,9 @@ from amqprouter.control.commands import (
     MapRemoveDefault,
     MapUnmap,
     MutatingCommand,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
     SessionControl,
     StatListen,
     StatPerSource,
@@ -102,8 +107,10 @@ EXPECTED_HELP = (
     "DATACENTER SET name | PRINT\n"
     "EXIT [GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every session"
     " cleanly first).\n"
-    "FARM (ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
-    " | ON_DOWN name (DISCONNECT | KEEP)) - Change farms\n"
+    "FARM (ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight"
+    " | STICKY name (ON [seconds] | OFF)) - Change farms"
+    " (selectors: round-robin, weighted-round-robin, least-connections)\n"
     "HELP Print this help text.\n"
     "LIMIT (CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT"
     " numberOfConnections) - Configure connection rate limits (normal or alarmonly) for incoming"
@@ -119,8 +126,12 @@ EXPECTED_HELP = (
     "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]\n"
     "LOG CONSOLE verbosity | FILE verbosity\n"
     "MAP (BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName"
-    " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers\n"
+    " | REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers (a vhost with * is a"
+    " pattern: * matches any run of characters)\n"
     "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames\n"
+    "RULE (ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] |"
+    " DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's"
+    " or a backend's, lowest priority first (docs/routing.md)\n"
     "SESSION  id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a particular"
     " session\n"
     "STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
@@ -237,6 +248,29 @@ VALID: list[tuple[str, Command]] = [
     ("FARM PARTITION shared nonsense", FarmPartition("shared", "nonsense")),
     ("FARM DELETE shared", FarmDelete("shared")),
     ("FARM PRINT", FarmPrint()),
+    (
+        "FARM ADD w weighted-round-robin a*3 b c*0",
+        FarmAdd("w", "weighted-round-robin", ("a", "b", "c"), (3, 1, 0)),
+    ),
+    # All weights 1 is the farm without weights.
+    ("FARM ADD w least-connections a*1 b", FarmAdd("w", "least-connections", ("a", "b"))),
+    ("FARM WEIGHT w a 256", FarmWeight("w", "a", 256)),
+    (
+        "RULE ADD 10 10.1.0.0/16,::ffff:10.2.0.0/112 FARM site-a BREAK",
+        RuleAdd(10, ("10.1.0.0/16", "10.2.0.0/16"), "farm", "site-a", "BREAK"),
+    ),
+    ("rule add 0 2001:db8::/32 backend b1", RuleAdd(0, ("2001:db8::/32",), "backend", "b1")),
+    ("RULE ADD 5 10.0.0.1/32 FARM f continue", RuleAdd(5, ("10.0.0.1/32",), "farm", "f")),
+    ("RULE DELETE 10", RuleDelete(10)),
+    ("RULE PRINT", RulePrint()),
+    ("farm weight w a 0", FarmWeight("w", "a", 0)),
+    # Vhost patterns: * is an ordinary character of a word (no quoting needed).
+    ("MAP BACKEND tenant-* b1", MapBackend("tenant-*", "b1")),
+    ("MAP FARM * f", MapFarm("*", "f")),
+    ("MAP UNMAP *.eu", MapUnmap("*.eu")),
+    ("FARM STICKY w ON", FarmSticky("w", 300)),
+    ("farm sticky w on 30", FarmSticky("w", 30)),
+    ("FARM STICKY w OFF", FarmSticky("w", None)),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN shared DISCONNECT", FarmOnDown("shared", True)),
     ("farm on_down shared keep", FarmOnDown("shared", False)),
@@ -330,7 +364,7 @@ def test_every_command_class_is_reached_by_valid_lines() -> None:
 # every error text
 # --------------------------------------------------------------------------- #
 
-FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN"
+FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN, WEIGHT, STICKY"
 MAP_SUBCOMMANDS = "BACKEND, FARM, UNMAP, DEFAULT, REMOVE_DEFAULT, PRINT"
 BACKEND_SUBCOMMANDS = "ADD, ADD_DNS, DELETE, DISABLE, ENABLE, DRAIN, PRINT, CHECK"
 _LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbosity (0..5).\n"
@@ -418,6 +452,49 @@ ERRORS: list[tuple[str, str]] = [
     ("FARM PARTITION", "Farm name and policy must be provided.\n"),
     ("FARM PARTITION shared", "Farm name and policy must be provided.\n"),
     ("FARM DELETE", "Farm name not provided.\n"),
+    ("FARM WEIGHT f a", "Farm name, member and weight must be provided.\n"),
+    ("FARM STICKY f", "Farm name and ON [seconds] or OFF must be provided.\n"),
+    ("FARM STICKY f MAYBE", "Sticky state 'MAYBE' not recognized: expected ON or OFF.\n"),
+    ("FARM STICKY f ON 0", "Sticky seconds '0' is not a whole number in 1..86400.\n"),
+    ("FARM STICKY f ON 1.5", "Sticky seconds '1.5' is not a whole number in 1..86400.\n"),
+    ("FARM STICKY f OFF 3", "Unexpected word '3': 'FARM STICKY f OFF' takes no more words.\n"),
+    (
+        "RULE ADD 10 10.0.0.0/8 FARM",
+        "RULE ADD needs: priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE].\n",
+    ),
+    ("RULE ADD x 10.0.0.0/8 FARM f", "Rule priority 'x' is not a whole number in 0..1000000.\n"),
+    (
+        "RULE ADD 1 10.0.0.1/8 FARM f",
+        "RULE '10.0.0.1/8' is not a network (cidr): 10.0.0.1/8 has host bits set\n",
+    ),
+    (
+        "RULE ADD 1 10.0.0.0/8 VHOST f",
+        "Rule target 'VHOST' not recognized: expected FARM or BACKEND.\n",
+    ),
+    (
+        "RULE ADD 1 10.0.0.0/8 FARM f STOP",
+        "Rule action 'STOP' not recognized: expected BREAK or CONTINUE.\n",
+    ),
+    ("RULE DELETE", "RULE DELETE needs a priority (0..1000000).\n"),
+    ("FARM WEIGHT f a 257", "Weight '257' is not a whole number in 0..256.\n"),
+    ("FARM WEIGHT f a -1", "Weight '-1' is not a whole number in 0..256.\n"),
+    (
+        "FARM ADD f weighted-round-robin a*x",
+        "Member 'a*x' is not a backend name or name*weight (weight 0..256).\n",
+    ),
+    (
+        "FARM ADD f weighted-round-robin a*b*2",
+        "Member 'a*b*2' is not a backend name or name*weight (weight 0..256).\n",
+    ),
+    (
+        "FARM ADD f weighted-round-robin a*300",
+        "Member 'a*300' is not a backend name or name*weight (weight 0..256).\n",
+    ),
+    (
+        "BACKEND ADD a*b dc localhost 5672",
+        "Backend name 'a*b' holds '*', which marks a weight in FARM ADD (name*weight): "
+        "name it without.\n",
+    ),
     # FARM ON_DOWN (ours)
     ("FARM ON_DOWN", "Farm name and DISCONNECT or KEEP must be provided.\n"),
     ("FARM ON_DOWN shared", "Farm name and DISCONNECT or KEEP must be provided.\n"),
@@ -785,6 +862,18 @@ CANONICAL: list[tuple[Command, str]] = [
         "FARM ADD shared round-robin rabbit1 rabbit2",
     ),
     (FarmAdd("empty", "round-robin"), "FARM ADD empty round-robin"),
+    (
+        FarmAdd("w", "weighted-round-robin", ("a", "b"), (5, 1)),
+        "FARM ADD w weighted-round-robin a*5 b",
+    ),
+    (FarmWeight("w", "a", 0), "FARM WEIGHT w a 0"),
+    (FarmSticky("w", 300), "FARM STICKY w ON 300"),
+    (FarmSticky("w", None), "FARM STICKY w OFF"),
+    (
+        RuleAdd(7, ("10.0.0.0/8", "::1/128"), "backend", "b1", "CONTINUE"),
+        "RULE ADD 7 10.0.0.0/8,::1/128 BACKEND b1 CONTINUE",
+    ),
+    (RuleDelete(7), "RULE DELETE 7"),
     (FarmPartition("shared", "datacenter-affinity"), "FARM PARTITION shared datacenter-affinity"),
     (FarmDelete("shared"), "FARM DELETE shared"),
     (MapBackend("/", "rabbit1"), "MAP BACKEND / rabbit1"),
@@ -944,9 +1033,13 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         BackendDisable,
         BackendEnable,
         FarmAdd,
+        FarmWeight,
+        FarmSticky,
         FarmPartition,
         FarmDelete,
         FarmOnDown,
+        RuleAdd,
+        RuleDelete,
         MapBackend,
         MapFarm,
         MapUnmap,

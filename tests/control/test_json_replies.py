@@ -78,13 +78,21 @@ async def test_configuration_listings() -> None:
                 "name": "shared",
                 "selector": "round-robin",
                 "members": ["b2", "b1"],
+                "weights": [1, 1],
                 "policies": ["datacenter-affinity"],
+                "stickySeconds": None,
             }
         ]
         assert await as_json("MAP PRINT") == [
-            {"vhost": "/", "default": False, "type": "farm", "name": "shared"},
-            {"vhost": 'we"ird', "default": False, "type": "backend", "name": "b1"},
-            {"vhost": None, "default": True, "type": "farm", "name": "shared"},
+            {"vhost": "/", "default": False, "pattern": False, "type": "farm", "name": "shared"},
+            {
+                "vhost": 'we"ird',
+                "default": False,
+                "pattern": False,
+                "type": "backend",
+                "name": "b1",
+            },
+            {"vhost": None, "default": True, "pattern": False, "type": "farm", "name": "shared"},
         ]
         default_rate = {
             "limit": "CONN_RATE",
@@ -137,6 +145,9 @@ async def test_conn_as_json_matches_the_line() -> None:
         assert plain["egressRemote"] == {"host": "127.0.0.1", "port": broker.port}
         assert f" outFrames={plain['outFrames']} " in line and plain["outFrames"] >= 1
         assert (plain["tls"], plain["clientCert"], plain["authDenied"]) == (None, None, False)
+        # Where routing sent it: the same in both forms.
+        assert (plain["backend"], plain["mapping"], plain["rule"]) == ("fake", "(default)", None)
+        assert " backend=fake mapping=(default) rule=- " in line
         assert 0 <= plain["idleInSeconds"] < 5
         # No raw control character reaches the operator's terminal either way.
         raw = (await controller.handle("CONN", as_json=True)).text
@@ -164,7 +175,7 @@ async def test_commands_without_a_json_form_are_refused_and_not_run(line: str, s
         reply = await controller.handle(line, as_json=True)
         assert (reply.text, reply.ok) == (
             f"{shown} has no JSON form; --json works with CONN, BACKEND PRINT, FARM PRINT, "
-            "MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json.\n",
+            "MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json.\n",
             False,
         )
         assert reply.after is None and exits == []

@@ -282,6 +282,8 @@ def test_workers_refuse_what_they_do_not_honour(workdir: Path) -> None:
     control = ["--control-socket", str(workdir / "c")]
     result = run("--workers", "2", *control, "--log-directory", str(workdir))
     assert result.returncode == 2 and "--log-directory is not available" in result.stderr
+    result = run("--workers", "2", *control, "--sticky-file", str(workdir / "sticky"))
+    assert result.returncode == 2 and "--sticky-file is not available" in result.stderr
     result = run("--worker-max-rss", "100", *control)
     assert result.returncode == 2 and "applies to --workers above 1" in result.stderr
     for value in ("0", "many", "9999"):

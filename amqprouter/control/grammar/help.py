@@ -30,9 +30,10 @@ HELP_TEXTS: Mapping[str, str] = {
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
     "session cleanly first).",
-    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
-    " | ON_DOWN name (DISCONNECT | KEEP)"
-    ") - Change farms",
+    "FARM": "(ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight"
+    " | STICKY name (ON [seconds] | OFF)"
+    ") - Change farms (selectors: round-robin, weighted-round-robin, least-connections)",
     "HELP": "Print this help text.",
     # amqpprox's four LIMIT lines; CONNECTIONS is ours (its PR #91).
     "LIMIT": "(CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT "
@@ -49,8 +50,12 @@ HELP_TEXTS: Mapping[str, str] = {
     "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
-    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
+    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers (a vhost with * is a "
+    "pattern: * matches any run of characters)",
     "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
+    "RULE": "(ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] | "
+    "DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's "
+    "or a backend's, lowest priority first (docs/routing.md)",
     # Two HELP lines in amqpprox (two STAT handlers): the second keeps its own verb.
     "STAT": "(STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
     "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "

@@ -38,6 +38,7 @@ VERBS: Mapping[str, Parser] = {
     "LOG": process.LOG,
     "MAP": routing.MAP,
     "MAPHOSTNAME": process.MAPHOSTNAME,
+    "RULE": routing.RULE,
     "STAT": stat.STAT,
     "SESSION": sessions.SESSION,
     "TLS": tls.TLS,

@@ -32,6 +32,8 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
+    FarmWeight,
     Help,
     LimitDisable,
     LimitPrint,
@@ -48,6 +50,9 @@ from amqprouter.control.commands import (
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
     SessionControl,
     StatListen,
     StatPerSource,
@@ -123,8 +128,15 @@ def words_of(command: Command) -> list[str]:
             return ["VHOST", "BACKEND_DISCONNECT", vhost]
         case VhostForceDisconnect(vhost):
             return ["VHOST", "FORCE_DISCONNECT", vhost]
-        case FarmAdd(name, selector, backends):
-            return ["FARM", "ADD", name, selector, *backends]
+        case FarmAdd(name, selector, backends, weights):
+            if not weights:
+                return ["FARM", "ADD", name, selector, *backends]
+            members = [m if w == 1 else f"{m}*{w}" for m, w in zip(backends, weights, strict=True)]
+            return ["FARM", "ADD", name, selector, *members]
+        case FarmSticky(name, seconds):
+            return ["FARM", "STICKY", name] + (["OFF"] if seconds is None else ["ON", str(seconds)])
+        case FarmWeight(name, member, weight):
+            return ["FARM", "WEIGHT", name, member, str(weight)]
         case FarmPartition(name, policy):
             return ["FARM", "PARTITION", name, policy]
         case FarmDelete(name):
@@ -145,6 +157,12 @@ def words_of(command: Command) -> list[str]:
             return ["MAP", "REMOVE_DEFAULT"]
         case MapPrint():
             return ["MAP", "PRINT"]
+        case RuleAdd(priority, networks, kind, target, on_down):
+            return ["RULE", "ADD", str(priority), ",".join(networks), kind.upper(), target, on_down]
+        case RuleDelete(priority):
+            return ["RULE", "DELETE", str(priority)]
+        case RulePrint():
+            return ["RULE", "PRINT"]
         case ListenStart(port, proxy_from, allow):
             return ["LISTEN", "START", str(port), *_listen_options(proxy_from, allow)]
         case ListenStartSecure(port, proxy_from, allow):
