@@ -13,14 +13,24 @@ import signal
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import click
+import structlog
 import trio
 
 from amqprouter.control.controller import Controller
 from amqprouter.control.reload import Reloader
-from amqprouter.control.socket_server import ControlSocketError, serve_control
+from amqprouter.control.socket_server import ControlSocketError, Reply, serve_control
+from amqprouter.fleet.role import (
+    WorkerRole,
+    announce_ready,
+    become_worker,
+    retire,
+    startup_lines,
+    watch_supervisor,
+)
 from amqprouter.observe import prometheus
 from amqprouter.observe.http import Response, serve_http
 from amqprouter.observe.probes import LoopHeartbeat
@@ -35,6 +45,11 @@ from amqprouter.server.server import SHUTDOWN_TIMEOUT
 from amqprouter.server.sticky_file import keep_saved
 from amqprouter.systemd_notify import READY, RELOADING, STOPPING, notify
 from amqprouter.text import escape
+
+if TYPE_CHECKING:
+    from amqprouter.fleet.config_store import ConfigStore
+
+log = structlog.get_logger("amqprouter")
 
 EXIT_LISTEN_FAILED = 4
 EXIT_CONTROL_SOCKET_IN_USE = 5
@@ -75,6 +90,8 @@ async def start_http(
     port: int,
     host: str | None = None,
     backend_health: BackendHealth = _no_health,
+    note: Callable[[], str | None] = lambda: None,
+    extra_metrics: Callable[[], str] = lambda: "",
 ) -> list[int]:
     """Serve ``/metrics``, the probes (``/livez``, ``/readyz``, ``/healthz``) and the
     status page ``/`` on ``port``; the bound ports.
@@ -91,22 +108,27 @@ async def start_http(
         return prometheus.vhost_labeller(events.routed, server.routing.mappings)
 
     def metrics_page() -> str:
-        return prometheus.metrics_text(
-            service.collector,
-            listeners=len(server.listeners),
-            # Only a checked backend has up/down evidence worth a series (statistics.md).
-            backend_up={
-                name: up
-                for name, up in (backend_health() or {}).items()
-                if name in server.health.checks
-            },
-            refused=server.refusals.total,
-            shed=server.capacity.shed_total,
-            events=events,
-            vhost_label=vhost_label(),
-            paused_vhosts=len(server.vhosts.paused),
-            primed=(server.primed.stats, server.primed.ready()) if server.primed.enabled else None,
-            tls_expiry=prometheus.tls_expiries(server.tls),
+        return (
+            prometheus.metrics_text(
+                service.collector,
+                listeners=len(server.listeners),
+                # Only a checked backend has up/down evidence worth a series (statistics.md).
+                backend_up={
+                    name: up
+                    for name, up in (backend_health() or {}).items()
+                    if name in server.health.checks
+                },
+                refused=server.refusals.total,
+                shed=server.capacity.shed_total,
+                events=events,
+                vhost_label=vhost_label(),
+                paused_vhosts=len(server.vhosts.paused),
+                primed=(server.primed.stats, server.primed.ready())
+                if server.primed.enabled
+                else None,
+                tls_expiry=prometheus.tls_expiries(server.tls),
+            )
+            + extra_metrics()
         )
 
     def ready() -> str | None:
@@ -129,13 +151,20 @@ async def start_http(
         )
         return Response(200, page, HTML)
 
+    def readiness() -> Response:
+        # ``note``: what the operator should know even when ready (a configuration
+        # store away: serving, with the last configuration).
+        response = prometheus.probe(ready)
+        extra = note()
+        return response if extra is None else Response(response.status, f"{response.body}{extra}\n")
+
     routes: dict[str, Callable[[], Response]] = {
         "/": status,
         "/metrics": partial(prometheus.metrics, metrics_page),
         "/livez": partial(prometheus.probe, heartbeat.stalled),
-        "/readyz": partial(prometheus.probe, ready),
+        "/readyz": readiness,
         # The name it has always had: the readiness check, unchanged.
-        "/healthz": partial(prometheus.probe, ready),
+        "/healthz": readiness,
     }
     ports: list[int] = await nursery.start(partial(serve_http, port, routes, host=host))
     return ports
@@ -171,14 +200,42 @@ async def serve(
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     config_file: Path | None = None,
+    worker: WorkerRole | None = None,
+    config_store: tuple[str, str] | None = None,
     sticky_file: Path | None = None,
 ) -> int:
     """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
 
     ``config_file`` is the ``--config`` file whose lines are in ``setup``: SIGHUP and
-    CONFIG RELOAD read it again. ``sticky_file`` (``--sticky-file``) is kept up to date
+    CONFIG RELOAD read it again. ``worker``: this process is a worker of ``--workers``
+    (amqprouter/fleet/): its HTTP port (``observe``'s, 0 on the loopback) is told to
+    the supervisor in its ready file once the start-up commands are applied.
+    ``config_store`` (a ``redis://`` URL and a key prefix): the configuration is shared
+    through Redis (amqprouter/fleet/config_store.py), joined once the start-up commands
+    are applied. ``sticky_file`` (``--sticky-file``) is kept up to date
     with the sticky clients until the end (``server.sticky_file``).
     """
+    store: ConfigStore | None = None
+
+    async def handle(line: str, *, as_json: bool = False) -> Reply:
+        # Through the store once there is one: a configuration change goes to Redis.
+        if store is not None:
+            return await store.handle(line, as_json=as_json)
+        return await controller.handle(line, as_json=as_json)
+
+    def store_note() -> str | None:
+        return None if store is None else store.status()
+
+    def store_metrics() -> str:
+        return "" if store is None else store.metrics()
+
+    if worker is not None:
+        become_worker(worker, server)
+    if config_store is not None:
+        # The listeners are shared configuration: routers on one host (two containers
+        # with the host's network, a new version beside the old) share their ports.
+        server.reuse_port = True
+    http_ports: list[int] = []
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
     drain_for: list[float] = []
@@ -195,7 +252,12 @@ async def serve(
 
     # SIGHUP is received from the start: one that comes during start-up waits for it
     # to finish, instead of killing the process (its default action).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    # A worker of --workers is also told to retire (a restart for new code): SIGUSR2.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    retiring: list[bool] = []
+    with trio.open_signal_receiver(
+        *handled, *((signal.SIGUSR2,) if worker is not None else ())
+    ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             if sticky_file is not None:
@@ -211,13 +273,15 @@ async def serve(
             )
             if observe.http_port is not None:
                 try:
-                    await start_http(
+                    http_ports = await start_http(
                         nursery,
                         server,
                         stats,
                         port=observe.http_port,
                         host=observe.http_host,
                         backend_health=server.backend_up,
+                        note=store_note,
+                        extra_metrics=store_metrics,
                     )
                 except OSError as exc:
                     click.echo(
@@ -231,7 +295,7 @@ async def serve(
                     partial(
                         serve_control,
                         control_socket,
-                        controller.handle,
+                        handle,
                         mode=mode,
                         reserve=server.capacity.reserve,
                     )
@@ -247,7 +311,7 @@ async def serve(
                 )
                 nursery.cancel_scope.cancel()
                 return EXIT_CONTROL_SOCKET_IN_USE
-            for source, line in setup:
+            for source, line in setup if worker is None else startup_lines(worker, setup):
                 reply = await controller.handle(line)
                 if reply.after is not None:
                     reply.after()  # EXIT in a --config file
@@ -264,14 +328,28 @@ async def serve(
             # What the file configured, as a reload will compare it (all of it applied).
             controller.reloader = Reloader(config_file, setup)
             controller.reloader.started(server.tls)
-            announce_listeners(server)
+            if config_store is not None:
+                # Imported only here: coredis is the optional extra "fleet".
+                from amqprouter.fleet.config_store import ConfigStore
+
+                store = ConfigStore(config_store[0], controller, prefix=config_store[1])
+                await nursery.start(store.run)
+            if worker is not None:
+                announce_ready(worker, http_ports[0] if http_ports else 0)
+            else:
+                announce_listeners(server)
             notify(READY, f"STATUS=listening on {len(server.listeners)} port(s)")
 
             async def reload_on_signal() -> None:
                 # systemd's ExecReload waits for READY=1 after RELOADING=1.
                 notify(RELOADING)
                 try:
-                    await controller.reload("SIGHUP")
+                    if store is not None:  # the result goes to every router
+                        reply = await store.handle("CONFIG RELOAD")
+                        if not reply.ok:
+                            log.warning("reload not shared", reply=reply.text.strip())
+                    else:
+                        await controller.reload("SIGHUP")
                 finally:
                     notify(READY)
 
@@ -283,15 +361,24 @@ async def serve(
                         nursery.start_soon(reload_on_signal)
                     elif number == signal.SIGTERM and not stop.is_set():
                         request_drain(None)
+                    elif number == signal.SIGUSR2:
+                        if not stop.is_set():
+                            retiring.append(True)
+                            request_drain(None)
                     else:  # SIGINT, or a second signal during a drain: at once
                         stop_now()
 
             nursery.start_soon(on_signal)
+            if worker is not None:
+                nursery.start_soon(watch_supervisor)
             await stop.wait()
             notify(STOPPING)
             if drain_for:
                 stats.events.shutting_down = True
                 with drained:
-                    await server.drain(drain_for[0])
+                    if retiring:  # sessions go on until the deadline, then a 320
+                        await retire(server, drain_for[0])
+                    else:
+                        await server.drain(drain_for[0])
             nursery.cancel_scope.cancel()
     return 0

@@ -27,6 +27,8 @@ from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
 )
+from amqprouter.fleet.role import BadWorkerSpec, WorkerRole
+from amqprouter.fleet.supervisor import run_supervisor
 from amqprouter.help_sections import (
     ENV_PREFIX,
     SectionedCommand,
@@ -75,6 +77,8 @@ EXIT_SIMPLE_MODE_INCOMPLETE = 2
 EXIT_USAGE = 2  # click's code for a bad flag value
 EXIT_BAD_VERBOSITY = 3
 EXIT_LOG_DIRECTORY_FAILED = 8
+#: --workers above this is a typo, not a machine.
+MAX_WORKERS = 256
 
 _seconds = click.FloatRange(min=0.001)
 
@@ -439,6 +443,52 @@ _seconds = click.FloatRange(min=0.001)
     "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one. SIGHUP or "
     "CONFIG RELOAD applies what changed in it since.",
 )
+@option(
+    "Fleet",
+    "--workers",
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Worker processes, each listening on the client ports (SO_REUSEPORT) and "
+    "forwarding on its own, under a supervisor that owns the control socket and the HTTP "
+    "port (docs/fleet.md); auto: one per CPU core. 1 runs one process, as always. "
+    "SIGUSR2 to the supervisor restarts the workers with the code installed now, "
+    "without dropping a client.",
+)
+@option(
+    "Fleet",
+    "--worker-max-rss",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="MB",
+    help="With --workers: a worker whose resident memory passes this many MB is replaced: "
+    "a new worker starts, then the old one stops accepting and drains its sessions.",
+)
+@option(
+    "Fleet",
+    "--config-store",
+    default=None,
+    metavar="redis://HOST:PORT/DB",
+    help="Share the configuration (what CONFIG PRINT prints) with every router using "
+    "this Redis: a configuration command on any of them reaches all within a second; "
+    "Redis away, each keeps serving with what it has and refuses configuration commands "
+    "(docs/fleet.md). Needs the extra: pip install 'amqprouter[fleet]'.",
+)
+@option(
+    "Fleet",
+    "--config-prefix",
+    default="amqprouter",
+    show_default=True,
+    metavar="NAME",
+    help="With --config-store: the keys are NAME:config and NAME:changes, so several "
+    "fleets can share one Redis.",
+)
+@click.option(
+    "--fleet-worker",
+    default=None,
+    hidden=True,  # no variable either: a worker's environment is its supervisor's
+    help="Internal: the supervisor starts its workers with it (amqprouter/fleet/).",
+)
 @click.option(
     "--check",
     is_flag=True,
@@ -499,6 +549,11 @@ def main(
     statsd_prefix: str,
     http_port: int | None,
     http_host: str | None,
+    workers: str,
+    worker_max_rss: int | None,
+    fleet_worker: str | None,
+    config_store: str | None,
+    config_prefix: str,
     check: bool,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
@@ -522,6 +577,17 @@ def main(
     directory = Path(log_directory) if log_directory else None
     if directory is None:
         _refuse_file_flags_without_directory()
+    role = _worker_role(fleet_worker)
+    worker_count = 1 if role is not None else _worker_count(workers, directory, worker_max_rss)
+    store = _config_store(config_store, config_prefix)
+    if worker_count > 1 and sticky_file:
+        # N workers rewriting one file would each erase the others' clients.
+        click.echo(
+            "--sticky-file is not available with --workers above 1: each worker keeps its "
+            "own sticky clients (docs/fleet.md)",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
     try:
         router_logging.configure(
             verbosity,
@@ -593,8 +659,28 @@ def main(
     if check:
         sys.exit(_check(setup, config_file, log_files=directory is not None))
     socket_path = Path(control_socket) if control_socket else default_control_socket()
+    if role is not None:
+        # Asked by the supervisor alone: its own socket, HTTP on the loopback.
+        socket_path, mode, http_port, http_host = role.control_socket, 0o600, 0, "127.0.0.1"
     logging_to = f"'{directory}'" if directory is not None else "stderr"
     click.echo(f"Starting amqprouter, logging to: {logging_to} control using: '{socket_path}'")
+    if worker_count > 1:
+        try:
+            code = run_supervisor(
+                worker_count,
+                argv=sys.argv[1:],
+                control_socket=socket_path,
+                mode=mode,
+                http_port=http_port,
+                http_host=http_host,
+                max_rss_mb=worker_max_rss,
+                shutdown_timeout=shutdown_timeout,
+                shared_store=store is not None,
+            )
+        finally:
+            router_logging.shutdown()
+        click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
+        sys.exit(code)
     observe = Observe(cleanup_interval_ms / 1000, statsd_prefix, http_port, http_host)
     server = Server(
         settings,
@@ -610,6 +696,8 @@ def main(
                 serve,
                 shutdown_timeout=shutdown_timeout,
                 config_file=config_file,
+                worker=role,
+                config_store=store,
                 sticky_file=sticky_path,
             ),
             server,
@@ -622,6 +710,66 @@ def main(
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
+
+
+def _worker_role(spec: str | None) -> WorkerRole | None:
+    """The hidden --fleet-worker's role (a supervisor started this process), or exit 2."""
+    if spec is None:
+        return None
+    try:
+        return WorkerRole.parse(spec)
+    except BadWorkerSpec as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _config_store(url: str | None, prefix: str) -> tuple[str, str] | None:
+    """--config-store and --config-prefix, checked; or exit 2."""
+    if not url:
+        return None
+    problem = None
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        problem = f"--config-store must be a redis:// URL, not {url!r}"
+    elif not prefix or any(ch.isspace() for ch in prefix):
+        problem = "--config-prefix must be a name without spaces"
+    else:
+        try:
+            import coredis  # noqa: F401 - only to say clearly that the extra is missing
+        except ImportError:
+            problem = "--config-store needs coredis: pip install 'amqprouter[fleet]'"
+    if problem is not None:
+        click.echo(problem, err=True)
+        sys.exit(EXIT_USAGE)
+    return url, prefix
+
+
+def _worker_count(value: str, log_directory: Path | None, max_rss: int | None) -> int:
+    """--workers as a number (auto: the cores this process may run on), or exit 2."""
+    word = value.strip().lower()
+    if word == "auto":
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        count = count or os.cpu_count() or 1
+    elif word.isdigit() and 1 <= int(word) <= MAX_WORKERS:
+        count = int(word)
+    else:
+        click.echo(
+            f"--workers (or {envvar_for('--workers')}) must be a number from 1 to "
+            f"{MAX_WORKERS} or auto, not {value!r}",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    if count > 1 and log_directory is not None:
+        # Several processes cannot share one rotating set of files; refused, not half done.
+        click.echo(
+            "--log-directory is not available with --workers above 1: the workers log to "
+            "stderr (the journal, the container's log); see docs/fleet.md",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    if count == 1 and max_rss is not None:
+        click.echo("--worker-max-rss applies to --workers above 1", err=True)
+        sys.exit(EXIT_USAGE)
+    return count
 
 
 def _check(setup: list[tuple[str, str]], config_file: Path | None, *, log_files: bool) -> int:

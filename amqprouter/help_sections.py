@@ -27,6 +27,7 @@ SECTIONS: Final = (
     "Logging",
     "Statistics and HTTP",
     "Control",
+    "Fleet",
 )
 OTHER_SECTION: Final = "Other"
 

@@ -44,6 +44,17 @@ EOF
     apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         rabbitmq-server >/dev/null
 fi
+# The --config-store tests start private redis-server processes (tests/redis_server.py);
+# the package's own service is not needed, only the binaries.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if is_root; then
+        echo "    installing redis-server with apt-get"
+        apt-get update -qq
+        apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "    note: redis-server is missing (apt-get install -y redis-server); the --config-store tests will fail"
+    fi
+fi
 # systemd-analyze checks packaging/amqprouter.service (tests/test_packaging_service.py);
 # Debian's systemd package brings it, and installing it does not start it here.
 if [ ! -x /usr/bin/systemd-analyze ]; then

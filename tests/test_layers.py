@@ -1,12 +1,13 @@
 """The package layers import downward only (docs/architecture.md draws them).
 
-protocol <- routing <- net <- session <- server <- observe <- control <- the
-composition root (cli, __main__); ``text`` (escaping for output) and ``systemd_notify``
-(sd_notify, the standard library only) are leaves under them all and import nothing of
-the router. A module may import its own layer and the ones below it; importing a higher
-layer fails here, naming the file, the line and the import, so the shape stays as new
-pieces arrive. Imports under ``TYPE_CHECKING`` count too: a type that lives in a higher
-layer is a sign the code is in the wrong one.
+protocol <- routing <- net <- session <- server <- observe <- control <- fleet
+(``--workers``, ``--config-store``) <- the composition root (cli, app, __main__);
+``text`` (escaping for output) and ``systemd_notify`` (sd_notify, the standard library
+only) are leaves under them all and import nothing of the router. A module may import
+its own layer and the ones below it; importing a higher layer fails here, naming the
+file, the line and the import, so the shape stays as new pieces arrive. Imports under
+``TYPE_CHECKING`` count too: a type that lives in a higher layer is a sign the code is
+in the wrong one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "amqprouter"
 
 #: Lowest first. The top-level modules of the package are the composition root,
 #: except the leaves, which every layer may use.
-LAYERS = ["protocol", "routing", "net", "session", "server", "observe", "control"]
+LAYERS = ["protocol", "routing", "net", "session", "server", "observe", "control", "fleet"]
 LEAVES = {"text", "systemd_notify"}
 ROOT = len(LAYERS)
 

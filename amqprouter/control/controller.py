@@ -100,6 +100,11 @@ class Controller:
         async with self._lock:
             return await self._execute(command)
 
+    def exclusive(self) -> trio.Lock:
+        """The lock every command holds: whoever applies a whole configuration at once
+        (``amqprouter.fleet.config_store``) holds it too, between commands."""
+        return self._lock
+
     async def reload(self, source: str) -> Reply:
         """A reload (SIGHUP; CONFIG RELOAD comes through ``handle``), between commands."""
         async with self._lock:

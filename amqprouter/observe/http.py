@@ -18,7 +18,7 @@ by a router that cannot route. Any other method is 405 with the same ``Allow``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
@@ -96,6 +96,10 @@ class Response:
 
 
 Routes = Mapping[str, Callable[[], Response]]
+#: The methods a route answers (HEAD as GET without the body).
+_READS = (b"GET", b"HEAD")
+#: Routes whose answer must be awaited (the supervisor of ``--workers`` asks its workers).
+AsyncRoutes = Mapping[str, Callable[[], Awaitable[Response]]]
 
 
 def respond(request: h11.Request, routes: Routes) -> Response:
@@ -159,10 +163,18 @@ def _too_large() -> Response:
     return Response(431, f"request head over {MAX_REQUEST_BYTES} bytes\n")
 
 
-async def _serve_one(routes: Routes, stream: trio.SocketStream) -> None:
+async def _serve_one(
+    routes: Routes, stream: trio.SocketStream, async_routes: AsyncRoutes | None = None
+) -> None:
     try:
         request = await _read_request(stream)
-        response = request if isinstance(request, Response) else respond(request, routes)
+        awaited = None
+        if async_routes and isinstance(request, h11.Request) and request.method in _READS:
+            awaited = async_routes.get(request.target.decode("latin-1").split("?", 1)[0])
+        if awaited is not None:
+            response = await awaited()
+        else:
+            response = request if isinstance(request, Response) else respond(request, routes)
         head = isinstance(request, h11.Request) and request.method == b"HEAD"
         with trio.move_on_after(WRITE_TIMEOUT) as writing:
             await stream.send_all(response.encode(head=head))
@@ -181,9 +193,11 @@ async def serve_http(
     routes: Routes,
     *,
     host: str | None = None,
+    async_routes: AsyncRoutes | None = None,
     task_status: TaskStatus[Sequence[int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``routes`` on ``port`` (every address when ``host`` is None) until cancelled.
+    """Serve ``routes`` on ``port`` (every address when ``host`` is None) until cancelled;
+    ``async_routes`` before them, for answers that must be awaited.
 
     ``task_status.started`` gets the bound ports (``port`` 0 picks a free one).
     """
@@ -192,4 +206,8 @@ async def serve_http(
     log.info("http listening", ports=ports)
     async with trio.open_nursery() as nursery:
         task_status.started(ports)
-        await trio.serve_listeners(partial(_serve_one, routes), listeners, handler_nursery=nursery)
+        await trio.serve_listeners(
+            partial(_serve_one, routes, async_routes=async_routes),
+            listeners,
+            handler_nursery=nursery,
+        )

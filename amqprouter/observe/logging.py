@@ -127,7 +127,26 @@ def _render(_logger: object, _method: str, event_dict: MutableMapping[str, Any])
     return str(_RENDERERS[_SINKS.format](_logger, _method, event_dict))
 
 
+#: Fields every line of this process carries: a worker of ``--workers`` adds its
+#: serial number (``worker=3``), so the supervisor's log tells its workers apart.
+_PROCESS_FIELDS: Final[dict[str, Any]] = {}
+
+
+def tag_lines(**fields: Any) -> None:
+    """Add ``fields`` to every line logged from now on."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _add_process_fields(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in _PROCESS_FIELDS.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 _PROCESSORS: Final[list[structlog.typing.Processor]] = [
+    _add_process_fields,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.format_exc_info,

@@ -76,6 +76,14 @@ class Limits:
         # Admitted sessions (id → vhost) and how many per vhost: CONNECTIONS.
         self._admitted: dict[int, str] = {}
         self._concurrent: Counter[str] = Counter()
+        #: How many processes share these limits (``--workers``): each enforces its
+        #: part, ``ceil(limit / share)``, of CONNECTIONS and of the connection rates
+        #: (amqprouter/fleet/, docs/fleet.md); data rates are per connection already.
+        self.share = 1
+
+    def _part(self, value: int) -> int:
+        """This process's part of an aggregate limit (at least 1 where one is set)."""
+        return -(-value // self.share)
 
     # -- settings --------------------------------------------------------------------
 
@@ -113,7 +121,7 @@ class Limits:
         An admitted session holds its place in CONNECTIONS until ``release``.
         """
         concurrent = self.effective("CONNECTIONS", vhost)
-        if concurrent is not None and self._concurrent[vhost] >= concurrent[0]:
+        if concurrent is not None and self._concurrent[vhost] >= self._part(concurrent[0]):
             log.debug(
                 f"{CONNECTION_LIMIT_TAG}: The connection request for {vhost} is limited by "
                 f"{'default ' if concurrent[1] else ''}at most {concurrent[0]} concurrent "
@@ -150,7 +158,7 @@ class Limits:
         if window is None:
             if len(self._windows) >= MAX_WINDOWS:
                 self._sweep(now)
-            window = self._windows[kind, vhost] = FixedWindow(limit[0])
+            window = self._windows[kind, vhost] = FixedWindow(self._part(limit[0]))
         if window.allow(now):
             return None
         default = "default " if limit[1] else ""

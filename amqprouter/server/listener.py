@@ -38,13 +38,18 @@ async def resolve_listen_address(
 
 
 def bind_listener(
-    port: int, resolved: tuple[socket.AddressFamily, tuple[str, int]] | None = None
+    port: int,
+    resolved: tuple[socket.AddressFamily, tuple[str, int]] | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> socket.socket:
     """Bind a listening socket; OSError says why not.
 
     ``resolved`` is ``resolve_listen_address``'s answer. Without one the router listens
     on every address, IPv6 and IPv4 alike where the machine has IPv6 (amqpprox listens
-    on IPv4 only).
+    on IPv4 only). ``reuse_port`` sets SO_REUSEPORT: the workers of one supervisor
+    (``--workers``) each bind the same port and the kernel spreads new connections
+    over them.
     """
     address: tuple[str, int]
     if resolved is not None:
@@ -63,6 +68,8 @@ def bind_listener(
         address = ("0.0.0.0", port)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)

@@ -92,6 +92,9 @@ class Server:
             ),
         )
         self.sessions: dict[int, Session] = {}
+        #: Listeners bind with SO_REUSEPORT: set in a worker of ``--workers``, whose
+        #: siblings listen on the same ports (amqprouter/fleet/).
+        self.reuse_port = False
         self.listeners: dict[int, trio.CancelScope] = {}
         #: Set by MAPHOSTNAME DNS: host names instead of addresses in CONN and in the
         #: amqprouter_client property (looked up in the background, never waited for).
@@ -249,7 +252,9 @@ class Server:
         if port in self.listeners:
             log.info("already listening", port=port)
             return port
-        sock = bind_listener(port, await resolve_listen_address(host, port))
+        sock = bind_listener(
+            port, await resolve_listen_address(host, port), reuse_port=self.reuse_port
+        )
         bound = int(sock.getsockname()[1])
         scope = trio.CancelScope()
         self.listeners[bound] = scope

@@ -38,6 +38,14 @@ log = structlog.get_logger("amqprouter.session")
 _ids = itertools.count(1)
 
 
+def number_sessions_from(first: int) -> None:
+    """Give the sessions started from now on the ids ``first``, ``first + 1``...: a
+    worker of ``--workers`` starts at its serial number times 2**32, so that ids are
+    unique across the workers and name the worker that holds the session."""
+    global _ids
+    _ids = itertools.count(first)
+
+
 class State(enum.Enum):
     HANDSHAKE = "handshake"
     CONNECTING = "connecting"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from amqprouter.control.commands import (
@@ -18,20 +19,23 @@ from amqprouter.control.commands import (
 from amqprouter.control.grammar.words import (
     ParseError,
     Parser,
-    integer,
     upper,
     with_choices,
 )
 
 _SESSION_NOT_FOUND = "Session not found.\n"
+#: A session id is a uint64 in amqpprox; ours reach past 9 digits with --workers (a
+#: worker's ids start at its serial number << 32, amqprouter/fleet/role.py).
+_SESSION_ID = re.compile(r"\+?0*([0-9]{1,20})")
 
 
 def _session(args: Sequence[str]) -> Command | ParseError:
     # amqpprox reads the id with ``>> uint64``: a missing or non-numeric id is id 0,
     # which no session has. Whether the subcommand exists is decided after the
     # session is found, as in amqpprox.
-    session_id = integer(args[0]) if args else None
-    if session_id is None or session_id < 0:
+    match = _SESSION_ID.fullmatch(args[0]) if args else None
+    session_id = int(match.group(1)) if match else None
+    if session_id is None or session_id >= 1 << 64:
         return ParseError(_SESSION_NOT_FOUND)
     return SessionControl(session_id, upper(args[1]) if len(args) > 1 else "")
 
