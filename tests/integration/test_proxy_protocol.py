@@ -147,7 +147,9 @@ def configure(router: ControlledRouter, node: RabbitNode, backend: str, *listen:
     router.must(*backend.format(port=node.port).split())
     router.must("MAP BACKEND / b")
     router.port = free_port()
-    router.must("LISTEN START", router.port, *listen)
+    router.must(
+        "LISTEN", "START", router.port, *(word for words in listen for word in words.split())
+    )
     return router.port
 
 
@@ -261,10 +263,10 @@ def test_tls_all_the_way_with_proxy_headers_in_clear_on_both_sides(
         router.must("TLS INGRESS KEY_FILE", str(tls_files.server.key))
         router.must("TLS EGRESS CA_CERT_FILE", str(tls_files.ca))
         router.must("TLS EGRESS VERIFY_MODE PEER")
-        router.must("BACKEND ADD b dc 127.0.0.1", proxy_tls_node.tls.port, "SEND-PROXY TLS")
+        router.must("BACKEND ADD b dc 127.0.0.1", proxy_tls_node.tls.port, "SEND-PROXY", "TLS")
         router.must("MAP BACKEND / b")
         router_port = free_port()
-        router.must("LISTEN START_SECURE", router_port, "ACCEPT-PROXY FROM 127.0.0.1")
+        router.must("LISTEN", "START_SECURE", router_port, "ACCEPT-PROXY", "FROM", "127.0.0.1")
         with haproxy(haproxy_binary, workdir, router_port, "send-proxy-v2") as front:
             name = f"px-tls-{time.monotonic_ns()}"
             context = tls_files.client_context()
@@ -305,7 +307,9 @@ def test_only_the_from_balancers_may_name_the_client(
         router.must("BACKEND ADD b dc 127.0.0.1", system_broker.port)
         router.must("MAP BACKEND / b")
         port = free_port()
-        router.must("LISTEN START", port, "ACCEPT-PROXY FROM 127.0.0.2/32 ALLOW 10.0.0.0/8")
+        router.must(
+            "LISTEN", "START", port, "ACCEPT-PROXY", "FROM", "127.0.0.2/32", "ALLOW", "10.0.0.0/8"
+        )
 
         with raw_client("127.0.0.1", port, header_from("10.66.66.66", port)) as attacker:
             assert read_all(attacker) == b""
