@@ -18,7 +18,7 @@ import pika
 import pytest
 
 from amqprouter.cli import main as cli_main
-from amqprouter.help_sections import SECTIONS
+from amqprouter.cli.help_sections import SECTIONS
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, port_is_open, wait_for
 from tests.proxy_clients import header_from, open_session, raw_client, read_all
 from tests.router import REPO, router_command, running_router, start_router

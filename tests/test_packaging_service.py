@@ -306,7 +306,7 @@ def test_the_files_it_copies_exist_and_build_the_wheel(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr
     (wheel,) = tmp_path.glob("amqprouter-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "amqprouter/cli.py" in names and "amqprouter_ctl/cli.py" in names
+    assert "amqprouter/cli/command.py" in names and "amqprouter_ctl/cli.py" in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     assert "amqprouter = amqprouter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -1,6 +1,6 @@
 """Reading a ``--config`` file: its command lines, each with where it came from.
 
-The same reader serves the start (cli.py applies the lines one by one) and a reload
+The same reader serves the start (cli/command.py applies the lines one by one) and a reload
 (control/reload.py parses them all before applying anything), so a file says the same
 thing to both.
 """

@@ -60,7 +60,7 @@ NO_CONFIG: Final = (
     "(log files re-opened, TLS files re-read).\n"
 )
 
-#: The source of the one start-up line that cli.py applies before the file's (``-v``).
+#: The source of the one start-up line the CLI (cli/command.py) applies before the file's (``-v``).
 BELOW_FILE: Final = "--console-verbosity"
 
 _TLS_SETTINGS = (c.TlsFile, c.TlsVerifyMode, c.TlsCiphersSet, c.TlsMinVersion)

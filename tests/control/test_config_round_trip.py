@@ -7,7 +7,7 @@ statistics targets, log levels); names are drawn from text that holds the
 characters that broke the round trip before (NBSP, ideographic and zero-width
 spaces, ``#``, quotes, backslashes, astral characters). Commands that fail (an
 unknown backend, say) just leave the configuration as it was. The CONFIG PRINT text
-is written to a file, read with the ``--config`` reader (``cli._config_lines``) and
+is written to a file, read with the ``--config`` reader (``cli.command._config_lines``) and
 sent to a second, empty controller: every line must be accepted, and that second
 CONFIG PRINT must equal the first. LISTEN START is left out (it binds ports); its
 lines are one number each.
@@ -23,8 +23,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amqprouter import cli
 from amqprouter.app import start_stats
+from amqprouter.cli import command as cli
 from amqprouter.control import commands as c
 from amqprouter.control.controller import Controller
 from amqprouter.control.grammar import WHITESPACE, ParseError, parse, to_line

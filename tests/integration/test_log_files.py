@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pika
 
-from amqprouter.cli import EXIT_LOG_DIRECTORY_FAILED
+from amqprouter.cli.command import EXIT_LOG_DIRECTORY_FAILED
 from amqprouter.control.grammar import help_text
 from amqprouter.observe.log_files import FILE_PATTERN, our_files
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, port_is_open, unique_name

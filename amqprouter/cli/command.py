@@ -19,6 +19,13 @@ from amqprouter.app import (
     Observe,
     serve,
 )
+from amqprouter.cli.help_sections import (
+    ENV_PREFIX,
+    SectionedCommand,
+    SectionOption,
+    envvar_for,
+    option,
+)
 from amqprouter.control.config_check import check_lines, verdict
 from amqprouter.control.config_file import ConfigFileError, read_lines
 from amqprouter.control.grammar import ParseError, parse
@@ -29,13 +36,6 @@ from amqprouter.control.socket_server import (
 )
 from amqprouter.fleet.role import BadWorkerSpec, WorkerRole
 from amqprouter.fleet.supervisor import run_supervisor
-from amqprouter.help_sections import (
-    ENV_PREFIX,
-    SectionedCommand,
-    SectionOption,
-    envvar_for,
-    option,
-)
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
