@@ -22,6 +22,7 @@ Hooks report failure by raising ``OSError`` (``ssl.SSLError`` is one) or
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -115,12 +116,19 @@ async def connect_backend(
     if not addresses:
         failed(backend, events.DNS)
         return [f"{backend.label}: resolution timed out"]
+    # A plain TCP connect bounds itself, in a cancel scope only if it has to wait
+    # (sockets.connect): a broker on this host answers within the connect call.
+    plain = wrap is None and open_connection is open_tcp
     for family, address in addresses:
-        with trio.move_on_after(per_attempt):
+        with contextlib.nullcontext() if plain else trio.move_on_after(per_attempt):
             try:
+                if plain:
+                    return PlainTransport(await sockets.connect(address, family, per_attempt))
                 return await connect_transport(
                     backend, family, address, wrap, client, open_connection
                 )
+            except sockets.ConnectTimedOut:
+                pass
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 failures.append(f"{address[0]}:{address[1]}: {reason}")
