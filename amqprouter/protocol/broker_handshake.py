@@ -177,7 +177,7 @@ class BrokerHandshake(_BrokerSide[BrokerState, BrokerEvent]):
         self._check_start(frame)
 
     def _on_tune(self, frame: Frame) -> None:
-        offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+        offer = TuneParams.from_wire(*frame.unpack(constants.TUNE_ARGUMENTS))
         # Raises if the broker is stricter than the TuneOk already sent.
         self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
         self._reader.frame_max = self.tune.frame_max

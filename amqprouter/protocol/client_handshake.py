@@ -122,7 +122,7 @@ class ClientHandshake(HandshakeMachine[ClientState, ClientEvent]):
 
     def _on_tune_ok(self, frame: Frame) -> None:
         self._tune = accept_client_tune_ok(
-            self.offer, TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+            self.offer, TuneParams.from_wire(*frame.unpack(constants.TUNE_ARGUMENTS))
         )
         self._reader.frame_max = self._tune.frame_max
 
