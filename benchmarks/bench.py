@@ -74,8 +74,9 @@ METHOD_FRAME, FRAME_END = 1, 0xCE
 FATAL_METHODS = {m.index: m for m in (Connection.Close, Channel.Close, Basic.Nack, Basic.Return)}
 
 Sample = dict[str, float]
-# storm: handshake_storm.py; distance: a broker behind a delaying relay (run_distance).
-NAMES = ("publish", "confirm", "handshake", "rss", "storm", "distance")
+# storm: the reconnection storm; distance: a broker behind a delaying relay (run_distance);
+# priming: the router without and with primed connections on loopback (run_loopback_priming).
+NAMES = ("publish", "confirm", "handshake", "rss", "storm", "distance", "priming")
 
 
 class BenchError(Exception):
@@ -547,48 +548,77 @@ class DelayRelay:
 
 
 def run_distance(args: argparse.Namespace, broker: Any, haproxy_bin: str | None) -> list[Result]:
-    """Direct, HAProxy and the router without and with primed connections, all in front of
-    the broker through one delaying relay: the router near its clients, the broker a
-    network round trip away. Two Results per workload: the router unprimed, then primed."""
-    q = 10 if args.quick else 1
-    spaced = Workload(
-        "far open",  # the label of its rows; "distance" is the --only group of both
-        "distance open, one at a time",
-        functools.partial(bench_spaced_open, count=300 // q, gap=0.01),
-        LATENCY,
-    )
-    back_to_back = Workload(
-        "far handshakes",
-        "distance handshake sequential",
-        functools.partial(bench_handshake, workers=1, each=500 // q),
-        CONNS,
-    )
-    with contextlib.ExitStack() as stack:
-        relay = stack.enter_context(DelayRelay(args.broker_port, DISTANCE_DELAY_MS))
+    """--only distance: every side through one delaying relay in front of the broker (the
+    router near its clients, the broker a network round trip away)."""
+    with DelayRelay(args.broker_port, DISTANCE_DELAY_MS) as relay:
         print(f"distance: every side through a relay adding {DISTANCE_DELAY_MS:g} ms each way")
+        return run_priming(args, broker, haproxy_bin, relay.port, "far")
+
+
+def run_loopback_priming(
+    args: argparse.Namespace, broker: Any, haproxy_bin: str | None
+) -> list[Result]:
+    """--only priming: the same A/B on loopback, with the CPU-bound workloads (32 in
+    parallel, the storm), where priming can only cost."""
+    print("priming: the router without and with primed connections, the broker on loopback")
+    return run_priming(args, broker, haproxy_bin, args.broker_port, "near")
+
+
+def run_priming(
+    args: argparse.Namespace, broker: Any, haproxy_bin: str | None, broker_port: int, where: str
+) -> list[Result]:
+    """Direct, HAProxy and the router without and with primed connections, in turns, all
+    in front of ``broker_port``. Two Results per workload: the router unprimed, then
+    primed (``where`` starts their labels)."""
+    q = 10 if args.quick else 1
+    found = [
+        Workload(
+            "open",
+            "open, one at a time",
+            functools.partial(bench_spaced_open, count=300 // q, gap=0.01),
+            LATENCY,
+        ),
+        Workload(
+            "handshakes",
+            "handshake sequential",
+            functools.partial(bench_handshake, workers=1, each=500 // q),
+            CONNS,
+        ),
+    ]
+    if where == "near":
+        found += [
+            Workload(
+                "x32",
+                "handshake 32 parallel",
+                functools.partial(bench_handshake, workers=32, each=40 // q),
+                CONNS,
+            ),
+            *storm_workloads(args.quick),
+        ]
+    with contextlib.ExitStack() as stack:
         hap = None
         if haproxy_bin is not None:
             hap = stack.enter_context(
-                HAProxy(haproxy_bin, [Route("amqp", free_port(), relay.port)])
+                HAProxy(haproxy_bin, [Route("amqp", free_port(), broker_port)])
             )
         routers = {
             "router": f"{args.router_cmd} --primed-connections 0",
             "primed": f"{args.router_cmd} --primed-connections {DISTANCE_PRIMED}",
         }
-        ports = {"direct": relay.port}
+        ports = {"direct": broker_port}
         procs: dict[str, Any] = {"broker": broker}
         checks = []
         if hap is not None:
             ports["haproxy"], procs["haproxy"] = hap.port("amqp"), hap.ps
             checks.append(hap.check_alive)
         for side, cmd in routers.items():
-            router = stack.enter_context(Router(cmd, 0, relay.port, what=f"{side} router"))
+            router = stack.enter_context(Router(cmd, 0, broker_port, what=f"{side} router"))
             ports[side], procs[side] = router.port, router.ps
             checks.append(router.check_alive)
         sides = Sides(ports, procs, checks)
         results = []
-        for w in (spaced, back_to_back):
-            print(f"{w.label}:", flush=True)
+        for w in found:
+            print(f"{where} {w.label}:", flush=True)
             both = run_interleaved(w, args, sides)
             for side, name in (("router", "primed 0"), ("primed", f"primed {DISTANCE_PRIMED}")):
                 samples: dict[str, list[Sample]] = {
@@ -600,9 +630,11 @@ def run_distance(args: argparse.Namespace, broker: Any, haproxy_bin: str | None)
                     for s in both.samples[side]
                 ]
                 targets = {}
-                if side == "primed" and w is spaced:  # priming's reason to exist
+                if where == "far" and side == "primed" and w.name == "open":
+                    # Priming's reason to exist: one client's open beats going direct.
                     targets = {"p50_us": Target("direct", "<=", 1.0)}
-                results.append(Result(f"{w.name}, {name}", samples, w.metrics, targets))
+                label = f"{where} {w.name}, {name}"
+                results.append(Result(label, samples, w.metrics, targets))
     return results
 
 
@@ -1104,7 +1136,7 @@ def workloads(quick: bool, tls: ssl.SSLContext | None) -> list[Workload]:
             "handshake sequential",
             functools.partial(bench_handshake, workers=1, each=1000 // q),
             CONNS,
-            {"conn_s": Target("direct", ">=", 1.0)},
+            {"conn_s": Target("peer", ">=", 1.0)},
         ),
         Workload(
             "handshake",
@@ -1181,7 +1213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of: publish, confirm, handshake, rss, storm, distance",
+        help="comma list of: publish, confirm, handshake, rss, storm, distance, priming",
     )
     ap.add_argument(
         "--repeat", type=int, default=3, help="direct/haproxy/router rounds per workload"
@@ -1367,6 +1399,8 @@ def run(args: argparse.Namespace) -> int:
             for w in secure:
                 print(f"{w.label}:", flush=True)
                 results.append(run_interleaved(w, args, sides))
+    if "priming" in args.only:
+        results += run_loopback_priming(args, broker, haproxy_bin)
     if "distance" in args.only:
         results += run_distance(args, broker, haproxy_bin)
     if "rss" in args.only:
