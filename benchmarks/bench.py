@@ -488,7 +488,7 @@ def storm_workloads(quick: bool) -> list[Workload]:
 # --- a broker at a distance: every side through the same delaying relay (delay_relay.py) ----
 
 DISTANCE_DELAY_MS = 0.5  # each way: a round trip of 1 ms, as between two hosts of a region
-DISTANCE_PRIMED = 8  # --primed-connections of the primed router (server.PRIMED_PER_BACKEND)
+DISTANCE_PRIMED = 8  # --primed-connections of the primed router (the size usage.md advises)
 
 
 def timed_open(port: int, label: str) -> float:
