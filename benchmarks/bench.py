@@ -74,7 +74,9 @@ METHOD_FRAME, FRAME_END = 1, 0xCE
 FATAL_METHODS = {m.index: m for m in (Connection.Close, Channel.Close, Basic.Nack, Basic.Return)}
 
 Sample = dict[str, float]
-NAMES = ("publish", "confirm", "handshake", "rss")
+# storm: the reconnection storm; distance: a broker behind a delaying relay (run_distance);
+# priming: the router without and with primed connections on loopback (run_loopback_priming).
+NAMES = ("publish", "confirm", "handshake", "rss", "storm", "distance", "priming")
 
 
 class BenchError(Exception):
@@ -422,6 +424,218 @@ def bench_handshake(
     if meter.proxy is not None:  # the proxy's CPU per connection it carried (TLS: per session)
         sample["proxy_us_conn"] = 1e6 * meter.cpu_seconds[meter.proxy] / (workers * each)
     return sample
+
+
+# --- the reconnection storm: every client of a lost broker reconnecting at once --------------
+
+STORM_CLIENTS = 5000
+STORM_IN_FLIGHT = 64  # the broker holds ~830 connections at once; 64 in flight stays far below
+
+
+def storm_client(port: int, label: str) -> float:
+    """One reconnecting client, as a real one does it: open (timed until Open-Ok), open a
+    channel, close; the seconds from its TCP connect to the Open-Ok."""
+    began = time.perf_counter()
+    c = AmqpClient(port, label)
+    try:
+        c.handshake()
+        took = time.perf_counter() - began
+        c.open_channel()
+        c.close()
+    finally:
+        c.sock.close()
+    return took
+
+
+def bench_storm(port: int, label: str, meter: Meter, clients: int, in_flight: int) -> Sample:
+    """``clients`` clients, ``in_flight`` at a time, each one handshake, a channel and a close:
+    how long until all were served, the p99 of one client's handshake, and the proxy's CPU
+    (user + system from /proc/PID/stat, through psutil) per handshake."""
+    started = iter(range(clients))  # next() on a range iterator is atomic under the GIL
+    latencies: list[float] = []
+
+    def worker(_i: int) -> None:
+        for _ in started:
+            latencies.append(storm_client(port, label))
+
+    with meter.measure():
+        in_threads(in_flight, worker)
+    sample = {
+        "storm_s": meter.wall,
+        "p50_us": 1e6 * statistics.median(latencies),
+        "p99_us": 1e6 * statistics.quantiles(latencies, n=100)[98],
+        **meter.cpu,
+    }
+    if meter.proxy is not None:
+        sample["proxy_us_conn"] = 1e6 * meter.cpu_seconds[meter.proxy] / clients
+    return sample
+
+
+def storm_workloads(quick: bool) -> list[Workload]:
+    """The storm: 5,000 clients (500 with --quick), 64 in flight."""
+    clients = STORM_CLIENTS // 10 if quick else STORM_CLIENTS
+    return [
+        Workload(
+            "storm",
+            f"storm {clients:,} x{STORM_IN_FLIGHT}",
+            functools.partial(bench_storm, clients=clients, in_flight=STORM_IN_FLIGHT),
+            STORM,
+            {"storm_s": Target("peer", "<=", 1.2)},
+        )
+    ]
+
+
+# --- a broker at a distance: every side through the same delaying relay (delay_relay.py) ----
+
+DISTANCE_DELAY_MS = 0.5  # each way: a round trip of 1 ms, as between two hosts of a region
+DISTANCE_PRIMED = 8  # --primed-connections of the primed router (the size usage.md advises)
+
+
+def timed_open(port: int, label: str) -> float:
+    """One client's open, timed from its TCP connect to the Open-Ok; then closed."""
+    began = time.perf_counter()
+    with amqp_session(port, label, channel=False):
+        return time.perf_counter() - began
+
+
+def bench_spaced_open(port: int, label: str, meter: Meter, count: int, gap: float) -> Sample:
+    """One client at a time, ``gap`` seconds apart (a primed pool refills in between):
+    what one reconnecting client waits, p50 and p99 of connect → Open-Ok."""
+    for _ in range(10):  # warm-up: the router's pool learns the demand
+        timed_open(port, label)
+        time.sleep(gap)
+    took = []
+    with meter.measure():
+        for _ in range(count):
+            took.append(timed_open(port, label))
+            time.sleep(gap)
+    return {
+        "p50_us": 1e6 * statistics.median(took),
+        "p99_us": 1e6 * statistics.quantiles(took, n=100)[98],
+        **meter.cpu,
+    }
+
+
+class DelayRelay:
+    """benchmarks/delay_relay.py as a subprocess in front of the broker: started listening,
+    always stopped."""
+
+    def __init__(self, broker_port: int, delay_ms: float) -> None:
+        self.port = free_port()
+        script = Path(__file__).resolve().parent / "delay_relay.py"
+        self.cmd = [sys.executable, str(script), str(self.port), str(broker_port)]
+        self.cmd += ["--delay-ms", str(delay_ms)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DelayRelay:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not port_accepts(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise BenchError(f"the delay relay did not start: {' '.join(self.cmd)}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def run_distance(args: argparse.Namespace, broker: Any, haproxy_bin: str | None) -> list[Result]:
+    """--only distance: every side through one delaying relay in front of the broker (the
+    router near its clients, the broker a network round trip away)."""
+    with DelayRelay(args.broker_port, DISTANCE_DELAY_MS) as relay:
+        print(f"distance: every side through a relay adding {DISTANCE_DELAY_MS:g} ms each way")
+        return run_priming(args, broker, haproxy_bin, relay.port, "far")
+
+
+def run_loopback_priming(
+    args: argparse.Namespace, broker: Any, haproxy_bin: str | None
+) -> list[Result]:
+    """--only priming: the same A/B on loopback, with the CPU-bound workloads (32 in
+    parallel, the storm), where priming can only cost."""
+    print("priming: the router without and with primed connections, the broker on loopback")
+    return run_priming(args, broker, haproxy_bin, args.broker_port, "near")
+
+
+def run_priming(
+    args: argparse.Namespace, broker: Any, haproxy_bin: str | None, broker_port: int, where: str
+) -> list[Result]:
+    """Direct, HAProxy and the router without and with primed connections, in turns, all
+    in front of ``broker_port``. Two Results per workload: the router unprimed, then
+    primed (``where`` starts their labels)."""
+    q = 10 if args.quick else 1
+    found = [
+        Workload(
+            "open",
+            "open, one at a time",
+            functools.partial(bench_spaced_open, count=300 // q, gap=0.01),
+            LATENCY,
+        ),
+        Workload(
+            "handshakes",
+            "handshake sequential",
+            functools.partial(bench_handshake, workers=1, each=500 // q),
+            CONNS,
+        ),
+    ]
+    if where == "near":
+        found += [
+            Workload(
+                "x32",
+                "handshake 32 parallel",
+                functools.partial(bench_handshake, workers=32, each=40 // q),
+                CONNS,
+            ),
+            *storm_workloads(args.quick),
+        ]
+    with contextlib.ExitStack() as stack:
+        hap = None
+        if haproxy_bin is not None:
+            hap = stack.enter_context(
+                HAProxy(haproxy_bin, [Route("amqp", free_port(), broker_port)])
+            )
+        routers = {
+            "router": f"{args.router_cmd} --primed-connections 0",
+            "primed": f"{args.router_cmd} --primed-connections {DISTANCE_PRIMED}",
+        }
+        ports = {"direct": broker_port}
+        procs: dict[str, Any] = {"broker": broker}
+        checks = []
+        if hap is not None:
+            ports["haproxy"], procs["haproxy"] = hap.port("amqp"), hap.ps
+            checks.append(hap.check_alive)
+        for side, cmd in routers.items():
+            router = stack.enter_context(Router(cmd, 0, broker_port, what=f"{side} router"))
+            ports[side], procs[side] = router.port, router.ps
+            checks.append(router.check_alive)
+        sides = Sides(ports, procs, checks)
+        results = []
+        for w in found:
+            print(f"{where} {w.label}:", flush=True)
+            both = run_interleaved(w, args, sides)
+            for side, name in (("router", "primed 0"), ("primed", f"primed {DISTANCE_PRIMED}")):
+                samples: dict[str, list[Sample]] = {
+                    k: both.samples[k] for k in ("direct", "haproxy") if k in both.samples
+                }
+                # The primed router's samples under the router's keys, for the table.
+                samples["router"] = [
+                    {k.replace("primed_", "router_"): v for k, v in s.items()}
+                    for s in both.samples[side]
+                ]
+                targets = {}
+                if where == "far" and side == "primed" and w.name == "open":
+                    # Priming's reason to exist: one client's open beats going direct.
+                    targets = {"p50_us": Target("direct", "<=", 1.0)}
+                label = f"{where} {w.name}, {name}"
+                results.append(Result(label, samples, w.metrics, targets))
+    return results
 
 
 def bench_rss(router: Router, count: int) -> Sample:
@@ -886,6 +1100,12 @@ PUBLISH_TARGETS = {
     65536: {"mb_s": Target("peer", ">=", 1.0)},
 }
 RSS_TARGET = Target("absolute", "<=", 16, "KiB")
+STORM = [
+    Metric("storm_s", "seconds"),  # until every client was served: lower is better
+    Metric("p50_us", "open p50 us", latency=True),
+    Metric("p99_us", "open p99 us", latency=True),
+    Metric("proxy_us_conn", "CPU us/conn", latency=True, proxies_only=True),
+]
 
 
 def workloads(quick: bool, tls: ssl.SSLContext | None) -> list[Workload]:
@@ -916,7 +1136,7 @@ def workloads(quick: bool, tls: ssl.SSLContext | None) -> list[Workload]:
             "handshake sequential",
             functools.partial(bench_handshake, workers=1, each=1000 // q),
             CONNS,
-            {"conn_s": Target("direct", ">=", 1.0)},
+            {"conn_s": Target("peer", ">=", 1.0)},
         ),
         Workload(
             "handshake",
@@ -990,7 +1210,11 @@ async def relay_main(listen_port: int, dest_port: int) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts: a smoke test (~2 min)")
-    ap.add_argument("--only", default="", help="comma list of: publish, confirm, handshake, rss")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of: publish, confirm, handshake, rss, storm, distance, priming",
+    )
     ap.add_argument(
         "--repeat", type=int, default=3, help="direct/haproxy/router rounds per workload"
     )
@@ -1134,7 +1358,8 @@ def run(args: argparse.Namespace) -> int:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="amqprouter-tls-")))
             files = make_certs(tmp)
             tls_ctx = client_context(files)
-        selected = [w for w in workloads(args.quick, tls_ctx) if w.name in args.only]
+        everything = workloads(args.quick, tls_ctx) + storm_workloads(args.quick)
+        selected = [w for w in everything if w.name in args.only]
         plain = [w for w in selected if not w.tls]
         secure = [w for w in selected if w.tls]
         routes = [Route("amqp", free_port(), args.broker_port)] if plain else []
@@ -1174,6 +1399,10 @@ def run(args: argparse.Namespace) -> int:
             for w in secure:
                 print(f"{w.label}:", flush=True)
                 results.append(run_interleaved(w, args, sides))
+    if "priming" in args.only:
+        results += run_loopback_priming(args, broker, haproxy_bin)
+    if "distance" in args.only:
+        results += run_distance(args, broker, haproxy_bin)
     if "rss" in args.only:
         results.append(run_rss(args, broker))
     if build is not None:

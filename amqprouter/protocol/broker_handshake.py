@@ -37,6 +37,7 @@ from their fixed layout and Close by hand, so no broker frame reaches pamqp's de
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from typing import Final, NoReturn
 
@@ -56,6 +57,17 @@ from amqprouter.protocol.machine import (
 )
 from amqprouter.protocol.methods import open_frame
 from amqprouter.protocol.tune import TuneParams, broker_tune_ok
+
+
+@functools.lru_cache(maxsize=64)
+def _tune_ok_frame(tune: TuneParams) -> bytes:
+    """The TuneOk replayed to the broker: the same few agreements for every client, so
+    encoded once each rather than with pamqp per connection."""
+    return encode_method(
+        commands.Connection.TuneOk(
+            channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=tune.heartbeat
+        )
+    )
 
 
 class BrokerState(enum.Enum):
@@ -156,13 +168,7 @@ class BrokerHandshake(_BrokerSide[BrokerState, BrokerEvent]):
         else:
             spliced = spliced if self.properties_added else start_ok.raw
         self._outgoing += spliced
-        self._outgoing += encode_method(
-            commands.Connection.TuneOk(
-                channel_max=client_tune.channel_max,
-                frame_max=client_tune.frame_max,
-                heartbeat=client_tune.heartbeat,
-            )
-        )
+        self._outgoing += _tune_ok_frame(client_tune)
         # Built by hand: pamqp refuses a virtual host over 127 characters, RabbitMQ
         # takes any short string (and the client's arrived as one).
         self._outgoing += open_frame(vhost)
@@ -171,7 +177,7 @@ class BrokerHandshake(_BrokerSide[BrokerState, BrokerEvent]):
         self._check_start(frame)
 
     def _on_tune(self, frame: Frame) -> None:
-        offer = TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+        offer = TuneParams.from_wire(*frame.unpack(constants.TUNE_ARGUMENTS))
         # Raises if the broker is stricter than the TuneOk already sent.
         self.tune = broker_tune_ok(self._client_tune, offer, self.backend)
         self._reader.frame_max = self.tune.frame_max

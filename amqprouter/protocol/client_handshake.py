@@ -27,7 +27,7 @@ from pamqp import commands
 from amqprouter.protocol import constants, properties
 from amqprouter.protocol.errors import BadProtocolHeader, FrameError, ProtocolError
 from amqprouter.protocol.events import ClientOpened, PeerClosed, StartOkInfo
-from amqprouter.protocol.field_table import check_field_table
+from amqprouter.protocol.field_table import long_string_at, scan_field_table
 from amqprouter.protocol.frames import Frame, encode_method, method_name
 from amqprouter.protocol.machine import HandshakeMachine, MethodId, Table, Transition
 from amqprouter.protocol.tune import TuneParams, accept_client_tune_ok
@@ -99,23 +99,12 @@ class ClientHandshake(HandshakeMachine[ClientState, ClientEvent]):
         )
 
     def _on_start_ok(self, frame: Frame) -> None:
-        # Decoded with pamqp: the client properties are a field table. Its nesting
-        # and lengths are checked first, so that pamqp's recursive decoder only
-        # ever gets a table it can finish (see field_table).
-        check_field_table(frame.raw, _START_OK_TABLE_AT, len(frame.raw) - 1, "client properties")
-        method = frame.decode()
-        if not isinstance(method, commands.Connection.StartOk):  # pragma: no cover
-            raise FrameError("FRAME_ERROR - Connection.StartOk did not decode as one")
-        self._start_ok = StartOkInfo(
-            raw=frame.raw,
-            client_properties=dict(method.client_properties or {}),
-            mechanism=method.mechanism,
-        )
+        self._start_ok = read_start_ok(frame)
         self._outgoing += _tune_frame(self.offer)
 
     def _on_tune_ok(self, frame: Frame) -> None:
         self._tune = accept_client_tune_ok(
-            self.offer, TuneParams(*frame.unpack(constants.TUNE_ARGUMENTS))
+            self.offer, TuneParams.from_wire(*frame.unpack(constants.TUNE_ARGUMENTS))
         )
         self._reader.frame_max = self._tune.frame_max
 
@@ -149,3 +138,31 @@ _TRANSITIONS: Final[Table[ClientState, ClientEvent]] = {
         constants.CONNECTION_CLOSE: _CLOSE,
     },
 }
+
+
+def read_start_ok(frame: Frame) -> StartOkInfo:
+    """What the router keeps of the client's StartOk; FrameError if it is malformed.
+
+    The client properties are a field table: its nesting and lengths are checked
+    first, so that pamqp's recursive decoder only ever gets a table it can finish
+    (see field_table). The StartOk is replayed raw, so it is decoded only where pamqp
+    could still refuse it (a key that is not ASCII, a timestamp, odd mechanism or
+    locale bytes): the client then gets pamqp's verdict, as before. The few values the
+    router reads (connection name; product, version and platform for CONN) are located
+    by the same walk.
+    """
+    raw = frame.raw
+    scan = scan_field_table(raw, _START_OK_TABLE_AT, len(raw) - 1, "client properties")
+    mechanism = properties.plain_mechanism(raw) if scan.plain else None
+    if mechanism is None:
+        method = frame.decode()
+        if not isinstance(method, commands.Connection.StartOk):  # pragma: no cover
+            raise FrameError("FRAME_ERROR - Connection.StartOk did not decode as one")
+        mechanism = method.mechanism
+    name_at = scan.connection_name_at
+    return StartOkInfo(
+        raw=raw,
+        mechanism=mechanism,
+        connection_name=None if name_at < 0 else long_string_at(raw, name_at),
+        identity_at=(scan.product_at, scan.version_at, scan.platform_at),
+    )

@@ -14,13 +14,13 @@ The values are the client's own words, kept raw; whoever shows them escapes them
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from amqprouter.protocol.errors import FrameError
 from amqprouter.protocol.events import StartOkInfo
+from amqprouter.protocol.field_table import text_at
 from amqprouter.protocol.properties import start_ok_sasl
 
 #: The most characters kept of each value; a longer one ends with ``…``.
@@ -48,18 +48,12 @@ def bounded(value: str | None) -> str | None:
     return value[: MAX_LENGTH - 1] + "…"
 
 
-def _text(value: Any) -> str | None:
-    # pamqp decodes a long string as str; a byte array ('x') as bytes.
-    if isinstance(value, str):
-        return bounded(value)
-    if isinstance(value, bytes | bytearray):
-        return bounded(bytes(value).decode("utf-8", "replace"))
-    return None
-
-
 def identify(start_ok: StartOkInfo) -> ClientIdentity:
     """The identity ``start_ok`` tells; a malformed part is just left out."""
-    properties: Mapping[str, Any] = start_ok.client_properties
+    raw = start_ok.raw
+    # Each value read where the handshake's table walk found it (never a decode of the
+    # whole table), at most a little over MAX_LENGTH characters' worth of bytes.
+    product, version, platform = (text_at(raw, at, 4 * MAX_LENGTH) for at in start_ok.identity_at)
     try:
         mechanism, response = start_ok_sasl(start_ok.raw)
     except FrameError:
@@ -67,9 +61,9 @@ def identify(start_ok: StartOkInfo) -> ClientIdentity:
     else:
         user = sasl_user(mechanism, response)
     return ClientIdentity(
-        product=_text(properties.get("product")),
-        version=_text(properties.get("version")),
-        platform=_text(properties.get("platform")),
+        product=bounded(product),
+        version=bounded(version),
+        platform=bounded(platform),
         user=bounded(user),
     )
 

@@ -6,21 +6,36 @@ from typing import Any
 
 import attrs
 
+from amqprouter.protocol import constants
+from amqprouter.protocol.frames import Frame
 from amqprouter.protocol.tune import TuneParams
 
 
 @attrs.frozen
 class StartOkInfo:
-    """What the client said in Connection.StartOk, kept for the broker-side replay."""
+    """What the client said in Connection.StartOk, kept for the broker-side replay.
+
+    The frame is replayed as it came (``raw``), so the router reads of it only what it
+    uses: the mechanism and the connection name (for logs, CONN and the auth service).
+    The whole client-properties table is decoded only when asked for
+    (``client_properties``: an auth service's DENY looks for one capability).
+    """
 
     raw: bytes  # the whole frame as the client sent it
-    client_properties: dict[str, Any]
     mechanism: str
+    #: The client's top-level ``connection_name``, when it is a UTF-8 long string.
+    connection_name: str | None = None
+    #: Where the values of the top-level ``product``, ``version`` and ``platform`` keys
+    #: start in ``raw`` (-1: absent): read by ``client_identity`` without decoding.
+    identity_at: tuple[int, int, int] = (-1, -1, -1)
 
     @property
-    def connection_name(self) -> str | None:
-        name = self.client_properties.get("connection_name")
-        return name if isinstance(name, str) else None
+    def client_properties(self) -> dict[str, Any]:
+        """The client-properties table, decoded now (with pamqp: the client handshake
+        checked it first, so it decodes)."""
+        method = Frame(constants.FRAME_METHOD, 0, self.raw).decode()
+        properties = getattr(method, "client_properties", None)
+        return dict(properties or {})
 
 
 @attrs.frozen

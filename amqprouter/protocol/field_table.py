@@ -22,7 +22,7 @@ RabbitMQ's 0-9-1 errata letters (``s`` is a signed short, not a short string) pl
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, NamedTuple
 
 from amqprouter.protocol.errors import FrameError
 
@@ -62,10 +62,43 @@ def check_field_table(data: bytes, offset: int, limit: int, what: str) -> int:
     example "client properties") in its text, for a length that overruns its
     container, an unknown value type, or nesting deeper than ``MAX_DEPTH``.
     """
+    return scan_field_table(data, offset, limit, what).end
+
+
+class TableScan(NamedTuple):
+    """What one walk of a checked table learnt besides its end (``scan_field_table``)."""
+
+    #: Just past the table.
+    end: int
+    #: Every key is ASCII and no value is a timestamp: the only things pamqp's decoder
+    #: can still fail on in a table this walk accepted (a key that is not UTF-8, a
+    #: timestamp past year 9999). A plain table decodes without error.
+    plain: bool
+    #: Where the value of the last top-level ``connection_name`` key starts (its type
+    #: octet), or -1: found without decoding the table (the last, as a decoded dict
+    #: would keep). The router reads only these few values of a client's properties.
+    connection_name_at: int
+    #: Likewise ``product``, ``version`` and ``platform``: who the client is (CONN).
+    product_at: int = -1
+    version_at: int = -1
+    platform_at: int = -1
+
+
+#: The top-level keys whose values a scan locates (their index in ``TableScan``'s
+#: offsets, after ``end`` and ``plain``).
+_WANTED: Final = {b"connection_name": 0, b"product": 1, b"version": 2, b"platform": 3}
+_TIMESTAMP: Final = ord("T")
+
+
+def scan_field_table(data: bytes, offset: int, limit: int, what: str) -> TableScan:
+    """``check_field_table``'s walk, which also says whether the table is plain and
+    where its top-level ``connection_name`` is (``TableScan``); FrameError as there."""
     end = _container_end(data, offset, limit, what)
     # (end of container, is a table) for each open container; the top is the table.
     stack: list[tuple[int, bool]] = [(end, True)]
     position = offset + 4
+    plain = True
+    found = [-1, -1, -1, -1]  # _WANTED's values' offsets
     while stack:
         container_end, is_table = stack[-1]
         if position == container_end:
@@ -73,7 +106,15 @@ def check_field_table(data: bytes, offset: int, limit: int, what: str) -> int:
             continue
         if is_table:
             # A field name: a short string.
-            position += 1 + data[position]
+            key_end = position + 1 + data[position]
+            if key_end >= container_end:
+                raise FrameError(f"FRAME_ERROR - {what}: a field overruns its table")
+            key = data[position + 1 : key_end]
+            if not key.isascii():
+                plain = False
+            elif len(stack) == 1 and (wanted := _WANTED.get(key)) is not None:
+                found[wanted] = key_end
+            position = key_end
         if position >= container_end:
             raise FrameError(f"FRAME_ERROR - {what}: a field overruns its table")
         kind = data[position]
@@ -81,6 +122,8 @@ def check_field_table(data: bytes, offset: int, limit: int, what: str) -> int:
         size = _FIXED_SIZE.get(kind)
         if size is not None:
             position += size
+            if kind == _TIMESTAMP:
+                plain = False
         elif kind in _LONG_BYTES:
             position = _container_end(data, position, container_end, what)
         elif kind in (_ARRAY, _TABLE):
@@ -94,7 +137,30 @@ def check_field_table(data: bytes, offset: int, limit: int, what: str) -> int:
             raise FrameError(f"FRAME_ERROR - {what}: unknown field type {bytes((kind,))!r}")
         if position > container_end:
             raise FrameError(f"FRAME_ERROR - {what}: a field overruns its table")
-    return end
+    return TableScan(end, plain, *found)
+
+
+def long_string_at(data: bytes, at: int) -> str | None:
+    """The text of the long string value whose type octet is at ``data[at]`` (in a table
+    ``scan_field_table`` accepted), None if it is another type or not UTF-8 (as pamqp
+    gives bytes then)."""
+    if data[at] != ord("S"):
+        return None
+    (length,) = _unpack_length(data, at + 1)
+    try:
+        return data[at + 5 : at + 5 + length].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def text_at(data: bytes, at: int, most: int) -> str | None:
+    """The text of the long string or byte array whose type octet is at ``data[at]`` (in
+    a table ``scan_field_table`` accepted), of at most ``most`` bytes (a longer one is
+    cut), undecodable bytes replaced; None for another type or ``at`` -1."""
+    if at < 0 or data[at] not in (ord("S"), ord("x")):
+        return None
+    (length,) = _unpack_length(data, at + 1)
+    return data[at + 5 : at + 5 + min(length, most)].decode("utf-8", "replace")
 
 
 def _container_end(data: bytes, offset: int, limit: int, what: str) -> int:

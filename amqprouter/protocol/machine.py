@@ -14,7 +14,6 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, NoReturn, TypeVar
 
-import attrs
 from pamqp import commands
 
 from amqprouter.protocol import constants
@@ -55,16 +54,20 @@ class Machine:
         return out
 
 
-@attrs.frozen
 class Transition(Generic[StateT, EventT]):
     """One row entry: ``on(machine, frame)`` handles the method (it may raise), then ``then``.
 
     ``on`` takes the machine as its first argument (an unbound method of the machine's
-    class), so the table is built once per class, not once per connection.
+    class), so the table is built once per class, not once per connection. A plain
+    class, not attrs: mypyc compiles this module in the optional compiled build, and
+    cannot compile a generic attrs class.
     """
 
-    on: Callable[[Any, Frame], EventT | None]
-    then: StateT
+    __slots__ = ("on", "then")
+
+    def __init__(self, on: Callable[[Any, Frame], EventT | None], then: StateT) -> None:
+        self.on = on
+        self.then = then
 
 
 #: state -> method id -> transition. A state without a row reads no frames (it is

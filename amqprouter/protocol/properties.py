@@ -97,6 +97,23 @@ def _start_ok_fields(start_ok_frame: bytes) -> tuple[int, int, int]:
     return table_end, response_end, payload_end
 
 
+def plain_mechanism(start_ok_frame: bytes) -> str | None:
+    """The StartOk's mechanism when everything after its client properties is as pamqp
+    decodes without error (mechanism, response and locale within the frame, mechanism
+    and locale ASCII), else None: the caller decodes it with pamqp then, for pamqp's
+    verdict on it."""
+    try:
+        table_end, response_end, payload_end = _start_ok_fields(start_ok_frame)
+    except FrameError:
+        return None
+    locale_end = response_end + 1 + start_ok_frame[response_end]
+    mechanism = start_ok_frame[table_end + 1 : table_end + 1 + start_ok_frame[table_end]]
+    locale = start_ok_frame[response_end + 1 : locale_end]
+    if locale_end > payload_end or not (mechanism.isascii() and locale.isascii()):
+        return None
+    return mechanism.decode()
+
+
 def start_ok_sasl(start_ok_frame: bytes) -> tuple[str, bytes]:
     """The client's SASL mechanism and response (credentials), read from its StartOk."""
     table_end, response_end, _ = _start_ok_fields(start_ok_frame)

@@ -57,6 +57,17 @@ class TuneParams:
     frame_max: int = attrs.field(default=DEFAULT_FRAME_MAX, validator=_LONG)
     heartbeat: int = attrs.field(default=DEFAULT_HEARTBEAT, validator=_SHORT)
 
+    @classmethod
+    def from_wire(cls, channel_max: int, frame_max: int, heartbeat: int) -> TuneParams:
+        """Values read off the wire as a short, a long and a short (``TUNE_ARGUMENTS``),
+        so within their sizes by construction: made without the validators, which are
+        most of a TuneParams' cost (three are made per connection)."""
+        params = object.__new__(cls)
+        object.__setattr__(params, "channel_max", channel_max)
+        object.__setattr__(params, "frame_max", frame_max)
+        object.__setattr__(params, "heartbeat", heartbeat)
+        return params
+
 
 def accept_client_tune_ok(offered: TuneParams, asked: TuneParams) -> TuneParams:
     """Validate the client's TuneOk against our Tune and return the agreed values."""
@@ -71,11 +82,12 @@ def accept_client_tune_ok(offered: TuneParams, asked: TuneParams) -> TuneParams:
             f"NOT_ALLOWED - TuneOk frame_max={asked.frame_max} is below the minimum "
             f"{constants.FRAME_MIN_SIZE}"
         )
-    return TuneParams(
-        # A TuneOk of 0 ("no limit") cannot exceed what we offered: keep our offer.
-        channel_max=asked.channel_max or offered.channel_max,
-        frame_max=asked.frame_max or offered.frame_max,
-        heartbeat=asked.heartbeat,
+    # A TuneOk of 0 ("no limit") cannot exceed what we offered: keep our offer. Every
+    # value comes from a TuneParams, so is within its size already.
+    return TuneParams.from_wire(
+        asked.channel_max or offered.channel_max,
+        asked.frame_max or offered.frame_max,
+        asked.heartbeat,
     )
 
 

@@ -51,7 +51,9 @@ class TlsNotConfigured(Exception):
 #: rest are then cut. Longer than a graceful disconnect's own bound (5 s).
 SHUTDOWN_TIMEOUT: Final = 10.0
 #: Primed broker connections kept at most per backend in use (--primed-connections).
-PRIMED_PER_BACKEND: Final = 8
+#: Off by default: they pay off with a broker a network round trip away, and cost the
+#: router CPU per connection with one on the same host (docs/usage.md, the figures).
+PRIMED_PER_BACKEND: Final = 0
 #: A listener without options: no PROXY header, anyone may connect.
 PLAIN_LISTENER: Final = ListenOptions()
 

@@ -22,6 +22,7 @@ Hooks report failure by raising ``OSError`` (``ssl.SSLError`` is one) or
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,12 +42,20 @@ if TYPE_CHECKING:
 #: Finish opening an accepted client's transport (TLS handshake, PROXY header).
 StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
-#: the third argument is the client's address (a PROXY header names it).
+#: the third argument is the client's address (a PROXY header names it; None: the health
+#: probe, the router's own connection). Only backends flagged TLS or SEND-PROXY are given
+#: to it (``needs_wrap``): a plain one is ready as connected, and its connect costs no
+#: cancel scope when the broker answers at once.
 WrapBackend = Callable[[Backend, Transport, tuple[str, int] | None], Awaitable[Transport]]
 #: Open a connection to one resolved address (``open_tcp``; a test's hook gives memory).
 OpenConnection = Callable[[socket.AddressFamily, tuple[str, int]], Awaitable[Transport]]
 #: A primed connection to a backend, greeted already, or None (server/primed.py).
 TakePrimed = Callable[[Backend], Transport | None]
+
+
+def needs_wrap(backend: Backend) -> bool:
+    """Whether a connection to ``backend`` goes through the ``WrapBackend`` hook."""
+    return bool(backend.tls or backend.send_proxy)
 
 
 async def start_client(transport: Transport, start: StartClient | None) -> Transport:
@@ -79,7 +88,7 @@ async def connect_transport(
     PeerGone; nothing is left open on failure or cancellation.
     """
     transport = await open_connection(family, address)
-    if wrap is None:
+    if wrap is None or not needs_wrap(backend):
         return transport
     try:
         return await wrap(backend, transport, client)
@@ -116,12 +125,19 @@ async def connect_backend(
     if not addresses:
         failed(backend, metrics_hooks.DNS)
         return [f"{backend.label}: resolution timed out"]
+    # A plain TCP connect bounds itself, in a cancel scope only if it has to wait
+    # (sockets.connect): a broker on this host answers within the connect call.
+    plain = open_connection is open_tcp and (wrap is None or not needs_wrap(backend))
     for family, address in addresses:
-        with trio.move_on_after(per_attempt):
+        with contextlib.nullcontext() if plain else trio.move_on_after(per_attempt):
             try:
+                if plain:
+                    return PlainTransport(await sockets.connect(address, family, per_attempt))
                 return await connect_transport(
                     backend, family, address, wrap, client, open_connection
                 )
+            except sockets.ConnectTimedOut:
+                pass
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 failures.append(f"{endpoint(address)}: {reason}")

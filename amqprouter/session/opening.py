@@ -27,6 +27,7 @@ forwarding starts from comes back as one ``Opened`` record.
 from __future__ import annotations
 
 import enum
+import math
 import socket
 import time
 from typing import TYPE_CHECKING, Final, cast
@@ -120,11 +121,21 @@ class Opening(SessionState):
         """Steps 1 to 6, inside the opening scope that a disconnect cancels: what
         forwarding starts from, or None once the session is over (the client told why
         where that is owed). A disconnect asked for meanwhile is the caller's to act on.
+
+        The opening scope is the only cancel scope of a session's opening (a scope costs
+        tens of interpreter steps to enter and leave): its deadline bounds the phase under
+        way, the client handshake and then the broker replay, and is lifted between them
+        (admission, the hold at Open and the connect are bounded their own way). A
+        deadline that fires is told apart from a disconnect by ``_pending_end``, and the
+        phase by whether a broker was connected yet (``_timed_out``).
         """
         opened: ClientOpened | None = None
         open_ok: BrokerOpened | None = None
-        with trio.CancelScope() as self._opening:
+        deadline = trio.current_time() + self.settings.timeouts.client_handshake
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._opening = scope
             opened = await self._client_handshake()
+            scope.deadline = math.inf
             if opened is not None:
                 opened = await self._admit_at_open(opened)
             if opened is not None:
@@ -132,47 +143,59 @@ class Opening(SessionState):
             if opened is not None:
                 open_ok = await self._open_broker(opened)
         self._opening = None
+        if scope.cancelled_caught and self._pending_end is None:
+            await self._timed_out()
+            return None
         if opened is None or open_ok is None:
             return None
         return Opened(opened.tune, opened.pending, open_ok.open_ok + open_ok.pending)
 
+    async def _timed_out(self) -> None:
+        """The opening scope's deadline fired: the client handshake's (no broker yet), or
+        the broker replay's (the client is told)."""
+        if self.broker is None or self.backend is None:
+            timeout = self.settings.timeouts.client_handshake
+            self.log.warning("client handshake timed out", timeout=timeout)
+            return
+        timeout = self.settings.timeouts.broker_handshake
+        self.log.warning("broker handshake timed out", timeout=timeout)
+        await self._close_client(
+            constants.CONNECTION_FORCED,
+            f"CONNECTION_FORCED - broker {self.backend.label} did not complete the handshake "
+            f"within {timeout:g}s",
+        )
+
     async def _client_handshake(self) -> ClientOpened | None:
+        """The client's handshake up to its Open; None once it failed (the client told
+        where that is owed). Bounded by the opening scope's deadline (``_open``)."""
         machine = ClientHandshake(self.settings.tune)
-        timeout = self.settings.timeouts.client_handshake
         began = time.monotonic()
-        with trio.move_on_after(timeout):
-            if self._start_client is not None and not await self._start():
-                return None
-            try:
-                event: ClientOpened | PeerClosed = await converse(self.client, machine)
-                if isinstance(event, ClientOpened):
-                    self.context.events.client_opened(
-                        cast("Session", self), time.monotonic() - began
-                    )
-                    self.vhost = event.vhost
-                    self.connection_name = event.start_ok.connection_name
-                    self.identity = identify(event.start_ok)
-                    self.log = self.log.bind(
-                        vhost=event.vhost, connection_name=self.connection_name
-                    )
-                    return event
-                self.log.info("client closed during handshake", reply_code=event.reply_code)
-                return None
-            except BadProtocolHeader as exc:
-                self.log.warning("bad protocol header", received=exc.received)
-                await self._send_quietly(self.client, constants.PROTOCOL_HEADER)
-                return None
-            except ProtocolError as exc:
-                self.log.warning("client handshake error", error=str(exc))
-                # What the machine queued before the error (Connection.Start) goes first.
-                await self._send_quietly(self.client, machine.data_to_send())
-                await self._close_client(exc.reply_code, exc.reply_text)
-                return None
-            except PeerGone:
-                self.log.info("client left during handshake")
-                return None
-        self.log.warning("client handshake timed out", timeout=timeout)
-        return None
+        if self._start_client is not None and not await self._start():
+            return None
+        try:
+            event: ClientOpened | PeerClosed = await converse(self.client, machine)
+            if isinstance(event, ClientOpened):
+                self.context.events.client_opened(cast("Session", self), time.monotonic() - began)
+                self.vhost = event.vhost
+                self.connection_name = event.start_ok.connection_name
+                self.identity = identify(event.start_ok)
+                self.log = self.log.bind(vhost=event.vhost, connection_name=self.connection_name)
+                return event
+            self.log.info("client closed during handshake", reply_code=event.reply_code)
+            return None
+        except BadProtocolHeader as exc:
+            self.log.warning("bad protocol header", received=exc.received)
+            await self._send_quietly(self.client, constants.PROTOCOL_HEADER)
+            return None
+        except ProtocolError as exc:
+            self.log.warning("client handshake error", error=str(exc))
+            # What the machine queued before the error (Connection.Start) goes first.
+            await self._send_quietly(self.client, machine.data_to_send())
+            await self._close_client(exc.reply_code, exc.reply_text)
+            return None
+        except PeerGone:
+            self.log.info("client left during handshake")
+            return None
 
     async def _start(self) -> bool:
         """Run the listener's start hook (TLS handshake, PROXY header); False if it failed."""
@@ -370,47 +393,43 @@ class Opening(SessionState):
         if not machine.properties_added:
             # The broker would reset a StartOk over 4096 bytes: this one goes unchanged.
             self.log.info("client properties too large to add amqprouter_client to")
-        timeout = self.settings.timeouts.broker_handshake
-        with trio.move_on_after(timeout):
-            try:
-                event: BrokerOpened | PeerClosed = await converse(broker, machine)
-                if isinstance(event, BrokerOpened):
-                    return event
-                # 403 wrong password, 530 vhost missing: the client gets the broker's own
-                # words. The Close-Ok to the broker was already sent.
-                self.log.warning(
-                    "broker refused connection",
-                    reply_code=event.reply_code,
-                    reply_text=event.reply_text,
-                )
-                await self._close_client(
-                    event.reply_code, event.reply_text, event.class_id, event.method_id
-                )
-                return None
-            except NegotiationError as exc:
-                self.log.error("tune mismatch with broker", error=str(exc))
-                await self._close_client(exc.reply_code, exc.reply_text)
-                return None
-            except ProtocolError as exc:
-                self.log.error("broker handshake error", error=str(exc))
-                await self._close_client(
-                    constants.CONNECTION_FORCED, f"CONNECTION_FORCED - {exc.reply_text}"
-                )
-                return None
-            except PeerGone as exc:
-                if greeted and machine.state is BrokerState.AWAITING_TUNE:
-                    return PRIMED_GONE
-                self.log.warning("broker closed during handshake", error=str(exc))
-                await self._close_client(
-                    constants.CONNECTION_FORCED,
-                    f"CONNECTION_FORCED - broker {backend.label} closed the connection "
-                    "during the handshake",
-                )
-                return None
-        self.log.warning("broker handshake timed out", timeout=timeout)
-        await self._close_client(
-            constants.CONNECTION_FORCED,
-            f"CONNECTION_FORCED - broker {backend.label} did not complete the handshake "
-            f"within {timeout:g}s",
-        )
-        return None
+        # Bounded by the opening scope's deadline, set for this phase (``_open``).
+        assert self._opening is not None
+        self._opening.deadline = trio.current_time() + self.settings.timeouts.broker_handshake
+        try:
+            event: BrokerOpened | PeerClosed = await converse(broker, machine)
+            if isinstance(event, BrokerOpened):
+                return event
+            # 403 wrong password, 530 vhost missing: the client gets the broker's own
+            # words. The Close-Ok to the broker was already sent.
+            self.log.warning(
+                "broker refused connection",
+                reply_code=event.reply_code,
+                reply_text=event.reply_text,
+            )
+            await self._close_client(
+                event.reply_code, event.reply_text, event.class_id, event.method_id
+            )
+            return None
+        except NegotiationError as exc:
+            self.log.error("tune mismatch with broker", error=str(exc))
+            await self._close_client(exc.reply_code, exc.reply_text)
+            return None
+        except ProtocolError as exc:
+            self.log.error("broker handshake error", error=str(exc))
+            await self._close_client(
+                constants.CONNECTION_FORCED, f"CONNECTION_FORCED - {exc.reply_text}"
+            )
+            return None
+        except PeerGone as exc:
+            if greeted and machine.state is BrokerState.AWAITING_TUNE:
+                # Connecting again is bounded per attempt (connect.py), not by this phase.
+                self._opening.deadline = math.inf
+                return PRIMED_GONE
+            self.log.warning("broker closed during handshake", error=str(exc))
+            await self._close_client(
+                constants.CONNECTION_FORCED,
+                f"CONNECTION_FORCED - broker {backend.label} closed the connection "
+                "during the handshake",
+            )
+            return None

@@ -1,10 +1,11 @@
 """The build backend: setuptools, plus mypy when a compiled frame scanner is asked for.
 
 ``AMQPROUTER_COMPILE=1`` at build time compiles ``amqprouter/protocol/frames.py`` (the
-frame reader and the forwarding scanner) with mypyc into a C extension (setup.py); the
+frame reader and the forwarding scanner) and the handshake machines beside it
+(``COMPILED_MODULES`` in setup.py) with mypyc into C extensions; the
 wheel is then CPython-, version- and platform-specific, and needs a C compiler and the
 Python headers to build. Without it the package is pure Python and installs anywhere.
-Both run the same code: the extension is that module, compiled.
+Both run the same code: the extensions are those modules, compiled.
 
 mypyc comes with mypy, which only a compiling build needs, so it is asked for here
 rather than in ``[build-system] requires`` (every install would download it).
@@ -21,7 +22,7 @@ from pathlib import Path
 from setuptools import build_meta
 from setuptools.build_meta import *  # noqa: F403 (the PEP 517 hooks not changed here)
 
-#: mypyc of this release compiles frames.py as it is (tests/protocol on both builds).
+#: mypyc of this release compiles setup.py's modules as they are (tests on both builds).
 COMPILER = "mypy>=1.10"
 
 

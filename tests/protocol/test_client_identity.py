@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pamqp import commands, frame
 
+from amqprouter.protocol import constants
+from amqprouter.protocol.client_handshake import read_start_ok
 from amqprouter.protocol.client_identity import (
     MAX_LENGTH,
     ClientIdentity,
@@ -13,6 +15,7 @@ from amqprouter.protocol.client_identity import (
     sasl_user,
 )
 from amqprouter.protocol.events import StartOkInfo
+from amqprouter.protocol.frames import Frame
 
 
 def _start_ok(properties: dict[str, object], mechanism: str, response: str) -> StartOkInfo:
@@ -25,7 +28,7 @@ def _start_ok(properties: dict[str, object], mechanism: str, response: str) -> S
         ),
         0,
     )
-    return StartOkInfo(raw=raw, client_properties=properties, mechanism=mechanism)
+    return read_start_ok(Frame(constants.FRAME_METHOD, 0, raw))
 
 
 def test_a_plain_client_is_known_by_its_properties_and_user() -> None:
@@ -72,10 +75,10 @@ def test_a_response_that_does_not_parse_names_no_user(mechanism: str, response: 
 
 def test_every_value_is_bounded_and_odd_types_are_left_out() -> None:
     long = "x" * 5000
-    # As pamqp decodes them: a byte array ('x') as bytes, a number as int.
-    properties = {"product": long, "version": 3, "platform": b"bytes\xff"}
-    raw = _start_ok({}, "PLAIN", "\x00u\x00p").raw
-    identity = identify(StartOkInfo(raw=raw, client_properties=properties, mechanism="PLAIN"))
+    # A byte array ('x', not UTF-8) is read as text with the odd byte replaced; a
+    # number is no name.
+    properties = {"product": long, "version": 3, "platform": bytearray(b"bytes\xff")}
+    identity = identify(_start_ok(properties, "PLAIN", "\x00u\x00p"))
     assert identity.product is not None and len(identity.product) == MAX_LENGTH
     assert identity.product.endswith("…")
     assert identity.version is None

@@ -7,9 +7,17 @@ import struct
 import pytest
 from pamqp import commands, frame
 
-from amqprouter.protocol import ClientHandshake, FrameError, TuneParams, constants, properties
+from amqprouter.protocol import (
+    ClientHandshake,
+    ClientOpened,
+    FrameError,
+    TuneParams,
+    constants,
+    properties,
+)
 from amqprouter.protocol.close import close_frame
-from amqprouter.protocol.field_table import MAX_DEPTH, check_field_table
+from amqprouter.protocol.field_table import MAX_DEPTH, check_field_table, scan_field_table
+from amqprouter.protocol.methods import open_frame
 from tests.protocol.helpers import method
 
 
@@ -158,3 +166,77 @@ def test_values_pamqp_cannot_decode_are_frame_errors(body: bytes, cause: str) ->
         machine.next_event()
     assert caught.value.reply_code == 501
     assert cause in str(caught.value)
+
+
+def _opened(start_ok: bytes) -> ClientOpened:
+    machine = ClientHandshake(TuneParams())
+    tune_ok = method(commands.Connection.TuneOk(channel_max=0, frame_max=0, heartbeat=0))
+    machine.receive_data(constants.PROTOCOL_HEADER + start_ok + tune_ok + open_frame("/"))
+    event = machine.next_event()
+    assert isinstance(event, ClientOpened)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("body", "plain"),
+    [
+        (b"\x07product" + b"S" + _long(4) + b"pika", True),
+        (b"\x04caps" + b"F" + _long(10) + b"\x04nack" + b"t\x01" + b"\x01n" + b"V", True),
+        # pamqp could refuse these (not UTF-8, past year 9999): decoded for its verdict.
+        (b"\x02\xc3\xa9" + b"V", False),
+        (b"\x01t" + b"T" + _long(0) + _long(7), False),
+        (b"\x01a" + b"A" + _long(9) + b"T" + _long(0) + _long(7), False),
+    ],
+)
+def test_scan_says_whether_pamqp_could_refuse_the_table(body: bytes, plain: bool) -> None:
+    raw = _start_ok(body)
+    scan = scan_field_table(raw, 11, len(raw) - 1, "client properties")
+    assert scan.plain is plain
+    assert scan.end == check_field_table(raw, 11, len(raw) - 1, "client properties")
+    # Either way the client gets through (these all decode), with the same mechanism.
+    assert _opened(raw).start_ok.mechanism == "PLAIN"
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        (b"\x0fconnection_name" + b"S" + _long(6) + b"orders", "orders"),
+        # The last one counts, as in a decoded dict; a nested one does not.
+        (
+            b"\x0fconnection_name"
+            + b"S"
+            + _long(1)
+            + b"a"
+            + b"\x0fconnection_name"
+            + b"S"
+            + _long(1)
+            + b"b",
+            "b",
+        ),
+        (b"\x01x" + b"F" + _long(24) + b"\x0fconnection_name" + b"S" + _long(3) + b"abc", None),
+        (b"\x0fconnection_name" + b"I" + _long(7), None),  # not a string
+        (b"\x0fconnection_name" + b"S" + _long(2) + b"\xff\xfe", None),  # pamqp: bytes
+        (b"\x02\xc3\xa9V" + b"\x0fconnection_name" + b"S" + _long(2) + b"\xc3\xa9", "\xe9"),
+    ],
+)
+def test_connection_name_is_read_without_decoding(body: bytes, name: str | None) -> None:
+    start_ok = _opened(_start_ok(body)).start_ok
+    assert start_ok.connection_name == name
+    decoded = start_ok.client_properties.get("connection_name")
+    assert (decoded if isinstance(decoded, str) else None) == name
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"\x02\xffX" + _long(0) + b"\x05en_US",  # a mechanism that is not UTF-8
+        b"\x05PLAIN" + _long(0) + b"\x02\xff\xfe",  # nor a locale
+    ],
+)
+def test_odd_mechanism_or_locale_gets_pamqps_verdict(tail: bytes) -> None:
+    payload = struct.pack(">HH", 10, 11) + _long(0) + tail
+    raw = b"\x01\x00\x00" + _long(len(payload)) + payload + b"\xce"
+    machine = ClientHandshake(TuneParams())
+    machine.receive_data(constants.PROTOCOL_HEADER + raw)
+    with pytest.raises(FrameError, match=r"cannot decode Connection\.StartOk"):
+        machine.next_event()

@@ -16,7 +16,7 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pamqp import commands
+from pamqp import commands, frame
 
 import tests.hypothesis_profiles  # noqa: F401  (loads the hypothesis profile)
 from amqprouter.protocol import (
@@ -128,6 +128,8 @@ class ClientScript:
 @st.composite
 def client_scripts(draw: st.DrawFn) -> ClientScript:
     client_properties = draw(tables)
+    if draw(st.booleans()):  # the one property the router reads without decoding
+        client_properties["connection_name"] = draw(st.text(max_size=20) | st.integers(0, 9))
     start_ok = method(
         commands.Connection.StartOk(
             client_properties=client_properties,
@@ -205,6 +207,12 @@ def test_fuzz_client_handshake_valid_scripts(script: ClientScript, draw: st.Data
         assert (whole.event.vhost, whole.event.tune, whole.unread) == (vhost, tune, b"")
         assert whole.event.start_ok.raw == script.start_ok
         assert whole.event.start_ok.client_properties == script.client_properties
+        # Read from the raw frame, as pamqp's decode would have given them.
+        name = script.client_properties.get("connection_name")
+        assert whole.event.start_ok.connection_name == (name if isinstance(name, str) else None)
+        decoded = frame.unmarshal(script.start_ok)[2]
+        assert isinstance(decoded, commands.Connection.StartOk)
+        assert whole.event.start_ok.mechanism == decoded.mechanism
     assert converse(ClientHandshake(OFFER), draw.draw(cuts(script.data))) == whole
 
 

@@ -134,7 +134,8 @@ async def test_both_sides_forward_over_read_ahead_transports() -> None:
         await trio.sleep_forever()
 
     async with fake_broker(echo) as broker:
-        backend = Backend("fake", "none", "127.0.0.1", broker.port)
+        # Flagged TLS: the wrap hook is given only backends with something to wrap.
+        backend = Backend("fake", "none", "127.0.0.1", broker.port, tls=True)
         async with hooked_router([backend], start, wrap) as (server, port):
             client = await open_client(port)
             await client.send(message)
@@ -188,7 +189,7 @@ async def test_a_failing_backend_wrap_is_a_connect_failure() -> None:
         assert await peer.at_eof()
 
     async with fake_broker(until_closed) as broker:
-        backend = Backend("fake", "none", "127.0.0.1", broker.port)
+        backend = Backend("fake", "none", "127.0.0.1", broker.port, tls=True)
         async with hooked_router([backend], None, wrap) as (server, port):
             client = await client_handshake(port)
             close = await client.read_method()
@@ -200,4 +201,22 @@ async def test_a_failing_backend_wrap_is_a_connect_failure() -> None:
             health = server.health.registry.get("fake")
             assert health is not None and health.down
             assert "certificate verify failed" in health.reason
+            await wait_no_sessions(server)
+
+
+async def test_a_plain_backend_is_not_given_to_the_wrap_hook() -> None:
+    """Neither TLS nor SEND-PROXY: nothing to wrap, and the connect costs no hook call."""
+    wrapped: list[Backend] = []
+
+    async def wrap(backend: Backend, transport: Transport, client: tuple[str, int]) -> Transport:
+        wrapped.append(backend)
+        return transport
+
+    async with fake_broker(open_and_idle) as broker:
+        backend = Backend("fake", "none", "127.0.0.1", broker.port)
+        async with hooked_router([backend], None, wrap) as (server, port):
+            client = await open_client(port)
+            assert broker.accepted, "the session reached the broker"
+            assert wrapped == []
+            await client.aclose()
             await wait_no_sessions(server)
