@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
@@ -86,10 +86,6 @@ class Owner(Protocol):
     @property
     def data_budget(self) -> object: ...
 
-    def on_channel_zero(self, frames: list[Frame], side: str) -> None:
-        """Called on the trio thread, after the read that carried ``frames``."""
-        ...
-
 
 class _Side:
     """One socket of a link: what it reads goes to ``peer``."""
@@ -129,6 +125,7 @@ class Link:
         "clean",
         "client",
         "detail",
+        "on_channel_zero",
         "outcome",
         "owner",
         "writing",
@@ -140,8 +137,12 @@ class Link:
         client: tuple[socket.socket, object, FrameScanner],
         broker: tuple[socket.socket, object, FrameScanner],
         writing: set[Any],
+        on_channel_zero: Callable[[list[Frame], str], None],
     ) -> None:
         self.owner = owner
+        #: Called on the trio thread with a read's channel-0 method frames and who sent
+        #: them ("client", "broker"), after that read was forwarded.
+        self.on_channel_zero = on_channel_zero
         self.client = _Side(self, *client)
         self.broker = _Side(self, *broker)
         self.client.from_client = True
@@ -178,7 +179,7 @@ class Engine:
         self._again: collections.deque[_Side] = collections.deque()
         # Filled by the thread under the lock, handed to trio once per batch.
         self._ended: list[Link] = []
-        self._controls: list[tuple[Owner, list[Frame], str]] = []
+        self._controls: list[tuple[Link, list[Frame], str]] = []
         self._token: trio.lowlevel.TrioToken | None = None
         self._running = False
         self._stopping = False
@@ -221,8 +222,8 @@ class Engine:
                     self._finish(link, Outcome.LEFT)
                 self._epoll.close()
                 os.close(self._wake)
-            self._deliver(self._ended, self._controls)
-            self._ended, self._controls = [], []
+                ended, controls = self._take_posted()
+            self._deliver(ended, controls)
             _restore_switch_interval(previous_interval)
 
     async def forward(self, link: Link) -> Outcome:
@@ -256,13 +257,20 @@ class Engine:
         with self.lock:
             if link in self._links:
                 self._finish(link, Outcome.LEFT)
-        self._deliver(self._ended, self._controls)
-        self._ended, self._controls = [], []
+            ended, controls = self._take_posted()
+        self._deliver(ended, controls)
 
-    def _deliver(self, ended: list[Link], controls: list[tuple[Owner, list[Frame], str]]) -> None:
+    def _take_posted(self) -> tuple[list[Link], list[tuple[Link, list[Frame], str]]]:
+        """Under the lock: what the thread queued for trio, taken."""
+        ended, controls = self._ended, self._controls
+        self._ended, self._controls = [], []
+        return ended, controls
+
+    def _deliver(self, ended: list[Link], controls: list[tuple[Link, list[Frame], str]]) -> None:
         """On the trio thread: channel-0 frames to their sessions, then the ends."""
-        for owner, frames, side in controls:
-            owner.on_channel_zero(frames, side)
+        for link, frames, side in controls:
+            if link._task is not None:  # not after an eviction or a cancellation
+                link.on_channel_zero(frames, side)
         for link in ended:
             task, link._task = link._task, None
             if task is not None:
@@ -271,6 +279,20 @@ class Engine:
     # -- the thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # the engine stops; its sessions go on as tasks
+            log.exception("forwarding engine stopped", error=str(exc))
+            self._running = False
+            with self.lock:
+                for link in list(self._links):
+                    self._finish(link, Outcome.LEFT)
+                ended, controls = self._take_posted()
+            assert self._token is not None
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._deliver, ended, controls)
+
+    def _serve(self) -> None:
         epoll = self._epoll
         assert epoll is not None and self._token is not None
         token, lock, sides = self._token, self.lock, self._sides
@@ -288,8 +310,7 @@ class Engine:
                     if side.link in self._links:
                         self._pump(side)
                 if self._ended or self._controls:
-                    ended, controls = self._ended, self._controls
-                    self._ended, self._controls = [], []
+                    ended, controls = self._take_posted()
                     try:
                         token.run_sync_soon(self._deliver, ended, controls)
                     except trio.RunFinishedError:
@@ -376,7 +397,7 @@ class Engine:
                 return
             self.reads += 1
             if controls is not None:
-                self._controls.append((owner, controls, "client" if side.from_client else "broker"))
+                self._controls.append((link, controls, "client" if side.from_client else "broker"))
                 if any(f.method_id == constants.CONNECTION_CLOSE_OK for f in controls):
                     # Forwarded, then the session ends clean: nothing may follow a Close-Ok.
                     link.clean = True

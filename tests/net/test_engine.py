@@ -35,6 +35,8 @@ FRAME_MAX = 131072
 class Owner:
     """The session's side of a link: stamps, a data budget, channel-0 frames."""
 
+    __slots__ = ("controls", "data_budget", "last_egress", "last_ingress")
+
     def __init__(self) -> None:
         self.last_ingress = self.last_egress = 0.0
         self.data_budget: object = None
@@ -72,6 +74,7 @@ class Pair:
             (engine_client, "client-transport", self.ingress),
             (engine_broker, "broker-transport", self.egress),
             self.writing,
+            self.owner.on_channel_zero,
         )
         self.engine_socks = (engine_client, engine_broker)
 
