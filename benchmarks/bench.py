@@ -1033,6 +1033,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Hidden: the command starting the router ("relay" = the stand-in below), and the relay.
     ap.add_argument("--router-cmd", default=DEFAULT_ROUTER_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--relay", type=int, nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--forwarding",
+        choices=("engine", "tasks"),
+        help="the router's data plane (--forwarding, given as AMQPROUTER_FORWARDING);\n"
+        "default: the router's own default",
+    )
     # Hidden: "relay" puts the trio relay in the TLS router's place (it passes TLS through, as
     # HAProxy does): checks the TLS node, certificates and client without the router's TLS.
     ap.add_argument("--tls-router-cmd", default="", help=argparse.SUPPRESS)
@@ -1042,6 +1048,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown workload(s) in --only: {', '.join(sorted(unknown))}")
     if args.router_cmd == "relay":
         args.router_cmd = RELAY_CMD
+    if args.forwarding:
+        # The router processes inherit it (router_env copies this environment).
+        os.environ["AMQPROUTER_FORWARDING"] = args.forwarding
     return args
 
 
