@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import trio
 
-from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport
 from amqprouter.protocol.proxy_header import MAX_HEADER, ProxyHeader, parse
@@ -71,12 +70,11 @@ class ProxiedTransport:
     pumps pay nothing for the wrapper.
     """
 
-    __slots__ = ("_inner", "_peer", "recv", "sock")
+    __slots__ = ("_inner", "_peer", "recv")
 
     def __init__(self, inner: Transport, peer: tuple[str, int]) -> None:
         self._inner = inner
         self._peer = peer
-        self.sock = inner.sock
         self.recv: Callable[[int], bytes] = inner.recv
 
     async def wait_readable(self) -> None:
@@ -106,7 +104,10 @@ class ProxiedTransport:
     def tls_version(self) -> str | None:
         return self._inner.tls_version()
 
+    def raw_socket(self) -> socket.socket | None:
+        return self._inner.raw_socket()
+
 
 async def send_proxy_header(transport: Transport, header: bytes) -> None:
     """Write a PROXY header to a fresh backend connection (before anything else)."""
-    await sockets.send_all(transport.sock, header)
+    await transport.send_all(header)

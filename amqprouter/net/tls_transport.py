@@ -226,3 +226,6 @@ class TLSTransport:
     def tls_version(self) -> str | None:
         """The negotiated protocol ("TLSv1.3")."""
         return self._version
+
+    def raw_socket(self) -> socket.socket | None:
+        return None  # its bytes are records: not for a hook to read or write

@@ -14,14 +14,21 @@ than for generality:
 * ``send_all`` / ``send_pieces`` write everything, parking only while the kernel
   buffer is full; ``PeerGone`` when the peer has gone.
 
-Every transport owns its socket: ``close()`` wakes any task parked on it.
+Every transport owns what it reads and writes: ``close()`` wakes any task parked on
+it. The pumps write a plain socket themselves (``PlainTransport.sock``); nothing else
+in a session reaches a socket, so a session runs over ``MemoryTransport`` (a pair of
+connected in-memory transports, memory_transport.py) as it does over TCP.
+
+``recv_some`` and ``converse`` are the reads of everything that is not a pump: the
+handshakes, the close handshake, the pause hold; ``converse`` drives a sans-IO
+protocol machine over a transport.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -31,8 +38,6 @@ from amqprouter.net import sockets
 class Transport(Protocol):
     """A connected, non-blocking byte stream (see the module docstring)."""
 
-    #: The TCP socket underneath (its file descriptor is what the event loop waits on).
-    sock: socket.socket
     #: Read what is ready now: bytes, b"" at EOF, BlockingIOError if nothing is.
     recv: Callable[[int], bytes]
 
@@ -58,6 +63,12 @@ class Transport(Protocol):
 
     def tls_version(self) -> str | None:
         """The negotiated TLS version ("TLSv1.3"), None for plain TCP."""
+        ...
+
+    def raw_socket(self) -> socket.socket | None:
+        """The TCP socket underneath when its bytes are this stream's bytes (plain TCP),
+        for work done on the socket itself: reading a PROXY header exactly, a TLS
+        handshake. None for a transport without one (TLS, in memory)."""
         ...
 
 
@@ -98,6 +109,18 @@ class PlainTransport:
     def tls_version(self) -> str | None:
         return None
 
+    def raw_socket(self) -> socket.socket | None:
+        return self.sock
+
+
+def tcp_socket(transport: Transport) -> socket.socket:
+    """``transport``'s TCP socket, for a hook that works on the socket itself;
+    OSError if it has none."""
+    sock = transport.raw_socket()
+    if sock is None:
+        raise OSError(f"{type(transport).__name__} has no TCP socket of its own")
+    return sock
+
 
 async def recv_some(transport: Transport, size: int = sockets.READ_SIZE) -> bytes:
     """Wait for and return at least one byte; PeerGone on EOF or any other error.
@@ -115,3 +138,30 @@ async def recv_some(transport: Transport, size: int = sockets.READ_SIZE) -> byte
         if not data:
             raise sockets.PeerGone("end of stream")
         return data
+
+
+_Event = TypeVar("_Event", covariant=True)
+
+
+class Conversation(Protocol[_Event]):
+    """A sans-IO machine: bytes in, events out, bytes to send."""
+
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> _Event | None: ...
+    def data_to_send(self) -> bytes: ...
+
+
+async def converse(peer: Transport, machine: Conversation[_Event]) -> _Event:
+    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
+
+    What the machine queued is sent before its event is returned (a Close-Ok owed to a
+    peer goes out first). Unbounded on its own: callers hold the deadline.
+    """
+    while True:
+        event = machine.next_event()
+        outgoing = machine.data_to_send()
+        if outgoing:
+            await peer.send_all(outgoing)
+        if event is not None:
+            return event
+        machine.receive_data(await recv_some(peer))

@@ -36,7 +36,7 @@ from amqprouter.observe.stats import (
     StatsCollector,
     Totals,
 )
-from amqprouter.session.primed import PoolStats
+from amqprouter.server.primed import PoolStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: ``reason`` label of amqprouter_sessions_ended_total, per Removal.

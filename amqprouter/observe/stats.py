@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, TypeVar
 import attrs
 
 from amqprouter.observe.process import ProcessSampler, ProcessStats
-from amqprouter.session.session import End, State
+from amqprouter.session import End, State
 
 if TYPE_CHECKING:
     from amqprouter.session import Session

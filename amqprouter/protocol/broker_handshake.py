@@ -14,7 +14,7 @@ client's StartOk and TuneOk, the vhost), so it is all sent at once, pipelined::
                                                     to the client with the broker's code/text)
     any state --Secure--> refused                  (540: amqprouter does not relay Secure)
 
-A primed connection (session/primed.py) does the first step, header out and Start in,
+A primed connection (server/primed.py) does the first step, header out and Start in,
 before any client asks, with ``BrokerGreeting``; ``BrokerHandshake(greeted=True)`` then
 sends the rest and starts at AWAITING_TUNE.
 

@@ -8,21 +8,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import structlog
 import trio
 
 from amqprouter.net import sockets
-from amqprouter.net.proxy_transport import (
-    ClientRefused,
-    ProxiedTransport,
-    read_proxy_header,
-    send_proxy_header,
-)
-from amqprouter.net.sockets import PeerGone
 from amqprouter.net.tls_context import TlsState, missing
-from amqprouter.net.tls_transport import TlsHandshakeError, tls_handshake
 from amqprouter.net.transport import PlainTransport, Transport
-from amqprouter.protocol.proxy_header import ProxyHeaderError, build
 from amqprouter.routing import Backend, Resolver, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
 from amqprouter.routing.hostnames import HostnameMapper
@@ -30,15 +22,17 @@ from amqprouter.routing.rate_window import DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
 from amqprouter.server.capacity import Capacity
+from amqprouter.server.edges import Edges
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits, Refusal
 from amqprouter.server.listener import accept_loop, bind_listener, resolve_listen_address
+from amqprouter.server.primed import PrimedPool, prime_connection
 from amqprouter.server.probe import probe_backend
 from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
-from amqprouter.session.events import NO_EVENTS, SessionEvents
-from amqprouter.session.primed import PrimedPool, prime_connection
+from amqprouter.session.context import Admitted, Refused, SessionContext
+from amqprouter.session.events import SessionEvents
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -54,9 +48,6 @@ class TlsNotConfigured(Exception):
 #: SIGTERM and EXIT GRACEFUL wait this long for sessions to close gracefully; the
 #: rest are then cut. Longer than a graceful disconnect's own bound (5 s).
 SHUTDOWN_TIMEOUT: Final = 10.0
-#: An ACCEPT-PROXY listener waits this long for the header (inside the client
-#: handshake timeout, which may be shorter): a balancer sends it at once.
-PROXY_HEADER_TIMEOUT: Final = 5.0
 #: Primed broker connections kept at most per backend in use (--primed-connections).
 PRIMED_PER_BACKEND: Final = 8
 #: A listener without options: no PROXY header, anyone may connect.
@@ -117,20 +108,32 @@ class Server:
         #: Clients refused by an ALLOW list: counted, and logged at most once a second
         #: per address.
         self.refusals = RefusalLog()
-        #: Wraps every backend connection (TLS, PROXY header for backends flagged so);
-        #: None connects plain. See session/connect.py.
-        self.wrap_backend: WrapBackend | None = self._wrap_backend
+        #: The PROXY and TLS hooks of listeners and backends (edges.py).
+        self.edges = Edges(self.tls, self.refusals)
         #: Heartbeat and write-timeout supervision of every forwarding session.
         #: ``clock`` is also the sessions' clock for their idle times (tests pass trio's).
         self.watchdog = Watchdog(clock)
-        #: AUTH SERVICE: the auth service each new session asks; None is AUTH ALWAYS_ALLOW.
-        self.auth: AuthService | None = None
-        #: Broker connections greeted ahead of their clients (session/primed.py);
+        # AUTH SERVICE (``auth``): the auth service each new session asks; None is AUTH
+        # ALWAYS_ALLOW.
+        self._auth: AuthService | None = None
+        #: Broker connections greeted ahead of their clients (primed.py);
         #: ``primed_per_backend`` 0 turns it off.
         self.primed = PrimedPool(self._prime, self._primable, max_per_backend=primed_per_backend)
-        #: Told of each session's handshake and connect latencies and failed connects
-        #: (session/events.py); /metrics sets its observer here.
-        self.events: SessionEvents = NO_EVENTS
+        #: What every new session is given of this server (session/context.py); built
+        #: once, and built anew when ``auth``, ``events`` or ``wrap_backend`` is set.
+        self.context = SessionContext(
+            settings=settings,
+            routing=self.current_routing,
+            resolver=self.resolver,
+            health=self.health.registry,
+            host_name=self.host_name,
+            vhost_opened=self.vhosts.opened,
+            admit=self._admit,
+            # TLS and a PROXY header for backends flagged so; None connects plain.
+            wrap_backend=self.edges.wrap_backend,
+            watchdog=self.watchdog,
+            take_primed=self.primed.take if self.primed.enabled else None,
+        )
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
         self._emptied: trio.Event | None = None
@@ -146,6 +149,36 @@ class Server:
                 await nursery.start(self.primed.run)
             task_status.started()
             await trio.sleep_forever()
+
+    @property
+    def auth(self) -> AuthService | None:
+        """AUTH SERVICE: the auth service each new session asks; None is ALWAYS_ALLOW."""
+        return self._auth
+
+    @auth.setter
+    def auth(self, service: AuthService | None) -> None:
+        self._auth = service
+        authorize = None if service is None else service.authorize
+        self.context = attrs.evolve(self.context, authorize=authorize)
+
+    @property
+    def events(self) -> SessionEvents:
+        """Told of each session's handshake and connect latencies and failed connects
+        (session/events.py); /metrics sets its observer here."""
+        return self.context.events
+
+    @events.setter
+    def events(self, events: SessionEvents) -> None:
+        self.context = attrs.evolve(self.context, events=events)
+
+    @property
+    def wrap_backend(self) -> WrapBackend | None:
+        """Wraps every backend connection, primed ones too (session/connect.py)."""
+        return self.context.wrap_backend
+
+    @wrap_backend.setter
+    def wrap_backend(self, wrap: WrapBackend | None) -> None:
+        self.context = attrs.evolve(self.context, wrap_backend=wrap)
 
     def map_hostnames(self) -> None:
         """Start naming hosts by reverse DNS (idempotent)."""
@@ -217,7 +250,7 @@ class Server:
         self.listeners[bound] = scope
         self.listen_options[bound] = options
         if options.accept_proxy:
-            start = partial(self._start_proxied_client, bound, options, start)
+            start = partial(self.edges.start_proxied_client, bound, options, start)
 
         def on_client(client: socket.socket) -> None:
             # The socket's peer is checked now, before a byte is read: against ALLOW on
@@ -263,65 +296,9 @@ class Server:
         lacking = missing(self.tls.settings("INGRESS"))
         if lacking:
             raise TlsNotConfigured(f"TLS INGRESS needs {' and '.join(lacking)} first")
-        bound = await self.listen(port, host, start=self._start_tls_client, options=options)
+        bound = await self.listen(port, host, start=self.edges.start_tls_client, options=options)
         self.secure_listeners.add(bound)
         return bound
-
-    async def _start_proxied_client(
-        self,
-        listen_port: int,
-        options: ListenOptions,
-        then: StartClient | None,
-        transport: Transport,
-    ) -> Transport:
-        """Read the client's PROXY header (exactly), check its source, then ``then``."""
-        try:
-            with trio.fail_after(PROXY_HEADER_TIMEOUT):
-                header = await read_proxy_header(transport.sock)
-        except trio.TooSlowError:
-            raise PeerGone(f"no PROXY header within {PROXY_HEADER_TIMEOUT}s") from None
-        except ProxyHeaderError as exc:
-            raise PeerGone(f"invalid PROXY header: {exc}") from exc
-        # LOCAL (a balancer's health check) and UNKNOWN name no client: the
-        # connection's own peer is the one to check and to show.
-        peer = header.source or transport.peer_name()
-        if not options.allows(peer[0]):
-            self.refusals.refused(peer[0], peer[1], listen_port)
-            raise ClientRefused(f"{peer[0]} is not allowed")
-        if then is not None:
-            transport = await then(transport)
-        return transport if header.source is None else ProxiedTransport(transport, header.source)
-
-    async def _start_tls_client(self, transport: Transport) -> Transport:
-        context = self.tls.context("INGRESS")
-        if context is None:  # cannot happen once listening, but never serve plain here
-            raise OSError("TLS INGRESS is not configured")
-        try:
-            return await tls_handshake(transport.sock, context, server_side=True)
-        except TlsHandshakeError as exc:
-            raise OSError(f"TLS handshake failed: {exc.reason}") from exc
-
-    async def _wrap_backend(
-        self, backend: Backend, transport: Transport, client: tuple[str, int]
-    ) -> Transport:
-        """A backend flagged SEND-PROXY[-V2] gets a PROXY header first (in clear, before
-        TLS): source ``client``, destination the address actually connected to. A
-        backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
-        if backend.send_proxy:
-            header = build(backend.send_proxy, client, transport.peer_name())
-            await send_proxy_header(transport, header)
-        if not backend.tls:
-            return transport
-        context = self.tls.context("EGRESS")
-        if context is None:
-            lacking = " and ".join(missing(self.tls.settings("EGRESS")))
-            raise OSError(f"TLS EGRESS is not usable yet: it needs {lacking}")
-        try:
-            return await tls_handshake(
-                transport.sock, context, server_side=False, server_hostname=backend.host
-            )
-        except TlsHandshakeError as exc:
-            raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
     def stop_listening(self, port: int | None = None) -> None:
         """Stop one listener, or all; existing sessions are not touched."""
@@ -379,37 +356,22 @@ class Server:
         assert self._nursery is not None
         session = Session(
             PlainTransport(client),
-            settings=self.settings,
-            routing=self.current_routing,
-            resolver=self.resolver,
+            self.context,
             listen_port=listen_port,
-            host_name=self.host_name,
-            health=self.health.registry,
-            vhost_opened=self.vhosts.opened,
-            admit=self._admit,
             start=start,
-            wrap_backend=self.wrap_backend,
-            watchdog=self.watchdog,
-            authorize=None if self.auth is None else self.auth.authorize,
-            take_primed=self.primed.take if self.primed.enabled else None,
-            events=self.events,
+            # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
+            data_budget=self.limits.data_budget(None),
         )
-        # The DEFAULT data rate holds from accept; the vhost's replaces it at Open.
-        session.data_budget = self.limits.data_budget(None)
         self.sessions[session.id] = session
         self.capacity.opened(session)
         self._nursery.start_soon(self._run_session, session)
 
-    def _admit(self, session_id: int, vhost: str) -> tuple[int, str] | None:
+    def _admit(self, session_id: int, vhost: str) -> Admitted | Refused:
         """The sessions' Connection.Open hook: the LIMIT checks, then the vhost's data rate."""
         admission = self.limits.admit(session_id, vhost)
         if isinstance(admission, Refusal):
-            return admission.reply_code, admission.reply_text
-        session = self.sessions.get(session_id)
-        if session is not None:
-            session.alarmed = admission.alarmed
-            session.data_budget = self.limits.data_budget(vhost)
-        return None
+            return Refused(admission.reply_code, admission.reply_text)
+        return Admitted(alarmed=admission.alarmed, data_budget=self.limits.data_budget(vhost))
 
     def apply_data_limits(self, vhost: str | None) -> int:
         """A DATA_RATE[_ALARM] setting of ``vhost`` (None: DEFAULT) changed: give the live

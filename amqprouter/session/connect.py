@@ -10,7 +10,8 @@ Both are the single places a new kind of transport plugs in:
 * **Backend side.** ``connect_first`` fails over across a vhost's candidate backends
   in order, taking a primed connection where the pool has one (primed.py),
   ``connect_backend`` across one backend's addresses, and
-  ``connect_transport`` opens TCP to one resolved address and, when a ``WrapBackend``
+  ``connect_transport`` opens one resolved address (TCP, or the context's
+  ``open_connection`` hook: a test's in-memory broker) and, when a ``WrapBackend``
   hook is given, lets it wrap the connection (a backend flagged TLS: the TLS
   handshake; SEND-PROXY: the PROXY header), all inside the one connect timeout that
   ``connect_backend`` holds per address.
@@ -23,50 +24,28 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone, endpoint
-from amqprouter.net.transport import PlainTransport, Transport, recv_some
+from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.routing import Backend, Resolver
-from amqprouter.routing.health import HealthRegistry
 from amqprouter.session import events
+
+if TYPE_CHECKING:
+    from amqprouter.session.context import SessionContext
 
 #: Finish opening an accepted client's transport (TLS handshake, PROXY header).
 StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
 #: the third argument is the client's address (a PROXY header names it).
 WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
-#: A primed connection to a backend, greeted already, or None (session/primed.py).
+#: Open a connection to one resolved address (``open_tcp``; a test's hook gives memory).
+OpenConnection = Callable[[socket.AddressFamily, tuple[str, int]], Awaitable[Transport]]
+#: A primed connection to a backend, greeted already, or None (server/primed.py).
 TakePrimed = Callable[[Backend], Transport | None]
-
-_Event = TypeVar("_Event", covariant=True)
-
-
-class Conversation(Protocol[_Event]):
-    """A sans-IO machine: bytes in, events out, bytes to send."""
-
-    def receive_data(self, data: bytes) -> None: ...
-    def next_event(self) -> _Event | None: ...
-    def data_to_send(self) -> bytes: ...
-
-
-async def converse(peer: Transport, machine: Conversation[_Event]) -> _Event:
-    """Feed ``machine`` from ``peer`` and send what it says until it has an event.
-
-    What the machine queued is sent before its event is returned (a Close-Ok owed to a
-    peer goes out first). Unbounded on its own: callers hold the deadline.
-    """
-    while True:
-        event = machine.next_event()
-        outgoing = machine.data_to_send()
-        if outgoing:
-            await peer.send_all(outgoing)
-        if event is not None:
-            return event
-        machine.receive_data(await recv_some(peer))
 
 
 async def start_client(transport: Transport, start: StartClient | None) -> Transport:
@@ -80,19 +59,25 @@ async def start_client(transport: Transport, start: StartClient | None) -> Trans
         raise
 
 
+async def open_tcp(family: socket.AddressFamily, address: tuple[str, int]) -> Transport:
+    """A TCP connection to ``address``: how a backend is reached unless told otherwise."""
+    return PlainTransport(await sockets.connect(address, family))
+
+
 async def connect_transport(
     backend: Backend,
     family: socket.AddressFamily,
     address: tuple[str, int],
     wrap: WrapBackend | None,
     client: tuple[str, int],
+    open_connection: OpenConnection = open_tcp,
 ) -> Transport:
     """Connect to one resolved ``address`` of ``backend``, wrapped by ``wrap`` if given.
 
     Unbounded on its own: the caller holds the connect deadline. Raises OSError or
     PeerGone; nothing is left open on failure or cancellation.
     """
-    transport: Transport = PlainTransport(await sockets.connect(address, family))
+    transport = await open_connection(family, address)
     if wrap is None:
         return transport
     try:
@@ -110,6 +95,7 @@ async def connect_backend(
     client: tuple[str, int],
     log: Any,  # the session's bound logger
     failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
+    open_connection: OpenConnection = open_tcp,
 ) -> Transport | list[str]:
     """Resolve ``backend`` and try its addresses in order, each bounded by ``per_attempt`` seconds.
 
@@ -132,7 +118,9 @@ async def connect_backend(
     for family, address in addresses:
         with trio.move_on_after(per_attempt):
             try:
-                return await connect_transport(backend, family, address, wrap, client)
+                return await connect_transport(
+                    backend, family, address, wrap, client, open_connection
+                )
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 failures.append(f"{address[0]}:{address[1]}: {reason}")
@@ -146,21 +134,22 @@ async def connect_backend(
 
 
 async def connect_first(
+    context: SessionContext,
     candidates: Sequence[Backend],
-    resolver: Resolver,
-    per_attempt: float,
-    wrap: WrapBackend | None,
     client: tuple[str, int],
-    health: HealthRegistry | None,
     log: Any,  # the session's bound logger
-    take_primed: TakePrimed | None = None,
-    failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
+    take_primed: TakePrimed | None,
 ) -> tuple[Backend, Transport, bool] | list[str]:
     """Failover: the first of ``candidates`` (in order) that connects, with its transport
     and whether it is a primed one (greeted already), else one failure text per attempt.
-    Each backend's outcome is reported to ``health`` (a primed connection counts as a
-    connect that succeeded) and each failed attempt to ``failed``.
+
+    The ``context`` gives the resolver, the per-attempt connect timeout, the wrap hook
+    and how a connection is opened; each backend's outcome is reported to its health
+    registry (a primed connection counts as a connect that succeeded) and each failed
+    attempt to its events. ``client`` is the client's address (a PROXY header names it).
     """
+    health = context.health
+    per_attempt = context.settings.timeouts.connect
     failures: list[str] = []
     for backend in candidates:
         primed = None if take_primed is None else take_primed(backend)
@@ -168,7 +157,16 @@ async def connect_first(
             if health is not None:
                 health.connect_succeeded(backend.name)
             return backend, primed, True
-        outcome = await connect_backend(resolver, backend, per_attempt, wrap, client, log, failed)
+        outcome = await connect_backend(
+            context.resolver,
+            backend,
+            per_attempt,
+            context.wrap_backend,
+            client,
+            log,
+            context.events.connect_failed,
+            context.open_connection,
+        )
         if isinstance(outcome, list):
             failures += outcome
             if health is not None:

@@ -11,6 +11,11 @@ task: a task per session would cost more memory than the rest of an idle session
 
 Times are the ``clock``'s (``time.monotonic``, as the sessions record them); the
 watchdog sleeps on trio's clock for the same interval.
+
+A session's own check (``Supervised.watch_check``) lives here too, beside what calls
+it: a peer silent for two heartbeat intervals, or a write unfinished for the write
+timeout, ends forwarding as a disconnect does (the End says which), and the session
+closes each peer as closing.py says.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from typing import Final, Protocol
 
 import structlog
 import trio
+
+from amqprouter.net.sockets import endpoint
+from amqprouter.session.closing import End
+from amqprouter.session.state import SessionState, State
 
 log = structlog.get_logger("amqprouter.session")
 
@@ -116,3 +125,78 @@ class Watchdog:
             with trio.CancelScope(deadline=deadline) as self._sleep:
                 await trio.sleep_forever()
             self._sleep = None
+
+
+class Supervised(SessionState):
+    """A session's side of supervision: when it may next be overdue, and the check."""
+
+    __slots__ = ()
+
+    def _watch_step(self) -> float:
+        """The shortest time in which this session can become overdue."""
+        heartbeat = self._heartbeat
+        silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
+        return min(silence, self.settings.timeouts.write_for(heartbeat))
+
+    def watch_check(self, now: float) -> float | None:
+        """The watchdog's look at a forwarding session (``now``: the watchdog's clock).
+
+        Ends the session if a peer is overdue: silent for two heartbeat intervals (only
+        judged while its pump is reading it), or not taking a write for the write
+        timeout. Returns when to look again (None: stop). Paused sessions are not
+        judged on the client side (the hold reads their client on purpose, or not at
+        all), nor is a write to a broker that said Connection.Blocked.
+        """
+        if self._forwarding is None or self.state is not State.OPEN:
+            return None
+        if self._pending_end is not None:
+            return None
+        assert self.broker is not None
+        heartbeat = self._heartbeat
+        silence = 2.0 * heartbeat if heartbeat > 0 else math.inf
+        write = self.settings.timeouts.write_for(heartbeat)
+        # A write that starts later is read later: it cannot be overdue before this.
+        later_write = now + write
+        # Client → broker: the ingress pump reads the client and writes the broker.
+        since = max(self.last_ingress, self._watch_since)
+        if self._pause is not None or (self._blocked and self.broker in self._writing):
+            next_ingress = now + min(silence, write)
+        elif self.broker in self._writing:
+            if now - since >= write:
+                self._overdue(End.BROKER_STUCK, now - since, write)
+                return None
+            next_ingress = since + write
+        else:
+            if now - since >= silence:
+                self._overdue(End.CLIENT_SILENT, now - since, write)
+                return None
+            next_ingress = min(since + silence, later_write)
+        # Broker → client: the egress pump reads the broker and writes the client.
+        since = self.last_egress
+        if self.client in self._writing:
+            if now - since >= write:
+                self._overdue(End.CLIENT_STUCK, now - since, write)
+                return None
+            next_egress = since + write
+        else:
+            if now - since >= silence:
+                self._overdue(End.BROKER_SILENT, now - since, write)
+                return None
+            next_egress = min(since + silence, later_write)
+        return min(next_ingress, next_egress)
+
+    def _overdue(self, end: End, seconds: float, write: float) -> None:
+        """End forwarding for a supervision ``end``; ``_finish`` tells the peers."""
+        assert self.backend is not None and self._forwarding is not None
+        who = (
+            f"broker {self.backend.label}"
+            if end in (End.BROKER_SILENT, End.BROKER_STUCK)
+            else f"client {endpoint(self.client_address)}"
+        )
+        if end in (End.BROKER_SILENT, End.CLIENT_SILENT):
+            what = f"sent nothing for {seconds:.0f}s (heartbeat {self._heartbeat}s)"
+        else:
+            what = f"did not read for {seconds:.0f}s (write timeout {write:g}s)"
+        self._pending_end, self.end_reason = end, f"{who} {what}"
+        self.log.warning("peer overdue", reason=end.value, detail=self.end_reason)
+        self._forwarding.cancel()

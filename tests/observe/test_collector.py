@@ -22,7 +22,7 @@ from amqprouter.observe.stats import (
     removal,
 )
 from amqprouter.server import Server
-from amqprouter.session.session import End
+from amqprouter.session import End
 from tests.brokers import SystemBroker
 from tests.session.wire import (
     WAIT,

@@ -1,6 +1,6 @@
 """Property tests of both handshake machines, driven as the session drives them.
 
-The session (``session._converse``) asks for an event, sends what the machine queued,
+The session (``net.transport.converse``) asks for an event, sends what the machine queued,
 and feeds it the next read, until an event comes or a ProtocolError is raised. Here
 the reads are hypothesis' pieces of random streams, and of valid handshakes with random
 contents, heartbeats, an early Close, then random damage. The outcome is always one
@@ -56,7 +56,7 @@ class Outcome:
 
 
 def converse(machine: ClientHandshake | BrokerHandshake, pieces: list[bytes]) -> Outcome:
-    """``session._converse`` without sockets; after an error, what was queued is sent too."""
+    """``net.transport.converse`` without sockets; after an error, what was queued is sent too."""
     sent = bytearray()
     reads = iter(pieces)
     try:

@@ -20,8 +20,7 @@ from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import constants
 from amqprouter.protocol.proxy_header import V2_MAX_PAYLOAD, V2_SIGNATURE, build_v1, build_v2, parse
 from amqprouter.routing import Backend, RoutingTable
-from amqprouter.server import Server
-from amqprouter.server import server as server_module
+from amqprouter.server import Server, edges
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.session import SessionSettings
 from tests.session.wire import (
@@ -172,7 +171,7 @@ async def test_a_bad_header_closes_the_connection_logged_once(
 
 
 async def test_the_header_has_its_own_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server_module, "PROXY_HEADER_TIMEOUT", 0.2)
+    monkeypatch.setattr(edges, "PROXY_HEADER_TIMEOUT", 0.2)
     async with (
         fake_broker(open_and_idle) as broker,
         edge_router(broker.port, ListenOptions(proxy_from=LOOPBACK)) as (server, port),

@@ -12,7 +12,7 @@ from amqprouter.observe.prometheus import metrics_text
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import close_frame, constants
 from amqprouter.session import End
-from amqprouter.session.session import LIMITED_CLOSE_DELAY
+from amqprouter.session.opening import LIMITED_CLOSE_DELAY
 from tests.session.test_pause import SLOW, Recorder, body_frame
 from tests.session.wire import (
     client_handshake,

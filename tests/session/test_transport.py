@@ -7,6 +7,7 @@ while the socket itself has nothing. A pump that waited on the socket then would
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -39,7 +40,6 @@ class Trickle:
 
     def __init__(self, inner: Transport, piece: int = 5) -> None:
         self.inner = inner
-        self.sock = inner.sock
         self.piece = piece
         self.buffer = bytearray()
         self.reads = 0
@@ -84,6 +84,9 @@ class Trickle:
 
     def tls_version(self) -> str | None:
         return None
+
+    def raw_socket(self) -> socket.socket | None:
+        return None  # it reads ahead: the socket's bytes are not the stream's
 
 
 @asynccontextmanager

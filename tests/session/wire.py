@@ -196,7 +196,7 @@ async def router(
     or the ``routing`` given). ``clock=trio.current_time`` puts session supervision on
     trio's clock (for tests on a MockClock). ``primed``: primed broker connections per
     backend, off by default since a scripted fake broker expects its connections to be
-    sessions (tests/session/test_primed.py turns them on)."""
+    sessions (tests/server/test_primed.py turns them on)."""
     routing = routing or RoutingTable()
     if broker_port is not None:
         routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))

@@ -1,4 +1,4 @@
-"""Primed broker connections (session/primed.py).
+"""Primed broker connections (server/primed.py).
 
 The pool is driven on trio's virtual clock with primed "connections" that are one end
 of a socketpair (the test holds the other, playing the broker: closing it or writing
@@ -25,7 +25,7 @@ from amqprouter.observe.prometheus import metrics_text
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.protocol import constants
 from amqprouter.routing import Backend, RoutingTable
-from amqprouter.session.primed import BUCKET, MAX_AGE, RETRY_AFTER, TICK, PoolStats, PrimedPool
+from amqprouter.server.primed import BUCKET, MAX_AGE, RETRY_AFTER, TICK, PoolStats, PrimedPool
 from tests.brokers import SystemBroker
 from tests.session.wire import (
     FakeBroker,

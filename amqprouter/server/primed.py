@@ -42,10 +42,10 @@ import structlog
 import trio
 
 from amqprouter.net.sockets import PeerGone
-from amqprouter.net.transport import Transport
+from amqprouter.net.transport import Transport, converse
 from amqprouter.protocol import BrokerGreeted, BrokerGreeting, PeerClosed, ProtocolError
 from amqprouter.routing import Backend, Resolver
-from amqprouter.session.connect import WrapBackend, connect_backend, converse
+from amqprouter.session.connect import WrapBackend, connect_backend
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
