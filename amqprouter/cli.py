@@ -30,7 +30,7 @@ from amqprouter.protocol import TuneParams
 from amqprouter.protocol.frames import COMPILED
 from amqprouter.routing import health
 from amqprouter.server import Server
-from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
+from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT, Forwarding
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
 
@@ -254,6 +254,17 @@ _seconds = click.FloatRange(min=0.001)
     "them off.",
 )
 @option(
+    "Broker connections",
+    "--forwarding",
+    type=click.Choice(["engine", "tasks"]),
+    default="tasks",
+    show_default=True,
+    help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
+    "one forwarding thread with its own epoll loop, without a task switch per read; "
+    "'tasks' gives each session its own trio pump tasks. TLS sessions, "
+    "and paused or rate-limited ones, always use tasks (docs/usage.md#forwarding).",
+)
+@option(
     "Timeouts",
     "--disconnect-timeout",
     type=_seconds,
@@ -430,6 +441,7 @@ def main(
     write_timeout: float | None,
     backend_down_seconds: float,
     primed_connections: int,
+    forwarding: Forwarding,
     max_connections: int,
     disconnect_timeout: float,
     max_pause_seconds: float,
@@ -530,6 +542,7 @@ def main(
         backend_down_seconds=backend_down_seconds,
         primed_per_backend=primed_connections,
         max_connections=max_connections,
+        forwarding=forwarding,
     )
     try:
         code = trio.run(

@@ -24,6 +24,7 @@ from amqprouter.net.transport import Transport
 from amqprouter.protocol import FrameScanner, constants
 
 if TYPE_CHECKING:
+    from amqprouter.net.engine import Link
     from amqprouter.routing import Backend
     from amqprouter.routing.rate_window import DataBudget
     from amqprouter.session.closing import End
@@ -57,6 +58,7 @@ class SessionState:
         "_forwarding",
         "_forwarding_tasks",
         "_heartbeat",
+        "_link",
         "_now",
         "_opening",
         "_pause",
@@ -167,6 +169,9 @@ class SessionState:
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
         self._forwarding: trio.CancelScope | None = None
+        # While the forwarding engine moves this session's bytes (net/engine.py): its
+        # link there, which a pause evicts.
+        self._link: Link | None = None
         # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
         self._writing: set[Transport] = set()
