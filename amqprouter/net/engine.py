@@ -48,6 +48,7 @@ from amqprouter.net.sockets import READ_SIZE
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import ProtocolError
 from amqprouter.protocol.frames import Frame, FrameScanner
+from amqprouter.protocol.methods import peer_closed
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -269,8 +270,18 @@ class Engine:
     def _deliver(self, ended: list[Link], controls: list[tuple[Link, list[Frame], str]]) -> None:
         """On the trio thread: channel-0 frames to their sessions, then the ends."""
         for link, frames, side in controls:
-            if link._task is not None:  # not after an eviction or a cancellation
+            if link._task is None:  # not after an eviction or a cancellation
+                continue
+            try:
                 link.on_channel_zero(frames, side)
+            except Exception as exc:  # here, in trio's callback, it would end the run
+                log.exception("channel-0 frame not handled", error=str(exc))
+                with self.lock:
+                    if link in self._links:
+                        self._drop(link)
+                link.outcome = Outcome.CLIENT_ERROR if side == "client" else Outcome.BROKER_ERROR
+                link.detail = str(exc)
+                ended.append(link)
         for link in ended:
             task, link._task = link._task, None
             if task is not None:
@@ -389,6 +400,12 @@ class Engine:
                 owner.last_egress = time.monotonic()
             try:
                 pieces, controls = scanner.scan(data)
+                if controls is not None:
+                    # A Close is read here, before it is forwarded, as the pumps do: one
+                    # too short to read ends the link as malformed, not forwarded.
+                    for frame in controls:
+                        if frame.method_id == constants.CONNECTION_CLOSE:
+                            peer_closed(frame)
             except ProtocolError as exc:
                 link.detail = str(exc)
                 self._finish(
