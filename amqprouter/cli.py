@@ -262,7 +262,7 @@ _seconds = click.FloatRange(min=0.001)
     help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
     "one forwarding thread with its own epoll loop, without a task switch per read; "
     "'tasks' gives each session its own trio pump tasks. TLS sessions, "
-    "and paused or rate-limited ones, always use tasks (docs/usage.md#forwarding).",
+    "and paused or rate-limited ones, always use tasks (docs/usage.md#forwarding-engine-or-tasks).",
 )
 @option(
     "Timeouts",
