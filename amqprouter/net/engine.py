@@ -329,16 +329,16 @@ class Engine:
 
     def _handle(self, side: _Side, mask: int) -> None:
         try:
-            if mask & _OUT and side.owed is not None:
-                if not self._flush(side):
-                    return
-                peer = side.peer
-                if peer.readable:  # its reads waited for this write
-                    self._pump(peer)
-                    if side.link not in self._links:
-                        return
             if mask & (_IN | _GONE):
+                # Noted first: an edge not noted now is not reported again.
                 side.readable = True
+            if mask & _OUT and side.owed is not None:
+                peer = side.peer
+                if self._flush(side) and peer.readable:  # its reads waited for this write
+                    self._pump(peer)
+                if side.link not in self._links:
+                    return
+            if side.readable:
                 self._pump(side)
         except Exception as exc:  # a bug here must end one session, not the engine
             log.exception("forwarding engine error", error=str(exc))
