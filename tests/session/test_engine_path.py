@@ -237,3 +237,28 @@ async def test_forced_and_backend_disconnects(forwarding: Forwarding) -> None:
         assert await client.at_eof()
         await wait_no_sessions(server)
     assert session.ended is End.OPERATOR_FORCED
+
+
+async def test_five_mebibytes_each_way_at_once(forwarding: Forwarding) -> None:
+    """5 MiB of body frames each way at the same time arrive byte for byte."""
+    broker = Broker()
+    async with session_via(forwarding, broker) as (_server, _session, client):
+        assert broker.peer is not None
+        peer = broker.peer
+        up = [body_frame(n, 128 * 1024 - 8) for n in range(40)]
+        down = [body_frame(n + 1000, 128 * 1024 - 8) for n in range(40)]
+        got: list[bytes] = []
+
+        async def read_down() -> None:
+            while len(got) < len(down):
+                item = await client.read_frame()
+                assert item is not None
+                got.append(item.raw)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send, b"".join(up))
+            nursery.start_soon(peer.send, b"".join(down))
+            nursery.start_soon(read_down)
+            await until(lambda: len(broker.received) >= len(up), timeout=20)
+        assert broker.received == up
+        assert got == down
