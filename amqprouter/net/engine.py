@@ -93,6 +93,7 @@ class _Side:
 
     __slots__ = (
         "from_client",
+        "hangup",
         "link",
         "owed",
         "peer",
@@ -114,6 +115,9 @@ class _Side:
         self.owed: memoryview | None = None
         #: Edge-triggered: True until a read finds the kernel buffer empty.
         self.readable = True
+        #: The peer has shut down its side (EPOLLRDHUP): read on to the end of stream
+        #: even after a short read, since no further edge will come.
+        self.hangup = False
         self.peer: _Side = self
 
 
@@ -332,6 +336,8 @@ class Engine:
             if mask & (_IN | _GONE):
                 # Noted first: an edge not noted now is not reported again.
                 side.readable = True
+                if mask & _GONE:
+                    side.hangup = True
             if mask & _OUT and side.owed is not None:
                 peer = side.peer
                 if self._flush(side) and peer.readable:  # its reads waited for this write
@@ -390,7 +396,7 @@ class Engine:
             if not data:
                 self._finish(link, _gone(side))
                 return
-            if len(data) < READ_SIZE:
+            if len(data) < READ_SIZE and not side.hangup:
                 # A short read emptied the kernel buffer; the next arrival is a new edge,
                 # so no recv only to hear EAGAIN.
                 side.readable = False

@@ -356,3 +356,27 @@ async def test_a_peer_that_never_reads_bounds_what_the_engine_holds(engine: Engi
         assert "client-transport" in pair.writing
         nursery.cancel_scope.cancel()
     pair.close()
+
+
+@pytest.mark.parametrize("before_entering", [True, False])
+async def test_bytes_and_end_of_stream_together_end_the_link(
+    engine: Engine, before_entering: bool
+) -> None:
+    """A partial frame and the peer's FIN arriving together: the short read that takes
+    the bytes is not the last one (no further edge would come for the end of stream)."""
+    pair = Pair()
+    partial = frame(3, 1, b"x" * 100)[:15]
+    async with trio.open_nursery() as nursery:
+        if before_entering:
+            await send_all(pair.client, partial)
+            pair.client.shutdown(socket.SHUT_WR)
+        outcomes = await run_link(engine, pair, nursery)
+        if not before_entering:
+            pair.client.sendall(partial)
+            pair.client.shutdown(socket.SHUT_WR)
+        with trio.fail_after(5):
+            while not outcomes:
+                await trio.sleep(0.01)
+    assert outcomes == [Outcome.CLIENT_GONE]
+    assert pair.ingress.pending == 15
+    pair.close()
