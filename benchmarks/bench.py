@@ -364,6 +364,28 @@ def bench_confirm(
     }
 
 
+def bench_ping_pong(
+    port: int, label: str, meter: Meter, count: int, tls: ssl.SSLContext | None = None
+) -> Sample:
+    """Basic.Qos / Qos-Ok round trips on one channel: the smallest synchronous exchange
+    (two frames of 19 and 12 bytes), so the proxy's share of a round trip shows most."""
+    with amqp_session(port, label, tls=tls) as c:
+        for _ in range(100):  # warm-up, not recorded
+            c.sync()
+        lat = []
+        clock = time.perf_counter_ns
+        with meter.measure():
+            for _ in range(count):
+                t0 = clock()
+                c.sync()
+                lat.append(clock() - t0)
+    return {
+        "p50_us": statistics.median(lat) / 1e3,
+        "p99_us": statistics.quantiles(lat, n=100)[98] / 1e3,
+        **meter.cpu,
+    }
+
+
 def one_handshake(port: int, label: str, tls: ssl.SSLContext | None = None) -> None:
     """Full open (header, StartOk, TuneOk+Open, OpenOk), Close/CloseOk, socket closed."""
     with amqp_session(port, label, channel=False, tls=tls):
@@ -910,6 +932,12 @@ def workloads(quick: bool, tls: ssl.SSLContext | None) -> list[Workload]:
             functools.partial(bench_confirm, count=2000 // q),
             LATENCY,
             {"p50_us": Target("peer_added", "<=", 1.2)},
+        ),
+        Workload(
+            "confirm",
+            "ping-pong (Qos)",
+            functools.partial(bench_ping_pong, count=2000 // q),
+            LATENCY,
         ),
         Workload(
             "handshake",
