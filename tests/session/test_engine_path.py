@@ -262,3 +262,15 @@ async def test_five_mebibytes_each_way_at_once(forwarding: Forwarding) -> None:
             await until(lambda: len(broker.received) >= len(up), timeout=20)
         assert broker.received == up
         assert got == down
+
+
+async def test_close_deadline_when_the_broker_never_answers(forwarding: Forwarding) -> None:
+    """A Close through the router starts the close timeout (0.5 s); a broker that never
+    sends Close-Ok ends the session at it."""
+    broker = Broker(answer_close=False)
+    async with session_via(forwarding, broker) as (server, session, client):
+        started = trio.current_time()
+        await client.send_method(commands.Connection.Close(200, "bye", 0, 0))
+        await wait_no_sessions(server)
+        assert 0.4 <= trio.current_time() - started < 3.0
+    assert session.ended is End.TIMEOUT
