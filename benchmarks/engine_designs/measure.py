@@ -37,6 +37,7 @@ from bench import (  # noqa: E402
     AmqpClient,
     Meter,
     bench_confirm,
+    bench_ping_pong,
     encode,
     encode_publish,
     free_port,
@@ -74,6 +75,31 @@ def started(command: list[str], port: int) -> Iterator[Any]:
         log.close()
 
 
+def router_command(name: str, port: int, work: Path) -> list[str]:
+    """``router:engine`` / ``router:tasks``: the router itself, in simple mode, with that
+    ``--forwarding`` (and its defaults otherwise, as bench.py runs it)."""
+    forwarding = name.partition(":")[2]
+    home = work / f"router-{port}"
+    home.mkdir()
+    return [
+        sys.executable,
+        "-m",
+        "amqprouter",
+        "--listen-port",
+        str(port),
+        "--destination-dns",
+        "127.0.0.1",
+        "--destination-port",
+        str(BROKER),
+        "--forwarding",
+        forwarding,
+        "--control-socket",
+        str(home / "control.sock"),
+        "--log-directory",
+        str(home / "logs"),
+    ]
+
+
 def relay_command(name: str, port: int, args: argparse.Namespace) -> list[str]:
     """``thread@0.0005``: the design with that ``sys.setswitchinterval``."""
     design, _, interval = name.partition("@")
@@ -96,6 +122,8 @@ def side(name: str, args: argparse.Namespace, work: Path) -> Iterator[tuple[int,
         config = work / f"haproxy-{port}.cfg"
         config.write_text(render_config([Route("amqp", port, BROKER)]))
         command = [haproxy, "-db", "-f", str(config)]
+    elif name.startswith("router:"):
+        command = router_command(name, port, work)
     else:
         command = relay_command(name, port, args)
     with started(command, port) as proc:
@@ -124,7 +152,7 @@ def run_storm(port: int) -> None:
 
 
 def latency(args: argparse.Namespace, names: list[str], work: Path) -> None:
-    for load in ("idle", "storm"):
+    for load in args.loads.split(","):
         samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         for _ in range(args.repeat):
             for name in names:
@@ -132,8 +160,13 @@ def latency(args: argparse.Namespace, names: list[str], work: Path) -> None:
                     meter = Meter({"proxy": proc} if proc else {})
                     guard = storm(port) if load == "storm" else contextlib.nullcontext()
                     with guard:
-                        samples[name].append(bench_confirm(port, name, meter, args.count))
-        print(f"\nconfirm 1 KiB, {load} ({args.repeat} rounds, medians)")
+                        if args.ping_pong:
+                            sample = bench_ping_pong(port, name, meter, args.count)
+                        else:
+                            sample = bench_confirm(port, name, meter, args.count)
+                        samples[name].append(sample)
+        what = "ping-pong (Qos)" if args.ping_pong else "confirm 1 KiB"
+        print(f"\n{what}, {load} ({args.repeat} rounds, medians)")
         direct = statistics.median(s["p50_us"] for s in samples["direct"])
         for name in names:
             p50 = statistics.median(s["p50_us"] for s in samples[name])
@@ -160,7 +193,11 @@ def instructions(args: argparse.Namespace, names: list[str], work: Path) -> None
             config.write_text(render_config([Route("amqp", port, BROKER)]))
             command = [haproxy, "-db", "-f", str(config)]
         else:
-            command = relay_command(name, port, args)
+            command = (
+                router_command(name, port, work)
+                if name.startswith("router:")
+                else relay_command(name, port, args)
+            )
         with under_callgrind(command, out, cwd=work) as pid:
             wait_listening(port)
             client = AmqpClient(port, name)
@@ -251,6 +288,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--handshake-work", type=float, default=1000.0, help="us per connect")
     parser.add_argument("--only", default="latency,instructions,busy")
+    parser.add_argument("--ping-pong", action="store_true", help="Qos round trips, not confirms")
+    parser.add_argument("--loads", default="idle,storm", help="latency under: idle,storm")
     args = parser.parse_args()
     if args.storm:
         run_storm(args.storm)
