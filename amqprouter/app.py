@@ -32,6 +32,7 @@ from amqprouter.observe.status_page import CONTENT_TYPE as HTML
 from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.server.server import SHUTDOWN_TIMEOUT
+from amqprouter.server.sticky_file import keep_saved
 from amqprouter.systemd_notify import READY, RELOADING, STOPPING, notify
 from amqprouter.text import escape
 
@@ -93,13 +94,19 @@ async def start_http(
         return prometheus.metrics_text(
             service.collector,
             listeners=len(server.listeners),
-            backend_up=backend_health(),
+            # Only a checked backend has up/down evidence worth a series (statistics.md).
+            backend_up={
+                name: up
+                for name, up in (backend_health() or {}).items()
+                if name in server.health.checks
+            },
             refused=server.refusals.total,
             shed=server.capacity.shed_total,
             events=events,
             vhost_label=vhost_label(),
             paused_vhosts=len(server.vhosts.paused),
             primed=(server.primed.stats, server.primed.ready()) if server.primed.enabled else None,
+            tls_expiry=prometheus.tls_expiries(server.tls),
         )
 
     def ready() -> str | None:
@@ -118,6 +125,7 @@ async def start_http(
             live=heartbeat.stalled(),
             vhost_label=vhost_label(),
             started=started,
+            events=events,
         )
         return Response(200, page, HTML)
 
@@ -163,11 +171,13 @@ async def serve(
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     config_file: Path | None = None,
+    sticky_file: Path | None = None,
 ) -> int:
     """Run until SIGINT, SIGTERM or EXIT (graceful or not); the exit code.
 
     ``config_file`` is the ``--config`` file whose lines are in ``setup``: SIGHUP and
-    CONFIG RELOAD read it again.
+    CONFIG RELOAD read it again. ``sticky_file`` (``--sticky-file``) is kept up to date
+    with the sticky clients until the end (``server.sticky_file``).
     """
     stop = trio.Event()
     # Set to the drain deadline (seconds) by SIGTERM or EXIT GRACEFUL.
@@ -188,6 +198,8 @@ async def serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if sticky_file is not None:
+                nursery.start_soon(keep_saved, sticky_file, lambda: server.routing.sticky)
             stats = await start_stats(
                 nursery, server, interval=observe.interval, statsd_prefix=observe.statsd_prefix
             )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Final
 
 import click
 import trio
@@ -15,6 +19,7 @@ from amqprouter.app import (
     Observe,
     serve,
 )
+from amqprouter.control.config_check import check_lines, verdict
 from amqprouter.control.config_file import ConfigFileError, read_lines
 from amqprouter.control.grammar import ParseError, parse
 from amqprouter.control.reload import BELOW_FILE
@@ -22,21 +27,40 @@ from amqprouter.control.socket_server import (
     DEFAULT_MODE,
     default_control_socket,
 )
-from amqprouter.help_sections import SectionedCommand, envvar_for, option
+from amqprouter.help_sections import (
+    ENV_PREFIX,
+    SectionedCommand,
+    SectionOption,
+    envvar_for,
+    option,
+)
 from amqprouter.observe import log_files, log_queue
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import DEFAULT_PREFIX
 from amqprouter.protocol import TuneParams
 from amqprouter.protocol.frames import COMPILED
 from amqprouter.routing import health
+from amqprouter.routing.rate_window import BURST_SECONDS
 from amqprouter.server import Server
+from amqprouter.server import sticky_file as sticky_file_io
 from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT, Forwarding
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
+from amqprouter.text import escape
 
+#: amqpprox's first words (scripts may match them), then this tool's own flag names.
 SIMPLE_MODE_INCOMPLETE = (
-    "If configuring in simple mode, the --listenPort, --destinationPort and "
-    "--destinationDNS must all be set"
+    "If configuring in simple mode, --listen-port, --destination-port and "
+    "--destination-dns (or AMQPROUTER_LISTEN_PORT, AMQPROUTER_DESTINATION_PORT and "
+    "AMQPROUTER_DESTINATION_DNS) must all be set; missing: {missing}"
+)
+#: AMQPROUTER_* variables that are this project's without being a flag's: the build's
+#: (AMQPROUTER_COMPILE), amqprouter_ctl's, the test suite's. Not warned about.
+OTHER_VARIABLES: Final = (
+    "AMQPROUTER_COMPILE",
+    "AMQPROUTER_CTL_ALLOW_OWNER",
+    "AMQPROUTER_EXPECT_COMPILED",
+    "AMQPROUTER_KEEP_BROKER_DATA",
 )
 DESTINATION_TLS_NEEDS_SIMPLE_MODE = (
     "--destination-tls applies to simple mode's broker: give --listen-port, "
@@ -64,7 +88,8 @@ _seconds = click.FloatRange(min=0.001)
         "(--listenPort, --destinationDNS, --destinationPort, --controlSocket, "
         "--logDirectory, --cleanupIntervalMs, --consoleVerbosity) are accepted as aliases. "
         "Every flag can also be set by the AMQPROUTER_* environment variable shown beside it "
-        "(a flag on the command line wins). "
+        "(a flag on the command line wins; an AMQPROUTER_* variable no flag reads is "
+        "warned about, with the closest name). "
         "SIGTERM (and EXIT GRACEFUL) stops listening, closes every session gracefully and "
         "exits once they are gone or --shutdown-timeout has passed; SIGINT (and EXIT) "
         "stops the router at once. SIGHUP (and CONFIG RELOAD) re-reads the --config file "
@@ -138,6 +163,16 @@ _seconds = click.FloatRange(min=0.001)
     default=TuneParams().heartbeat,
     show_default=True,
     help="Heartbeat interval offered to clients in Connection.Tune, in seconds (0 = off).",
+)
+@option(
+    "Listening",
+    "--data-rate-burst",
+    type=click.FloatRange(min=0.001, max=10.0),
+    default=BURST_SECONDS,
+    show_default=True,
+    help="Seconds of a LIMIT DATA_RATE that may pass at once after a quiet spell (the "
+    "token bucket's size): in any span of T seconds at most rate x (T + this) bytes are "
+    "read from a client (docs/edge.md).",
 )
 @option(
     "Routing (simple mode)",
@@ -255,14 +290,23 @@ _seconds = click.FloatRange(min=0.001)
 )
 @option(
     "Broker connections",
+    "--sticky-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Keep the sticky clients of FARM STICKY in this file: read at start, rewritten "
+    "atomically (temporary file, fsync, rename) within a second of a change and at exit "
+    "(docs/routing.md#sticky-clients).",
+)
+@option(
+    "Broker connections",
     "--forwarding",
     type=click.Choice(["engine", "tasks"]),
     default="tasks",
     show_default=True,
     help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
     "one forwarding thread with its own epoll loop, without a task switch per read; "
-    "'tasks' gives each session its own trio pump tasks. TLS sessions, "
-    "and paused or rate-limited ones, always use tasks (docs/usage.md#forwarding-engine-or-tasks).",
+    "'tasks' gives each session its own trio pump tasks. TLS sessions, and paused or "
+    "rate-limited ones, always use tasks (docs/usage.md#forwarding-engine-or-tasks).",
 )
 @option(
     "Timeouts",
@@ -406,6 +450,19 @@ _seconds = click.FloatRange(min=0.001)
     "comments allowed); `amqprouter_ctl <socket> CONFIG PRINT` writes one. SIGHUP or "
     "CONFIG RELOAD applies what changed in it since.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    default=False,
+    cls=SectionOption,
+    section="Control",
+    # No AMQPROUTER_CHECK: a variable left in an environment file would turn every
+    # start of the service into a check that exits.
+    help="Check the configuration (the --config file with the other flags around it, as a "
+    "start applies them) without starting: every problem is printed with its line, and "
+    "the exit code is 0 when it would start, 6 when not. The unit runs it before every "
+    "start and reload.",
+)
 @click.version_option(
     __version__,
     prog_name="amqprouter",
@@ -441,8 +498,10 @@ def main(
     write_timeout: float | None,
     backend_down_seconds: float,
     primed_connections: int,
+    sticky_file: str | None,
     forwarding: Forwarding,
     max_connections: int,
+    data_rate_burst: float,
     disconnect_timeout: float,
     max_pause_seconds: float,
     shutdown_timeout: float,
@@ -452,12 +511,22 @@ def main(
     statsd_prefix: str,
     http_port: int | None,
     http_host: str | None,
+    check: bool,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
     connection is sent to a broker chosen by its vhost."""
+    for warning in unknown_variables(os.environ, click.get_current_context().command.params):
+        click.echo(warning, err=True)
     simple = (listen_port, destination_dns, destination_port)
     if any(value is not None for value in simple) and not all(simple):
-        click.echo(SIMPLE_MODE_INCOMPLETE, err=True)
+        missing = [
+            flag
+            for flag, value in zip(
+                ("--listen-port", "--destination-dns", "--destination-port"), simple, strict=True
+            )
+            if value is None
+        ]
+        click.echo(SIMPLE_MODE_INCOMPLETE.format(missing=", ".join(missing)), err=True)
         sys.exit(EXIT_SIMPLE_MODE_INCOMPLETE)
     if not 0 <= verbosity <= router_logging.MAX_VERBOSITY:
         click.echo("Console log verbosity must be between 0 and 5", err=True)
@@ -469,7 +538,7 @@ def main(
         router_logging.configure(
             verbosity,
             log_format=log_format,
-            directory=directory,
+            directory=None if check else directory,  # a check opens no log file
             max_file_bytes=log_file_max_bytes,
             max_directory_bytes=log_directory_max_bytes,
             max_queued=log_queue_lines,
@@ -533,6 +602,8 @@ def main(
         setup.append(
             ("--listen-tls-port", f"LISTEN START_SECURE {listen_tls_port}{listen_options}")
         )
+    if check:
+        sys.exit(_check(setup, config_file, log_files=directory is not None))
     socket_path = Path(control_socket) if control_socket else default_control_socket()
     logging_to = f"'{directory}'" if directory is not None else "stderr"
     click.echo(f"Starting amqprouter, logging to: {logging_to} control using: '{socket_path}'")
@@ -542,11 +613,18 @@ def main(
         backend_down_seconds=backend_down_seconds,
         primed_per_backend=primed_connections,
         max_connections=max_connections,
+        data_rate_burst=data_rate_burst,
         forwarding=forwarding,
     )
+    sticky_path = _load_sticky(server, sticky_file)
     try:
         code = trio.run(
-            partial(serve, shutdown_timeout=shutdown_timeout, config_file=config_file),
+            partial(
+                serve,
+                shutdown_timeout=shutdown_timeout,
+                config_file=config_file,
+                sticky_file=sticky_path,
+            ),
             server,
             socket_path,
             mode,
@@ -557,6 +635,35 @@ def main(
         router_logging.shutdown()  # the last lines reach the files before we go
     click.echo(f"Stopping amqprouter, instance: '{socket_path}'")
     sys.exit(code)
+
+
+def _check(setup: list[tuple[str, str]], config_file: Path | None, *, log_files: bool) -> int:
+    """``--check``: every problem of the start-up lines on stderr; the exit code."""
+    problems = check_lines(setup, log_files=log_files)
+    router_logging.shutdown()  # any line it logged is written before the verdict
+    checked = str(config_file) if config_file is not None else "the flags (no --config file)"
+    text = verdict(problems, checked)
+    click.echo(text.rstrip("\n"), err=bool(problems))
+    return EXIT_CONFIG_FAILED if problems else 0
+
+
+def unknown_variables(environ: Mapping[str, str], params: Sequence[click.Parameter]) -> list[str]:
+    """One warning for each ``AMQPROUTER_*`` variable that no flag reads (a typo: it
+    would be ignored without a word), naming the closest one that is read."""
+    known = {param.envvar for param in params if isinstance(param.envvar, str)}
+    known.update(OTHER_VARIABLES)
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else "no flag reads it (amqprouter --help names each flag's variable)"
+        )
+        warnings.append(f"Warning: unknown environment variable {escape(name)} ignored; {hint}")
+    return warnings
 
 
 def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener: bool) -> str:
@@ -585,6 +692,25 @@ def _listen_options(accept_proxy: str | None, allow: str | None, *, has_listener
             sys.exit(EXIT_USAGE)
         words += f" {keywords} {networks}"
     return words
+
+
+def _load_sticky(server: Server, sticky_file: str | None) -> Path | None:
+    """``--sticky-file``'s path, its entries loaded into the routing table; exit 2 when
+    its directory does not exist. A file that cannot be read as one is reported and
+    replaced at the first change: stickiness is an optimisation, not configuration."""
+    if sticky_file is None:
+        return None
+    path = Path(sticky_file)
+    if not path.parent.is_dir():
+        click.echo(f"--sticky-file: directory {path.parent} does not exist", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        count = sticky_file_io.load(path, server.routing.sticky)
+    except sticky_file_io.StickyFileError as exc:
+        click.echo(f"--sticky-file: {exc}; starting without sticky clients", err=True)
+    else:
+        click.echo(f"Sticky clients loaded from '{path}': {count}")
+    return path
 
 
 def _refuse_file_flags_without_directory() -> None:

@@ -1,9 +1,13 @@
 """``amqprouter_ctl [--json] [--allow-owner USER] [<control_socket>] ARGS...``: one command.
 
-The arguments are joined with single spaces into one line, sent to the router's
-control socket, and the reply is printed as it arrives. ``--json`` asks the router
-for the command's JSON form (one object a line), which the router builds from its
-own records: nothing here reads the reply's text.
+The arguments are joined with single spaces into one line, each quoted as the control
+grammar reads it back when it needs to be (``MAP BACKEND 'my vhost' rabbit1`` from the
+shell's ``MAP BACKEND 'my vhost' rabbit1``: the argument ``my vhost`` arrives whole),
+sent to the router's control socket, and the reply is printed as it arrives. The first
+argument is sent as it is: a verb never needs quotes, and a first argument holding
+spaces is a whole command line (``amqprouter_ctl "MAP PRINT"``), as it always was.
+``--json`` asks the router for the command's JSON form (one object a line), which the
+router builds from its own records: nothing here reads the reply's text.
 
 Before sending, the socket's owner is checked, and again the user of the process
 that answers (SO_PEERCRED): a socket held by someone other than the caller or root
@@ -34,6 +38,7 @@ from typing import Final, NamedTuple
 from amqprouter import __version__
 
 USAGE: Final = "Usage: amqprouter_ctl [--json] [--allow-owner USER] [<control_socket>] ARGS"
+#: The options may also come after <control_socket>, before ARGS.
 #: Must match amqprouter.control.socket_server.RUN_SOCKET and FALLBACK_SOCKET (kept
 #: literal so that the client stays importable without the daemon's dependencies).
 RUN_SOCKET: Final = "/run/amqprouter/control"
@@ -44,10 +49,12 @@ HELP: Final = f"""{USAGE}
 
 Sends ARGS, joined with spaces, as one command line to the amqprouter listening on the
 Unix socket <control_socket>, and prints the reply. `amqprouter_ctl HELP` lists the
-commands.
+commands. An argument holding spaces or quotes arrives as one word (it is quoted for
+the router): amqprouter_ctl MAP BACKEND 'my vhost' rabbit1.
 
-<control_socket> may be left out when the first word has no `/` and is not a
-socket file: then ${SOCKET_ENV} is used if set,
+The options may come before or after <control_socket> (amqprouter_ctl SOCKET --json
+MAP PRINT), never after the command's first word. <control_socket> may be left out when
+the first word has no `/` and is not a socket file: then ${SOCKET_ENV} is used if set,
 else {RUN_SOCKET} if it exists, else {FALLBACK_SOCKET} (where amqprouter
 puts its socket by default).
 
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     if invocation.path is None:  # --help
         print(HELP, end="")
         sys.exit(EXIT_OK)
-    line = " ".join(invocation.words)
+    line = command_line(invocation.words)
     sys.exit(run(invocation.path, line, invocation.trusted, as_json=invocation.json))
 
 
@@ -120,25 +127,36 @@ def parse(args: list[str]) -> Invocation:
     args = list(args)
     owners = [name for name in os.environ.get(ALLOW_OWNER_ENV, "").split(",") if name]
     as_json = False
-    while args and args[0].startswith("-"):
-        option = args.pop(0)
-        if option in ("-h", "--help"):
-            return Invocation(None, [], set())
-        if option == "--version":
-            return Invocation(None, [], set(), version=True)
-        if option == "--json":
-            as_json = True
-        elif option == "--allow-owner":
-            if not args:
-                raise UsageError("--allow-owner needs a user name or uid")
-            owners.append(args.pop(0))
-        elif option.startswith("--allow-owner="):
-            owners.append(option.partition("=")[2])
-        elif option == "--":
-            break
+    path: str | None = None
+    # Options go before the command's first word: before the socket or after it (no
+    # verb starts with "-"; "--" ends them).
+    while args:
+        if args[0].startswith("-"):
+            option = args.pop(0)
+            if option in ("-h", "--help"):
+                return Invocation(None, [], set())
+            if option == "--version":
+                return Invocation(None, [], set(), version=True)
+            if option == "--json":
+                as_json = True
+            elif option == "--allow-owner":
+                if not args:
+                    raise UsageError("--allow-owner needs a user name or uid")
+                owners.append(args.pop(0))
+            elif option.startswith("--allow-owner="):
+                owners.append(option.partition("=")[2])
+            elif option == "--":
+                break
+            else:
+                raise UsageError(f"unknown option {option}{_did_you_mean(option, _OPTIONS)}")
+        elif path is None and _names_a_socket(args[0]):
+            path = args.pop(0)
         else:
-            raise UsageError(f"unknown option {option}")
-    path = args.pop(0) if args and _names_a_socket(args[0]) else default_socket()
+            break
+    if path is None and args and _names_a_socket(args[0]):
+        path = args.pop(0)  # after "--"
+    if path is None:
+        path = default_socket()
     if not args:
         raise UsageError("")
     for word in args:
@@ -148,6 +166,37 @@ def parse(args: list[str]) -> Invocation:
             raise UsageError(f"an argument holds a line break: {word!r}")
     trusted = {os.getuid(), os.geteuid(), 0} | {_uid(owner) for owner in owners}
     return Invocation(path, args, trusted, json=as_json)
+
+
+#: What makes an argument need quoting (amqprouter.control.grammar.words._NEEDS_QUOTES:
+#: the grammar's whitespace, quotes and the backslash), kept here so that the client
+#: imports nothing of the daemon.
+_NEEDS_QUOTES: Final = frozenset(" \t\n\v\f\r'\"\\")
+
+
+def quote(word: str) -> str:
+    """``word`` as the control grammar reads it back as one word (its ``quote``)."""
+    if word and not _NEEDS_QUOTES.intersection(word):
+        return word
+    if "'" not in word:
+        return f"'{word}'"
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def command_line(words: list[str]) -> str:
+    """The control line of ``words``: the first as it is, the others quoted as needed."""
+    return " ".join(words[:1] + [quote(word) for word in words[1:]])
+
+
+_OPTIONS: Final = ("--json", "--allow-owner", "--version", "--help")
+
+
+def _did_you_mean(word: str, choices: Collection[str]) -> str:
+    """`` (did you mean X?)`` for the closest of ``choices``, or nothing."""
+    import difflib  # only on this error's path
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _names_a_socket(word: str) -> bool:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,20 +49,52 @@ def test_help_explains_every_flag() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "missing"),
     [
-        ["--listen-port", "5999"],
-        ["--destination-dns", "localhost", "--destination-port", "5672"],
-        ["--listenPort", "5999", "--destinationDNS", "localhost"],
+        (["--listen-port", "5999"], "--destination-dns, --destination-port"),
+        (["--destination-dns", "localhost", "--destination-port", "5672"], "--listen-port"),
+        (["--listenPort", "5999", "--destinationDNS", "localhost"], "--destination-port"),
     ],
 )
-def test_incomplete_simple_mode_is_the_reference_error(args: list[str]) -> None:
+def test_incomplete_simple_mode_names_our_flags_and_what_is_missing(
+    args: list[str], missing: str
+) -> None:
     result = _run(*args)
     assert result.returncode == 2
+    # The reference's first words, then this tool's own names (the camelCase ones work).
     assert result.stderr.strip() == (
-        "If configuring in simple mode, the --listenPort, --destinationPort and "
-        "--destinationDNS must all be set"
+        "If configuring in simple mode, --listen-port, --destination-port and "
+        "--destination-dns (or AMQPROUTER_LISTEN_PORT, AMQPROUTER_DESTINATION_PORT and "
+        f"AMQPROUTER_DESTINATION_DNS) must all be set; missing: {missing}"
     )
+
+
+def test_an_unknown_variable_is_warned_about_with_the_closest_name(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "AMQPROUTER_LISTEN_PROT": "5673",  # the typo
+        "AMQPROUTER_DESTINATION_DNS": "localhost",
+        "AMQPROUTER_DESTINATION_PORT": "5672",
+        "AMQPROUTER_WHATEVER": "1",
+    }
+    result = subprocess.run(
+        router_command("--check"), capture_output=True, text=True, timeout=30, env=env, cwd=REPO
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [
+        "Warning: unknown environment variable AMQPROUTER_LISTEN_PROT ignored; did you mean "
+        "AMQPROUTER_LISTEN_PORT?",
+        "Warning: unknown environment variable AMQPROUTER_WHATEVER ignored; no flag reads it "
+        "(amqprouter --help names each flag's variable)",
+    ]
+    assert lines[2].endswith("must all be set; missing: --listen-port")
+    # A variable a flag reads, and the project's own others, are not warned about.
+    env = {**os.environ, "AMQPROUTER_CONFIG": "", "AMQPROUTER_COMPILE": "1"}
+    result = subprocess.run(
+        router_command("--check"), capture_output=True, text=True, timeout=30, env=env, cwd=REPO
+    )
+    assert "Warning" not in result.stderr
 
 
 def test_verbosity_out_of_range() -> None:
@@ -177,6 +210,11 @@ def test_every_flag_has_an_environment_variable_shown_and_documented() -> None:
     )
     usage = (REPO / "docs" / "usage.md").read_text()
     flags = [p for p in cli_main.params if isinstance(p, click.Option) and p.expose_value]
+    # --check alone has none: a variable left in an environment file would turn every
+    # start into a check.
+    (check,) = [flag for flag in flags if flag.name == "check"]
+    assert check.envvar is None
+    flags.remove(check)
     assert len(flags) > 30
     for flag in flags:
         long_name = next(name for name in flag.opts if name.startswith("--"))
@@ -352,3 +390,88 @@ def test_listen_accept_proxy_and_allow_route_a_client(
         process.send_signal(signal.SIGTERM)
         _stdout, stderr = process.communicate(timeout=10)
     assert process.returncode == 0, stderr
+
+
+def test_check_passes_a_good_file_and_lists_every_problem_of_a_broken_one(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    good = tmp_path / "good.conf"
+    good.write_text(
+        "BACKEND ADD b1 dc 127.0.0.1 5672\nFARM ADD f round-robin b1\nMAP FARM v f\n"
+        f"LISTEN START {port}\n"
+    )
+    env = {**os.environ, "AMQPROUTER_CONTROL_SOCKET": str(tmp_path / "control")}
+    result = subprocess.run(
+        router_command("--check", "--config", str(good)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=REPO,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"Configuration valid: {good}\n",
+        "",
+    )
+    # A check starts nothing: no control socket, no listener, no log files.
+    assert not (tmp_path / "control").exists()
+    assert not port_is_open(port)
+
+    broken = tmp_path / "broken.conf"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        broken.write_text(
+            "# two mistakes and a port in use\n"
+            "BACKEND ADD b1 dc 127.0.0.1 5672\n"
+            "FARM ADD f round-robin b1 b2\n"
+            "MAP BACKEND v nosuch\n"
+            f"LISTEN START {taken}\n"
+            f"TLS INGRESS CERT_CHAIN_FILE {tmp_path / 'missing.pem'}\n"
+        )
+        result = subprocess.run(
+            router_command("--check", "--config", str(broken), "--log-directory", str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+            cwd=REPO,
+        )
+    assert result.returncode == 6, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines[:-1]] == [
+        [f"{broken}:3", "FARM ADD f round-robin b1 b2"],
+        [f"{broken}:4", "MAP BACKEND v nosuch"],
+        [f"{broken}:5", f"LISTEN START {taken}"],
+        [f"{broken}:6", f"TLS INGRESS CERT_CHAIN_FILE {tmp_path / 'missing.pem'}"],
+    ]
+    assert "Backend 'b2' not found" in lines[0]
+    assert f"Cannot listen on port {taken}: Address already in use" in lines[2]
+    assert lines[-1] == "Configuration invalid: 4 problems"
+    assert result.stdout == ""
+    assert list(tmp_path.glob("amqprouter_*.log")) == []
+
+
+def test_check_includes_the_flags_around_the_file(tmp_path: Path) -> None:
+    # Simple mode's listener is checked like the file's: the port is in use here.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = _run(
+            "--check",
+            "--listen-port",
+            str(taken),
+            "--destination-dns",
+            "localhost",
+            "--destination-port",
+            "5672",
+        )
+    assert result.returncode == 6
+    assert result.stderr.splitlines() == [
+        f"simple mode: LISTEN START {taken}: Cannot listen on port {taken}: Address already in use",
+        "Configuration invalid: 1 problem",
+    ]

@@ -70,6 +70,29 @@ def test_imports_point_down(path: Path) -> None:
     assert not upward, "\n".join(upward)
 
 
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_imports_are_absolute(path: Path) -> None:
+    # A relative import hides its layer from the check above (and from a reader).
+    relative = [f"{path.relative_to(PACKAGE.parent)}:{found}" for found in _relative(path)]
+    assert not relative, "\n".join(relative)
+
+
+def _relative(path: Path) -> list[str]:
+    return [
+        f"{node.lineno}: from {'.' * node.level}{node.module or ''} import ..."
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+
+
+def test_the_check_sees_a_relative_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from amqprouter.net import sockets\nfrom ..control import commands\n")
+    assert _relative(sample) == ["2: from ..control import ..."]
+
+
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     # The check itself must be able to fail.
     sample = tmp_path / "sample.py"

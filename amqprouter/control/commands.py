@@ -9,7 +9,7 @@ when the command is executed, against the state of that moment.
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import attrs
 
@@ -25,9 +25,25 @@ class Help:
     """``HELP``, and also any unknown verb or an empty line (as amqpprox answers them)."""
 
 
+#: ``CONN SORT field``'s fields, as CONN names them; each sorts the largest first.
+CONN_SORT_FIELDS: Final = (
+    "inBytes",
+    "outBytes",
+    "inFrames",
+    "outFrames",
+    "inRate",
+    "outRate",
+    "rate",
+    "age",
+)
+
+
 @attrs.frozen
 class Conn:
-    """``CONN``: print the connected sessions."""
+    """``CONN [SORT field]``: print the connected sessions (by ``sort``, the largest
+    first, or by id)."""
+
+    sort: str | None = None
 
 
 @attrs.frozen
@@ -50,6 +66,23 @@ class ConfigPrint:
 class ConfigReload:
     """``CONFIG RELOAD`` (ours): re-read the ``--config`` file and apply what changed in it,
     re-open the log files and re-read the TLS files (as SIGHUP does)."""
+
+
+@attrs.frozen
+class ConfigCheck:
+    """``CONFIG CHECK [file]`` (ours): parse and validate a file of control commands as a
+    start or a reload would apply it, changing nothing; ``path`` None is the router's own
+    ``--config`` file."""
+
+    path: str | None = None
+
+
+@attrs.frozen
+class Complete:
+    """``COMPLETE [word...]`` (ours): the words that may follow ``words`` on a control
+    line, keywords and live names, one a line (amqprouter_ctl's shell completion)."""
+
+    words: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- #
@@ -150,11 +183,33 @@ class BackendDrain:
 
 @attrs.frozen
 class FarmAdd:
-    """``FARM ADD name selector backend*`` (also spelled ``ADD_MANUAL``); may have no backends."""
+    """``FARM ADD name selector backend[*weight]*`` (also spelled ``ADD_MANUAL``); may have
+    no backends. ``weights`` parallel ``backends``, or are empty when every one is 1."""
 
     name: str
     selector: str
     backends: tuple[str, ...] = ()
+    weights: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class FarmWeight:
+    """``FARM WEIGHT farm member weight`` (ours): a member's weight from the next choice
+    on; 0 drains it (no new sessions, existing ones stay)."""
+
+    name: str
+    member: str
+    weight: int
+
+
+@attrs.frozen
+class FarmSticky:
+    """``FARM STICKY farm ON [seconds]`` / ``FARM STICKY farm OFF`` (ours): a client
+    address keeps the member it landed on while that member is up, and ``seconds``
+    (None: OFF) after its last session ends."""
+
+    name: str
+    seconds: int | None
 
 
 @attrs.frozen
@@ -184,6 +239,37 @@ class FarmOnDown:
 
     name: str
     disconnect: bool
+
+
+# --------------------------------------------------------------------------- #
+# RULE (ours: client-address rules, docs/routing.md)
+# --------------------------------------------------------------------------- #
+
+
+@attrs.frozen
+class RuleAdd:
+    """``RULE ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE]``:
+    clients in ``networks`` use only the target's backends among their vhost's; when
+    those are all down, BREAK refuses them and CONTINUE (the default) tries the next
+    rule. A rule of the same priority is replaced."""
+
+    priority: int
+    networks: tuple[str, ...]
+    kind: Literal["farm", "backend"]
+    target: str
+    on_down: Literal["BREAK", "CONTINUE"] = "CONTINUE"
+
+
+@attrs.frozen
+class RuleDelete:
+    """``RULE DELETE priority``."""
+
+    priority: int
+
+
+@attrs.frozen
+class RulePrint:
+    """``RULE PRINT``: the rules by priority."""
 
 
 # --------------------------------------------------------------------------- #
@@ -530,6 +616,8 @@ MutatingCommand: TypeAlias = (
     | BackendDisable
     | BackendEnable
     | FarmAdd
+    | FarmWeight
+    | FarmSticky
     | FarmPartition
     | FarmDelete
     | FarmOnDown
@@ -538,6 +626,8 @@ MutatingCommand: TypeAlias = (
     | MapUnmap
     | MapDefault
     | MapRemoveDefault
+    | RuleAdd
+    | RuleDelete
     | ListenStart
     | ListenStartSecure
     | ListenStop
@@ -563,9 +653,12 @@ Command: TypeAlias = (
     | Exit
     | ConfigPrint
     | ConfigReload
+    | ConfigCheck
+    | Complete
     | BackendPrint
     | FarmPrint
     | MapPrint
+    | RulePrint
     | DatacenterPrint
     | StatListen
     | StatSend

@@ -16,11 +16,12 @@ ran once then.
 state it has now; objects only the operator created over the control socket are in
 neither, so a reload never touches them. It returns a ``Plan``:
 
-* ``routing``: every BACKEND, FARM, MAP and DATACENTER command, in an order that works
-  against one table (maps unmapped, then farms deleted, then backends deleted, then
-  backends added, farms added, maps set). The controller applies them to a copy of the
-  routing table and swaps it in once, or not at all when one fails: a session sees the
-  old configuration or the new one, never half of it.
+* ``routing``: every BACKEND, FARM, MAP, RULE and DATACENTER command, in an order that
+  works against one table (rules deleted, maps unmapped, then farms deleted, then
+  backends deleted, then backends added, farms added, maps set, rules added). The
+  controller applies them to a copy of the routing table and swaps it in once, or not
+  at all when one fails: a session sees the old configuration or the new one, never
+  half of it.
 * ``steps``: the rest (health checks, limits, auth, StatsD, log levels, TLS, listeners),
   each applied on its own, in that order (TLS before the listeners that need it).
 
@@ -54,11 +55,13 @@ State = dict[Key, Entry]
 # Commands that only print: nothing to apply, at start or at a reload.
 _QUERIES = (
     c.Help,
+    c.Complete,
     c.Conn,
     c.ConfigPrint,
     c.BackendPrint,
     c.FarmPrint,
     c.MapPrint,
+    c.RulePrint,
     c.DatacenterPrint,
     c.TlsPrint,
     c.TlsCiphersPrint,
@@ -69,7 +72,7 @@ _QUERIES = (
 # A TLS setting no command unsets (there is no "no file" nor "OpenSSL's default ciphers").
 _TLS_FOR_GOOD = ("CA_CERT_FILE", "CERT_CHAIN_FILE", "KEY_FILE", "TMP_DH_FILE", "CIPHERS")
 
-_ROUTING_KINDS = ("datacenter", "backend", "disabled", "farm", "map", "default")
+_ROUTING_KINDS = ("datacenter", "backend", "disabled", "farm", "map", "default", "rule")
 # The order of the steps after the routing swap.
 _STEP_KINDS = ("check", "on_down", "limit", "auth", "statsd", "per-source", "log", "maphostname")
 
@@ -117,12 +120,26 @@ def fold(commands: Iterable[tuple[str, c.Command]], *, strict: bool) -> State | 
         error = _fold_one(state, command)
         if error is None or not strict:
             continue
-        if error is _ACTION:
-            error = (
-                f"'{to_line(command)}' is an action, not configuration: a reload does not run it"
-            )
-        return FoldError(where, error)
+        return FoldError(where, _reason(command, error))
     return state
+
+
+def fold_problems(commands: Iterable[tuple[str, c.Command]]) -> list[FoldError]:
+    """Every line of ``commands`` that a reload's strict fold refuses, not just the
+    first (CONFIG CHECK and ``amqprouter --check`` list them all)."""
+    state: State = {}
+    problems = []
+    for where, command in commands:
+        error = _fold_one(state, command)
+        if error is not None:
+            problems.append(FoldError(where, _reason(command, error)))
+    return problems
+
+
+def _reason(command: c.Command, error: str) -> str:
+    if error is _ACTION:
+        return f"'{to_line(command)}' is an action, not configuration: a reload does not run it"
+    return error
 
 
 _ACTION = "action"
@@ -153,6 +170,25 @@ def _fold_one(state: State, command: c.Command) -> str | None:
             if farm is None:
                 return f"FARM PARTITION of farm '{name}', which the file does not add before"
             state[("farm", name)] = (*farm, command)
+        case c.FarmSticky(name=name):
+            farm = state.get(("farm", name))
+            if farm is None:
+                return f"FARM STICKY of farm '{name}', which the file does not add before"
+            rest = tuple(k for k in farm if not isinstance(k, c.FarmSticky))
+            state[("farm", name)] = rest if command.seconds is None else (*rest, command)
+        case c.FarmWeight(name=name, member=member, weight=weight):
+            farm = state.get(("farm", name))
+            if farm is None:
+                return f"FARM WEIGHT of farm '{name}', which the file does not add before"
+            add = farm[0]
+            assert isinstance(add, c.FarmAdd)
+            if member not in add.backends:
+                return f"FARM WEIGHT of '{member}', which FARM ADD {name} does not name"
+            # The farm's entry stays what creates it: FARM ADD with the weight in it.
+            weights = list(add.weights or (1,) * len(add.backends))
+            weights[add.backends.index(member)] = weight
+            kept = () if set(weights) <= {1} else tuple(weights)
+            state[("farm", name)] = (attrs.evolve(add, weights=kept), *farm[1:])
         case c.FarmDelete(name=name):
             state.pop(("farm", name), None)
             state.pop(("on_down", name), None)
@@ -162,6 +198,10 @@ def _fold_one(state: State, command: c.Command) -> str | None:
             state[("map", vhost)] = (command,)
         case c.MapUnmap(vhost=vhost):
             state.pop(("map", vhost), None)
+        case c.RuleAdd(priority=priority):
+            state[("rule", str(priority))] = (command,)
+        case c.RuleDelete(priority=priority):
+            state.pop(("rule", str(priority)), None)
         case c.MapDefault():
             state[("default",)] = (command,)
         case c.MapRemoveDefault():
@@ -272,6 +312,7 @@ def _routing_step(
         if key not in changed and replaced_backends & set(_members(new[key]))
     ]
     commands: list[c.Command] = []
+    commands += [c.RuleDelete(int(key[1])) for key in _of(removed, "rule")]
     commands += [c.MapUnmap(key[1]) for key in _of(removed, "map")]
     commands += [c.MapRemoveDefault() for _key in _of(removed, "default")]
     # BACKEND DELETE forgets a disabled mark: only backends that stay need ENABLE.
@@ -303,6 +344,10 @@ def _routing_step(
     for key in (
         _of(added, "map") + _of(replaced, "map") + _of(added, "default") + _of(replaced, "default")
     ):
+        commands += new[key]
+    # Rules last: RULE ADD checks that its farm or backend exists; a replaced one is set
+    # again (the same priority replaces it).
+    for key in _of(added, "rule") + _of(replaced, "rule"):
         commands += new[key]
     lines = [_describe(key, old, new) for key in changed]
     for key in again:
@@ -433,6 +478,8 @@ def _describe(key: Key, old: Mapping[Key, Entry], new: Mapping[Key, Entry]) -> s
             return f"{verb} default farm" + _target(entry)
         case ("disabled", name):
             return f"{'Enabled' if entry is None else 'Disabled'} backend {name}"
+        case ("rule", priority):
+            return f"{verb} rule {priority}"
     shown = old[key] if entry is None else entry
     return f"{verb} {to_line(shown[0])}"
 

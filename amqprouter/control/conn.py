@@ -9,11 +9,14 @@ line escapes them (``amqprouter.text``), the JSON lets JSON's own escaping do it
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 import attrs
 
+from amqprouter.net import sockets
+from amqprouter.observe.stats import NO_RATES, SessionRates
+from amqprouter.protocol.client_identity import bounded
 from amqprouter.session import Session
 from amqprouter.text import escape
 
@@ -46,16 +49,39 @@ class ConnRecord:
     #: The client's TLS version (None on a plain listener), and its verified certificate.
     tls: str | None = None
     client_cert: str | None = None
+    #: Where routing sent it: the backend it got (None before it connected), the
+    #: mapping that matched its vhost (the vhost, a pattern or "(default)") and the
+    #: priority of the client-address rule that narrowed the choice (None: none did).
+    backend: str | None = None
+    mapping: str | None = None
+    rule: int | None = None
+    #: Who the client is (ours, after amqpprox's fields): what the client said in
+    #: StartOk (bounded; None where it said nothing), seconds since it connected, and
+    #: its traffic per second over the last statistics interval.
+    user: str | None = None
+    connection_name: str | None = None
+    product: str | None = None
+    version: str | None = None
+    platform: str | None = None
+    age: float = 0.0
+    rates: SessionRates = NO_RATES
 
 
-def conn_record(session: Session, name: Callable[[str], str] = str) -> ConnRecord:
-    """``session`` now; ``name`` turns an address into a host name (MAPHOSTNAME DNS)."""
+def conn_record(
+    session: Session,
+    name: Callable[[str], str] = str,
+    rates: Callable[[int], SessionRates] | None = None,
+) -> ConnRecord:
+    """``session`` now; ``name`` turns an address into a host name (MAPHOSTNAME DNS);
+    ``rates`` gives a session's rates by id (the statistics collector's)."""
     now = time.monotonic()
+    identity = session.identity
     ingress, egress = session.ingress, session.egress
     client_host, client_port = session.client_address
     egress_host, egress_port = session.broker_local
     broker_host, broker_port = session.broker_address
     version = session.client.tls_version()
+    route = session.route
     return ConnRecord(
         id=session.id,
         vhost=session.vhost or "",
@@ -76,7 +102,39 @@ def conn_record(session: Session, name: Callable[[str], str] = str) -> ConnRecor
         idle_out=now - session.last_egress,
         tls=version,
         client_cert=None if version is None else session.client.peer_subject(),
+        backend=None if session.backend is None else session.backend.name,
+        mapping=None if route is None else route.mapping,
+        rule=None if route is None or route.rule is None else route.rule.priority,
+        user=identity.user,
+        connection_name=bounded(session.connection_name),
+        product=identity.product,
+        version=identity.version,
+        platform=identity.platform,
+        age=max(0.0, time.time() - session.started),
+        rates=NO_RATES if rates is None else rates(session.id),
     )
+
+
+#: CONN SORT's fields: each sorts the largest first (the oldest first for ``age``).
+SORT_KEYS: Final[Mapping[str, Callable[[ConnRecord], float]]] = {
+    "inBytes": lambda r: r.in_bytes,
+    "outBytes": lambda r: r.out_bytes,
+    "inFrames": lambda r: r.in_frames,
+    "outFrames": lambda r: r.out_frames,
+    "inRate": lambda r: r.rates.in_bytes,
+    "outRate": lambda r: r.rates.out_bytes,
+    "rate": lambda r: r.rates.in_bytes + r.rates.out_bytes,
+    "age": lambda r: r.age,
+}
+
+
+def sorted_records(records: Iterable[ConnRecord], field: str | None) -> list[ConnRecord]:
+    """``records`` by ``field`` (one of ``SORT_KEYS``), the largest first, ties by id;
+    by id when ``field`` is None."""
+    if field is None:
+        return sorted(records, key=lambda r: r.id)
+    key = SORT_KEYS[field]
+    return sorted(records, key=lambda r: (-key(r), r.id))
 
 
 def _yes(flag: bool) -> str:
@@ -91,18 +149,53 @@ def conn_line(record: ConnRecord) -> str:
     """
 
     def at(address: Address) -> str:
-        return f"{escape(address[0])}:{address[1]}"
+        # An IPv6 host in brackets, so host and port can be told apart; IPv4 as amqpprox.
+        return sockets.endpoint((escape(address[0]), address[1]))
 
     r = record
     return (
-        f"id={r.id} vhost={escape(r.vhost)} disconnected={_yes(r.disconnected)} "
-        f"paused={_yes(r.paused)} authDenied={_yes(r.auth_denied)} "
-        f"ingressRemote={at(r.ingress_remote)} ingressLocal={escape(r.ingress_local)} "
-        f"egressLocal={at(r.egress_local)} egressRemote={at(r.egress_remote)} "
-        f"inBytes={r.in_bytes} inFrames={r.in_frames} inPackets={r.in_packets} "
-        f"outBytes={r.out_bytes} outFrames={r.out_frames} outPackets={r.out_packets} "
-        f"{r.idle_in:.3f}:{r.idle_out:.3f}"
-    ) + _tls_fields(r)
+        (
+            f"id={r.id} vhost={escape(r.vhost)} disconnected={_yes(r.disconnected)} "
+            f"paused={_yes(r.paused)} authDenied={_yes(r.auth_denied)} "
+            f"ingressRemote={at(r.ingress_remote)} ingressLocal={escape(r.ingress_local)} "
+            f"egressLocal={at(r.egress_local)} egressRemote={at(r.egress_remote)} "
+            f"inBytes={r.in_bytes} inFrames={r.in_frames} inPackets={r.in_packets} "
+            f"outBytes={r.out_bytes} outFrames={r.out_frames} outPackets={r.out_packets} "
+            f"{r.idle_in:.3f}:{r.idle_out:.3f}"
+        )
+        + _tls_fields(r)
+        + _identity_fields(r)
+    )
+
+
+def _quoted(value: str | None) -> str:
+    """A client's words in CONN: escaped (``amqprouter.text``), then quoted, so a space
+    or a quote in them cannot start a field of their own; ``-`` when not known."""
+    if value is None:
+        return "-"
+    return '"' + escape(value).replace('"', '\\"') + '"'
+
+
+def _name(value: str | None) -> str:
+    """An operator's name (a backend): bare as amqpprox's words are, quoted as a client's
+    words are if it holds a space, a quote or ``=`` (a quoted control word may)."""
+    if value is not None and (value == "" or any(c in value for c in " \t\"'=")):
+        return _quoted(value)
+    return "-" if value is None else escape(value)
+
+
+def _identity_fields(record: ConnRecord) -> str:
+    """Where routing sent the client, who it is and how much it sends now (ours, after
+    every other field)."""
+    r = record
+    return (
+        f" backend={_name(r.backend)} mapping={_name(r.mapping)} "
+        f"rule={'-' if r.rule is None else r.rule} user={_quoted(r.user)} "
+        f"connectionName={_quoted(r.connection_name)} product={_quoted(r.product)} "
+        f"version={_quoted(r.version)} platform={_quoted(r.platform)} age={r.age:.0f} "
+        f"inRate={r.rates.in_bytes:.0f} outRate={r.rates.out_bytes:.0f} "
+        f"inFrameRate={r.rates.in_frames:.0f} outFrameRate={r.rates.out_frames:.0f}"
+    )
 
 
 def _tls_fields(record: ConnRecord) -> str:
@@ -142,4 +235,17 @@ def conn_json(record: ConnRecord) -> dict[str, Any]:
         "idleOutSeconds": round(r.idle_out, 3),
         "tls": r.tls,
         "clientCert": r.client_cert,
+        "backend": r.backend,
+        "mapping": r.mapping,
+        "rule": r.rule,
+        "user": r.user,
+        "connectionName": r.connection_name,
+        "product": r.product,
+        "version": r.version,
+        "platform": r.platform,
+        "ageSeconds": round(r.age, 3),
+        "inRate": round(r.rates.in_bytes, 1),
+        "outRate": round(r.rates.out_bytes, 1),
+        "inFrameRate": round(r.rates.in_frames, 1),
+        "outFrameRate": round(r.rates.out_frames, 1),
     }

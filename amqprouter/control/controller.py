@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -19,6 +20,7 @@ import trio
 
 from amqprouter.control import (
     auth_commands,
+    completion,
     conn,
     health_commands,
     json_replies,
@@ -28,9 +30,11 @@ from amqprouter.control import (
     tls_commands,
 )
 from amqprouter.control import commands as c
+from amqprouter.control.config_check import NO_LOG_FILES, verdict
 from amqprouter.control.grammar import ParseError, help_text, parse, to_line
 from amqprouter.control.reload import Reloader
 from amqprouter.control.socket_server import Reply
+from amqprouter.net import sockets
 from amqprouter.net.tls_context import TlsState
 from amqprouter.observe import logging as router_logging
 from amqprouter.observe.render import Output
@@ -44,13 +48,8 @@ from amqprouter.text import escape
 log = structlog.get_logger("amqprouter.control")
 
 #: BACKEND ADD resolves its host once, at command time. The resolver gives up on a dead
-#: DNS server sooner (routing.resolver.DNS_TIMEOUT); this bounds everything else.
+#: DNS server sooner (net.resolver.DNS_TIMEOUT); this bounds everything else.
 RESOLVE_TIMEOUT: Final = 5.0
-#: LOG FILE on a router without --log-directory: refused, as it would change nothing.
-NO_LOG_FILES: Final = (
-    "LOG FILE has no effect: this router writes no log files (start it with "
-    "--log-directory); LOG CONSOLE sets the level of what it logs.\n"
-)
 
 
 class Controller:
@@ -115,10 +114,10 @@ class Controller:
         """One command of a reload (the lock is held already)."""
         return await self._execute(command)
 
-    async def stage_routing(self, commands: Sequence[c.Command]) -> str:
+    async def stage_routing(self, commands: Sequence[c.Command]) -> tuple[c.Command, str] | None:
         """A reload's routing commands, applied to one copy of the table that replaces
         the live one at once: a session sees the old routing or the new one. On the first
-        failure nothing changes, and the answer is ``<command>: <reply>``."""
+        failure nothing changes, and the answer is that command and its reply."""
         table = self.server.routing
         deleted = []
         for command in commands:
@@ -126,11 +125,11 @@ class Controller:
             if isinstance(command, c.BackendAdd) and not command.dns:
                 endpoint, error = await self._resolve_first(command.host, command.port)
                 if endpoint is None:
-                    return f"{to_line(command)}: {error}"
+                    return command, error
                 resolved_ip = endpoint[1][0]
             table, text = routing_commands.apply(table, command, resolved_ip=resolved_ip)
             if text:
-                return f"{to_line(command)}: {text.rstrip()}"
+                return command, text.rstrip()
             if isinstance(command, c.BackendDelete):
                 deleted.append(command.name)
         self.server.routing = table
@@ -139,7 +138,7 @@ class Controller:
         for name in deleted:
             self.server.health.registry.forget(name)
         self.server.health.routing_changed(table)
-        return ""
+        return None
 
     async def _execute(self, command: c.Command) -> Reply:
         handler = _HANDLERS.get(type(command))
@@ -197,15 +196,39 @@ class Controller:
         return Reply("")
 
     async def _conn(self, command: c.Conn) -> Reply:
+        return Reply("".join(conn.conn_line(r) + "\n" for r in self._conn_records(command)))
+
+    def _conn_records(self, command: c.Conn) -> list[conn.ConnRecord]:
+        """CONN's records, in the order asked (``CONN SORT``), with the sessions' rates."""
+        rates = None if self.stats is None else self.stats.collector.session_rates
         name = self.server.host_name
-        records = (conn.conn_record(s, name) for s in self.server.sessions.values())
-        return Reply("".join(conn.conn_line(r) + "\n" for r in records))
+        records = (conn.conn_record(s, name, rates) for s in self.server.sessions.values())
+        return conn.sorted_records(records, command.sort)
 
     async def _config_print(self, command: c.ConfigPrint) -> Reply:
         return Reply(self.config_text())
 
     async def _config_reload(self, command: c.ConfigReload) -> Reply:
         return await self.reloader.reload(self, "CONFIG RELOAD")
+
+    async def _complete(self, command: c.Complete) -> Reply:
+        server = self.server
+        names = completion.Names(
+            backends=server.routing.backends,
+            farms=server.routing.farms,
+            vhosts={*server.routing.mappings, *server.vhosts.seen, *server.vhosts.paused},
+        )
+        return Reply("".join(word + "\n" for word in completion.candidates(command.words, names)))
+
+    async def _config_check(self, command: c.ConfigCheck) -> Reply:
+        path = Path(command.path) if command.path is not None else None
+        listening = frozenset(self.server.listeners)
+        # It resolves host names and binds ports for a moment: off the event loop.
+        problems = await trio.to_thread.run_sync(self.reloader.check, path, listening)
+        if isinstance(problems, str):
+            return Reply(problems + "\n")
+        checked = str(path if path is not None else self.reloader.path)
+        return Reply(verdict(problems, checked), ok=not problems)
 
     async def _exit(self, command: c.Exit) -> Reply:
         if command.graceful and self._request_drain is not None:
@@ -235,15 +258,15 @@ class Controller:
         server = self.server
         match command:
             case c.Conn():
-                name = server.host_name
-                records = (conn.conn_record(s, name) for s in server.sessions.values())
-                return json_replies.json_lines(conn.conn_json(r) for r in records)
+                return json_replies.json_lines(map(conn.conn_json, self._conn_records(command)))
             case c.BackendPrint():
                 return json_replies.backends(server.routing, server.health.registry.get)
             case c.FarmPrint():
                 return json_replies.farms(server.routing)
             case c.MapPrint():
                 return json_replies.mappings(server.routing)
+            case c.RulePrint():
+                return json_replies.rules(server.routing)
             case c.VhostPrint():
                 return json_replies.vhosts(server.vhosts.paused, server.vhosts.seen)
             case c.LimitPrint(vhost=vhost):
@@ -263,7 +286,7 @@ class Controller:
             if endpoint is None:
                 return Reply(error + "\n", ok=False)
             self.stats.send_to(*endpoint, (command.host, command.port))
-            return Reply(f"Sending stats on {command.host}:{command.port}\n")
+            return Reply(f"Sending stats on {sockets.endpoint((command.host, command.port))}\n")
         if isinstance(command, c.StatStopSend):
             self.stats.stop_sending()
             return Reply("Stopped sending stats.\n")
@@ -394,6 +417,8 @@ _handle(Controller._log_file, c.LogFile)
 _handle(Controller._conn, c.Conn)
 _handle(Controller._config_print, c.ConfigPrint)
 _handle(Controller._config_reload, c.ConfigReload)
+_handle(Controller._config_check, c.ConfigCheck)
+_handle(Controller._complete, c.Complete)
 _handle(Controller._exit, c.Exit)
 _handle(Controller._session, c.SessionControl)
 _handle(Controller._vhost, *session_control.VHOST_COMMANDS)

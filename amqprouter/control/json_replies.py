@@ -8,7 +8,7 @@ shift a field. Names are camelCase, as in amqpprox's STAT json, and the encoding
 STAT's too: ``json.dumps`` with every non-ASCII character escaped, and DEL as
 ``\\u007f``, so a line holds no control character a terminal would act on.
 
-Commands with a JSON form: CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, VHOST PRINT,
+Commands with a JSON form: CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT,
 LIMIT PRINT, and STAT LISTEN json (its own json, unchanged). Any other command asked
 for as JSON is refused and not run: a mutation answered in text where a script
 expects JSON would be read as a failure after it took effect.
@@ -24,6 +24,7 @@ from amqprouter.control import commands as c
 from amqprouter.control.grammar import to_line
 from amqprouter.routing.health import BackendHealth
 from amqprouter.routing.model import RoutingTable
+from amqprouter.routing.vhost_patterns import is_pattern
 from amqprouter.server.limits import LIMIT_KINDS, Limits
 
 #: The commands that have a JSON form (STAT LISTEN only with its ``json`` output).
@@ -32,12 +33,14 @@ JSON_COMMANDS: Final = (
     c.BackendPrint,
     c.FarmPrint,
     c.MapPrint,
+    c.RulePrint,
     c.VhostPrint,
     c.LimitPrint,
     c.StatListen,
 )
 _JSON_NAMES: Final = (
-    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json"
+    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT and STAT "
+    "LISTEN json"
 )
 
 
@@ -95,27 +98,52 @@ def _health(state: BackendHealth | None) -> dict[str, Any] | None:
 
 
 def farms(table: RoutingTable) -> str:
-    """FARM PRINT: by name, members in their round-robin order."""
+    """FARM PRINT: by name, members in their order (and their weights, in that order)."""
     return json_lines(
         {
             "name": farm.name,
             "selector": farm.selector,
             "members": list(farm.members),
+            "weights": list(farm.weights),
             "policies": list(farm.policies),
+            "stickySeconds": farm.sticky,
         }
         for _name, farm in sorted(table.farms.items())
     )
 
 
 def mappings(table: RoutingTable) -> str:
-    """MAP PRINT: by vhost, then the default farm (``vhost`` null, ``default`` true)."""
+    """MAP PRINT: in matching order (exact vhosts by name, then patterns, most specific
+    first), then the default farm (``vhost`` null, ``default`` true)."""
     records = [
-        {"vhost": vhost, "default": False, "type": kind, "name": name}
-        for vhost, (kind, name) in sorted(table.mappings.items())
+        {"vhost": vhost, "default": False, "pattern": is_pattern(vhost), "type": kind, "name": name}
+        for vhost, (kind, name) in table.mapping_order()
     ]
     if table.default_farm is not None:
-        records.append({"vhost": None, "default": True, "type": "farm", "name": table.default_farm})
+        records.append(
+            {
+                "vhost": None,
+                "default": True,
+                "pattern": False,
+                "type": "farm",
+                "name": table.default_farm,
+            }
+        )
     return json_lines(records)
+
+
+def rules(table: RoutingTable) -> str:
+    """RULE PRINT: by priority."""
+    return json_lines(
+        {
+            "priority": rule.priority,
+            "networks": list(rule.networks),
+            "type": rule.target[0],
+            "name": rule.target[1],
+            "onDown": rule.on_down,
+        }
+        for rule in table.rules
+    )
 
 
 def vhosts(paused: set[str], seen: Iterable[str]) -> str:
@@ -138,8 +166,9 @@ _UNITS: Final = {
 def limits(table: Limits, vhost: str | None) -> str:
     """LIMIT PRINT [vhost]: one object per limit in force, in the text's order of kinds.
 
-    Without a vhost, the DEFAULT limits (``vhost`` null); with one, those in force for
-    it, its own or the DEFAULT's (``default`` says which). No limit: no line.
+    Without a vhost, every limit in force, as the text: the DEFAULT's (``vhost`` null),
+    then each vhost's own, by vhost; with one, those in force for it, its own or the
+    DEFAULT's (``default`` says which). No limit: no line.
     """
     records = []
     for kind in LIMIT_KINDS:
@@ -148,16 +177,26 @@ def limits(table: Limits, vhost: str | None) -> str:
             found = None if value is None else (value, True)
         else:
             found = table.effective(kind, vhost)
-        if found is None:
-            continue
-        records.append(
-            {
-                "vhost": vhost,
-                "limit": kind,
-                "value": found[0],
-                "unit": _UNITS[kind],
-                "alarmOnly": kind.endswith("_ALARM"),
-                "default": found[1],
-            }
-        )
+        if found is not None:
+            records.append(_limit(vhost, kind, *found))
+    if vhost is None:
+        for own in sorted(
+            {v for values in table.settings.values() for v in values if v is not None}
+        ):
+            records += [
+                _limit(own, kind, table.settings[kind][own], False)
+                for kind in LIMIT_KINDS
+                if own in table.settings[kind]
+            ]
     return json_lines(records)
+
+
+def _limit(vhost: str | None, kind: str, value: int, default: bool) -> dict[str, Any]:
+    return {
+        "vhost": vhost,
+        "limit": kind,
+        "value": value,
+        "unit": _UNITS[kind],
+        "alarmOnly": kind.endswith("_ALARM"),
+        "default": default,
+    }

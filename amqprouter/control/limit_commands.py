@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 from amqprouter.control import commands as c
-from amqprouter.server.limits import CONNECTION_LIMIT_TAG, LIMIT_KINDS, Limits
+from amqprouter.server.limits import CONNECTION_LIMIT_TAG, LIMIT_KINDS, LimitKind, Limits
 from amqprouter.server.server import Server
 
 #: The commands ``execute`` answers.
@@ -85,7 +85,13 @@ def _set_reply(kind: str, vhost: str | None, value: int) -> str:
 
 
 def print_defaults(limits: Limits) -> str:
-    """LIMIT PRINT: amqpprox's lines in amqpprox's order, then ours (CONNECTIONS)."""
+    """LIMIT PRINT: every limit in force. The DEFAULT's first, amqpprox's lines in
+    amqpprox's order then ours (CONNECTIONS), or amqpprox's ``No default limit ...``
+    line; then each vhost's own limits, by vhost, as ``LIMIT PRINT vhost`` words them.
+
+    amqpprox prints the DEFAULT's alone, so ``No default limit configured for any
+    vhost.`` answered an operator whose vhost limit was refusing clients: ours also
+    lists the vhosts' own (after the reference's lines, which scripts may match)."""
     lines = []
     defaults = {kind: limits.settings[kind].get(None) for kind in LIMIT_KINDS}
     if (n := defaults["CONN_RATE_ALARM"]) is not None:
@@ -104,7 +110,17 @@ def print_defaults(limits: Limits) -> str:
         lines.append(f"Default data limit for any vhost, allow max {n} bytes per second.\n")
     if (n := defaults["CONNECTIONS"]) is not None:
         lines.append(f"Default limit for any vhost, allow at most {n} concurrent connections.\n")
-    return "".join(lines) or "No default limit configured for any vhost.\n"
+    if not lines:
+        lines.append("No default limit configured for any vhost.\n")
+    for vhost in limited_vhosts(limits):
+        own = {kind: limits.settings[kind].get(vhost) for kind in LIMIT_KINDS}
+        lines += _vhost_lines(vhost, {k: None if n is None else (n, False) for k, n in own.items()})
+    return "".join(lines)
+
+
+def limited_vhosts(limits: Limits) -> list[str]:
+    """The vhosts with a limit of their own, sorted."""
+    return sorted({v for values in limits.settings.values() for v in values if v is not None})
 
 
 def print_vhost(limits: Limits, vhost: str) -> str:
@@ -112,8 +128,14 @@ def print_vhost(limits: Limits, vhost: str) -> str:
 
     A vhost's own connection-rate limit prints in amqpprox's ``Allow average ... per 1
     seconds`` form, a DEFAULT one in its ``allow average ... per second`` form."""
+    found = {kind: limits.effective(kind, vhost) for kind in LIMIT_KINDS}
+    return "".join(_vhost_lines(vhost, found)) or f"No limit configured for vhost {vhost}.\n"
+
+
+def _vhost_lines(vhost: str, found: dict[LimitKind, tuple[int, bool] | None]) -> list[str]:
+    """amqpprox's lines for ``vhost``: ``found`` is each kind's (value, the DEFAULT's?)."""
     lines = []
-    if (alarm := limits.effective("CONN_RATE_ALARM", vhost)) is not None:
+    if (alarm := found["CONN_RATE_ALARM"]) is not None:
         n, default = alarm
         lines.append(
             f"Alarm only limit, for vhost {vhost}, allow average {n} number of connections per "
@@ -122,23 +144,23 @@ def print_vhost(limits: Limits, vhost: str) -> str:
             else f"Alarm only limit, for vhost {vhost}, Allow average {n} number of connections "
             "per 1 seconds.\n"
         )
-    if (rate := limits.effective("CONN_RATE", vhost)) is not None:
+    if (rate := found["CONN_RATE"]) is not None:
         n, default = rate
         lines.append(
             f"For vhost {vhost}, allow average {n} number of connections per second.\n"
             if default
             else f"For vhost {vhost}, Allow average {n} number of connections per 1 seconds.\n"
         )
-    if (data_alarm := limits.effective("DATA_RATE_ALARM", vhost)) is not None:
+    if (data_alarm := found["DATA_RATE_ALARM"]) is not None:
         lines.append(
             f"Alarm only data limit, for vhost {vhost}, allow max {data_alarm[0]} bytes per "
             "second.\n"
         )
-    if (data := limits.effective("DATA_RATE", vhost)) is not None:
+    if (data := found["DATA_RATE"]) is not None:
         lines.append(f"For vhost {vhost}, allow max {data[0]} bytes per second.\n")
-    if (concurrent := limits.effective("CONNECTIONS", vhost)) is not None:
+    if (concurrent := found["CONNECTIONS"]) is not None:
         lines.append(f"For vhost {vhost}, allow at most {concurrent[0]} concurrent connections.\n")
-    return "".join(lines) or f"No limit configured for vhost {vhost}.\n"
+    return lines
 
 
 def config_commands(limits: Limits) -> list[c.Command]:

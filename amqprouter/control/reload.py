@@ -12,9 +12,11 @@ A reload, in order:
 3. Compares that state with the state the file had when it was last applied, and
    applies the difference as control commands through the controller: the routing
    commands against a copy of the routing table that replaces the live one at once, or
-   not at all when one of them fails (``Config reload failed: <file>: <command>:
+   not at all when one of them fails (``Config reload failed: <file>:<line>: <command>:
    <reply>``); then the other settings, each on its own (a listener whose port is taken
-   fails alone, is reported, and is tried again at the next reload).
+   fails alone, is reported as ``Failed: <file>:<line>: <command>: <reply>``, and is
+   tried again at the next reload). The reply is one verdict: the changes made and the
+   failures, or ``No changes``.
 4. Builds each TLS context again from its files, so certificates replaced on disk are
    used by new sessions (a file that cannot be used keeps the old context, and is
    reported).
@@ -42,7 +44,7 @@ import structlog
 import trio
 
 from amqprouter.control import commands as c
-from amqprouter.control import config_diff, tls_commands
+from amqprouter.control import config_check, config_diff, tls_commands
 from amqprouter.control.config_file import ConfigFileError, read_lines
 from amqprouter.control.grammar import ParseError, parse, to_line
 from amqprouter.control.socket_server import Reply
@@ -70,9 +72,9 @@ class ReloadTarget(Protocol):
     @property
     def tls(self) -> TlsState: ...
 
-    async def stage_routing(self, commands: Sequence[c.Command]) -> str:
-        """Apply routing ``commands`` to one copy of the table and swap it in; or, on the
-        first failure, change nothing and answer ``<command>: <reply>``."""
+    async def stage_routing(self, commands: Sequence[c.Command]) -> tuple[c.Command, str] | None:
+        """Apply routing ``commands`` to one copy of the table and swap it in (None); or,
+        on the first failure, change nothing and answer that command and its reply."""
         ...
 
     async def run_command(self, command: c.Command) -> Reply: ...
@@ -124,6 +126,9 @@ class Reloader:
         self._over = _lenient(above)
         self._applied = self._effective(_lenient(in_file))
         self._tls_digests: dict[str, str] = {}
+        # The start's own lines around the file, for CONFIG CHECK of the file.
+        self._below_lines = below
+        self._above_lines = above
 
     def _effective(self, file_state: config_diff.State) -> config_diff.State:
         return {**self._under, **file_state, **self._over}
@@ -144,21 +149,26 @@ class Reloader:
                 tls="; ".join(errors) or "re-read",
             )
             return Reply(NO_CONFIG + "".join(e + "\n" for e in errors), ok=False)
-        plan = await self._plan()
-        if isinstance(plan, str):
-            return self._failed(source, plan, log_error)
+        planned = await self._plan()
+        if isinstance(planned, str):
+            return self._failed(source, planned, log_error)
+        plan, origin = planned
         routing = plan.routing
         if routing.commands:
-            error = await target.stage_routing(routing.commands)
-            if error:
-                return self._failed(source, f"{self.path}: {error}", log_error)
+            failure = await target.stage_routing(routing.commands)
+            if failure is not None:
+                command, reply = failure
+                why = f"{self._where(origin, command)}: {to_line(command)}: {reply}"
+                return self._failed(source, why, log_error)
         self._update(routing)
         changes = list(routing.changes)
         errors = []
         for step in plan.steps:
-            error = await _apply(target, step)
-            if error:
-                errors.append(f"Failed: {', '.join(step.changes)}: {error}")
+            step_failure = await _apply(target, step)
+            if step_failure is not None:
+                command, reply = step_failure
+                where = self._where(origin, command)
+                errors.append(f"Failed: {where}: {to_line(command)}: {reply}")
                 continue
             self._update(step)
             changes += step.changes
@@ -172,8 +182,36 @@ class Reloader:
             changes="; ".join(changes) or "none",
             **({"errors": "; ".join(errors)} if errors else {}),
         )
-        lines = changes or ["No changes"]
-        return Reply("".join(line + "\n" for line in lines + errors), ok=not errors)
+        # One verdict: what changed and what failed; "No changes" only when neither.
+        lines = changes + errors if changes or errors else ["No changes"]
+        return Reply("".join(line + "\n" for line in lines), ok=not errors)
+
+    def _where(self, origin: dict[c.Command, str], command: c.Command) -> str:
+        """``<file>:<line>`` of the line that made ``command``; the file alone for a
+        command a reload makes itself (a removed line's undo, a farm added again)."""
+        return origin.get(command, str(self.path))
+
+    def check(
+        self, path: Path | None, listening: frozenset[int]
+    ) -> str | list[config_check.Problem]:
+        """CONFIG CHECK: every problem of ``path`` (None: the ``--config`` file), with the
+        start's flags around it as at start; a text instead when there is nothing to
+        check. Blocking (it binds ports and resolves names): run it in a thread."""
+        path = path if path is not None else self.path
+        if path is None:
+            return (
+                "No configuration file to check: amqprouter was started without --config "
+                "(a reload re-opens the log files and re-reads the TLS files)."
+            )
+        try:
+            lines = read_lines(path)
+        except ConfigFileError as exc:
+            return [config_check.Problem("", "", str(exc))]
+        return config_check.check_lines(
+            [*self._below_lines, *lines, *self._above_lines],
+            listening=listening,
+            log_files=router_logging.has_files(),
+        )
 
     def _failed(self, source: str, why: str, log_error: str | None) -> Reply:
         log.warning(
@@ -185,8 +223,9 @@ class Reloader:
         )
         return Reply(f"{FAILED}{why}\n", ok=False)
 
-    async def _plan(self) -> config_diff.Plan | str:
-        """What to apply, or ``<file>[:<line>]: <why>`` when nothing can be."""
+    async def _plan(self) -> tuple[config_diff.Plan, dict[c.Command, str]] | str:
+        """What to apply, with the line each command of the file came from; or
+        ``<file>[:<line>]: <why>`` when nothing can be."""
         assert self.path is not None
         try:
             lines = await trio.to_thread.run_sync(read_lines, self.path)
@@ -201,7 +240,7 @@ class Reloader:
         plan = config_diff.diff(self._applied, self._effective(state))
         if isinstance(plan, str):
             return f"{self.path}: {plan}"
-        return plan
+        return plan, {command: where for where, command in commands}
 
     def _update(self, step: config_diff.Step) -> None:
         for key, entry in step.updates:
@@ -223,17 +262,18 @@ class Reloader:
         return errors
 
 
-async def _apply(target: ReloadTarget, step: config_diff.Step) -> str:
-    """Apply one step's commands: "" or why it failed."""
+async def _apply(target: ReloadTarget, step: config_diff.Step) -> tuple[c.Command, str] | None:
+    """Apply one step's commands: None, or the command that failed and its reply (a TLS
+    direction's settings go together: the first of them is named)."""
     settings = [cmd for cmd in step.commands if isinstance(cmd, _TLS_SETTINGS)]
     if settings and len(settings) == len(step.commands):
         reply = tls_commands.execute_together(target.tls, settings)
-        return "" if reply.ok else f"TLS: {reply.text.rstrip()}"
+        return None if reply.ok else (settings[0], f"TLS: {reply.text.rstrip()}")
     for command in step.commands:
         reply = await target.run_command(command)
         if not reply.ok:
-            return f"'{to_line(command)}': {reply.text.rstrip()}"
-    return ""
+            return command, reply.text.rstrip()
+    return None
 
 
 async def _reopen_logs() -> str | None:

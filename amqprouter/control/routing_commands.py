@@ -14,7 +14,10 @@ differences, each fixing a quirk of the reference:
   that is also the order round-robin and datacenter-affinity work in. A member
   named twice in FARM ADD is kept once, at its first place.
 - MAP PRINT also prints the default farm, after the vhosts, as
-  ``(default) => Farm:<farm>`` (amqpprox does not print it at all).
+  ``(default) => Farm:<farm>`` (amqpprox does not print it at all). A vhost holding
+  ``*`` is a pattern (ours, ``routing.vhost_patterns``); MAP PRINT lists the mappings
+  in the order a vhost is matched against them: exact ones by name, then patterns,
+  most specific first.
 - BACKEND DELETE of a backend that a farm still uses is refused with
   ``Backend '<b>' is used by farm(s) <f1>, <f2>; remove it from them first.\\n``
   (amqpprox deletes it and leaves the farm pointing at freed memory).
@@ -26,6 +29,10 @@ differences, each fixing a quirk of the reference:
   `` DISABLED`` to a disabled backend's line (only then, so the reference's line
   is unchanged otherwise); CONFIG PRINT writes a BACKEND DISABLE after the
   backends. Deleting a backend forgets that it was disabled.
+- RULE ADD/DELETE/PRINT (ours, docs/routing.md): RULE ADD checks that its farm or
+  backend exists (``Farm '<f>' not found``) and replaces a rule of the same priority;
+  RULE DELETE of an unknown priority answers ``Rule <p> not found``. FARM DELETE and
+  BACKEND DELETE do not look at rules: a rule whose target is gone narrows nothing.
 - Every reply ends with its newline (amqpprox's BACKEND ADD and DELETE errors have
   none).
 - Unchanged from amqpprox, on purpose: MAP BACKEND/FARM/DEFAULT accept a backend
@@ -40,7 +47,9 @@ from collections.abc import Callable
 import attrs
 
 from amqprouter.control import commands as c
+from amqprouter.net.sockets import endpoint
 from amqprouter.routing import selectors
+from amqprouter.routing.client_rules import Rule
 from amqprouter.routing.model import Backend, Farm, RoutingTable, Target
 
 #: The commands ``apply`` executes.
@@ -50,6 +59,8 @@ ROUTING_COMMANDS = (
     c.BackendDisable,
     c.BackendEnable,
     c.FarmAdd,
+    c.FarmWeight,
+    c.FarmSticky,
     c.FarmPartition,
     c.FarmDelete,
     c.FarmPrint,
@@ -59,6 +70,9 @@ ROUTING_COMMANDS = (
     c.MapDefault,
     c.MapRemoveDefault,
     c.MapPrint,
+    c.RuleAdd,
+    c.RuleDelete,
+    c.RulePrint,
     c.DatacenterSet,
     c.DatacenterPrint,
 )
@@ -70,7 +84,7 @@ def backend_line(backend: Backend) -> str:
     flags = proxy + (" TLS" if backend.tls else "")
     return (
         f"{backend.name} ({backend.datacenter}): {backend.host} "
-        f"{backend.ip or ''}:{backend.port}{flags}"
+        f"{endpoint((backend.ip or '', backend.port))}{flags}"
     )
 
 
@@ -109,18 +123,26 @@ def apply(
             if isinstance(command, c.BackendDisable):
                 return attrs.evolve(table, disabled=table.disabled | {name}), ""
             return attrs.evolve(table, disabled=table.disabled - {name}), ""
-        case c.FarmAdd(name=name, selector=selector, backends=members):
-            return _farm_add(table, name, selector, members)
+        case c.FarmAdd(name=name, selector=selector, backends=members, weights=weights):
+            return _farm_add(table, name, selector, members, weights)
+        case c.FarmWeight(name=name, member=member, weight=weight):
+            return _farm_weight(table, name, member, weight)
+        case c.FarmSticky(name=name, seconds=seconds):
+            farm = table.farms.get(name)
+            if farm is None:
+                return table, f"Farm '{name}' not found\n"
+            # Not _with_farm: the selector's memory stays. The clients' entries too: OFF
+            # stops using them (they expire), ON again finds the live ones.
+            sticky = None if seconds is None else float(seconds)
+            farm = attrs.evolve(farm, sticky=sticky)
+            return attrs.evolve(table, farms={**table.farms, name: farm}), ""
         case c.FarmPartition(name=name, policy=policy):
             return _farm_partition(table, name, policy)
         case c.FarmDelete(name=name):
             farms = {n: f for n, f in table.farms.items() if n != name}
             return attrs.evolve(table, farms=farms), ""
         case c.FarmPrint():
-            return table, "".join(
-                f"{n}: " + "".join(m + " " for m in table.farms[n].members) + "\n"
-                for n in sorted(table.farms)
-            )
+            return table, "".join(farm_line(table.farms[n]) + "\n" for n in sorted(table.farms))
         case c.MapBackend(vhost=vhost, backend=backend):
             return _map(table, vhost, ("backend", backend)), ""
         case c.MapFarm(vhost=vhost, farm=farm):
@@ -134,6 +156,14 @@ def apply(
             return attrs.evolve(table, default_farm=None), ""
         case c.MapPrint():
             return table, _map_print(table)
+        case c.RuleAdd():
+            return _rule_add(table, command)
+        case c.RuleDelete(priority=priority):
+            if all(rule.priority != priority for rule in table.rules):
+                return table, f"Rule {priority} not found\n"
+            return attrs.evolve(table, rules=[r for r in table.rules if r.priority != priority]), ""
+        case c.RulePrint():
+            return table, "".join(rule_line(rule) + "\n" for rule in table.rules)
         case c.DatacenterSet(name=name):
             # amqpprox repartitions every farm, even for the same datacenter: markers reset.
             return attrs.evolve(table, datacenter=name, layouts={}), ""
@@ -175,11 +205,39 @@ def _backend_delete(table: RoutingTable, name: str) -> tuple[RoutingTable, str]:
     return attrs.evolve(table, backends=backends, disabled=table.disabled - {name}), ""
 
 
+def farm_line(farm: Farm) -> str:
+    """A farm as FARM PRINT shows it, without the newline: amqpprox's line (each member
+    followed by a space) for a round-robin farm; a weighted selector's members as
+    ``name*weight``, and what is not amqpprox's in parentheses after them."""
+    weighted = farm.selector in selectors.WEIGHTED
+    members = "".join(
+        (f"{m}*{w} " if weighted else f"{m} ")
+        for m, w in zip(farm.members, farm.weights, strict=True)
+    )
+    extras = [] if farm.selector == "round-robin" else [farm.selector]
+    if farm.sticky is not None:
+        extras.append(f"sticky {farm.sticky:g}s")
+    return f"{farm.name}: {members}" + (f"({', '.join(extras)})" if extras else "")
+
+
 def _farm_add(
-    table: RoutingTable, name: str, selector: str, members: tuple[str, ...]
+    table: RoutingTable,
+    name: str,
+    selector: str,
+    members: tuple[str, ...],
+    weights: tuple[int, ...] = (),
 ) -> tuple[RoutingTable, str]:
     if selector not in selectors.SELECTORS:
         return table, f"Selector '{selector}' not found\n"
+    if weights and selector not in selectors.WEIGHTED:
+        return table, (
+            f"Selector '{selector}' takes no weights: use weighted-round-robin or "
+            "least-connections for name*weight members.\n"
+        )
+    if weights:
+        # A member named twice keeps its first place, and the weight given there.
+        first = dict(reversed(list(zip(members, weights, strict=True))))
+        weights = tuple(first[member] for member in dict.fromkeys(members))
     unique = tuple(dict.fromkeys(members))
     missing = [member for member in unique if member not in table.backends]
     if missing:
@@ -187,7 +245,28 @@ def _farm_add(
             "Farm not inserted due to at least one missing Backend\n"
         )
     # A replaced farm loses its policies and is repartitioned: markers reset.
-    return _with_farm(table, Farm(name, selector, unique)), ""
+    return _with_farm(table, Farm(name, selector, unique, weights=weights)), ""
+
+
+def _farm_weight(
+    table: RoutingTable, name: str, member: str, weight: int
+) -> tuple[RoutingTable, str]:
+    farm = table.farms.get(name)
+    if farm is None:
+        return table, f"Farm '{name}' not found\n"
+    if member not in farm.members:
+        return table, f"Backend '{member}' is not a member of farm '{name}'\n"
+    if farm.selector not in selectors.WEIGHTED:
+        return table, (
+            f"Farm '{name}' uses {farm.selector}, which has no weights: FARM ADD it with "
+            "weighted-round-robin or least-connections.\n"
+        )
+    weights = list(farm.weights)
+    weights[farm.members.index(member)] = weight
+    # Not _with_farm: the layout (and the selector's memory) stays, the weight applies
+    # from the next choice on.
+    farm = attrs.evolve(farm, weights=tuple(weights))
+    return attrs.evolve(table, farms={**table.farms, name: farm}), ""
 
 
 def _farm_partition(table: RoutingTable, name: str, policy: str) -> tuple[RoutingTable, str]:
@@ -209,10 +288,31 @@ def _map(table: RoutingTable, vhost: str, target: Target) -> RoutingTable:
     return attrs.evolve(table, mappings={**table.mappings, vhost: target})
 
 
+def rule_line(rule: Rule) -> str:
+    """A rule as RULE PRINT shows it: ``<priority> <cidr,...> => Farm:<f> BREAK``."""
+    kind, name = rule.target
+    return (
+        f"{rule.priority} {','.join(rule.networks)} => "
+        f"{'Farm' if kind == 'farm' else 'Backend'}:{name} {rule.on_down}"
+    )
+
+
+def _rule_add(table: RoutingTable, command: c.RuleAdd) -> tuple[RoutingTable, str]:
+    # Checked now (unlike MAP's targets): a rule naming a typo would never narrow anything.
+    if command.kind == "farm" and command.target not in table.farms:
+        return table, f"Farm '{command.target}' not found\n"
+    if command.kind == "backend" and command.target not in table.backends:
+        return table, f"Backend '{command.target}' not found\n"
+    rule = Rule(command.priority, command.networks, (command.kind, command.target), command.on_down)
+    others = [r for r in table.rules if r.priority != command.priority]
+    return attrs.evolve(table, rules=[*others, rule]), ""
+
+
 def _map_print(table: RoutingTable) -> str:
+    """In matching order: exact vhosts by name, then patterns, most specific first."""
     lines = [
         f'"{vhost}" => {"Farm" if kind == "farm" else "Backend"}:{name}\n'
-        for vhost, (kind, name) in sorted(table.mappings.items())
+        for vhost, (kind, name) in table.mapping_order()
     ]
     if table.default_farm is not None:
         lines.append(f"(default) => Farm:{table.default_farm}\n")
@@ -223,7 +323,9 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
     """The commands that rebuild ``table`` from an empty one, in an order that works.
 
     DATACENTER SET (when set), BACKEND ADD/ADD_DNS by name, BACKEND DISABLE, FARM ADD and its FARM
-    PARTITIONs by farm name, MAP BACKEND/FARM by vhost, MAP DEFAULT. A static
+    PARTITIONs by farm name, MAP BACKEND/FARM in matching order (exact vhosts by name, then
+    patterns, most specific first), MAP DEFAULT, RULE ADD by priority (after the farms and
+    backends they name). A static
     backend is re-added by host, so loading the commands resolves it again.
     Round-robin positions are not configuration and start again from 0.
     """
@@ -238,13 +340,21 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
     result += [c.BackendDisable(name) for name in sorted(table.disabled)]
     for name in sorted(table.farms):
         farm = table.farms[name]
-        result.append(c.FarmAdd(farm.name, farm.selector, farm.members))
+        weights = farm.weights if farm.weighted else ()
+        result.append(c.FarmAdd(farm.name, farm.selector, farm.members, weights))
         result += [c.FarmPartition(farm.name, policy) for policy in farm.policies]
-    for vhost, (kind_name, target) in sorted(table.mappings.items()):
+        if farm.sticky is not None:
+            result.append(c.FarmSticky(farm.name, int(farm.sticky)))
+    # Matching order: patterns that tie keep the order they were mapped in once read back.
+    for vhost, (kind_name, target) in table.mapping_order():
         if kind_name == "farm":
             result.append(c.MapFarm(vhost, target))
         else:
             result.append(c.MapBackend(vhost, target))
     if table.default_farm is not None:
         result.append(c.MapDefault(table.default_farm))
+    result += [
+        c.RuleAdd(rule.priority, rule.networks, rule.target[0], rule.target[1], rule.on_down)
+        for rule in table.rules
+    ]
     return result

@@ -25,6 +25,7 @@ one by one; docs/tls.md says how each is honoured:
 
 from __future__ import annotations
 
+import datetime
 import enum
 import os
 import ssl
@@ -321,6 +322,51 @@ def describe_certificate(path: str) -> str:
     return f"subject={subject} issuer={issuer} notAfter={cert.get('notAfter', '?')}"
 
 
+@attrs.frozen
+class CertificateExpiry:
+    """When the certificate a direction presents stops being valid (its notAfter)."""
+
+    #: The certificate's subject as RFC 4514 writes it, most specific first (``CN=a,O=b``).
+    subject: str
+    #: notAfter as seconds since the epoch (UTC, as RFC 5280 times are).
+    not_after: float
+
+
+def certificate_expiry(path: str) -> CertificateExpiry | None:
+    """The notAfter and subject of the first certificate in ``path`` (the one presented:
+    a chain file starts with it), or None when it cannot be read now.
+
+    ``cryptography`` reads it when installed (a public API); without it, the standard
+    library's own decoder does (``ssl._ssl._test_decode_cert``, private but in every
+    CPython since 3.2, the one TLS PRINT uses), and ``ssl.cert_time_to_seconds`` turns
+    its notAfter text into seconds in UTC.
+    """
+    try:
+        from cryptography import x509  # optional: not a dependency of the router
+    except ImportError:
+        return _expiry_from_ssl(path)
+    try:
+        certificate = x509.load_pem_x509_certificates(read_pem(path, "certificate"))[0]
+    except (TlsConfigError, ValueError, IndexError):
+        return None
+    # not_valid_after_utc since cryptography 42; before it a naive datetime in UTC.
+    after = getattr(certificate, "not_valid_after_utc", None)
+    if after is None:  # pragma: no cover - cryptography < 42
+        after = certificate.not_valid_after.replace(tzinfo=datetime.UTC)
+    return CertificateExpiry(certificate.subject.rfc4514_string(), after.timestamp())
+
+
+def _expiry_from_ssl(path: str) -> CertificateExpiry | None:
+    if _decode_cert is None:  # pragma: no cover - every CPython since 3.2 has it
+        return None
+    try:
+        cert = _decode_cert(path)
+        not_after = ssl.cert_time_to_seconds(str(cert["notAfter"]))
+    except (ssl.SSLError, OSError, KeyError, ValueError):
+        return None
+    return CertificateExpiry(name_line(cert.get("subject", ())), not_after)  # type: ignore[arg-type]
+
+
 def verify_words(settings: TlsSettings) -> str:
     return " ".join(mode.value for mode in settings.verify_mode) or "NONE"
 
@@ -347,6 +393,9 @@ class TlsState:
         self._contexts: dict[Direction, ssl.SSLContext | None] = {
             d: None if missing(s) else build_context(s) for d, s in self._settings.items()
         }
+        # The presented certificate's expiry, read when it is loaded (and reloaded),
+        # never per scrape: /metrics' amqprouter_tls_certificate_expiry_seconds.
+        self._expiry: dict[Direction, CertificateExpiry | None] = dict.fromkeys(DIRECTIONS)
 
     def settings(self, direction: Direction) -> TlsSettings:
         return self._settings[direction]
@@ -365,4 +414,13 @@ class TlsState:
         context = None if missing(settings) else build_context(settings)
         self._settings[settings.direction] = settings
         self._contexts[settings.direction] = context
+        chain = settings.cert_chain_file
+        self._expiry[settings.direction] = (
+            certificate_expiry(chain) if context is not None and chain is not None else None
+        )
         return context
+
+    def expiry(self, direction: Direction) -> CertificateExpiry | None:
+        """When the certificate ``direction`` presents expires (INGRESS: to clients;
+        EGRESS: the client certificate to brokers), as of its last load; None without one."""
+        return self._expiry[direction]

@@ -26,6 +26,7 @@ from typing import Final
 import attrs
 
 from amqprouter import __version__
+from amqprouter.net.tls_context import DIRECTIONS, TlsState
 from amqprouter.observe.http import Response
 from amqprouter.observe.process import ProcessFigures, process_figures
 from amqprouter.observe.session_metrics import Histogram, SessionMetrics
@@ -130,6 +131,7 @@ def metrics_text(
     paused_vhosts: int = 0,
     process: ProcessFigures | None = None,
     primed: PrimedFigures | None = None,
+    tls_expiry: Iterable[tuple[str, str, float]] = (),
 ) -> str:
     """The /metrics page.
 
@@ -139,6 +141,8 @@ def metrics_text(
     ``vhost_label`` maps each vhost to its label value (see the module docstring).
     ``process`` is read from /proc when not given. ``primed``: the primed broker
     connections' counters and how many are ready now (no samples without it).
+    ``tls_expiry``: (role, subject, notAfter in epoch seconds) of each certificate the
+    router presents (``ingress``, ``egress``), as of its last load.
     """
     out = _Exposition()
     out.family("amqprouter_build_info", "gauge", "amqprouter's version; always 1.")
@@ -168,6 +172,11 @@ def metrics_text(
             "alarmed",
             "Connections that set off an alarm-only LIMIT.",
         ),
+        (
+            "amqprouter_connections_auth_denied_total",
+            "auth_denied",
+            "Clients the auth service denied (or failed to answer for).",
+        ),
     ):
         out.family(name, "counter", help_text)
         for (vhost, backend), total in totals:
@@ -187,11 +196,19 @@ def metrics_text(
         for pair, _total in totals:
             stats = last.get(pair) or ConnectionStats()
             out.sample(name, [("vhost", pair[0]), ("backend", pair[1])], getattr(stats, field))
+    name = "amqprouter_tls_certificate_expiry_seconds"
+    out.family(name, "gauge", "When the certificate the router presents expires (Unix time).")
+    for role, subject, not_after in tls_expiry:
+        out.sample(name, [("role", role), ("subject", subject)], not_after)
     out.family("amqprouter_vhosts_paused", "gauge", "Vhosts paused by VHOST PAUSE, now.")
     out.sample("amqprouter_vhosts_paused", [], paused_vhosts)
     if events is not None:
         _session_events(out, events)
-    out.family("amqprouter_backend_up", "gauge", "1 when the health check finds the backend up.")
+    out.family(
+        "amqprouter_backend_up",
+        "gauge",
+        "1 when the backend's health check finds it up, 0 when down; no sample without a check.",
+    )
     for backend, up in sorted((backend_up or {}).items()):
         out.sample("amqprouter_backend_up", [("backend", backend)], int(up))
     out.family("amqprouter_listeners", "gauge", "Client listeners open.")
@@ -290,6 +307,17 @@ def _process(out: _Exposition, figures: ProcessFigures) -> None:
         if value is not None:  # what /proc cannot tell is left out, not written as 0
             out.family(name, kind, help_text)
             out.sample(name, [], value)
+
+
+def tls_expiries(tls: TlsState) -> list[tuple[str, str, float]]:
+    """``metrics_text``'s ``tls_expiry``: each direction's presented certificate, as of
+    its last load (INGRESS's to clients, EGRESS's client certificate to brokers)."""
+    found = []
+    for direction in DIRECTIONS:
+        expiry = tls.expiry(direction)
+        if expiry is not None:
+            found.append((direction.lower(), expiry.subject, expiry.not_after))
+    return found
 
 
 def ready_reason(

@@ -2,7 +2,7 @@
 
 The statistics collector (stats.py) sums what it sees when it walks the sessions once
 per interval; these figures are events instead, counted the moment they happen by
-``SessionMetrics`` (the server's ``events`` observer, session/events.py, and one of its
+``SessionMetrics`` (the server's ``events`` observer, session/metrics_hooks.py, and one of its
 ``session_ended`` callbacks):
 
 * sessions **opened** (the broker accepted the client's vhost) and **closed** (an opened
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from amqprouter.observe.stats import MAX_TOTALS
 from amqprouter.session import End
-from amqprouter.session.events import CONNECT_FAILURES
+from amqprouter.session.metrics_hooks import CONNECT_FAILURES
 
 if TYPE_CHECKING:
     from amqprouter.routing import Backend
@@ -133,7 +133,7 @@ class SessionMetrics:
         self.shutting_down = False
         self._open: set[int] = set()
 
-    # -- session/events.py's SessionEvents ---------------------------------------------
+    # -- session/metrics_hooks.py's SessionEvents ---------------------------------------------
 
     def client_opened(self, session: Session, seconds: float) -> None:
         self.handshake.observe(seconds)

@@ -22,9 +22,13 @@ Every interval (``--cleanup-interval-ms``) ``StatsCollector.collect`` walks
   sessions the auth service denied that ended in the interval (a denied session
   ends at once, so a gauge of the moment would almost never see one).
 * The walk is the cost that grows with sessions (5,000 idle sessions every
-  second), so it allocates nothing per session beyond the first sight of one: the
-  axis key of a session is computed once and kept in its record, and counters are
-  compared before anything is added.
+  second), so it allocates nothing per idle session beyond the first sight of one:
+  the axis key of a session is computed once and kept in its record, and counters
+  are compared before anything is added.
+* Each session's **rates** over the last interval (``session_rates``: bytes and
+  frames per second each way, for CONN and the status page) are kept in the same
+  record: one small object for a session that moved data, the shared ``NO_RATES``
+  for an idle one.
 
 Sessions are summed into one internal axis keyed by (vhost, backend name,
 ``host_port``); vhosts, backends, overall and the Prometheus families are sums of
@@ -214,8 +218,26 @@ def empty_snapshot(interval: float) -> StatsSnapshot:
     )
 
 
+@attrs.frozen(slots=True)
+class SessionRates:
+    """One session's traffic per second over the last interval (CONN, the status page).
+
+    in = client→broker, out = broker→client, as everywhere in the statistics.
+    """
+
+    in_bytes: float = 0.0
+    out_bytes: float = 0.0
+    in_frames: float = 0.0
+    out_frames: float = 0.0
+
+
+#: The rates of an idle session, or of one no collection has seen yet.
+NO_RATES: Final = SessionRates()
+
+
 class _Seen:
-    """A session's counters at the previous collection, and its cached axis keys."""
+    """A session's counters at the previous collection, its rates over the last
+    interval, and its cached axis keys."""
 
     __slots__ = (
         "address",
@@ -227,6 +249,7 @@ class _Seen:
         "out_bytes",
         "out_frames",
         "out_reads",
+        "rates",
         "source",
         "vhost",
     )
@@ -234,6 +257,7 @@ class _Seen:
     def __init__(self, session: Session) -> None:
         self.in_bytes = self.in_frames = self.in_reads = 0
         self.out_bytes = self.out_frames = self.out_reads = 0
+        self.rates = NO_RATES
         self.rekey(session)
 
     def rekey(self, session: Session) -> None:
@@ -279,6 +303,8 @@ class Totals:
     #: Clients refused by a LIMIT, and connections that set off an alarm-only one.
     limited: int = 0
     alarmed: int = 0
+    #: Clients the auth service denied (AUTH SERVICE).
+    auth_denied: int = 0
 
     def add(self, stats: ConnectionStats) -> None:
         self.bytes_received += stats.bytes_received
@@ -293,6 +319,7 @@ class Totals:
         self.removed[Removal.CLIENT_SNAPPED] += stats.removed_client
         self.limited += stats.limited
         self.alarmed += stats.alarmed
+        self.auth_denied += stats.auth_denied
 
 
 _Key = tuple[str, str, str]
@@ -369,7 +396,9 @@ class StatsCollector:
                 held_buffers += (ingress.pending > 0) + (egress.pending > 0)
             # Idle sessions stop here: neither direction's byte count moved.
             if ingress.bytes != record.in_bytes or egress.bytes != record.out_bytes:
-                self._add_traffic(record, session, stats, source)
+                self._add_traffic(record, session, stats, source, self.interval)
+            elif record.rates is not NO_RATES:
+                record.rates = NO_RATES  # idle for this whole interval
         for session in self._ended:
             self._add_ended(session, pairs, sources if per_source else None)
         self._ended.clear()
@@ -378,9 +407,19 @@ class StatsCollector:
         self.last = self._snapshot(pairs, sources, held_bytes, held_buffers)
         return self.last
 
+    def session_rates(self, session_id: int) -> SessionRates:
+        """The session's traffic per second over the last interval (``NO_RATES`` for one
+        not collected yet)."""
+        record = self._seen.get(session_id)
+        return NO_RATES if record is None else record.rates
+
     @staticmethod
     def _add_traffic(
-        record: _Seen, session: Session, stats: ConnectionStats, source: ConnectionStats | None
+        record: _Seen,
+        session: Session,
+        stats: ConnectionStats,
+        source: ConnectionStats | None,
+        interval: float = 0.0,
     ) -> None:
         ingress, egress = session.ingress, session.egress
         values = (
@@ -391,6 +430,14 @@ class StatsCollector:
             ingress.bytes - record.in_bytes,
             egress.bytes - record.out_bytes,
         )
+        if interval > 0:
+            # Per second as STAT's human rates are: the delta over the nominal interval.
+            record.rates = SessionRates(
+                values[4] / interval,
+                values[5] / interval,
+                values[2] / interval,
+                values[3] / interval,
+            )
         record.in_reads, record.out_reads = ingress.reads, egress.reads
         record.in_frames, record.out_frames = ingress.frames, egress.frames
         record.in_bytes, record.out_bytes = ingress.bytes, egress.bytes

@@ -20,16 +20,21 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from amqprouter import __version__
-from amqprouter.observe.stats import StatsCollector
+from amqprouter.net.sockets import endpoint
+from amqprouter.observe.stats import NO_RATES, ConnectionStats, Removal, StatsCollector
+from amqprouter.protocol.client_identity import bounded
 from amqprouter.text import escape
 
 if TYPE_CHECKING:
+    from amqprouter.observe.session_metrics import SessionMetrics
     from amqprouter.server import Server
 
 #: Seconds between reloads (the meta tag's).
 REFRESH: Final = 5
 #: Rows in the top-vhosts table.
 TOP_VHOSTS: Final = 10
+#: Rows in the top-talkers table (the sessions with the highest byte rate).
+TOP_TALKERS: Final = 10
 CONTENT_TYPE: Final = "text/html; charset=utf-8"
 
 _STYLE: Final = """
@@ -87,10 +92,12 @@ def status_page(
     live: str | None,
     vhost_label: Callable[[str], str] = str,
     started: float | None = None,
+    events: SessionMetrics | None = None,
 ) -> str:
     """The page's HTML. ``ready``/``live``: the probes' reasons (None: ok);
     ``vhost_label`` is /metrics' (a vhost no broker accepted shows as ``__other__``);
-    ``started``: the process's start (epoch seconds), for its uptime."""
+    ``started``: the process's start (epoch seconds), for its uptime; ``events``: the
+    session events (connect failures per backend)."""
     routing = server.routing
     registry = server.health.registry
     sessions_by_backend: dict[str, int] = {}
@@ -129,6 +136,11 @@ def status_page(
             ]
         )
 
+    now = _Traffic(collector, vhost_label)
+    failures: dict[str, int] = {}
+    for (backend_name, _reason), count in (events.connect_failures if events else {}).items():
+        failures[backend_name] = failures.get(backend_name, 0) + count
+
     backends = []
     for name, backend in sorted(routing.backends.items()):
         state = registry.get(name)
@@ -145,15 +157,12 @@ def status_page(
             [
                 _plain(name),
                 _plain(backend.datacenter),
-                _plain(
-                    f"[{backend.host}]:{backend.port}"
-                    if ":" in backend.host
-                    else f"{backend.host}:{backend.port}"
-                ),
+                _plain(endpoint((backend.host, backend.port))),
                 _plain(" ".join(flags) or "-"),
                 ("enabled", "up") if enabled else ("disabled", "off"),
                 health,
                 _plain(sessions_by_backend.get(name, 0)),
+                *_rates_and_errors(now.backends.get(name), failures.get(name, 0)),
             ]
         )
 
@@ -162,21 +171,40 @@ def status_page(
         policies = list(farm.policies)
         if name in server.health.disconnect_farms:
             policies.append("on_down disconnect")
+        if farm.sticky is not None:
+            policies.append(f"sticky {farm.sticky:g} s")
         farms.append(
             [
                 _plain(name + (" (default)" if name == routing.default_farm else "")),
                 _plain(farm.selector),
-                _plain(", ".join(farm.members) or "-"),
+                _plain(
+                    ", ".join(
+                        f"{member}*{weight}" if farm.selector != "round-robin" else member
+                        for member, weight in zip(farm.members, farm.weights, strict=True)
+                    )
+                    or "-"
+                ),
                 _plain(", ".join(policies) or "-"),
             ]
         )
 
     maps = [
         [_plain(vhost), _plain(f"{kind} {target}")]
-        for vhost, (kind, target) in sorted(routing.mappings.items())
+        # In matching order: exact vhosts, then patterns (``tenant-*``), most specific first.
+        for vhost, (kind, target) in routing.mapping_order()
     ]
     if routing.default_farm is not None:
         maps.append([("<em>any other vhost</em>", ""), _plain(f"farm {routing.default_farm}")])
+
+    rules = [
+        [
+            _plain(rule.priority),
+            _plain(", ".join(rule.networks)),
+            _plain(f"{rule.target[0]} {rule.target[1]}"),
+            _plain(rule.on_down),
+        ]
+        for rule in routing.rules
+    ]
 
     paused = [[_plain(vhost)] for vhost in sorted(server.vhosts.paused)]
 
@@ -199,6 +227,7 @@ def status_page(
             _plain(_bytes(sums[0])),
             _plain(_bytes(sums[1])),
             _plain(active.get(vhost, 0)),
+            *_rates_and_errors(now.vhosts.get(vhost), None),
         ]
         for vhost, sums in top
     ]
@@ -212,7 +241,18 @@ def status_page(
         (
             "Backends",
             _table(
-                ("name", "datacenter", "address", "flags", "enabled", "health", "sessions"),
+                (
+                    "name",
+                    "datacenter",
+                    "address",
+                    "flags",
+                    "enabled",
+                    "health",
+                    "sessions",
+                    *_RATE_HEADERS,
+                    "connect failures",
+                    "ended by error",
+                ),
                 backends,
                 "no backend configured",
             ),
@@ -222,13 +262,30 @@ def status_page(
             _table(("name", "selector", "members", "policies"), farms, "no farm configured"),
         ),
         ("Vhost mappings", _table(("vhost", "routed to"), maps, "no mapping")),
+        (
+            "Client-address rules",
+            _table(("priority", "networks", "narrowed to", "all down"), rules, "no rule"),
+        ),
         ("Paused vhosts", _table(("vhost",), paused, "none")),
         (
             f"Top vhosts by traffic (top {TOP_VHOSTS}, since start)",
             _table(
-                ("vhost", "client → broker", "broker → client", "active sessions"),
+                (
+                    "vhost",
+                    "client → broker",
+                    "broker → client",
+                    "active sessions",
+                    *_RATE_HEADERS,
+                    "ended by error",
+                ),
                 vhosts,
                 "no traffic yet",
+            ),
+        ),
+        (
+            f"Top talkers (top {TOP_TALKERS} sessions by bytes per second, last interval)",
+            _table(
+                _TALKER_HEADERS, _top_talkers(server, collector), "no traffic in the last interval"
             ),
         ),
     ]
@@ -244,3 +301,100 @@ def status_page(
         f'<p class="empty">Refreshed every {REFRESH} s. Figures: /metrics.</p>\n'
         "</body>\n</html>\n"
     )
+
+
+#: The rate columns of the backends and vhosts tables (over the last interval).
+_RATE_HEADERS: Final = ("in/s", "out/s")
+
+
+class _Traffic:
+    """The last interval's traffic and the sessions ended by error since start, by
+    backend name and by vhost label (summed from the collector's (vhost, backend) pairs)."""
+
+    def __init__(self, collector: StatsCollector, vhost_label: Callable[[str], str]) -> None:
+        interval = collector.last.interval or 1.0
+        self.interval = interval
+        self.backends: dict[str, list[float]] = {}
+        self.vhosts: dict[str, list[float]] = {}
+        for (vhost, name), stats in collector.last.pairs.items():
+            self._add(name, vhost_label(vhost), _per_second(stats, interval), 0)
+        for (vhost, name), totals in collector.totals.items():
+            errors = totals.removed[Removal.BROKER_SNAPPED] + totals.removed[Removal.CLIENT_SNAPPED]
+            self._add(name, vhost_label(vhost), (0.0, 0.0), errors)
+
+    def _add(self, backend: str, vhost: str, rates: tuple[float, float], errors: int) -> None:
+        for axis, key in ((self.backends, backend), (self.vhosts, vhost)):
+            row = axis.setdefault(key, [0.0, 0.0, 0])
+            row[0] += rates[0]
+            row[1] += rates[1]
+            row[2] += errors
+
+
+def _per_second(stats: ConnectionStats, interval: float) -> tuple[float, float]:
+    return stats.bytes_received / interval, stats.bytes_sent / interval
+
+
+def _rate(value: float) -> str:
+    return f"{_bytes(round(value))}/s"
+
+
+def _rates_and_errors(
+    row: list[float] | None, connect_failures: int | None
+) -> list[tuple[str, str]]:
+    """in/s, out/s, [connect failures,] ended by error: the cells after a row's own.
+
+    Errors (a broker or a client gone or failing: the ``removedConnection*Snapped``
+    figures) are counted since start, as HAProxy's stats page counts them.
+    """
+    in_rate, out_rate, errors = row if row is not None else (0.0, 0.0, 0)
+    cells = [_plain(_rate(in_rate)), _plain(_rate(out_rate))]
+    if connect_failures is not None:
+        cells.append((_text(connect_failures), "fail" if connect_failures else ""))
+    cells.append((_text(int(errors)), "fail" if errors else ""))
+    return cells
+
+
+_TALKER_HEADERS: Final = (
+    "session",
+    "vhost",
+    "client address",
+    "backend",
+    "user",
+    "connection name",
+    "client library",
+    "in/s",
+    "out/s",
+    "frames in/s",
+    "frames out/s",
+)
+
+
+def _top_talkers(server: Server, collector: StatsCollector) -> list[list[tuple[str, str]]]:
+    """The ``TOP_TALKERS`` sessions that moved the most bytes (both ways) per second in
+    the last interval; idle ones are left out."""
+    busy = []
+    for session in server.sessions.values():
+        rates = collector.session_rates(session.id)
+        if rates is not NO_RATES and rates.in_bytes + rates.out_bytes > 0:
+            busy.append((rates.in_bytes + rates.out_bytes, session.id, session, rates))
+    busy.sort(key=lambda item: (-item[0], item[1]))
+    rows = []
+    for _total, _id, session, rates in busy[:TOP_TALKERS]:
+        identity = session.identity
+        library = " ".join(part for part in (identity.product, identity.version) if part)
+        rows.append(
+            [
+                _plain(session.id),
+                _plain(session.vhost or '""'),
+                _plain(endpoint(session.client_address)),
+                _plain("-" if session.backend is None else session.backend.name),
+                _plain(identity.user or "-"),
+                _plain(bounded(session.connection_name) or "-"),
+                _plain(library or "-"),
+                _plain(_rate(rates.in_bytes)),
+                _plain(_rate(rates.out_bytes)),
+                _plain(f"{rates.in_frames:.0f}"),
+                _plain(f"{rates.out_frames:.0f}"),
+            ]
+        )
+    return rows

@@ -3,13 +3,15 @@
 A load balancer in front of a TCP service sends one header before the service's own
 bytes, naming the connection's real source and destination. The router reads one on
 a listener started with ACCEPT-PROXY and writes one to a backend flagged SEND-PROXY
-(v1) or SEND-PROXY-V2. Specification: https://www.haproxy.org/download/2.8/doc/proxy-protocol.txt
+(v1) or SEND-PROXY-V2. Specification: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
 
 Reading is strict and bounded, since the bytes come from the network before anything
 else is known about the peer: a v1 line is at most 107 bytes (the specification's
 limit, CRLF included), a v2 header at most ``V2_MAX_PAYLOAD`` bytes after its 16-byte
-prefix. ``parse`` never consumes bytes past the header: what follows it (the client's
-AMQP header, maybe in the same read) stays the caller's.
+prefix. A v2 header's address family/protocol byte must be one the specification
+defines, and the TLVs after a PROXY command's addresses must fill its length exactly.
+``parse`` never consumes bytes past the header: what follows it (the client's AMQP
+header, maybe in the same read) stays the caller's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ _V2_PROXY: Final = 0x21  # version 2, command PROXY
 _V2_LOCAL: Final = 0x20  # version 2, command LOCAL (the balancer's own health check)
 _V2_TCP4: Final = 0x11  # AF_INET, STREAM
 _V2_TCP6: Final = 0x21  # AF_INET6, STREAM
+#: Every address family/protocol byte the specification defines, with the size of the
+#: address block it implies (UNSPEC has none; UNIX is two 108-byte paths). Any other
+#: byte "must be rejected as invalid by receivers" (section 2.2).
+_V2_ADDRESS_SIZES: Final = {
+    0x00: 0,  # UNSPEC
+    0x11: 12,  # TCP over IPv4
+    0x12: 12,  # UDP over IPv4
+    0x21: 36,  # TCP over IPv6
+    0x22: 36,  # UDP over IPv6
+    0x31: 216,  # UNIX stream
+    0x32: 216,  # UNIX datagram
+}
 
 
 class ProxyHeaderError(ValueError):
@@ -144,21 +158,26 @@ def _parse_v2(data: bytes) -> Parsed | None:
     command, family, length = struct.unpack_from("!BBH", data, 12)
     if command not in (_V2_PROXY, _V2_LOCAL):
         raise ProxyHeaderError(f"PROXY v2 version/command byte {command:#04x} is not supported")
+    address_size = _V2_ADDRESS_SIZES.get(family)
+    if address_size is None:
+        raise ProxyHeaderError(
+            f"PROXY v2 address family/protocol byte {family:#04x} is not defined"
+        )
     if length > V2_MAX_PAYLOAD:
         raise ProxyHeaderError(f"PROXY v2 header length {length} is over {V2_MAX_PAYLOAD}")
+    if command == _V2_PROXY and length < address_size:
+        raise ProxyHeaderError("PROXY v2 header shorter than its addresses")
     consumed = 16 + length
     if len(data) < consumed:
         return INCOMPLETE
     payload = data[16:consumed]
     if command == _V2_LOCAL:
+        # The balancer's own connection: the specification has the block discarded.
         return Parsed(ProxyHeader(2), consumed)
+    _check_tlvs(payload, address_size)
     if family == _V2_TCP4:
-        if length < 12:
-            raise ProxyHeaderError("PROXY v2 TCP4 header shorter than its addresses")
         src, dst, sport, dport = struct.unpack_from("!4s4sHH", payload)
     elif family == _V2_TCP6:
-        if length < 36:
-            raise ProxyHeaderError("PROXY v2 TCP6 header shorter than its addresses")
         src, dst, sport, dport = struct.unpack_from("!16s16sHH", payload)
     else:
         # UNSPEC, UDP, UNIX: no TCP address to take; the connection's own applies.
@@ -171,6 +190,20 @@ def _parse_v2(data: bytes) -> Parsed | None:
         ),
         consumed,
     )
+
+
+def _check_tlvs(payload: bytes, offset: int) -> None:
+    """The TLVs after the addresses must fill the rest of the block exactly: each one's
+    3-byte type and length, then its value, within what remains. A TLV running past the
+    header means the sender and the router disagree on where the header ends."""
+    end = len(payload)
+    while offset < end:
+        if end - offset < 3:
+            raise ProxyHeaderError("PROXY v2 TLV header runs past the end of the header")
+        (size,) = struct.unpack_from("!H", payload, offset + 1)
+        offset += 3 + size
+        if offset > end:
+            raise ProxyHeaderError("PROXY v2 TLV value runs past the end of the header")
 
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address

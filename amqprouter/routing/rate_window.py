@@ -4,12 +4,13 @@
   starts at the first request after the previous window expired; a request is
   allowed while fewer than ``limit`` were allowed in the window. A limit of 0
   refuses every request (amqpprox PR #87).
-* ``DataBudget``: amqpprox's per-connection data-rate quota. ``quota`` bytes may
-  be read per one-second window. The reader asks ``allowance`` how much its next
-  read may take (at most what is left), so a window is not overshot even with the
-  router's large reads; the read that exhausts the budget is forwarded whole, and
-  the reader then waits until the window's end, when the budget refills. (amqpprox
-  reads its whole buffer and may overshoot by one read.)
+* ``DataBudget``: the per-connection data rate, a token bucket of a tenth of a
+  second of the rate, starting full: in any span of T seconds at most rate * T bytes
+  and one bucket pass (amqpprox's one-second quota windows let two quotas through in
+  a little over a second). The reader asks ``allowance`` how much its next read may
+  take (at most what the bucket holds), so the bucket is not overshot even with the
+  router's large reads; once it is empty, the reader waits until it is full again.
+  The data-rate alarm keeps amqpprox's one-second windows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Final
 
 #: The length of every window, in seconds (amqpprox's is fixed at 1 s too).
 WINDOW: Final = 1.0
+#: A data-rate bucket holds this many seconds of its rate: the most that passes at
+#: once, and what any span of time may pass over its share of the rate.
+BURST_SECONDS: Final = 0.1
 
 
 class FixedWindow:
@@ -47,20 +51,55 @@ class FixedWindow:
 
 
 class DataBudget:
-    """One connection's client→broker byte quota: ``limit`` throttles, ``alarm`` only
+    """One connection's client→broker byte budget: ``limit`` throttles, ``alarm`` only
     reports. Either may be None (no such limit); the session drops the whole budget
-    when both are."""
+    when both are.
 
-    __slots__ = ("_alarm_spent", "_limit_spent", "_window_end", "alarm", "alarmed", "limit")
+    The limit is a token bucket of ``burst`` bytes (``burst_seconds`` of the rate, a
+    tenth of a second by default: ``BURST_SECONDS``, --data-rate-burst), starting full
+    and refilled at ``limit`` bytes per second. Reads are sized to what the bucket
+    holds, so in any span of T seconds at most
+    ``limit * T + burst`` bytes pass: in the first second, the rate and one bucket. (A
+    window of one second per quota, amqpprox's, let two quotas through in a little more
+    than a second: one at the end of a window, one at the start of the next.) Once the
+    bucket is empty the reader waits until it is full again, so a client sending flat
+    out is read a bucket (or a socket read) at a time, not a byte at a time.
 
-    def __init__(self, limit: int | None, alarm: int | None) -> None:
+    The alarm is amqpprox's: ``alarm`` bytes per one-second window, reported once per
+    window the client goes over.
+    """
+
+    __slots__ = (
+        "_alarm_spent",
+        "_stamp",
+        "_tokens",
+        "_window_end",
+        "alarm",
+        "alarmed",
+        "burst",
+        "limit",
+    )
+
+    def __init__(
+        self, limit: int | None, alarm: int | None, burst_seconds: float = BURST_SECONDS
+    ) -> None:
         self.limit = limit
         self.alarm = alarm
+        #: The bucket's size: what may pass at once after an idle spell
+        #: (``burst_seconds`` of the rate: --data-rate-burst).
+        self.burst = 0 if limit is None else max(1, int(limit * burst_seconds))
         #: Whether the alarm quota was ever exceeded (counted once per connection).
         self.alarmed = False
+        self._tokens = float(self.burst)  # a new connection starts with a full bucket
+        self._stamp = -float("inf")  # when the bucket was last refilled
         self._window_end = -float("inf")
-        self._limit_spent = 0
         self._alarm_spent = 0
+
+    def _refill(self, limit: int, now: float) -> float:
+        if now > self._stamp:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * limit)
+            self._stamp = now
+        return self._tokens
 
     def spend(self, size: int, now: float) -> tuple[float, bool]:
         """Count ``size`` bytes read at ``now``.
@@ -69,12 +108,12 @@ class DataBudget:
             (seconds to wait before the next read, 0.0 for none; whether this read
             first crossed the alarm quota in its window, to be logged).
         """
-        if now >= self._window_end:
-            self._window_end = now + WINDOW
-            self._limit_spent = self._alarm_spent = 0
         crossed = False
         alarm = self.alarm
         if alarm is not None:
+            if now >= self._window_end:
+                self._window_end = now + WINDOW
+                self._alarm_spent = 0
             before = self._alarm_spent
             self._alarm_spent = before + size
             if before <= alarm < self._alarm_spent:
@@ -82,19 +121,23 @@ class DataBudget:
                 self.alarmed = True
         limit = self.limit
         if limit is not None:
-            self._limit_spent += size
-            if self._limit_spent >= limit:
-                return self._window_end - now, crossed
+            left = self._refill(limit, now) - size
+            self._tokens = left
+            if left < 1:
+                # Empty (or in debt, after a read sized before the limit was set): wait
+                # until the bucket is full again.
+                return (self.burst - left) / limit, crossed
         return 0.0, crossed
 
     def allowance(self, now: float, cap: int) -> int:
-        """How many bytes the next read may take at ``now``: what is left of the
-        window's quota (all of it in a new window), at least 1, at most ``cap``."""
+        """How many bytes the next read may take at ``now``: what the bucket holds, at
+        least 1, at most ``cap``."""
         limit = self.limit
         if limit is None:
             return cap
-        left = limit if now >= self._window_end else limit - self._limit_spent
-        return max(1, min(cap, left))
+        # The epsilon: a reader that waited exactly as told finds the bucket full even
+        # when the float arithmetic lands a hair short of it.
+        return max(1, min(cap, int(self._refill(limit, now) + 1e-6)))
 
     @property
     def inert(self) -> bool:

@@ -18,6 +18,7 @@ import attrs
 import structlog
 
 from amqprouter.net.proxy_transport import ClientRefused
+from amqprouter.net.sockets import endpoint
 
 __all__ = ["ClientRefused", "ListenOptions", "RefusalLog"]
 
@@ -111,7 +112,7 @@ class RefusalLog:
         self._recent[host] = (now, 0)
         log.warning(
             f"client refused: {reason}",
-            client=f"{host}:{port}",
+            client=endpoint((host, port)),
             port=listen_port,
             also_refused_since_last_line=quiet,
         )

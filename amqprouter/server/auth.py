@@ -9,7 +9,8 @@ amqpprox, a non-2xx status is a DENY (amqpprox reads the body whatever the statu
 
 Fail closed: a service that cannot be reached, answers anything but a 2xx status with
 an ``AuthResponse``, or answers too late (the session's ``ask`` bounds the wait with
---auth-timeout) denies the client, with a reason saying which.
+--auth-timeout) denies the client. The client is told only ``UNAVAILABLE``: the
+service's URL and what went wrong are the ``Deny``'s detail, which the session logs.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from google.protobuf.message import DecodeError
 
 from amqprouter import __version__
 from amqprouter.server.authproto import auth_pb2
-from amqprouter.session.auth import Allow, AuthQuery, Decision, Deny
+from amqprouter.session.auth import UNAVAILABLE, Allow, AuthQuery, Decision, Deny
 
 #: Longer than any AuthResponse a service has reason to send (a reason and one set of
 #: credentials): a body past it is not one.
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 USER_AGENT: Final = f"amqprouter/{__version__}"
 _HEADERS: Final = {"Content-Type": "application/octet-stream", "User-Agent": USER_AGENT}
+#: A DENY without a reason of the service's own: the client is told this.
+DENIED: Final = "ACCESS_REFUSED - denied by the authentication service"
 #: A short string: the longest SASL mechanism a StartOk can carry.
 _MECHANISM_MAX: Final = 255
 
@@ -65,7 +68,7 @@ class AuthService:
                 ) as response,
             ):
                 if not 200 <= response.status_code < 300:
-                    return Deny(f"auth service {self.url} answered HTTP {response.status_code}")
+                    return _failed(f"auth service {self.url} answered HTTP {response.status_code}")
                 body = bytearray()
                 # Read to the end even past the limit (without keeping it): httpx's
                 # nested async generators warn when left unfinished. --auth-timeout
@@ -74,9 +77,11 @@ class AuthService:
                     if len(body) <= MAX_RESPONSE_BYTES:
                         body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
-                    return Deny(f"auth service {self.url} answered over {MAX_RESPONSE_BYTES} bytes")
+                    return _failed(
+                        f"auth service {self.url} answered over {MAX_RESPONSE_BYTES} bytes"
+                    )
         except httpx.HTTPError as exc:
-            return Deny(f"auth service {self.url} failed: {type(exc).__name__}: {exc}")
+            return _failed(f"auth service {self.url} failed: {type(exc).__name__}: {exc}")
         return decision(bytes(body), self.url)
 
 
@@ -90,18 +95,25 @@ def decision(body: bytes, url: str) -> Decision:
     try:
         response.ParseFromString(body)
     except DecodeError as exc:
-        return Deny(f"auth service {url} answered something not an AuthResponse: {exc}")
+        return _failed(f"auth service {url} answered something not an AuthResponse: {exc}")
     reason = response.reason
     if response.result == auth_pb2.AuthResponse.DENY:
-        return Deny(reason or f"denied by the auth service {url}")
+        if reason:
+            return Deny(reason)
+        return Deny(DENIED, f"auth service {url} answered DENY without a reason")
     if response.result != auth_pb2.AuthResponse.ALLOW:
-        return Deny(f"auth service {url} answered an unknown result {response.result}")
+        return _failed(f"auth service {url} answered an unknown result {response.result}")
     if not response.HasField("authData"):
         return Allow(reason)
     mechanism = response.authData.authMechanism
     if not mechanism or len(mechanism.encode()) > _MECHANISM_MAX:
-        return Deny(
+        return _failed(
             f"auth service {url} answered ALLOW with a SASL mechanism that is empty or "
             f"over {_MECHANISM_MAX} bytes"
         )
     return Allow(reason, (mechanism, response.authData.credentials))
+
+
+def _failed(detail: str) -> Deny:
+    """The service failed: the client is told it is unavailable, the log what went wrong."""
+    return Deny(UNAVAILABLE, detail)

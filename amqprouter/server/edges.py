@@ -85,13 +85,18 @@ class Edges:
             raise OSError(f"TLS handshake failed: {exc.reason}") from exc
 
     async def wrap_backend(
-        self, backend: Backend, transport: Transport, client: tuple[str, int]
+        self, backend: Backend, transport: Transport, client: tuple[str, int] | None
     ) -> Transport:
         """A backend flagged SEND-PROXY[-V2] gets a PROXY header first (in clear, before
-        TLS): source ``client``, destination the address actually connected to. A
-        backend flagged TLS gets the EGRESS context, SNI and name check on its host."""
+        TLS): source ``client``, destination the address actually connected to. With no
+        ``client`` (the health check's probe) the source is the router's own end of the
+        connection: the header names the router itself. (Not v1 UNKNOWN nor v2 LOCAL,
+        HAProxy's check headers: RabbitMQ 3.10 fails a connection whose header names
+        no address.) A backend flagged TLS gets the EGRESS context, SNI and name check
+        on its host."""
         if backend.send_proxy:
-            header = build(backend.send_proxy, client, transport.peer_name())
+            source = transport.local_name() if client is None else client
+            header = build(backend.send_proxy, source, transport.peer_name())
             await send_proxy_header(transport, header)
         if not backend.tls:
             return transport

@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from amqprouter.protocol import constants
-from amqprouter.routing.rate_window import DataBudget, FixedWindow
+from amqprouter.routing.rate_window import BURST_SECONDS, DataBudget, FixedWindow
 
 log = structlog.get_logger("amqprouter.limits")
 
@@ -62,8 +62,12 @@ class Refusal:
 class Limits:
     """Every LIMIT setting (``None`` as the vhost is DEFAULT) and the state they use."""
 
-    def __init__(self, clock: Callable[[], float] = trio.current_time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = trio.current_time, burst_seconds: float = BURST_SECONDS
+    ) -> None:
         self._clock = clock
+        #: The DATA_RATE bucket's size, in seconds of the rate (--data-rate-burst).
+        self.burst_seconds = burst_seconds
         #: kind → (vhost or None for DEFAULT) → value.
         self.settings: dict[LimitKind, dict[str | None, int]] = {k: {} for k in LIMIT_KINDS}
         # Connection-rate windows, per kind and vhost, built on first use from the limit
@@ -194,4 +198,4 @@ class Limits:
             alarm = None if alarm_found is None else alarm_found[0]
         if limit is None and alarm is None:
             return None
-        return DataBudget(limit, alarm)
+        return DataBudget(limit, alarm, self.burst_seconds)

@@ -41,10 +41,11 @@ import attrs
 import structlog
 import trio
 
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, converse
 from amqprouter.protocol import BrokerGreeted, BrokerGreeting, PeerClosed, ProtocolError
-from amqprouter.routing import Backend, Resolver
+from amqprouter.routing import Backend
 from amqprouter.session.connect import WrapBackend, connect_backend
 
 if TYPE_CHECKING:

@@ -14,15 +14,17 @@ import trio
 
 from amqprouter.net import sockets
 from amqprouter.net.engine import Engine
+from amqprouter.net.hostnames import HostnameMapper
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.tls_context import TlsState, missing
 from amqprouter.net.transport import PlainTransport, Transport
-from amqprouter.routing import Backend, Resolver, RoutingTable
+from amqprouter.routing import Backend, RoutingTable
 from amqprouter.routing.health import DOWN_SECONDS, HealthRegistry
-from amqprouter.routing.hostnames import HostnameMapper
-from amqprouter.routing.rate_window import DataBudget
+from amqprouter.routing.rate_window import BURST_SECONDS, DataBudget
 from amqprouter.server.admission import ListenOptions, RefusalLog
 from amqprouter.server.auth import AuthService
 from amqprouter.server.capacity import Capacity
+from amqprouter.server.drain import Drained, who
 from amqprouter.server.edges import Edges
 from amqprouter.server.health import HealthMonitor
 from amqprouter.server.limits import Limits, Refusal
@@ -33,7 +35,7 @@ from amqprouter.server.vhosts import VhostStates
 from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
-from amqprouter.session.events import SessionEvents
+from amqprouter.session.metrics_hooks import SessionEvents
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ class Server:
         clock: Callable[[], float] = time.monotonic,
         primed_per_backend: int = PRIMED_PER_BACKEND,
         max_connections: int = 0,
+        data_rate_burst: float = BURST_SECONDS,
         forwarding: Forwarding = "tasks",
     ) -> None:
         self.settings = settings
@@ -90,7 +93,9 @@ class Server:
         self.health = HealthMonitor(
             HealthRegistry(down_seconds=backend_down_seconds),
             routing=self.current_routing,
-            probe=partial(probe_backend, self.resolver),
+            # The probe connects as a session does, through the same wrap (TLS,
+            # SEND-PROXY), or a TLS or proxy_protocol broker would refuse it.
+            probe=partial(probe_backend, self.resolver, wrap=self._probe_wrap),
             disconnect=lambda name, reason: self.disconnect_backend(
                 name, graceful=True, reason=reason
             ),
@@ -106,7 +111,7 @@ class Server:
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
         #: LIMIT: connection rates, concurrent connections and data rates (limits.py).
-        self.limits = Limits()
+        self.limits = Limits(burst_seconds=data_rate_burst)
         #: The TLS settings and contexts of both directions (the TLS verb changes them;
         #: a session takes the context of the moment it starts).
         self.tls = TlsState()
@@ -177,7 +182,7 @@ class Server:
     @property
     def events(self) -> SessionEvents:
         """Told of each session's handshake and connect latencies and failed connects
-        (session/events.py); /metrics sets its observer here."""
+        (session/metrics_hooks.py); /metrics sets its observer here."""
         return self.context.events
 
     @events.setter
@@ -313,6 +318,13 @@ class Server:
         self.secure_listeners.add(bound)
         return bound
 
+    async def _probe_wrap(
+        self, backend: Backend, transport: Transport, client: tuple[str, int] | None
+    ) -> Transport:
+        """The health probe's wrap: the sessions' of the moment (None: plain)."""
+        wrap = self.wrap_backend
+        return transport if wrap is None else await wrap(backend, transport, client)
+
     def stop_listening(self, port: int | None = None) -> None:
         """Stop one listener, or all; existing sessions are not touched."""
         for bound, scope in list(self.listeners.items()):
@@ -341,11 +353,12 @@ class Server:
     def vhost_sessions(self, vhost: str) -> list[Session]:
         return [s for s in self.sessions.values() if s.vhost == vhost]
 
-    async def drain(self, deadline: float = SHUTDOWN_TIMEOUT) -> tuple[int, int]:
+    async def drain(self, deadline: float = SHUTDOWN_TIMEOUT) -> Drained:
         """Stop listening, disconnect every session gracefully, wait ``deadline`` s.
 
-        Sessions still there at the deadline are cut. Returns (sessions that closed
-        within the deadline, sessions cut at it).
+        Sessions still there at the deadline are cut. Returns how many closed cleanly,
+        how many clients were cut for not answering the Close (``--disconnect-timeout``)
+        and how many were cut at the deadline; the log line names every one cut.
         """
         self.stop_listening()
         sessions = list(self.sessions.values())
@@ -359,9 +372,17 @@ class Server:
         left = list(self.sessions.values())
         for session in left:
             session.disconnect(End.OPERATOR_FORCED, "router shutting down: drain deadline")
-        drained = len(sessions) - len(left)
-        log.info("drained", drained=drained, cut_at_deadline=len(left))
-        return drained, len(left)
+        at_deadline = {s.id for s in left}
+        unanswered = [s for s in sessions if s.id not in at_deadline and s.client_cut is not None]
+        outcome = Drained(len(sessions) - len(left) - len(unanswered), len(unanswered), len(left))
+        log.info(
+            "drained",
+            drained=outcome.drained,
+            cut_at_disconnect_timeout=outcome.cut_unanswered,
+            cut_at_deadline=outcome.cut_at_deadline,
+            **({"cut": [who(s) for s in unanswered + left]} if unanswered or left else {}),
+        )
+        return outcome
 
     def _start_session(
         self, client: socket.socket, listen_port: int, start: StartClient | None

@@ -20,7 +20,7 @@ from typing import Final
 
 import trio
 
-from amqprouter.net.sockets import PeerGone
+from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import Transport, converse
 from amqprouter.protocol import CloseHandshake, ProtocolError, close_frame, constants
 from amqprouter.session.state import SessionState, State
@@ -123,7 +123,7 @@ class Closing(SessionState):
                 nursery.start_soon(
                     self._close_broker,
                     constants.REPLY_SUCCESS,
-                    f"amqprouter: {end.value} ({self.client_address[0]}:{self.client_address[1]})",
+                    f"amqprouter: {end.value} ({endpoint(self.client_address)})",
                 )
 
     async def _close_client(
@@ -159,16 +159,21 @@ class Closing(SessionState):
         """
         if peer in self._writing:
             peer.close()
+            if peer is self.client:
+                self.client_cut = "a write to it was under way"
             return
         machine = CloseHandshake(self.settings.tune.frame_max)
         machine.receive_data(unread)
         wait = self.settings.timeouts.close if answer_within is None else answer_within
-        with trio.move_on_after(wait):
+        with trio.move_on_after(wait) as waiting:
             try:
                 await peer.send_all(frame)
                 await converse(peer, machine)
             except (PeerGone, ProtocolError):
                 pass
+        if waiting.cancelled_caught and peer is self.client:
+            self.client_cut = f"no Close-Ok within {wait:g}s"
+            self.log.warning("client cut: it did not answer Close", timeout=wait)
         peer.close()
 
     async def _send_quietly(self, peer: Transport, data: bytes) -> None:

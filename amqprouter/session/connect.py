@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport
-from amqprouter.routing import Backend, Resolver
-from amqprouter.session import events
+from amqprouter.routing import Backend
+from amqprouter.session import metrics_hooks
 
 if TYPE_CHECKING:
     from amqprouter.session.context import SessionContext
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 StartClient = Callable[[Transport], Awaitable[Transport]]
 #: Wrap a freshly connected backend transport (TLS, PROXY header) as ``backend`` says;
 #: the third argument is the client's address (a PROXY header names it).
-WrapBackend = Callable[[Backend, Transport, tuple[str, int]], Awaitable[Transport]]
+WrapBackend = Callable[[Backend, Transport, tuple[str, int] | None], Awaitable[Transport]]
 #: Open a connection to one resolved address (``open_tcp``; a test's hook gives memory).
 OpenConnection = Callable[[socket.AddressFamily, tuple[str, int]], Awaitable[Transport]]
 #: A primed connection to a backend, greeted already, or None (server/primed.py).
@@ -94,7 +95,7 @@ async def connect_backend(
     wrap: WrapBackend | None,
     client: tuple[str, int],
     log: Any,  # the session's bound logger
-    failed: Callable[[Backend, str], None] = events.NO_EVENTS.connect_failed,
+    failed: Callable[[Backend, str], None] = metrics_hooks.NO_EVENTS.connect_failed,
     open_connection: OpenConnection = open_tcp,
 ) -> Transport | list[str]:
     """Resolve ``backend`` and try its addresses in order, each bounded by ``per_attempt`` seconds.
@@ -110,10 +111,10 @@ async def connect_backend(
                 addresses = await resolver.resolve(backend.connect_host, backend.port)
             except OSError as exc:
                 log.error("cannot resolve backend", backend=backend.label, error=str(exc))
-                failed(backend, events.DNS)
+                failed(backend, metrics_hooks.DNS)
                 return [f"{backend.label}: {exc}"]
     if not addresses:
-        failed(backend, events.DNS)
+        failed(backend, metrics_hooks.DNS)
         return [f"{backend.label}: resolution timed out"]
     for family, address in addresses:
         with trio.move_on_after(per_attempt):
@@ -123,12 +124,12 @@ async def connect_backend(
                 )
             except (OSError, PeerGone) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                failures.append(f"{address[0]}:{address[1]}: {reason}")
-                failed(backend, events.failure_reason(exc))
+                failures.append(f"{endpoint(address)}: {reason}")
+                failed(backend, metrics_hooks.failure_reason(exc))
                 log.warning("broker connect failed", address=endpoint(address), error=str(exc))
                 continue
-        failures.append(f"{address[0]}:{address[1]}: timed out after {per_attempt}s")
-        failed(backend, events.TIMEOUT)
+        failures.append(f"{endpoint(address)}: timed out after {per_attempt}s")
+        failed(backend, metrics_hooks.TIMEOUT)
         log.warning("broker connect timed out", address=endpoint(address))
     return failures
 

@@ -21,12 +21,13 @@ from collections.abc import Callable
 import attrs
 
 from amqprouter.net.engine import Engine
-from amqprouter.routing import Resolver, RoutingTable
+from amqprouter.net.resolver import Resolver
+from amqprouter.routing import RoutingTable
 from amqprouter.routing.health import HealthRegistry
 from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.auth import Authorize
 from amqprouter.session.connect import OpenConnection, TakePrimed, WrapBackend, open_tcp
-from amqprouter.session.events import NO_EVENTS, SessionEvents
+from amqprouter.session.metrics_hooks import NO_EVENTS, SessionEvents
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.watch import Watchdog
 
@@ -87,7 +88,7 @@ class SessionContext:
     authorize: Authorize | None = None
     #: Hands out a primed broker connection (server/primed.py) before connecting afresh.
     take_primed: TakePrimed | None = None
-    #: Handshake and connect latencies, failed connects (events.py; for /metrics).
+    #: Handshake and connect latencies, failed connects (metrics_hooks.py; for /metrics).
     events: SessionEvents = NO_EVENTS
     #: How a backend address is connected to: TCP (tests: a MemoryTransport's peer).
     open_connection: OpenConnection = open_tcp

@@ -50,6 +50,7 @@ from amqprouter.protocol import (
     constants,
     properties,
 )
+from amqprouter.protocol.client_identity import identify
 from amqprouter.protocol.tune import TuneParams
 from amqprouter.routing import Backend, NoRoute
 from amqprouter.session.auth import Allow, AuthQuery, ask
@@ -150,6 +151,7 @@ class Opening(SessionState):
                     )
                     self.vhost = event.vhost
                     self.connection_name = event.start_ok.connection_name
+                    self.identity = identify(event.start_ok)
                     self.log = self.log.bind(
                         vhost=event.vhost, connection_name=self.connection_name
                     )
@@ -240,15 +242,17 @@ class Opening(SessionState):
         try:
             # Backends marked down are tried last (routing.health).
             down = health.down() if health is not None else ()
-            candidates = self.context.routing().candidates(opened.vhost, down)
+            # The client's address (a PROXY header's source) picks rules and sticky entries.
+            route = self.context.routing().route(opened.vhost, self.client_address[0], down)
         except NoRoute as exc:
             self.log.error(
                 "no mapping for vhost",
                 ingressRemote=endpoint(self.client_address),
                 detail=exc.detail,
             )
-            await self._close_client(constants.RESOURCE_ERROR, str(exc))
+            await self._close_client(exc.reply_code, str(exc))
             return None
+        self.route, candidates = route, route.candidates
         allowed = await self._authenticate(opened)
         if allowed is None:
             return None
@@ -266,6 +270,7 @@ class Opening(SessionState):
                 break
             backend, broker, greeted = connected
             self.broker, self.backend = broker, backend
+            route.landed(backend)
             self.broker_address = broker.peer_name()
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
@@ -312,8 +317,10 @@ class Opening(SessionState):
             self.log.debug("auth service allowed", reason=decision.reason)
             return decision
         self.auth_denied = True
+        # The detail (the service's URL and error) is the log's alone, never the client's.
         self.log.error(
-            f"Disconnecting unauthenticated/unauthorized client, reason: {decision.reason}"
+            f"Disconnecting unauthenticated/unauthorized client, reason: {decision.reason}",
+            **({"detail": decision.detail} if decision.detail else {}),
         )
         client_properties = opened.start_ok.client_properties
         if properties.has_capability(client_properties, "authentication_failure_close"):
@@ -329,10 +336,11 @@ class Opening(SessionState):
         (nothing told) when a primed connection turned out closed before any answer."""
         assert self.broker is not None
         broker = self.broker
-        local_host, local_port = self.broker_local
+        local_port = self.broker_local[1]
         extra = {
-            "amqprouter_client": f"{self.context.host_name(self.client_address[0])}:"
-            f"{self.client_address[1]}",
+            "amqprouter_client": endpoint(
+                (self.context.host_name(self.client_address[0]), self.client_address[1])
+            ),
             "amqprouter_host": f"(:{self.listen_port}) {HOSTNAME}:{local_port}",
         }
         if allowed.reason:
@@ -356,7 +364,7 @@ class Opening(SessionState):
         self.log.debug(
             "starting broker connection",
             broker=endpoint(self.broker_address),
-            local=f"{local_host}:{local_port}",
+            local=endpoint(self.broker_local),
             primed=greeted,
         )
         if not machine.properties_added:

@@ -67,6 +67,8 @@ class Session(Opening, Forwarding, Supervised, Closing):
             self.log.exception("session failed")
         finally:
             self.state = State.CLOSED
+            if self.route is not None:
+                self.route.release()
             self.client.close()
             if self.broker is not None:
                 self.broker.close()

@@ -22,10 +22,11 @@ import trio
 from amqprouter.net.sockets import endpoint
 from amqprouter.net.transport import Transport
 from amqprouter.protocol import FrameScanner, constants
+from amqprouter.protocol.client_identity import UNKNOWN, ClientIdentity
 
 if TYPE_CHECKING:
     from amqprouter.net.engine import Link
-    from amqprouter.routing import Backend
+    from amqprouter.routing import Backend, Route
     from amqprouter.routing.rate_window import DataBudget
     from amqprouter.session.closing import End
     from amqprouter.session.connect import StartClient
@@ -75,6 +76,7 @@ class SessionState:
         "broker_local",
         "client",
         "client_address",
+        "client_cut",
         "client_local",
         "connection_name",
         "context",
@@ -83,6 +85,7 @@ class SessionState:
         "end_reason",
         "ended",
         "id",
+        "identity",
         "ingress",
         "last_egress",
         "last_ingress",
@@ -90,6 +93,7 @@ class SessionState:
         "listen_port",
         "log",
         "paused",
+        "route",
         "settings",
         "started",
         "state",
@@ -120,7 +124,12 @@ class SessionState:
         self.state = State.HANDSHAKE
         self.vhost: str | None = None
         self.backend: Backend | None = None
+        #: The routing decision (which mapping and rule, the candidates); it holds the
+        #: backend's session count and a sticky client's entry until ``run`` ends.
+        self.route: Route | None = None
         self.connection_name: str | None = None
+        #: The client's product, version, platform and SASL user (StartOk), bounded.
+        self.identity: ClientIdentity = UNKNOWN
         self.client_address = client.peer_name()
         self.client_local = client.local_name()
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
@@ -134,6 +143,10 @@ class SessionState:
         self.last_ingress = self.last_egress = self._now()
         self.started = time.time()
         self.ended: End | None = None
+        #: Why the router cut the client at the end instead of completing the close
+        #: handshake (it did not answer Close in time, or a write to it was under way);
+        #: None when it was not cut that way (the SIGTERM drain counts and names these).
+        self.client_cut: str | None = None
         #: Set by SESSION/VHOST PAUSE: client data is held, not forwarded (session control).
         self.paused = False
         #: Why the router ended the session on purpose (with an ``End.OPERATOR*``).

@@ -1,4 +1,4 @@
-"""A ``--config`` file as the router reads it at start (issue 10, item 7).
+"""A ``--config`` file as the router reads it at start.
 
 ``MAP BACKEND v $'b1\\u2028EXIT'`` used to be accepted; CONFIG PRINT wrote it as one
 line, and ``--config`` (then split with ``str.splitlines()``) read it as two, the

@@ -32,16 +32,17 @@ MAP BACKEND vhost1 b1
 
 @asynccontextmanager
 async def router_with(path: Path | None, socket: Path) -> AsyncIterator[Controller]:
-    """A server configured as ``amqprouter --config path`` starts, its control socket
-    at ``socket``."""
+    """A server configured as ``amqprouter --config path`` starts (running: it can
+    listen), its control socket at ``socket``."""
     server = Server(SessionSettings())
     controller = Controller(server, request_exit=lambda: None)
     setup = read_lines(path) if path is not None else []
-    for _where, line in setup:
-        assert (await controller.handle(line)).ok, line
-    controller.reloader = Reloader(path, setup)
-    controller.reloader.started(server.tls)
     async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        for _where, line in setup:
+            assert (await controller.handle(line)).ok, line
+        controller.reloader = Reloader(path, setup)
+        controller.reloader.started(server.tls)
         await nursery.start(partial(serve_control, socket, controller.handle))
         yield controller
         nursery.cancel_scope.cancel()
@@ -112,7 +113,7 @@ async def test_a_bad_file_changes_nothing_and_says_where(tmp_path: Path) -> None
         # A line that parses but fails when applied: the routing is swapped whole or not.
         config.write_text(CONFIG + "BACKEND ADD b3 dc 127.0.0.1 5672\nFARM ADD f x b3\n")
         assert await ask(socket, "CONFIG RELOAD") == (
-            f"Config reload failed: {config}: FARM ADD f x b3: Selector 'x' not found\n"
+            f"Config reload failed: {config}:7: FARM ADD f x b3: Selector 'x' not found\n"
         )
         assert controller.server.routing is before
         config.write_text(CONFIG + "EXIT\n")

@@ -79,12 +79,38 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
         st.builds(c.BackendEnable, names),
         st.builds(c.FarmAdd, names, st.sampled_from(("round-robin", "random")), st.tuples(names)),
         st.builds(c.FarmAdd, names, st.just("round-robin"), st.lists(names).map(tuple)),
+        st.lists(st.tuples(names, st.integers(0, 256)), max_size=4).flatmap(
+            lambda members: st.builds(
+                c.FarmAdd,
+                names,
+                st.sampled_from(("weighted-round-robin", "least-connections")),
+                st.just(tuple(m for m, _w in members)),
+                st.just(tuple(w for _m, w in members) if members else ()),
+            )
+        ),
+        st.builds(c.FarmWeight, names, names, st.integers(0, 256)),
         st.builds(c.FarmPartition, names, st.just("datacenter-affinity")),
         st.builds(c.FarmDelete, names),
         st.builds(c.FarmOnDown, names, st.booleans()),
         st.builds(c.MapBackend, names, names),
         st.builds(c.MapFarm, names, names),
+        # Patterns, some of which tie (same literal count, one *): their order must survive.
+        st.builds(c.MapFarm, st.sampled_from(("*", "a*", "b*", "*a", "x*y", "*.eu")), names),
         st.builds(c.MapUnmap, names),
+        st.builds(
+            c.RuleAdd,
+            st.integers(0, 30),
+            st.lists(
+                st.sampled_from(("10.0.0.0/8", "10.1.0.0/16", "::1/128", "2001:db8::/32")),
+                min_size=1,
+                max_size=3,
+                unique=True,
+            ).map(tuple),
+            st.sampled_from(("farm", "backend")),
+            names,
+            st.sampled_from(("BREAK", "CONTINUE")),
+        ),
+        st.builds(c.RuleDelete, st.integers(0, 30)),
         st.builds(c.MapDefault, names),
         st.just(c.MapRemoveDefault()),
         check_numbers.flatmap(lambda n: st.builds(c.BackendCheckOn, names, *map(st.just, n))),
@@ -162,7 +188,7 @@ def test_config_print_read_back_as_a_config_file_rebuilds_the_same_config(
 
 
 # --------------------------------------------------------------------------- #
-# the inputs of issue 10 (item 7), kept as regression cases
+# inputs that once broke the round trip, kept as regression cases
 # --------------------------------------------------------------------------- #
 
 

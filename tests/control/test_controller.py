@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 
 import trio
+from pamqp import commands
 
 from amqprouter.control.controller import Controller
+from amqprouter.protocol import constants
 from tests.session.wire import (
+    connect_client_side,
     fake_broker,
     open_and_idle,
     open_client,
@@ -18,7 +21,11 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=/ disconnected=N paused=N authDenied=N "
     r"ingressRemote=(\S+):(\d+) ingressLocal=(\S+) egressLocal=(\S+):(\d+) "
     r"egressRemote=(\S+):(\d+) inBytes=(\d+) inFrames=(\d+) inPackets=(\d+) "
-    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)\n"
+    r"outBytes=(\d+) outFrames=(\d+) outPackets=(\d+) (\d+\.\d+):(\d+\.\d+)"
+    # Ours after amqpprox's fields (tests/control/test_conn_who.py checks them): where
+    # routing sent it, then who the client is.
+    r" backend=fake mapping=\(default\) rule=- "
+    r"user=\"guest\" connectionName=\"wire-test\" [^\n]*\n"
 )
 
 
@@ -43,4 +50,29 @@ async def test_conn_lines_and_hostname_mapping() -> None:
                 await trio.sleep(0.05)
         text = (await controller.handle("CONN")).text
         assert f"egressRemote=localhost:{broker.port}" in text
+        await client.aclose()
+
+
+async def test_conn_brackets_an_ipv6_client_and_keeps_ipv4_as_amqpprox() -> None:
+    async with fake_broker(open_and_idle) as broker, router(broker.port) as (server, _port):
+        port6 = await server.listen(0, "::1")
+        controller = Controller(server, request_exit=lambda: None)
+        stream = await trio.open_tcp_stream("::1", port6)
+        client_port = stream.socket.getsockname()[1]
+        client = connect_client_side(stream)
+        await client.send(constants.PROTOCOL_HEADER)
+        assert isinstance(await client.read_method(), commands.Connection.Start)
+        await client.send_method(
+            commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest")
+        )
+        assert isinstance(await client.read_method(), commands.Connection.Tune)
+        await client.send_method(commands.Connection.TuneOk(frame_max=131072))
+        await client.send_method(commands.Connection.Open(virtual_host="/"))
+        assert isinstance(await client.read_method(), commands.Connection.OpenOk)
+        text = (await controller.handle("CONN")).text
+        # Host and port can be told apart: '[::1]:4242', never '::1:4242'...
+        assert f" ingressRemote=[::1]:{client_port} ingressLocal=::1 " in text, text
+        # ...while the IPv4 side keeps the reference's format.
+        assert f" egressRemote=127.0.0.1:{broker.port} " in text, text
+        assert re.search(r" egressLocal=127\.0\.0\.1:\d+ ", text), text
         await client.aclose()

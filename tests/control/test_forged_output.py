@@ -1,4 +1,4 @@
-"""A client cannot forge control output (issue 10, item 4).
+"""A client cannot forge control output.
 
 A client chooses its vhost and its connection name. A vhost holding a newline and
 terminal escapes (``/x\\nid=999 vhost=evil\\x1b[31m``) used to be printed raw by
@@ -36,7 +36,7 @@ from tests.router import RouterProcess, running_router
 
 CTL = Path(sys.executable).parent / "amqprouter_ctl"
 WAIT = 15.0
-#: The vhost of the issue, word for word: the broker refuses it, VHOST PRINT records it.
+#: A vhost that once forged a line, word for word: the broker refuses it, VHOST PRINT records it.
 FORGED = "/x\nid=999 vhost=evil\x1b[31m"
 #: Connection names with a newline, a cursor-moving escape and a title-setting OSC.
 NAMES = ("evil\nid=998 vhost=/\x1b[2J", "name\rid=997\x1b]0;pwned\x07\u2028\u202e")
@@ -78,6 +78,13 @@ CONN_LINE = re.compile(
     r"id=(\d+) vhost=(.*) disconnected=[YN] paused=[YN] authDenied=N ingressRemote=\S+ "
     r"ingressLocal=\S+ egressLocal=\S+ egressRemote=\S+ inBytes=\d+ inFrames=\d+ "
     r"inPackets=\d+ outBytes=\d+ outFrames=\d+ outPackets=\d+ \d+\.\d+:\d+\.\d+"
+    # Ours after amqpprox's: where routing sent it (a mapping is a vhost or a pattern:
+    # escaped like it, quoted if it holds a space), then who the client is, its words
+    # quoted (a quote in them escaped).
+    r' backend=\S+ mapping=(?:"(?:[^"\\]|\\.)*"|\S+) rule=(?:-|\d+)'
+    r' user=(?:-|"[^"]*") connectionName=(-|"(?:[^"\\]|\\.)*") '
+    r'product=(?:-|"[^"]*") version=(?:-|"[^"]*") platform=(?:-|"[^"]*") age=\d+ '
+    r"inRate=\d+ outRate=\d+ inFrameRate=\d+ outFrameRate=\d+"
 )
 
 
@@ -116,6 +123,8 @@ def _check_conn(socket_path: Path, live_vhost: str) -> None:
     ours = [m for m in matches if m is not None and "amqprt-forged-" in m.group(2)]
     assert len(ours) == 1, lines
     assert ours[0].group(2) == escape(live_vhost)
+    # The connection name is the client's too: escaped, and quoted as one field.
+    assert ours[0].group(3) == f'"{escape(NAMES[1])}"'
     assert "\\nid=999 vhost=evil\\x1b[31m\\u2028\\u202e" in ours[0].group(2)
 
 

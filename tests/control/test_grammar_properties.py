@@ -177,7 +177,7 @@ def test_every_accepted_command_is_written_back_exactly(line: str) -> None:
 
 
 # --------------------------------------------------------------------------- #
-# the inputs of issue 10 (item 7), kept as regression cases
+# inputs that once broke the round trip, kept as regression cases
 # --------------------------------------------------------------------------- #
 
 
@@ -222,3 +222,28 @@ def test_exit_graceful_seconds_are_written_without_an_exponent() -> None:
         command = parse(f"EXIT GRACEFUL {word}")
         assert command == Exit(graceful=True, seconds=seconds)
         assert parse(to_line(command)) == command
+
+
+# --------------------------------------------------------------------------- #
+# Quoting: any vhost name RabbitMQ allows goes through CONFIG PRINT and back
+
+#: A vhost as RabbitMQ allows one: any non-empty UTF-8 text of at most 255 bytes (the
+#: AMQP shortstr that Connection.Open carries it in), spaces, quotes and backslashes
+#: included; less what no control word may hold (control characters, line separators,
+#: bidi controls: they would forge lines on an operator's screen).
+rabbitmq_vhosts = st.text(
+    st.one_of(st.sampled_from(" '\"\\#/%é\u00a0"), st.characters(codec="utf-8")),
+    min_size=1,
+).filter(lambda name: len(name.encode()) <= 255 and unsafe_character(name) is None)
+
+
+@given(rabbitmq_vhosts)
+@example("my vhost")
+@example(" leading and trailing ")
+@example('it\'s "quoted" \\ back')
+def test_any_vhost_rabbitmq_allows_round_trips_through_config_print(vhost: str) -> None:
+    for command in (MapBackend(vhost, "rabbit1"), VhostPause(vhost)):
+        line = to_line(command)
+        assert parse(line) == command
+        # One line, with nothing in it a terminal acts on.
+        assert unsafe_character(line) is None

@@ -29,7 +29,7 @@ async def test_configuration_listings() -> None:
             "BACKEND DISABLE b2",
             "FARM ADD shared round-robin b2 b1",
             "FARM PARTITION shared datacenter-affinity",
-            'MAP BACKEND we"ird b1',  # a quote: the text shows "we"ird", JSON cannot be misread
+            "MAP BACKEND 'we\"ird' b1",  # a quote: the text shows "we"ird", JSON cannot be misread
             "MAP FARM / shared",
             "MAP DEFAULT shared",
             "LIMIT CONN_RATE DEFAULT 10",
@@ -78,13 +78,21 @@ async def test_configuration_listings() -> None:
                 "name": "shared",
                 "selector": "round-robin",
                 "members": ["b2", "b1"],
+                "weights": [1, 1],
                 "policies": ["datacenter-affinity"],
+                "stickySeconds": None,
             }
         ]
         assert await as_json("MAP PRINT") == [
-            {"vhost": "/", "default": False, "type": "farm", "name": "shared"},
-            {"vhost": 'we"ird', "default": False, "type": "backend", "name": "b1"},
-            {"vhost": None, "default": True, "type": "farm", "name": "shared"},
+            {"vhost": "/", "default": False, "pattern": False, "type": "farm", "name": "shared"},
+            {
+                "vhost": 'we"ird',
+                "default": False,
+                "pattern": False,
+                "type": "backend",
+                "name": "b1",
+            },
+            {"vhost": None, "default": True, "pattern": False, "type": "farm", "name": "shared"},
         ]
         default_rate = {
             "limit": "CONN_RATE",
@@ -93,18 +101,17 @@ async def test_configuration_listings() -> None:
             "alarmOnly": False,
             "default": True,
         }
-        assert await as_json("LIMIT PRINT") == [{"vhost": None, **default_rate}]
-        assert await as_json("LIMIT PRINT /") == [
-            {"vhost": "/", **default_rate},
-            {
-                "vhost": "/",
-                "limit": "DATA_RATE_ALARM",
-                "value": 2048,
-                "unit": "bytes/s",
-                "alarmOnly": True,
-                "default": False,
-            },
-        ]
+        own_alarm = {
+            "vhost": "/",
+            "limit": "DATA_RATE_ALARM",
+            "value": 2048,
+            "unit": "bytes/s",
+            "alarmOnly": True,
+            "default": False,
+        }
+        # Every limit in force: the DEFAULT's, then each vhost's own.
+        assert await as_json("LIMIT PRINT") == [{"vhost": None, **default_rate}, own_alarm]
+        assert await as_json("LIMIT PRINT /") == [{"vhost": "/", **default_rate}, own_alarm]
         assert await as_json("VHOST PRINT") == []
         assert (await controller.handle("VHOST PAUSE /")).ok
         assert await as_json("VHOST PRINT") == [{"vhost": "/", "paused": True}]
@@ -138,6 +145,9 @@ async def test_conn_as_json_matches_the_line() -> None:
         assert plain["egressRemote"] == {"host": "127.0.0.1", "port": broker.port}
         assert f" outFrames={plain['outFrames']} " in line and plain["outFrames"] >= 1
         assert (plain["tls"], plain["clientCert"], plain["authDenied"]) == (None, None, False)
+        # Where routing sent it: the same in both forms.
+        assert (plain["backend"], plain["mapping"], plain["rule"]) == ("fake", "(default)", None)
+        assert " backend=fake mapping=(default) rule=- " in line
         assert 0 <= plain["idleInSeconds"] < 5
         # No raw control character reaches the operator's terminal either way.
         raw = (await controller.handle("CONN", as_json=True)).text
@@ -165,7 +175,7 @@ async def test_commands_without_a_json_form_are_refused_and_not_run(line: str, s
         reply = await controller.handle(line, as_json=True)
         assert (reply.text, reply.ok) == (
             f"{shown} has no JSON form; --json works with CONN, BACKEND PRINT, FARM PRINT, "
-            "MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json.\n",
+            "MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json.\n",
             False,
         )
         assert reply.after is None and exits == []

@@ -87,7 +87,6 @@ def test_print_defaults_in_the_reference_order() -> None:
         "LIMIT DATA_RATE_ALARM DEFAULT 500",
         "LIMIT CONN_RATE DEFAULT 5",
         "LIMIT CONN_RATE_ALARM DEFAULT 7",
-        "LIMIT CONN_RATE VHOST v 1",
         "LIMIT PRINT",
     )
     assert printed == (
@@ -97,6 +96,34 @@ def test_print_defaults_in_the_reference_order() -> None:
         "Default data limit for any vhost, allow max 1000 bytes per second.\n"
         "Default limit for any vhost, allow at most 9 concurrent connections.\n"
     )
+
+
+def test_print_lists_every_vhost_limit_in_force_after_the_defaults() -> None:
+    # A vhost limit alone: amqpprox said "No default limit ..." and nothing more, while
+    # the limit refused clients. The reference's line stays first; the limit follows.
+    *_, alone = replies("LIMIT CONNECTIONS VHOST / 2", "LIMIT PRINT")
+    assert alone == (
+        "No default limit configured for any vhost.\n"
+        "For vhost /, allow at most 2 concurrent connections.\n"
+    )
+    *_, printed = replies(
+        "LIMIT CONN_RATE DEFAULT 5",
+        "LIMIT DATA_RATE VHOST w 1000",
+        "LIMIT CONN_RATE_ALARM VHOST v 7",
+        "LIMIT CONN_RATE VHOST v 1",
+        "LIMIT PRINT",
+    )
+    # Each vhost's own limits only (not the DEFAULT's again), vhosts sorted.
+    assert printed == (
+        "Default limit for any vhost, allow average 5 connections per second.\n"
+        "Alarm only limit, for vhost v, Allow average 7 number of connections per 1 seconds.\n"
+        "For vhost v, Allow average 1 number of connections per 1 seconds.\n"
+        "For vhost w, allow max 1000 bytes per second.\n"
+    )
+    *_, disabled = replies(
+        "LIMIT CONNECTIONS VHOST / 2", "LIMIT DISABLE CONNECTIONS VHOST /", "LIMIT PRINT"
+    )
+    assert disabled == "No default limit configured for any vhost.\n"
 
 
 def test_print_vhost_own_and_default_forms() -> None:

@@ -102,6 +102,12 @@ def test_backend_line_proxy_only() -> None:
     assert backend_line(backend) == "b (dc): h 1.2.3.4:1 PROXY PROTOCOL V1 ENABLED"
 
 
+def test_backend_line_brackets_an_ipv6_address() -> None:
+    backend = Backend("b", "dc", "::1", 5672, dns=False, ip="::1")
+    assert backend_line(backend) == "b (dc): ::1 [::1]:5672"
+    assert backend.label == "b ([::1]:5672)"
+
+
 def test_backend_add_duplicate() -> None:
     table = build(BASE)
     assert reply(table, "BACKEND ADD rabbit1 dc9 localhost 1") == (

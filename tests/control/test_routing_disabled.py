@@ -31,7 +31,7 @@ def test_vhost_whose_only_backends_are_disabled_gets_a_clear_refusal() -> None:
     )
     table = build(["BACKEND DISABLE rabbit1", "BACKEND DISABLE rabbit2"], table)
     for vhost, detail in (
-        ("v", "vhost v is mapped to farm f, which has only disabled backends"),
+        ("v", "vhost v is mapped to farm f, which has only disabled or drained backends"),
         ("w", "vhost w is mapped to backend rabbit2, which is disabled"),
     ):
         with pytest.raises(NoRoute) as caught:

@@ -174,7 +174,7 @@ async def test_after_action_runs_once_the_reply_is_written(tmp_path: Path) -> No
 
 
 # --------------------------------------------------------------------------- #
-# the mode, the directory, the default path (issue 10.1, 10.5)
+# the mode, the directory, the default path
 # --------------------------------------------------------------------------- #
 
 
@@ -239,7 +239,7 @@ def test_default_path_is_under_run_when_usable(
 
 
 # --------------------------------------------------------------------------- #
-# a socket file deleted or replaced under a running router (issue 10.5)
+# a socket file deleted or replaced under a running router
 # --------------------------------------------------------------------------- #
 
 

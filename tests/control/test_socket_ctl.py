@@ -72,6 +72,7 @@ def test_trusted_owners(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--allow-owner"], "--allow-owner needs a user name or uid"),
         (["--allow-owner", "no-such-user-here", "HELP"], "no such user 'no-such-user-here'"),
         (["--frobnicate", "HELP"], "unknown option --frobnicate"),
+        (["/tmp/x", "--jsn", "HELP"], "unknown option --jsn (did you mean --json?)"),
     ],
 )
 def test_usage_errors(argv: list[str], says: str) -> None:
@@ -89,6 +90,11 @@ def test_json_and_version() -> None:
     assert cli.parse(["--json", "CONN"]).json
     assert cli.parse(["--allow-owner", "0", "--json", "/tmp/x", "MAP", "PRINT"]).json
     assert not cli.parse(["CONN"]).json
+    # After the socket, before the command: options still.
+    after = cli.parse(["/tmp/x", "--json", "--allow-owner", "4242", "MAP", "PRINT"])
+    assert (after.path, after.words, after.json) == ("/tmp/x", ["MAP", "PRINT"], True)
+    assert 4242 in after.trusted
+    assert cli.parse(["--", "/tmp/x", "MAP", "PRINT"])[:2] == ("/tmp/x", ["MAP", "PRINT"])
     # After the first word, --json is a word of the command, as any other.
     assert cli.parse(["/tmp/x", "MAP", "--json"])[1] == ["MAP", "--json"]
     assert cli.parse(["--version"]).version

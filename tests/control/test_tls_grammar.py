@@ -60,7 +60,7 @@ def test_valid(line: str, expected: Command) -> None:
         (
             "TLS INGRESS CERT_CHAIN_FILE /etc/my certs/chain.pem",
             "A TLS file name must be one word: '/etc/my certs/chain.pem' has spaces in it; "
-            "rename the file or link it under a name without spaces.\n",
+            "quote it: '/etc/my certs/chain.pem'\n",
         ),
         (
             "TLS INGRESS VERIFY_MODE PEER SOMETIMES",
@@ -108,6 +108,9 @@ def test_send_proxy_goes_with_tls() -> None:
     assert isinstance(backend, BackendAdd) and backend.tls and backend.send_proxy == 1
 
 
-def test_a_path_that_cannot_be_one_word_is_not_written() -> None:
+def test_a_path_with_a_space_is_written_quoted_and_one_with_a_newline_not_at_all() -> None:
+    command = TlsFile("INGRESS", "KEY_FILE", "/etc/my keys/a b.pem")
+    assert to_line(command) == "TLS INGRESS KEY_FILE '/etc/my keys/a b.pem'"
+    assert parse(to_line(command)) == command
     with pytest.raises(ValueError, match="cannot be written"):
-        to_line(TlsFile("INGRESS", "KEY_FILE", "/a b.pem"))
+        to_line(TlsFile("INGRESS", "KEY_FILE", "/a\nb.pem"))

@@ -26,6 +26,7 @@ from pamqp import commands
 
 from amqprouter.control.auth_commands import ALWAYS_ALLOW_TEXT
 from amqprouter.server.authproto import auth_pb2
+from amqprouter.session.auth import UNAVAILABLE
 from tests.auth_service import AuthServiceForTests, auth_service
 from tests.brokers import SystemBroker, free_port
 from tests.integration.test_control_plane import (
@@ -212,16 +213,18 @@ def test_credentials_rewritten_by_the_example_service_are_accepted_by_the_broker
     ("broken", "says"),
     [
         ("down", "failed: ConnectError"),
-        ("slow", f"auth service did not answer within {AUTH_TIMEOUT}s"),
+        ("slow", f"did not answer within {AUTH_TIMEOUT}s"),
         ("garbage", "answered something not an AuthResponse"),
         ("500", "answered HTTP 500"),
     ],
 )
-def test_a_broken_service_denies(
+def test_a_broken_service_denies_telling_the_client_nothing_of_it(
     router: ControlledRouter, service: AuthServiceForTests, broken: str, says: str
 ) -> None:
+    port = service.port
     if broken == "down":
-        router.must("AUTH SERVICE 127.0.0.1", free_port(), "/auth")
+        port = free_port()
+        router.must("AUTH SERVICE 127.0.0.1", port, "/auth")
     elif broken == "slow":
         service.hang = True
     elif broken == "garbage":
@@ -231,9 +234,13 @@ def test_a_broken_service_denies(
             500,
             auth_pb2.AuthResponse(result=auth_pb2.AuthResponse.ALLOW).SerializeToString(),
         )
-    code, text = refused(router.port)
-    assert code == 403
-    assert says in text, text
+    url = f"http://127.0.0.1:{port}/auth"
+    # The unauthenticated client learns that the service is unavailable, not where it is
+    # nor what went wrong with it...
+    assert refused(router.port) == (403, UNAVAILABLE)
+    # ...which the log says, in one line with the session's id.
+    (line,) = log_lines(router, f"reason: {UNAVAILABLE}", f"auth service {url} {says}")
+    assert re.search(r"\bsession=\d+", line), line
 
 
 def _raw_client_without_capability(port: int) -> Any:

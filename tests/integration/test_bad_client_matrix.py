@@ -1,4 +1,4 @@
-"""The bad-client matrix (issue 10): each kind of bad client, what it receives, how soon
+"""The bad-client matrix: each kind of bad client, what it receives, how soon
 it is let go, and a router that is unharmed afterwards.
 
 One in-process router runs in front of the real RabbitMQ at 127.0.0.1:5672. Every row
@@ -16,7 +16,7 @@ parametrized test then checks each row:
 * an upper bound on the time to close, derived from ``TIMEOUTS`` plus ``SLACK``;
 * the session gone. After all rows: no session left, and a well-behaved client served.
 
-Rows whose correct expectation is not today's behaviour (a defect named in issue 10)
+Rows whose correct expectation is not today's behaviour (a known defect)
 carry ``xfail(strict=True)``: they flip to XPASS, and fail the run, when the fix lands.
 """
 
@@ -351,7 +351,7 @@ class Row:
     expect: Expected | ExpectFn | None
     #: Seconds from the client's mark to EOF and to its session gone.
     within: float
-    #: "issue 10 item N: ..." when today's behaviour is the defect that item names.
+    #: The defect, in a few words, when today's behaviour is not the correct one.
     defect: str | None = None
     #: The client's receive buffer (small: a client that cannot keep up).
     rcvbuf: int | None = None
@@ -1057,6 +1057,6 @@ def test_no_session_left_and_router_serves(matrix: Matrix) -> None:
     assert matrix.well_behaved is None, matrix.well_behaved
 
 
-def test_rows_cover_the_issue() -> None:
+def test_rows_cover_every_kind_of_bad_client() -> None:
     assert len(ROWS) >= 50
     assert len({row.name for row in ROWS}) == len(ROWS)

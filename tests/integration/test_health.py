@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import aio_pika
@@ -28,7 +29,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic
 
-from tests.brokers import RabbitNode, RabbitNodeFactory, wait_for
+from tests.brokers import NodeTls, RabbitNode, RabbitNodeFactory, port_is_open, wait_for
 from tests.integration.test_control_plane import (
     WAIT,
     ControlledRouter,
@@ -36,6 +37,7 @@ from tests.integration.test_control_plane import (
     log_lines,
     running_router,
 )
+from tests.tls_certs import TlsFiles
 
 #: BACKEND CHECK settings of these tests: a probe every 300 ms, down after 3 failures.
 INTERVAL_MS, FALL, RISE = 300, 3, 2
@@ -153,7 +155,7 @@ def test_active_check_marks_a_killed_node_down_and_new_connections_skip_it(
 
 
 # --------------------------------------------------------------------------- #
-# node-kill failover with real clients (issue 4 item 7)
+# node-kill failover with real clients
 # --------------------------------------------------------------------------- #
 
 
@@ -333,3 +335,87 @@ def test_clients_fail_over_to_node_2_and_no_confirmed_message_is_lost(
             # Its consumer is slower by construction, so node 1 held a backlog when it
             # was killed: only node 1's restart gave those confirmed messages back.
             assert left_on_1, traffic
+
+
+@pytest.fixture(scope="module")
+def wrapped_nodes(
+    session_rabbit_node_factory: RabbitNodeFactory, tls_files: TlsFiles
+) -> Iterator[tuple[RabbitNode, RabbitNode]]:
+    """A node serving TLS (and plain AMQP), and a ``proxy_protocol = true`` node serving
+    TLS too (a PROXY header first on both its ports); the test stops both."""
+    factory = session_rabbit_node_factory
+    tls_node, proxy_node = factory.create(start=False), factory.create(start=False)
+    for node in (tls_node, proxy_node):
+        node.tls = NodeTls(tls_files.ca, tls_files.server.chain, tls_files.server.key)
+    proxy_node.extra_config = "proxy_protocol = true\n"
+    nodes = (tls_node, proxy_node)
+    try:
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            list(pool.map(lambda node: node.start(), nodes))
+        for node in nodes:
+            assert node.tls is not None
+            wait_for(
+                partial(port_is_open, node.tls.port, node.host), WAIT, f"{node.name}'s TLS port"
+            )
+        yield nodes
+    finally:
+        for node in nodes:
+            node.destroy()
+            factory.nodes.remove(node)
+
+
+def test_backend_check_reaches_tls_and_proxy_protocol_brokers_as_sessions_do(
+    wrapped_nodes: tuple[RabbitNode, RabbitNode], tls_files: TlsFiles
+) -> None:
+    """The probe connects through the sessions' wrap: TLS (SNI, the certificate checked)
+    and, for SEND-PROXY[-V2], a PROXY header naming the router's own end as its source.
+    Healthy TLS and proxy_protocol brokers stay up; stopped, they go down."""
+    tls_node, proxy_node = wrapped_nodes
+    assert tls_node.tls is not None and proxy_node.tls is not None
+    healthy = {
+        "tls": f"{tls_node.tls.port} TLS",
+        "proxy1": f"{proxy_node.port} SEND-PROXY",
+        "proxy2": f"{proxy_node.port} SEND-PROXY-V2",
+        "proxy1-tls": f"{proxy_node.tls.port} SEND-PROXY TLS",
+        "proxy2-tls": f"{proxy_node.tls.port} SEND-PROXY-V2 TLS",
+    }
+    # The same listeners probed without the wrap they need (what every probe used to
+    # send): refused, so these go down; it shows the checks ran while the others held.
+    unwrapped = {"tls-as-plain": f"{tls_node.tls.port}", "proxy-as-plain": f"{proxy_node.port}"}
+    # A generous timeout: a TLS handshake on a busy 2-core machine is not what is tested.
+    interval_ms, timeout_ms = 500, 1500
+    check = (interval_ms, FALL, RISE, timeout_ms)
+    workdir = Path(tempfile.mkdtemp(prefix="amqprouter-hw-"))
+    try:
+        with running_router(workdir / "control") as router:
+            router.must("TLS EGRESS CA_CERT_FILE", str(tls_files.ca))
+            router.must("TLS EGRESS VERIFY_MODE PEER")
+            for name, where in {**healthy, **unwrapped}.items():
+                router.must(f"BACKEND ADD {name} dc1 127.0.0.1 {where}")
+                router.must(f"BACKEND CHECK {name} ON", *check)
+
+            def health(name: str) -> str:
+                """UP or DOWN (...), after the backend's flags (TLS, PROXY ...)."""
+                state = backend_state(router, name)
+                found = re.search(r"(?:^| )(UP|DOWN \(.*\))$", state)
+                return found.group(1) if found else state
+
+            def down(name: str) -> Callable[[], bool]:
+                return lambda: health(name).startswith("DOWN (")
+
+            for name in unwrapped:
+                wait_for(down(name), WAIT, f"{name} DOWN")
+            # Long enough for FALL probes that fail, even by timing out, to mark one down.
+            time.sleep(FALL * (interval_ms + timeout_ms) / 1000)
+            states = {name: health(name) for name in healthy}
+            assert states == dict.fromkeys(healthy, "UP"), states
+            for name in healthy:
+                assert log_lines(router, "backend down", f"backend='{name}'", expect=False) == []
+
+            tls_node.stop()
+            proxy_node.stop()
+            for name in healthy:
+                wait_for(down(name), WAIT, f"{name} DOWN once its broker stopped")
+                assert health(name).startswith("DOWN (connect refused 127.0.0.1:"), health(name)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""A StartOk nesting 488 arrays, sent to a real router (issue 10, item 2).
+"""A StartOk nesting 488 arrays, sent to a real router.
 
 It used to end in ``RecursionError`` inside pamqp: the client got nothing and the log
 a 220 KB traceback. Now the client gets Start, then Close 501 with a text that says

@@ -1,7 +1,7 @@
 """A vhost name over pamqp's 127 characters, through a router to the machine's RabbitMQ.
 
 pamqp refuses to write ``Connection.Open`` for such a name; RabbitMQ accepts any short
-string. The router used to drop the client with a bare EOF (issue 10, item 3).
+string. The router used to drop the client with a bare EOF.
 """
 
 from __future__ import annotations

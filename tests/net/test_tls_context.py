@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+import trustme
 
+from amqprouter.control.tls_commands import reload_files
 from amqprouter.net.tls_context import (
     MAX_PEM_BYTES,
     TlsConfigError,
@@ -17,12 +21,13 @@ from amqprouter.net.tls_context import (
     TlsState,
     VerifyMode,
     build_context,
+    certificate_expiry,
     check_file,
     cipher_names,
     describe_certificate,
     missing,
 )
-from tests.tls_certs import TlsFiles
+from tests.tls_certs import CertFiles, TlsFiles
 
 
 def ingress(files: TlsFiles, **changes: Any) -> TlsSettings:
@@ -222,3 +227,76 @@ def test_too_large(tmp_path: Path) -> None:
         file.truncate(MAX_PEM_BYTES + 1)
     with pytest.raises(TlsConfigError, match=r"huge\.pem: too large for a PEM file"):
         check_file("CA_CERT_FILE", str(path))
+
+
+# --------------------------------------------------------------------------- #
+# The presented certificate's expiry (amqprouter_tls_certificate_expiry_seconds)
+# --------------------------------------------------------------------------- #
+
+
+def _leaf_expiring(directory: Path, name: str, not_after: datetime.datetime) -> CertFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="amqprouter expiry")
+    leaf = ca.issue_cert(
+        "localhost",
+        common_name=name,
+        not_before=not_after - datetime.timedelta(days=90),
+        not_after=not_after,
+    )
+    chain, key = directory / f"{name}-chain.pem", directory / f"{name}.key"
+    chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    return CertFiles(chain, key)
+
+
+NOT_AFTER = datetime.datetime(2031, 5, 17, 8, 30, 0, tzinfo=datetime.UTC)
+
+
+def test_certificate_expiry_reads_the_presented_certificate(tmp_path: Path) -> None:
+    files = _leaf_expiring(tmp_path, "edge", NOT_AFTER)
+    expiry = certificate_expiry(str(files.chain))
+    assert expiry is not None
+    # The leaf (first in the chain file), not its CA: the leaf's name and notAfter.
+    assert expiry.not_after == NOT_AFTER.timestamp()
+    assert expiry.subject.startswith("CN=edge,")
+    assert certificate_expiry(str(tmp_path / "missing.pem")) is None
+
+
+def test_without_cryptography_the_standard_library_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = _leaf_expiring(tmp_path, "edge", NOT_AFTER)
+    with_cryptography = certificate_expiry(str(files.chain))
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import fails, as uninstalled
+    without = certificate_expiry(str(files.chain))
+    assert without is not None and with_cryptography is not None
+    assert without.not_after == with_cryptography.not_after == NOT_AFTER.timestamp()
+    assert without.subject.split(",")[0] == with_cryptography.subject.split(",")[0] == "CN=edge"
+
+
+def test_the_state_keeps_each_directions_expiry_from_its_last_load(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    state = TlsState()
+    assert state.expiry("INGRESS") is None and state.expiry("EGRESS") is None
+    first = _leaf_expiring(tmp_path, "edge", NOT_AFTER)
+    ingress = TlsSettings("INGRESS", key_file=str(first.key), cert_chain_file=str(first.chain))
+    state.update(ingress)
+    expiry = state.expiry("INGRESS")
+    assert expiry is not None and expiry.not_after == NOT_AFTER.timestamp()
+    # Read at load, not on demand: a renewed file changes nothing until it is reloaded.
+    renewed_at = NOT_AFTER + datetime.timedelta(days=365)
+    renewed = _leaf_expiring(tmp_path / "new", "edge", renewed_at)
+    first.chain.write_bytes(renewed.chain.read_bytes())
+    first.key.write_bytes(renewed.key.read_bytes())
+    assert state.expiry("INGRESS") == expiry
+    assert reload_files(state) == []
+    reloaded = state.expiry("INGRESS")
+    assert reloaded is not None and reloaded.not_after == renewed_at.timestamp()
+    # EGRESS presents a certificate only with one (mutual TLS to the brokers).
+    client = tls_files.client
+    state.update(TlsSettings("EGRESS", key_file=str(client.key), cert_chain_file=str(client.chain)))
+    egress = state.expiry("EGRESS")
+    assert egress is not None and egress.subject.startswith("CN=client,")
+    state.update(TlsSettings("EGRESS"))
+    assert state.expiry("EGRESS") is None

@@ -221,3 +221,36 @@ async def test_totals_stop_growing_with_vhost_names_clients_make_up(
             collector.collect()
         assert set(collector.totals) == {("a", ""), ("b", ""), (OTHER_VHOST, "")}
         assert collector.totals[(OTHER_VHOST, "")].removed[Removal.HANDSHAKE] == 2
+
+
+async def test_a_sessions_rates_are_its_last_intervals_traffic_per_second(
+    system_broker: SystemBroker,
+) -> None:
+    async with router(system_broker.port) as (server, port):
+        collector = StatsCollector(server.sessions, 0.5)
+        server.session_ended.append(collector.session_ended)
+        client = await open_client(port)
+        (session,) = server.sessions.values()
+        assert collector.session_rates(session.id) is stats_module.NO_RATES, "not collected yet"
+        await open_channel(client)
+        collector.collect()
+        before_in, before_out = session.ingress.bytes, session.egress.bytes
+        before_frames = session.ingress.frames
+        sent = publish_frames(20)
+        await client.send(sent)
+        await client.send_method(
+            commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0), 1
+        )
+        assert isinstance(await client.read_method(), commands.Channel.CloseOk)
+        collector.collect()
+        rates = collector.session_rates(session.id)
+        # The delta over the interval, per second: 0.5 s, so twice the bytes moved.
+        assert rates.in_bytes == (session.ingress.bytes - before_in) * 2 >= len(sent) * 2
+        assert rates.out_bytes == (session.egress.bytes - before_out) * 2 > 0
+        assert rates.in_frames == (session.ingress.frames - before_frames) * 2 >= 120
+        collector.collect()
+        assert collector.session_rates(session.id) is stats_module.NO_RATES, "idle: no rate"
+        await close_cleanly(client)
+        await wait_no_sessions(server)
+        collector.collect()
+        assert collector.session_rates(session.id) is stats_module.NO_RATES, "gone: forgotten"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from amqprouter import __version__
 from amqprouter.app import BackendHealth, start_http, start_stats
+from amqprouter.control.controller import Controller
 from amqprouter.observe import http
 from amqprouter.observe.prometheus import escape_label, metrics_text, ready_reason
 from amqprouter.observe.service import StatsService
@@ -22,8 +26,9 @@ from amqprouter.server import Server
 from amqprouter.server.admission import ListenOptions
 from amqprouter.session import SessionSettings
 from tests.brokers import SystemBroker
-from tests.observe.test_collector import open_channel
+from tests.observe.test_collector import open_channel, publish_frames
 from tests.session.wire import WAIT, open_client, router
+from tests.tls_certs import TlsFiles
 
 
 async def get(port: int, request: bytes, timeout: float = WAIT) -> tuple[int, dict[str, str], str]:
@@ -132,8 +137,9 @@ async def test_metrics_parse_and_count_real_traffic(system_broker: SystemBroker)
     assert samples[(ended, (where[0], ("reason", "graceful"), where[1]))] == 0
     assert samples[("amqprouter_sessions_active", where)] == 0
     assert samples[("amqprouter_sessions_paused", where)] == 0
-    assert samples[("amqprouter_backend_up", (("backend", "fake"),))] == 1
-    assert samples[("amqprouter_backend_up", (("backend", "other"),))] == 0
+    # Neither has a BACKEND CHECK: no up/down evidence, so no sample, whatever the
+    # registry says (test_backend_up_has_a_sample_only_for_a_checked_backend).
+    assert families["amqprouter_backend_up"].samples == []
     assert samples[("amqprouter_listeners", ())] == 1
     assert samples[("amqprouter_connections_refused_total", ())] == 0
     assert samples[("process_resident_memory_bytes", ())] > 0
@@ -160,12 +166,68 @@ async def test_bad_requests_get_short_errors() -> None:
         await nursery.start(server.run)
         async with serving(server) as (port, _stats):
             assert (await get(port, get_request("/nope")))[0] == 404
-            status, headers, _body = await get(port, b"POST /metrics HTTP/1.1\r\n\r\n")
-            assert (status, headers["Allow"]) == (405, "GET")
+            status, headers, _body = await get(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (status, headers["Allow"]) == (405, "GET, HEAD, OPTIONS")
             assert (await get(port, b"GARBAGE\r\n\r\n"))[0] == 400
             huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * http.MAX_REQUEST_BYTES + b"\r\n\r\n"
             assert (await get(port, huge))[0] == 431
             assert (await get(port, get_request("/metrics?x=1")))[0] == 200
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /metrics\r\n\r\n",  # no version
+        b"GET /metrics HTTP/one\r\nHost: x\r\n\r\n",
+        b"GET  /metrics HTTP/1.1\r\nHost: x\r\n\r\n",  # two spaces
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS to a plain port
+        # HTTP/1.1 requires Host (RFC 9112, 3.2): a request without one is a bad request.
+        b"GET /metrics HTTP/1.1\r\n\r\n",
+    ],
+)
+async def test_a_malformed_request_is_400(request_head: bytes) -> None:
+    async with trio.open_nursery() as nursery:
+        routes = {"/metrics": lambda: http.Response(200, "m\n")}
+        (port,) = await nursery.start(partial(http.serve_http, 0, routes, host="127.0.0.1"))
+        status, _headers, body = await get(port, request_head)
+        assert status == 400 and body.startswith("bad request: "), (status, body)
+        # HTTP/1.0 needs no Host, and HTTP/1.1 with one is served.
+        assert (await get(port, b"GET /metrics HTTP/1.0\r\n\r\n"))[::2] == (200, "m\n")
+        assert (await get(port, get_request("/metrics")))[::2] == (200, "m\n")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_oversized_header_is_431_whether_it_arrives_whole_or_in_pieces() -> None:
+    limit = http.MAX_REQUEST_BYTES
+    async with trio.open_nursery() as nursery:
+        routes = {"/": lambda: http.Response(200, "ok\n")}
+        (port,) = await nursery.start(partial(http.serve_http, 0, routes, host="127.0.0.1"))
+        start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+        # A head of exactly the limit (request line and headers, the blank line that
+        # ends it not counted) is served...
+        at_limit = start + b"a" * (limit - len(start))
+        assert (await get(port, at_limit + b"\r\n\r\n"))[0] == 200
+        # ...one byte more, sent at once, is refused...
+        status, _headers, body = await get(port, at_limit + b"a\r\n\r\n")
+        assert (status, body) == (431, f"request head over {limit} bytes\n")
+        # ...and a head that keeps coming is refused once past the limit, unfinished.
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(start)
+            with trio.fail_after(WAIT):
+                try:
+                    for _ in range(2 * limit // 1024):
+                        await stream.send_all(b"a" * 1024)
+                except trio.BrokenResourceError:
+                    pass  # the server answered and closed while we were still sending
+                answer = b""
+                while data := await stream.receive_some(65536):
+                    answer += data
+        assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer
         nursery.cancel_scope.cancel()
 
 
@@ -196,3 +258,136 @@ async def test_the_status_page_names_who_may_send_a_proxy_header() -> None:
         assert "<td>10.0.1.5/32</td><td>10.0.0.0/8</td>" in page
         assert "<td>no</td><td>anyone</td>" in page
         nursery.cancel_scope.cancel()
+
+
+def _rows(page: str, title: str) -> list[list[str]]:
+    """The cells of each body row of the table under the heading starting with ``title``."""
+    section = page.split(f"<h2>{title}", 1)[1].split("<h2>", 1)[0]
+    return [
+        re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(<td.*?)</tr>", section)
+    ]
+
+
+async def test_the_status_page_shows_rates_errors_and_the_top_talkers(
+    system_broker: SystemBroker,
+) -> None:
+    async with router(system_broker.port) as (server, _port), serving(server) as (port, stats):
+        listen = next(iter(server.listeners))
+        busy, idle = await open_client(listen), await open_client(listen)
+        await open_channel(busy)
+        busy_id = min(server.sessions)  # the first to connect
+        (backend,) = server.routing.backends.values()
+        stats.events.connect_failed(backend, "refused")
+        publish = publish_frames(5)
+
+        async def talk() -> None:
+            while True:
+                await busy.send(publish)
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as talking:
+            talking.start_soon(talk)
+            with trio.fail_after(WAIT):
+                while True:
+                    _status, _headers, page = await get(port, get_request("/"))
+                    talkers = _rows(page, "Top talkers")
+                    # Once the busy one's publishing fills an interval and the idle
+                    # one's handshake (its Open-Ok) is an interval behind.
+                    if [row[0] for row in talkers] == [str(busy_id)] and talkers[0][7] != "0 B/s":
+                        break
+                    await trio.sleep(0.05)
+            talking.cancel_scope.cancel()
+        # Only the session that sent something: the idle one has no rate.
+        ((session_id, vhost, address, name, user, connection, library, *rates),) = talkers
+        busy_session = server.sessions[int(session_id)]
+        assert address == f"127.0.0.1:{busy_session.client_address[1]}"
+        assert (vhost, name, user, connection, library) == ("/", "fake", "guest", "wire-test", "-")
+        assert rates[0] != "0 B/s" and rates[0].endswith("/s") and int(rates[2]) > 0
+        (fake,) = _rows(page, "Backends")
+        assert fake[0] == "fake" and fake[6] == "2", "two sessions"
+        assert fake[7] != "0 B/s", "in/s"
+        assert fake[9:] == ["1", "0"], "one connect failure, no session ended by error"
+        # A client that goes without a Close ended by error: the backend and the vhost say so.
+        await idle.aclose()
+        with trio.fail_after(WAIT):
+            while True:
+                _status, _headers, page = await get(port, get_request("/"))
+                (fake,) = _rows(page, "Backends")
+                if fake[10] == "1":
+                    break
+                await trio.sleep(0.05)
+        assert 'class="fail">1</td>' in page
+        ((vhost, *_traffic, active, in_rate, out_rate, ended),) = _rows(page, "Top vhosts")
+        assert (vhost, active, ended) == ("/", "1", "1")
+        assert in_rate.endswith("/s") and out_rate.endswith("/s")
+
+
+async def test_backend_up_has_a_sample_only_for_a_checked_backend(
+    system_broker: SystemBroker,
+) -> None:
+    async with router(system_broker.port) as (server, _port):
+        controller = Controller(server, request_exit=lambda: None)
+        for line in (
+            "BACKEND ADD dead dc 127.0.0.1 1",
+            "BACKEND ADD plain dc 127.0.0.1 2",
+            "BACKEND CHECK fake ON 100 1 1 2000",
+            "BACKEND CHECK dead ON 100 1 1 500",
+        ):
+            assert (await controller.handle(line)).ok, line
+        async with serving(server, server.backend_up) as (port, _stats):
+            with trio.fail_after(WAIT):
+                while True:
+                    _status, _headers, body = await get(port, get_request("/metrics"))
+                    families = {f.name: f for f in text_string_to_metric_families(body)}
+                    up = {
+                        sample.labels["backend"]: sample.value
+                        for sample in families["amqprouter_backend_up"].samples
+                    }
+                    if up.get("dead") == 0:
+                        break
+                    await trio.sleep(0.05)
+    # "plain" has no check: it is not reported up (nor down) on no evidence.
+    assert up == {"fake": 1, "dead": 0}
+
+
+async def test_metrics_give_each_presented_certificates_expiry(tls_files: TlsFiles) -> None:
+    server = Server(SessionSettings())
+    controller = Controller(server, request_exit=lambda: None)
+    server_cert, client_cert = tls_files.server, tls_files.client
+    for line in (
+        f"TLS INGRESS CERT_CHAIN_FILE {server_cert.chain}",
+        f"TLS INGRESS KEY_FILE {server_cert.key}",
+        f"TLS EGRESS CERT_CHAIN_FILE {client_cert.chain}",
+        f"TLS EGRESS KEY_FILE {client_cert.key}",
+    ):
+        assert (await controller.handle(line)).ok, line
+    expected = {}
+    for role, files in (("ingress", server_cert), ("egress", client_cert)):
+        certificate = x509.load_pem_x509_certificate(files.chain.read_bytes())
+        expected[(role, certificate.subject.rfc4514_string())] = (
+            certificate.not_valid_after_utc.timestamp()
+        )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        async with serving(server) as (port, _stats):
+            _status, _headers, body = await get(port, get_request("/metrics"))
+        nursery.cancel_scope.cancel()
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(body)
+        if f.name == "amqprouter_tls_certificate_expiry_seconds"
+    ]
+    assert family.type == "gauge"
+    found = {(s.labels["role"], s.labels["subject"]): s.value for s in family.samples}
+    assert found == expected
+    assert any(subject.startswith("CN=client,") for _role, subject in found)
+
+
+def test_no_certificate_no_expiry_sample() -> None:
+    text = metrics_text(StatsCollector({}, 1.0), listeners=0)
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "amqprouter_tls_certificate_expiry_seconds"
+    ]
+    assert family.samples == []

@@ -126,7 +126,7 @@ def forged_snapshot() -> StatsSnapshot:
 
 
 def test_human_escapes_a_client_chosen_vhost_one_line_each() -> None:
-    # Issue 10 item 4: a vhost with a newline and escapes printed a fake line, in red.
+    # A vhost with a newline and escapes printed a fake line, in red.
     text = render(forged_snapshot(), "human", "all")
     vhosts = text.split("Vhosts:\n")[1].split("Sources:\n")[0]
     zero = render(forged_snapshot(), "human", "overall").rstrip("\n")

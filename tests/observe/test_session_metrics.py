@@ -27,8 +27,9 @@ from amqprouter.observe.session_metrics import (
 from amqprouter.observe.stats import OTHER_VHOST, StatsCollector, Totals
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.server import Server
-from amqprouter.session import SessionSettings, events
-from amqprouter.session.events import failure_reason
+from amqprouter.session import SessionSettings
+from amqprouter.session import metrics_hooks as hooks
+from amqprouter.session.metrics_hooks import failure_reason
 from tests.brokers import free_port
 from tests.observe.test_collector import close_cleanly
 from tests.session.wire import (
@@ -201,14 +202,14 @@ async def test_a_name_that_does_not_resolve_is_a_dns_failure() -> None:
 
 
 def test_failure_reasons() -> None:
-    assert failure_reason(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) == events.REFUSED
-    assert failure_reason(OSError(errno.ETIMEDOUT, "timed out")) == events.TIMEOUT
-    assert failure_reason(ssl.SSLError("bad")) == events.TLS
+    assert failure_reason(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) == hooks.REFUSED
+    assert failure_reason(OSError(errno.ETIMEDOUT, "timed out")) == hooks.TIMEOUT
+    assert failure_reason(ssl.SSLError("bad")) == hooks.TLS
     wrapped = OSError("TLS handshake failed: certificate verify failed")
     wrapped.__cause__ = TlsHandshakeError("certificate verify failed")
-    assert failure_reason(wrapped) == events.TLS
-    assert failure_reason(OSError("TLS EGRESS is not usable yet: it needs a CA")) == events.TLS
-    assert failure_reason(OSError(errno.ENETUNREACH, "unreachable")) == events.OTHER
+    assert failure_reason(wrapped) == hooks.TLS
+    assert failure_reason(OSError("TLS EGRESS is not usable yet: it needs a CA")) == hooks.TLS
+    assert failure_reason(OSError(errno.ENETUNREACH, "unreachable")) == hooks.OTHER
     metrics = SessionMetrics()
     metrics.connect_failed(Backend("b", "dc", "h", 1), "made-up")
     assert metrics.connect_failures == {("b", "other"): 1}, "the label set stays fixed"
@@ -233,7 +234,7 @@ def test_the_page_parses_and_no_vhost_label_is_a_clients_invention() -> None:
     metrics.handshake.observe(0.003)
     metrics.connect["b"] = Histogram()
     metrics.connect["b"].observe(0.02)
-    metrics.connect_failed(Backend("b", "dc", "h", 1), events.TIMEOUT)
+    metrics.connect_failed(Backend("b", "dc", "h", 1), hooks.TIMEOUT)
     text = metrics_text(
         collector,
         listeners=1,

@@ -1,4 +1,4 @@
-"""Client properties are checked before pamqp decodes them (issue 10, item 2)."""
+"""Client properties are checked before pamqp decodes them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Methods written and read by hand: what pamqp refuses but RabbitMQ accepts (issue 10.3)."""
+"""Methods written and read by hand: what pamqp refuses but RabbitMQ accepts."""
 
 from __future__ import annotations
 

@@ -99,6 +99,12 @@ def test_a_header_split_across_reads_is_incomplete_until_whole(header: bytes) ->
     assert parsed is not None and parsed.consumed == len(header)
 
 
+def _v2_tcp4_with(tlvs: bytes) -> bytes:
+    """A v2 TCP4 header whose length covers its addresses and ``tlvs``."""
+    header = build_v2(("1.2.3.4", 1), ("5.6.7.8", 2))
+    return header[:14] + struct.pack("!H", 12 + len(tlvs)) + header[16:] + tlvs
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -124,6 +130,14 @@ def test_a_header_split_across_reads_is_incomplete_until_whole(header: bytes) ->
         (V2_SIGNATURE + struct.pack("!BBH", 0x22, 0x11, 12), "version/command"),
         (V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x11, 4) + bytes(4), "shorter than"),
         (V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x21, 12) + bytes(12), "shorter than"),
+        # An undefined family/protocol byte is refused, not taken as UNSPEC, with either
+        # command, and at once (before the header's length arrives).
+        (V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x51, 12) + bytes(12), "0x51 is not defined"),
+        (V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x51, 0), "0x51 is not defined"),
+        (V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x13, 12), "0x13 is not defined"),
+        # A TLV whose length runs past the header's end, or a TLV header cut short.
+        (_v2_tcp4_with(b"\x05\x00\x09abcd"), "TLV value runs past"),
+        (_v2_tcp4_with(b"\x05\x00"), "TLV header runs past"),
     ],
 )
 def test_garbage_is_refused_early(data: bytes, message: str) -> None:

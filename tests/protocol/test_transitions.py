@@ -1,4 +1,4 @@
-"""The handshake tables are complete (issue 9, item 4): the code is driven from them."""
+"""The handshake tables are complete: the code is driven from them."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def names(backends: tuple[Backend, ...]) -> list[str]:
 
 
 def test_registries() -> None:
-    assert set(SELECTORS) == {"round-robin"}
+    assert set(SELECTORS) == {"round-robin", "weighted-round-robin", "least-connections"}
     assert set(POLICIES) == {"datacenter-affinity"}
 
 
@@ -105,3 +105,19 @@ def test_markers() -> None:
     markers.advance(1)
     assert markers.snapshot() == (0, 1, 0)
     assert repr(markers) == "Markers([0, 1, 0])"
+
+
+@pytest.mark.parametrize("sizes", [(1,), (3,), (2, 3), (4, 0, 2), (1, 1, 1), (5, 2)])
+def test_round_robin_lists_the_reference_arithmetics_attempts(sizes: tuple[int, ...]) -> None:
+    partitions = tuple(
+        tuple(backend(f"p{p}m{m}") for m in range(size)) for p, size in enumerate(sizes)
+    )
+    markers = Markers(len(partitions))
+    for _ in range(12):
+        snapshot = markers.snapshot()
+        expected = []
+        retry = 0
+        while (pick := round_robin_pick(sizes, snapshot, retry)) is not None:
+            expected.append(partitions[pick[0]][pick[1]])
+            retry += 1
+        assert round_robin(partitions, markers) == tuple(expected)

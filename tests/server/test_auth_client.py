@@ -6,9 +6,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from amqprouter.server.auth import MAX_RESPONSE_BYTES, USER_AGENT, AuthService, decision
+from amqprouter.server.auth import DENIED, MAX_RESPONSE_BYTES, USER_AGENT, AuthService, decision
 from amqprouter.server.authproto import auth_pb2
-from amqprouter.session.auth import Allow, AuthQuery, Deny, ask
+from amqprouter.session.auth import UNAVAILABLE, Allow, AuthQuery, Deny, ask
 from tests.auth_service import AuthServiceForTests, auth_service
 from tests.brokers import free_port
 
@@ -53,8 +53,10 @@ async def test_deny_carries_the_services_reason() -> None:
         assert await _client(service).authorize(QUERY) == Deny("not on Sundays")
         service.answer = lambda r: auth_pb2.AuthResponse(result=DENY)
         result = await _client(service).authorize(QUERY)
-    assert isinstance(result, Deny)
-    assert result.reason.startswith("denied by the auth service http://127.0.0.1:")
+    # Without a reason of the service's: a generic text; the URL is the log's only.
+    assert result == Deny(
+        DENIED, f"auth service {_client(service).url} answered DENY without a reason"
+    )
 
 
 async def test_allow_with_sasl_gives_the_new_credentials() -> None:
@@ -98,29 +100,36 @@ async def test_a_broken_answer_is_a_deny(status: int, body: bytes, says: str) ->
     with auth_service() as service:
         service.answer = lambda r: (status, body)
         result = await _client(service).authorize(QUERY)
-    assert isinstance(result, Deny)
-    assert says in result.reason
+    # The client is told the service is unavailable; what went wrong, and where, is the
+    # detail (for the log).
+    assert isinstance(result, Deny) and result.reason == UNAVAILABLE
+    assert says in result.detail and _client(service).url in result.detail
 
 
 async def test_a_service_that_is_down_is_a_deny() -> None:
     port = free_port()
     result = await AuthService("127.0.0.1", port, "/auth").authorize(QUERY)
-    assert isinstance(result, Deny)
-    assert f"auth service http://127.0.0.1:{port}/auth failed: ConnectError" in result.reason
+    assert isinstance(result, Deny) and result.reason == UNAVAILABLE
+    assert f"auth service http://127.0.0.1:{port}/auth failed: ConnectError" in result.detail
 
 
 async def test_a_service_that_does_not_answer_in_time_is_a_deny() -> None:
     with auth_service() as service:
         service.hang = True
         result = await ask(_client(service).authorize, QUERY, 0.2)
-    assert result == Deny("auth service did not answer within 0.2s")
+    # The bound AuthService.authorize names its URL in the detail.
+    assert result == Deny(
+        UNAVAILABLE, f"auth service {_client(service).url} did not answer within 0.2s"
+    )
 
 
 async def test_an_authorizer_that_raises_is_a_deny() -> None:
     async def broken(query: AuthQuery) -> Allow:
         raise RuntimeError("boom")
 
-    assert await ask(broken, QUERY, 5) == Deny("auth service failed: RuntimeError: boom")
+    assert await ask(broken, QUERY, 5) == Deny(
+        UNAVAILABLE, "auth service failed: RuntimeError: boom"
+    )
 
 
 async def test_ask_returns_in_time_on_trio_clock(autojump_clock: MockClock) -> None:
@@ -129,7 +138,9 @@ async def test_ask_returns_in_time_on_trio_clock(autojump_clock: MockClock) -> N
         raise AssertionError
 
     start = trio.current_time()
-    assert await ask(never, QUERY, 5.0) == Deny("auth service did not answer within 5s")
+    assert await ask(never, QUERY, 5.0) == Deny(
+        UNAVAILABLE, "auth service did not answer within 5s"
+    )
     assert trio.current_time() - start == pytest.approx(5.0)
 
 

@@ -6,12 +6,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 
+import pytest
 import trio
 from pamqp import commands, frame
 
+from amqprouter.net.resolver import Resolver
 from amqprouter.protocol import constants
-from amqprouter.routing import Backend, Resolver
+from amqprouter.protocol.proxy_header import ProxyHeader, parse
+from amqprouter.routing import Backend
+from amqprouter.server import Server
 from amqprouter.server.probe import probe_backend
+from amqprouter.session import SessionSettings
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port
 
 #: The probe's own bound in these tests; a hang fails the test instead of stalling it.
@@ -139,3 +144,30 @@ async def test_every_failure_is_reported_when_none_passes() -> None:
     reason = await probe(port, "localhost")
     assert reason is not None
     assert reason.count("connect refused") == len(addresses)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_a_send_proxy_backend_is_probed_with_a_header_naming_the_router(
+    version: int,
+) -> None:
+    """Through the server's wrap hook, as a session connects: the PROXY header comes
+    first, its source the probe's own socket (there is no client), its destination the
+    backend; then the protocol header."""
+    seen: list[tuple[ProxyHeader, tuple[str, int], bytes]] = []
+
+    async def reads_proxy_header(stream: trio.SocketStream, received: list[bytes]) -> None:
+        data = b""
+        with trio.fail_after(5):
+            while (parsed := parse(data)) is None:
+                data += await stream.receive_some(1)
+        peer = stream.socket.getpeername()
+        seen.append((parsed.header, (peer[0], peer[1]), data[parsed.consumed :]))
+        await answers_start(stream, received)
+
+    server = Server(SessionSettings())
+    async with listener(reads_proxy_header) as (port, received):
+        backend = Backend("b", "dc", "127.0.0.1", port, send_proxy=version)
+        assert await probe_backend(Resolver(), backend, WITHIN, wrap=server._probe_wrap) is None
+    [(header, probe_socket, rest)] = seen
+    assert header == ProxyHeader(version, probe_socket, ("127.0.0.1", port))
+    assert rest == b"" and received[0] == constants.PROTOCOL_HEADER

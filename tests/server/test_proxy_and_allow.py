@@ -6,6 +6,7 @@ tests/integration/test_proxy_protocol.py; here the fake broker shows the exact b
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -146,6 +147,15 @@ async def test_local_header_keeps_the_balancers_address() -> None:
         (b"PROXY TCP4 " + b"9" * 120, "longer than 107 bytes"),
         (V2_SIGNATURE + b"\x21\x11" + (V2_MAX_PAYLOAD + 1).to_bytes(2, "big"), "is over"),
         (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "is not a port number"),
+        # An undefined family byte is not taken as UNSPEC; a TLV may not run past the end.
+        (V2_SIGNATURE + b"\x21\x51\x00\x0c" + bytes(12), "0x51 is not defined"),
+        (
+            build_v2(("1.2.3.4", 1), ("5.6.7.8", 2))[:14]
+            + (12 + 7).to_bytes(2, "big")
+            + build_v2(("1.2.3.4", 1), ("5.6.7.8", 2))[16:]
+            + b"\x05\x00\x09abcd",
+            "TLV value runs past",
+        ),
         (b"PROXY TCP4 1.2.3.4", None),  # and then silence: the handshake timeout
     ],
 )
@@ -278,14 +288,22 @@ async def test_ipv4_and_ipv6_loopback_lists(
         fake_broker(open_and_idle) as broker,
         edge_router(broker.port, ListenOptions(allow=allow), host=host) as (server, port),
     ):
-        peer = await connect(port, host)
-        await peer.send(constants.PROTOCOL_HEADER)
-        if admitted:
-            await handshake_to_open(peer)
-            assert server.refusals.total == 0
-        else:
-            assert await received_nothing(peer)
-            assert server.refusals.total == 1
+        with structlog.testing.capture_logs() as logs:
+            peer = await connect(port, host)
+            await peer.send(constants.PROTOCOL_HEADER)
+            if admitted:
+                await handshake_to_open(peer)
+                assert server.refusals.total == 0
+            else:
+                assert await received_nothing(peer)
+                assert server.refusals.total == 1
+        if not admitted:
+            # The log line names the client as host and port that can be told apart:
+            # an IPv6 host in brackets ('[::1]:60603', not '::1:60603').
+            (line,) = [e for e in logs if e["event"] == "client refused: address not allowed"]
+            assert re.fullmatch(
+                r"\[::1\]:\d+" if host == "::1" else r"127\.0\.0\.1:\d+", line["client"]
+            )
 
 
 @pytest.mark.parametrize(("source", "admitted"), [("10.1.2.3", False), ("127.0.0.5", True)])
@@ -377,6 +395,9 @@ def test_refusal_log_is_at_most_once_per_second_per_address() -> None:
         ("192.0.2.2:1", 0),
         ("192.0.2.1:1", 5),
     ]
+    with structlog.testing.capture_logs() as logs:
+        refusals.refused("2001:db8::77", 4242, 5672)
+    assert [e["client"] for e in logs] == ["[2001:db8::77]:4242"]
 
 
 def test_allows_maps_ipv4_mapped_addresses() -> None:

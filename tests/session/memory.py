@@ -20,10 +20,11 @@ import trio
 from pamqp import base, commands, frame
 
 from amqprouter.net.memory_transport import MemoryTransport, memory_transport_pair
+from amqprouter.net.resolver import Resolver
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, recv_some
 from amqprouter.protocol import Frame, FrameReader, constants
-from amqprouter.routing import Backend, Resolver, RoutingTable
+from amqprouter.routing import Backend, RoutingTable
 from amqprouter.session import Session, SessionSettings, Timeouts
 from amqprouter.session.context import SessionContext
 from amqprouter.session.watch import Watchdog
@@ -142,7 +143,11 @@ class InMemory:
 
 @asynccontextmanager
 async def in_memory_session(
-    broker: Behaviour, *, timeouts: Timeouts | None = None, max_buffer: int | None = None
+    broker: Behaviour,
+    *,
+    timeouts: Timeouts | None = None,
+    max_buffer: int | None = None,
+    client: tuple[str, int] = CLIENT,
 ) -> AsyncIterator[InMemory]:
     """A session over memory transports in front of one scripted ``broker``; each
     connection the session opens runs ``broker`` on its far end. Supervised by a
@@ -175,7 +180,7 @@ async def in_memory_session(
             watchdog=watchdog,
             open_connection=open_connection,
         )
-        client_end, router_end = memory_transport_pair(CLIENT, LISTENER, max_buffer=max_buffer)
+        client_end, router_end = memory_transport_pair(client, LISTENER, max_buffer=max_buffer)
         session = Session(router_end, context, listen_port=LISTENER[1])
         under_test = InMemory(session, MemoryPeer(client_end), brokers, trio.Event())
 

@@ -104,6 +104,28 @@ async def test_a_full_open_through_a_scripted_broker(
         assert len(under_test.brokers) == 1
 
 
+async def test_an_ipv6_client_is_named_in_brackets(autojump_clock: trio.testing.MockClock) -> None:
+    """Address and port are told apart wherever an IPv6 client is named with its port:
+    the broker's view (amqprouter_client) and the Close the broker gets when it leaves."""
+    start_oks: list[commands.Connection.StartOk] = []
+    closes: list[object] = []
+
+    async def broker(peer: MemoryPeer) -> None:
+        start_oks.append(await broker_handshake(peer))
+        closes.append(await peer.read_method())
+        await peer.send_method(commands.Connection.CloseOk())
+
+    async with in_memory_session(broker, client=("2001:db8::77", 4242)) as under_test:
+        await opened(under_test)
+        under_test.client.transport.close()  # gone without a Close
+        await ended(under_test)
+    (start_ok,) = start_oks
+    assert start_ok.client_properties["amqprouter_client"] == "[2001:db8::77]:4242"
+    (close,) = closes
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_text.endswith("([2001:db8::77]:4242)"), close.reply_text
+
+
 async def test_forwarding_is_frame_exact_both_ways(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -147,6 +147,37 @@ async def test_data_rate_holds_the_client_back(autojump_clock: trio.testing.Mock
     assert 4.0 <= elapsed <= 6.0
 
 
+async def test_data_rate_passes_no_more_than_the_rate_and_one_bucket_in_any_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client sending 5 s of the rate at once: at every moment t after it did, the
+    broker has at most rate * t bytes and the bucket the connection started with (a
+    tenth of the rate), so at most 1.1 times the rate in the first second (one-second quota
+    windows passed a quota at once and another a second later: twice the rate)."""
+    rate = 4000
+    recorder = Recorder()
+    async with (
+        fake_broker(recorder.behaviour) as broker,
+        router(broker.port, timeouts=SLOW) as (server, port),
+    ):
+        server.limits.set("DATA_RATE", "/", rate)
+        client = await open_client(port)
+        await recorder.opened.wait()
+        [session] = server.sessions.values()
+        assert session.data_budget is not None and session.data_budget.burst == rate // 10
+        sent = b"".join(body_frame(n) for n in range(20))  # 20,160 bytes
+        started = trio.current_time()
+        await client.send(sent)
+        samples = []
+        while len(recorder.data()) < len(sent):
+            await trio.sleep(0.01)
+            samples.append((trio.current_time() - started, len(recorder.data())))
+        assert recorder.data() == sent
+    for elapsed, received in samples:
+        assert received <= rate * elapsed + rate // 10, (elapsed, received)
+    assert max(received for elapsed, received in samples if elapsed <= 1.02) > rate * 0.9
+
+
 async def test_data_rate_change_applies_to_a_live_session(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

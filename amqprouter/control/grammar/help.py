@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 
 from amqprouter.text import escape
@@ -17,15 +18,22 @@ HELP_TEXTS: Mapping[str, str] = {
     "DRAIN name [GRACEFUL|FORCE] | PRINT"
     " | CHECK name (ON [interval_ms [fall [rise [timeout_ms]]]] | OFF)"
     ") - Change backend servers",
-    "CONFIG": "(PRINT | RELOAD) - Print the current configuration as the commands that "
-    "rebuild it, or re-read the --config file and apply what changed in it (as SIGHUP does)",
-    "CONN": "Print the connected sessions",
+    "CONFIG": "(PRINT | RELOAD | CHECK [file]) - Print the current configuration as the "
+    "commands that rebuild it, re-read the --config file and apply what changed in it (as "
+    "SIGHUP does), or check a file (default: the --config file) without applying it",
+    "COMPLETE": "[word...] - Print the words (keywords and live names) that may follow "
+    "these, one a line: amqprouter_ctl's shell completion asks it",
+    # amqpprox's text; SORT is ours.
+    "CONN": "Print the connected sessions\n"
+    "CONN SORT (inBytes | outBytes | inFrames | outFrames | inRate | outRate | rate | age) - "
+    "Print the connected sessions by a field, the largest first (the oldest first for age)",
     "DATACENTER": "SET name | PRINT",
     "EXIT": "[GRACEFUL [seconds]] - Exit the program gracefully (GRACEFUL: close every "
     "session cleanly first).",
-    "FARM": "(ADD name selector backend* | PARTITION name policy | DELETE name | PRINT"
-    " | ON_DOWN name (DISCONNECT | KEEP)"
-    ") - Change farms",
+    "FARM": "(ADD name selector backend[*weight]* | PARTITION name policy | DELETE name | PRINT"
+    " | ON_DOWN name (DISCONNECT | KEEP) | WEIGHT name backend weight"
+    " | STICKY name (ON [seconds] | OFF)"
+    ") - Change farms (selectors: round-robin, weighted-round-robin, least-connections)",
     "HELP": "Print this help text.",
     # amqpprox's four LIMIT lines; CONNECTIONS is ours (its PR #91).
     "LIMIT": "(CONN_RATE_ALARM | CONN_RATE) (VHOST vhostName numberOfConnections | DEFAULT "
@@ -42,8 +50,12 @@ HELP_TEXTS: Mapping[str, str] = {
     "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend | FARM vhost name | UNMAP vhost | DEFAULT farmName | "
-    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers",
+    "REMOVE_DEFAULT | PRINT) - Change mappings of resources to servers (a vhost with * is a "
+    "pattern: * matches any run of characters)",
     "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
+    "RULE": "(ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] | "
+    "DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's "
+    "or a backend's, lowest priority first (docs/routing.md)",
     # Two HELP lines in amqpprox (two STAT handlers): the second keeps its own verb.
     "STAT": "(STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
     "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
@@ -62,8 +74,11 @@ HELP_TEXTS: Mapping[str, str] = {
 
 
 def unknown_verb(verb: str) -> str:
-    """The reply to a verb the grammar does not know (amqpprox answers with all of HELP)."""
-    return f"Unknown command '{escape(verb)}'. Send HELP for the list of commands.\n"
+    """The reply to a verb the grammar does not know (amqpprox answers with all of HELP),
+    naming the closest verb when one is close (a typo: ``BACKNED``)."""
+    close = difflib.get_close_matches(verb.upper(), sorted(HELP_TEXTS), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"Unknown command '{escape(verb)}'.{hint} Send HELP for the list of commands.\n"
 
 
 def help_text() -> str:

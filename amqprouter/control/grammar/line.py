@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from amqprouter.control.commands import Command, Conn, Help
+from amqprouter.control.commands import Command, Help
 from amqprouter.control.grammar import auth, limit, listen, process, routing, sessions, stat, tls
 from amqprouter.control.grammar.help import unknown_verb
 from amqprouter.control.grammar.unparse import words_of
@@ -14,10 +14,12 @@ from amqprouter.control.grammar.words import (
     WHITESPACE,
     ParseError,
     Parser,
+    quote,
     split_words,
     unsafe_word,
     upper,
 )
+from amqprouter.text import escape
 
 #: Verb → parser of the words after it. A new verb adds its parser here and its line
 #: to ``help.HELP_TEXTS``.
@@ -25,7 +27,8 @@ VERBS: Mapping[str, Parser] = {
     "AUTH": auth.AUTH,
     "BACKEND": routing.BACKEND,
     "CONFIG": process.CONFIG,
-    "CONN": lambda args: Conn(),
+    "COMPLETE": process.COMPLETE,
+    "CONN": sessions.CONN,
     "DATACENTER": process.DATACENTER,
     "EXIT": process.EXIT,
     "FARM": routing.FARM,
@@ -35,6 +38,7 @@ VERBS: Mapping[str, Parser] = {
     "LOG": process.LOG,
     "MAP": routing.MAP,
     "MAPHOSTNAME": process.MAPHOSTNAME,
+    "RULE": routing.RULE,
     "STAT": stat.STAT,
     "SESSION": sessions.SESSION,
     "TLS": tls.TLS,
@@ -60,6 +64,8 @@ def parse(line: str) -> Command | ParseError:
             return Help()  # an empty line, as amqpprox answers it
         return ParseError(unknown_verb(verb))
     words = split_words(rest)
+    if isinstance(words, ParseError):
+        return words
     unsafe = unsafe_word(words)
     if unsafe is not None:
         return unsafe
@@ -81,4 +87,5 @@ def _refuse_unused_words(words: Sequence[str], command: Command) -> Command | Pa
     if len(words) <= len(used) - 1:  # ``used`` starts with the verb
         return command
     extra = words[len(used) - 1]
-    return ParseError(f"Unexpected word '{extra}': '{' '.join(used)}' takes no more words.\n")
+    line = " ".join(quote(word) for word in used)
+    return ParseError(f"Unexpected word '{escape(extra)}': '{line}' takes no more words.\n")

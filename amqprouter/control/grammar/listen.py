@@ -47,7 +47,7 @@ def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> Parser:
                     return ParseError(_ACCEPT_PROXY_NEEDS_FROM)
                 if len(rest) < 3:
                     return ParseError("FROM needs a list: ACCEPT-PROXY FROM cidr[,cidr...]\n")
-                networks = _networks("FROM", rest[2])
+                networks = networks_of("FROM", rest[2])
                 if isinstance(networks, ParseError):
                     return networks
                 proxy_from = networks
@@ -55,7 +55,7 @@ def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> Parser:
             elif word == "ALLOW" and not allow:
                 if len(rest) < 2:
                     return ParseError("ALLOW needs a list: ALLOW cidr[,cidr...]\n")
-                networks = _networks("ALLOW", rest[1])
+                networks = networks_of("ALLOW", rest[1])
                 if isinstance(networks, ParseError):
                     return networks
                 allow = networks
@@ -67,7 +67,7 @@ def _listen_start(kind: type[ListenStart] | type[ListenStartSecure]) -> Parser:
     return parse_args
 
 
-def _networks(option: str, text: str) -> tuple[str, ...] | ParseError:
+def networks_of(option: str, text: str) -> tuple[str, ...] | ParseError:
     """``cidr[,cidr...]`` as canonical network texts ("10.0.0.0/8", "::1/128"), an
     IPv4-mapped one as the IPv4 network it means (``_ipv4_if_mapped``)."""
     networks: list[str] = []

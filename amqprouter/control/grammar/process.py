@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from amqprouter.control.commands import (
     Command,
+    Complete,
+    ConfigCheck,
     ConfigPrint,
     ConfigReload,
     DatacenterPrint,
@@ -67,10 +69,16 @@ MAPHOSTNAME = subcommands(
 )
 
 # CONFIG is ours, so its errors name the valid subcommands.
-_CONFIG_SUBCOMMANDS = "expected PRINT or RELOAD"
+_CONFIG_SUBCOMMANDS = "expected PRINT, RELOAD or CHECK"
 
 CONFIG = subcommands(
-    {"PRINT": lambda args: ConfigPrint(), "RELOAD": lambda args: ConfigReload()},
+    {
+        "PRINT": lambda args: ConfigPrint(),
+        "RELOAD": lambda args: ConfigReload(),
+        # The file as the router reads it (relative to the router's working directory);
+        # none: the router's own --config file.
+        "CHECK": lambda args: ConfigCheck(args[0] if args else None),
+    },
     missing=f"No subcommand provided: {_CONFIG_SUBCOMMANDS}.\n",
     unknown=lambda subcommand: f"Unknown subcommand '{subcommand}': {_CONFIG_SUBCOMMANDS}.\n",
 )
@@ -92,4 +100,5 @@ def _exit(args: Sequence[str]) -> Command | ParseError:
 
 
 LOG: Parser = _log
+COMPLETE: Parser = lambda args: Complete(tuple(args))  # noqa: E731 - as the other verbs
 EXIT: Parser = _exit

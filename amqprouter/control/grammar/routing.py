@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Literal
 
 import attrs
 
@@ -21,13 +23,19 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
+    FarmWeight,
     MapBackend,
     MapDefault,
     MapFarm,
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
 )
+from amqprouter.control.grammar.listen import networks_of
 from amqprouter.control.grammar.words import (
     ParseError,
     Parser,
@@ -37,6 +45,9 @@ from amqprouter.control.grammar.words import (
     subcommands,
     upper,
 )
+from amqprouter.routing import sticky
+from amqprouter.routing.client_rules import MAX_PRIORITY
+from amqprouter.routing.selectors import MAX_WEIGHT
 
 # -- BACKEND --------------------------------------------------------------------------
 
@@ -50,6 +61,11 @@ def _backend_add(*, dns: bool) -> Parser:
         if len(args) < 4:
             return ParseError(_BACKEND_ARGUMENTS)
         name, datacenter, host, port_word, *flags = args
+        if "*" in name:
+            return ParseError(
+                f"Backend name '{name}' holds '*', which marks a weight in FARM ADD "
+                "(name*weight): name it without.\n"
+            )
         port = port_number(port_word)
         if port is None:
             return ParseError(_BACKEND_ARGUMENTS)
@@ -155,10 +171,45 @@ BACKEND = subcommands(
 # -- FARM -----------------------------------------------------------------------------
 
 
+#: A member word with a weight: ``name*weight`` (FARM ADD).
+_WEIGHTED_MEMBER = re.compile(r"(.+)\*([0-9]+)", re.DOTALL)
+_WEIGHT_RANGE = f"0..{MAX_WEIGHT}"
+
+
+def _weight(word: str) -> int | None:
+    value = integer(word)
+    return value if value is not None and 0 <= value <= MAX_WEIGHT else None
+
+
 def _farm_add(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Farm name and selector must be provided.\n")
-    return FarmAdd(args[0], args[1], tuple(args[2:]))
+    members: list[str] = []
+    weights: list[int] = []
+    for word in args[2:]:
+        if "*" not in word:
+            members.append(word)
+            weights.append(1)
+            continue
+        found = _WEIGHTED_MEMBER.fullmatch(word)
+        weight = None if found is None or "*" in found[1] else _weight(found[2])
+        if found is None or weight is None:
+            return ParseError(
+                f"Member '{word}' is not a backend name or name*weight (weight {_WEIGHT_RANGE}).\n"
+            )
+        members.append(found[1])
+        weights.append(weight)
+    # All 1 is no weight at all: the same command as without (CONFIG PRINT writes it so).
+    return FarmAdd(args[0], args[1], tuple(members), () if set(weights) <= {1} else tuple(weights))
+
+
+def _farm_weight(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 3:
+        return ParseError("Farm name, member and weight must be provided.\n")
+    weight = _weight(args[2])
+    if weight is None:
+        return ParseError(f"Weight '{args[2]}' is not a whole number in {_WEIGHT_RANGE}.\n")
+    return FarmWeight(args[0], args[1], weight)
 
 
 def _farm_partition(args: Sequence[str]) -> Command | ParseError:
@@ -185,6 +236,26 @@ def _farm_delete(args: Sequence[str]) -> Command | ParseError:
     return FarmDelete(args[0])
 
 
+def _farm_sticky(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 2:
+        return ParseError("Farm name and ON [seconds] or OFF must be provided.\n")
+    name, state, *rest = args
+    match upper(state):
+        case "OFF":
+            return FarmSticky(name, None)
+        case "ON":
+            if not rest:
+                return FarmSticky(name, int(sticky.DEFAULT_SECONDS))
+            seconds = integer(rest[0])
+            if seconds is None or not 1 <= seconds <= sticky.MAX_SECONDS:
+                return ParseError(
+                    f"Sticky seconds '{rest[0]}' is not a whole number in "
+                    f"1..{int(sticky.MAX_SECONDS)}.\n"
+                )
+            return FarmSticky(name, seconds)
+    return ParseError(f"Sticky state '{state}' not recognized: expected ON or OFF.\n")
+
+
 FARM = subcommands(
     {
         "ADD": _farm_add,
@@ -193,6 +264,8 @@ FARM = subcommands(
         "DELETE": _farm_delete,
         "PRINT": lambda args: FarmPrint(),
         "ON_DOWN": _farm_on_down,  # ours: farm policy when a member goes down
+        "WEIGHT": _farm_weight,  # ours: a member's weight (weighted selectors)
+        "STICKY": _farm_sticky,  # ours: clients keep their member
     },
     missing=not_recognized(""),
     unknown=not_recognized,
@@ -201,16 +274,25 @@ FARM = subcommands(
 # -- MAP ------------------------------------------------------------------------------
 
 
+def _pattern_error(vhost: str) -> ParseError | None:
+    # ``**`` matches what ``*`` does: two spellings of one pattern would be two mappings.
+    if "**" in vhost:
+        return ParseError(
+            f"Vhost pattern '{vhost}' holds '**': write one '*' (it matches any run).\n"
+        )
+    return None
+
+
 def _map_backend(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Vhost and backend must be provided\n")
-    return MapBackend(args[0], args[1])
+    return _pattern_error(args[0]) or MapBackend(args[0], args[1])
 
 
 def _map_farm(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Vhost and farm name must be provided\n")
-    return MapFarm(args[0], args[1])
+    return _pattern_error(args[0]) or MapFarm(args[0], args[1])
 
 
 def _map_unmap(args: Sequence[str]) -> Command | ParseError:
@@ -234,6 +316,59 @@ MAP = subcommands(
         "REMOVE_DEFAULT": lambda args: MapRemoveDefault(),
         "PRINT": lambda args: MapPrint(),
     },
+    missing="Unrecognized subcommand.",
+    unknown=lambda subcommand: "Unrecognized subcommand.",
+)
+
+
+# -- RULE (ours) ------------------------------------------------------------------------
+
+_RULE_USAGE = (
+    "RULE ADD needs: priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK|CONTINUE].\n"
+)
+_RULE_KINDS: dict[str, Literal["farm", "backend"]] = {"FARM": "farm", "BACKEND": "backend"}
+_ON_DOWN: dict[str, Literal["BREAK", "CONTINUE"]] = {"BREAK": "BREAK", "CONTINUE": "CONTINUE"}
+
+
+def _priority(word: str) -> int | None:
+    value = integer(word)
+    return value if value is not None and 0 <= value <= MAX_PRIORITY else None
+
+
+def _rule_add(args: Sequence[str]) -> Command | ParseError:
+    if len(args) < 4:
+        return ParseError(_RULE_USAGE)
+    priority = _priority(args[0])
+    if priority is None:
+        return ParseError(
+            f"Rule priority '{args[0]}' is not a whole number in 0..{MAX_PRIORITY}.\n"
+        )
+    networks = networks_of("RULE", args[1])
+    if isinstance(networks, ParseError):
+        return networks
+    kind = _RULE_KINDS.get(upper(args[2]))
+    if kind is None:
+        return ParseError(f"Rule target '{args[2]}' not recognized: expected FARM or BACKEND.\n")
+    on_down: Literal["BREAK", "CONTINUE"] = "CONTINUE"
+    if len(args) > 4:
+        found = _ON_DOWN.get(upper(args[4]))
+        if found is None:
+            return ParseError(
+                f"Rule action '{args[4]}' not recognized: expected BREAK or CONTINUE.\n"
+            )
+        on_down = found
+    return RuleAdd(priority, networks, kind, args[3], on_down)
+
+
+def _rule_delete(args: Sequence[str]) -> Command | ParseError:
+    priority = _priority(args[0]) if args else None
+    if priority is None:
+        return ParseError(f"RULE DELETE needs a priority (0..{MAX_PRIORITY}).\n")
+    return RuleDelete(priority)
+
+
+RULE = subcommands(
+    {"ADD": _rule_add, "DELETE": _rule_delete, "PRINT": lambda args: RulePrint()},
     missing="Unrecognized subcommand.",
     unknown=lambda subcommand: "Unrecognized subcommand.",
 )

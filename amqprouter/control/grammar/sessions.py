@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from amqprouter.control.commands import (
+    CONN_SORT_FIELDS,
     Command,
+    Conn,
     SessionControl,
     VhostBackendDisconnect,
     VhostForceDisconnect,
@@ -59,5 +61,23 @@ def _vhost(args: Sequence[str]) -> Command | ParseError:
     return make(vhost)
 
 
+def _conn(args: Sequence[str]) -> Command | ParseError:
+    """``CONN`` or ``CONN SORT field`` (ours; the field in any case)."""
+    if not args:
+        return Conn()
+    if upper(args[0]) != "SORT":
+        return ParseError(with_choices("Subcommand not recognised.", ["SORT"], word=args[0]))
+    if len(args) < 2:
+        return ParseError(with_choices("CONN SORT needs a field.", CONN_SORT_FIELDS, what="fields"))
+    fields = {field.lower(): field for field in CONN_SORT_FIELDS}
+    field = fields.get(args[1].lower())
+    if field is None:
+        return ParseError(
+            with_choices("Unknown CONN SORT field.", CONN_SORT_FIELDS, word=args[1], what="fields")
+        )
+    return Conn(field)
+
+
+CONN: Parser = _conn
 SESSION: Parser = _session
 VHOST: Parser = _vhost

@@ -20,6 +20,7 @@ from amqprouter.control.commands import (
 from amqprouter.control.grammar.words import (
     ParseError,
     Parser,
+    quote,
     upper,
     with_choices,
 )
@@ -46,11 +47,12 @@ def _tls(args: Sequence[str]) -> Command | ParseError:
         if not rest:
             return ParseError("File must be specified\n")
         if len(rest) > 1:
-            # A control line is split on whitespace, so such a name cannot be one
-            # word; taking the first word would load another file than meant.
+            # A control line is split on whitespace: taking the first word would load
+            # another file than meant. Quoted, such a name is one word.
+            name = " ".join(rest)
             return ParseError(
-                f"A TLS file name must be one word: '{' '.join(rest)}' has spaces in it; "
-                "rename the file or link it under a name without spaces.\n"
+                f"A TLS file name must be one word: '{name}' has spaces in it; "
+                f"quote it: {quote(name)}\n"
             )
         return TlsFile(direction, kind, rest[0])
     match subcommand:

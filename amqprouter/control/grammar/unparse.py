@@ -19,6 +19,8 @@ from amqprouter.control.commands import (
     BackendEnable,
     BackendPrint,
     Command,
+    Complete,
+    ConfigCheck,
     ConfigPrint,
     ConfigReload,
     Conn,
@@ -30,6 +32,8 @@ from amqprouter.control.commands import (
     FarmOnDown,
     FarmPartition,
     FarmPrint,
+    FarmSticky,
+    FarmWeight,
     Help,
     LimitDisable,
     LimitPrint,
@@ -46,6 +50,9 @@ from amqprouter.control.commands import (
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
+    RuleAdd,
+    RuleDelete,
+    RulePrint,
     SessionControl,
     StatListen,
     StatPerSource,
@@ -63,6 +70,7 @@ from amqprouter.control.commands import (
     VhostPrint,
     VhostUnpause,
 )
+from amqprouter.control.grammar.words import quote
 
 
 def _listen_options(proxy_from: tuple[str, ...], allow: tuple[str, ...]) -> list[str]:
@@ -120,8 +128,15 @@ def words_of(command: Command) -> list[str]:
             return ["VHOST", "BACKEND_DISCONNECT", vhost]
         case VhostForceDisconnect(vhost):
             return ["VHOST", "FORCE_DISCONNECT", vhost]
-        case FarmAdd(name, selector, backends):
-            return ["FARM", "ADD", name, selector, *backends]
+        case FarmAdd(name, selector, backends, weights):
+            if not weights:
+                return ["FARM", "ADD", name, selector, *backends]
+            members = [m if w == 1 else f"{m}*{w}" for m, w in zip(backends, weights, strict=True)]
+            return ["FARM", "ADD", name, selector, *members]
+        case FarmSticky(name, seconds):
+            return ["FARM", "STICKY", name] + (["OFF"] if seconds is None else ["ON", str(seconds)])
+        case FarmWeight(name, member, weight):
+            return ["FARM", "WEIGHT", name, member, str(weight)]
         case FarmPartition(name, policy):
             return ["FARM", "PARTITION", name, policy]
         case FarmDelete(name):
@@ -142,6 +157,12 @@ def words_of(command: Command) -> list[str]:
             return ["MAP", "REMOVE_DEFAULT"]
         case MapPrint():
             return ["MAP", "PRINT"]
+        case RuleAdd(priority, networks, kind, target, on_down):
+            return ["RULE", "ADD", str(priority), ",".join(networks), kind.upper(), target, on_down]
+        case RuleDelete(priority):
+            return ["RULE", "DELETE", str(priority)]
+        case RulePrint():
+            return ["RULE", "PRINT"]
         case ListenStart(port, proxy_from, allow):
             return ["LISTEN", "START", str(port), *_listen_options(proxy_from, allow)]
         case ListenStartSecure(port, proxy_from, allow):
@@ -163,6 +184,10 @@ def words_of(command: Command) -> list[str]:
             return ["CONFIG", "PRINT"]
         case ConfigReload():
             return ["CONFIG", "RELOAD"]
+        case Complete(words):
+            return ["COMPLETE", *words]
+        case ConfigCheck(path):
+            return ["CONFIG", "CHECK"] + ([] if path is None else [path])
         case StatListen(output, kind, value):
             return ["STAT", "LISTEN", output, f"{kind}={value}" if value else kind]
         case StatSend(host, port):
@@ -171,8 +196,8 @@ def words_of(command: Command) -> list[str]:
             return ["STAT", "STOP", "SEND"]
         case StatPerSource(enabled):
             return ["STAT", "ENABLE" if enabled else "DISABLE", "per-source"]
-        case Conn():
-            return ["CONN"]
+        case Conn(sort):
+            return ["CONN"] if sort is None else ["CONN", "SORT", sort]
         case Exit(graceful, seconds):
             if not graceful:
                 return ["EXIT"]
@@ -227,14 +252,15 @@ def to_line(command: Command) -> str:
 
     Raises:
         ValueError: ``command`` holds a value no command line can carry (an
-            empty name, a name with whitespace in it, a port or level out of
-            range). The round trip itself is checked, so nothing that would
+            empty name, a name with a control character in it, a port or level
+            out of range). The round trip itself is checked, so nothing that would
             read back differently ever leaves here.
     """
     # Imported here: parsing itself needs words_of (how many words a command uses).
     from amqprouter.control.grammar.line import parse
 
-    line = " ".join(words_of(command))
+    # A word holding whitespace, a quote or a backslash (a vhost "my vhost") is quoted.
+    line = " ".join(quote(word) for word in words_of(command))
     if parse(line) != command:
         raise ValueError(f"{command!r} cannot be written as a control command line")
     return line

@@ -1,4 +1,4 @@
-"""The words of a control line, and what the parsers read them as.
+r"""The words of a control line, and what the parsers read them as.
 
 A line is lexed as amqpprox lexes it (reference/amqpprox.md section 1), so an amqpprox
 operator's scripts work unchanged:
@@ -7,6 +7,13 @@ operator's scripts work unchanged:
 * The rest is split on any run of whitespace as C's ``isspace`` sees it in the C
   locale (amqpprox reads it with ``>>``), so extra spaces and tabs between words are
   fine, and trailing whitespace is insignificant.
+* Ours: quoting as a POSIX shell does it, so that a word (a vhost: RabbitMQ allows
+  ``my vhost``) may hold whitespace: ``'...'`` takes everything literally up to the
+  next ``'``; ``"..."`` too, except that ``\"`` and ``\\`` are ``"`` and ``\``; outside
+  quotes ``\`` takes the next character literally. Parts of one word join
+  (``a'b c'd`` is ``ab cd``). An unterminated quote, a ``\`` at the end of the line
+  and an empty word (``''``) are refused. A line without quotes or backslashes lexes
+  as amqpprox lexes it. ``quote`` is the inverse (CONFIG PRINT).
 * Keywords (subcommands, flags) are upper-cased ASCII-only, like ``boost::to_upper`` in
   the C locale (``str.upper`` would turn a long s, U+017F, into ``S``); names, vhosts,
   hosts, selectors and policies keep their case.
@@ -28,7 +35,7 @@ from amqprouter.control.commands import Command
 from amqprouter.text import escape, unsafe_character
 
 # The control socket reads one line per command; 4096 characters is far more
-# than any real command needs (names are single words) and keeps a runaway
+# than any real command needs (a few names of at most 255 bytes) and keeps a runaway
 # client from handing the parser megabytes.
 MAX_LINE_LENGTH = 4096
 
@@ -59,9 +66,68 @@ Parser = Callable[[Sequence[str]], Command | ParseError]
 INVALID_PORT = "Invalid port provided.\n"
 
 
-def split_words(rest: str) -> list[str]:
-    """The words of a line after its verb."""
-    return [word for word in WHITESPACE_RUN.split(rest) if word]
+#: What makes a word need quoting: whitespace, a quote or a backslash.
+_NEEDS_QUOTES = re.compile(f"[{re.escape(WHITESPACE)}'\"\\\\]")
+
+
+def split_words(rest: str) -> list[str] | ParseError:
+    """The words of a line after its verb (quotes and backslashes taken out), or why
+    they cannot be read."""
+    if "'" not in rest and '"' not in rest and "\\" not in rest:
+        return [word for word in WHITESPACE_RUN.split(rest) if word]  # amqpprox's way
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False  # a word has begun (an empty quoted part begins one)
+    quote: str | None = None
+    index = 0
+    while index < len(rest):
+        character = rest[index]
+        index += 1
+        if quote == "'":
+            if character == "'":
+                quote = None
+            else:
+                word.append(character)
+        elif quote == '"':
+            if character == '"':
+                quote = None
+            elif character == "\\" and index < len(rest) and rest[index] in '"\\':
+                word.append(rest[index])
+                index += 1
+            else:
+                word.append(character)
+        elif character in WHITESPACE:
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+        elif character in "'\"":
+            quote, in_word = character, True
+        elif character == "\\":
+            if index == len(rest):
+                return ParseError("A backslash at the end of the line escapes nothing.\n")
+            word.append(rest[index])
+            index += 1
+            in_word = True
+        else:
+            word.append(character)
+            in_word = True
+    if quote is not None:
+        return ParseError(f"Unterminated {quote} quote.\n")
+    if in_word:
+        words.append("".join(word))
+    if any(not word for word in words):
+        return ParseError("An empty word ('' or \"\") names nothing.\n")
+    return words
+
+
+def quote(word: str) -> str:
+    """``word`` as ``split_words`` reads it back: as it is when it needs no quotes (every
+    amqpprox word), else in single quotes, or double ones when it holds a ``'``."""
+    if word and not _NEEDS_QUOTES.search(word):
+        return word
+    if "'" not in word:
+        return f"'{word}'"
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def upper(word: str) -> str:

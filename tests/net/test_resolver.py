@@ -23,7 +23,7 @@ import dns.rrset
 import pytest
 import trio
 
-from amqprouter.routing.resolver import CACHE_SECONDS, DNS_TIMEOUT, HostsFile, Resolver
+from amqprouter.net.resolver import CACHE_SECONDS, DNS_TIMEOUT, HostsFile, Resolver
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

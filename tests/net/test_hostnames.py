@@ -10,10 +10,10 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from amqprouter.routing.hostnames import MAX_ENTRIES, HostnameMapper
-from amqprouter.routing.resolver import Resolver
-from tests.routing.test_resolver import FakeClock, FakeDns, rewrite
-from tests.routing.test_resolver import fake_dns as fake_dns  # the fixture
+from amqprouter.net.hostnames import MAX_ENTRIES, HostnameMapper
+from amqprouter.net.resolver import Resolver
+from tests.net.test_resolver import FakeClock, FakeDns, rewrite
+from tests.net.test_resolver import fake_dns as fake_dns  # the fixture
 
 
 def ptr(fake: FakeDns, ip: str, name: str, ttl: int = 60) -> None:

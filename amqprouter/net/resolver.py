@@ -37,7 +37,7 @@ import dns.rdatatype
 import dns.resolver
 import trio
 
-from amqprouter.routing.single_flight import SingleFlight
+from amqprouter.net.single_flight import SingleFlight
 
 #: Bound on one name's whole DNS lookup (A and AAAA run concurrently inside it). A
 #: healthy resolver answers in milliseconds; a dead one costs each connection that needs

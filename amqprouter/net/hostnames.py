@@ -26,8 +26,8 @@ import dns.reversename
 import structlog
 import trio
 
-from amqprouter.routing.resolver import Resolver
-from amqprouter.routing.single_flight import SingleFlight
+from amqprouter.net.resolver import Resolver
+from amqprouter.net.single_flight import SingleFlight
 
 log = structlog.get_logger("amqprouter.hostnames")
 
