@@ -366,6 +366,28 @@ def bench_confirm(
     }
 
 
+def bench_ping_pong(
+    port: int, label: str, meter: Meter, count: int, tls: ssl.SSLContext | None = None
+) -> Sample:
+    """Basic.Qos / Qos-Ok round trips on one channel: the smallest synchronous exchange
+    (two frames of 19 and 12 bytes), so the proxy's share of a round trip shows most."""
+    with amqp_session(port, label, tls=tls) as c:
+        for _ in range(100):  # warm-up, not recorded
+            c.sync()
+        lat = []
+        clock = time.perf_counter_ns
+        with meter.measure():
+            for _ in range(count):
+                t0 = clock()
+                c.sync()
+                lat.append(clock() - t0)
+    return {
+        "p50_us": statistics.median(lat) / 1e3,
+        "p99_us": statistics.quantiles(lat, n=100)[98] / 1e3,
+        **meter.cpu,
+    }
+
+
 def one_handshake(port: int, label: str, tls: ssl.SSLContext | None = None) -> None:
     """Full open (header, StartOk, TuneOk+Open, OpenOk), Close/CloseOk, socket closed."""
     with amqp_session(port, label, channel=False, tls=tls):
@@ -1132,6 +1154,12 @@ def workloads(quick: bool, tls: ssl.SSLContext | None) -> list[Workload]:
             {"p50_us": Target("peer_added", "<=", 1.2)},
         ),
         Workload(
+            "confirm",
+            "ping-pong (Qos)",
+            functools.partial(bench_ping_pong, count=2000 // q),
+            LATENCY,
+        ),
+        Workload(
             "handshake",
             "handshake sequential",
             functools.partial(bench_handshake, workers=1, each=1000 // q),
@@ -1257,6 +1285,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Hidden: the command starting the router ("relay" = the stand-in below), and the relay.
     ap.add_argument("--router-cmd", default=DEFAULT_ROUTER_CMD, help=argparse.SUPPRESS)
     ap.add_argument("--relay", type=int, nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--forwarding",
+        choices=("engine", "tasks"),
+        help="the router's data plane (--forwarding, given as AMQPROUTER_FORWARDING);\n"
+        "default: the router's own default",
+    )
     # Hidden: "relay" puts the trio relay in the TLS router's place (it passes TLS through, as
     # HAProxy does): checks the TLS node, certificates and client without the router's TLS.
     ap.add_argument("--tls-router-cmd", default="", help=argparse.SUPPRESS)
@@ -1266,6 +1300,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown workload(s) in --only: {', '.join(sorted(unknown))}")
     if args.router_cmd == "relay":
         args.router_cmd = RELAY_CMD
+    if args.forwarding:
+        # The router processes inherit it (router_env copies this environment).
+        os.environ["AMQPROUTER_FORWARDING"] = args.forwarding
     return args
 
 

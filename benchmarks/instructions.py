@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-trips", type=int, default=2000)
     parser.add_argument("--handshakes", type=int, default=300)
     parser.add_argument("--primed", type=int, default=0, help="--primed-connections (0)")
+    parser.add_argument("--forwarding", choices=("engine", "tasks"), help="--forwarding")
+    parser.add_argument("--skip-haproxy", action="store_true", help="the router only")
     args = parser.parse_args(argv)
+    if args.forwarding:
+        os.environ["AMQPROUTER_FORWARDING"] = args.forwarding  # router_env passes it on
     try:
         for tool in ("valgrind", "callgrind_control"):
             if shutil.which(tool) is None:
@@ -74,13 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(scratch)
             if args.compiled:
                 build_compiled(work / "site")
-            print(f"router: {router_version()}, --primed-connections {args.primed}")
+            print(
+                f"router: {router_version()}, --primed-connections {args.primed},"
+                f" forwarding {os.environ.get('AMQPROUTER_FORWARDING', 'default')}"
+            )
             rows = [("router", measure_router(work, args))]
-            haproxy = find_haproxy()
-            if haproxy is None:
-                print("haproxy: not installed (scripts/bench-setup), not measured")
-            else:
+            haproxy = None if args.skip_haproxy else find_haproxy()
+            if haproxy is not None:
                 rows.append(("haproxy", measure_haproxy(work, haproxy, args)))
+            elif not args.skip_haproxy:
+                print("haproxy: not installed (scripts/bench-setup), not measured")
     except BenchError as exc:
         print(f"instructions: error: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -54,6 +55,33 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"AMQPROUTER_EXPECT_COMPILED=1, but {frames.__file__} is the pure module: "
             "put the compiled build first on PYTHONPATH (scripts/compiled_check.py does)"
         )
+
+
+# --------------------------------------------------------------------------- #
+# the data plane: --forwarding engine|tasks
+# --------------------------------------------------------------------------- #
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--forwarding",
+        choices=("engine", "tasks"),
+        default=None,
+        help="the routers' data plane for this run (sets AMQPROUTER_FORWARDING, which the "
+        "router processes the tests spawn read, and which tests/session/wire.py's "
+        "in-process routers follow); default: the environment's, else the router's own",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    forwarding = config.getoption("--forwarding")
+    if forwarding is not None:
+        os.environ["AMQPROUTER_FORWARDING"] = forwarding
+
+
+def forwarding() -> Literal["engine", "tasks"]:
+    """The data plane in-process routers use in this run (AMQPROUTER_FORWARDING)."""
+    return "engine" if os.environ.get("AMQPROUTER_FORWARDING") == "engine" else "tasks"
 
 
 # --------------------------------------------------------------------------- #

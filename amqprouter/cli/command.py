@@ -45,7 +45,7 @@ from amqprouter.routing import health
 from amqprouter.routing.rate_window import BURST_SECONDS
 from amqprouter.server import Server
 from amqprouter.server import sticky_file as sticky_file_io
-from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT
+from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT, Forwarding
 from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
 from amqprouter.text import escape
@@ -303,6 +303,17 @@ _seconds = click.FloatRange(min=0.001)
     "(docs/routing.md#sticky-clients).",
 )
 @option(
+    "Broker connections",
+    "--forwarding",
+    type=click.Choice(["engine", "tasks"]),
+    default="tasks",
+    show_default=True,
+    help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
+    "one forwarding thread with its own epoll loop, without a task switch per read; "
+    "'tasks' gives each session its own trio pump tasks. TLS sessions, and paused or "
+    "rate-limited ones, always use tasks (docs/usage.md#forwarding-engine-or-tasks).",
+)
+@option(
     "Timeouts",
     "--disconnect-timeout",
     type=_seconds,
@@ -539,6 +550,7 @@ def main(
     backend_down_seconds: float,
     primed_connections: int,
     sticky_file: str | None,
+    forwarding: Forwarding,
     max_connections: int,
     data_rate_burst: float,
     disconnect_timeout: float,
@@ -689,6 +701,7 @@ def main(
         primed_per_backend=primed_connections,
         max_connections=max_connections,
         data_rate_burst=data_rate_burst,
+        forwarding=forwarding,
     )
     sticky_path = _load_sticky(server, sticky_file)
     try:

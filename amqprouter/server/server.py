@@ -6,13 +6,14 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 import structlog
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.engine import Engine
 from amqprouter.net.hostnames import HostnameMapper
 from amqprouter.net.resolver import Resolver
 from amqprouter.net.tls_context import TlsState, missing
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = structlog.get_logger("amqprouter.server")
+
+#: The data plane of established sessions: ``engine`` (net/engine.py) or ``tasks``
+#: (each session's own pumps).
+Forwarding = Literal["engine", "tasks"]
 
 
 class TlsNotConfigured(Exception):
@@ -75,8 +80,12 @@ class Server:
         primed_per_backend: int = PRIMED_PER_BACKEND,
         max_connections: int = 0,
         data_rate_burst: float = BURST_SECONDS,
+        forwarding: Forwarding = "tasks",
     ) -> None:
         self.settings = settings
+        #: ``--forwarding engine``: one thread forwards every established plain session
+        #: (net/engine.py), owned by a task of this server's nursery; None with ``tasks``.
+        self.engine = Engine() if forwarding == "engine" else None
         #: Per-listener connection caps, the control socket's descriptor reserve and the
         #: shedding of silent clients (capacity.py); ``max_connections`` 0 derives the cap.
         self.capacity = Capacity(max_connections)
@@ -143,6 +152,7 @@ class Server:
             wrap_backend=self.edges.wrap_backend,
             watchdog=self.watchdog,
             take_primed=self.primed.take if self.primed.enabled else None,
+            engine=self.engine,
         )
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
@@ -155,6 +165,9 @@ class Server:
             self.health.start(nursery)
             nursery.start_soon(self.watchdog.run)
             nursery.start_soon(self.capacity.run)
+            if self.engine is not None:
+                # Ends with the server: its sessions are handed back to the task path.
+                await nursery.start(self.engine.run)
             if self.primed.enabled:
                 await nursery.start(self.primed.run)
             task_status.started()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import attrs
 
+from amqprouter.net.engine import Engine
 from amqprouter.net.resolver import Resolver
 from amqprouter.routing import RoutingTable
 from amqprouter.routing.health import HealthRegistry
@@ -91,3 +92,6 @@ class SessionContext:
     events: SessionEvents = NO_EVENTS
     #: How a backend address is connected to: TCP (tests: a MemoryTransport's peer).
     open_connection: OpenConnection = open_tcp
+    #: The forwarding engine (``--forwarding engine``): plain sessions forward through
+    #: it after Open-Ok; None forwards every session with its own pump tasks.
+    engine: Engine | None = None

@@ -16,6 +16,7 @@ pump to stop says why (``End``) and the session goes on to closing.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from amqprouter.net import sockets
+from amqprouter.net.engine import Engine, Link, Outcome
 from amqprouter.net.sockets import PeerGone, endpoint
 from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.protocol import Frame, FrameScanner, ProtocolError, constants, peer_closed
@@ -32,6 +34,15 @@ from amqprouter.session.state import SessionState, State
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams
+
+#: How the engine's outcomes read as a session's ends (``LEFT`` is not an end).
+_ENDS: Final = {
+    Outcome.CLEAN: End.CLEAN,
+    Outcome.CLIENT_GONE: End.CLIENT_GONE,
+    Outcome.BROKER_GONE: End.BROKER_GONE,
+    Outcome.CLIENT_ERROR: End.CLIENT_ERROR,
+    Outcome.BROKER_ERROR: End.BROKER_ERROR,
+}
 
 #: After this many reads served without waiting, a pump yields to the scheduler so
 #: that other sessions run and cancellation can reach it.
@@ -116,7 +127,13 @@ class Forwarding(SessionState):
                 early = await self._deliver_early(client_early, broker_early)
                 if early is not None:
                     outcome.append(early)
-                else:
+                elif (engine := self.context.engine) is not None and self._fits_engine(engine):
+                    # The engine forwards until the session ends, or hands it back (a
+                    # pause, a data-rate limit, the engine's stop) to the pumps below.
+                    ended = await self._forward_in_engine(engine)
+                    if ended is not None:
+                        outcome.append(ended)
+                if not outcome:
                     # Only now: a keeper task (pause) writes to the broker too, so it must
                     # not start while the early frames are being written.
                     self._forwarding_tasks = nursery
@@ -134,6 +151,56 @@ class Forwarding(SessionState):
         self.ended = end
         self.state = State.CLOSING
         await self._finish(end)
+
+    def _fits_engine(self, engine: Engine) -> bool:
+        """Whether the engine may forward this session: plain TCP both ways (a TLS
+        transport decrypts in its own buffers: the task path), nothing pacing or holding
+        the client's data, and the real clock (the engine stamps ``time.monotonic``)."""
+        return (
+            engine.running
+            and type(self.client) is PlainTransport
+            and type(self.broker) is PlainTransport
+            and self._pause is None
+            and self.data_budget is None
+            and self._now is time.monotonic
+        )
+
+    async def _forward_in_engine(self, engine: Engine) -> End | None:
+        """Forward through the engine: why the session ended, or None when the engine
+        handed it back (what it owed each peer is written here first, then the pumps
+        take over). Cancelling (a disconnect, the watchdog, a close deadline) evicts it;
+        a peer the engine owed bytes stays in ``_writing``, so closing cuts it."""
+        assert self.broker is not None
+        client, broker = self.client.raw_socket(), self.broker.raw_socket()
+        assert client is not None and broker is not None
+        link = Link(
+            self,
+            (client, self.client, self.ingress),
+            (broker, self.broker, self.egress),
+            self._writing,
+            self._on_channel_zero,
+        )
+        self._link = link
+        try:
+            result = await engine.forward(link)
+        finally:
+            self._link = None
+        if result is Outcome.LEFT:
+            for peer, owed in (
+                (self.broker, link.owed_to_broker),
+                (self.client, link.owed_to_client),
+            ):
+                if owed:
+                    try:
+                        await peer.send_all(owed)
+                    except PeerGone:
+                        return End.CLIENT_GONE if peer is self.client else End.BROKER_GONE
+                    self._writing.discard(peer)
+            return None
+        if result in (Outcome.CLIENT_ERROR, Outcome.BROKER_ERROR):
+            sender = "client" if result is Outcome.CLIENT_ERROR else "broker"
+            self.log.warning("malformed frame", sender=sender, error=link.detail)
+        return _ENDS[result]
 
     async def _deliver_early(self, client_early: bytes, broker_early: bytes) -> End | None:
         """Frames pipelined during the handshake go first, in order; an End if that fails."""

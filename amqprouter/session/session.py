@@ -105,6 +105,10 @@ class Session(Opening, Forwarding, Supervised, Closing):
             self._pause = Pause()
         else:
             self._pause.rearm()
+        if self._link is not None and self.context.engine is not None:
+            # The pumps hold and the keeper heartbeats: the session leaves the engine
+            # for the task path (for the rest of its life).
+            self.context.engine.evict(self._link)
         self._start_keeper()
         self.log.info("session paused")
         return True

@@ -25,6 +25,7 @@ from amqprouter.protocol import FrameScanner, constants
 from amqprouter.protocol.client_identity import UNKNOWN, ClientIdentity
 
 if TYPE_CHECKING:
+    from amqprouter.net.engine import Link
     from amqprouter.routing import Backend, Route
     from amqprouter.routing.rate_window import DataBudget
     from amqprouter.session.closing import End
@@ -66,6 +67,7 @@ class SessionState:
         "_forwarding",
         "_forwarding_tasks",
         "_heartbeat",
+        "_link",
         "_now",
         "_opening",
         "_pause",
@@ -188,6 +190,9 @@ class SessionState:
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
         self._forwarding: trio.CancelScope | None = None
+        # While the forwarding engine moves this session's bytes (net/engine.py): its
+        # link there, which a pause evicts.
+        self._link: Link | None = None
         # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
         self._writing: set[Transport] = set()

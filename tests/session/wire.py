@@ -19,7 +19,9 @@ from pamqp import base, commands, frame
 from amqprouter.protocol import Frame, FrameReader, constants
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.server import Server
+from amqprouter.server.server import Forwarding
 from amqprouter.session import SessionSettings, Timeouts
+from tests.conftest import forwarding as forwarding_of_run
 
 WAIT = 5.0  # every test wait is bounded; a hang fails instead of stalling the suite
 
@@ -191,17 +193,23 @@ async def router(
     routing: RoutingTable | None = None,
     clock: Callable[[], float] = time.monotonic,
     primed: int = 0,
+    forwarding: Forwarding | None = None,
 ) -> AsyncIterator[tuple[Server, int]]:
     """An in-process router in simple mode in front of ``broker_port`` (None: no route,
     or the ``routing`` given). ``clock=trio.current_time`` puts session supervision on
     trio's clock (for tests on a MockClock). ``primed``: primed broker connections per
     backend, off by default since a scripted fake broker expects its connections to be
-    sessions (tests/server/test_primed.py turns them on)."""
+    sessions (tests/server/test_primed.py turns them on). ``forwarding``: the data plane,
+    by default the run's (``pytest --forwarding``, AMQPROUTER_FORWARDING)."""
     routing = routing or RoutingTable()
     if broker_port is not None:
         routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))
     server = Server(
-        SessionSettings(timeouts=timeouts), routing, clock=clock, primed_per_backend=primed
+        SessionSettings(timeouts=timeouts),
+        routing,
+        clock=clock,
+        primed_per_backend=primed,
+        forwarding=forwarding or forwarding_of_run(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
