@@ -286,10 +286,10 @@ def _pattern_error(vhost: str) -> ParseError | None:
 def _broker_vhost(kind: str, args: Sequence[str]) -> str | ParseError | None:
     """``AS broker-vhost`` after MAP's vhost and target: the vhost the broker opens.
 
-    Words after the target other than AS stay ignored, as amqpprox ignores them."""
+    Another word after the target is the line's to refuse (``parse``: unused words)."""
     if len(args) < 3 or upper(args[2]) != "AS":
         return None
-    if len(args) != 4 or args[3] == "":
+    if len(args) != 4:
         return ParseError(f"MAP {kind} ... AS needs one broker vhost name after AS.\n")
     return args[3]
 
