@@ -4,6 +4,8 @@ A pika client opens a vhost the broker does not have; the mapping renames it to 
 broker has. The client works (publish, consume); the broker's own listings prove which
 vhost it opened (the connection's vhost, the declared queue); CONN shows both names.
 A rename to a vhost the broker lacks gets the broker's own refusal, naming that vhost.
+A rename to a vhost with a space is read from a ``--config`` file, written back by CONFIG
+PRINT, and changed by a reload.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pika.exceptions
 import pytest
 
-from tests.brokers import SYSTEM_PORT, SystemBroker, unique_name, wait_for
+from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, unique_name, wait_for
 from tests.integration.test_failover import must
+from tests.integration.test_reload import router_with_config
 from tests.router import RouterProcess, running_router
 
 pytestmark = pytest.mark.broker
@@ -120,3 +124,46 @@ def test_a_rename_to_a_missing_vhost_gets_the_brokers_refusal(
     text = repr(refused.value)
     assert "530" in text or "NOT_ALLOWED" in text, text
     assert missing in text, text
+
+
+def test_a_config_file_rename_with_a_space_round_trips_and_a_reload_changes_it(
+    system_broker: SystemBroker, tmp_path: Path
+) -> None:
+    spaced = f"renamed {unique_name('spaced')}"  # a vhost name RabbitMQ allows
+    system_broker.add_vhost(spaced)
+    try:
+        port, client_vhost = free_port(), unique_name("orders")
+        config = tmp_path / "router.conf"
+        config.write_text(
+            f"BACKEND ADD b dc 127.0.0.1 {SYSTEM_PORT}\n"
+            f"MAP BACKEND {client_vhost} b AS '{spaced}'\n"
+            f"LISTEN START {port}\n"
+        )
+        with router_with_config(config) as router:
+            printed = must(router, "CONFIG", "PRINT")
+            assert f"MAP BACKEND {client_vhost} b AS '{spaced}'\n" in printed
+            connection = pika.BlockingConnection(
+                pika.ConnectionParameters(
+                    "127.0.0.1", port, virtual_host=client_vhost, connection_attempts=1
+                )
+            )
+            try:
+                queue = unique_name("q")
+                connection.channel().queue_declare(queue)
+                assert queue in [q["name"] for q in system_broker.list_queues(spaced)]
+            finally:
+                connection.close()
+
+            missing = unique_name("missing")
+            config.write_text(printed.replace(f"AS '{spaced}'", f"AS {missing}"))
+            reloaded = must(router, "CONFIG", "RELOAD")
+            assert f"Replaced map {client_vhost} -> b AS {missing}" in reloaded
+            with pytest.raises(pika.exceptions.AMQPConnectionError) as refused:
+                pika.BlockingConnection(
+                    pika.ConnectionParameters(
+                        "127.0.0.1", port, virtual_host=client_vhost, connection_attempts=1
+                    )
+                )
+            assert missing in repr(refused.value)
+    finally:
+        system_broker.delete_vhost(spaced)
