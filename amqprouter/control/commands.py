@@ -279,18 +279,22 @@ class RulePrint:
 
 @attrs.frozen
 class MapBackend:
-    """``MAP BACKEND vhost backend``."""
+    """``MAP BACKEND vhost backend [AS broker-vhost]``."""
 
     vhost: str
     backend: str
+    #: The vhost the broker is asked to open instead (None: the client's own).
+    broker_vhost: str | None = None
 
 
 @attrs.frozen
 class MapFarm:
-    """``MAP FARM vhost farm``."""
+    """``MAP FARM vhost farm [AS broker-vhost]``."""
 
     vhost: str
     farm: str
+    #: The vhost the broker is asked to open instead (None: the client's own).
+    broker_vhost: str | None = None
 
 
 @attrs.frozen

@@ -44,6 +44,7 @@ import attrs
 
 from amqprouter.control import commands as c
 from amqprouter.control.grammar import to_line
+from amqprouter.control.grammar.words import quote
 
 #: What names a configured object: its kind, then the words that tell it apart.
 Key = tuple[str, ...]
@@ -486,6 +487,11 @@ def _describe(key: Key, old: Mapping[Key, Entry], new: Mapping[Key, Entry]) -> s
 
 def _target(entry: Entry | None) -> str:
     match entry:
+        case (c.MapBackend(backend=name, broker_vhost=renamed),) | (
+            c.MapFarm(farm=name, broker_vhost=renamed),
+        ) if renamed is not None:
+            # A changed AS is a changed mapping: the reply says what the broker opens now.
+            return f" -> {name} AS {quote(renamed)}"
         case (c.MapBackend(backend=name),) | (c.MapFarm(farm=name),) | (c.MapDefault(farm=name),):
             return f" -> {name}"
     return ""

@@ -51,9 +51,12 @@ class ConnRecord:
     client_cert: str | None = None
     #: Where routing sent it: the backend it got (None before it connected), the
     #: mapping that matched its vhost (the vhost, a pattern or "(default)") and the
-    #: priority of the client-address rule that narrowed the choice (None: none did).
+    #: priority of the client-address rule that narrowed the choice (None: none did);
+    #: the vhost the broker opened when the mapping renames it (MAP ... AS; None: the
+    #: client's own).
     backend: str | None = None
     mapping: str | None = None
+    broker_vhost: str | None = None
     rule: int | None = None
     #: Who the client is (ours, after amqpprox's fields): what the client said in
     #: StartOk (bounded; None where it said nothing), seconds since it connected, and
@@ -104,6 +107,7 @@ def conn_record(
         client_cert=None if version is None else session.client.peer_subject(),
         backend=None if session.backend is None else session.backend.name,
         mapping=None if route is None else route.mapping,
+        broker_vhost=None if route is None else route.broker_vhost,
         rule=None if route is None or route.rule is None else route.rule.priority,
         user=identity.user,
         connection_name=bounded(session.connection_name),
@@ -190,6 +194,8 @@ def _identity_fields(record: ConnRecord) -> str:
     r = record
     return (
         f" backend={_name(r.backend)} mapping={_name(r.mapping)} "
+        # Only on a renamed vhost's line, so every other line keeps its fields.
+        f"{'' if r.broker_vhost is None else f'brokerVhost={_name(r.broker_vhost)} '}"
         f"rule={'-' if r.rule is None else r.rule} user={_quoted(r.user)} "
         f"connectionName={_quoted(r.connection_name)} product={_quoted(r.product)} "
         f"version={_quoted(r.version)} platform={_quoted(r.platform)} age={r.age:.0f} "
@@ -237,6 +243,7 @@ def conn_json(record: ConnRecord) -> dict[str, Any]:
         "clientCert": r.client_cert,
         "backend": r.backend,
         "mapping": r.mapping,
+        "brokerVhost": r.broker_vhost,
         "rule": r.rule,
         "user": r.user,
         "connectionName": r.connection_name,

@@ -114,9 +114,17 @@ def farms(table: RoutingTable) -> str:
 
 def mappings(table: RoutingTable) -> str:
     """MAP PRINT: in matching order (exact vhosts by name, then patterns, most specific
-    first), then the default farm (``vhost`` null, ``default`` true)."""
+    first), then the default farm (``vhost`` null, ``default`` true); ``brokerVhost`` is
+    MAP ... AS's vhost (null: the broker opens the client's own)."""
     records = [
-        {"vhost": vhost, "default": False, "pattern": is_pattern(vhost), "type": kind, "name": name}
+        {
+            "vhost": vhost,
+            "default": False,
+            "pattern": is_pattern(vhost),
+            "type": kind,
+            "name": name,
+            "brokerVhost": table.renames.get(vhost),
+        }
         for vhost, (kind, name) in table.mapping_order()
     ]
     if table.default_farm is not None:
@@ -127,6 +135,7 @@ def mappings(table: RoutingTable) -> str:
                 "pattern": False,
                 "type": "farm",
                 "name": table.default_farm,
+                "brokerVhost": None,
             }
         )
     return json_lines(records)

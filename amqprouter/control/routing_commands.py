@@ -17,7 +17,8 @@ differences, each fixing a quirk of the reference:
   ``(default) => Farm:<farm>`` (amqpprox does not print it at all). A vhost holding
   ``*`` is a pattern (ours, ``routing.vhost_patterns``); MAP PRINT lists the mappings
   in the order a vhost is matched against them: exact ones by name, then patterns,
-  most specific first.
+  most specific first. A mapping with MAP ... AS (ours) ends with
+  `` AS <broker vhost>``, the name quoted as the grammar reads it back.
 - BACKEND DELETE of a backend that a farm still uses is refused with
   ``Backend '<b>' is used by farm(s) <f1>, <f2>; remove it from them first.\\n``
   (amqpprox deletes it and leaves the farm pointing at freed memory).
@@ -47,6 +48,7 @@ from collections.abc import Callable
 import attrs
 
 from amqprouter.control import commands as c
+from amqprouter.control.grammar.words import quote
 from amqprouter.net.sockets import endpoint
 from amqprouter.routing import selectors
 from amqprouter.routing.client_rules import Rule
@@ -143,13 +145,14 @@ def apply(
             return attrs.evolve(table, farms=farms), ""
         case c.FarmPrint():
             return table, "".join(farm_line(table.farms[n]) + "\n" for n in sorted(table.farms))
-        case c.MapBackend(vhost=vhost, backend=backend):
-            return _map(table, vhost, ("backend", backend)), ""
-        case c.MapFarm(vhost=vhost, farm=farm):
-            return _map(table, vhost, ("farm", farm)), ""
+        case c.MapBackend(vhost=vhost, backend=backend, broker_vhost=renamed):
+            return _map(table, vhost, ("backend", backend), renamed), ""
+        case c.MapFarm(vhost=vhost, farm=farm, broker_vhost=renamed):
+            return _map(table, vhost, ("farm", farm), renamed), ""
         case c.MapUnmap(vhost=vhost):
             mappings = {v: t for v, t in table.mappings.items() if v != vhost}
-            return attrs.evolve(table, mappings=mappings), ""
+            renames = {v: r for v, r in table.renames.items() if v != vhost}
+            return attrs.evolve(table, mappings=mappings, renames=renames), ""
         case c.MapDefault(farm=farm):
             return attrs.evolve(table, default_farm=farm), ""
         case c.MapRemoveDefault():
@@ -284,8 +287,18 @@ def _with_farm(table: RoutingTable, farm: Farm) -> RoutingTable:
     return attrs.evolve(table, farms={**table.farms, farm.name: farm}, layouts=layouts)
 
 
-def _map(table: RoutingTable, vhost: str, target: Target) -> RoutingTable:
-    return attrs.evolve(table, mappings={**table.mappings, vhost: target})
+def _map(table: RoutingTable, vhost: str, target: Target, renamed: str | None) -> RoutingTable:
+    """``table`` with ``vhost`` mapped to ``target``; a mapping without AS renames nothing."""
+    renames = {v: r for v, r in table.renames.items() if v != vhost}
+    if renamed is not None:
+        renames[vhost] = renamed
+    return attrs.evolve(table, mappings={**table.mappings, vhost: target}, renames=renames)
+
+
+def renamed_suffix(table: RoutingTable, vhost: str) -> str:
+    """`` AS <broker vhost>`` (quoted as the grammar reads it back) for a renaming mapping."""
+    renamed = table.renames.get(vhost)
+    return "" if renamed is None else f" AS {quote(renamed)}"
 
 
 def rule_line(rule: Rule) -> str:
@@ -311,7 +324,8 @@ def _rule_add(table: RoutingTable, command: c.RuleAdd) -> tuple[RoutingTable, st
 def _map_print(table: RoutingTable) -> str:
     """In matching order: exact vhosts by name, then patterns, most specific first."""
     lines = [
-        f'"{vhost}" => {"Farm" if kind == "farm" else "Backend"}:{name}\n'
+        f'"{vhost}" => {"Farm" if kind == "farm" else "Backend"}:{name}'
+        f"{renamed_suffix(table, vhost)}\n"
         for vhost, (kind, name) in table.mapping_order()
     ]
     if table.default_farm is not None:
@@ -347,10 +361,11 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
             result.append(c.FarmSticky(farm.name, int(farm.sticky)))
     # Matching order: patterns that tie keep the order they were mapped in once read back.
     for vhost, (kind_name, target) in table.mapping_order():
+        renamed = table.renames.get(vhost)
         if kind_name == "farm":
-            result.append(c.MapFarm(vhost, target))
+            result.append(c.MapFarm(vhost, target, renamed))
         else:
-            result.append(c.MapBackend(vhost, target))
+            result.append(c.MapBackend(vhost, target, renamed))
     if table.default_farm is not None:
         result.append(c.MapDefault(table.default_farm))
     result += [

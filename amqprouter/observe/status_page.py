@@ -73,6 +73,11 @@ def _plain(value: object) -> tuple[str, str]:
     return _text(value), ""
 
 
+def _renamed(broker_vhost: str | None) -> str:
+    """A mapping's MAP ... AS: the vhost the broker opens instead of the client's."""
+    return "" if broker_vhost is None else f" AS {broker_vhost}"
+
+
 def _bytes(count: int) -> str:
     if count < 1024:
         return f"{count} B"
@@ -189,7 +194,7 @@ def status_page(
         )
 
     maps = [
-        [_plain(vhost), _plain(f"{kind} {target}")]
+        [_plain(vhost), _plain(f"{kind} {target}{_renamed(routing.renames.get(vhost))}")]
         # In matching order: exact vhosts, then patterns (``tenant-*``), most specific first.
         for vhost, (kind, target) in routing.mapping_order()
     ]

@@ -15,7 +15,8 @@ the live sessions per backend (``load``) and the sticky clients (``sticky``).
 The decision order of ``route`` (docs/routing.md has it with examples):
 
 1. the vhost's mapping: its exact mapping, else the most specific pattern
-   (``vhost_patterns``), else the default farm, else refused (506);
+   (``vhost_patterns``), else the default farm, else refused (506); a mapping with a
+   rename (``renames``, MAP ... AS) gives the vhost the broker is asked to open;
 2. the client-address rules (``client_rules``), lowest priority first: the first rule
    that holds the client's address and shares a backend with the mapping's narrows
    the candidates to those shared backends, if one of them is up; else BREAK refuses
@@ -180,11 +181,12 @@ class Route:
     ``candidates`` are the backends to try, in order; ``mapping`` is what matched the
     vhost (the vhost itself, a pattern, or ``DEFAULT_MAPPING``), ``rule`` the rule that
     narrowed the candidates (None: none did), ``farm`` the farm chosen from (None for a
-    backend mapping). The route holds one count of ``RoutingTable.load`` from the
-    start, on its first candidate; ``landed`` moves it to the backend the session got
-    (and, for a sticky farm, makes the client keep it); ``release`` gives everything
-    back when the session ends (at most once; safe to call for a session that never
-    landed).
+    backend mapping), ``broker_vhost`` the vhost the broker is asked to open when the
+    mapping renames it (None: the client's own). The route holds one count of
+    ``RoutingTable.load`` from the start, on its first candidate; ``landed`` moves it to
+    the backend the session got (and, for a sticky farm, makes the client keep it);
+    ``release`` gives everything back when the session ends (at most once; safe to call
+    for a session that never landed).
     """
 
     __slots__ = (
@@ -192,6 +194,7 @@ class Route:
         "_load",
         "_sticky",
         "_stuck",
+        "broker_vhost",
         "candidates",
         "client",
         "farm",
@@ -208,9 +211,11 @@ class Route:
         load: BackendLoad,
         sticky: StickyTable | None,
         client: str | None,
+        broker_vhost: str | None = None,
     ) -> None:
         self.candidates = candidates
         self.mapping = mapping
+        self.broker_vhost = broker_vhost
         self.rule = rule
         self.farm = farm
         self.client = client
@@ -259,6 +264,9 @@ class RoutingTable:
     backends: Mapping[str, Backend] = attrs.field(factory=dict, converter=_frozen)
     farms: Mapping[str, Farm] = attrs.field(factory=dict, converter=_frozen)
     mappings: Mapping[str, Target] = attrs.field(factory=dict, converter=_frozen)
+    #: The vhost the broker is asked to open, by mapping (MAP ... AS): an exact vhost's
+    #: or a pattern's (every vhost it matches opens that one vhost on the broker).
+    renames: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     default_farm: str | None = None
     datacenter: str = ""
     #: Backends taken out of rotation (BACKEND DISABLE/DRAIN): configuration, so part
@@ -362,6 +370,12 @@ class RoutingTable:
                 )
             else:
                 mapping, target = DEFAULT_MAPPING, ("farm", self.default_farm)
+        # The default farm renames nothing (a mapping's rename is keyed by its vhost).
+        renamed = (
+            self.renames.get(mapping)
+            if self.renames and self.mappings.get(mapping) is target
+            else None
+        )
         assert target is not None
         kind, name = target
         farm: Farm | None = None
@@ -388,7 +402,7 @@ class RoutingTable:
             if name in self.disabled:
                 raise _refused(vhost, mapping, target, "is disabled", _all_disabled(vhost))
             # A direct mapping ignores health: its one backend is tried whatever it is.
-            return Route(partitions[0], mapping, rule, None, self.load, None, client)
+            return Route(partitions[0], mapping, rule, None, self.load, None, client, renamed)
         disabled = self.disabled
         if disabled or weights is not None or allowed is not None:
             # Emptied partitions stay, so each keeps its marker; a selector skips them.
@@ -428,6 +442,7 @@ class RoutingTable:
                             self.load,
                             self.sticky,
                             client,
+                            renamed,
                         )
         selector = selectors.SELECTORS[farm.selector]
         state = self.layouts[name].state
@@ -440,7 +455,7 @@ class RoutingTable:
                 for partition in partitions
             )
             ordered = selector(healthy, state, weights or _NO_WEIGHTS, load) + unhealthy
-        return Route(ordered, mapping, rule, farm, load, self.sticky, client)
+        return Route(ordered, mapping, rule, farm, load, self.sticky, client, renamed)
 
     def _narrow(
         self,

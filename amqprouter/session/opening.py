@@ -370,7 +370,11 @@ class Opening(SessionState):
             extra["amqprouter_auth"] = allowed.reason
         try:
             machine = BrokerHandshake(
-                vhost=opened.vhost,
+                # MAP ... AS: the broker opens the renamed vhost (the route records it);
+                # everything of the router's own keeps the client's.
+                vhost=opened.vhost
+                if self.route is None or self.route.broker_vhost is None
+                else self.route.broker_vhost,
                 start_ok=opened.start_ok,
                 client_tune=opened.tune,
                 extra_client_properties=extra,

@@ -92,8 +92,8 @@ def commands_strategy() -> st.SearchStrategy[c.Command]:
         st.builds(c.FarmPartition, names, st.just("datacenter-affinity")),
         st.builds(c.FarmDelete, names),
         st.builds(c.FarmOnDown, names, st.booleans()),
-        st.builds(c.MapBackend, names, names),
-        st.builds(c.MapFarm, names, names),
+        st.builds(c.MapBackend, names, names, st.none() | names),
+        st.builds(c.MapFarm, names, names, st.none() | names),
         # Patterns, some of which tie (same literal count, one *): their order must survive.
         st.builds(c.MapFarm, st.sampled_from(("*", "a*", "b*", "*a", "x*y", "*.eu")), names),
         st.builds(c.MapUnmap, names),

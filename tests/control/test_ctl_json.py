@@ -37,7 +37,14 @@ async def test_json_and_text_from_one_router(tmp_path: Path) -> None:
         printed = await _ctl("--json", str(path), "MAP", "PRINT")
         assert printed.returncode == 0
         assert [json.loads(line) for line in printed.stdout.decode().splitlines()] == [
-            {"vhost": "/", "default": False, "pattern": False, "type": "backend", "name": "b1"}
+            {
+                "vhost": "/",
+                "default": False,
+                "pattern": False,
+                "type": "backend",
+                "name": "b1",
+                "brokerVhost": None,
+            }
         ]
         text = await _ctl(str(path), "MAP", "PRINT")
         assert (text.returncode, text.stdout) == (0, b'"/" => Backend:b1\n')

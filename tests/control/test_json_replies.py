@@ -29,7 +29,7 @@ async def test_configuration_listings() -> None:
             "BACKEND DISABLE b2",
             "FARM ADD shared round-robin b2 b1",
             "FARM PARTITION shared datacenter-affinity",
-            "MAP BACKEND 'we\"ird' b1",  # a quote: the text shows "we"ird", JSON cannot be misread
+            "MAP BACKEND 'we\"ird' b1 AS 'my vhost'",  # JSON cannot misread a quote or a space
             "MAP FARM / shared",
             "MAP DEFAULT shared",
             "LIMIT CONN_RATE DEFAULT 10",
@@ -84,15 +84,30 @@ async def test_configuration_listings() -> None:
             }
         ]
         assert await as_json("MAP PRINT") == [
-            {"vhost": "/", "default": False, "pattern": False, "type": "farm", "name": "shared"},
+            {
+                "vhost": "/",
+                "default": False,
+                "pattern": False,
+                "type": "farm",
+                "name": "shared",
+                "brokerVhost": None,
+            },
             {
                 "vhost": 'we"ird',
                 "default": False,
                 "pattern": False,
                 "type": "backend",
                 "name": "b1",
+                "brokerVhost": "my vhost",
             },
-            {"vhost": None, "default": True, "pattern": False, "type": "farm", "name": "shared"},
+            {
+                "vhost": None,
+                "default": True,
+                "pattern": False,
+                "type": "farm",
+                "name": "shared",
+                "brokerVhost": None,
+            },
         ]
         default_rate = {
             "limit": "CONN_RATE",
@@ -117,7 +132,7 @@ async def test_configuration_listings() -> None:
         assert await as_json("VHOST PRINT") == [{"vhost": "/", "paused": True}]
         # The text replies are unchanged by all this.
         assert (await controller.handle("MAP PRINT")).text == (
-            '"/" => Farm:shared\n"we"ird" => Backend:b1\n(default) => Farm:shared\n'
+            '"/" => Farm:shared\n"we"ird" => Backend:b1 AS \'my vhost\'\n(default) => Farm:shared\n'
         )
 
 

@@ -283,16 +283,33 @@ def _pattern_error(vhost: str) -> ParseError | None:
     return None
 
 
+def _broker_vhost(kind: str, args: Sequence[str]) -> str | ParseError | None:
+    """``AS broker-vhost`` after MAP's vhost and target: the vhost the broker opens.
+
+    Another word after the target is the line's to refuse (``parse``: unused words)."""
+    if len(args) < 3 or upper(args[2]) != "AS":
+        return None
+    if len(args) != 4:
+        return ParseError(f"MAP {kind} ... AS needs one broker vhost name after AS.\n")
+    return args[3]
+
+
 def _map_backend(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Vhost and backend must be provided\n")
-    return _pattern_error(args[0]) or MapBackend(args[0], args[1])
+    renamed = _broker_vhost("BACKEND", args)
+    if isinstance(renamed, ParseError):
+        return renamed
+    return _pattern_error(args[0]) or MapBackend(args[0], args[1], renamed)
 
 
 def _map_farm(args: Sequence[str]) -> Command | ParseError:
     if len(args) < 2:
         return ParseError("Vhost and farm name must be provided\n")
-    return _pattern_error(args[0]) or MapFarm(args[0], args[1])
+    renamed = _broker_vhost("FARM", args)
+    if isinstance(renamed, ParseError):
+        return renamed
+    return _pattern_error(args[0]) or MapFarm(args[0], args[1], renamed)
 
 
 def _map_unmap(args: Sequence[str]) -> Command | ParseError:

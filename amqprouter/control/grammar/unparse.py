@@ -145,10 +145,10 @@ def words_of(command: Command) -> list[str]:
             return ["FARM", "PRINT"]
         case FarmOnDown(name, disconnect):
             return ["FARM", "ON_DOWN", name, "DISCONNECT" if disconnect else "KEEP"]
-        case MapBackend(vhost, backend):
-            return ["MAP", "BACKEND", vhost, backend]
-        case MapFarm(vhost, farm):
-            return ["MAP", "FARM", vhost, farm]
+        case MapBackend(vhost, backend, broker_vhost):
+            return ["MAP", "BACKEND", vhost, backend, *_as_words(broker_vhost)]
+        case MapFarm(vhost, farm, broker_vhost):
+            return ["MAP", "FARM", vhost, farm, *_as_words(broker_vhost)]
         case MapUnmap(vhost):
             return ["MAP", "UNMAP", vhost]
         case MapDefault(farm):
@@ -230,6 +230,10 @@ def words_of(command: Command) -> list[str]:
             return ["HELP"]
         case _:
             assert_never(command)
+
+
+def _as_words(broker_vhost: str | None) -> list[str]:
+    return [] if broker_vhost is None else ["AS", broker_vhost]
 
 
 def _limit_target_words(vhost: str | None) -> list[str]:
