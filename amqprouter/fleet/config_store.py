@@ -44,6 +44,7 @@ from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, parse
 from amqprouter.control.socket_server import Reply
 from amqprouter.fleet.snapshot import SnapshotError, SnapshotTarget, apply_snapshot
+from amqprouter.observe.stats import StoreState
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -99,6 +100,8 @@ class ConfigStore:
         self.version = 0
         #: Why Redis cannot be used now (None: connected and in step).
         self.problem: str | None = "not connected yet"
+        #: trio.current_time() of the last successful read of the store (STAT).
+        self.last_read: float | None = None
         self._client: coredis.Redis[str] | None = None
         self._connect = connect or (
             lambda url: coredis.Redis.from_url(
@@ -116,6 +119,11 @@ class ConfigStore:
             f"configuration store {self.url} unreachable ({self.problem}): serving the "
             f"last configuration (version {self.version}); configuration commands are refused"
         )
+
+    def state(self) -> StoreState:
+        """The store's state for STAT: up, the version applied, seconds since a read."""
+        since = None if self.last_read is None else trio.current_time() - self.last_read
+        return StoreState(up=self.problem is None, version=self.version, since_read=since)
 
     def metrics(self) -> str:
         """Prometheus families of the store's state, for /metrics."""
@@ -197,6 +205,7 @@ class ConfigStore:
 
     async def _read(self, client: Any) -> tuple[int, str] | None:
         stored = await client.hgetall(self.key)
+        self.last_read = trio.current_time()
         if not stored or "version" not in stored or "text" not in stored:
             return None
         return int(stored["version"]), str(stored["text"])
