@@ -333,6 +333,7 @@ async def serve(
                 from amqprouter.fleet.config_store import ConfigStore
 
                 store = ConfigStore(config_store[0], controller, prefix=config_store[1])
+                stats.store_state = store.state
                 await nursery.start(store.run)
             if worker is not None:
                 announce_ready(worker, http_ports[0] if http_ports else 0)

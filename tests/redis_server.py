@@ -2,13 +2,16 @@
 
 Started on a free port without persistence (``--save '' --appendonly no``), so a stop
 and a start give an empty store, as a Redis restarted without persistence does.
+``start_cluster``: three of them made one Redis Cluster (no replicas), on loopback.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import attrs
 
@@ -21,6 +24,9 @@ START_TIMEOUT = 10.0
 class RedisServer:
     port: int
     process: subprocess.Popen[bytes] | None = None
+    #: More redis-server flags, and its working directory (a cluster node's nodes.conf).
+    flags: tuple[str, ...] = ()
+    directory: Path | None = None
 
     @property
     def url(self) -> str:
@@ -42,7 +48,9 @@ class RedisServer:
                 "no",
                 "--daemonize",
                 "no",
+                *self.flags,
             ],
+            cwd=self.directory,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
@@ -75,3 +83,22 @@ def start_redis() -> RedisServer:
     server = RedisServer(free_port())
     server.start()
     return server
+
+
+def start_cluster(nodes: int = 3) -> list[RedisServer]:
+    """``nodes`` redis-servers made one Redis Cluster, every slot covered; stop each."""
+    directory = Path(tempfile.mkdtemp(prefix="amqprouter-cluster-"))
+    servers = []
+    for _ in range(nodes):
+        server = RedisServer(free_port(), flags=("--cluster-enabled", "yes"))
+        server.directory = directory / str(server.port)
+        server.directory.mkdir()
+        server.start()
+        servers.append(server)
+    addresses = [f"127.0.0.1:{server.port}" for server in servers]
+    servers[0].cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
+    deadline = time.monotonic() + START_TIMEOUT
+    while any("cluster_state:ok" not in server.cli("CLUSTER", "INFO") for server in servers):
+        assert time.monotonic() < deadline, "the cluster did not form"
+        time.sleep(0.1)
+    return servers

@@ -480,9 +480,12 @@ _seconds = click.FloatRange(min=0.001)
     "Fleet",
     "--config-store",
     default=None,
-    metavar="redis://HOST:PORT/DB",
+    metavar="URL",
     help="Share the configuration (what CONFIG PRINT prints) with every router using "
-    "this Redis: a configuration command on any of them reaches all within a second; "
+    "this Redis (redis://HOST:PORT/DB, rediss://..., "
+    "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE[/DB], "
+    "redis+cluster://HOST:PORT[,HOST:PORT]): a configuration command on any of them "
+    "reaches all within a second; "
     "Redis away, each keeps serving with what it has and refuses configuration commands "
     "(docs/fleet.md). Needs the extra: pip install 'amqprouter[fleet]'.",
 )
@@ -741,12 +744,17 @@ def _config_store(url: str | None, prefix: str) -> tuple[str, str] | None:
     """--config-store and --config-prefix, checked; or exit 2."""
     if not url:
         return None
+    # Imported here: the fleet's modules are only for routers that use them.
+    from amqprouter.fleet.store_address import StoreAddressError, parse_store_address
+
     problem = None
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        problem = f"--config-store must be a redis:// URL, not {url!r}"
-    elif not prefix or any(ch.isspace() for ch in prefix):
+    try:
+        parse_store_address(url)
+    except StoreAddressError as exc:
+        problem = str(exc)
+    if problem is None and (not prefix or any(ch.isspace() for ch in prefix)):
         problem = "--config-prefix must be a name without spaces"
-    else:
+    elif problem is None:
         try:
             import coredis  # noqa: F401 - only to say clearly that the extra is missing
         except ImportError:

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -39,11 +40,14 @@ import coredis
 import coredis.exceptions
 import structlog
 import trio
+from coredis.connection import TCPLocation
 
 from amqprouter.control import commands as c
 from amqprouter.control.grammar import ParseError, parse
 from amqprouter.control.socket_server import Reply
 from amqprouter.fleet.snapshot import SnapshotError, SnapshotTarget, apply_snapshot
+from amqprouter.fleet.store_address import StoreAddress, parse_store_address
+from amqprouter.observe.stats import StoreState
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -99,12 +103,10 @@ class ConfigStore:
         self.version = 0
         #: Why Redis cannot be used now (None: connected and in step).
         self.problem: str | None = "not connected yet"
+        #: trio.current_time() of the last successful read of the store (STAT).
+        self.last_read: float | None = None
         self._client: coredis.Redis[str] | None = None
-        self._connect = connect or (
-            lambda url: coredis.Redis.from_url(
-                url, decode_responses=True, connect_timeout=OPERATION_TIMEOUT
-            )
-        )
+        self._connect = connect or (lambda url: open_client(parse_store_address(url)))
         # Commands and syncs one at a time: each reads the version it writes after.
         self._lock = trio.Lock()
 
@@ -116,6 +118,11 @@ class ConfigStore:
             f"configuration store {self.url} unreachable ({self.problem}): serving the "
             f"last configuration (version {self.version}); configuration commands are refused"
         )
+
+    def state(self) -> StoreState:
+        """The store's state for STAT: up, the version applied, seconds since a read."""
+        since = None if self.last_read is None else trio.current_time() - self.last_read
+        return StoreState(up=self.problem is None, version=self.version, since_read=since)
 
     def metrics(self) -> str:
         """Prometheus families of the store's state, for /metrics."""
@@ -197,6 +204,7 @@ class ConfigStore:
 
     async def _read(self, client: Any) -> tuple[int, str] | None:
         stored = await client.hgetall(self.key)
+        self.last_read = trio.current_time()
         if not stored or "version" not in stored or "text" not in stored:
             return None
         return int(stored["version"]), str(stored["text"])
@@ -301,6 +309,46 @@ class ConfigStore:
                 await apply_snapshot(self.controller, text, source="before the command")
             except SnapshotError as exc:
                 log.error("could not undo a change the store did not take", error=str(exc))
+
+
+@asynccontextmanager
+async def open_client(address: StoreAddress) -> AsyncIterator[Any]:
+    """A client of the store at ``address``, for one connection's lifetime.
+
+    Sentinel: the primary the Sentinels name now (asked again at each reconnect, so a
+    failover is followed). Cluster: plain PUBLISH reaches every node's subscribers and
+    a transaction on the one ``<prefix>:config`` key stays on its node; the repair read
+    every second stays the backstop, as everywhere.
+    """
+    timeout = OPERATION_TIMEOUT
+    if address.kind == "redis":
+        async with coredis.Redis.from_url(
+            address.url, decode_responses=True, connect_timeout=timeout
+        ) as client:
+            yield client
+        return
+    locations = [TCPLocation(host, port) for host, port in address.nodes]
+    if address.kind == "sentinel":
+        async with coredis.Sentinel(
+            locations, decode_responses=True, connect_timeout=timeout
+        ) as sentinel:
+            primary = sentinel.primary_for(
+                address.service,
+                db=address.db,
+                username=address.username,
+                password=address.password,
+            )
+            async with primary as client:
+                yield client
+        return
+    async with coredis.RedisCluster(
+        startup_nodes=locations,
+        decode_responses=True,
+        connect_timeout=timeout,
+        username=address.username,
+        password=address.password,
+    ) as cluster:
+        yield cluster
 
 
 def _reason(error: BaseException) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Literal
 
 from amqprouter.observe.process import ProcessStats
-from amqprouter.observe.stats import BufferStats, ConnectionStats, StatsSnapshot
+from amqprouter.observe.stats import BufferStats, ConnectionStats, StatsSnapshot, StoreState
 from amqprouter.text import escape
 
 Output = Literal["json", "human"]
@@ -56,6 +56,29 @@ def buffers_json(buffers: BufferStats) -> str:
     return _json_object((("spill_to_heap_count", buffers.spill_to_heap_count), ("pools", pools)))
 
 
+def _since_read(store: StoreState) -> float | None:
+    # Tenths: the reads are a second apart, finer would be noise.
+    return None if store.since_read is None else round(store.since_read, 1)
+
+
+def store_json(store: StoreState) -> str:
+    return _json_object(
+        (
+            ("up", json.dumps(store.up)),
+            ("version", store.version),
+            ("secondsSinceRead", json.dumps(_since_read(store))),
+        )
+    )
+
+
+def store_human(store: StoreState) -> str:
+    since = _since_read(store)
+    return (
+        f"Up: {'yes' if store.up else 'no'} Version: {store.version} "
+        f"Since last read: {'never' if since is None else f'{since:g} s'}"
+    )
+
+
 def _axis_json(axis: Mapping[str, ConnectionStats]) -> str:
     return _json_object((key, stats_json(stats)) for key, stats in axis.items())
 
@@ -70,6 +93,8 @@ def snapshot_json(snapshot: StatsSnapshot, *, sources: bool = True) -> str:
     if sources:
         parts.append(("sources", _axis_json(snapshot.sources)))
     parts.append(("backends", _axis_json(snapshot.backends)))
+    if snapshot.store is not None:
+        parts.append(("configStore", store_json(snapshot.store)))
     return _json_object(parts)
 
 
@@ -133,6 +158,8 @@ def snapshot_human(snapshot: StatsSnapshot, *, sources: bool = True) -> str:
     for title, axis in axes:
         lines.append(f"{title}:")
         lines += [f"{escape(key)}: {stats_human(stats, interval)}" for key, stats in axis.items()]
+    if snapshot.store is not None:
+        lines += ["ConfigStore:", store_human(snapshot.store)]
     return "".join(line + "\n" for line in lines)
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Final
 
+import attrs
 import structlog
 import trio
 
 from amqprouter.observe.render import DEFAULT_PREFIX, Output, render, statsd_lines
 from amqprouter.observe.session_metrics import SessionMetrics
-from amqprouter.observe.stats import StatsCollector, StatsSnapshot
+from amqprouter.observe.stats import StatsCollector, StatsSnapshot, StoreState
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -64,6 +65,9 @@ class StatsService:
         #: Session events counted as they happen (/metrics' alerting figures).
         self.events = SessionMetrics()
         self._listeners: list[trio.MemorySendChannel[StatsSnapshot]] = []
+        #: The configuration store's state at each snapshot (``--config-store``; set by
+        #: the application, which owns the store: the store lives above this layer).
+        self.store_state: Callable[[], StoreState | None] | None = None
 
     @property
     def listener_count(self) -> int:
@@ -89,6 +93,8 @@ class StatsService:
     def tick(self) -> StatsSnapshot:
         """One collection, published to every listener and StatsD endpoint."""
         snapshot = self.collector.collect()
+        if self.store_state is not None:
+            snapshot = attrs.evolve(snapshot, store=self.store_state())
         for channel in list(self._listeners):
             try:
                 channel.send_nowait(snapshot)

@@ -196,6 +196,18 @@ class BufferStats:
         ]
 
 
+@attrs.frozen(slots=True)
+class StoreState:
+    """The shared configuration store's state (``--config-store``), as STAT shows it."""
+
+    #: Reachable, and this router in step with it.
+    up: bool
+    #: The stored version this router applied last (0: none yet).
+    version: int
+    #: Seconds since the last successful read of the store; None: never read.
+    since_read: float | None
+
+
 @attrs.frozen
 class StatsSnapshot:
     """One interval's statistics; what STAT LISTEN and STAT SEND render."""
@@ -210,6 +222,8 @@ class StatsSnapshot:
     interval: float
     #: (vhost, backend name) → this interval's stats: what Prometheus gauges show.
     pairs: Mapping[tuple[str, str], ConnectionStats] = attrs.field(factory=dict)
+    #: The configuration store's state; None without ``--config-store``.
+    store: StoreState | None = None
 
 
 def empty_snapshot(interval: float) -> StatsSnapshot:

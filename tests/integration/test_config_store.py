@@ -11,9 +11,11 @@ emptied while the routers run is re-seeded.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pika
@@ -69,6 +72,22 @@ class Router:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics") as reply:
             return str(reply.read().decode())
+
+    def store_stat(self) -> dict[str, Any]:
+        """STAT's ``configStore``, from one STAT LISTEN json all snapshot (read as a plain
+        client reads it: the chunks, no framing)."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(WAIT)
+            conn.connect(str(self.socket))
+            conn.sendall(b"STAT LISTEN json all\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                assert chunk, "the STAT LISTEN stream ended"
+                data += chunk
+        store = json.loads(data.split(b"\n")[0])["configStore"]
+        assert isinstance(store, dict)
+        return store
 
     def session_ids(self) -> list[str]:
         return re.findall(r"^id=(\d+)", self.ctl("CONN").out, re.MULTILINE)
@@ -170,8 +189,15 @@ def test_redis_away_loses_no_session_and_no_change(pair: Pair, redis: RedisServe
     for channel in channels:
         channel.confirm_delivery()
     before = sorted(first.session_ids() + second.session_ids())
+    store = first.store_stat()
+    assert store["up"] is True and store["version"] >= 1
+    assert store["secondsSinceRead"] <= 1.5  # the repair read, once a second
     redis.stop()
     wait_for(lambda: "unreachable" in first.readyz()[1], "r1 to notice")
+    # STAT says it too: down, the version still in force, its last read growing old.
+    wait_for(lambda: first.store_stat()["up"] is False, "STAT to show the outage")
+    assert first.store_stat()["version"] == store["version"]
+    wait_for(lambda: first.store_stat()["secondsSinceRead"] > 2, "STAT's last read to age")
     status, body = first.readyz()
     assert status == 200 and "serving the last configuration" in body
     assert "amqprouter_config_store_up 0" in first.metrics()

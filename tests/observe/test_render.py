@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from os import times_result as os_times
 
+import attrs
 import pytest
 
 from amqprouter.observe.process import ProcessSampler, ProcessStats, current_rss_kb
 from amqprouter.observe.render import human_bytes, render, statsd_lines
-from amqprouter.observe.stats import BufferStats, ConnectionStats, StatsSnapshot
+from amqprouter.observe.stats import BufferStats, ConnectionStats, StatsSnapshot, StoreState
 
 STATS = ConnectionStats(
     paused=1,
@@ -107,6 +108,28 @@ def test_all_human() -> None:
         "\n"
     )
     assert "Sources:" not in render(snapshot(), "human", "all-except-per-source")
+
+
+def test_the_config_store_state_ends_the_whole_views_only_with_a_store() -> None:
+    up = attrs.evolve(snapshot(), store=StoreState(up=True, version=7, since_read=0.43))
+    parsed = json.loads(render(up, "json", "all"))
+    assert list(parsed)[-1] == "configStore"
+    assert parsed["configStore"] == {"up": True, "version": 7, "secondsSinceRead": 0.4}
+    assert "configStore" in json.loads(render(up, "json", "all-except-per-source"))
+    assert render(up, "human", "all").endswith(
+        "ConfigStore:\nUp: yes Version: 7 Since last read: 0.4 s\n\n"
+    )
+    never = attrs.evolve(snapshot(), store=StoreState(up=False, version=0, since_read=None))
+    assert json.loads(render(never, "json", "all"))["configStore"] == {
+        "up": False,
+        "version": 0,
+        "secondsSinceRead": None,
+    }
+    assert "Up: no Version: 0 Since last read: never\n" in render(never, "human", "all")
+    # Without --config-store: absent, and the filtered views never carry it.
+    assert "configStore" not in render(snapshot(), "json", "all")
+    assert "ConfigStore" not in render(snapshot(), "human", "all")
+    assert "configStore" not in render(up, "json", "overall")
 
 
 FORGED = "/x\nid=999 vhost=evil\x1b[31m\x7f\u2028"
