@@ -50,6 +50,9 @@ from amqprouter.session import SessionSettings, Timeouts
 from amqprouter.session import settings as defaults
 from amqprouter.text import escape
 
+#: --config-prefix when --config-store is given without one (docs/fleet.md).
+DEFAULT_CONFIG_PREFIX: Final = "amqprouter"
+
 #: amqpprox's first words (scripts may match them), then this tool's own flag names.
 SIMPLE_MODE_INCOMPLETE = (
     "If configuring in simple mode, --listen-port, --destination-port and "
@@ -492,8 +495,8 @@ _seconds = click.FloatRange(min=0.001)
 @option(
     "Fleet",
     "--config-prefix",
-    default="amqprouter",
-    show_default=True,
+    default=None,
+    show_default=DEFAULT_CONFIG_PREFIX,
     metavar="NAME",
     help="With --config-store: the keys are NAME:config and NAME:changes, so several "
     "fleets can share one Redis.",
@@ -569,7 +572,7 @@ def main(
     worker_max_rss: int | None,
     fleet_worker: str | None,
     config_store: str | None,
-    config_prefix: str,
+    config_prefix: str | None,
     check: bool,
 ) -> None:
     """An AMQP 0.9.1 router: clients connect to it as to RabbitMQ, and each
@@ -740,10 +743,15 @@ def _worker_role(spec: str | None) -> WorkerRole | None:
         sys.exit(EXIT_USAGE)
 
 
-def _config_store(url: str | None, prefix: str) -> tuple[str, str] | None:
+def _config_store(url: str | None, prefix: str | None) -> tuple[str, str] | None:
     """--config-store and --config-prefix, checked; or exit 2."""
     if not url:
+        if prefix is not None:  # a prefix alone would be silently ignored: refused
+            click.echo("--config-prefix applies to --config-store", err=True)
+            sys.exit(EXIT_USAGE)
         return None
+    if prefix is None:
+        prefix = DEFAULT_CONFIG_PREFIX
     # Imported here: the fleet's modules are only for routers that use them.
     from amqprouter.fleet.store_address import StoreAddressError, parse_store_address
 

@@ -88,3 +88,9 @@ def test_the_command_line_refuses_a_bad_address_before_starting() -> None:
     result = _run("--config-store", "redis+sentinel://s1:26379")
     assert result.returncode == 2, result.stderr
     assert "--config-store: redis+sentinel://host:port[,host:port]/service_name" in result.stderr
+
+
+def test_a_prefix_without_a_store_is_refused_not_ignored() -> None:
+    result = _run("--config-prefix", "prod")
+    assert result.returncode == 2, result.stderr
+    assert "--config-prefix applies to --config-store" in result.stderr
