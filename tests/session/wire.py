@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.testing
 from pamqp import base, commands, frame
 
 from amqprouter.protocol import Frame, FrameReader, constants
@@ -200,7 +201,13 @@ async def router(
     trio's clock (for tests on a MockClock). ``primed``: primed broker connections per
     backend, off by default since a scripted fake broker expects its connections to be
     sessions (tests/server/test_primed.py turns them on). ``forwarding``: the data plane,
-    by default the run's (``pytest --forwarding``, AMQPROUTER_FORWARDING)."""
+    by default the run's (``pytest --forwarding``, AMQPROUTER_FORWARDING), the pumps on a
+    MockClock."""
+    if forwarding is None:
+        # The engine's thread runs in real time, unseen by a MockClock: an autojump
+        # clock would leap past every wait for it. Mock-clock tests use the pumps.
+        on_mock_clock = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        forwarding = "tasks" if on_mock_clock else forwarding_of_run()
     routing = routing or RoutingTable()
     if broker_port is not None:
         routing = RoutingTable.single(Backend("fake", "none", "127.0.0.1", broker_port))
@@ -209,7 +216,7 @@ async def router(
         routing,
         clock=clock,
         primed_per_backend=primed,
-        forwarding=forwarding or forwarding_of_run(),
+        forwarding=forwarding,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
