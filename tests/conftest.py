@@ -69,7 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="the routers' data plane for this run (sets AMQPROUTER_FORWARDING, which the "
         "router processes the tests spawn read, and which tests/session/wire.py's "
-        "in-process routers follow); default: the environment's, else the router's own",
+        "in-process routers follow); default: the environment's, else the router's own "
+        "(engine)",
     )
 
 
@@ -80,8 +81,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def forwarding() -> Literal["engine", "tasks"]:
-    """The data plane in-process routers use in this run (AMQPROUTER_FORWARDING)."""
-    return "engine" if os.environ.get("AMQPROUTER_FORWARDING") == "engine" else "tasks"
+    """The data plane in-process routers use in this run (AMQPROUTER_FORWARDING): the
+    router's default, the engine, unless the run asks for the pumps."""
+    return "tasks" if os.environ.get("AMQPROUTER_FORWARDING") == "tasks" else "engine"
 
 
 # --------------------------------------------------------------------------- #

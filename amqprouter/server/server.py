@@ -80,11 +80,12 @@ class Server:
         primed_per_backend: int = PRIMED_PER_BACKEND,
         max_connections: int = 0,
         data_rate_burst: float = BURST_SECONDS,
-        forwarding: Forwarding = "tasks",
+        forwarding: Forwarding = "engine",
     ) -> None:
         self.settings = settings
-        #: ``--forwarding engine``: one thread forwards every established plain session
-        #: (net/engine.py), owned by a task of this server's nursery; None with ``tasks``.
+        #: ``--forwarding engine`` (the default): one thread forwards every established
+        #: plain session (net/engine.py), owned by a task of this server's nursery; None
+        #: with ``tasks``.
         self.engine = Engine() if forwarding == "engine" else None
         #: Per-listener connection caps, the control socket's descriptor reserve and the
         #: shedding of silent clients (capacity.py); ``max_connections`` 0 derives the cap.
