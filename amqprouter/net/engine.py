@@ -20,7 +20,8 @@ per batch): a link's end, and channel-0 method frames (Close, Close-Ok, Blocked,
 Unblocked) for the session to act on. ``Outcome.LEFT`` means "continue on the task
 path": the session paused, got a data-rate limit, or the engine stopped; any bytes the
 engine still owed a peer are in the link (``owed_to_client``/``owed_to_broker``) and go
-out first.
+out first. A session handed back comes in again, with a new ``Link`` over the same
+sockets and scanners, once nothing holds it on the task path (session/forwarding.py).
 
 Back-pressure and memory: a side is not read while bytes are owed to its peer, so a
 link holds at most one read (``READ_SIZE``) and one partial frame per direction.
@@ -76,6 +77,9 @@ class Outcome(enum.Enum):
     BROKER_ERROR = "broker sent a malformed frame"
     #: Handed back: continue on the task path (pause, data-rate limit, engine stop).
     LEFT = "left the engine"
+    #: Handed back after an error of the engine's own on this link (``Link.detail``):
+    #: the session continues on the task path and does not come back.
+    FAILED = "the engine failed on it"
 
 
 class Owner(Protocol):
@@ -349,7 +353,8 @@ class Engine:
         except Exception as exc:  # a bug here must end one session, not the engine
             log.exception("forwarding engine error", error=str(exc))
             if side.link in self._links:
-                self._finish(side.link, Outcome.LEFT)
+                side.link.detail = repr(exc)
+                self._finish(side.link, Outcome.FAILED)
 
     def _flush(self, side: _Side) -> bool:
         """Write what ``side`` is owed; whether all of it is out (False: full or ended)."""

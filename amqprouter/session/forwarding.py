@@ -1,17 +1,31 @@
-"""Forwarding: two pumps move a session's bytes, reading only frame headers.
+"""Forwarding: a session's bytes move whole frames at a time, reading only headers.
 
-Once both handshakes are done, ``_forward`` runs two pumps, each given its
-``Direction``: client→broker in the session's task, broker→client in one child task
-(two tasks per session keeps idle sessions small). A pump reads what is there, has
-``FrameScanner`` cut it at the last whole frame and writes those frames on; a
-transport is written by exactly one task at a time, so whole frames never interleave.
-The only frames decoded are channel 0's methods (``_on_channel_zero``): Close and
-Close-Ok (the close handshake passing through), Blocked and Unblocked (supervision).
+Once both handshakes are done, ``_forward`` moves the session's bytes in one of two
+ways, and may switch between them several times in its life:
 
-The pump loop is the hot path: per read it looks at two attributes (the pause, the
-data budget), stamps the direction's last data and calls the scanner, and nothing
-else; no await unless it must wait, a pause holds it or a budget is spent. The first
-pump to stop says why (``End``) and the session goes on to closing.py.
+* **the forwarding engine** (net/engine.py, the default data plane): a plain-TCP
+  session hands its two sockets and scanners to the server's engine thread and awaits
+  an ``Outcome``; its task parks there, with no child task and no nursery.
+* **the pumps**, each given its ``Direction``: client→broker in the session's task,
+  broker→client in one child task, in a nursery opened for that stretch
+  (``_forward_on_tasks``). TLS sessions use them for life; a paused session (its
+  client's data held, the broker heartbeated) and one paced by a data-rate limit use
+  them while that lasts. When it ends (an unpause, a limit lifted), ``_request_engine``
+  sets ``_back``: each pump stops at its next park, where it holds nothing (every
+  byte it read is written, a partial frame stays in the scanner), the nursery ends
+  once the keeper has too, and the session goes back into the engine with the same
+  scanners, so no byte is lost or reordered across the switch.
+
+A pump reads what is there, has ``FrameScanner`` cut it at the last whole frame and
+writes those frames on; a transport is written by exactly one task at a time, so whole
+frames never interleave. The only frames decoded are channel 0's methods
+(``_on_channel_zero``): Close and Close-Ok (the close handshake passing through),
+Blocked and Unblocked (supervision).
+
+The pump loop is the hot path of the task path: per read it looks at two attributes
+(the pause, the data budget), stamps the direction's last data and calls the scanner,
+and nothing else; no await unless it must wait, a pause holds it or a budget is spent.
+The first direction to stop says why (``End``) and the session goes on to closing.py.
 """
 
 from __future__ import annotations
@@ -108,17 +122,14 @@ class Forwarding(SessionState):
         )
         outcome: list[End] = []  # what ended forwarding: empty if a close deadline did
         watchdog = self.context.watchdog
-
-        async def pump(way: Direction) -> None:
-            outcome.append(await self._pump(way))
-            scope.cancel()  # one direction ended: so does the other
-
         try:
-            # One scope for all of forwarding: the pumps' nursery's. Disconnects cancel it
-            # and a Close sets its deadline (``_forwarding``); a scope (and its cancel
-            # status) less per session than a scope around the nursery.
-            async with trio.open_nursery() as nursery:
-                scope = self._forwarding = nursery.cancel_scope
+            # One scope for all of forwarding: disconnects and the watchdog cancel it and
+            # a Close sets its deadline (``_forwarding``). A plain scope, not a nursery:
+            # a session in the engine has no child task, and the pumps' nursery is opened
+            # only for a stretch on the task path (``_forward_on_tasks``), so an idle
+            # engine session holds one parked task and this scope.
+            with trio.CancelScope() as scope:
+                self._forwarding = scope
                 # The handshake just carried data both ways (it may have been held at
                 # Open for long): supervision and CONN's idle times start from here.
                 now = self.last_ingress = self.last_egress = self._now()
@@ -127,19 +138,22 @@ class Forwarding(SessionState):
                 early = await self._deliver_early(client_early, broker_early)
                 if early is not None:
                     outcome.append(early)
-                elif (engine := self.context.engine) is not None and self._fits_engine(engine):
-                    # The engine forwards until the session ends, or hands it back (a
-                    # pause, a data-rate limit, the engine's stop) to the pumps below.
-                    ended = await self._forward_in_engine(engine)
-                    if ended is not None:
-                        outcome.append(ended)
-                if not outcome:
-                    # Only now: a keeper task (pause) writes to the broker too, so it must
-                    # not start while the early frames are being written.
-                    self._forwarding_tasks = nursery
-                    self._start_keeper()  # paused before forwarding began
-                    nursery.start_soon(pump, self._downstream())
-                    await pump(self._upstream())
+                engine = self.context.engine
+                while not outcome:
+                    if engine is not None and self._fits_engine(engine):
+                        # The engine forwards until the session ends, or hands it back
+                        # (a pause, a data-rate limit, the engine's stop) to the pumps.
+                        left = await self._forward_in_engine(engine)
+                        if isinstance(left, End):
+                            outcome.append(left)
+                            break
+                        if left is Outcome.FAILED:
+                            engine = None  # the engine failed on it: tasks for its life
+                        elif self._fits_engine(engine):
+                            continue  # paused and resumed at once: straight back in
+                    # The pumps, until the session ends (``outcome``) or may go back
+                    # into the engine (an unpause, a data-rate limit lifted).
+                    await self._forward_on_tasks(outcome)
         finally:
             self._forwarding = self._forwarding_tasks = None
             if watchdog is not None and self._watch_handle is not None:
@@ -153,23 +167,29 @@ class Forwarding(SessionState):
         await self._finish(end)
 
     def _fits_engine(self, engine: Engine) -> bool:
-        """Whether the engine may forward this session: plain TCP both ways (a TLS
-        transport decrypts in its own buffers: the task path), nothing pacing or holding
-        the client's data, and the real clock (the engine stamps ``time.monotonic``)."""
+        """Whether the engine may forward this session now: ``_engine_takes`` and no
+        pause (nor one still winding down), and no write of the task path unfinished."""
+        return self._pause is None and not self._writing and self._engine_takes(engine)
+
+    def _engine_takes(self, engine: Engine) -> bool:
+        """Whether the engine may forward this session, a pause aside: plain TCP both
+        ways (a TLS transport decrypts in its own buffers: the task path), no data-rate
+        budget pacing the client, and the real clock (the engine stamps
+        ``time.monotonic``)."""
         return (
             engine.running
             and type(self.client) is PlainTransport
             and type(self.broker) is PlainTransport
-            and self._pause is None
             and self.data_budget is None
             and self._now is time.monotonic
         )
 
-    async def _forward_in_engine(self, engine: Engine) -> End | None:
-        """Forward through the engine: why the session ended, or None when the engine
-        handed it back (what it owed each peer is written here first, then the pumps
-        take over). Cancelling (a disconnect, the watchdog, a close deadline) evicts it;
-        a peer the engine owed bytes stays in ``_writing``, so closing cuts it."""
+    async def _forward_in_engine(self, engine: Engine) -> End | Outcome:
+        """Forward through the engine: why the session ended, or how the engine handed
+        it back (``LEFT``, or ``FAILED``: the engine failed on it) once what it owed
+        each peer is written. Cancelling (a disconnect, the watchdog, a close deadline)
+        evicts it; a peer the engine owed bytes stays in ``_writing``, so closing cuts
+        it."""
         assert self.broker is not None
         client, broker = self.client.raw_socket(), self.broker.raw_socket()
         assert client is not None and broker is not None
@@ -185,7 +205,9 @@ class Forwarding(SessionState):
             result = await engine.forward(link)
         finally:
             self._link = None
-        if result is Outcome.LEFT:
+        if result is Outcome.LEFT or result is Outcome.FAILED:
+            if result is Outcome.FAILED:
+                self.log.warning("forwarding engine failed", error=link.detail)
             for peer, owed in (
                 (self.broker, link.owed_to_broker),
                 (self.client, link.owed_to_client),
@@ -196,11 +218,63 @@ class Forwarding(SessionState):
                     except PeerGone:
                         return End.CLIENT_GONE if peer is self.client else End.BROKER_GONE
                     self._writing.discard(peer)
-            return None
+            return result
         if result in (Outcome.CLIENT_ERROR, Outcome.BROKER_ERROR):
             sender = "client" if result is Outcome.CLIENT_ERROR else "broker"
             self.log.warning("malformed frame", sender=sender, error=link.detail)
         return _ENDS[result]
+
+    async def _forward_on_tasks(self, outcome: list[End]) -> None:
+        """Forward with the pumps (and a pause's keeper) in a nursery of their own,
+        until one direction ends (its ``End`` appended to ``outcome``, the forwarding
+        scope cancelled) or every task there is done because the session may go back
+        into the engine (``_back``; ``outcome`` stays empty)."""
+        self._back = False
+        try:
+            async with trio.open_nursery() as nursery:
+                # Only now: a keeper task (pause) writes to the broker too, so it must not
+                # start while the early frames or the engine's owed bytes are written.
+                self._forwarding_tasks = nursery
+                self._start_keeper()  # paused before forwarding began, or in the engine
+                nursery.start_soon(self._run_pump, self._downstream(), outcome)
+                await self._run_pump(self._upstream(), outcome)
+        finally:
+            self._forwarding_tasks = None
+
+    async def _run_pump(self, way: Direction, outcome: list[End]) -> None:
+        end = await self._pump(way)
+        if end is None:
+            # Back to the engine: this pump stopped at a park, with nothing in hand; the
+            # other one stops at its own (woken if it is parked already).
+            self._wake_pumps()
+            return
+        outcome.append(end)
+        assert self._forwarding is not None
+        self._forwarding.cancel()  # one direction ended: so does the other
+
+    def _request_engine(self) -> None:
+        """On the task path, whatever held the session there has gone (an unpause, a
+        data-rate limit lifted): if the engine may take it, the pumps stop at their next
+        park, each with nothing in hand, and the session goes back into the engine with
+        its scanners (a partial frame stays in its scanner). A no-op otherwise."""
+        engine = self.context.engine
+        if self._forwarding_tasks is None or engine is None or not self._engine_takes(engine):
+            return
+        self._back = True
+        self._wake_pumps()
+
+    def _wake_pumps(self) -> None:
+        """Wake a pump parked waiting for its socket, if it is there, so that it sees
+        ``_back``. ``notify_closing`` wakes every wait on a socket, a write's too, so a
+        socket with a write under way (in ``_writing``) is left alone: the pump writing
+        to it stops at its next park anyway. No pause hold waits on a socket here (an
+        unpause has already cancelled its wait)."""
+        assert self.broker is not None
+        for transport in (self.client, self.broker):
+            if transport not in self._writing:
+                sock = transport.raw_socket()
+                if sock is not None and (fd := sock.fileno()) != -1:
+                    trio.lowlevel.notify_closing(fd)
 
     async def _deliver_early(self, client_early: bytes, broker_early: bytes) -> End | None:
         """Frames pipelined during the handshake go first, in order; an End if that fails."""
@@ -223,8 +297,9 @@ class Forwarding(SessionState):
         assert self.broker is not None
         return Direction(self.broker, self.client, self.egress, from_client=False)
 
-    async def _pump(self, way: Direction) -> End:
-        """Move ``way``'s bytes until one side ends; returns why."""
+    async def _pump(self, way: Direction) -> End | None:
+        """Move ``way``'s bytes until one side ends; returns why, or None at a park
+        once the session may go back into the engine (``_back``, not paused)."""
         src, from_client = way.src, way.from_client
         dst, writing = way.dst, self._writing
         # As for reads: a plain socket is written straight from here, a coroutine less
@@ -254,7 +329,14 @@ class Forwarding(SessionState):
             if drained and (pending is None or not pending()):
                 # The last read came back short, so the kernel buffer was empty: wait
                 # instead of paying for a recv() that would only say EAGAIN.
-                await wait_readable()
+                if self._back and not self.paused:
+                    return None  # nothing in hand: the engine may have the socket
+                try:
+                    await wait_readable()
+                except trio.ClosedResourceError:
+                    if self._back:
+                        continue  # woken by ``_wake_pumps``: look again
+                    raise
                 budget = YIELD_EVERY
             try:
                 data = recv(size)
@@ -306,6 +388,7 @@ class Forwarding(SessionState):
         the back-pressure: nothing is dropped."""
         if data_budget.inert:  # the limits were lifted while forwarding
             self.data_budget = None
+            self._request_engine()
             return 0.0, sockets.READ_SIZE
         now = trio.current_time()
         wait, alarm = data_budget.spend(size, now)

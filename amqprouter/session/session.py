@@ -107,7 +107,7 @@ class Session(Opening, Forwarding, Supervised, Closing):
             self._pause.rearm()
         if self._link is not None and self.context.engine is not None:
             # The pumps hold and the keeper heartbeats: the session leaves the engine
-            # for the task path (for the rest of its life).
+            # for the task path, until the unpause.
             self.context.engine.evict(self._link)
         self._start_keeper()
         self.log.info("session paused")
@@ -126,6 +126,7 @@ class Session(Opening, Forwarding, Supervised, Closing):
         self.log.info("session unpaused", held_bytes=pause.held_bytes)
         pause.resume()
         self._release(pause)
+        self._request_engine()  # on the task path for the pause: back into the engine
         return True
 
     def disconnect(self, end: End, reason: str) -> bool:
@@ -173,8 +174,14 @@ class Session(Opening, Forwarding, Supervised, Closing):
     def _start_keeper(self) -> None:
         pause = self._pause
         if self._forwarding_tasks is not None and pause is not None and not pause.keeper_running:
+            try:
+                self._forwarding_tasks.start_soon(self._keep_broker_alive, pause)
+            except RuntimeError:
+                # "Nursery is closed to new arrivals": the pumps have just stopped to go
+                # back into the engine; the session, paused, starts them again with the
+                # keeper (``_forward_on_tasks``).
+                return
             pause.keeper_running = True
-            self._forwarding_tasks.start_soon(self._keep_broker_alive, pause)
 
     async def _keep_broker_alive(self, pause: Pause) -> None:
         """The keeper task (pause.py): heartbeats, and the end of a pause gone wrong."""

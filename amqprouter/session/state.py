@@ -60,6 +60,7 @@ class SessionState:
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
+        "_back",
         "_blocked",
         "_close_ok_forwarded",
         "_closed_by",
@@ -179,6 +180,9 @@ class SessionState:
         # The nursery the pumps run in while forwarding (the session's own): a pause
         # starts the heartbeat keeper there (session control, ``_start_keeper``).
         self._forwarding_tasks: trio.Nursery | None = None
+        # Set on the task path when the session may go back into the forwarding engine
+        # (an unpause, a data-rate limit lifted): each pump stops at its next park.
+        self._back = False
         self._heartbeat = 0
         # Supervision while forwarding (``watch_check``): this session's place in the
         # server's watchdog, when client→broker supervision last (re)started (a resume,
