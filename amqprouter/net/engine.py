@@ -92,10 +92,19 @@ class Owner(Protocol):
     def data_budget(self) -> object: ...
 
 
+class WriteSet(Protocol):
+    """The session's set of transports with a write under way (a ``set`` will do)."""
+
+    def add(self, transport: Any, /) -> None: ...
+
+    def discard(self, transport: Any, /) -> None: ...
+
+
 class _Side:
     """One socket of a link: what it reads goes to ``peer``."""
 
     __slots__ = (
+        "fd",
         "from_client",
         "hangup",
         "link",
@@ -115,6 +124,8 @@ class _Side:
         self.transport = transport
         self.scanner = scanner
         self.from_client = False
+        #: The descriptor it is registered under (kept: the socket may be closed first).
+        self.fd = -1
         #: Bytes read from the peer and not yet taken by this socket's kernel buffer.
         self.owed: memoryview | None = None
         #: Edge-triggered: True until a read finds the kernel buffer empty.
@@ -129,6 +140,7 @@ class Link:
     """One session inside the engine: its two sockets, scanners and outcome."""
 
     __slots__ = (
+        "_engine",
         "_task",
         "broker",
         "clean",
@@ -145,7 +157,7 @@ class Link:
         owner: Owner,
         client: tuple[socket.socket, object, FrameScanner],
         broker: tuple[socket.socket, object, FrameScanner],
-        writing: set[Any],
+        writing: WriteSet,
         on_channel_zero: Callable[[list[Frame], str], None],
     ) -> None:
         self.owner = owner
@@ -166,6 +178,19 @@ class Link:
         #: What went wrong, for the session's log line (a malformed frame's error).
         self.detail = ""
         self._task: trio.lowlevel.Task | None = None
+        self._engine: Engine | None = None
+
+    def abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        """The waiting session was cancelled (trio's abort callback, on the trio thread):
+        the thread forgets the link, and an end it already posted is not delivered. A
+        method, not a closure made per wait: an idle session holds only its bound form."""
+        engine = self._engine
+        assert engine is not None
+        with engine.lock:
+            if self in engine._links:
+                engine._drop(self)
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     @property
     def owed_to_client(self) -> bytes:
@@ -183,7 +208,10 @@ class Engine:
         self.lock = threading.Lock()
         self._epoll: select.epoll | None = None
         self._wake = -1
-        self._sides: dict[int, _Side] = {}
+        # Each registered socket's side, indexed by its descriptor (a list, not a dict:
+        # 8 bytes a socket where a dict entry costs over 50); grown in place only, since
+        # the thread holds it in a local.
+        self._sides: list[_Side | None] = []
         self._links: set[Link] = set()
         self._again: collections.deque[_Side] = collections.deque()
         # Filled by the thread under the lock, handed to trio once per batch.
@@ -238,28 +266,33 @@ class Engine:
     async def forward(self, link: Link) -> Outcome:
         """Move ``link``'s bytes until it ends or leaves; cancellation evicts it.
 
+        On the trio thread; the caller checked ``running``. A session does the same in
+        its own frame (``enter``, then the wait), a coroutine less per idle session.
+        """
+        self.enter(link)
+        outcome: Outcome = await trio.lowlevel.wait_task_rescheduled(link.abort)
+        return outcome
+
+    def enter(self, link: Link) -> None:
+        """Take ``link`` in for the current task, which then awaits
+        ``trio.lowlevel.wait_task_rescheduled(link.abort)``: the ``Outcome``.
+
         On the trio thread; the caller checked ``running``.
         """
         assert self._epoll is not None
         link._task = trio.lowlevel.current_task()
+        link._engine = self
         with self.lock:
             self._links.add(link)
             for side in (link.client, link.broker):
-                self._sides[side.sock.fileno()] = side
+                fd = side.fd = side.sock.fileno()
+                if fd >= len(self._sides):
+                    self._sides.extend([None] * max(fd + 1 - len(self._sides), 64))
+                self._sides[fd] = side
                 # Edge-triggered, once for the link's life: registering a socket that
                 # already has data (or room) reports it once, so nothing is missed.
-                self._epoll.register(side.sock.fileno(), _MASK)
+                self._epoll.register(fd, _MASK)
             self.served += 1
-
-        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-            with self.lock:
-                if link in self._links:
-                    self._drop(link)
-            link._task = None  # an end the thread already posted is not delivered
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        outcome: Outcome = await trio.lowlevel.wait_task_rescheduled(abort)
-        return outcome
 
     def evict(self, link: Link) -> None:
         """Hand ``link`` back now (trio thread): its ``forward`` returns ``LEFT``."""
@@ -321,7 +354,7 @@ class Engine:
                 if self._stopping:
                     return
                 for fd, mask in events:
-                    side = sides.get(fd)
+                    side = sides[fd] if fd < len(sides) else None  # the eventfd: None
                     if side is not None:
                         self._handle(side, mask)
                 for _ in range(len(self._again)):
@@ -474,8 +507,11 @@ class Engine:
         self._links.discard(link)
         assert self._epoll is not None
         for side in (link.client, link.broker):
-            fd = side.sock.fileno()
-            if self._sides.pop(fd, None) is not None and fd != -1:
+            fd = side.fd
+            if 0 <= fd < len(self._sides) and self._sides[fd] is side:
+                self._sides[fd] = None
+                if side.sock.fileno() != fd:
+                    continue  # closed: the kernel dropped it (the number may be reused)
                 with contextlib.suppress(OSError):  # already closed: the kernel dropped it
                     self._epoll.unregister(fd)
 

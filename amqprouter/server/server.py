@@ -406,7 +406,7 @@ class Server:
         )
         self.sessions[session.id] = session
         self.capacity.opened(session)
-        self._nursery.start_soon(self._run_session, session)
+        self._nursery.start_soon(session.run, self._session_ended)
 
     def _admit(self, session_id: int, vhost: str) -> Admitted | Refused:
         """The sessions' Connection.Open hook: the LIMIT checks, then the vhost's data rate."""
@@ -432,17 +432,15 @@ class Server:
                 changed += 1
         return changed
 
-    async def _run_session(self, session: Session) -> None:
-        try:
-            await session.run()
-        finally:
-            del self.sessions[session.id]
-            self.capacity.closed(session)
-            self.limits.release(session.id)
-            if not self.sessions and self._emptied is not None:
-                self._emptied.set()
-            for callback in self.session_ended:
-                try:
-                    callback(session)
-                except Exception:  # one broken observer must not end the server
-                    log.exception("session-ended callback failed", session=session.id)
+    def _session_ended(self, session: Session) -> None:
+        """A session closed (called at the end of its ``run``): forget it."""
+        del self.sessions[session.id]
+        self.capacity.closed(session)
+        self.limits.release(session.id)
+        if not self.sessions and self._emptied is not None:
+            self._emptied.set()
+        for callback in self.session_ended:
+            try:
+                callback(session)
+            except Exception:  # one broken observer must not end the server
+                log.exception("session-ended callback failed", session=session.id)

@@ -107,7 +107,17 @@ class Forwarding(SessionState):
         def watch_check(self, now: float) -> float | None: ...
 
     async def _forward(self, tune: TuneParams, client_early: bytes, broker_early: bytes) -> None:
-        """Forward until either side ends; ``*_early`` were sent before the handshake ended."""
+        """Forward until either side ends; ``*_early`` were sent before the handshake ended.
+
+        Runs in the session's ``_cut`` scope, which is forwarding's scope too
+        (``_forwarding``): disconnects and the watchdog cancel it and a Close sets its
+        deadline; a forced cut is told apart by ``ended``. One scope, not one nested in
+        the other, and not a nursery: a session in the engine has no child task (the
+        pumps' nursery is opened only for a stretch on the task path,
+        ``_forward_on_tasks``), so an idle engine session is one parked task in one
+        scope. Why forwarding ended is ``_forward_end`` (None if a close deadline
+        ended it); ``Session.run`` then goes on to closing.
+        """
         assert self.broker is not None and self.backend is not None
         self.ingress.frame_max = tune.frame_max
         self.egress.frame_max = tune.frame_max
@@ -120,51 +130,60 @@ class Forwarding(SessionState):
             broker=endpoint(self.broker_address),
             local=endpoint(self.broker_local),
         )
-        outcome: list[End] = []  # what ended forwarding: empty if a close deadline did
         watchdog = self.context.watchdog
         try:
-            # One scope for all of forwarding: disconnects and the watchdog cancel it and
-            # a Close sets its deadline (``_forwarding``). A plain scope, not a nursery:
-            # a session in the engine has no child task, and the pumps' nursery is opened
-            # only for a stretch on the task path (``_forward_on_tasks``), so an idle
-            # engine session holds one parked task and this scope.
-            with trio.CancelScope() as scope:
-                self._forwarding = scope
-                # The handshake just carried data both ways (it may have been held at
-                # Open for long): supervision and CONN's idle times start from here.
-                now = self.last_ingress = self.last_egress = self._now()
-                if watchdog is not None:
-                    self._watch_handle = watchdog.watch(self, now + self._watch_step())
-                early = await self._deliver_early(client_early, broker_early)
-                if early is not None:
-                    outcome.append(early)
-                engine = self.context.engine
-                while not outcome:
-                    if engine is not None and self._fits_engine(engine):
-                        # The engine forwards until the session ends, or hands it back
-                        # (a pause, a data-rate limit, the engine's stop) to the pumps.
-                        left = await self._forward_in_engine(engine)
-                        if isinstance(left, End):
-                            outcome.append(left)
-                            break
-                        if left is Outcome.FAILED:
-                            engine = None  # the engine failed on it: tasks for its life
-                        elif self._fits_engine(engine):
-                            continue  # paused and resumed at once: straight back in
-                    # The pumps, until the session ends (``outcome``) or may go back
-                    # into the engine (an unpause, a data-rate limit lifted).
-                    await self._forward_on_tasks(outcome)
+            self._forwarding = self._cut
+            # The handshake just carried data both ways (it may have been held at Open
+            # for long): supervision and CONN's idle times start from here.
+            now = self.last_ingress = self.last_egress = self._now()
+            if watchdog is not None:
+                self._watch_handle = watchdog.watch(self, now + self._watch_step())
+            self._forward_end = await self._deliver_early(client_early, broker_early)
+            engine = self.context.engine
+            while self._forward_end is None:
+                if engine is not None and self._fits_engine(engine):
+                    # The engine forwards until the session ends, or hands it back (a
+                    # pause, a data-rate limit, the engine's stop) to the pumps. The wait
+                    # is here, in this frame: an idle session in the engine is this task
+                    # parked, no coroutine deeper (memory per session). Cancelling (a
+                    # disconnect, the watchdog, a close deadline) evicts it
+                    # (``Link.abort``); a peer the engine owed bytes stays in
+                    # ``_writing``, so closing cuts it.
+                    link = self._link = self._enter_engine(engine)
+                    try:
+                        result = await trio.lowlevel.wait_task_rescheduled(link.abort)
+                    finally:
+                        self._link = None
+                    left = await self._left_engine(link, result)
+                    if isinstance(left, End):
+                        self._forward_end = left
+                        break
+                    if left is Outcome.FAILED:
+                        engine = None  # the engine failed on it: tasks for its life
+                    elif self._fits_engine(engine):
+                        continue  # paused and resumed at once: straight back in
+                # The pumps, until the session ends (``_forward_end``, the scope
+                # cancelled) or may go back into the engine (an unpause, a data-rate
+                # limit lifted).
+                await self._forward_on_tasks()
         finally:
             self._forwarding = self._forwarding_tasks = None
             if watchdog is not None and self._watch_handle is not None:
                 watchdog.forget(self._watch_handle)
                 self._watch_handle = None
-        end = outcome[0] if outcome else End.TIMEOUT
-        if self._pending_end is not None and scope.cancelled_caught:
+
+    async def _close_forwarded(self, cancelled: bool) -> None:
+        """After forwarding (``cancelled``: its scope caught a cancellation): why it
+        ended, then the close on whichever side is still there (closing.py), in a scope
+        of its own that a forced cut cancels."""
+        end = self._forward_end or End.TIMEOUT
+        if self._pending_end is not None and cancelled:
             end = self._pending_end
         self.ended = end
         self.state = State.CLOSING
-        await self._finish(end)
+        self._cut = trio.CancelScope()
+        with self._cut:
+            await self._finish(end)
 
     def _fits_engine(self, engine: Engine) -> bool:
         """Whether the engine may forward this session now: ``_engine_takes`` and no
@@ -184,12 +203,8 @@ class Forwarding(SessionState):
             and self._now is time.monotonic
         )
 
-    async def _forward_in_engine(self, engine: Engine) -> End | Outcome:
-        """Forward through the engine: why the session ended, or how the engine handed
-        it back (``LEFT``, or ``FAILED``: the engine failed on it) once what it owed
-        each peer is written. Cancelling (a disconnect, the watchdog, a close deadline)
-        evicts it; a peer the engine owed bytes stays in ``_writing``, so closing cuts
-        it."""
+    def _enter_engine(self, engine: Engine) -> Link:
+        """Hand both sockets and scanners to the engine: the link to wait on."""
         assert self.broker is not None
         client, broker = self.client.raw_socket(), self.broker.raw_socket()
         assert client is not None and broker is not None
@@ -200,11 +215,14 @@ class Forwarding(SessionState):
             self._writing,
             self._on_channel_zero,
         )
-        self._link = link
-        try:
-            result = await engine.forward(link)
-        finally:
-            self._link = None
+        engine.enter(link)
+        return link
+
+    async def _left_engine(self, link: Link, result: Outcome) -> End | Outcome:
+        """The link's ``Outcome`` read as the session's: why it ended, or how the engine
+        handed it back (``LEFT``, or ``FAILED``: the engine failed on it) once what it
+        owed each peer is written."""
+        assert self.broker is not None
         if result is Outcome.LEFT or result is Outcome.FAILED:
             if result is Outcome.FAILED:
                 self.log.warning("forwarding engine failed", error=link.detail)
@@ -224,11 +242,11 @@ class Forwarding(SessionState):
             self.log.warning("malformed frame", sender=sender, error=link.detail)
         return _ENDS[result]
 
-    async def _forward_on_tasks(self, outcome: list[End]) -> None:
+    async def _forward_on_tasks(self) -> None:
         """Forward with the pumps (and a pause's keeper) in a nursery of their own,
-        until one direction ends (its ``End`` appended to ``outcome``, the forwarding
-        scope cancelled) or every task there is done because the session may go back
-        into the engine (``_back``; ``outcome`` stays empty)."""
+        until one direction ends (its ``End`` in ``_forward_end``, the forwarding scope
+        cancelled) or every task there is done because the session may go back into
+        the engine (``_back``)."""
         self._back = False
         try:
             async with trio.open_nursery() as nursery:
@@ -236,19 +254,20 @@ class Forwarding(SessionState):
                 # start while the early frames or the engine's owed bytes are written.
                 self._forwarding_tasks = nursery
                 self._start_keeper()  # paused before forwarding began, or in the engine
-                nursery.start_soon(self._run_pump, self._downstream(), outcome)
-                await self._run_pump(self._upstream(), outcome)
+                nursery.start_soon(self._run_pump, self._downstream())
+                await self._run_pump(self._upstream())
         finally:
             self._forwarding_tasks = None
 
-    async def _run_pump(self, way: Direction, outcome: list[End]) -> None:
+    async def _run_pump(self, way: Direction) -> None:
         end = await self._pump(way)
         if end is None:
             # Back to the engine: this pump stopped at a park, with nothing in hand; the
             # other one stops at its own (woken if it is parked already).
             self._wake_pumps()
             return
-        outcome.append(end)
+        if self._forward_end is None:
+            self._forward_end = end
         assert self._forwarding is not None
         self._forwarding.cancel()  # one direction ended: so does the other
 

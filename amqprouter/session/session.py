@@ -41,6 +41,8 @@ session must never take the server down.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amqprouter.net.sockets import PeerGone
 from amqprouter.session.closing import Closing, End
 from amqprouter.session.forwarding import Forwarding
@@ -58,11 +60,33 @@ class Session(Opening, Forwarding, Supervised, Closing):
 
     __slots__ = ()
 
-    async def run(self) -> None:
-        """Serve the connection to its end; never raises except on cancellation."""
+    async def run(self, ended: Callable[[Session], object] | None = None) -> None:
+        """Serve the connection to its end; never raises except on cancellation.
+
+        ``ended`` is called with the session once it is closed (the server's
+        bookkeeping: here rather than in a coroutine of the server's around this one,
+        which every idle session would hold).
+        """
         try:
-            with self._cut:
-                await self._serve()
+            forwarded = False
+            # The opening and forwarding in this frame, not a coroutine below it (an idle
+            # session holds every frame of its await chain), in one scope: a forced cut
+            # cancels it, and while forwarding it is forwarding's scope (``_forward``).
+            with self._cut as scope:
+                opened = await self._open()
+                if self._pending_end is not None:
+                    await self._disconnect_before_forwarding()
+                elif opened is not None:
+                    tune, client_early, broker_early = (
+                        opened.tune,
+                        opened.client_early,
+                        opened.broker_early,
+                    )
+                    del opened
+                    forwarded = True
+                    await self._forward(tune, client_early, broker_early)
+            if forwarded and self.ended is not End.OPERATOR_FORCED:
+                await self._close_forwarded(scope.cancelled_caught)
         except Exception:
             self.log.exception("session failed")
         finally:
@@ -72,17 +96,8 @@ class Session(Opening, Forwarding, Supervised, Closing):
             self.client.close()
             if self.broker is not None:
                 self.broker.close()
-
-    async def _serve(self) -> None:
-        opened = await self._open()
-        if self._pending_end is not None:
-            await self._disconnect_before_forwarding()
-            return
-        if opened is None:
-            return
-        tune, client_early, broker_early = opened.tune, opened.client_early, opened.broker_early
-        del opened
-        await self._forward(tune, client_early, broker_early)
+            if ended is not None:
+                ended(self)
 
     # -- session control: pause, unpause, disconnect (control plane, drains) --------
 
