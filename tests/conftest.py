@@ -48,13 +48,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     mypyc-compiled frames module, and stops at once if the pure one was imported."""
     if os.environ.get("AMQPROUTER_EXPECT_COMPILED") != "1":
         return
+    from amqprouter.net import engine
     from amqprouter.protocol import frames
 
-    if not frames.COMPILED:
-        raise pytest.UsageError(
-            f"AMQPROUTER_EXPECT_COMPILED=1, but {frames.__file__} is the pure module: "
-            "put the compiled build first on PYTHONPATH (scripts/compiled_check.py does)"
-        )
+    for module in (frames, engine):
+        if not module.COMPILED:
+            raise pytest.UsageError(
+                f"AMQPROUTER_EXPECT_COMPILED=1, but {module.__file__} is the pure module: "
+                "put the compiled build first on PYTHONPATH (scripts/compiled_check.py does)"
+            )
 
 
 # --------------------------------------------------------------------------- #

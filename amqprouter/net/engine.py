@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 import trio
@@ -51,11 +51,11 @@ from amqprouter.protocol.errors import ProtocolError
 from amqprouter.protocol.frames import Frame, FrameScanner
 from amqprouter.protocol.methods import peer_closed
 
-if TYPE_CHECKING:
-    from trio_typing import TaskStatus
-
 log = structlog.get_logger("amqprouter.engine")
 
+#: Whether this module is the mypyc-compiled build of itself (``AMQPROUTER_COMPILE=1``,
+#: setup.py's ``COMPILED_MODULES``), as ``protocol.frames.COMPILED`` says of the scanner.
+COMPILED: Final = not __file__.endswith(".py")
 #: Reads in a row from one socket before the other ready sockets get their turn.
 BURST: Final = 16
 _IN: Final = select.EPOLLIN
@@ -233,7 +233,9 @@ class Engine:
 
     # -- the owner task (trio) ------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    # ``task_status`` is Any, not trio_typing's TaskStatus: the compiled build type-checks
+    # with trio's own annotations and without the stubs, which disagree on its type.
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the engine until cancelled; then hand every link back (``LEFT``)."""
         self._token = trio.lowlevel.current_trio_token()
         self._epoll = select.epoll()
