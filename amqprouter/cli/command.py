@@ -313,8 +313,8 @@ _seconds = click.FloatRange(min=0.001)
     show_default=True,
     help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
     "one forwarding thread with its own epoll loop, without a task switch per read; "
-    "'tasks' gives each session its own trio pump tasks (the fallback). TLS sessions, "
-    "and paused or rate-limited ones while they are, use tasks "
+    "'tasks' gives each session its own trio pump tasks (the fallback). Paused or "
+    "rate-limited sessions use tasks while they are "
     "(docs/usage.md#forwarding-engine-or-tasks).",
 )
 @option(

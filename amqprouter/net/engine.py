@@ -1,4 +1,4 @@
-"""The forwarding engine: one thread moves every established plain session's bytes.
+"""The forwarding engine: one thread moves every established session's bytes.
 
 Why a thread (docs/benchmark.md, "Forwarding engine: two designs measured"): a trio
 task per direction pays trio's wake-up and park on every read (epoll_wait, the run
@@ -6,7 +6,17 @@ loop's pass, the one-shot re-arm), two thirds of a round trip's instructions. He
 thread blocks in its own ``epoll.poll`` (the GIL released while it waits) over an
 edge-triggered set where each socket is registered once, and per read does only
 ``recv``, the frame scan and ``send``. Trio keeps everything else: accept,
-handshakes, routing, control, supervision, closing.
+handshakes (TLS's too), routing, control, supervision, closing.
+
+TLS. A side whose transport is a ``TLSTransport`` is read through the transport's
+``recv`` (TLS records until a read's size or until OpenSSL wants the socket, so a short
+read means nothing is left decrypted) and written on its ``ssl.SSLSocket``, whose
+``SSL_read``/``SSL_write`` release the GIL like ``recv``/``send``. A read that must write
+first (``want_write``: a key update's answer) is retried on ``EPOLLOUT``; a write the
+socket cannot take (``SSLWantWriteError``) is owed and retried with the same bytes, as
+OpenSSL requires; a write that must read first (renegotiation) hands the link back,
+since the task path knows that dance; bytes OpenSSL already decrypted when the link
+enters are read on the thread's next pass (no edge would say so).
 
 Ownership. A session hands its two sockets to the engine after Open-Ok (``forward``)
 and awaits an ``Outcome``. While a ``Link`` is inside, only the engine thread reads or
@@ -35,6 +45,7 @@ import enum
 import os
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -46,6 +57,7 @@ import trio
 from outcome import Value
 
 from amqprouter.net.sockets import READ_SIZE
+from amqprouter.net.tls_transport import TLSTransport
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import ProtocolError
 from amqprouter.protocol.frames import Frame, FrameScanner
@@ -113,6 +125,7 @@ class _Side:
         "readable",
         "scanner",
         "sock",
+        "tls",
         "transport",
     )
 
@@ -122,6 +135,9 @@ class _Side:
         self.link = link
         self.sock = sock
         self.transport = transport
+        #: The TLS transport when the socket carries TLS records (its ``recv`` reads
+        #: records up to a read's size; its socket is the ``ssl.SSLSocket``), else None.
+        self.tls = transport if type(transport) is TLSTransport else None
         self.scanner = scanner
         self.from_client = False
         #: The descriptor it is registered under (kept: the socket may be closed first).
@@ -294,6 +310,11 @@ class Engine:
                 # Edge-triggered, once for the link's life: registering a socket that
                 # already has data (or room) reports it once, so nothing is missed.
                 self._epoll.register(fd, _MASK)
+                if side.tls is not None and side.tls.pending():
+                    # Bytes OpenSSL decrypted already, with nothing on the socket: no
+                    # edge will say so, so the thread reads them on its next pass.
+                    self._again.append(side)
+                    os.eventfd_write(self._wake, 1)
             self.served += 1
 
     def evict(self, link: Link) -> None:
@@ -356,7 +377,10 @@ class Engine:
                 if self._stopping:
                     return
                 for fd, mask in events:
-                    side = sides[fd] if fd < len(sides) else None  # the eventfd: None
+                    if fd == self._wake:
+                        os.eventfd_read(fd)  # level-triggered: drained, or it fires again
+                        continue
+                    side = sides[fd] if fd < len(sides) else None
                     if side is not None:
                         self._handle(side, mask)
                 for _ in range(len(self._again)):
@@ -377,6 +401,8 @@ class Engine:
                 side.readable = True
                 if mask & _GONE:
                     side.hangup = True
+            if mask & _OUT and side.tls is not None and side.tls.want_write:
+                side.readable = True  # its last TLS read had to write first: read again
             if mask & _OUT and side.owed is not None:
                 peer = side.peer
                 if self._flush(side) and peer.readable:  # its reads waited for this write
@@ -396,8 +422,14 @@ class Engine:
         owed = side.owed
         assert owed is not None
         try:
+            # TLS: the same bytes again, as OpenSSL wants a retried write.
             sent = side.sock.send(owed)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            return False
+        except ssl.SSLWantReadError:
+            # TLS must read before it can write (a renegotiation): the task path does
+            # that dance (TLSTransport.send_all); the owed bytes go with the link.
+            self._finish(side.link, Outcome.LEFT)
             return False
         except OSError:
             self._finish(side.link, _gone(side))
@@ -417,7 +449,10 @@ class Engine:
         """Read ``side`` and forward to its peer until drained, blocked or a burst is done."""
         link, peer, scanner = side.link, side.peer, side.scanner
         owner = link.owner
-        sock = side.sock
+        # A TLS transport's recv reads records until a read's size or until OpenSSL
+        # wants the socket (BlockingIOError; ``want_write`` if it must write first), so
+        # a short read means drained here too: nothing is left decrypted in OpenSSL.
+        recv = side.sock.recv if side.tls is None else side.tls.recv
         for _ in range(BURST):
             if peer.owed is not None or not side.readable:
                 return
@@ -426,7 +461,7 @@ class Engine:
                 self._finish(link, Outcome.LEFT)
                 return
             try:
-                data = sock.recv(READ_SIZE)
+                data = recv(READ_SIZE)
             except BlockingIOError:
                 side.readable = False
                 return
@@ -474,8 +509,10 @@ class Engine:
     def _write(self, peer: _Side, pieces: Sequence[bytes | memoryview]) -> bool:
         """Write ``pieces`` to ``peer``; False if the link ended or bytes are owed."""
         try:
-            if len(pieces) == 1:
-                piece = pieces[0]
+            if len(pieces) == 1 or peer.tls is not None:
+                # TLS has no sendmsg (one record stream): one joined write, all of it
+                # or a want (no partial-write mode), retried with the same bytes.
+                piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 sent = peer.sock.send(piece)
                 if sent == len(piece):
                     return True
@@ -486,8 +523,14 @@ class Engine:
                 if sent == len(joined):
                     return True
                 rest = memoryview(joined)[sent:]
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
             rest = memoryview(b"".join(pieces))
+        except ssl.SSLWantReadError:
+            # TLS must read before it can write: the task path does that (above).
+            peer.owed = memoryview(b"".join(pieces))
+            peer.link.writing.add(peer.transport)
+            self._finish(peer.link, Outcome.LEFT)
+            return False
         except OSError:
             self._finish(peer.link, _gone(peer))
             return False

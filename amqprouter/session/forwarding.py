@@ -3,12 +3,13 @@
 Once both handshakes are done, ``_forward`` moves the session's bytes in one of two
 ways, and may switch between them several times in its life:
 
-* **the forwarding engine** (net/engine.py, the default data plane): a plain-TCP
-  session hands its two sockets and scanners to the server's engine thread and awaits
+* **the forwarding engine** (net/engine.py, the default data plane): a session over
+  plain TCP or TLS hands its two sockets and scanners to the server's engine thread and awaits
   an ``Outcome``; its task parks there, with no child task and no nursery.
 * **the pumps**, each given its ``Direction``: client→broker in the session's task,
   broker→client in one child task, in a nursery opened for that stretch
-  (``_forward_on_tasks``). TLS sessions use them for life; a paused session (its
+  (``_forward_on_tasks``). A PROXY-protocol or in-memory transport uses them for
+  life; a paused session (its
   client's data held, the broker heartbeated) and one paced by a data-rate limit use
   them while that lasts. When it ends (an unpause, a limit lifted), ``_request_engine``
   sets ``_back``: each pump stops at its next park, where it holds nothing (every
@@ -30,6 +31,7 @@ The first direction to stop says why (``End``) and the session goes on to closin
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -40,6 +42,7 @@ import trio
 from amqprouter.net import sockets
 from amqprouter.net.engine import Engine, Link, Outcome
 from amqprouter.net.sockets import PeerGone, endpoint
+from amqprouter.net.tls_transport import TLSTransport
 from amqprouter.net.transport import PlainTransport, Transport
 from amqprouter.protocol import Frame, FrameScanner, ProtocolError, constants, peer_closed
 from amqprouter.routing.rate_window import DataBudget
@@ -61,6 +64,14 @@ _ENDS: Final = {
 #: After this many reads served without waiting, a pump yields to the scheduler so
 #: that other sessions run and cancellation can reach it.
 YIELD_EVERY: Final = 16
+
+
+def _engine_socket(transport: Transport) -> socket.socket | None:
+    """The socket the forwarding engine reads and writes for ``transport``: a plain
+    transport's, a TLS transport's ``SSLSocket``; None for any other kind."""
+    if isinstance(transport, PlainTransport | TLSTransport):
+        return transport.sock
+    return None
 
 
 class Direction:
@@ -191,14 +202,16 @@ class Forwarding(SessionState):
         return self._pause is None and not self._writing and self._engine_takes(engine)
 
     def _engine_takes(self, engine: Engine) -> bool:
-        """Whether the engine may forward this session, a pause aside: plain TCP both
-        ways (a TLS transport decrypts in its own buffers: the task path), no data-rate
-        budget pacing the client, and the real clock (the engine stamps
+        """Whether the engine may forward this session, a pause aside: plain TCP or TLS
+        both ways (the engine reads a TLS transport through its ``recv`` and writes its
+        ``SSLSocket``; a PROXY or in-memory transport stays on the task path), no
+        data-rate budget pacing the client, and the real clock (the engine stamps
         ``time.monotonic``)."""
         return (
             engine.running
-            and type(self.client) is PlainTransport
-            and type(self.broker) is PlainTransport
+            and _engine_socket(self.client) is not None
+            and self.broker is not None
+            and _engine_socket(self.broker) is not None
             and self.data_budget is None
             and self._now is time.monotonic
         )
@@ -206,7 +219,7 @@ class Forwarding(SessionState):
     def _enter_engine(self, engine: Engine) -> Link:
         """Hand both sockets and scanners to the engine: the link to wait on."""
         assert self.broker is not None
-        client, broker = self.client.raw_socket(), self.broker.raw_socket()
+        client, broker = _engine_socket(self.client), _engine_socket(self.broker)
         assert client is not None and broker is not None
         link = Link(
             self,
@@ -291,7 +304,7 @@ class Forwarding(SessionState):
         assert self.broker is not None
         for transport in (self.client, self.broker):
             if transport not in self._writing:
-                sock = transport.raw_socket()
+                sock = _engine_socket(transport)
                 if sock is not None and (fd := sock.fileno()) != -1:
                     trio.lowlevel.notify_closing(fd)
 
