@@ -50,14 +50,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import structlog
 import trio
 from outcome import Value
 
 from amqprouter.net.sockets import READ_SIZE
-from amqprouter.net.tls_transport import TLSTransport
 from amqprouter.protocol import constants
 from amqprouter.protocol.errors import ProtocolError
 from amqprouter.protocol.frames import Frame, FrameScanner
@@ -112,6 +111,20 @@ class WriteSet(Protocol):
     def discard(self, transport: Any, /) -> None: ...
 
 
+class TlsTransport(Protocol):
+    """What the engine uses of a TLS side's transport (net/tls_transport.py's
+    ``TLSTransport``; not imported here, so that the compiled build type-checks this
+    module without the TLS modules' optional imports)."""
+
+    #: Its last read needed the socket writable (TLS had to send first).
+    want_write: bool
+
+    @property
+    def recv(self) -> Callable[[int], bytes]: ...
+
+    def pending(self) -> int: ...
+
+
 class _Side:
     """One socket of a link: what it reads goes to ``peer``."""
 
@@ -135,9 +148,9 @@ class _Side:
         self.link = link
         self.sock = sock
         self.transport = transport
-        #: The TLS transport when the socket carries TLS records (its ``recv`` reads
-        #: records up to a read's size; its socket is the ``ssl.SSLSocket``), else None.
-        self.tls = transport if type(transport) is TLSTransport else None
+        #: The TLS transport when the socket carries TLS records (its socket is an
+        #: ``ssl.SSLSocket``; its ``recv`` reads records up to a read's size), else None.
+        self.tls = cast(TlsTransport, transport) if isinstance(sock, ssl.SSLSocket) else None
         self.scanner = scanner
         self.from_client = False
         #: The descriptor it is registered under (kept: the socket may be closed first).
