@@ -75,7 +75,8 @@ def _start(
         bodies=options.bodies,
         as_json=as_json,
     )
-    running = trace.Trace(label, trace_options, path=options.path)
+    # A session's trace ends with it; a vhost's goes on for the sessions still to come.
+    running = trace.Trace(label, trace_options, path=options.path, ends_with_session=vhost is None)
     if vhost is not None:
         server.vhost_traces.setdefault(vhost, []).append(running)
     for session in sessions:

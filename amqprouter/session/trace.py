@@ -186,9 +186,18 @@ class Trace:
     """One trace: the frames of one session, or of a vhost's sessions, as lines for
     one reader (``stream`` or ``write_to``); see the module's docstring."""
 
-    def __init__(self, label: str, options: TraceOptions, *, path: str | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        options: TraceOptions,
+        *,
+        path: str | None = None,
+        ends_with_session: bool = False,
+    ) -> None:
         self.label = label
         self.options = options
+        #: SESSION TRACE: the session's end ends the trace (VHOST TRACE goes on).
+        self.ends_with_session = ends_with_session
         #: The file it is written to (``... TO file``), None when streamed.
         self.path = path
         self._send, self._receive = trio.open_memory_channel[str](TRACE_BUFFER)
@@ -233,6 +242,8 @@ class Trace:
 
     def session_ended(self, session: Watched) -> None:
         self._offsets.pop(session.id, None)
+        if self.ends_with_session:
+            self.stop(f"session {session.id} ended")
 
     def stop(self, reason: str) -> None:
         if self.stopped is None:
@@ -290,17 +301,29 @@ class Trace:
         """The reader: lines until the trace stops (its deadline included), then the
         last line. Closing the generator (the reader left) stops the trace."""
         try:
-            with trio.move_on_at(self.deadline):
-                async for line in self._receive:
-                    yield line
-            if self.stopped is None:
-                self.stop(f"{self.options.seconds:g}s elapsed")
+            while True:
+                # The deadline's scope never spans a yield: a generator suspended inside
+                # a cancel scope would deliver its cancellation to the consumer.
+                line: str | None = None
+                with trio.move_on_at(self.deadline):
+                    try:
+                        line = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                if line is None:
+                    self.stop(f"{self.options.seconds:g}s elapsed")
+                    break
+                yield line
             # Lines still buffered when it stopped (OFF, the rate bound) go first.
             while True:
                 try:
-                    yield self._receive.receive_nowait()
+                    line = self._receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+                yield line
+            yield self.tail()
+        finally:
+            self.stop("the reader left")
             log.info(
                 "trace stopped",
                 trace=self.label,
@@ -308,9 +331,6 @@ class Trace:
                 lines=self.lines,
                 dropped=self.dropped,
             )
-            yield self.tail()
-        finally:
-            self.stop("the reader left")
 
     async def write_to(self, fd: int) -> None:
         """The reader of ``... TO file``: every line to the open file ``fd`` (closed here)."""
