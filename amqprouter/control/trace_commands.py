@@ -41,14 +41,16 @@ def execute(server: Server, command: TraceCommand, *, as_json: bool = False) -> 
             return Reply(_NOT_FOUND, ok=False)
         label = f"session {session.id}"
         if not command.on:
-            stopped = _stop([w for w in session.watchers if isinstance(w, trace.Trace)])
+            traces = [w for w in session.watchers if isinstance(w, trace.Trace)]
+            stopped = _stop([t for t in traces if t.stopped is None])
             return _done(f"Stopped {stopped} trace(s) of {label}.\n", as_json, stopped)
         if session.state in (State.CLOSING, State.CLOSED):
             return Reply(f"Session {session.id} is ending; there is nothing to trace.\n", ok=False)
         return _start(server, label, command.options, as_json, [session], vhost=None)
     label = f"vhost {command.vhost}"
     if not command.on:
-        stopped = _stop(server.vhost_traces.pop(command.vhost, []))
+        traces = server.vhost_traces.pop(command.vhost, [])
+        stopped = _stop([t for t in traces if t.stopped is None])
         return _done(f"Stopped {stopped} trace(s) of {label}.\n", as_json, stopped)
     sessions = server.vhost_sessions(command.vhost)
     return _start(server, label, command.options, as_json, sessions, vhost=command.vhost)

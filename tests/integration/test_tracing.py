@@ -81,7 +81,7 @@ def params(port: int, name: str, **extra: object) -> pika.ConnectionParameters:
         blocked_connection_timeout=WAIT,
         socket_timeout=WAIT,
         stack_timeout=WAIT,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -155,7 +155,7 @@ class Stream:
 
     def until(self, needle: str) -> list[str]:
         """Lines up to and with the first that holds ``needle``."""
-        lines = []
+        lines: list[str] = []
         while True:
             line = self.line()
             assert line, f"the stream ended before {needle!r}: {lines}"
@@ -290,14 +290,8 @@ def test_a_reader_that_never_reads_slows_nothing_and_its_drops_are_counted(
                 reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 reader.connect(control(router))
                 reader.sendall(f"SESSION TRACE {sid} RATE 100000 SECONDS 600\n".encode())
-                wait_for(
-                    lambda: (
-                        f"trace started" in router.stdout + router.stderr
-                        and f"session {sid}" in router.stdout + router.stderr
-                    ),
-                    timeout=WAIT,
-                    what="the trace to start",
-                )
+                started = f"event='trace started' trace='session {sid}'"
+                wait_for(lambda: started in router.stderr, timeout=WAIT, what="the trace")
             channel = connection.channel()
             queue = channel.queue_declare("", exclusive=True).method.queue
             began = time.monotonic()

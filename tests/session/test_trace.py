@@ -1,0 +1,175 @@
+"""Traces and captures on a live session (session/trace.py, capture.py), in process.
+
+The engine test runs on the real clock (the engine stamps ``time.monotonic``); the
+bounds (rate, duration) on trio's virtual clock, on the task path. A trace is started
+through the controller, as the control socket does, and its reply's stream is read
+here as the control connection would.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from pamqp import commands
+
+from amqprouter.control.controller import Controller
+from amqprouter.session import Timeouts
+from amqprouter.session.trace import open_new_file
+from tests.session.test_pause import body_frame
+from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, open_client, router
+
+TIMEOUTS = Timeouts(
+    client_handshake=5.0, connect=5.0, broker_handshake=5.0, close=0.5, disconnect=2.0, write=1.0
+)
+
+
+async def echo(peer: Peer, broker: FakeBroker) -> None:
+    """A broker that sends back every frame it is sent."""
+    await broker_handshake(peer, broker)
+    while (item := await peer.read_frame(timeout=10_000)) is not None:
+        await peer.send(item.raw)
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not condition():  # type: ignore[operator]
+            await trio.sleep(0.005)
+
+
+async def next_line(stream: AsyncGenerator[str, None], timeout: float = 5.0) -> str:
+    with trio.fail_after(timeout):
+        return await stream.__anext__()
+
+
+async def test_a_traced_session_leaves_the_engine_and_an_untraced_one_stays() -> None:
+    async with (
+        fake_broker(echo) as fake,
+        router(fake.port, timeouts=TIMEOUTS, forwarding="engine") as (server, port),
+    ):
+        engine = server.engine
+        assert engine is not None
+        first, second = await open_client(port), await open_client(port)
+        await until(lambda: len(engine) == 2)
+        traced, untraced = sorted(server.sessions.values(), key=lambda s: s.id)
+        controller = Controller(server, request_exit=lambda: None)
+
+        reply = await controller.handle(f"SESSION TRACE {traced.id}")
+        assert reply.ok and reply.stream is not None
+        assert reply.text.startswith(f"# trace of session {traced.id}: ")
+        # Evicted at once, exactly as a pause evicts; the other stays in the engine.
+        assert len(engine) == 1
+        await until(lambda: traced._link is None)  # its forward() returned: the pumps run
+        assert untraced._link is not None
+        assert not traced._fits_engine(engine) and untraced._fits_engine(engine)
+
+        await first.send_method(commands.Channel.Open(), channel=1)
+        assert isinstance(await first.read_method(), commands.Channel.Open)  # the echo
+        sent = await next_line(reply.stream)
+        echoed = await next_line(reply.stream)
+        assert f" s{traced.id} client>broker ch1 method Channel.Open size=14\n" in sent
+        assert f" s{traced.id} broker>client ch1 method Channel.Open size=14\n" in echoed
+
+        # The untraced session's frames still go through the engine, and into no trace.
+        reads = engine.reads
+        await second.send(body_frame(1))
+        assert (await second.read_frame()) is not None
+        assert engine.reads > reads and untraced._link is not None
+        assert untraced._trace is None
+        await reply.stream.aclose()
+
+
+async def test_a_trace_over_its_rate_stops_itself_and_the_session_pays_nothing_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        fake_broker(echo) as fake,
+        router(fake.port, timeouts=TIMEOUTS, clock=trio.current_time) as (server, port),
+    ):
+        client = await open_client(port)
+        [session] = server.sessions.values()
+        controller = Controller(server, request_exit=lambda: None)
+        reply = await controller.handle(f"SESSION TRACE {session.id} RATE 5")
+        assert reply.stream is not None
+        await client.send(b"".join(body_frame(n, 100) for n in range(10)))
+        lines = [line async for line in reply.stream]
+        assert lines[-1] == (
+            f"# trace of session {session.id} stopped: more than 5 lines/s; 0 lines, "
+            "0 dropped (the reader fell behind)\n"
+        )
+        for _ in range(10):
+            assert (await client.read_frame()) is not None  # forwarded all the same
+        # The next read finds no observer left and empties the slot.
+        await client.send(body_frame(11, 100))
+        assert (await client.read_frame()) is not None
+        assert session._trace is None
+
+
+async def test_a_trace_stops_at_its_duration_even_on_an_idle_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        fake_broker(echo) as fake,
+        router(fake.port, timeouts=TIMEOUTS, clock=trio.current_time) as (server, port),
+    ):
+        await open_client(port)
+        [session] = server.sessions.values()
+        controller = Controller(server, request_exit=lambda: None)
+        reply = await controller.handle(f"SESSION TRACE {session.id} SECONDS 2.5")
+        assert reply.stream is not None
+        began = trio.current_time()
+        lines = [line async for line in reply.stream]
+        assert trio.current_time() - began == pytest.approx(2.5)
+        assert lines == [
+            f"# trace of session {session.id} stopped: 2.5s elapsed; 0 lines, 0 dropped (the "
+            "reader fell behind)\n"
+        ]
+
+
+async def test_trace_off_and_errors(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        fake_broker(echo) as fake,
+        router(fake.port, timeouts=TIMEOUTS, clock=trio.current_time) as (server, port),
+    ):
+        await open_client(port)
+        [session] = server.sessions.values()
+        controller = Controller(server, request_exit=lambda: None)
+        assert (await controller.handle("SESSION TRACE 999999")).text == "Session not found.\n"
+        reply = await controller.handle(f"SESSION {session.id} TRACE")
+        assert reply.stream is not None
+        off = await controller.handle(f"SESSION TRACE {session.id} OFF")
+        assert off.text == f"Stopped 1 trace(s) of session {session.id}.\n"
+        lines = [line async for line in reply.stream]
+        assert lines[-1].startswith(f"# trace of session {session.id} stopped: turned off; ")
+        json_off = await controller.handle(f"SESSION TRACE {session.id} OFF", as_json=True)
+        assert json_off.text == '{"event": "traceOff", "stopped": 0}\n'
+
+
+def test_files_are_created_new_private_and_never_through_a_symlink(tmp_path: Path) -> None:
+    path = tmp_path / "new"
+    os.umask(0o022)
+    fd = open_new_file(str(path))
+    os.close(fd)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    with pytest.raises(OSError) as existing:
+        open_new_file(str(path))
+    assert str(existing.value) == f"{path} exists (a file); the router writes only new files"
+
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "target")
+    with pytest.raises(OSError) as symlink:
+        open_new_file(str(link))
+    assert str(symlink.value) == f"{link} exists (a symlink); the router writes only new files"
+    assert not (tmp_path / "target").exists()
+
+    with pytest.raises(OSError) as missing:
+        open_new_file(str(tmp_path / "no" / "such"))
+    assert (
+        str(missing.value) == f"cannot create {tmp_path / 'no' / 'such'}: No such file or directory"
+    )
