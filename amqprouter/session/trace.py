@@ -292,9 +292,10 @@ class Trace:
                     "dropped": self.dropped,
                 }
             )
+        behind = " (the reader fell behind)" if self.dropped else ""
         return (
             f"# trace of {self.label} stopped: {reason}; {self.lines} lines, "
-            f"{self.dropped} dropped (the reader fell behind)\n"
+            f"{self.dropped} dropped{behind}\n"
         )
 
     async def stream(self) -> AsyncGenerator[str, None]:

@@ -99,8 +99,7 @@ async def test_a_trace_over_its_rate_stops_itself_and_the_session_pays_nothing_a
         await client.send(b"".join(body_frame(n, 100) for n in range(10)))
         lines = [line async for line in reply.stream]
         assert lines[-1] == (
-            f"# trace of session {session.id} stopped: more than 5 lines/s; 0 lines, "
-            "0 dropped (the reader fell behind)\n"
+            f"# trace of session {session.id} stopped: more than 5 lines/s; 0 lines, 0 dropped\n"
         )
         for _ in range(10):
             assert (await client.read_frame()) is not None  # forwarded all the same
@@ -126,8 +125,7 @@ async def test_a_trace_stops_at_its_duration_even_on_an_idle_session(
         lines = [line async for line in reply.stream]
         assert trio.current_time() - began == pytest.approx(2.5)
         assert lines == [
-            f"# trace of session {session.id} stopped: 2.5s elapsed; 0 lines, 0 dropped (the "
-            "reader fell behind)\n"
+            f"# trace of session {session.id} stopped: 2.5s elapsed; 0 lines, 0 dropped\n"
         ]
 
 
