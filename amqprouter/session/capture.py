@@ -34,7 +34,7 @@ import structlog
 import trio
 
 from amqprouter.protocol.frame_describe import frames_in, redacted
-from amqprouter.session.trace import Watched
+from amqprouter.session.trace import Watched, ready, write_all
 
 log = structlog.get_logger("amqprouter.capture")
 
@@ -187,22 +187,11 @@ class Capture:
         try:
             with trio.move_on_at(self.deadline):
                 async for record in self._receive:
-                    batch = [record]
-                    while len(batch) < 256:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await _write(self.fd, b"".join(batch))
+                    await write_all(self.fd, b"".join([record, *ready(self._receive)]))
             if self.stopped is None:
                 self.stop(f"{self.seconds:g}s elapsed")
-            rest = []
-            while True:
-                try:
-                    rest.append(self._receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            await _write(self.fd, b"".join(rest))
+            while rest := ready(self._receive):  # the closing packets among them
+                await write_all(self.fd, b"".join(rest))
         except OSError as exc:
             self.stop(f"write failed: {exc.strerror or exc}")
         finally:
@@ -216,9 +205,3 @@ class Capture:
                 packets=self.packets,
                 dropped=self.dropped,
             )
-
-
-async def _write(fd: int, data: bytes) -> None:
-    while data:
-        written = await trio.to_thread.run_sync(os.write, fd, data)
-        data = data[written:]

@@ -33,7 +33,7 @@ import json
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import attrs
 import structlog
@@ -337,15 +337,10 @@ class Trace:
         """The reader of ``... TO file``: every line to the open file ``fd`` (closed here)."""
         stream = self.stream()
         try:
-            await _write(fd, self.head())
+            await write_all(fd, self.head().encode())
             async for line in stream:
-                batch = [line]
-                while len(batch) < 256:  # what is there already, in one write
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await _write(fd, "".join(batch))
+                # What is there already goes in the same write.
+                await write_all(fd, "".join([line, *ready(self._receive)]).encode())
         except OSError as exc:
             log.warning("trace file write failed", trace=self.label, error=str(exc))
         finally:
@@ -353,8 +348,25 @@ class Trace:
             os.close(fd)
 
 
-async def _write(fd: int, text: str) -> None:
-    data = text.encode()
+T = TypeVar("T")
+
+#: A file writer takes at most this many waiting items into one write.
+BATCH: Final = 256
+
+
+def ready(receive: trio.MemoryReceiveChannel[T], limit: int = BATCH) -> list[T]:
+    """What ``receive`` holds now (at most ``limit``), without waiting."""
+    items: list[T] = []
+    while len(items) < limit:
+        try:
+            items.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return items
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to the file ``fd``, off the event loop (a disk may be slow)."""
     while data:
         written = await trio.to_thread.run_sync(os.write, fd, data)
         data = data[written:]
