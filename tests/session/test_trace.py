@@ -8,18 +8,22 @@ here as the control connection would.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
+import dpkt
 import pytest
 import trio
 import trio.testing
-from pamqp import commands
+from pamqp import commands, frame
 
 from amqprouter.control.controller import Controller
+from amqprouter.protocol.frame_describe import REDACTED
 from amqprouter.session import Timeouts
+from amqprouter.session.capture import TcpStream
 from amqprouter.session.trace import open_new_file
 from tests.session.test_pause import body_frame
 from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, open_client, router
@@ -171,3 +175,75 @@ def test_files_are_created_new_private_and_never_through_a_symlink(tmp_path: Pat
     assert (
         str(missing.value) == f"cannot create {tmp_path / 'no' / 'such'}: No such file or directory"
     )
+
+
+async def test_a_capture_is_one_tcp_stream_with_credentials_redacted(tmp_path: Path) -> None:
+    """The capture's packets, read back with dpkt: the handshake, one segment a frame with
+    sequence numbers that follow on, UpdateSecret's secret gone, the FIN exchange."""
+    async with (
+        fake_broker(echo) as fake,
+        router(fake.port, timeouts=TIMEOUTS, forwarding="tasks") as (server, port),
+    ):
+        client = await open_client(port)
+        [session] = server.sessions.values()
+        controller = Controller(server, request_exit=lambda: None)
+        path = tmp_path / "s.pcap"
+        reply = await controller.handle(f"SESSION CAPTURE {session.id} {path}", as_json=True)
+        assert json.loads(reply.text) == {
+            "event": "captureStarted",
+            "session": session.id,
+            "path": str(path),
+            "seconds": 60.0,
+            "client": f"{session.client_address[0]}:{session.client_address[1]}",
+            "broker": f"127.0.0.1:{fake.port}",
+        }
+        secret = commands.Connection.UpdateSecret(new_secret="hunter2-token", reason="refresh")
+        await client.send_method(secret)
+        await client.send(body_frame(1, 100))
+        assert (await client.read_frame()) is not None  # the echoes
+        assert (await client.read_frame()) is not None
+        await client.send_method(commands.Connection.Close(200, "bye", 0, 0))
+        assert isinstance(await client.read_method(), commands.Connection.Close)  # echoed
+        await client.aclose()
+        await until(lambda: not server.sessions)
+        await until(lambda: b"hunter2" not in path.read_bytes() and _fins(path) == 2)
+    packets = _packets(path)
+    flags = [p.flags for p in packets]
+    syn, ack, fin = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN
+    assert flags[:3] == [syn, syn | ack, ack]
+    assert flags[-3:] == [fin | ack, fin | ack, ack]
+    client_port, broker_port = session.client_address[1], fake.port
+    assert (packets[0].sport, packets[0].dport) == (client_port, broker_port)
+    payloads = [p for p in packets if p.data]
+    # Each direction's sequence numbers follow on from the SYN's.
+    for sport in (client_port, broker_port):
+        seq = next(p.seq for p in packets if p.sport == sport) + 1
+        for packet in (p for p in payloads if p.sport == sport):
+            assert packet.seq == seq
+            seq += len(packet.data)
+    sent = [p.data for p in payloads if p.sport == client_port]
+    assert frame.unmarshal(sent[0])[2].new_secret == REDACTED
+    assert sent[1] == body_frame(1, 100)
+    assert b"hunter2" not in path.read_bytes()
+
+
+def _packets(path: Path) -> list[dpkt.tcp.TCP]:
+    with path.open("rb") as file:
+        return [dpkt.ethernet.Ethernet(raw).data.data for _ts, raw in dpkt.pcap.Reader(file)]
+
+
+def _fins(path: Path) -> int:
+    try:
+        return sum(bool(p.flags & dpkt.tcp.TH_FIN) for p in _packets(path))
+    except (ValueError, OSError):
+        return 0
+
+
+def test_a_capture_bridging_ipv6_and_ipv4_writes_ipv6_packets() -> None:
+    stream = TcpStream(("2001:db8::7", 40000), ("10.0.0.5", 5672))
+    packet = dpkt.ethernet.Ethernet(stream.packet(True, dpkt.tcp.TH_SYN))
+    assert isinstance(packet.data, dpkt.ip6.IP6)
+    assert packet.data.dst == bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 5])
+    segment = packet.data.data
+    assert (segment.sport, segment.dport, segment.seq) == (40000, 5672, 1_000_000)
+    assert stream.next_seq[True] == 1_000_001  # a SYN counts one
