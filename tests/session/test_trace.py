@@ -222,7 +222,9 @@ async def test_a_capture_is_one_tcp_stream_with_credentials_redacted(tmp_path: P
             assert packet.seq == seq
             seq += len(packet.data)
     sent = [p.data for p in payloads if p.sport == client_port]
-    assert frame.unmarshal(sent[0])[2].new_secret == REDACTED
+    update = frame.unmarshal(sent[0])[2]
+    assert isinstance(update, commands.Connection.UpdateSecret)
+    assert update.new_secret == REDACTED
     assert sent[1] == body_frame(1, 100)
     assert b"hunter2" not in path.read_bytes()
 
