@@ -10,8 +10,8 @@ Close-Ok (the close handshake passing through), Blocked and Unblocked (supervisi
 
 The pump loop is the hot path: per read it looks at three attributes (the pause, the
 data budget, the trace), stamps the direction's last data and calls the scanner, and
-nothing else; no await unless it must wait, a pause holds it or a budget is spent. The first
-pump to stop says why (``End``) and the session goes on to closing.py.
+nothing else; no await unless it must wait, a pause holds it or a budget is spent.
+The first pump to stop says why (``End``) and the session goes on to closing.py.
 """
 
 from __future__ import annotations

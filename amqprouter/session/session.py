@@ -27,9 +27,9 @@ a running session without touching the pumps' per-frame work. A disconnect recor
 its ``End`` and cancels the forwarding scope (or, before forwarding, the opening
 scope; a forced cut cancels everything); a pause is one attribute the ingress pump
 looks at once per read, and a heartbeat keeper task the session starts in its own
-forwarding nursery (pause.py). A client whose vhost is
-paused is held at Connection.Open, before any broker is chosen, and routed with the
-table of the moment it is resumed.
+forwarding nursery (pause.py). A client whose vhost is paused is held at
+Connection.Open, before any broker is chosen, and routed with the table of the moment
+it is resumed.
 
 Limits (the server's limits.py) meet a session at two points: ``admit``, asked once at
 Connection.Open before the pause hold and routing (a refusal is a Close after
@@ -125,7 +125,7 @@ class Session(Opening, Forwarding, Supervised, Closing):
         if self.state in (State.CLOSING, State.CLOSED):
             return False
         if self._trace is None:
-            self._trace = Tap(self._now, [observer])
+            self._trace = Tap([observer])
         elif observer not in self._trace.observers:  # a VHOST TRACE met twice
             self._trace.observers.append(observer)
         if self._link is not None and self.context.engine is not None:

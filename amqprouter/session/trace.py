@@ -23,7 +23,8 @@ returns False) and the tap forgets it; a tap with no observer left empties the
 session's slot, so a finished trace costs nothing either.
 
 Time is the session's clock (``Session._now``: monotonic, or a test's trio clock),
-shown as wall-clock UTC through an offset taken when the tap was made.
+shown as wall-clock UTC through an offset each observer takes when it first sees
+the session.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import datetime
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Final, Protocol, TypeVar
 
 import attrs
@@ -85,13 +86,12 @@ class Watched(Protocol):
 
 
 class Tap:
-    """A watched session's observers, and its clock's offset to wall-clock time."""
+    """A watched session's observers (what fills its ``_trace`` slot)."""
 
-    __slots__ = ("observers", "wall_offset")
+    __slots__ = ("observers",)
 
-    def __init__(self, clock: Callable[[], float], observers: Sequence[FrameObserver]) -> None:
+    def __init__(self, observers: Sequence[FrameObserver]) -> None:
         self.observers = list(observers)
-        self.wall_offset = time.time() - clock()
 
     def saw(
         self, session: Watched, from_client: bool, pieces: Sequence[bytes | memoryview], now: float
