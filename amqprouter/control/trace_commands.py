@@ -80,7 +80,8 @@ def _start(
     # A session's trace ends with it; a vhost's goes on for the sessions still to come.
     running = trace.Trace(label, trace_options, path=options.path, ends_with_session=vhost is None)
     if vhost is not None:
-        server.vhost_traces.setdefault(vhost, []).append(running)
+        # traces_on forgets the vhost's stopped traces, so the list never only grows.
+        server.vhost_traces[vhost] = [*server.traces_on(vhost), running]
     for session in sessions:
         session.watch_frames(running)
     log.info("trace started", trace=label, path=options.path, seconds=trace_options.seconds)

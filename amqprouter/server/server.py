@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -36,7 +36,7 @@ from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
 from amqprouter.session.metrics_hooks import SessionEvents
-from amqprouter.session.trace import FrameObserver, Trace
+from amqprouter.session.trace import Trace
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -412,12 +412,12 @@ class Server:
         self.capacity.opened(session)
         self._nursery.start_soon(self._run_session, session)
 
-    def traces_on(self, vhost: str) -> Sequence[FrameObserver]:
+    def traces_on(self, vhost: str) -> list[Trace]:
         """The VHOST TRACEs on ``vhost`` still running (a session starting to forward
         asks); the stopped ones are forgotten here."""
         traces = self.vhost_traces.get(vhost)
         if not traces:
-            return ()
+            return []
         live = [t for t in traces if t.stopped is None]
         if live:
             self.vhost_traces[vhost] = live
