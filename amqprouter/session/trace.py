@@ -137,7 +137,7 @@ def human_line(session_id: int, from_client: bool, when: float, record: FrameRec
     words.append(record.frame_type)
     if record.method is not None:
         words.append(record.method)
-    words += [f"{name}={escape(value)!r}" for name, value in record.arguments]
+    words += [f"{name}='{escape(value)}'" for name, value in record.arguments]
     if record.body_size is not None:
         words.append(f"body_size={record.body_size}")
         words.append("properties=" + (",".join(record.properties) or "-"))
@@ -145,7 +145,7 @@ def human_line(session_id: int, from_client: bool, when: float, record: FrameRec
         words.append(f"body={record.body!r}")
     words.append(f"size={record.size}")
     if record.error is not None:
-        words.append(f"error={escape(record.error)!r}")
+        words.append(f"error='{escape(record.error)}'")
     return " ".join(words) + "\n"
 
 

@@ -21,10 +21,10 @@ import trio.testing
 from pamqp import commands, frame
 
 from amqprouter.control.controller import Controller
-from amqprouter.protocol.frame_describe import REDACTED
+from amqprouter.protocol.frame_describe import REDACTED, FrameRecord
 from amqprouter.session import Timeouts
 from amqprouter.session.capture import TcpStream
-from amqprouter.session.trace import open_new_file
+from amqprouter.session.trace import human_line, json_line, open_new_file
 from tests.session.test_pause import body_frame
 from tests.session.wire import FakeBroker, Peer, broker_handshake, fake_broker, open_client, router
 
@@ -249,3 +249,18 @@ def test_a_capture_bridging_ipv6_and_ipv4_writes_ipv6_packets() -> None:
     segment = packet.data.data
     assert (segment.sport, segment.dport, segment.seq) == (40000, 5672, 1_000_000)
     assert stream.next_seq[True] == 1_000_001  # a SYN counts one
+
+
+def test_names_a_client_chose_cannot_forge_a_line_or_reach_the_terminal() -> None:
+    record = FrameRecord(
+        1, "method", 40, 32, method="Basic.Publish", arguments=(("routing_key", "a\nb\x1b[31m"),)
+    )
+    line = human_line(7, True, 0.0, record)
+    assert line == (
+        "1970-01-01T00:00:00.000000Z s7 client>broker ch1 method Basic.Publish "
+        "routing_key='a\\nb\\x1b[31m' size=40\n"
+    )
+    assert line.count("\n") == 1 and "\x1b" not in line
+    decoded = json.loads(json_line(7, False, 0.0, record))
+    assert decoded["routingKey"] == "a\nb\x1b[31m"  # JSON escapes it; the value is exact
+    assert "\x1b" not in json_line(7, False, 0.0, record)
