@@ -23,6 +23,7 @@ import pika
 import pytest
 
 from tests.brokers import SYSTEM_PORT, SystemBroker, free_port, wait_for
+from tests.integration.test_tls import ctl, must
 from tests.router import RouterProcess, running_router
 from tests.tls_certs import TlsFiles
 
@@ -36,30 +37,11 @@ def control(router: RouterProcess) -> str:
     return str(router.stdout_path.parent / "control")
 
 
-def ctl(router: RouterProcess, *words: object, as_json: bool = False) -> tuple[int, str]:
-    flags = ["--json"] if as_json else []
-    result = subprocess.run(
-        [str(CTL), *flags, control(router), *map(str, words)],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    return result.returncode, result.stdout
-
-
-def must(router: RouterProcess, *words: object, as_json: bool = False) -> str:
-    code, out = ctl(router, *words, as_json=as_json)
-    assert code == 0, f"{words}: {out}\n{router.stderr[-3000:]}"
-    return out
-
-
 def session_of(router: RouterProcess, name: str) -> int:
     """The id of the session whose client named itself ``name``."""
 
     def find() -> int | None:
-        for line in must(router, "CONN", as_json=True).splitlines():
+        for line in must(router, "--json", "CONN").splitlines():
             record = json.loads(line)
             if record["connectionName"] == name and record["egressRemote"]["port"]:
                 return int(record["id"])
@@ -384,7 +366,7 @@ def captured_session(
     sid = session_of(router, name)
     record = next(
         json.loads(line)
-        for line in must(router, "CONN", as_json=True).splitlines()
+        for line in must(router, "--json", "CONN").splitlines()
         if json.loads(line)["id"] == sid
     )
     out = must(router, "SESSION", "CAPTURE", sid, path)
