@@ -14,7 +14,8 @@ The supervisor (docs/fleet.md):
   grammar itself, and merging their replies: CONN as one listing, VHOST PRINT united,
   STAT LISTEN's streams interleaved (each line naming its worker), the configuration
   listings from one worker (they all hold the same), SESSION to the worker whose id it
-  is (a worker's session ids start at its serial number << 32);
+  is (a worker's session ids start at its serial number << 32), SESSION TRACE's stream
+  relayed from it as it comes (VHOST TRACE is refused: docs/tracing.md);
 * applies a command that may change the configuration to one worker first, the
   *canary*: if it fails there, it is answered with that failure and no other worker
   is asked, so nothing changed anywhere; if it succeeds, every other worker applies it,
@@ -63,7 +64,7 @@ from amqprouter.control.socket_server import (
 )
 from amqprouter.fleet import fleet_http, merge
 from amqprouter.fleet.fanout import ask_all, stat_stream, wait_in_step
-from amqprouter.fleet.link import Answer, ask
+from amqprouter.fleet.link import Answer, ask, ask_streaming
 from amqprouter.fleet.role import SNAPSHOT, WorkerRole, worker_of_session
 from amqprouter.fleet.worker import EXIT_WORKERS_FAILED, Worker, WorkerStartFailed
 from amqprouter.observe.http import Response, serve_http
@@ -352,6 +353,15 @@ class Supervisor:
             return Reply("", stream=stat_stream(self._nursery, line, live))
         if isinstance(command, c.Exit):
             return self._exit(command)
+        if isinstance(command, c.VhostTrace):
+            # Each worker would trace its own share (and all would race for one file).
+            return Reply(
+                "VHOST TRACE is not available with --workers; trace the vhost's sessions one "
+                "by one (SESSION TRACE id: CONN lists them).\n",
+                ok=False,
+            )
+        if isinstance(command, (c.SessionTrace, c.SessionCapture)):
+            return await self._to_session_holder(command.session_id, line, as_json)
         async with self._lock:
             live = self.live()
             if not live:
@@ -403,6 +413,17 @@ class Supervisor:
             note = "workers that failed it are being replaced with the fleet's configuration\n"
             return Answer(merged.text + note, ok=False)
         return merged
+
+    async def _to_session_holder(self, session_id: int, line: str, as_json: bool) -> Reply:
+        """SESSION TRACE and CAPTURE, to the worker that holds the session; a streamed
+        trace is relayed as it comes, unchanged (its lines name the session)."""
+        live = self.live()
+        if not live:
+            return Reply("No worker is running (they are being started again).\n", ok=False)
+        serial = worker_of_session(session_id)
+        holder = next((w for w in live if w.serial == serial), live[0])
+        answer, stream = await ask_streaming(holder.role.control_socket, line, as_json=as_json)
+        return Reply(answer.text, ok=answer.ok, stream=stream)
 
     def _exit(self, command: c.Exit) -> Reply:
         if command.graceful:

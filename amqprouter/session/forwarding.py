@@ -8,10 +8,10 @@ transport is written by exactly one task at a time, so whole frames never interl
 The only frames decoded are channel 0's methods (``_on_channel_zero``): Close and
 Close-Ok (the close handshake passing through), Blocked and Unblocked (supervision).
 
-The pump loop is the hot path: per read it looks at two attributes (the pause, the
-data budget), stamps the direction's last data and calls the scanner, and nothing
-else; no await unless it must wait, a pause holds it or a budget is spent. The first
-pump to stop says why (``End``) and the session goes on to closing.py.
+The pump loop is the hot path: per read it looks at three attributes (the pause, the
+data budget, the trace), stamps the direction's last data and calls the scanner, and
+nothing else; no await unless it must wait, a pause holds it or a budget is spent.
+The first pump to stop says why (``End``) and the session goes on to closing.py.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from amqprouter.session.state import SessionState, State
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams
+    from amqprouter.session.trace import FrameObserver
 
 #: How the engine's outcomes read as a session's ends (``LEFT`` is not an end).
 _ENDS: Final = {
@@ -91,6 +92,7 @@ class Forwarding(SessionState):
         async def _hold(self, data: bytes) -> End | bytes: ...
         def _start_keeper(self) -> None: ...
         def watch_check(self, now: float) -> float | None: ...
+        def watch_frames(self, observer: FrameObserver) -> bool: ...
 
     async def _forward(self, tune: TuneParams, client_early: bytes, broker_early: bytes) -> None:
         """Forward until either side ends; ``*_early`` were sent before the handshake ended."""
@@ -124,6 +126,9 @@ class Forwarding(SessionState):
                 now = self.last_ingress = self.last_egress = self._now()
                 if watchdog is not None:
                     self._watch_handle = watchdog.watch(self, now + self._watch_step())
+                if self.vhost is not None and (traces := self.context.vhost_traces(self.vhost)):
+                    for observer in traces:  # VHOST TRACE: before the first frame
+                        self.watch_frames(observer)
                 early = await self._deliver_early(client_early, broker_early)
                 if early is not None:
                     outcome.append(early)
@@ -155,13 +160,15 @@ class Forwarding(SessionState):
     def _fits_engine(self, engine: Engine) -> bool:
         """Whether the engine may forward this session: plain TCP both ways (a TLS
         transport decrypts in its own buffers: the task path), nothing pacing or holding
-        the client's data, and the real clock (the engine stamps ``time.monotonic``)."""
+        the client's data, nothing watching its frames (a trace reads them on the task
+        path), and the real clock (the engine stamps ``time.monotonic``)."""
         return (
             engine.running
             and type(self.client) is PlainTransport
             and type(self.broker) is PlainTransport
             and self._pause is None
             and self.data_budget is None
+            and self._trace is None
             and self._now is time.monotonic
         )
 
@@ -191,6 +198,12 @@ class Forwarding(SessionState):
                 (self.client, link.owed_to_client),
             ):
                 if owed:
+                    # Scanned in the engine, written here: whole frames, and what a trace
+                    # that evicted the session must see first.
+                    if self._trace is not None and not self._trace.saw(
+                        self, peer is self.broker, [owed], self._now()
+                    ):
+                        self._trace = None
                     try:
                         await peer.send_all(owed)
                     except PeerGone:
@@ -324,14 +337,18 @@ class Forwarding(SessionState):
 
     def _scanned(self, way: Direction, data: bytes) -> list[bytes | memoryview]:
         """Stamp the direction's last data, scan ``data`` and act on its channel-0
-        methods: the pieces of ``data`` ready to forward (whole frames)."""
+        methods: the pieces of ``data`` ready to forward (whole frames), shown to what
+        watches the session (trace.py) when something does."""
+        now = self._now()
         if way.from_client:
-            self.last_ingress = self._now()
+            self.last_ingress = now
         else:
-            self.last_egress = self._now()
+            self.last_egress = now
         pieces, controls = way.scanner.scan(data)
         if controls is not None:
             self._on_channel_zero(controls, way.sender)
+        if self._trace is not None and not self._trace.saw(self, way.from_client, pieces, now):
+            self._trace = None  # every observer is done: back to one slot read
         return pieces
 
     def _on_channel_zero(self, frames: list[Frame], side: str) -> None:
