@@ -94,15 +94,21 @@ async def play_client_handshake(
 
 
 async def play_broker_handshake(
-    peer: FramePeer, tune: commands.Connection.Tune
+    peer: FramePeer,
+    tune: commands.Connection.Tune,
+    start_oks: list[commands.Connection.StartOk] | None = None,
 ) -> commands.Connection.StartOk:
-    """RabbitMQ's side of the handshake (the router pipelines its side): its StartOk."""
+    """RabbitMQ's side of the handshake (the router pipelines its side): its StartOk,
+    also appended to ``start_oks`` as soon as it is read (before the client can have
+    its Open-Ok, so a test that has it finds the StartOk there)."""
     assert await peer.read_raw(8) == constants.PROTOCOL_HEADER
     await peer.send_method(
         commands.Connection.Start(server_properties={"product": "fake"}, mechanisms="PLAIN")
     )
     start_ok = await peer.read_method()
     assert isinstance(start_ok, commands.Connection.StartOk)
+    if start_oks is not None:
+        start_oks.append(start_ok)
     await peer.send_method(tune)
     assert isinstance(await peer.read_method(), commands.Connection.TuneOk)
     assert isinstance(await peer.read_method(), commands.Connection.Open)

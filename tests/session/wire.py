@@ -89,7 +89,7 @@ async def broker_handshake(
 ) -> None:
     """Play RabbitMQ's side of the handshake (the router pipelines its side)."""
     tune = tune or commands.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=60)
-    broker.start_oks.append(await play_broker_handshake(peer, tune))
+    await play_broker_handshake(peer, tune, broker.start_oks)
 
 
 Behaviour = Callable[[Peer, FakeBroker], Awaitable[None]]
