@@ -59,8 +59,8 @@ else {RUN_SOCKET} if it exists, else {FALLBACK_SOCKET} (where amqprouter
 puts its socket by default).
 
 --json asks for the reply as JSON, one object a line: CONN, BACKEND PRINT, FARM PRINT,
-MAP PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json have a JSON form; any other
-command is refused (exit 1) and not run.
+MAP PRINT, VHOST PRINT, LIMIT PRINT, SESSION TRACE, SESSION CAPTURE, VHOST TRACE and
+STAT LISTEN json have a JSON form; any other command is refused (exit 1) and not run.
 
 The socket must belong to you or root, and the router answering on it must run as
 you or root: a socket anyone else holds is refused (exit 2), since in a directory

@@ -55,6 +55,19 @@ if ! command -v redis-server >/dev/null 2>&1; then
         echo "    note: redis-server is missing (apt-get install -y redis-server); the --config-store tests will fail"
     fi
 fi
+# The SESSION CAPTURE tests read the router's pcap files with Debian's tshark
+# (tests/integration/test_tracing.py); they fail, never skip, without it.
+if ! command -v tshark >/dev/null 2>&1; then
+    if is_root; then
+        echo "    installing tshark with apt-get"
+        # Wireshark's "may non-root users capture?" question: no (nothing here captures).
+        echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+        apt-get update -qq
+        apt-get install -y -qq tshark >/dev/null
+    else
+        echo "    note: tshark is missing (apt-get install -y tshark); the capture tests will fail"
+    fi
+fi
 # systemd-analyze checks packaging/amqprouter.service (tests/test_packaging_service.py);
 # Debian's systemd package brings it, and installing it does not start it here.
 if [ ! -x /usr/bin/systemd-analyze ]; then

@@ -478,6 +478,48 @@ class SessionControl:
 
 
 @attrs.frozen
+class TraceOptions:
+    """What ``... TRACE ... ON`` may add: ``TO file`` (else streamed to the control
+    client), ``BODIES n`` (the first n bytes of each body), ``RATE n`` (lines/s) and
+    ``SECONDS s``; None is the default (session/trace.py)."""
+
+    path: str | None = None
+    bodies: int = 0
+    rate: int | None = None
+    seconds: float | None = None
+
+
+@attrs.frozen
+class SessionTrace:
+    """``SESSION TRACE id [ON|OFF] [TO file] [BODIES n] [RATE n] [SECONDS s]`` (ours):
+    one line per frame the session forwards, until the reader leaves or a bound ends it;
+    ``OFF`` stops every trace of the session."""
+
+    session_id: int
+    on: bool = True
+    options: TraceOptions = TraceOptions()
+
+
+@attrs.frozen
+class SessionCapture:
+    """``SESSION CAPTURE id file [SECONDS s]`` (ours): the session's frames as a pcap."""
+
+    session_id: int
+    path: str
+    seconds: float | None = None
+
+
+@attrs.frozen
+class VhostTrace:
+    """``VHOST TRACE vhost [ON|OFF] [TO file] [BODIES n] [RATE n] [SECONDS s]`` (ours):
+    SESSION TRACE for every session of ``vhost``, those opened from then on too."""
+
+    vhost: str
+    on: bool = True
+    options: TraceOptions = TraceOptions()
+
+
+@attrs.frozen
 class VhostPause:
     """``VHOST PAUSE vhost``: hold its sessions' client data and new clients at Open."""
 
@@ -670,6 +712,9 @@ Command: TypeAlias = (
     | StatPerSource
     | BackendDrain
     | SessionControl
+    | SessionTrace
+    | SessionCapture
+    | VhostTrace
     | VhostPause
     | VhostUnpause
     | VhostPrint

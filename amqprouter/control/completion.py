@@ -56,7 +56,7 @@ def _slot(words: Sequence[str]) -> str | None:
             return "backends"
         case ["MAP", "FARM", _]:
             return "farms"
-        case ["VHOST", "PAUSE" | "UNPAUSE" | "BACKEND_DISCONNECT" | "FORCE_DISCONNECT"]:
+        case ["VHOST", "PAUSE" | "UNPAUSE" | "BACKEND_DISCONNECT" | "FORCE_DISCONNECT" | "TRACE"]:
             return "vhosts"
         case ["LIMIT", "PRINT"]:
             return "vhosts"

@@ -28,6 +28,7 @@ from amqprouter.control import (
     routing_commands,
     session_control,
     tls_commands,
+    trace_commands,
 )
 from amqprouter.control import commands as c
 from amqprouter.control.config_check import NO_LOG_FILES, verdict
@@ -89,6 +90,9 @@ class Controller:
         if as_json:
             if not json_replies.has_json_form(command):
                 return Reply(json_replies.refusal(command), ok=False)
+            if isinstance(command, trace_commands.TRACE_COMMANDS):  # JSON lines of their own
+                async with self._lock:
+                    return trace_commands.execute(self.server, command, as_json=True)
             if not isinstance(command, c.StatListen):  # STAT LISTEN json is its own JSON
                 async with self._lock:
                     return Reply(self._json(command))
@@ -253,6 +257,9 @@ class Controller:
         | c.VhostForceDisconnect,
     ) -> Reply:
         return session_control.execute_vhost(self.server, command)
+
+    async def _trace(self, command: c.SessionTrace | c.SessionCapture | c.VhostTrace) -> Reply:
+        return trace_commands.execute(self.server, command)
 
     async def _map_hostnames(self, command: c.MapHostnameDns) -> Reply:
         self.server.map_hostnames()
@@ -427,6 +434,7 @@ _handle(Controller._complete, c.Complete)
 _handle(Controller._exit, c.Exit)
 _handle(Controller._session, c.SessionControl)
 _handle(Controller._vhost, *session_control.VHOST_COMMANDS)
+_handle(Controller._trace, *trace_commands.TRACE_COMMANDS)
 _handle(Controller._drain_backend, c.BackendDrain)
 _handle(Controller._map_hostnames, c.MapHostnameDns)
 _handle(Controller._stat, c.StatListen, c.StatSend, c.StatStopSend, c.StatPerSource)

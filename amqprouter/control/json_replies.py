@@ -9,7 +9,8 @@ STAT's too: ``json.dumps`` with every non-ASCII character escaped, and DEL as
 ``\\u007f``, so a line holds no control character a terminal would act on.
 
 Commands with a JSON form: CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT,
-LIMIT PRINT, and STAT LISTEN json (its own json, unchanged). Any other command asked
+LIMIT PRINT, SESSION TRACE, SESSION CAPTURE and VHOST TRACE (their own JSON lines,
+control/trace_commands.py), and STAT LISTEN json (its own json, unchanged). Any other command asked
 for as JSON is refused and not run: a mutation answered in text where a script
 expects JSON would be read as a failure after it took effect.
 """
@@ -37,10 +38,13 @@ JSON_COMMANDS: Final = (
     c.VhostPrint,
     c.LimitPrint,
     c.StatListen,
+    c.SessionTrace,
+    c.SessionCapture,
+    c.VhostTrace,
 )
 _JSON_NAMES: Final = (
-    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT and STAT "
-    "LISTEN json"
+    "CONN, BACKEND PRINT, FARM PRINT, MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT, SESSION "
+    "TRACE, SESSION CAPTURE, VHOST TRACE and STAT LISTEN json"
 )
 
 

@@ -30,7 +30,7 @@ _DISCONNECTS = {
 
 
 #: SESSION's subcommands, as HELP lists them.
-ACTIONS = ("PAUSE", "UNPAUSE", "DISCONNECT_GRACEFUL", "FORCE_DISCONNECT")
+ACTIONS = ("PAUSE", "UNPAUSE", "DISCONNECT_GRACEFUL", "FORCE_DISCONNECT", "TRACE", "CAPTURE")
 
 
 def execute_session(server: Server, command: c.SessionControl) -> Reply:

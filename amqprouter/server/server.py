@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -36,6 +36,7 @@ from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
 from amqprouter.session.metrics_hooks import SessionEvents
+from amqprouter.session.trace import Trace
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -116,6 +117,9 @@ class Server:
         self.session_ended: list[Callable[[Session], None]] = []
         #: VHOST PAUSE/UNPAUSE/PRINT state (runtime, not configuration).
         self.vhosts = VhostStates()
+        #: VHOST TRACE: the traces on each vhost, which its sessions join as they start
+        #: forwarding (runtime; a stopped trace is forgotten when next looked up).
+        self.vhost_traces: dict[str, list[Trace]] = {}
         #: LIMIT: connection rates, concurrent connections and data rates (limits.py).
         self.limits = Limits(burst_seconds=data_rate_burst)
         #: The TLS settings and contexts of both directions (the TLS verb changes them;
@@ -154,6 +158,7 @@ class Server:
             watchdog=self.watchdog,
             take_primed=self.primed.take if self.primed.enabled else None,
             engine=self.engine,
+            vhost_traces=self.traces_on,
         )
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
@@ -407,6 +412,25 @@ class Server:
         self.sessions[session.id] = session
         self.capacity.opened(session)
         self._nursery.start_soon(session.run, self._session_ended)
+
+    def traces_on(self, vhost: str) -> list[Trace]:
+        """The VHOST TRACEs on ``vhost`` still running (a session starting to forward
+        asks); the stopped ones are forgotten here."""
+        traces = self.vhost_traces.get(vhost)
+        if not traces:
+            return []
+        live = [t for t in traces if t.stopped is None]
+        if live:
+            self.vhost_traces[vhost] = live
+        else:
+            del self.vhost_traces[vhost]
+        return live
+
+    def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` in the server's nursery (a trace or capture file's writer): it
+        ends with the server at the latest."""
+        assert self._nursery is not None, "Server.run() must be started first"
+        self._nursery.start_soon(task)
 
     def _admit(self, session_id: int, vhost: str) -> Admitted | Refused:
         """The sessions' Connection.Open hook: the LIMIT checks, then the vhost's data rate."""

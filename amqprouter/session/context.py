@@ -16,7 +16,7 @@ client gets), and the session records what it was told.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -29,6 +29,7 @@ from amqprouter.session.auth import Authorize
 from amqprouter.session.connect import OpenConnection, TakePrimed, WrapBackend, open_tcp
 from amqprouter.session.metrics_hooks import NO_EVENTS, SessionEvents
 from amqprouter.session.settings import SessionSettings
+from amqprouter.session.trace import FrameObserver
 from amqprouter.session.watch import Watchdog
 
 
@@ -64,6 +65,10 @@ def _never_paused(vhost: str) -> bool:
     return False
 
 
+def _never_traced(vhost: str) -> Sequence[FrameObserver]:
+    return ()
+
+
 @attrs.frozen
 class SessionContext:
     """The server's services and hooks, as every session of it sees them."""
@@ -95,3 +100,5 @@ class SessionContext:
     #: The forwarding engine (``--forwarding engine``): plain sessions forward through
     #: it after Open-Ok; None forwards every session with its own pump tasks.
     engine: Engine | None = None
+    #: The VHOST TRACEs on a vhost, asked once per session as it starts forwarding.
+    vhost_traces: Callable[[str], Sequence[FrameObserver]] = _never_traced

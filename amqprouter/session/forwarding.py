@@ -4,14 +4,15 @@ Once both handshakes are done, ``_forward`` moves the session's bytes in one of 
 ways, and may switch between them several times in its life:
 
 * **the forwarding engine** (net/engine.py, the default data plane): a session over
-  plain TCP or TLS hands its two sockets and scanners to the server's engine thread and awaits
-  an ``Outcome``; its task parks there, with no child task and no nursery.
+  plain TCP or TLS hands its two sockets and scanners to the server's engine thread
+  and awaits an ``Outcome``; its task parks there, with no child task and no nursery.
 * **the pumps**, each given its ``Direction``: client→broker in the session's task,
   broker→client in one child task, in a nursery opened for that stretch
   (``_forward_on_tasks``). A PROXY-protocol or in-memory transport uses them for
-  life; a paused session (its
-  client's data held, the broker heartbeated) and one paced by a data-rate limit use
-  them while that lasts. When it ends (an unpause, a limit lifted), ``_request_engine``
+  life; a paused session (its client's data held, the broker heartbeated), one paced
+  by a data-rate limit and one whose frames a trace watches (trace.py) use them while
+  that lasts. When it ends (an unpause, a limit lifted, the last trace done),
+  ``_request_engine``
   sets ``_back``: each pump stops at its next park, where it holds nothing (every
   byte it read is written, a partial frame stays in the scanner), the nursery ends
   once the keeper has too, and the session goes back into the engine with the same
@@ -23,9 +24,9 @@ frames never interleave. The only frames decoded are channel 0's methods
 (``_on_channel_zero``): Close and Close-Ok (the close handshake passing through),
 Blocked and Unblocked (supervision).
 
-The pump loop is the hot path of the task path: per read it looks at two attributes
-(the pause, the data budget), stamps the direction's last data and calls the scanner,
-and nothing else; no await unless it must wait, a pause holds it or a budget is spent.
+The pump loop is the hot path of the task path: per read it looks at three attributes
+(the pause, the data budget, the trace), stamps the direction's last data and calls
+the scanner, and nothing else; no await unless it must wait, a pause holds it or a budget is spent.
 The first direction to stop says why (``End``) and the session goes on to closing.py.
 """
 
@@ -51,6 +52,7 @@ from amqprouter.session.state import SessionState, State
 
 if TYPE_CHECKING:
     from amqprouter.protocol.tune import TuneParams
+    from amqprouter.session.trace import FrameObserver
 
 #: How the engine's outcomes read as a session's ends (``LEFT`` is not an end).
 _ENDS: Final = {
@@ -116,6 +118,7 @@ class Forwarding(SessionState):
         async def _hold(self, data: bytes) -> End | bytes: ...
         def _start_keeper(self) -> None: ...
         def watch_check(self, now: float) -> float | None: ...
+        def watch_frames(self, observer: FrameObserver) -> bool: ...
 
     async def _forward(self, tune: TuneParams, client_early: bytes, broker_early: bytes) -> None:
         """Forward until either side ends; ``*_early`` were sent before the handshake ended.
@@ -149,6 +152,9 @@ class Forwarding(SessionState):
             now = self.last_ingress = self.last_egress = self._now()
             if watchdog is not None:
                 self._watch_handle = watchdog.watch(self, now + self._watch_step())
+            if self.vhost is not None and (traces := self.context.vhost_traces(self.vhost)):
+                for observer in traces:  # VHOST TRACE: before the first frame
+                    self.watch_frames(observer)
             self._forward_end = await self._deliver_early(client_early, broker_early)
             engine = self.context.engine
             while self._forward_end is None:
@@ -205,7 +211,8 @@ class Forwarding(SessionState):
         """Whether the engine may forward this session, a pause aside: plain TCP or TLS
         both ways (the engine reads a TLS transport through its ``recv`` and writes its
         ``SSLSocket``; a PROXY or in-memory transport stays on the task path), no
-        data-rate budget pacing the client, and the real clock (the engine stamps
+        data-rate budget pacing the client, nothing watching its frames (a trace reads
+        them on the task path), and the real clock (the engine stamps
         ``time.monotonic``)."""
         return (
             engine.running
@@ -213,6 +220,7 @@ class Forwarding(SessionState):
             and self.broker is not None
             and _engine_socket(self.broker) is not None
             and self.data_budget is None
+            and self._trace is None
             and self._now is time.monotonic
         )
 
@@ -244,6 +252,12 @@ class Forwarding(SessionState):
                 (self.client, link.owed_to_client),
             ):
                 if owed:
+                    # Scanned in the engine, written here: whole frames, and what a trace
+                    # that evicted the session must see first.
+                    if self._trace is not None and not self._trace.saw(
+                        self, peer is self.broker, [owed], self._now()
+                    ):
+                        self._trace = None
                     try:
                         await peer.send_all(owed)
                     except PeerGone:
@@ -439,14 +453,19 @@ class Forwarding(SessionState):
 
     def _scanned(self, way: Direction, data: bytes) -> list[bytes | memoryview]:
         """Stamp the direction's last data, scan ``data`` and act on its channel-0
-        methods: the pieces of ``data`` ready to forward (whole frames)."""
+        methods: the pieces of ``data`` ready to forward (whole frames), shown to what
+        watches the session (trace.py) when something does."""
+        now = self._now()
         if way.from_client:
-            self.last_ingress = self._now()
+            self.last_ingress = now
         else:
-            self.last_egress = self._now()
+            self.last_egress = now
         pieces, controls = way.scanner.scan(data)
         if controls is not None:
             self._on_channel_zero(controls, way.sender)
+        if self._trace is not None and not self._trace.saw(self, way.from_client, pieces, now):
+            self._trace = None  # every observer is done: back to one slot read
+            self._request_engine()  # and back into the engine, if it may take it
         return pieces
 
     def _on_channel_zero(self, frames: list[Frame], side: str) -> None:

@@ -22,13 +22,14 @@ A session's life is cut into parts, one module each, all over one state (state.p
    there, each wait bounded.
 
 This module puts the parts together (``run``) and holds session control: ``pause``,
-``unpause`` and ``disconnect`` reach a running session without touching the pumps'
-per-frame work. A disconnect records its ``End`` and cancels the forwarding scope
-(or, before forwarding, the opening scope; a forced cut cancels everything); a pause
-is one attribute the ingress pump looks at once per read, and a heartbeat keeper task
-the session starts in its own forwarding nursery (pause.py). A client whose vhost is
-paused is held at Connection.Open, before any broker is chosen, and routed with the
-table of the moment it is resumed.
+``unpause``, ``disconnect`` and ``watch_frames`` (traces and captures, trace.py) reach
+a running session without touching the pumps' per-frame work. A disconnect records
+its ``End`` and cancels the forwarding scope (or, before forwarding, the opening
+scope; a forced cut cancels everything); a pause is one attribute the ingress pump
+looks at once per read, and a heartbeat keeper task the session starts in its own
+forwarding nursery (pause.py). A client whose vhost is paused is held at
+Connection.Open, before any broker is chosen, and routed with the table of the moment
+it is resumed.
 
 Limits (the server's limits.py) meet a session at two points: ``admit``, asked once at
 Connection.Open before the pause hold and routing (a refusal is a Close after
@@ -49,6 +50,7 @@ from amqprouter.session.forwarding import Forwarding
 from amqprouter.session.opening import Opening
 from amqprouter.session.pause import Pause, hold_ingress, keep_broker_alive
 from amqprouter.session.state import State
+from amqprouter.session.trace import FrameObserver, Tap
 from amqprouter.session.watch import Supervised
 
 __all__ = ["End", "Session", "State"]
@@ -91,6 +93,9 @@ class Session(Opening, Forwarding, Supervised, Closing):
             self.log.exception("session failed")
         finally:
             self.state = State.CLOSED
+            if self._trace is not None:  # what watched it hears that it ended
+                self._trace.ended(self)
+                self._trace = None
             if self.route is not None:
                 self.route.release()
             self.client.close()
@@ -127,6 +132,25 @@ class Session(Opening, Forwarding, Supervised, Closing):
         self._start_keeper()
         self.log.info("session paused")
         return True
+
+    def watch_frames(self, observer: FrameObserver) -> bool:
+        """Show ``observer`` (a trace, a capture: trace.py) every frame forwarded from now
+        on; False if the session is ending. A session inside the engine leaves it for
+        the task path first, as for a pause, so the engine's thread never traces."""
+        if self.state in (State.CLOSING, State.CLOSED):
+            return False
+        if self._trace is None:
+            self._trace = Tap([observer])
+        elif observer not in self._trace.observers:  # a VHOST TRACE met twice
+            self._trace.observers.append(observer)
+        if self._link is not None and self.context.engine is not None:
+            self.context.engine.evict(self._link)
+        return True
+
+    @property
+    def watchers(self) -> list[FrameObserver]:
+        """What watches this session's frames now (traces, captures)."""
+        return [] if self._trace is None else list(self._trace.observers)
 
     def unpause(self) -> bool:
         """Resume a paused session (held bytes go first); False if it was not paused.

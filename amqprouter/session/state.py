@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from amqprouter.session.connect import StartClient
     from amqprouter.session.context import SessionContext
     from amqprouter.session.pause import Pause
+    from amqprouter.session.trace import Tap
     from amqprouter.session.watch import Handle
 
 log = structlog.get_logger("amqprouter.session")
@@ -75,6 +76,7 @@ class SessionState:
         "_pause",
         "_pending_end",
         "_start_client",
+        "_trace",
         "_watch_handle",
         "_watch_since",
         "_writing",
@@ -201,6 +203,9 @@ class SessionState:
         # While the forwarding engine moves this session's bytes (net/engine.py): its
         # link there, which a pause evicts.
         self._link: Link | None = None
+        # SESSION/VHOST TRACE and SESSION CAPTURE (trace.py): what watches this session's
+        # frames; None costs a pump one slot read per read, and keeps the engine open.
+        self._trace: Tap | None = None
         # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
         self._writing = Writing()

@@ -57,7 +57,9 @@ from amqprouter.control.commands import (
     RuleAdd,
     RuleDelete,
     RulePrint,
+    SessionCapture,
     SessionControl,
+    SessionTrace,
     StatListen,
     StatPerSource,
     StatSend,
@@ -72,6 +74,7 @@ from amqprouter.control.commands import (
     VhostForceDisconnect,
     VhostPause,
     VhostPrint,
+    VhostTrace,
     VhostUnpause,
 )
 from amqprouter.control.grammar import (
@@ -135,6 +138,11 @@ EXPECTED_HELP = (
     " or a backend's, lowest priority first (docs/routing.md)\n"
     "SESSION  id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a particular"
     " session\n"
+    "SESSION TRACE id# [ON [TO file] [BODIES n] [RATE n] [SECONDS s] | OFF] - One line per frame"
+    " the session forwards, streamed here (or written to a new file), until the reader leaves or"
+    " a bound stops it; BODIES shows the first n bytes of each message body\n"
+    "SESSION CAPTURE id# file [SECONDS s] - Write the session's frames to a new pcap file (client"
+    " to broker, in clear) that Wireshark decodes\n"
     "STAT (STOP SEND | SEND <host> <port> | (LISTEN (json|human) (overall|vhost=foo|"
     "backend=bar|source=baz|all|all-except-per-source|process|bufferpool)) - Output "
     "statistics\n"
@@ -144,7 +152,8 @@ EXPECTED_HELP = (
     " TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET"
     " ciphersuite(:ciphersuite)*) | MIN_VERSION (1.2 | 1.3) | PRINT)\n"
     "VHOST PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | FORCE_DISCONNECT"
-    " vhost\n"
+    " vhost | TRACE vhost [ON [TO file] [BODIES n] [RATE n] [SECONDS s] | OFF] - TRACE: SESSION"
+    " TRACE for the vhost's sessions, those opened from now on too\n"
 )
 
 
@@ -306,6 +315,9 @@ VALID: list[tuple[str, Command]] = [
     ("STAT DISABLE per-source", StatPerSource(False)),
     # SESSION, VHOST, BACKEND DISABLE/ENABLE/DRAIN, EXIT GRACEFUL
     ("SESSION 1 PAUSE", SessionControl(1, "PAUSE")),
+    ("SESSION TRACE 1", SessionTrace(1)),
+    ("SESSION CAPTURE 1 /tmp/c.pcap", SessionCapture(1, "/tmp/c.pcap")),
+    ("VHOST TRACE v", VhostTrace("v")),
     ("VHOST PAUSE v", VhostPause("v")),
     ("VHOST UNPAUSE v", VhostUnpause("v")),
     ("VHOST PRINT", VhostPrint()),
@@ -1083,7 +1095,7 @@ def test_commands_and_errors_are_frozen_and_hashable() -> None:
 # --------------------------------------------------------------------------- #
 
 
-_VHOST = "PAUSE, UNPAUSE, PRINT, BACKEND_DISCONNECT, FORCE_DISCONNECT"
+_VHOST = "PAUSE, UNPAUSE, PRINT, BACKEND_DISCONNECT, FORCE_DISCONNECT, TRACE"
 
 
 @pytest.mark.parametrize(

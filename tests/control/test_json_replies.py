@@ -190,7 +190,8 @@ async def test_commands_without_a_json_form_are_refused_and_not_run(line: str, s
         reply = await controller.handle(line, as_json=True)
         assert (reply.text, reply.ok) == (
             f"{shown} has no JSON form; --json works with CONN, BACKEND PRINT, FARM PRINT, "
-            "MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT and STAT LISTEN json.\n",
+            "MAP PRINT, RULE PRINT, VHOST PRINT, LIMIT PRINT, SESSION TRACE, SESSION CAPTURE, "
+            "VHOST TRACE and STAT LISTEN json.\n",
             False,
         )
         assert reply.after is None and exits == []

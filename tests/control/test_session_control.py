@@ -25,7 +25,7 @@ async def test_session_verbs_and_their_errors(autojump_clock: trio.testing.MockC
 
         assert (await controller.handle("SESSION 999999 PAUSE")).text == "Session not found.\n"
         bad = await controller.handle(f"SESSION {sid} FROB")
-        actions = "PAUSE, UNPAUSE, DISCONNECT_GRACEFUL, FORCE_DISCONNECT"
+        actions = "PAUSE, UNPAUSE, DISCONNECT_GRACEFUL, FORCE_DISCONNECT, TRACE, CAPTURE"
         assert (bad.text, bad.ok) == (
             f"Session subcommand not found: 'FROB'; valid subcommands: {actions}.\n",
             False,

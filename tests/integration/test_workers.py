@@ -398,3 +398,49 @@ def test_stat_listen_streams_every_workers_statistics(fleet: Fleet) -> None:
     # Every line is still one JSON object.
     for line in received.decode().splitlines()[:-1]:
         json.loads(line)
+
+
+def test_session_trace_streams_from_the_worker_holding_the_session(
+    fleet: Fleet, workdir: Path
+) -> None:
+    """SESSION TRACE and CAPTURE reach the worker whose session it is (a trace streamed
+    through the supervisor as it comes); VHOST TRACE is refused, saying why."""
+    clients = {
+        f"traced-{n}": pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1", fleet.port, client_properties={"connection_name": f"traced-{n}"}
+            )
+        )
+        for n in range(8)
+    }
+    try:
+        records = [json.loads(line) for line in fleet.must("--json", "CONN").splitlines()]
+        one_each = {r["id"] >> SESSION_ID_BITS: r for r in records}  # a session per worker
+        for record in one_each.values():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as reader:
+                reader.settimeout(10)
+                reader.connect(str(fleet.socket))
+                reader.sendall(f"SESSION TRACE {record['id']}\n".encode())
+                received = b""
+                while b"\n" not in received:
+                    received += reader.recv(65536)
+                assert received.startswith(f"# trace of session {record['id']}: ".encode())
+                clients[record["connectionName"]].channel()
+                while b" method Channel.OpenOk " not in received:
+                    chunk = reader.recv(65536)
+                    assert chunk, received
+                    received += chunk
+                assert (
+                    f" s{record['id']} client>broker ch1 method Channel.Open ".encode() in received
+                )
+            path = workdir / f"{record['id']}.pcap"
+            assert fleet.must("SESSION", "CAPTURE", record["id"], str(path)).startswith(
+                f"Capturing session {record['id']} "
+            )
+            assert path.exists()
+        refused = ctl(fleet.socket, "VHOST", "TRACE", "/")
+        assert refused.code == 1
+        assert refused.out.startswith("VHOST TRACE is not available with --workers; ")
+    finally:
+        for client in clients.values():
+            client.close()

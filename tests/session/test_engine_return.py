@@ -160,3 +160,39 @@ async def test_a_data_rate_limit_lifted_brings_the_session_back() -> None:
         await back_in_engine(server, session)
         assert session.data_budget is None
         assert server.engine.served == 2
+
+
+class FramesOnce:
+    """A trace's stand-in (trace.py's FrameObserver) that wants one read's frames and is
+    then done, as a trace that reaches its bound is."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    def frames(self, session: object, from_client: bool, now: float, data: bytes) -> bool:
+        self.seen.append(data)
+        return False
+
+    def session_ended(self, session: object) -> None:
+        pass
+
+    def stop(self, reason: str) -> None:
+        pass
+
+
+async def test_a_trace_that_is_done_brings_the_session_back() -> None:
+    broker = Broker()
+    async with session_via("engine", broker) as (server, session, client):
+        assert server.engine is not None
+        observer = FramesOnce()
+        assert session.watch_frames(observer)
+        await until(lambda: session._link is None and len(server.engine or ()) == 0)
+        await client.send(body_frame(1))  # seen by the trace, which is then done
+        await until(lambda: len(broker.received) == 1)
+        assert observer.seen == [body_frame(1)]
+        await back_in_engine(server, session)
+        assert session._trace is None
+        await client.send(body_frame(2))
+        await until(lambda: len(broker.received) == 2)
+        assert broker.received == [body_frame(1), body_frame(2)]
+        assert observer.seen == [body_frame(1)]  # the engine shows nobody

@@ -64,13 +64,19 @@ HELP_TEXTS: Mapping[str, str] = {
     "per-source statistics. Applies to all send/listeners",
     # amqpprox's text starts with a space (hence two after SESSION); UNPAUSE is ours.
     "SESSION": " id# (PAUSE|UNPAUSE|DISCONNECT_GRACEFUL|FORCE_DISCONNECT) - Control a "
-    "particular session",
+    "particular session\n"
+    "SESSION TRACE id# [ON [TO file] [BODIES n] [RATE n] [SECONDS s] | OFF] - One line per "
+    "frame the session forwards, streamed here (or written to a new file), until the reader "
+    "leaves or a bound stops it; BODIES shows the first n bytes of each message body\n"
+    "SESSION CAPTURE id# file [SECONDS s] - Write the session's frames to a new pcap file "
+    "(client to broker, in clear) that Wireshark decodes",
     # amqpprox's text; PRINT and MIN_VERSION are ours.
     "TLS": "(INGRESS | EGRESS) (KEY_FILE file | CERT_CHAIN_FILE file | RSA_KEY_FILE file | "
     "TMP_DH_FILE file | CA_CERT_FILE file | VERIFY_MODE mode* | CIPHERS (PRINT | SET "
     "ciphersuite(:ciphersuite)*) | MIN_VERSION (1.2 | 1.3) | PRINT)",
     "VHOST": "PAUSE vhost | UNPAUSE vhost | PRINT | BACKEND_DISCONNECT vhost | "
-    "FORCE_DISCONNECT vhost",
+    "FORCE_DISCONNECT vhost | TRACE vhost [ON [TO file] [BODIES n] [RATE n] [SECONDS s] | "
+    "OFF] - TRACE: SESSION TRACE for the vhost's sessions, those opened from now on too",
 }
 
 

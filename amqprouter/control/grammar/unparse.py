@@ -53,7 +53,9 @@ from amqprouter.control.commands import (
     RuleAdd,
     RuleDelete,
     RulePrint,
+    SessionCapture,
     SessionControl,
+    SessionTrace,
     StatListen,
     StatPerSource,
     StatSend,
@@ -64,10 +66,12 @@ from amqprouter.control.commands import (
     TlsMinVersion,
     TlsPrint,
     TlsVerifyMode,
+    TraceOptions,
     VhostBackendDisconnect,
     VhostForceDisconnect,
     VhostPause,
     VhostPrint,
+    VhostTrace,
     VhostUnpause,
 )
 from amqprouter.control.grammar.words import quote
@@ -118,6 +122,13 @@ def words_of(command: Command) -> list[str]:
             return ["BACKEND", "DRAIN", name, "GRACEFUL" if graceful else "FORCE"]
         case SessionControl(session_id, action):
             return ["SESSION", str(session_id)] + ([action] if action else [])
+        case SessionTrace(session_id, on, options):
+            return ["SESSION", "TRACE", str(session_id), *_trace_words(on, options)]
+        case SessionCapture(session_id, path, seconds):
+            words = ["SESSION", "CAPTURE", str(session_id), path]
+            return words + ([] if seconds is None else ["SECONDS", _decimal(seconds)])
+        case VhostTrace(vhost, on, options):
+            return ["VHOST", "TRACE", vhost, *_trace_words(on, options)]
         case VhostPause(vhost):
             return ["VHOST", "PAUSE", vhost]
         case VhostUnpause(vhost):
@@ -230,6 +241,21 @@ def words_of(command: Command) -> list[str]:
             return ["HELP"]
         case _:
             assert_never(command)
+
+
+def _trace_words(on: bool, options: TraceOptions) -> list[str]:
+    if not on:
+        return ["OFF"]
+    words = ["ON"]
+    if options.path is not None:
+        words += ["TO", options.path]
+    if options.bodies:
+        words += ["BODIES", str(options.bodies)]
+    if options.rate is not None:
+        words += ["RATE", str(options.rate)]
+    if options.seconds is not None:
+        words += ["SECONDS", _decimal(options.seconds)]
+    return words
 
 
 def _as_words(broker_vhost: str | None) -> list[str]:
