@@ -12,11 +12,10 @@ ways, and may switch between them several times in its life:
   life; a paused session (its client's data held, the broker heartbeated), one paced
   by a data-rate limit and one whose frames a trace watches (trace.py) use them while
   that lasts. When it ends (an unpause, a limit lifted, the last trace done),
-  ``_request_engine``
-  sets ``_back``: each pump stops at its next park, where it holds nothing (every
-  byte it read is written, a partial frame stays in the scanner), the nursery ends
-  once the keeper has too, and the session goes back into the engine with the same
-  scanners, so no byte is lost or reordered across the switch.
+  ``_request_engine`` sets ``_back``: each pump stops at its next park, where it holds
+  nothing (every byte it read is written, a partial frame stays in the scanner), the
+  nursery ends once the keeper has too, and the session goes back into the engine with
+  the same scanners, so no byte is lost or reordered across the switch.
 
 A pump reads what is there, has ``FrameScanner`` cut it at the last whole frame and
 writes those frames on; a transport is written by exactly one task at a time, so whole
@@ -26,8 +25,9 @@ Blocked and Unblocked (supervision).
 
 The pump loop is the hot path of the task path: per read it looks at three attributes
 (the pause, the data budget, the trace), stamps the direction's last data and calls
-the scanner, and nothing else; no await unless it must wait, a pause holds it or a budget is spent.
-The first direction to stop says why (``End``) and the session goes on to closing.py.
+the scanner, and nothing else; no await unless it must wait, a pause holds it or a
+budget is spent. The first direction to stop says why (``End``) and the session goes
+on to closing.py.
 """
 
 from __future__ import annotations
