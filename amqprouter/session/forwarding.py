@@ -403,12 +403,14 @@ class Forwarding(SessionState):
                 # ``_deliver``, inlined: a coroutine less per forwarded read.
                 pieces = self._scanned(way, data)
                 if pieces:
-                    writing.add(dst)
+                    # ``Writing``'s dict operations themselves, not its add/discard: no
+                    # Python call per read (its table stays: the task path's own cost).
+                    writing[dst] = None
                     if dst_sock is None:
                         await dst.send_pieces(pieces)
                     else:
                         await sockets.send_pieces(dst_sock, pieces)
-                    writing.discard(dst)
+                    writing.pop(dst, None)
             except ProtocolError as exc:
                 self.log.warning("malformed frame", sender=way.sender, error=str(exc))
                 return way.malformed
