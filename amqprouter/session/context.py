@@ -28,6 +28,7 @@ from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.auth import Authorize
 from amqprouter.session.connect import OpenConnection, TakePrimed, WrapBackend, open_tcp
 from amqprouter.session.metrics_hooks import NO_EVENTS, SessionEvents
+from amqprouter.session.pool import Pool
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.watch import Watchdog
 
@@ -64,6 +65,10 @@ def _never_paused(vhost: str) -> bool:
     return False
 
 
+def _never_pooled(vhost: str) -> bool:
+    return False
+
+
 @attrs.frozen
 class SessionContext:
     """The server's services and hooks, as every session of it sees them."""
@@ -95,3 +100,7 @@ class SessionContext:
     #: The forwarding engine (``--forwarding engine``): plain sessions forward through
     #: it after Open-Ok; None forwards every session with its own pump tasks.
     engine: Engine | None = None
+    #: Pooling mode (pool.py): the shared broker connections; None turns it off.
+    pool: Pool | None = None
+    #: Whether a vhost's clients are pooled (``--pool``, MAP POOL), asked at Open.
+    pooled: Callable[[str], bool] = _never_pooled

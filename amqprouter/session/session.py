@@ -46,13 +46,14 @@ from amqprouter.session.closing import Closing, End
 from amqprouter.session.forwarding import Forwarding
 from amqprouter.session.opening import Opening
 from amqprouter.session.pause import Pause, hold_ingress, keep_broker_alive
+from amqprouter.session.pooling import Pooling
 from amqprouter.session.state import State
 from amqprouter.session.watch import Supervised
 
 __all__ = ["End", "Session", "State"]
 
 
-class Session(Opening, Forwarding, Supervised, Closing):
+class Session(Opening, Pooling, Forwarding, Supervised, Closing):
     """One routed connection: its state (state.py), the parts of its life, and session
     control; readable by the control plane and stats."""
 
@@ -82,6 +83,9 @@ class Session(Opening, Forwarding, Supervised, Closing):
             return
         tune, client_early, broker_early = opened.tune, opened.client_early, opened.broker_early
         del opened
+        if self._link_of_pool is not None:
+            await self._serve_pooled(tune, client_early, broker_early)
+            return
         await self._forward(tune, client_early, broker_early)
 
     # -- session control: pause, unpause, disconnect (control plane, drains) --------

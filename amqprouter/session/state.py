@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from amqprouter.session.connect import StartClient
     from amqprouter.session.context import SessionContext
     from amqprouter.session.pause import Pause
+    from amqprouter.session.pool import BrokerLink, PooledClient
     from amqprouter.session.watch import Handle
 
 log = structlog.get_logger("amqprouter.session")
@@ -68,10 +69,12 @@ class SessionState:
         "_forwarding_tasks",
         "_heartbeat",
         "_link",
+        "_link_of_pool",
         "_now",
         "_opening",
         "_pause",
         "_pending_end",
+        "_pooled",
         "_start_client",
         "_watch_handle",
         "_watch_since",
@@ -193,6 +196,10 @@ class SessionState:
         # While the forwarding engine moves this session's bytes (net/engine.py): its
         # link there, which a pause evicts.
         self._link: Link | None = None
+        # Pooling mode (pooling.py): the shared broker connection this session is a
+        # client of, and its place there; None for a session with a broker of its own.
+        self._link_of_pool: BrokerLink | None = None
+        self._pooled: PooledClient | None = None
         # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
         self._writing: set[Transport] = set()
