@@ -1,0 +1,225 @@
+"""Pooling mode with real clients (pika, aio-pika) against real RabbitMQ.
+
+Each test starts a router with ``--pool`` in front of the machine's broker (a fresh
+vhost per test) or a private node it may kill, and checks what a pooled client and the
+broker see: messages arrive exactly once, the broker sees one connection where the
+clients opened many, a consumer works, a channel error stays with its client, a wrong
+password gets the broker's 403, a dead broker gives every pooled client a 320 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.parse
+
+import aio_pika
+import pika
+import pika.exceptions
+import pytest
+
+from tests.brokers import GUEST, RabbitNode, SystemBroker, wait_for
+from tests.router import RouterProcess, running_router
+
+QUEUE = "pooled"
+
+
+def params(router: RouterProcess, vhost: str, password: str = GUEST) -> pika.ConnectionParameters:
+    return pika.ConnectionParameters(
+        "127.0.0.1",
+        router.port,
+        vhost,
+        pika.PlainCredentials(GUEST, password),
+        connection_attempts=1,
+    )
+
+
+def php_request(router: RouterProcess, vhost: str, body: bytes) -> None:
+    """What a PHP request does: connect, open a channel, publish one message with
+    confirm, disconnect."""
+    connection = pika.BlockingConnection(params(router, vhost))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.basic_publish("", QUEUE, body)  # raises unless the broker confirms it
+    connection.close()
+
+
+def drain(router: RouterProcess, vhost: str) -> list[bytes]:
+    connection = pika.BlockingConnection(params(router, vhost))
+    channel = connection.channel()
+    bodies = []
+    while True:
+        _method, _properties, body = channel.basic_get(QUEUE, auto_ack=True)
+        if body is None:
+            break
+        bodies.append(body)
+    connection.close()
+    return bodies
+
+
+def declare(router: RouterProcess, vhost: str) -> None:
+    connection = pika.BlockingConnection(params(router, vhost))
+    connection.channel().queue_declare(QUEUE)
+    connection.close()
+
+
+def broker_connections(broker: SystemBroker | RabbitNode, vhost: str) -> int:
+    return sum(1 for c in broker.list_connections() if c.get("vhost") == vhost)
+
+
+@pytest.fixture
+def pool_router(system_broker: SystemBroker) -> RouterProcess:
+    with running_router(5672, extra=["--pool", "--pool-idle-timeout", "3"]) as router:
+        yield router  # type: ignore[misc]
+
+
+def test_php_style_loop_every_message_once_over_one_broker_connection(
+    pool_router: RouterProcess, system_broker: SystemBroker, system_vhost: str
+) -> None:
+    declare(pool_router, system_vhost)
+    sequential = [f"seq-{i}".encode() for i in range(30)]
+    for body in sequential:
+        php_request(pool_router, system_vhost, body)
+    parallel = [f"par-{t}-{i}".encode() for t in range(4) for i in range(10)]
+    errors: list[BaseException] = []
+
+    def worker(thread: int) -> None:
+        try:
+            for i in range(10):
+                php_request(pool_router, system_vhost, f"par-{thread}-{i}".encode())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    # The broker sees one connection of the vhost (the pooled one, kept while idle),
+    # where the clients opened 71 (70 PHP requests and the declare).
+    assert broker_connections(system_broker, system_vhost) == 1
+    got = drain(pool_router, system_vhost)
+    assert sorted(got) == sorted(sequential + parallel)
+    assert len(set(got)) == len(got) == 70
+    # Idle for longer than --pool-idle-timeout: the pooled connection is closed.
+    wait_for(
+        lambda: broker_connections(system_broker, system_vhost) == 0,
+        15,
+        "the idle pooled connection to close",
+    )
+
+
+def test_aio_pika_through_the_pool(pool_router: RouterProcess, system_vhost: str) -> None:
+    url = (
+        f"amqp://guest:guest@127.0.0.1:{pool_router.port}/"
+        f"{urllib.parse.quote(system_vhost, safe='')}"
+    )
+
+    async def main() -> list[bytes]:
+        for i in range(5):
+            connection = await aio_pika.connect(url)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                await channel.declare_queue(QUEUE)
+                await channel.default_exchange.publish(
+                    aio_pika.Message(f"aio-{i}".encode()), routing_key=QUEUE
+                )
+        received = []
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(QUEUE)
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    async with message.process():
+                        received.append(message.body)
+                    if len(received) == 5:
+                        break
+        return received
+
+    assert sorted(asyncio.run(asyncio.wait_for(main(), 30))) == [
+        f"aio-{i}".encode() for i in range(5)
+    ]
+
+
+def test_a_consumer_works_and_its_unacked_messages_are_requeued(
+    pool_router: RouterProcess, system_vhost: str
+) -> None:
+    declare(pool_router, system_vhost)
+    for i in range(4):
+        php_request(pool_router, system_vhost, f"m{i}".encode())
+    consumer = pika.BlockingConnection(params(pool_router, system_vhost))
+    channel = consumer.channel()
+    channel.basic_qos(prefetch_count=10)
+    seen: list[tuple[int, bytes]] = []
+    for method, _properties, body in channel.consume(QUEUE, inactivity_timeout=5):
+        assert method is not None, "no delivery within 5 s"
+        seen.append((method.delivery_tag, body))
+        if len(seen) == 4:
+            break
+    # Delivery tags are the client's own, from 1.
+    assert [tag for tag, _ in seen] == [1, 2, 3, 4]
+    channel.basic_ack(seen[0][0])
+    channel.basic_ack(seen[1][0])
+    consumer.close()  # two acked, two not: the broker channel is closed, they requeue
+    left = drain(pool_router, system_vhost)
+    assert sorted(left) == sorted(body for _tag, body in seen[2:])
+
+
+def test_a_channel_error_stays_with_its_client(
+    pool_router: RouterProcess, system_broker: SystemBroker, system_vhost: str
+) -> None:
+    declare(pool_router, system_vhost)
+    a = pika.BlockingConnection(params(pool_router, system_vhost))
+    b = pika.BlockingConnection(params(pool_router, system_vhost))
+    a_channel, b_channel = a.channel(), b.channel()
+    b_channel.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as caught:
+        a_channel.queue_declare("no-such-queue", passive=True)
+    assert caught.value.reply_code == 404
+    # B goes on unharmed on the same broker connection, and A on a new channel.
+    b_channel.basic_publish("", QUEUE, b"from b")
+    a.channel().basic_publish("", QUEUE, b"from a")
+    assert a.is_open and b.is_open
+    assert broker_connections(system_broker, system_vhost) == 1
+    a.close()
+    b.close()
+    assert sorted(drain(pool_router, system_vhost)) == [b"from a", b"from b"]
+
+
+def test_a_wrong_password_gets_the_brokers_403(
+    pool_router: RouterProcess, system_vhost: str
+) -> None:
+    declare(pool_router, system_vhost)  # a pooled connection with the right password
+    good = pika.BlockingConnection(params(pool_router, system_vhost))
+    # The router's own handshake with the client is past Tune when the broker refuses,
+    # so pika names it an access (not authentication) error; the words are the broker's.
+    with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as caught:
+        pika.BlockingConnection(params(pool_router, system_vhost, password="wrong"))
+    assert "(403) 'ACCESS_REFUSED - Login was refused" in str(caught.value)
+    assert good.is_open
+    good.close()
+
+
+def test_a_broker_killed_gives_every_pooled_client_a_320_within_a_second(
+    rabbit_node: RabbitNode,
+) -> None:
+    with running_router(rabbit_node.port, extra=["--pool"]) as router:
+        clients = []
+        for _ in range(5):
+            connection = pika.BlockingConnection(params(router, "/"))
+            connection.channel().queue_declare("", exclusive=True)
+            clients.append(connection)
+        assert broker_connections(rabbit_node, "/") == 1
+        rabbit_node.kill()
+        killed = time.monotonic()
+        for connection in clients:
+            with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as caught:
+                while time.monotonic() - killed < 5:
+                    connection.process_data_events(time_limit=0.05)
+            elapsed = time.monotonic() - killed
+            assert elapsed < 1.0, f"a pooled client learnt of the dead broker after {elapsed:.2f}s"
+            assert caught.value.reply_code == 320
+            assert "closed the connection" in caught.value.reply_text
