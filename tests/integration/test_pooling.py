@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 
 import aio_pika
 import pika
@@ -69,9 +70,9 @@ def broker_connections(broker: SystemBroker | RabbitNode, vhost: str) -> int:
 
 
 @pytest.fixture
-def pool_router(system_broker: SystemBroker) -> RouterProcess:
+def pool_router(system_broker: SystemBroker) -> Iterator[RouterProcess]:
     with running_router(5672, extra=["--pool", "--pool-idle-timeout", "3"]) as router:
-        yield router  # type: ignore[misc]
+        yield router
 
 
 def test_php_style_loop_every_message_once_over_one_broker_connection(
