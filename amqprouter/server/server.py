@@ -36,7 +36,7 @@ from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
 from amqprouter.session.metrics_hooks import SessionEvents
-from amqprouter.session.pool import Pool, PoolLimits
+from amqprouter.session.pool import Pool, PoolFigures, PoolLimits
 from amqprouter.session.watch import Watchdog
 
 if TYPE_CHECKING:
@@ -227,6 +227,13 @@ class Server:
         """Every configured backend's health now: name → up (for /metrics, /healthz)."""
         down = self.health.registry.down()
         return {name: name not in down for name in self.routing.backends}
+
+    def pool_stats(self) -> PoolFigures | None:
+        """Pooling mode's figures; None while it has never been in use (no --pool, no
+        MAP POOL ON, no pooled connection ever), so STAT stays as it was without it."""
+        if self.pool_default or self.pool.links_opened or any(self._routing.pools.values()):
+            return self.pool.stats()
+        return None
 
     def pooled(self, vhost: str) -> bool:
         """Whether ``vhost``'s clients are pooled: MAP POOL's word, else ``--pool``."""

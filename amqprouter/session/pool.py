@@ -53,7 +53,14 @@ import trio
 
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, recv_some
-from amqprouter.protocol import FrameReader, ProtocolError, close_frame, constants, peer_closed
+from amqprouter.protocol import (
+    FrameReader,
+    FrameScanner,
+    ProtocolError,
+    close_frame,
+    constants,
+    peer_closed,
+)
 from amqprouter.protocol.close import CLOSE_OK_FRAME
 from amqprouter.protocol.methods import method_frame
 from amqprouter.protocol.multiplexer import BROKER, Multiplexer
@@ -134,19 +141,32 @@ class PoolEnded(Exception):
 class PooledClient:
     """One client of a link, as the link's reader task writes to it."""
 
-    __slots__ = ("ended", "id", "scope", "transport", "write_lock")
+    __slots__ = ("counter", "ended", "id", "scope", "transport", "write_lock")
 
-    def __init__(self, client_id: int, transport: Transport, scope: trio.CancelScope) -> None:
+    def __init__(
+        self,
+        client_id: int,
+        transport: Transport,
+        scope: trio.CancelScope,
+        counter: FrameScanner | None = None,
+    ) -> None:
         self.id = client_id
         self.transport = transport
+        #: The session's broker→client counters (CONN, STAT): bytes, frames, writes.
+        self.counter = counter
         self.write_lock = trio.Lock()
         #: Cancelled when the link ends (``ended`` says with what).
         self.scope = scope
         self.ended: PoolEnded | None = None
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, frames: int = 1) -> None:
         async with self.write_lock:
             await self.transport.send_all(data)
+        counter = self.counter
+        if counter is not None:
+            counter.bytes += len(data)
+            counter.frames += frames
+            counter.reads += 1
 
 
 _link_ids = itertools.count(1)
@@ -191,6 +211,7 @@ class BrokerLink:
         #: Clients served over the link's life (statistics).
         self.clients_served = 0
         self.broker_address = transport.peer_name()
+        self.broker_local = transport.local_name()
         self.log = log.bind(link=self.id, backend=backend.name, vhost=key.vhost, user=key.user)
 
     # -- what the pool and sessions call -------------------------------------------
@@ -410,7 +431,11 @@ class BrokerLink:
 
 
 @attrs.frozen
-class PoolStats:
+class PoolFigures:
+    """Pooling mode, as STAT and /metrics show it. Now: broker connections, clients on
+    them, broker channels allocated and those of them kept open for reuse. Since start:
+    broker connections opened, clients served, Channel.Opens answered with a kept channel."""
+
     links: int
     clients: int
     channels: int
@@ -532,9 +557,9 @@ class Pool:
     def all_links(self) -> list[BrokerLink]:
         return [link for links in self.links.values() for link in links]
 
-    def stats(self) -> PoolStats:
+    def stats(self) -> PoolFigures:
         links = self.all_links()
-        return PoolStats(
+        return PoolFigures(
             links=len(links),
             clients=sum(len(link.clients) for link in links),
             channels=sum(link.mux.channels.allocated for link in links),

@@ -145,13 +145,13 @@ class Pooling(SessionState):
         return BrokerOpened(open_ok=open_ok.open_ok, pending=b"")
 
     def _join(self, link: BrokerLink) -> BrokerOpened:
-        self._pooled = PooledClient(self.id, self.client, trio.CancelScope())
+        self._pooled = PooledClient(self.id, self.client, trio.CancelScope(), self.egress)
         link.attach(self._pooled)
         self._link_of_pool = link
         self.backend = link.backend
         if self.route is not None:
             self.route.landed(link.backend)
-        self.broker_address = link.broker_address
+        self.broker_address, self.broker_local = link.broker_address, link.broker_local
         self.log = self.log.bind(backend=link.backend.name, link=link.id)
         return BrokerOpened(open_ok=OPEN_OK_FRAME, pending=b"")
 
@@ -221,6 +221,7 @@ class Pooling(SessionState):
             frames: list[Frame] = []
             try:
                 while (frame := reader.next_frame()) is not None:
+                    self.ingress.frames += 1
                     if frame.channel:
                         frames.append(frame)
                         continue
@@ -258,6 +259,9 @@ class Pooling(SessionState):
                     0,
                 )
             self.last_ingress = self._now()
+            ingress = self.ingress
+            ingress.bytes += len(data)
+            ingress.reads += 1
             reader.feed(data)
 
     async def _client_channel_zero(

@@ -209,3 +209,9 @@ class SessionState:
         # Who sent the Connection.Close that ended forwarding, its code and text.
         self._closed_by: tuple[str, int, str] | None = None
         self.log = log.bind(session=self.id, client=endpoint(self.client_address))
+
+    @property
+    def pool_link(self) -> int | None:
+        """The id of the shared broker connection a pooled session uses (CONN)."""
+        link = self._link_of_pool
+        return None if link is None else link.id

@@ -14,13 +14,20 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import aio_pika
 import pika
 import pika.exceptions
 import pytest
 
-from tests.brokers import GUEST, RabbitNode, SystemBroker, wait_for
+from tests.brokers import GUEST, RabbitNode, SystemBroker, free_port, wait_for
+from tests.integration.test_control_plane import (
+    ControlledRouter,
+    workdir,  # noqa: F401 - fixture
+)
+from tests.integration.test_control_plane import running_router as controlled_router
+from tests.integration.test_statistics import Stream, metrics
 from tests.router import RouterProcess, running_router
 
 QUEUE = "pooled"
@@ -224,3 +231,60 @@ def test_a_broker_killed_gives_every_pooled_client_a_320_within_a_second(
             assert elapsed < 1.0, f"a pooled client learnt of the dead broker after {elapsed:.2f}s"
             assert caught.value.reply_code == 320
             assert "closed the connection" in caught.value.reply_text
+
+
+def stat_once(router: ControlledRouter) -> str:
+    """One STAT LISTEN human all chunk (up to the line after BufferPool's, the rest)."""
+    stream = Stream(router, "human", "all-except-per-source")
+    try:
+        lines = [stream.next().decode()]
+        while lines[-1].strip() != "" or len(lines) < 2:
+            lines.append(stream.next().decode())
+    finally:
+        stream.close()
+    return "".join(lines)
+
+
+def test_map_pool_at_runtime_and_the_pool_in_conn_stat_and_metrics(
+    workdir: Path,  # noqa: F811
+    system_broker: SystemBroker,
+    system_vhost: str,
+) -> None:
+    http_port = free_port()
+    args = ("--cleanup-interval-ms", "100", "--http-port", str(http_port))
+    with controlled_router(workdir / "control", *args) as router:
+        router.must("BACKEND ADD sys dc1 127.0.0.1", system_broker.port)
+        router.must("MAP BACKEND", system_vhost, "sys")
+        port = router.listen()
+        plain = RouterProcess(port, router.process, router.stdout_path, router.stderr_path)
+        # Not pooled yet: STAT has no Pool section.
+        assert "\nPool:\n" not in stat_once(router)
+        router.must("MAP POOL", system_vhost, "ON")
+        assert f'"{system_vhost}" pool ON' in router.must("MAP PRINT")
+        assert f"MAP POOL {system_vhost} ON" in router.must("CONFIG PRINT")
+        declare(plain, system_vhost)
+        held = [pika.BlockingConnection(params(plain, system_vhost)) for _ in range(3)]
+        for connection in held:
+            connection.channel().basic_publish("", QUEUE, b"held")
+        conn = router.must("CONN")
+        assert conn.count("poolLink=1 ") == 3, conn
+        stat = stat_once(router)
+        assert "\nPool:\nBroker connections: 1 Clients: 3 Channels: 3 " in stat, stat
+        for connection in held:
+            connection.close()
+        figures = metrics(http_port)
+        assert figures[("amqprouter_pool_connections", frozenset())] == 1
+        assert figures[("amqprouter_pool_connections_opened_total", frozenset())] == 1
+        assert figures[("amqprouter_pool_clients_total", frozenset())] == 4
+        # The declaring and publishing channels were safe: kept open and handed on (the
+        # declare's to the first held client), and kept again.
+        assert figures[("amqprouter_pool_channels", frozenset({("state", "idle")}))] == 3
+        assert figures[("amqprouter_pool_channels_reused_total", frozenset())] == 1
+        php_request(plain, system_vhost, b"reused")
+        assert metrics(http_port)[("amqprouter_pool_channels_reused_total", frozenset())] == 2
+        # OFF: the vhost's next client is not pooled (no poolLink on its CONN line).
+        router.must("MAP POOL", system_vhost, "OFF")
+        own = pika.BlockingConnection(params(plain, system_vhost))
+        assert "poolLink" not in router.must("CONN")
+        own.close()
+        assert sorted(drain(plain, system_vhost)) == [b"held"] * 3 + [b"reused"]
