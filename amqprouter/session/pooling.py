@@ -170,7 +170,11 @@ class Pooling(SessionState):
         self._forwarding = scope
         try:
             with scope:
-                await client.write(open_ok)
+                # Joined while the broker blocks publishers: told at once, as the others were.
+                blocked = link.blocked
+                await client.write(
+                    open_ok if blocked is None else open_ok + blocked, 1 + bool(blocked)
+                )
                 async with trio.open_nursery() as nursery:
                     if tune.heartbeat:
                         nursery.start_soon(self._heartbeat_client, client, tune.heartbeat)

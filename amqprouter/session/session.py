@@ -104,6 +104,10 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
         """
         if self.paused or self.state in (State.CLOSING, State.CLOSED):
             return False
+        if self._link_of_pool is not None:
+            # A pooled session's broker connection is shared: there is no broker side of
+            # its own to keep alive while its client is held (docs/pooling.md).
+            return False
         self.paused = True
         if self._pause is None:
             self._pause = Pause()

@@ -268,6 +268,13 @@ def test_map_pool_at_runtime_and_the_pool_in_conn_stat_and_metrics(
             connection.channel().basic_publish("", QUEUE, b"held")
         conn = router.must("CONN")
         assert conn.count("poolLink=1 ") == 3, conn
+        # A pooled session has no broker side of its own to hold: pausing it is refused.
+        session_id = conn.split("id=", 1)[1].split(" ", 1)[0]
+        refused = router.ctl("SESSION", session_id, "PAUSE")
+        assert (refused.code, refused.out) == (
+            1,
+            f"Session {session_id} is pooled: a pooled session cannot be paused.\n",
+        )
         stat = stat_once(router)
         assert "\nPool:\nBroker connections: 1 Clients: 3 Channels: 3 " in stat, stat
         for connection in held:
