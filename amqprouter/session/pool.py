@@ -80,6 +80,10 @@ IDLE_TIMEOUT: Final = 5.0
 POOL_HEARTBEAT: Final = 60
 #: A heartbeat frame (type 8, channel 0, empty payload).
 HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+#: A write to one pooled client that takes longer than this ends that client (320): the
+#: link's one reader task writes to every client in turn, so a client that stopped
+#: reading holds the others' frames until then.
+CLIENT_WRITE_TIMEOUT: Final = 10.0
 #: How long a link waits for the broker's Close-Ok when it closes (idle, shutdown).
 CLOSE_WAIT: Final = 1.0
 
@@ -357,7 +361,7 @@ class BrokerLink:
     async def _write_client(self, client: PooledClient, data: bytes) -> None:
         """Write to one client; a client that is gone or stuck is that client's end only."""
         try:
-            with trio.move_on_after(self.limits_write_timeout) as scope:
+            with trio.move_on_after(CLIENT_WRITE_TIMEOUT) as scope:
                 await client.write(data)
             if scope.cancelled_caught:
                 self.log.info("pooled client stopped reading; cut", client=client.id)
@@ -367,11 +371,6 @@ class BrokerLink:
                 client.scope.cancel()
         except (PeerGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             client.scope.cancel()  # its session sees the socket go and detaches
-
-    @property
-    def limits_write_timeout(self) -> float:
-        # A stuck client must not hold the other clients' frames for long.
-        return 2.0 * self.heartbeat if self.heartbeat else 30.0
 
     async def _send_broker(self, frames: list[bytes]) -> None:
         if not frames:

@@ -22,7 +22,8 @@ on the broker), then told what it is owed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from amqprouter.routing import Backend, Route
     from amqprouter.session.auth import Allow
     from amqprouter.session.pool import Pool, PoolKey
+    from amqprouter.session.session import Session  # what every Pooling is
 
 
 class Pooling(SessionState):
@@ -103,14 +105,15 @@ class Pooling(SessionState):
     ) -> BrokerOpened | None:
         """Take a link's place (``_pooled``), or open a link; the Open-Ok the client gets."""
         candidates = route.candidates
+        began = time.monotonic()
         for backend in candidates:
             link = pool.find(self._key_of(pool, opened, backend, route, allowed))
             if link is not None:
-                return self._join(link)
+                return self._joined(link, began)
         first = self._key_of(pool, opened, candidates[0], route, allowed)
         turn = await pool.wait_turn(first)
         if isinstance(turn, BrokerLink):
-            return self._join(turn)
+            return self._joined(turn, began)
         if turn is Turn.FULL:
             self.log.warning("pool full", max_connections=pool.limits.max_connections)
             await self._close_client(
@@ -143,6 +146,13 @@ class Pooling(SessionState):
         self._join(link)
         self.log.info("pooled broker connection opened", link=link.id)
         return BrokerOpened(open_ok=open_ok.open_ok, pending=b"")
+
+    def _joined(self, link: BrokerLink, began: float) -> BrokerOpened:
+        """Joined a link already open: counted as a session opened, as a broker's Open-Ok
+        is (its connect time: the wait for a place)."""
+        open_ok = self._join(link)
+        self.context.events.broker_opened(cast("Session", self), time.monotonic() - began)
+        return open_ok
 
     def _join(self, link: BrokerLink) -> BrokerOpened:
         self._pooled = PooledClient(self.id, self.client, trio.CancelScope(), self.egress)

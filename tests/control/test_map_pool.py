@@ -4,9 +4,12 @@ without ``--pool``."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from amqprouter.control import commands as c
+from amqprouter.control import json_replies
 from amqprouter.control.config_diff import FoldError, Plan, State, diff, fold
 from amqprouter.control.grammar import ParseError, parse, to_line
 from amqprouter.control.routing_commands import config_commands
@@ -95,3 +98,12 @@ def test_the_server_pools_by_the_vhosts_word_else_by_the_flag(pool_flag: bool) -
     assert server.pooled("orders") is True
     assert server.pooled("reports") is False
     assert server.pooled("other") is pool_flag
+
+
+def test_map_print_json_gives_each_vhosts_pool_word() -> None:
+    table = build(POOLS)
+    records = [json.loads(line) for line in json_replies.mappings(table).splitlines()]
+    assert [(r["vhost"], r["type"], r["pool"]) for r in records] == [
+        ("orders", "backend", True),
+        ("reports", None, False),
+    ]
