@@ -13,9 +13,11 @@ methods, heartbeats: the pool's); every other frame is.
   one (the broker's Open-Ok is relayed). Every frame on a channel has its channel
   field rewritten both ways; a broker channel serves one client channel at a time.
 * **Channels are kept when safe** (pooled_channel.py): a client's Channel.Close on a
-  channel that only published and fetched with no_ack is answered by the router and
-  the channel kept open for the next client; any other is closed on the broker, and
-  its number freed once the broker's Close-Ok arrives.
+  channel that only published (confirms included, once all confirmed) and fetched with
+  no_ack is answered by the router and the channel kept open for the next client (whose
+  Confirm.Select the router answers too, when the channel is in confirm mode already);
+  any other is closed on the broker, and its number freed once the broker's Close-Ok
+  arrives.
 * **Errors stay with their channel**: a broker Channel.Close (404, 406...) goes to
   that client's channel only, and its Close-Ok back; the channel is then gone.
 * **A client that leaves** (``detach``) has its reusable channels kept and the others
@@ -44,6 +46,7 @@ from amqprouter.protocol.pooled_channel import (
     CHANNEL_CLOSE_OK,
     CHANNEL_OPEN,
     CHANNEL_OPEN_OK,
+    CONFIRM_SELECT_OK,
     PooledChannel,
     Stage,
 )
@@ -149,6 +152,10 @@ class Multiplexer(Generic[ClientT]):
         if state.stage is not Stage.OPEN and state.stage is not Stage.OPENING:
             return []  # after a Close, only Close and Close-Ok count (AMQP 0-9-1 2.3.7)
         raw = state.client_method(frame, method)
+        if raw is None:  # a Confirm.Select on a channel in confirm mode already
+            if state.wants_answer(frame):
+                return [(client, method_frame(CONFIRM_SELECT_OK, b"", channel))]
+            return []
         return [(BROKER, rewrite_channel(raw, broker_channel))]
 
     def _open(self, client: ClientT, channel: int) -> list[tuple[ClientT | None, bytes]]:
@@ -230,6 +237,8 @@ class Multiplexer(Generic[ClientT]):
                 state.stage = Stage.OPEN
             return [(bound[0], rewrite_channel(frame.raw, bound[1]))]
         raw = state.broker_method(frame, method)
+        if raw is None:  # a confirm for a client that did not ask for confirms
+            return []
         return [(bound[0], rewrite_channel(raw, bound[1]))]
 
     # -- a client leaves -----------------------------------------------------------

@@ -142,6 +142,36 @@ class PoolEnded(Exception):
         self.class_id, self.method_id = class_id, method_id
 
 
+class WriteGate:
+    """Several tasks writing whole frames to one transport, one write at a time.
+
+    ``async with gate:`` costs no checkpoint when nobody else holds it: a trio.Lock's
+    acquire yields to the scheduler every time, and a request's round trip through the
+    pool takes the gates of both sides, so a busy router would add a trip through the
+    run queue to each. A holder cancelled mid-write leaves the stream inside a frame;
+    the owner then cuts that peer, as the sessions' pumps do.
+    """
+
+    __slots__ = ("_busy", "_free")
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._free: trio.Event | None = None
+
+    async def __aenter__(self) -> None:
+        while self._busy:
+            if self._free is None:
+                self._free = trio.Event()
+            await self._free.wait()
+        self._busy = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._busy = False
+        if self._free is not None:
+            self._free.set()
+            self._free = None
+
+
 class PooledClient:
     """One client of a link, as the link's reader task writes to it."""
 
@@ -158,7 +188,7 @@ class PooledClient:
         self.transport = transport
         #: The session's broker→client counters (CONN, STAT): bytes, frames, writes.
         self.counter = counter
-        self.write_lock = trio.Lock()
+        self.write_lock = WriteGate()
         #: Cancelled when the link ends (``ended`` says with what).
         self.scope = scope
         self.ended: PoolEnded | None = None
@@ -205,7 +235,7 @@ class BrokerLink:
         self.clients: dict[int, PooledClient] = {}
         self._reader = FrameReader(frame_max)
         self._reader.feed(pending)
-        self._write_lock = trio.Lock()
+        self._write_lock = WriteGate()
         self._scope = trio.CancelScope()
         self._emptied = trio.Event()
         self.closed = False

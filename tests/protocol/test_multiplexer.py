@@ -153,7 +153,7 @@ def test_a_safe_channel_is_answered_by_the_router_and_reused() -> None:
     [
         commands.Basic.Consume(queue="q"),
         commands.Basic.Qos(prefetch_count=1),
-        commands.Confirm.Select(),
+        commands.Confirm.Select(nowait=True),
         commands.Tx.Select(),
         commands.Basic.Ack(delivery_tag=1),
         commands.Basic.Get(queue="q", no_ack=False),
@@ -248,6 +248,74 @@ def test_delivery_tags_restart_at_one_for_the_next_client_of_a_channel() -> None
     # The client's ack of its tag 1 reaches the broker as tag 3.
     sends = send(mux, "c", commands.Basic.Ack(delivery_tag=1), 1)
     assert sends[0][1] == raw(commands.Basic.Ack(delivery_tag=3), b)
+
+
+def confirm_channel(mux: Multiplexer[str], client: str) -> int:
+    """Open channel 1 and ask for confirms (answered as the broker would, when it goes
+    to the broker); the broker channel."""
+    b = open_channel(mux, client, 1)
+    sends = send(mux, client, commands.Confirm.Select(), 1)
+    if sends[0][0] is BROKER:
+        assert from_broker(mux, commands.Confirm.SelectOk(), b) == [
+            (client, raw(commands.Confirm.SelectOk(), 1))
+        ]
+    else:
+        assert sends == [(client, raw(commands.Confirm.SelectOk(), 1))]
+    return b
+
+
+def test_a_confirming_channel_is_reused_once_all_its_publishes_are_confirmed() -> None:
+    """The PHP client: connect, confirm, publish one, leave; the next client gets the
+    same broker channel, its Confirm.Select answered by the router, its confirm tag 1."""
+    mux: Multiplexer[str] = Multiplexer(2047)
+    b = confirm_channel(mux, "a")
+    for _ in range(2):
+        publish(mux, "a", 1)
+    assert from_broker(mux, commands.Basic.Ack(delivery_tag=2, multiple=True), b) == [
+        ("a", raw(commands.Basic.Ack(delivery_tag=2, multiple=True), 1))
+    ]
+    assert close_channel(mux, "a", 1)
+    assert confirm_channel(mux, "c") == b  # the router answered its Confirm.Select
+    publish(mux, "c", 1)
+    # The broker's tag 3 is the new client's first publish.
+    assert from_broker(mux, commands.Basic.Ack(delivery_tag=3), b) == [
+        ("c", raw(commands.Basic.Ack(delivery_tag=1), 1))
+    ]
+    assert mux.detach("c") == []  # all confirmed: kept again
+    assert mux.idle == 1
+
+
+def test_a_channel_with_unconfirmed_publishes_is_not_reused() -> None:
+    mux: Multiplexer[str] = Multiplexer(2047)
+    b = confirm_channel(mux, "a")
+    for _ in range(3):
+        publish(mux, "a", 1)
+    # Acked out of order, one still missing.
+    from_broker(mux, commands.Basic.Ack(delivery_tag=2), b)
+    from_broker(mux, commands.Basic.Nack(delivery_tag=1), b)
+    assert not close_channel(mux, "a", 1)
+
+
+def test_out_of_order_confirms_complete_the_count() -> None:
+    mux: Multiplexer[str] = Multiplexer(2047)
+    b = confirm_channel(mux, "a")
+    for _ in range(3):
+        publish(mux, "a", 1)
+    for tag in (3, 1, 2):
+        from_broker(mux, commands.Basic.Ack(delivery_tag=tag), b)
+    assert close_channel(mux, "a", 1)
+
+
+def test_a_client_that_did_not_ask_for_confirms_never_sees_them() -> None:
+    mux: Multiplexer[str] = Multiplexer(2047)
+    b = confirm_channel(mux, "a")
+    publish(mux, "a", 1)
+    from_broker(mux, commands.Basic.Ack(delivery_tag=1), b)
+    assert close_channel(mux, "a", 1)
+    assert open_channel(mux, "plain", 1) == b
+    publish(mux, "plain", 1)
+    assert from_broker(mux, commands.Basic.Ack(delivery_tag=2), b) == []
+    assert close_channel(mux, "plain", 1)  # confirmed (unseen): kept
 
 
 def test_confirms_are_each_clients_own() -> None:
