@@ -295,3 +295,25 @@ def test_map_pool_at_runtime_and_the_pool_in_conn_stat_and_metrics(
         assert "poolLink" not in router.must("CONN")
         own.close()
         assert sorted(drain(plain, system_vhost)) == [b"held"] * 3 + [b"reused"]
+
+
+def test_the_brokers_connection_close_reaches_every_pooled_client_with_its_words(
+    rabbit_node: RabbitNode,
+) -> None:
+    with running_router(rabbit_node.port, extra=["--pool"]) as router:
+        clients = [pika.BlockingConnection(params(router, "/")) for _ in range(3)]
+        for connection in clients:
+            connection.channel()
+        assert broker_connections(rabbit_node, "/") == 1
+        rabbit_node.close_all_connections("maintenance by test")
+        for connection in clients:
+            with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as caught:
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    connection.process_data_events(time_limit=0.05)
+            assert caught.value.reply_code == 320
+            assert "maintenance by test" in caught.value.reply_text
+        # The next client gets a fresh pooled connection.
+        again = pika.BlockingConnection(params(router, "/"))
+        again.channel().queue_declare("", exclusive=True)
+        again.close()
