@@ -503,25 +503,15 @@ def run_pooling(args: argparse.Namespace, broker: Any) -> list[Result]:
     ]
     print("pooling: direct, the router, the router with --pool (no HAProxy: it cannot pool)")
     with contextlib.ExitStack() as stack:
-        ports = {"direct": args.broker_port}
-        procs: dict[str, Any] = {"broker": broker}
-        checks = []
         routers = {"router": args.router_cmd, "pooled": f"{args.router_cmd} --pool"}
-        for side, cmd in routers.items():
-            router = stack.enter_context(Router(cmd, 0, args.broker_port, what=f"{side} router"))
-            ports[side], procs[side] = router.port, router.ps
-            checks.append(router.check_alive)
-        sides = Sides(ports, procs, checks)
+        sides = two_router_sides(stack, broker, args.broker_port, routers, None)
         results = []
         for w in found:
             print(f"{w.label}:", flush=True)
             both = run_interleaved(w, args, sides)
             for side, name in (("router", "plain"), ("pooled", "pooled")):
                 samples: dict[str, list[Sample]] = {"direct": both.samples["direct"]}
-                samples["router"] = [
-                    {k.replace("pooled_", "router_"): v for k, v in s.items()}
-                    for s in both.samples[side]
-                ]
+                samples["router"] = as_router(both.samples[side], side)
                 targets = POOLED_TARGET if side == "pooled" and w.name == "php" else {}
                 results.append(Result(f"{w.label}, {name}", samples, w.metrics, targets))
     return results
@@ -665,6 +655,33 @@ def run_loopback_priming(
     return run_priming(args, broker, haproxy_bin, args.broker_port, "near")
 
 
+def two_router_sides(
+    stack: contextlib.ExitStack,
+    broker: Any,
+    broker_port: int,
+    routers: dict[str, str],
+    hap: HAProxy | None,
+) -> Sides:
+    """Direct, HAProxy (if any) and one router per ``routers`` entry (side -> command),
+    each started in ``stack``: the sides of an A/B of two router settings."""
+    ports = {"direct": broker_port}
+    procs: dict[str, Any] = {"broker": broker}
+    checks = []
+    if hap is not None:
+        ports["haproxy"], procs["haproxy"] = hap.port("amqp"), hap.ps
+        checks.append(hap.check_alive)
+    for side, cmd in routers.items():
+        router = stack.enter_context(Router(cmd, 0, broker_port, what=f"{side} router"))
+        ports[side], procs[side] = router.port, router.ps
+        checks.append(router.check_alive)
+    return Sides(ports, procs, checks)
+
+
+def as_router(samples: list[Sample], side: str) -> list[Sample]:
+    """A second router's samples under the router's keys, for the table."""
+    return [{k.replace(f"{side}_", "router_"): v for k, v in s.items()} for s in samples]
+
+
 def run_priming(
     args: argparse.Namespace, broker: Any, haproxy_bin: str | None, broker_port: int, where: str
 ) -> list[Result]:
@@ -706,17 +723,7 @@ def run_priming(
             "router": f"{args.router_cmd} --primed-connections 0",
             "primed": f"{args.router_cmd} --primed-connections {DISTANCE_PRIMED}",
         }
-        ports = {"direct": broker_port}
-        procs: dict[str, Any] = {"broker": broker}
-        checks = []
-        if hap is not None:
-            ports["haproxy"], procs["haproxy"] = hap.port("amqp"), hap.ps
-            checks.append(hap.check_alive)
-        for side, cmd in routers.items():
-            router = stack.enter_context(Router(cmd, 0, broker_port, what=f"{side} router"))
-            ports[side], procs[side] = router.port, router.ps
-            checks.append(router.check_alive)
-        sides = Sides(ports, procs, checks)
+        sides = two_router_sides(stack, broker, broker_port, routers, hap)
         results = []
         for w in found:
             print(f"{where} {w.label}:", flush=True)
@@ -726,10 +733,7 @@ def run_priming(
                     k: both.samples[k] for k in ("direct", "haproxy") if k in both.samples
                 }
                 # The primed router's samples under the router's keys, for the table.
-                samples["router"] = [
-                    {k.replace("primed_", "router_"): v for k, v in s.items()}
-                    for s in both.samples[side]
-                ]
+                samples["router"] = as_router(both.samples[side], side)
                 targets = {}
                 if where == "far" and side == "primed" and w.name == "open":
                     # Priming's reason to exist: one client's open beats going direct.

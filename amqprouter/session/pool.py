@@ -64,6 +64,7 @@ from amqprouter.protocol import (
 from amqprouter.protocol.close import CLOSE_OK_FRAME
 from amqprouter.protocol.methods import method_frame
 from amqprouter.protocol.multiplexer import BROKER, Multiplexer
+from amqprouter.protocol.tune import TuneParams
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -214,26 +215,26 @@ class BrokerLink:
         key: PoolKey,
         backend: Backend,
         transport: Transport,
+        tune: TuneParams,
         *,
-        channel_max: int,
-        frame_max: int,
-        heartbeat: int,
         pending: bytes,
         limits: PoolLimits,
         clock: Callable[[], float],
     ) -> None:
+        """``tune``: what the broker connection agreed; ``pending``: what the broker sent
+        after its Open-Ok."""
         self.id = next(_link_ids)
         self.key, self.backend, self.transport = key, backend, transport
         self.limits = limits
         self._clock = clock
         #: Channels a link may allocate: the broker's limit, or the pool's if lower.
-        usable = channel_max or 65535
+        usable = tune.channel_max or 65535
         if limits.max_channels:
             usable = min(usable, limits.max_channels)
         self.mux: Multiplexer[int] = Multiplexer(usable)
-        self.heartbeat = heartbeat
+        self.heartbeat = tune.heartbeat
         self.clients: dict[int, PooledClient] = {}
-        self._reader = FrameReader(frame_max)
+        self._reader = FrameReader(tune.frame_max)
         self._reader.feed(pending)
         self._write_lock = WriteGate()
         self._scope = trio.CancelScope()
@@ -538,28 +539,13 @@ class Pool:
             event.set()
 
     def add(
-        self,
-        key: PoolKey,
-        backend: Backend,
-        transport: Transport,
-        *,
-        channel_max: int,
-        frame_max: int,
-        heartbeat: int,
-        pending: bytes,
+        self, key: PoolKey, backend: Backend, transport: Transport, tune: TuneParams, pending: bytes
     ) -> BrokerLink:
-        """Make a link of a broker connection just opened, and start its task."""
+        """Make a link of a broker connection just opened (``BrokerLink``'s arguments),
+        and start its task."""
         assert self._nursery is not None, "Pool.run() must be started first"
         link = BrokerLink(
-            key,
-            backend,
-            transport,
-            channel_max=channel_max,
-            frame_max=frame_max,
-            heartbeat=heartbeat,
-            pending=pending,
-            limits=self.limits,
-            clock=self._clock,
+            key, backend, transport, tune, pending=pending, limits=self.limits, clock=self._clock
         )
         self.links.setdefault(key, []).append(link)
         self.links_opened += 1

@@ -131,15 +131,7 @@ class Pooling(SessionState):
             if open_ok is None or self.broker is None or self.backend is None:
                 return None
             key = self._key_of(pool, opened, self.backend, route, allowed)
-            link = pool.add(
-                key,
-                self.backend,
-                self.broker,
-                channel_max=tune.channel_max,
-                frame_max=tune.frame_max,
-                heartbeat=tune.heartbeat,
-                pending=open_ok.pending,
-            )
+            link = pool.add(key, self.backend, self.broker, tune, open_ok.pending)
         finally:
             pool.settled(first)
         self.broker = None  # the link's now, not this session's to close

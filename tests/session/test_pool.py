@@ -11,7 +11,7 @@ import trio.testing
 from pamqp import commands, frame
 
 from amqprouter.net.memory_transport import MemoryTransport, memory_transport_pair
-from amqprouter.protocol import Frame, FrameReader
+from amqprouter.protocol import Frame, FrameReader, TuneParams
 from amqprouter.routing import Backend
 from amqprouter.session.pool import (
     HEARTBEAT_FRAME,
@@ -39,9 +39,7 @@ async def start_link(
 ) -> tuple[BrokerLink, MemoryTransport]:
     await nursery.start(pool.run)
     ours, broker = memory_transport_pair()
-    link = pool.add(
-        KEY, BACKEND, ours, channel_max=2047, frame_max=131072, heartbeat=heartbeat, pending=b""
-    )
+    link = pool.add(KEY, BACKEND, ours, TuneParams(2047, 131072, heartbeat), b"")
     return link, broker
 
 
