@@ -75,8 +75,20 @@ FATAL_METHODS = {m.index: m for m in (Connection.Close, Channel.Close, Basic.Nac
 
 Sample = dict[str, float]
 # storm: the reconnection storm; distance: a broker behind a delaying relay (run_distance);
-# priming: the router without and with primed connections on loopback (run_loopback_priming).
-NAMES = ("publish", "confirm", "handshake", "rss", "storm", "distance", "priming", "pooling")
+# priming: the router without and with primed connections on loopback (run_loopback_priming);
+# null: publishes into benchmarks/null_broker.py, a broker that drops them (run_null);
+# pooling: PHP-style clients, the router without and with --pool (run_pooling).
+NAMES = (
+    "publish",
+    "confirm",
+    "handshake",
+    "rss",
+    "storm",
+    "distance",
+    "priming",
+    "null",
+    "pooling",
+)
 
 
 class BenchError(Exception):
@@ -1326,7 +1338,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of: publish, confirm, handshake, rss, storm, distance, priming,\npooling",
+        help="comma list of: publish, confirm, handshake, rss, storm, distance, priming, null,\n"
+        "pooling",
     )
     ap.add_argument(
         "--repeat", type=int, default=3, help="direct/haproxy/router rounds per workload"
@@ -1527,6 +1540,8 @@ def run(args: argparse.Namespace) -> int:
         results += run_pooling(args, broker)
     if "distance" in args.only:
         results += run_distance(args, broker, haproxy_bin)
+    if "null" in args.only:
+        results += run_null(args, haproxy_bin)
     if "rss" in args.only:
         results.append(run_rss(args, broker))
     if build is not None:
@@ -1548,6 +1563,52 @@ def run(args: argparse.Namespace) -> int:
             "\nTargets not evaluated (a figure is missing; --peer none?): " + "; ".join(unevaluated)
         )
     return 1 if args.check and (failures or unevaluated) else 0
+
+
+def run_null(args: argparse.Namespace, haproxy_bin: str | None) -> list[Result]:
+    """--only null: publishes into a broker that drops them (benchmarks/null_broker.py), so
+    that the proxy, not RabbitMQ's parsing, is what limits the rate: direct, HAProxy and
+    the router, in turns, as for every workload. The router's target: the pure build at
+    least HAProxy's rate; with --compiled, 1.5 M msg/s of 1 KiB."""
+    port = free_port()
+    script = Path(__file__).resolve().parent / "null_broker.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while not port_accepts(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the null broker did not start on :{port}")
+            time.sleep(0.05)
+        broker = psutil.Process(proc.pid)
+        q = 10 if args.quick else 1
+        target = (
+            Target("absolute", ">=", 1_500_000, "msg/s")
+            if args.compiled
+            else Target("peer", ">=", 1.0)
+        )
+        null_workloads = [
+            Workload(
+                "null",
+                f"null publish {name}",
+                functools.partial(bench_publish, size=size, count=count // q),
+                RATE,
+                {"msg_s": target} if size == 1024 else {},
+            )
+            for name, size, count in (("1 KiB", 1024, 3_000_000), ("16 B", 16, 6_000_000))
+        ]
+        with contextlib.ExitStack() as stack:
+            routes = [Route("amqp", free_port(), port)]
+            hap = stack.enter_context(HAProxy(haproxy_bin, routes)) if haproxy_bin else None
+            router = stack.enter_context(Router(args.router_cmd, 0, port))
+            sides = make_sides(port, broker, "amqp", hap, router)
+            results = []
+            for w in null_workloads:
+                print(f"{w.label}:", flush=True)
+                results.append(run_interleaved(w, args, sides))
+            return results
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def make_sides(

@@ -38,7 +38,6 @@ The supervisor (docs/fleet.md):
 from __future__ import annotations
 
 import contextlib
-import html
 import os
 import shutil
 import signal
@@ -46,12 +45,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import attrs
 import click
 import structlog
 import trio
@@ -63,13 +61,13 @@ from amqprouter.control.socket_server import (
     Reply,
     serve_control,
 )
-from amqprouter.fleet import merge
-from amqprouter.fleet.link import Answer, ask, http_get
+from amqprouter.fleet import fleet_http, merge
+from amqprouter.fleet.fanout import ask_all, stat_stream, wait_in_step
+from amqprouter.fleet.link import Answer, ask
 from amqprouter.fleet.role import SNAPSHOT, WorkerRole, worker_of_session
+from amqprouter.fleet.worker import EXIT_WORKERS_FAILED, Worker, WorkerStartFailed
 from amqprouter.observe.http import Response, serve_http
 from amqprouter.observe.probes import LoopHeartbeat
-from amqprouter.observe.prometheus import CONTENT_TYPE
-from amqprouter.observe.status_page import CONTENT_TYPE as STATUS_CONTENT_TYPE
 from amqprouter.systemd_notify import READY, STOPPING, notify
 
 if TYPE_CHECKING:
@@ -86,19 +84,12 @@ RSS_INTERVAL: Final = 1.0
 #: before they are ready, up to the maximum (a port another program took, a bad host).
 RESPAWN_DELAY: Final = 0.5
 MAX_RESPAWN_DELAY: Final = 30.0
-#: With --config-store, how long a command's reply waits for every worker to hold it.
-STORE_STEP_TIMEOUT: Final = 3.0
-STORE_STEP_POLL: Final = 0.2
 #: Beyond the workers' own drain deadline, how long they get to exit before SIGKILL.
 EXIT_GRACE: Final = 5.0
 
 EXIT_LISTEN_FAILED: Final = 4
 EXIT_CONTROL_SOCKET_IN_USE: Final = 5
 EXIT_HTTP_FAILED: Final = 7
-EXIT_WORKERS_FAILED: Final = 9
-
-#: STAT LISTEN's lines buffered between the workers' streams and the operator.
-STAT_BUFFER: Final = 256
 
 # Answered by one worker: every worker holds the same configuration.
 _FROM_ONE = (
@@ -112,41 +103,6 @@ _FROM_ONE = (
     c.AuthPrint,
     c.LimitPrint,
 )
-
-
-class WorkerStartFailed(Exception):
-    """A worker exited, or did not become ready, during its start; ``code`` its exit."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@attrs.define(eq=False)
-class Worker:
-    role: WorkerRole
-    slot: int
-    process: trio.Process
-    started: float
-    http_port: int = 0
-    ready: bool = False
-    #: Stopping accepting and draining: it is no longer asked anything.
-    retiring: bool = False
-
-    @property
-    def serial(self) -> int:
-        return self.role.serial
-
-    def rss_bytes(self) -> int | None:
-        """The worker's resident set size now, from /proc; None when it cannot be read."""
-        try:
-            with open(f"/proc/{self.process.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            return None
-        return None
 
 
 class Supervisor:
@@ -392,7 +348,8 @@ class Supervisor:
             live = self.live()
             if not live:
                 return Reply("No worker is running (they are being started again).\n", ok=False)
-            return Reply("", stream=self._stat_stream(line, live))
+            assert self._nursery is not None
+            return Reply("", stream=stat_stream(self._nursery, line, live))
         if isinstance(command, c.Exit):
             return self._exit(command)
         async with self._lock:
@@ -412,10 +369,10 @@ class Supervisor:
             holder = next((w for w in live if w.serial == serial), live[0])
             return await ask(holder.role.control_socket, line)
         if isinstance(command, c.Conn):
-            answers = await self._ask_all(live, line, as_json)
+            answers = await ask_all(live, line, as_json)
             return merge.conn_lines([a for _w, a in answers], command.sort)
         if isinstance(command, c.VhostPrint):
-            answers = await self._ask_all(live, line, as_json)
+            answers = await ask_all(live, line, as_json)
             return merge.united([a for _w, a in answers])
         # Anything that may change something: the canary first, then the others.
         canary = await ask(live[0].role.control_socket, line, as_json=as_json)
@@ -423,17 +380,17 @@ class Supervisor:
             # The canary wrote it to the store (or refused: Redis away, a bad command);
             # every other worker takes it from there, as every other router does.
             if canary.ok:
-                await self._wait_in_step(live)
+                await wait_in_step(live)
                 await self.refresh_snapshot()
             return canary
         if not canary.ok and isinstance(command, c.ConfigReload):
             # A reload re-opens the log files and re-reads the TLS files even when it
             # fails (no --config file, a bad line): every worker does that part.
-            others = await self._ask_all(live[1:], line, as_json)
+            others = await ask_all(live[1:], line, as_json)
             return merge.agreed([(live[0].serial, canary)] + [(w.serial, a) for w, a in others])
         if not canary.ok:
             return canary
-        answers = [(live[0], canary), *await self._ask_all(live[1:], line, as_json)]
+        answers = [(live[0], canary), *await ask_all(live[1:], line, as_json)]
         changes_configuration = isinstance(command, (c.MutatingCommand, c.ConfigReload))
         for worker, answer in answers:
             if not answer.ok and changes_configuration:
@@ -446,71 +403,6 @@ class Supervisor:
             note = "workers that failed it are being replaced with the fleet's configuration\n"
             return Answer(merged.text + note, ok=False)
         return merged
-
-    async def _wait_in_step(self, live: list[Worker]) -> None:
-        """Until every worker prints the canary's configuration (bounded): the reply then
-        means that all of them have it."""
-        with trio.move_on_after(STORE_STEP_TIMEOUT):
-            while True:
-                answers = await self._ask_all(live, "CONFIG PRINT", False)
-                if len({a.text for _w, a in answers}) == 1:
-                    return
-                await trio.sleep(STORE_STEP_POLL)  # each look is a CONFIG PRINT per worker
-        log.warning("workers not in step with the store yet", timeout=STORE_STEP_TIMEOUT)
-
-    def _stat_stream(self, line: str, live: list[Worker]) -> AsyncGenerator[str, None]:
-        """STAT LISTEN of every worker, interleaved as the lines come, each line naming
-        its worker (``worker 3: ...``; in JSON, a ``"worker": 3`` member first)."""
-        assert self._nursery is not None
-        send, receive = trio.open_memory_channel[str](STAT_BUFFER)
-        scope = trio.CancelScope()
-
-        async def relay(worker: Worker, out: trio.MemorySendChannel[str]) -> None:
-            async with out:
-                with contextlib.suppress(
-                    OSError, trio.BrokenResourceError, trio.ClosedResourceError
-                ):
-                    stream = await trio.open_unix_socket(str(worker.role.control_socket))
-                    async with stream:
-                        await stream.send_all((line.strip() + "\n").encode())
-                        pending = ""
-                        while data := await stream.receive_some(65536):
-                            *complete, pending = (pending + data.decode("utf-8", "replace")).split(
-                                "\n"
-                            )
-                            for text in complete:
-                                await out.send(_tagged(worker.serial, text) + "\n")
-
-        async def run() -> None:
-            with scope:
-                async with send, trio.open_nursery() as nursery:
-                    for worker in live:
-                        nursery.start_soon(relay, worker, send.clone())
-
-        self._nursery.start_soon(run)
-
-        async def lines() -> AsyncGenerator[str, None]:
-            try:
-                async with receive:
-                    async for text in receive:
-                        yield text
-            finally:
-                scope.cancel()  # the operator left: the workers' streams are closed
-
-        return lines()
-
-    async def _ask_all(
-        self, workers: Sequence[Worker], line: str, as_json: bool
-    ) -> list[tuple[Worker, Answer]]:
-        answers: dict[int, Answer] = {}
-
-        async def one(worker: Worker) -> None:
-            answers[worker.serial] = await ask(worker.role.control_socket, line, as_json=as_json)
-
-        async with trio.open_nursery() as nursery:
-            for worker in workers:
-                nursery.start_soon(one, worker)
-        return [(w, answers[w.serial]) for w in workers]
 
     def _exit(self, command: c.Exit) -> Reply:
         if command.graceful:
@@ -576,68 +468,20 @@ class Supervisor:
     # -- HTTP ----------------------------------------------------------------------------
 
     async def metrics(self) -> Response:
-        pages = []
-        for worker in self.live():
-            status, body = await http_get(worker.http_port, "/metrics")
-            if status == 200:
-                pages.append((worker.serial, body))
-        own = (
-            "# HELP amqprouter_workers Worker processes serving (--workers).\n"
-            "# TYPE amqprouter_workers gauge\n"
-            f"amqprouter_workers {len(self.live())}\n"
-            "# HELP amqprouter_worker_restarts_total Workers replaced: died, recycled or "
-            "failed a command.\n"
-            "# TYPE amqprouter_worker_restarts_total counter\n"
-            f"amqprouter_worker_restarts_total {self.restarts}\n"
-            "# HELP amqprouter_worker_generation Restarts for new code (SIGUSR2) done.\n"
-            "# TYPE amqprouter_worker_generation gauge\n"
-            f"amqprouter_worker_generation {self.generation}\n"
-        )
-        return Response(200, merge.metrics(pages, own), CONTENT_TYPE)
+        live = self.live()
+        return await fleet_http.metrics(live, restarts=self.restarts, generation=self.generation)
 
     async def readiness(self) -> Response:
-        """200 while any worker is ready; the body says each worker's answer."""
-        lines = []
-        ready = 0
-        for worker in self.live():
-            status, body = await http_get(worker.http_port, "/readyz")
-            ready += status == 200
-            lines.append(f"worker {worker.serial}: {body.strip() or status}")
-        if not lines:
-            lines.append("no worker running")
-        return Response(200 if ready else 503, "".join(line + "\n" for line in lines))
+        return await fleet_http.readiness(self.live())
 
     def status_page(self) -> Response:
-        """``/``: the workers, for people (each worker's own page is on its loopback
-        port: the sessions are there)."""
-        now = time.monotonic()
-        rows = []
-        for worker in sorted(self.processes, key=lambda w: w.serial):
-            rss = worker.rss_bytes()
-            state = "retiring" if worker.retiring else "serving" if worker.ready else "starting"
-            cells = [
-                str(worker.serial),
-                str(worker.slot),
-                str(worker.process.pid),
-                state,
-                "?" if rss is None else f"{rss / (1 << 20):.0f}",
-                f"{now - worker.started:.0f}",
-                f"127.0.0.1:{worker.http_port}" if worker.http_port else "",
-            ]
-            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-        heads = ["worker", "slot", "pid", "state", "RSS MB", "up s", "its own page"]
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'>"
-            "<meta http-equiv='refresh' content='5'><title>amqprouter workers</title></head>"
-            f"<body><h1>amqprouter: {len(self.live())} of {self.count} workers serving</h1>"
-            f"<p>restarts for new code: {self.generation}; workers replaced: "
-            f"{self.restarts}</p><table border='1'><tr>"
-            + "".join(f"<th>{h}</th>" for h in heads)
-            + "</tr>"
-            + "".join(rows)
-            + "</table></body></html>"
+        return fleet_http.status_page(
+            self.processes,
+            serving=len(self.live()),
+            count=self.count,
+            generation=self.generation,
+            restarts=self.restarts,
         )
-        return Response(200, page, STATUS_CONTENT_TYPE)
 
     def liveness(self) -> Response:
         why = None if self.heartbeat is None else self.heartbeat.stalled()
@@ -749,12 +593,6 @@ class Supervisor:
                     f"Listening for {kind} clients on port {words[2]} (every address), "
                     f"{self.count} workers"
                 )
-
-
-def _tagged(serial: int, line: str) -> str:
-    if line.startswith("{"):
-        return f'{{"worker": {serial}, ' + line[1:] if line != "{}" else f'{{"worker": {serial}}}'
-    return f"worker {serial}: {line}"
 
 
 def run_supervisor(

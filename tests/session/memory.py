@@ -13,21 +13,20 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 import attrs
 import trio
-from pamqp import base, commands, frame
+from pamqp import commands
 
 from amqprouter.net.memory_transport import MemoryTransport, memory_transport_pair
 from amqprouter.net.resolver import Resolver
 from amqprouter.net.sockets import PeerGone
 from amqprouter.net.transport import Transport, recv_some
-from amqprouter.protocol import Frame, FrameReader, constants
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.session import Session, SessionSettings, Timeouts
 from amqprouter.session.context import SessionContext
 from amqprouter.session.watch import Watchdog
+from tests.session.frame_peer import FramePeer, play_broker_handshake, play_client_handshake
 
 WAIT = 30.0  # every wait is bounded (on the mock clock: instant when it fires)
 #: The client's address as the session sees it, and the listener's.
@@ -36,61 +35,23 @@ LISTENER = ("127.0.0.1", 5673)
 BACKEND = Backend("fake", "none", "127.0.0.1", 5672)
 
 
-class MemoryPeer:
+class MemoryPeer(FramePeer):
     """One far end of a memory pair that reads and writes whole AMQP frames."""
 
+    wait = WAIT
+
     def __init__(self, transport: MemoryTransport) -> None:
+        super().__init__()
         self.transport = transport
-        self.reader = FrameReader(frame_max=1 << 20)
 
     async def send(self, data: bytes) -> None:
         await self.transport.send_all(data)
 
-    async def send_method(self, method: base.Frame, channel: int = 0) -> None:
-        await self.send(frame.marshal(method, channel))
-
-    async def _fill(self) -> bool:
+    async def _receive(self) -> bytes:
         try:
-            self.reader.feed(await recv_some(self.transport))
+            return await recv_some(self.transport)
         except PeerGone:
-            return False
-        return True
-
-    async def read_frame(self, timeout: float = WAIT) -> Frame | None:
-        """The next frame, or None at end of stream."""
-        with trio.fail_after(timeout):
-            while (item := self.reader.next_frame()) is None:
-                if not await self._fill():
-                    return None
-            return item
-
-    async def read_method(self, timeout: float = WAIT) -> Any:
-        """The next method frame decoded (heartbeats skipped); None at end of stream."""
-        while True:
-            item = await self.read_frame(timeout)
-            if item is None:
-                return None
-            if item.frame_type == constants.FRAME_METHOD:
-                return item.decode()
-
-    async def read_raw(self, size: int, timeout: float = WAIT) -> bytes:
-        """Exactly ``size`` bytes as they arrive (fewer only at end of stream)."""
-        data = bytearray(self.reader.drain())
-        with trio.fail_after(timeout):
-            while len(data) < size:
-                try:
-                    data += await recv_some(self.transport)
-                except PeerGone:
-                    break
-        self.reader.feed(bytes(data[size:]))
-        return bytes(data[:size])
-
-    async def at_eof(self, timeout: float = WAIT) -> bool:
-        """True once the other side has closed (anything unread is discarded)."""
-        with trio.fail_after(timeout):
-            while await self._fill():
-                self.reader.drain()
-        return True
+            return b""
 
 
 Behaviour = Callable[[MemoryPeer], Awaitable[None]]
@@ -98,37 +59,13 @@ Behaviour = Callable[[MemoryPeer], Awaitable[None]]
 
 async def broker_handshake(peer: MemoryPeer, *, heartbeat: int = 0) -> commands.Connection.StartOk:
     """Play RabbitMQ's side of the handshake (the router pipelines its side)."""
-    assert await peer.read_raw(8) == constants.PROTOCOL_HEADER
-    await peer.send_method(
-        commands.Connection.Start(server_properties={"product": "fake"}, mechanisms="PLAIN")
-    )
-    start_ok = await peer.read_method()
-    assert isinstance(start_ok, commands.Connection.StartOk)
-    await peer.send_method(
-        commands.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=heartbeat)
-    )
-    assert isinstance(await peer.read_method(), commands.Connection.TuneOk)
-    assert isinstance(await peer.read_method(), commands.Connection.Open)
-    await peer.send_method(commands.Connection.OpenOk())
-    return start_ok
+    tune = commands.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=heartbeat)
+    return await play_broker_handshake(peer, tune)
 
 
 async def client_handshake(peer: MemoryPeer, *, heartbeat: int = 0, vhost: str = "/") -> None:
     """The client's side up to its Open (not the Open-Ok)."""
-    await peer.send(constants.PROTOCOL_HEADER)
-    assert isinstance(await peer.read_method(), commands.Connection.Start)
-    await peer.send_method(
-        commands.Connection.StartOk(
-            client_properties={"connection_name": "memory-test"},
-            mechanism="PLAIN",
-            response="\0guest\0guest",
-        )
-    )
-    assert isinstance(await peer.read_method(), commands.Connection.Tune)
-    await peer.send_method(
-        commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=heartbeat)
-    )
-    await peer.send_method(commands.Connection.Open(virtual_host=vhost))
+    await play_client_handshake(peer, name="memory-test", vhost=vhost, heartbeat=heartbeat)
 
 
 @attrs.define

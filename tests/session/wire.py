@@ -10,86 +10,43 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any
 
 import attrs
 import trio
 import trio.testing
-from pamqp import base, commands, frame
+from pamqp import commands
 
-from amqprouter.protocol import Frame, FrameReader, constants
 from amqprouter.routing import Backend, RoutingTable
 from amqprouter.server import Server
 from amqprouter.server.server import Forwarding
 from amqprouter.session import SessionSettings, Timeouts
 from tests.conftest import forwarding as forwarding_of_run
-
-WAIT = 5.0  # every test wait is bounded; a hang fails instead of stalling the suite
+from tests.session.frame_peer import WAIT as WAIT  # the tests import it from here
+from tests.session.frame_peer import FramePeer, play_broker_handshake, play_client_handshake
 
 # Client connections opened during a test; ``router()`` closes them on the way out.
 _clients: list[Peer] = []
 
 
-class Peer:
+class Peer(FramePeer):
     """One end of a TCP connection that reads whole frames."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
+        super().__init__()
         self.stream = stream
-        self.reader = FrameReader(frame_max=1 << 20)
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
-    async def send_method(self, method: base.Frame, channel: int = 0) -> None:
-        await self.send(frame.marshal(method, channel))
+    async def _receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
 
-    async def read_frame(self, timeout: float = WAIT) -> Frame | None:
-        """The next frame, or None at end of stream."""
-        with trio.fail_after(timeout):
-            while (item := self.reader.next_frame()) is None:
-                try:
-                    data = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None
-                if not data:
-                    return None
-                self.reader.feed(data)
-            return item
-
-    async def read_method(self, timeout: float = WAIT) -> Any:
-        """The next method frame decoded (heartbeats skipped); None at end of stream."""
-        while True:
-            item = await self.read_frame(timeout)
-            if item is None:
-                return None
-            if item.frame_type == constants.FRAME_METHOD:
-                return item.decode()
-
-    async def read_raw(self, size: int, timeout: float = WAIT) -> bytes:
-        data = bytearray(self.reader.drain())
-        with trio.fail_after(timeout):
-            while len(data) < size:
-                chunk = await self.stream.receive_some(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return bytes(data)
-
-    async def read_protocol_header(self, timeout: float = WAIT) -> bytes:
+    async def read_protocol_header(self, timeout: float | None = None) -> bytes:
         """The 8-byte protocol header; what follows it (pipelined frames) stays buffered."""
-        data = await self.read_raw(8, timeout)
-        self.reader.feed(data[8:])
-        return data[:8]
-
-    async def at_eof(self, timeout: float = WAIT) -> bool:
-        """True once the other side has closed (anything unread is discarded)."""
-        with trio.fail_after(timeout):
-            while True:
-                try:
-                    if not await self.stream.receive_some(65536):
-                        return True
-                except trio.BrokenResourceError:
-                    return True
+        return await self.read_raw(8, timeout)
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
@@ -106,20 +63,9 @@ async def client_handshake(
 ) -> Peer:
     """Connect to the router and complete the client side up to Open (not Open-Ok)."""
     peer = connect_client_side(await trio.open_tcp_stream("127.0.0.1", port))
-    await peer.send(constants.PROTOCOL_HEADER)
-    assert isinstance(await peer.read_method(), commands.Connection.Start)
-    await peer.send_method(
-        commands.Connection.StartOk(
-            client_properties={"connection_name": "wire-test"},
-            mechanism="PLAIN",
-            response="\0guest\0guest",
-        )
+    await play_client_handshake(
+        peer, name="wire-test", vhost=vhost, frame_max=frame_max, heartbeat=heartbeat
     )
-    assert isinstance(await peer.read_method(), commands.Connection.Tune)
-    await peer.send_method(
-        commands.Connection.TuneOk(channel_max=2047, frame_max=frame_max, heartbeat=heartbeat)
-    )
-    await peer.send_method(commands.Connection.Open(virtual_host=vhost))
     return peer
 
 
@@ -142,19 +88,8 @@ async def broker_handshake(
     peer: Peer, broker: FakeBroker, tune: commands.Connection.Tune | None = None
 ) -> None:
     """Play RabbitMQ's side of the handshake (the router pipelines its side)."""
-    assert await peer.read_protocol_header() == constants.PROTOCOL_HEADER
-    await peer.send_method(
-        commands.Connection.Start(server_properties={"product": "fake"}, mechanisms="PLAIN")
-    )
-    start_ok = await peer.read_method()
-    assert isinstance(start_ok, commands.Connection.StartOk)
-    broker.start_oks.append(start_ok)
-    await peer.send_method(
-        tune or commands.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=60)
-    )
-    assert isinstance(await peer.read_method(), commands.Connection.TuneOk)
-    assert isinstance(await peer.read_method(), commands.Connection.Open)
-    await peer.send_method(commands.Connection.OpenOk())
+    tune = tune or commands.Connection.Tune(channel_max=2047, frame_max=131072, heartbeat=60)
+    broker.start_oks.append(await play_broker_handshake(peer, tune))
 
 
 Behaviour = Callable[[Peer, FakeBroker], Awaitable[None]]
