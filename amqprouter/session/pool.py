@@ -81,7 +81,7 @@ IDLE_TIMEOUT: Final = 5.0
 POOL_HEARTBEAT: Final = 60
 #: A heartbeat frame (type 8, channel 0, empty payload).
 HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
-#: A write to one pooled client that takes longer than this ends that client (320): the
+#: A write to one pooled client that takes longer than this cuts that client: the
 #: link's one reader task writes to every client in turn, so a client that stopped
 #: reading holds the others' frames until then.
 CLIENT_WRITE_TIMEOUT: Final = 10.0
@@ -282,7 +282,9 @@ class BrokerLink:
         the connection for; ``PoolEnded`` once the link is gone.
         """
         to_broker: list[bytes] = []
-        client = self.clients[client_id]
+        client = self.clients.get(client_id)
+        if client is None:  # the link ended (and told it so) since the client last read
+            raise PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - broker gone")
         for frame in frames:
             for target, data in self.mux.client_frame(client_id, frame):
                 if target is BROKER:
@@ -395,10 +397,10 @@ class BrokerLink:
             with trio.move_on_after(CLIENT_WRITE_TIMEOUT) as scope:
                 await client.write(data)
             if scope.cancelled_caught:
+                # Cut, not closed: the write stopped inside a frame, where a Close would
+                # be garbage to the client.
                 self.log.info("pooled client stopped reading; cut", client=client.id)
-                client.ended = PoolEnded(
-                    constants.CONNECTION_FORCED, "CONNECTION_FORCED - client too slow"
-                )
+                client.transport.close()
                 client.scope.cancel()
         except (PeerGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             client.scope.cancel()  # its session sees the socket go and detaches

@@ -246,7 +246,8 @@ class Pooling(SessionState):
                 self.log.warning("client sent a malformed frame", error=str(exc))
                 return End.CLIENT_ERROR, (exc.reply_code, exc.reply_text, 0, 0)
             except PoolEnded as ended:
-                client.ended = ended
+                if client.ended is None:  # the link's own words win
+                    client.ended = ended
                 client.scope.cancel()
                 await trio.lowlevel.checkpoint()
                 raise AssertionError("unreachable: the scope is cancelled") from None

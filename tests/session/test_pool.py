@@ -14,6 +14,7 @@ from amqprouter.net.memory_transport import MemoryTransport, memory_transport_pa
 from amqprouter.protocol import Frame, FrameReader, TuneParams
 from amqprouter.routing import Backend
 from amqprouter.session.pool import (
+    CLIENT_WRITE_TIMEOUT,
     HEARTBEAT_FRAME,
     BrokerLink,
     Pool,
@@ -145,3 +146,38 @@ async def test_blocked_and_the_brokers_close_reach_every_client(nursery: trio.Nu
             320,
             "CONNECTION_FORCED - maintenance",
         )
+
+
+async def test_a_client_that_stops_reading_is_cut_and_the_others_go_on(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    pool = Pool()
+    link, broker = await start_link(pool, nursery)
+    ours, stuck_peer = memory_transport_pair(max_buffer=1024)
+    stuck = PooledClient(1, ours, trio.CancelScope())
+    fine, fine_peer = client_pair(2)
+    channels = {}
+    for client in (stuck, fine):
+        link.attach(client)
+        opening = Frame(1, 1, frame.marshal(commands.Channel.Open(), 1))
+        await link.from_client(client.id, [opening])
+        sent = await read_frame(broker)
+        channels[client.id] = sent.channel
+        await broker.send_all(frame.marshal(commands.Channel.OpenOk(), sent.channel))
+    assert (await read_frame(fine_peer)).method_id == (20, 11)
+    assert stuck_peer.recv(1 << 16)  # its Open-Ok; from now on it reads nothing
+    began = trio.current_time()
+    big = frame.marshal(commands.Basic.Deliver("ctag", 1, False, "", "x" * 200), 1)
+    for _ in range(20):  # about 5 KiB for a reader that takes 1 KiB
+        await broker.send_all(rewrite(big, channels[1]))
+    ack = frame.marshal(commands.Basic.Ack(delivery_tag=1), channels[2])
+    await broker.send_all(ack)
+    got = await read_frame(fine_peer)  # behind the stuck one's frames, after the timeout
+    assert got.method_id == (60, 80) and got.channel == 1
+    assert trio.current_time() - began == pytest.approx(CLIENT_WRITE_TIMEOUT)
+    assert ours.closed and stuck.scope.cancel_called and stuck.ended is None
+    assert not link.closed
+
+
+def rewrite(raw: bytes, channel: int) -> bytes:
+    return raw[:1] + channel.to_bytes(2, "big") + raw[3:]
