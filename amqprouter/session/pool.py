@@ -240,6 +240,7 @@ class BrokerLink:
         self._scope = trio.CancelScope()
         self._emptied = trio.Event()
         self.closed = False
+        self._close_sent = False
         self.blocked: bytes | None = None  # the broker's Blocked frame while blocked
         self.opened_at = clock()
         self.last_read = clock()
@@ -302,6 +303,7 @@ class BrokerLink:
     async def run(self, drop: Callable[[BrokerLink], None]) -> None:
         """Read the broker and dispatch until the link ends; then end every client."""
         ended = PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - pool shut down")
+        broker_done = False  # the broker closed, went or was closed: nothing more to say
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
@@ -309,6 +311,7 @@ class BrokerLink:
                         nursery.start_soon(self._heartbeats)
                     nursery.start_soon(self._idle_watch)
                     ended = await self._read_broker()
+                    broker_done = True
                     nursery.cancel_scope.cancel()
         except Exception:
             self.log.exception("pooled broker connection failed")
@@ -316,6 +319,12 @@ class BrokerLink:
                 constants.INTERNAL_ERROR, "INTERNAL_ERROR - pooled broker connection failed"
             )
         finally:
+            if not broker_done and not self._close_sent:
+                # The router is shutting down (or the link failed): the broker is told,
+                # so it logs a close rather than a dropped connection.
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_WAIT):
+                    await self._close_broker(constants.REPLY_SUCCESS, "amqprouter shutting down")
+                    await self._await_close_ok()
             self.closed = True
             drop(self)
             for client in list(self.clients.values()):
@@ -451,7 +460,21 @@ class BrokerLink:
                 self._scope.cancel()
                 return
 
+    async def _await_close_ok(self) -> None:
+        """Read (and drop) what the broker sends until its Close-Ok or its end."""
+        reader = self._reader
+        try:
+            while True:
+                frame = reader.next_frame()
+                if frame is None:
+                    reader.feed(await recv_some(self.transport))
+                elif frame.method_id == constants.CONNECTION_CLOSE_OK:
+                    return
+        except (PeerGone, OSError, ProtocolError):
+            return
+
     async def _close_broker(self, code: int, text: str) -> None:
+        self._close_sent = True
         try:
             async with self._write_lock:
                 await self.transport.send_all(close_frame(code, text))
