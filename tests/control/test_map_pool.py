@@ -1,6 +1,6 @@
 """MAP POOL vhost ON|OFF|DEFAULT: the grammar, the table, MAP PRINT, CONFIG PRINT rebuilding
 it, a reload's difference, and the server's answer to "is this vhost pooled" with and
-without ``--pool``."""
+without ``--pool``, and the status page's line for the pool."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from amqprouter.control import json_replies
 from amqprouter.control.config_diff import FoldError, Plan, State, diff, fold
 from amqprouter.control.grammar import ParseError, parse, to_line
 from amqprouter.control.routing_commands import config_commands
+from amqprouter.observe.stats import StatsCollector
+from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings
 from tests.control.test_routing_commands import BASE, build, reply
@@ -107,3 +109,11 @@ def test_map_print_json_gives_each_vhosts_pool_word() -> None:
         ("orders", "backend", True),
         ("reports", None, False),
     ]
+
+
+@pytest.mark.parametrize("pool_flag", [False, True])
+def test_the_status_page_shows_the_pool_once_in_use(pool_flag: bool) -> None:
+    server = Server(SessionSettings(), build(BASE), pool=pool_flag)
+    page = status_page(server, StatsCollector(server.sessions, 1.0), ready=None, live=None)
+    shown = "<td>pooled broker connections</td><td>0 (0 clients, 0 channels, 0 idle; "
+    assert (shown in page) is pool_flag
