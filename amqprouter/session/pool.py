@@ -264,6 +264,19 @@ class BrokerLink:
         self.clients_served += 1
         self._emptied = trio.Event()
 
+    def forget(self, client_id: int) -> None:
+        """Drop a client that never got as far as its first frame (a disconnect or a
+        deadline between joining and serving): it has no channel to close. A no-op for
+        a client already detached."""
+        if self.clients.pop(client_id, None) is None:
+            return
+        if self.mux.detach(client_id):
+            # Channels it had are left to the broker until the link closes (never seen:
+            # a client with channels goes through ``detach``); never raise from here.
+            self.log.warning("pooled client forgotten with channels open", client=client_id)
+        if not self.clients:
+            self._emptied.set()
+
     async def detach(self, client_id: int) -> None:
         """The client is gone: its channels kept or closed on the broker (multiplexer)."""
         if self.clients.pop(client_id, None) is None:

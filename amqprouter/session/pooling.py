@@ -89,7 +89,7 @@ class Pooling(SessionState):
         ) -> None: ...
 
     def _key_of(
-        self, pool: Pool, opened: ClientOpened, backend: Backend, route: Route, allowed: Allow
+        self, opened: ClientOpened, backend: Backend, route: Route, allowed: Allow
     ) -> PoolKey:
         mechanism, credentials = properties.start_ok_sasl(opened.start_ok.raw)
         if allowed.sasl is not None:
@@ -107,10 +107,10 @@ class Pooling(SessionState):
         candidates = route.candidates
         began = time.monotonic()
         for backend in candidates:
-            link = pool.find(self._key_of(pool, opened, backend, route, allowed))
+            link = pool.find(self._key_of(opened, backend, route, allowed))
             if link is not None:
                 return self._joined(link, began)
-        first = self._key_of(pool, opened, candidates[0], route, allowed)
+        first = self._key_of(opened, candidates[0], route, allowed)
         turn = await pool.wait_turn(first)
         if isinstance(turn, BrokerLink):
             return self._joined(turn, began)
@@ -130,7 +130,7 @@ class Pooling(SessionState):
             open_ok = await self._connect_and_replay(opened, candidates, allowed, tune)
             if open_ok is None or self.broker is None or self.backend is None:
                 return None
-            key = self._key_of(pool, opened, self.backend, route, allowed)
+            key = self._key_of(opened, self.backend, route, allowed)
             link = pool.add(key, self.backend, self.broker, tune, open_ok.pending)
         finally:
             pool.settled(first)

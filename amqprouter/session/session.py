@@ -68,6 +68,10 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
             self.log.exception("session failed")
         finally:
             self.state = State.CLOSED
+            if self._link_of_pool is not None:
+                # Joined a pooled connection but ended before serving on it (serving
+                # detaches itself): its place there is given back.
+                self._link_of_pool.forget(self.id)
             if self.route is not None:
                 self.route.release()
             self.client.close()

@@ -181,3 +181,16 @@ async def test_a_client_that_stops_reading_is_cut_and_the_others_go_on(
 
 def rewrite(raw: bytes, channel: int) -> bytes:
     return raw[:1] + channel.to_bytes(2, "big") + raw[3:]
+
+
+async def test_a_client_forgotten_before_serving_leaves_the_link_idle(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    pool = Pool(PoolLimits(idle_timeout=5))
+    link, broker = await start_link(pool, nursery)
+    client, _ = client_pair(1)
+    link.attach(client)
+    link.forget(1)
+    link.forget(1)  # twice (serving detached it already): nothing more
+    assert pool.stats().clients == 0
+    assert (await read_frame(broker)).method_id == (10, 50)  # idle: closed after 5 s
