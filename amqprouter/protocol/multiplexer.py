@@ -33,13 +33,14 @@ to, heartbeats each side and ends clients when the broker connection ends.
 
 from __future__ import annotations
 
+import enum
 import struct
 from typing import Final, Generic
 
 from amqprouter.protocol import constants
 from amqprouter.protocol.channel_map import ChannelMap, ClientT, rewrite_channel
-from amqprouter.protocol.errors import ProtocolError
-from amqprouter.protocol.frames import Frame
+from amqprouter.protocol.errors import FrameError, ProtocolError
+from amqprouter.protocol.frames import Frame, check_frame_header
 from amqprouter.protocol.methods import method_frame, short_string
 from amqprouter.protocol.pooled_channel import (
     CHANNEL_CLOSE,
@@ -59,6 +60,8 @@ CHANNEL_ERROR: Final = 504
 
 _CHANNEL_OPEN_OK_ARGS: Final = b"\x00\x00\x00\x00"  # reserved long string, empty
 _CLOSE_TAIL: Final = struct.Struct(">HH")
+_unpack_header = constants.FRAME_HEADER_STRUCT.unpack_from
+_pack_channel = struct.Struct(">H").pack_into
 
 
 def channel_close_frame(
@@ -270,6 +273,15 @@ class Multiplexer(Generic[ClientT]):
                 )
         return sends
 
+    def content_channel(self, client: ClientT, channel: int) -> int | None:
+        """The broker channel a content frame (header, body) of ``client`` on ``channel``
+        goes to unchanged but for its channel number; None: ``client_frame`` decides."""
+        broker_channel = self.channels.to_broker(client, channel)
+        if broker_channel is None:
+            return None
+        stage = self._channels[broker_channel].stage
+        return broker_channel if stage is Stage.OPEN or stage is Stage.OPENING else None
+
     def clients(self) -> set[ClientT]:
         return self.channels.clients()
 
@@ -282,3 +294,69 @@ class Multiplexer(Generic[ClientT]):
     def _forget(self, broker_channel: int) -> None:
         del self._channels[broker_channel]
         self.channels.release(broker_channel)
+
+
+class _Zero(enum.Enum):
+    CHANNEL_ZERO = "channel 0"
+
+
+#: The target of a channel-0 frame in ``ClientStream``'s answer: the caller's to handle.
+CHANNEL_ZERO: Final = _Zero.CHANNEL_ZERO
+
+
+class ClientStream(Generic[ClientT]):
+    """One pooled client's bytes in, what to send out: the multiplexer's hot path.
+
+    A read is cut into whole frames (the rest kept for the next read, bounded by
+    ``frame_max``). Content frames (a publish's header and body: most of the bytes) on
+    an open channel have their channel number rewritten in place and go on in runs, one
+    copy per run, as an unpooled session forwards a read; every other frame goes through
+    ``Multiplexer.client_frame``; channel-0 frames come back as ``(CHANNEL_ZERO, frame)``
+    for the caller (heartbeats, the client's Close), in their place in the order.
+    """
+
+    __slots__ = ("_buffer", "_client", "_mux", "frame_max", "frames")
+
+    def __init__(self, mux: Multiplexer[ClientT], client: ClientT, frame_max: int) -> None:
+        self._mux, self._client = mux, client
+        self.frame_max = frame_max
+        self._buffer = bytearray()
+        #: Whole frames read so far (CONN's inFrames).
+        self.frames = 0
+
+    def receive(self, data: bytes) -> list[tuple[ClientT | _Zero | None, bytes | Frame]]:
+        """The sends for ``data`` (with what came before it), in order. Raises
+        ``FrameError`` for a malformed frame and ``ClientError`` as ``client_frame``."""
+        buffer = self._buffer
+        buffer += data
+        out: list[tuple[ClientT | _Zero | None, bytes | Frame]] = []
+        mux, client, frame_max = self._mux, self._client, self.frame_max
+        length = len(buffer)
+        position = run = 0  # the current run of rewritten content frames starts at ``run``
+        while length - position >= constants.FRAME_HEADER_SIZE:
+            frame_type, channel, size = _unpack_header(buffer, position)
+            check_frame_header(frame_type, size, frame_max)
+            end = position + size + constants.FRAME_OVERHEAD
+            if end > length:
+                break
+            if buffer[end - 1] != constants.FRAME_END:
+                raise FrameError(f"bad frame-end octet {buffer[end - 1]:#04x}")
+            self.frames += 1
+            if channel and (frame_type == 2 or frame_type == 3):
+                broker_channel = mux.content_channel(client, channel)
+                if broker_channel is not None:
+                    _pack_channel(buffer, position + 1, broker_channel)
+                    position = end
+                    continue
+            if run < position:
+                out.append((BROKER, bytes(buffer[run:position])))
+            frame = Frame(frame_type, channel, bytes(buffer[position:end]))
+            if channel:
+                out += mux.client_frame(client, frame)
+            else:
+                out.append((CHANNEL_ZERO, frame))
+            position = run = end
+        if run < position:
+            out.append((BROKER, bytes(buffer[run:position])))
+        del buffer[:position]
+        return out

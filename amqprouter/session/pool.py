@@ -289,26 +289,27 @@ class BrokerLink:
         if not self.clients:
             self._emptied.set()
 
-    async def from_client(self, client_id: int, frames: list[Frame]) -> None:
-        """Frames a client sent (not channel 0): remapped to the broker, or answered.
+    async def from_client(self, client_id: int, sends: list[tuple[int | None, bytes]]) -> None:
+        """Send what a client's frames came to (``ClientStream.receive``, channel 0
+        aside): to the broker, or the router's own answers back to the client, in order.
 
-        Raises ``ClientError`` (the multiplexer's) for a frame the broker would end
-        the connection for; ``PoolEnded`` once the link is gone.
+        Raises ``PoolEnded`` once the link is gone.
         """
-        to_broker: list[bytes] = []
+        if not sends:
+            return
         client = self.clients.get(client_id)
         if client is None:  # the link ended (and told it so) since the client last read
             raise PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - broker gone")
-        for frame in frames:
-            for target, data in self.mux.client_frame(client_id, frame):
-                if target is BROKER:
-                    to_broker.append(data)
-                else:
-                    # The router's own answers (a kept channel's Open-Ok, Close-Ok):
-                    # everything before them goes to the broker first, in order.
-                    await self._send_broker(to_broker)
-                    to_broker = []
-                    await client.write(data)
+        to_broker: list[bytes] = []
+        for target, data in sends:
+            if target is BROKER:
+                to_broker.append(data)
+            else:
+                # The router's own answers (a kept channel's Open-Ok, Close-Ok):
+                # everything before them goes to the broker first, in order.
+                await self._send_broker(to_broker)
+                to_broker = []
+                await client.write(data)
         await self._send_broker(to_broker)
 
     # -- the link's task -----------------------------------------------------------

@@ -33,13 +33,13 @@ from amqprouter.protocol import (
     CLOSE_OK_FRAME,
     BrokerOpened,
     ClientOpened,
-    FrameReader,
+    Frame,
     ProtocolError,
     constants,
     peer_closed,
     properties,
 )
-from amqprouter.protocol.multiplexer import ClientError
+from amqprouter.protocol.multiplexer import CHANNEL_ZERO, ClientError, ClientStream
 from amqprouter.protocol.tune import TuneParams
 from amqprouter.session.closing import End
 from amqprouter.session.pool import (
@@ -57,7 +57,6 @@ from amqprouter.session.state import SessionState, State
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from amqprouter.protocol import Frame
     from amqprouter.routing import Backend, Route
     from amqprouter.session.auth import Allow
     from amqprouter.session.pool import Pool, PoolKey
@@ -166,8 +165,7 @@ class Pooling(SessionState):
         self.log.info("session open", pooled=True, broker=endpoint(self.broker_address))
         end = End.CLEAN
         reply: tuple[int, str, int, int] | None = None
-        reader = FrameReader(tune.frame_max)
-        reader.feed(client_early)
+        stream = ClientStream(link.mux, self.id, tune.frame_max)
         scope = client.scope
         self._forwarding = scope
         try:
@@ -180,7 +178,9 @@ class Pooling(SessionState):
                 async with trio.open_nursery() as nursery:
                     if tune.heartbeat:
                         nursery.start_soon(self._heartbeat_client, client, tune.heartbeat)
-                    end, reply = await self._pooled_ingress(link, client, reader, tune.heartbeat)
+                    end, reply = await self._pooled_ingress(
+                        link, client, stream, client_early, tune.heartbeat
+                    )
                     nursery.cancel_scope.cancel()
         except PeerGone:
             end = End.CLIENT_GONE
@@ -219,24 +219,33 @@ class Pooling(SessionState):
             await self._close_client(*reply)
 
     async def _pooled_ingress(
-        self, link: BrokerLink, client: PooledClient, reader: FrameReader, heartbeat: int
+        self,
+        link: BrokerLink,
+        client: PooledClient,
+        stream: ClientStream[int],
+        early: bytes,
+        heartbeat: int,
     ) -> tuple[End, tuple[int, str, int, int] | None]:
         """Read the client until it closes, goes or errs: the end, and the Close it is owed."""
         silent_after = 2.0 * heartbeat if heartbeat else float("inf")
+        data = early  # what the client pipelined after its Open
         while True:
-            frames: list[Frame] = []
             try:
-                while (frame := reader.next_frame()) is not None:
-                    self.ingress.frames += 1
-                    if frame.channel:
-                        frames.append(frame)
-                        continue
-                    await link.from_client(self.id, frames)
-                    frames = []
-                    done = await self._client_channel_zero(client, frame)
-                    if done is not None:
-                        return done
-                await link.from_client(self.id, frames)
+                frames_before = stream.frames
+                sends: list[tuple[int | None, bytes]] = []
+                for target, item in stream.receive(data):
+                    if target is CHANNEL_ZERO:
+                        assert isinstance(item, Frame)
+                        await link.from_client(self.id, sends)
+                        sends = []
+                        done = await self._client_channel_zero(client, item)
+                        if done is not None:
+                            return done
+                    else:
+                        assert isinstance(item, bytes)
+                        sends.append((target, item))
+                await link.from_client(self.id, sends)
+                self.ingress.frames += stream.frames - frames_before
             except PeerGone:  # a write of the router's own answer found it gone
                 return End.CLIENT_GONE, None
             except ClientError as exc:
@@ -269,7 +278,6 @@ class Pooling(SessionState):
             ingress = self.ingress
             ingress.bytes += len(data)
             ingress.reads += 1
-            reader.feed(data)
 
     async def _client_channel_zero(
         self, client: PooledClient, frame: Frame

@@ -160,7 +160,7 @@ async def test_a_client_that_stops_reading_is_cut_and_the_others_go_on(
     for client in (stuck, fine):
         link.attach(client)
         opening = Frame(1, 1, frame.marshal(commands.Channel.Open(), 1))
-        await link.from_client(client.id, [opening])
+        await link.from_client(client.id, link.mux.client_frame(client.id, opening))
         sent = await read_frame(broker)
         channels[client.id] = sent.channel
         await broker.send_all(frame.marshal(commands.Channel.OpenOk(), sent.channel))
