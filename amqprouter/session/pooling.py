@@ -22,6 +22,7 @@ on the broker), then told what it is owed.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -186,10 +187,25 @@ class Pooling(SessionState):
             end = End.CLIENT_GONE
         finally:
             self._forwarding = None
-            with trio.CancelScope(shield=True), trio.move_on_after(self.settings.timeouts.close):
+            deadline = trio.current_time() + self.settings.timeouts.close
+            with trio.CancelScope(shield=True, deadline=deadline):
                 await link.detach(self.id)
         if scope.cancelled_caught:
-            if client.ended is not None:
+            if (
+                client.ended is None
+                and self._pending_end is None
+                and trio.current_time() >= scope.deadline
+            ):
+                silent = 2.0 * tune.heartbeat
+                self.end_reason = f"client sent nothing for {silent:g}s"
+                end = End.CLIENT_SILENT
+                reply = (
+                    constants.CONNECTION_FORCED,
+                    f"CONNECTION_FORCED - {self.end_reason}",
+                    0,
+                    0,
+                )
+            elif client.ended is not None:
                 ended = client.ended
                 end = End.BROKER_GONE
                 reply = (ended.reply_code, ended.reply_text, ended.class_id, ended.method_id)
@@ -227,7 +243,7 @@ class Pooling(SessionState):
         heartbeat: int,
     ) -> tuple[End, tuple[int, str, int, int] | None]:
         """Read the client until it closes, goes or errs: the end, and the Close it is owed."""
-        silent_after = 2.0 * heartbeat if heartbeat else float("inf")
+        silent_after = 2.0 * heartbeat if heartbeat else math.inf
         data = early  # what the client pipelined after its Open
         while True:
             try:
@@ -260,20 +276,15 @@ class Pooling(SessionState):
                 client.scope.cancel()
                 await trio.lowlevel.checkpoint()
                 raise AssertionError("unreachable: the scope is cancelled") from None
-            data = b""
-            with trio.move_on_after(silent_after):
-                try:
-                    data = await recv_some(self.client)
-                except PeerGone:
-                    return End.CLIENT_GONE, None
-            if not data:
-                self.end_reason = f"client sent nothing for {silent_after:g}s"
-                return End.CLIENT_SILENT, (
-                    constants.CONNECTION_FORCED,
-                    f"CONNECTION_FORCED - {self.end_reason}",
-                    0,
-                    0,
-                )
+            # A client silent for two heartbeat intervals is gone: the session's scope
+            # carries that deadline (moved on at each read; no scope per read), and
+            # _serve_pooled tells its expiry from the other reasons to cancel it.
+            if silent_after != math.inf:
+                client.scope.deadline = trio.current_time() + silent_after
+            try:
+                data = await recv_some(self.client)
+            except PeerGone:
+                return End.CLIENT_GONE, None
             self.last_ingress = self._now()
             ingress = self.ingress
             ingress.bytes += len(data)

@@ -10,6 +10,7 @@ password gets the broker's 403, a dead broker gives every pooled client a 320 at
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import urllib.parse
@@ -20,7 +21,10 @@ import aio_pika
 import pika
 import pika.exceptions
 import pytest
+from pamqp import commands
+from pamqp import frame as pamqp_frame
 
+from amqprouter.protocol import Frame, FrameReader, constants, methods
 from tests.brokers import GUEST, RabbitNode, SystemBroker, free_port, wait_for
 from tests.integration.test_control_plane import (
     ControlledRouter,
@@ -317,3 +321,36 @@ def test_the_brokers_connection_close_reaches_every_pooled_client_with_its_words
         again = pika.BlockingConnection(params(router, "/"))
         again.channel().queue_declare("", exclusive=True)
         again.close()
+
+
+def test_a_silent_pooled_client_is_heartbeaten_then_closed(pool_router: RouterProcess) -> None:
+    """A client that agreed a 1 s heartbeat gets the router's heartbeats, and a Close 320
+    once it has said nothing for two intervals; the shared connection stays."""
+    with socket.create_connection(("127.0.0.1", pool_router.port), timeout=10) as sock:
+        reader = FrameReader(131072)
+
+        def next_frame() -> Frame:
+            while (got := reader.next_frame()) is None:
+                reader.feed(sock.recv(65536))
+            return got
+
+        sock.sendall(constants.PROTOCOL_HEADER)
+        assert next_frame().method_id == constants.CONNECTION_START
+        start_ok = commands.Connection.StartOk(
+            client_properties={}, mechanism="PLAIN", response="\x00guest\x00guest"
+        )
+        sock.sendall(pamqp_frame.marshal(start_ok, 0))
+        assert next_frame().method_id == constants.CONNECTION_TUNE
+        tune_ok = commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=1)
+        sock.sendall(pamqp_frame.marshal(tune_ok, 0) + methods.open_frame("/"))
+        assert next_frame().method_id == constants.CONNECTION_OPEN_OK
+        opened = time.monotonic()
+        heartbeats = 0
+        while (got := next_frame()).frame_type == constants.FRAME_HEARTBEAT:
+            heartbeats += 1
+        closed = methods.peer_closed(got)
+        elapsed = time.monotonic() - opened
+        assert heartbeats >= 2
+        assert closed.reply_code == 320
+        assert closed.reply_text == "CONNECTION_FORCED - client sent nothing for 2s"
+        assert 1.9 < elapsed < 3.5
