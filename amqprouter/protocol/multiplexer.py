@@ -62,6 +62,8 @@ _CHANNEL_OPEN_OK_ARGS: Final = b"\x00\x00\x00\x00"  # reserved long string, empt
 _CLOSE_TAIL: Final = struct.Struct(">HH")
 _unpack_header = constants.FRAME_HEADER_STRUCT.unpack_from
 _pack_channel = struct.Struct(">H").pack_into
+#: Basic.Publish's class and method ids, as they stand after a frame's header.
+_PUBLISH_ID: Final = constants.METHOD_ID_STRUCT.pack(60, 40)
 
 
 def channel_close_frame(
@@ -282,6 +284,15 @@ class Multiplexer(Generic[ClientT]):
         stage = self._channels[broker_channel].stage
         return broker_channel if stage is Stage.OPEN or stage is Stage.OPENING else None
 
+    def publish_channel(self, client: ClientT, channel: int, flags: int) -> int | None:
+        """The broker channel a Basic.Publish (with these flags) of ``client`` on
+        ``channel`` goes to with only its channel number changed, noted as sent; None:
+        ``client_frame`` decides."""
+        broker_channel = self.content_channel(client, channel)
+        if broker_channel is not None:
+            self._channels[broker_channel].client_published(flags)
+        return broker_channel
+
     def clients(self) -> set[ClientT]:
         return self.channels.clients()
 
@@ -342,8 +353,23 @@ class ClientStream(Generic[ClientT]):
             if buffer[end - 1] != constants.FRAME_END:
                 raise FrameError(f"bad frame-end octet {buffer[end - 1]:#04x}")
             self.frames += 1
-            if channel and (frame_type == 2 or frame_type == 3):
-                broker_channel = mux.content_channel(client, channel)
+            if channel:
+                broker_channel = None
+                if frame_type == 2 or frame_type == 3:
+                    broker_channel = mux.content_channel(client, channel)
+                elif (
+                    frame_type == 1
+                    and size >= 8
+                    and buffer[position + 7 : position + 11] == (_PUBLISH_ID)
+                ):
+                    # Basic.Publish, the other frame of every message: its flags octet
+                    # follows a reserved short and two short strings (exchange, key).
+                    at = position + 13
+                    at += 1 + buffer[at]
+                    if at < end - 1:
+                        at += 1 + buffer[at]
+                    if at < end - 1:
+                        broker_channel = mux.publish_channel(client, channel, buffer[at])
                 if broker_channel is not None:
                     _pack_channel(buffer, position + 1, broker_channel)
                     position = end

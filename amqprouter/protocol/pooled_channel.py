@@ -178,11 +178,7 @@ class PooledChannel:
         try:
             if method == BASIC_PUBLISH:
                 # reserved short, exchange, routing key, then mandatory (1) and immediate (2).
-                if _bits_after_strings(raw, 2) & 0b11:
-                    self.safe = False
-                if self.confirming:
-                    self.published += 1
-                    self.unconfirmed.append(self.published)
+                self.client_published(_bits_after_strings(raw, 2))
             elif method == CONFIRM_SELECT:
                 self.client_confirms = True
                 if self.confirming:
@@ -225,6 +221,14 @@ class PooledChannel:
             # the channel is not kept.
             self.safe = False
         return raw
+
+    def client_published(self, flags: int) -> None:
+        """A Basic.Publish with these flags (mandatory 1, immediate 2) went on."""
+        if flags & 0b11:
+            self.safe = False
+        if self.confirming:
+            self.published += 1
+            self.unconfirmed.append(self.published)
 
     @staticmethod
     def wants_answer(frame: Frame) -> bool:

@@ -8,6 +8,7 @@ RabbitMQ does where a test needs it.
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 import pytest
 from hypothesis import given
@@ -551,9 +552,9 @@ def test_a_client_stream_rewrites_content_in_place_and_keeps_the_order() -> None
     heartbeat = b"\x08\x00\x00\x00\x00\x00\x00\xce"
     data = publish_bytes(1) + heartbeat + publish_bytes(1)
     out = stream.receive(data)
-    # The publish method goes through the multiplexer; header and body in one run.
+    # Each message (publish, header, body) in one run, rewritten in place.
     targets = [target for target, _ in out]
-    assert targets == [BROKER, BROKER, CHANNEL_ZERO, BROKER, BROKER]
+    assert targets == [BROKER, CHANNEL_ZERO, BROKER]
     to_broker = b"".join(item for target, item in out if target is BROKER)  # type: ignore[misc]
     assert to_broker == rewrite_channel_all(publish_bytes(1) * 2, b)
     assert stream.frames == 7
@@ -604,3 +605,24 @@ def test_content_on_a_channel_never_opened_is_the_clients_error() -> None:
     stream = ClientStream(mux, "a", 4096)
     with pytest.raises(ClientError):
         stream.receive(raw(body.ContentBody(b"abc"), 3))
+
+
+def test_a_streamed_mandatory_publish_makes_its_channel_unsafe() -> None:
+    mux: Multiplexer[str] = Multiplexer(2047)
+    open_channel(mux, "a", 1)
+    stream = ClientStream(mux, "a", 131072)
+    mandatory = raw(commands.Basic.Publish(exchange="x", routing_key="k", mandatory=True), 1)
+    assert [target for target, _ in stream.receive(mandatory)] == [BROKER]
+    assert not close_channel(mux, "a", 1)
+
+
+def test_streamed_publishes_count_for_confirms() -> None:
+    mux: Multiplexer[str] = Multiplexer(2047)
+    b = confirm_channel(mux, "a")
+    stream = ClientStream(mux, "a", 131072)
+    stream.receive(publish_bytes(1) * 2)
+    from_broker(mux, commands.Basic.Ack(delivery_tag=1), b)
+    # One of the two still unconfirmed: the channel is not kept.
+    assert mux._channels[b].unconfirmed == deque([2])
+    from_broker(mux, commands.Basic.Ack(delivery_tag=2), b)
+    assert close_channel(mux, "a", 1)
