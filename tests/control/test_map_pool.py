@@ -10,13 +10,14 @@ import pytest
 
 from amqprouter.control import commands as c
 from amqprouter.control import json_replies
-from amqprouter.control.config_diff import FoldError, Plan, State, diff, fold
+from amqprouter.control.config_diff import Plan, diff
 from amqprouter.control.grammar import ParseError, parse, to_line
 from amqprouter.control.routing_commands import config_commands
 from amqprouter.observe.stats import StatsCollector
 from amqprouter.observe.status_page import status_page
 from amqprouter.server import Server
 from amqprouter.session import SessionSettings
+from tests.control.test_config_diff import _state
 from tests.control.test_routing_commands import BASE, build, reply
 
 _NEEDS = ParseError("MAP POOL needs a vhost and ON, OFF or DEFAULT.\n")
@@ -69,17 +70,6 @@ def test_map_print_and_config_print_show_it() -> None:
         "MAP POOL reports OFF",
     ]
     assert build(lines) == table
-
-
-def _state(text: str) -> State:
-    commands = []
-    for number, line in enumerate(text.strip().splitlines(), start=1):
-        command = parse(line)
-        assert not isinstance(command, ParseError), command
-        commands.append((f"f:{number}", command))
-    state = fold(commands, strict=True)
-    assert not isinstance(state, FoldError), state
-    return state
 
 
 def test_a_reload_sets_changes_and_forgets_pool_words() -> None:
