@@ -40,7 +40,7 @@ from typing import Final, Generic
 from amqprouter.protocol import constants
 from amqprouter.protocol.channel_map import ChannelMap, ClientT, rewrite_channel
 from amqprouter.protocol.errors import FrameError, ProtocolError
-from amqprouter.protocol.frames import Frame, check_frame_header
+from amqprouter.protocol.frames import Frame, check_frame_header, is_known_method
 from amqprouter.protocol.methods import method_frame, short_string
 from amqprouter.protocol.pooled_channel import (
     CHANNEL_CLOSE,
@@ -97,6 +97,29 @@ class ClientError(ProtocolError):
     closed with ``reply_code`` (the router's Connection.Close), the others go on."""
 
 
+def _check_client_frame(frame: Frame, method: tuple[int, int] | None) -> None:
+    """Refuse, for this client alone, the frames on a channel that the broker would end
+    the whole connection for: a heartbeat off channel 0, an unknown method, a
+    Connection method off channel 0."""
+    if frame.frame_type == constants.FRAME_HEARTBEAT:
+        raise ClientError(
+            f"FRAME_ERROR - heartbeat on channel {frame.channel}",
+            reply_code=constants.FRAME_ERROR,
+        )
+    if method is None:
+        return
+    if not is_known_method(method):
+        raise ClientError(
+            f"NOT_IMPLEMENTED - unknown method {method[0]}.{method[1]}",
+            reply_code=constants.NOT_IMPLEMENTED,
+        )
+    if method[0] == 10:
+        raise ClientError(
+            f"COMMAND_INVALID - {frame.name} on channel {frame.channel}",
+            reply_code=constants.COMMAND_INVALID,
+        )
+
+
 class Multiplexer(Generic[ClientT]):
     """The channels of one pooled broker connection, and the clients using them."""
 
@@ -124,6 +147,7 @@ class Multiplexer(Generic[ClientT]):
         ``ClientError`` for a frame the broker would end the connection for."""
         channel = frame.channel
         method = frame.method_id
+        _check_client_frame(frame, method)
         broker_channel = self.channels.to_broker(client, channel)
         if broker_channel is None:
             if method == CHANNEL_OPEN:

@@ -20,6 +20,7 @@ import tests.hypothesis_profiles  # noqa: F401  (loads the hypothesis profile)
 from amqprouter.protocol.channel_map import ChannelMap, rewrite_channel
 from amqprouter.protocol.errors import FrameError
 from amqprouter.protocol.frames import Frame, FrameReader
+from amqprouter.protocol.methods import method_frame
 from amqprouter.protocol.multiplexer import (
     BROKER,
     CHANNEL_ZERO,
@@ -626,3 +627,22 @@ def test_streamed_publishes_count_for_confirms() -> None:
     assert mux._channels[b].unconfirmed == deque([2])
     from_broker(mux, commands.Basic.Ack(delivery_tag=2), b)
     assert close_channel(mux, "a", 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\x08\x00\x01\x00\x00\x00\x00\xce", 501),  # a heartbeat on channel 1
+        (method_frame((60, 99), b"", 1), 540),  # no such method
+        (method_frame((10, 50), b"\x00\xc8\x00\x00\x00\x00\x00", 1), 503),  # Close on 1
+    ],
+    ids=["heartbeat", "unknown", "connection-method"],
+)
+def test_what_the_broker_would_end_the_connection_for_ends_that_client_only(
+    data: bytes, code: int
+) -> None:
+    mux: Multiplexer[str] = Multiplexer(2047)
+    open_channel(mux, "a", 1)
+    with pytest.raises(ClientError) as caught:
+        mux.client_frame("a", as_frame(data))
+    assert caught.value.reply_code == code
