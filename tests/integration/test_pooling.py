@@ -323,27 +323,61 @@ def test_the_brokers_connection_close_reaches_every_pooled_client_with_its_words
         again.close()
 
 
-def test_a_silent_pooled_client_is_heartbeaten_then_closed(pool_router: RouterProcess) -> None:
-    """A client that agreed a 1 s heartbeat gets the router's heartbeats, and a Close 320
-    once it has said nothing for two intervals; the shared connection stays."""
-    with socket.create_connection(("127.0.0.1", pool_router.port), timeout=10) as sock:
-        reader = FrameReader(131072)
+class RawClient:
+    """A client written with pamqp frames, for what a library would not send."""
 
-        def next_frame() -> Frame:
-            while (got := reader.next_frame()) is None:
-                reader.feed(sock.recv(65536))
-            return got
-
-        sock.sendall(constants.PROTOCOL_HEADER)
-        assert next_frame().method_id == constants.CONNECTION_START
+    def __init__(self, port: int, heartbeat: int = 0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.reader = FrameReader(131072)
+        self.sock.sendall(constants.PROTOCOL_HEADER)
+        assert self.next_frame().method_id == constants.CONNECTION_START
         start_ok = commands.Connection.StartOk(
             client_properties={}, mechanism="PLAIN", response="\x00guest\x00guest"
         )
-        sock.sendall(pamqp_frame.marshal(start_ok, 0))
-        assert next_frame().method_id == constants.CONNECTION_TUNE
-        tune_ok = commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=1)
-        sock.sendall(pamqp_frame.marshal(tune_ok, 0) + methods.open_frame("/"))
-        assert next_frame().method_id == constants.CONNECTION_OPEN_OK
+        self.sock.sendall(pamqp_frame.marshal(start_ok, 0))
+        assert self.next_frame().method_id == constants.CONNECTION_TUNE
+        tune_ok = commands.Connection.TuneOk(
+            channel_max=2047, frame_max=131072, heartbeat=heartbeat
+        )
+        self.sock.sendall(pamqp_frame.marshal(tune_ok, 0) + methods.open_frame("/"))
+        assert self.next_frame().method_id == constants.CONNECTION_OPEN_OK
+
+    def next_frame(self) -> Frame:
+        while (got := self.reader.next_frame()) is None:
+            self.reader.feed(self.sock.recv(65536))
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_frame_on_a_channel_never_opened_ends_that_client_alone(
+    pool_router: RouterProcess, system_broker: SystemBroker
+) -> None:
+    other = pika.BlockingConnection(params(pool_router, "/"))
+    channel = other.channel()
+    channel.confirm_delivery()
+    raw = RawClient(pool_router.port)
+    try:
+        publish = commands.Basic.Publish(exchange="", routing_key="nowhere")
+        raw.sock.sendall(pamqp_frame.marshal(publish, 5))
+        closed = methods.peer_closed(raw.next_frame())
+        assert closed.reply_code == 504
+        assert closed.reply_text == "CHANNEL_ERROR - expected 'channel.open' on channel 5"
+    finally:
+        raw.close()
+    # The other client of the same broker connection goes on.
+    channel.basic_publish("", "nowhere", b"still here")
+    assert other.is_open
+    other.close()
+
+
+def test_a_silent_pooled_client_is_heartbeaten_then_closed(pool_router: RouterProcess) -> None:
+    """A client that agreed a 1 s heartbeat gets the router's heartbeats, and a Close 320
+    once it has said nothing for two intervals."""
+    client = RawClient(pool_router.port, heartbeat=1)
+    try:
+        next_frame = client.next_frame
         opened = time.monotonic()
         heartbeats = 0
         while (got := next_frame()).frame_type == constants.FRAME_HEARTBEAT:
@@ -354,3 +388,5 @@ def test_a_silent_pooled_client_is_heartbeaten_then_closed(pool_router: RouterPr
         assert closed.reply_code == 320
         assert closed.reply_text == "CONNECTION_FORCED - client sent nothing for 2s"
         assert 1.9 < elapsed < 3.5
+    finally:
+        client.close()
