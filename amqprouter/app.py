@@ -76,6 +76,7 @@ async def start_stats(
     collector = StatsCollector(server.sessions, interval)
     server.session_ended.append(collector.session_ended)
     service = StatsService(collector, statsd_prefix=statsd_prefix)
+    service.pool_state = server.pool_stats
     server.events = service.events
     server.session_ended.append(service.events.session_ended)
     await nursery.start(service.run)
@@ -126,6 +127,7 @@ async def start_http(
                 primed=(server.primed.stats, server.primed.ready())
                 if server.primed.enabled
                 else None,
+                pool=server.pool_stats(),
                 tls_expiry=prometheus.tls_expiries(server.tls),
             )
             + extra_metrics()

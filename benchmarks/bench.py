@@ -76,8 +76,19 @@ FATAL_METHODS = {m.index: m for m in (Connection.Close, Channel.Close, Basic.Nac
 Sample = dict[str, float]
 # storm: the reconnection storm; distance: a broker behind a delaying relay (run_distance);
 # priming: the router without and with primed connections on loopback (run_loopback_priming);
-# null: publishes into benchmarks/null_broker.py, a broker that drops them (run_null).
-NAMES = ("publish", "confirm", "handshake", "rss", "storm", "distance", "priming", "null")
+# null: publishes into benchmarks/null_broker.py, a broker that drops them (run_null);
+# pooling: PHP-style clients, the router without and with --pool (run_pooling).
+NAMES = (
+    "publish",
+    "confirm",
+    "handshake",
+    "rss",
+    "storm",
+    "distance",
+    "priming",
+    "null",
+    "pooling",
+)
 
 
 class BenchError(Exception):
@@ -449,6 +460,75 @@ def bench_handshake(
     return sample
 
 
+# --- pooling mode: short-lived clients (docs/pooling.md) ------------------------------------
+
+
+def one_php_request(port: int, label: str) -> None:
+    """What a PHP request does: connect, open a channel, publish one 1 KiB message with a
+    confirm, close (Connection.Close / Close-Ok), socket closed."""
+    with amqp_session(port, label) as c:
+        c.send(encode(1, Confirm.Select()))
+        c.wait_method(Confirm.SelectOk)
+        c.send(encode_publish(c.frame_max, 1024))
+        c.wait_method(Basic.Ack)
+
+
+def bench_php(port: int, label: str, meter: Meter, workers: int, each: int) -> Sample:
+    def worker(_i: int) -> None:
+        for _ in range(each):
+            one_php_request(port, label)
+
+    one_php_request(port, label)  # warm-up: a pooled router opens its broker connection
+    with meter.measure():
+        in_threads(workers, worker)  # workers=1 is the sequential case
+    sample = {"conn_s": workers * each / meter.wall, **meter.cpu}
+    if meter.proxy is not None:
+        sample["proxy_us_conn"] = 1e6 * meter.cpu_seconds[meter.proxy] / (workers * each)
+    return sample
+
+
+def run_pooling(args: argparse.Namespace, broker: Any) -> list[Result]:
+    """--only pooling: direct, the router, and the router with --pool, in turns. The PHP
+    loop (sequential and 32 in parallel), and publishing 1 KiB through a pooled session
+    (against the unpooled router's figure: issue 24 asks for >= 0.85x). Two Results per
+    workload: the plain router, then the pooled one under the router's keys."""
+    q = 10 if args.quick else 1
+    found = [
+        Workload(
+            "php",
+            "php sequential",
+            functools.partial(bench_php, workers=1, each=300 // q),
+            CONNS,
+        ),
+        Workload(
+            "php",
+            "php 32 parallel",
+            functools.partial(bench_php, workers=32, each=20 // q),
+            CONNS,
+        ),
+        Workload(
+            "publish",
+            "publish 1 KiB",
+            functools.partial(bench_publish, size=1024, count=600_000 // q),
+            RATE,
+        ),
+    ]
+    print("pooling: direct, the router, the router with --pool (no HAProxy: it cannot pool)")
+    with contextlib.ExitStack() as stack:
+        routers = {"router": args.router_cmd, "pooled": f"{args.router_cmd} --pool"}
+        sides = two_router_sides(stack, broker, args.broker_port, routers, None)
+        results = []
+        for w in found:
+            print(f"{w.label}:", flush=True)
+            both = run_interleaved(w, args, sides)
+            for side, name in (("router", "plain"), ("pooled", "pooled")):
+                samples: dict[str, list[Sample]] = {"direct": both.samples["direct"]}
+                samples["router"] = as_router(both.samples[side], side)
+                targets = POOLED_TARGET if side == "pooled" and w.name == "php" else {}
+                results.append(Result(f"{w.label}, {name}", samples, w.metrics, targets))
+    return results
+
+
 # --- the reconnection storm: every client of a lost broker reconnecting at once --------------
 
 STORM_CLIENTS = 5000
@@ -587,6 +667,33 @@ def run_loopback_priming(
     return run_priming(args, broker, haproxy_bin, args.broker_port, "near")
 
 
+def two_router_sides(
+    stack: contextlib.ExitStack,
+    broker: Any,
+    broker_port: int,
+    routers: dict[str, str],
+    hap: HAProxy | None,
+) -> Sides:
+    """Direct, HAProxy (if any) and one router per ``routers`` entry (side -> command),
+    each started in ``stack``: the sides of an A/B of two router settings."""
+    ports = {"direct": broker_port}
+    procs: dict[str, Any] = {"broker": broker}
+    checks = []
+    if hap is not None:
+        ports["haproxy"], procs["haproxy"] = hap.port("amqp"), hap.ps
+        checks.append(hap.check_alive)
+    for side, cmd in routers.items():
+        router = stack.enter_context(Router(cmd, 0, broker_port, what=f"{side} router"))
+        ports[side], procs[side] = router.port, router.ps
+        checks.append(router.check_alive)
+    return Sides(ports, procs, checks)
+
+
+def as_router(samples: list[Sample], side: str) -> list[Sample]:
+    """A second router's samples under the router's keys, for the table."""
+    return [{k.replace(f"{side}_", "router_"): v for k, v in s.items()} for s in samples]
+
+
 def run_priming(
     args: argparse.Namespace, broker: Any, haproxy_bin: str | None, broker_port: int, where: str
 ) -> list[Result]:
@@ -628,17 +735,7 @@ def run_priming(
             "router": f"{args.router_cmd} --primed-connections 0",
             "primed": f"{args.router_cmd} --primed-connections {DISTANCE_PRIMED}",
         }
-        ports = {"direct": broker_port}
-        procs: dict[str, Any] = {"broker": broker}
-        checks = []
-        if hap is not None:
-            ports["haproxy"], procs["haproxy"] = hap.port("amqp"), hap.ps
-            checks.append(hap.check_alive)
-        for side, cmd in routers.items():
-            router = stack.enter_context(Router(cmd, 0, broker_port, what=f"{side} router"))
-            ports[side], procs[side] = router.port, router.ps
-            checks.append(router.check_alive)
-        sides = Sides(ports, procs, checks)
+        sides = two_router_sides(stack, broker, broker_port, routers, hap)
         results = []
         for w in found:
             print(f"{where} {w.label}:", flush=True)
@@ -648,10 +745,7 @@ def run_priming(
                     k: both.samples[k] for k in ("direct", "haproxy") if k in both.samples
                 }
                 # The primed router's samples under the router's keys, for the table.
-                samples["router"] = [
-                    {k.replace("primed_", "router_"): v for k, v in s.items()}
-                    for s in both.samples[side]
-                ]
+                samples["router"] = as_router(both.samples[side], side)
                 targets = {}
                 if where == "far" and side == "primed" and w.name == "open":
                     # Priming's reason to exist: one client's open beats going direct.
@@ -1123,6 +1217,8 @@ PUBLISH_TARGETS = {
     65536: {"mb_s": Target("peer", ">=", 1.0)},
 }
 RSS_TARGET = Target("absolute", "<=", 16, "KiB")
+#: Issue 24's target: a pooled router serves PHP-style clients 4x faster than direct.
+POOLED_TARGET = {"conn_s": Target("direct", ">=", 4.0)}
 STORM = [
     Metric("storm_s", "seconds"),  # until every client was served: lower is better
     Metric("p50_us", "open p50 us", latency=True),
@@ -1242,7 +1338,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of: publish, confirm, handshake, rss, storm, distance, priming, null",
+        help="comma list of: publish, confirm, handshake, rss, storm, distance, priming, null,\n"
+        "pooling",
     )
     ap.add_argument(
         "--repeat", type=int, default=3, help="direct/haproxy/router rounds per workload"
@@ -1439,6 +1536,8 @@ def run(args: argparse.Namespace) -> int:
                 results.append(run_interleaved(w, args, sides))
     if "priming" in args.only:
         results += run_loopback_priming(args, broker, haproxy_bin)
+    if "pooling" in args.only:
+        results += run_pooling(args, broker)
     if "distance" in args.only:
         results += run_distance(args, broker, haproxy_bin)
     if "null" in args.only:

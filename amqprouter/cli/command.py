@@ -47,7 +47,9 @@ from amqprouter.server import Server
 from amqprouter.server import sticky_file as sticky_file_io
 from amqprouter.server.server import PRIMED_PER_BACKEND, SHUTDOWN_TIMEOUT, Forwarding
 from amqprouter.session import SessionSettings, Timeouts
+from amqprouter.session import pool as pool_defaults
 from amqprouter.session import settings as defaults
+from amqprouter.session.pool import PoolLimits
 from amqprouter.text import escape
 
 #: --config-prefix when --config-store is given without one (docs/fleet.md).
@@ -318,6 +320,41 @@ _seconds = click.FloatRange(min=0.001)
     "(docs/usage.md#forwarding-engine-or-tasks).",
 )
 @option(
+    "Broker connections",
+    "--pool",
+    is_flag=True,
+    default=False,
+    help="Pooling mode for every vhost (MAP POOL vhost ON|OFF sets it per vhost): broker "
+    "connections are kept after their client leaves and shared by the clients with the "
+    "same backend, vhost and credentials, their channels remapped; for short-lived "
+    "clients such as PHP or cron jobs (docs/pooling.md).",
+)
+@option(
+    "Broker connections",
+    "--pool-idle-timeout",
+    type=_seconds,
+    default=pool_defaults.IDLE_TIMEOUT,
+    show_default=True,
+    help="Seconds a pooled broker connection with no client stays open.",
+)
+@option(
+    "Broker connections",
+    "--pool-max-channels",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Broker channels a pooled broker connection may open (0: the broker's channel_max).",
+)
+@option(
+    "Broker connections",
+    "--pool-max-connections",
+    type=click.IntRange(0, 100000),
+    default=0,
+    show_default=True,
+    help="Pooled broker connections per backend, vhost and credentials (0: no limit); a "
+    "client finding them all full gets Connection.Close 506.",
+)
+@option(
     "Timeouts",
     "--disconnect-timeout",
     type=_seconds,
@@ -558,6 +595,10 @@ def main(
     primed_connections: int,
     sticky_file: str | None,
     forwarding: Forwarding,
+    pool: bool,
+    pool_idle_timeout: float,
+    pool_max_channels: int,
+    pool_max_connections: int,
     max_connections: int,
     data_rate_burst: float,
     disconnect_timeout: float,
@@ -709,6 +750,12 @@ def main(
         max_connections=max_connections,
         data_rate_burst=data_rate_burst,
         forwarding=forwarding,
+        pool=pool,
+        pool_limits=PoolLimits(
+            idle_timeout=pool_idle_timeout,
+            max_channels=pool_max_channels,
+            max_connections=pool_max_connections,
+        ),
     )
     sticky_path = _load_sticky(server, sticky_file)
     try:

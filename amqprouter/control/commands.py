@@ -317,6 +317,16 @@ class MapRemoveDefault:
 
 
 @attrs.frozen
+class MapPool:
+    """``MAP POOL vhost ON|OFF|DEFAULT``: pooling mode for the vhost's clients
+    (docs/pooling.md); DEFAULT forgets the vhost's word and follows ``--pool``."""
+
+    vhost: str
+    #: True: pooled; False: not pooled even under --pool; None: as --pool says.
+    pooled: bool | None
+
+
+@attrs.frozen
 class MapPrint:
     """``MAP PRINT``."""
 
@@ -672,6 +682,7 @@ MutatingCommand: TypeAlias = (
     | MapUnmap
     | MapDefault
     | MapRemoveDefault
+    | MapPool
     | RuleAdd
     | RuleDelete
     | ListenStart

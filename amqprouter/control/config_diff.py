@@ -73,7 +73,7 @@ _QUERIES = (
 # A TLS setting no command unsets (there is no "no file" nor "OpenSSL's default ciphers").
 _TLS_FOR_GOOD = ("CA_CERT_FILE", "CERT_CHAIN_FILE", "KEY_FILE", "TMP_DH_FILE", "CIPHERS")
 
-_ROUTING_KINDS = ("datacenter", "backend", "disabled", "farm", "map", "default", "rule")
+_ROUTING_KINDS = ("datacenter", "backend", "disabled", "farm", "map", "default", "pool", "rule")
 # The order of the steps after the routing swap.
 _STEP_KINDS = ("check", "on_down", "limit", "auth", "statsd", "per-source", "log", "maphostname")
 
@@ -199,6 +199,11 @@ def _fold_one(state: State, command: c.Command) -> str | None:
             state[("map", vhost)] = (command,)
         case c.MapUnmap(vhost=vhost):
             state.pop(("map", vhost), None)
+        case c.MapPool(vhost=vhost, pooled=pooled):
+            if pooled is None:
+                state.pop(("pool", vhost), None)
+            else:
+                state[("pool", vhost)] = (command,)
         case c.RuleAdd(priority=priority):
             state[("rule", str(priority))] = (command,)
         case c.RuleDelete(priority=priority):
@@ -316,6 +321,7 @@ def _routing_step(
     commands += [c.RuleDelete(int(key[1])) for key in _of(removed, "rule")]
     commands += [c.MapUnmap(key[1]) for key in _of(removed, "map")]
     commands += [c.MapRemoveDefault() for _key in _of(removed, "default")]
+    commands += [c.MapPool(key[1], None) for key in _of(removed, "pool")]
     # BACKEND DELETE forgets a disabled mark: only backends that stay need ENABLE.
     commands += [
         c.BackendEnable(key[1])
@@ -343,7 +349,12 @@ def _routing_step(
     for key in _of(added, "farm") + _of(replaced, "farm") + again:
         commands += new[key]
     for key in (
-        _of(added, "map") + _of(replaced, "map") + _of(added, "default") + _of(replaced, "default")
+        _of(added, "map")
+        + _of(replaced, "map")
+        + _of(added, "default")
+        + _of(replaced, "default")
+        + _of(added, "pool")
+        + _of(replaced, "pool")
     ):
         commands += new[key]
     # Rules last: RULE ADD checks that its farm or backend exists; a replaced one is set

@@ -58,6 +58,8 @@ class ConnRecord:
     mapping: str | None = None
     broker_vhost: str | None = None
     rule: int | None = None
+    #: The pooled broker connection the session shares (pooling mode); None: its own.
+    pool_link: int | None = None
     #: Who the client is (ours, after amqpprox's fields): what the client said in
     #: StartOk (bounded; None where it said nothing), seconds since it connected, and
     #: its traffic per second over the last statistics interval.
@@ -109,6 +111,7 @@ def conn_record(
         mapping=None if route is None else route.mapping,
         broker_vhost=None if route is None else route.broker_vhost,
         rule=None if route is None or route.rule is None else route.rule.priority,
+        pool_link=session.pool_link,
         user=identity.user,
         connection_name=bounded(session.connection_name),
         product=identity.product,
@@ -196,7 +199,10 @@ def _identity_fields(record: ConnRecord) -> str:
         f" backend={_name(r.backend)} mapping={_name(r.mapping)} "
         # Only on a renamed vhost's line, so every other line keeps its fields.
         f"{'' if r.broker_vhost is None else f'brokerVhost={_name(r.broker_vhost)} '}"
-        f"rule={'-' if r.rule is None else r.rule} user={_quoted(r.user)} "
+        f"rule={'-' if r.rule is None else r.rule} "
+        # Only on a pooled session's line, as brokerVhost.
+        f"{'' if r.pool_link is None else f'poolLink={r.pool_link} '}"
+        f"user={_quoted(r.user)} "
         f"connectionName={_quoted(r.connection_name)} product={_quoted(r.product)} "
         f"version={_quoted(r.version)} platform={_quoted(r.platform)} age={r.age:.0f} "
         f"inRate={r.rates.in_bytes:.0f} outRate={r.rates.out_bytes:.0f} "
@@ -245,6 +251,7 @@ def conn_json(record: ConnRecord) -> dict[str, Any]:
         "mapping": r.mapping,
         "brokerVhost": r.broker_vhost,
         "rule": r.rule,
+        "poolLink": r.pool_link,
         "user": r.user,
         "connectionName": r.connection_name,
         "product": r.product,

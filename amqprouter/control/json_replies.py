@@ -119,8 +119,10 @@ def farms(table: RoutingTable) -> str:
 def mappings(table: RoutingTable) -> str:
     """MAP PRINT: in matching order (exact vhosts by name, then patterns, most specific
     first), then the default farm (``vhost`` null, ``default`` true); ``brokerVhost`` is
-    MAP ... AS's vhost (null: the broker opens the client's own)."""
-    records = [
+    MAP ... AS's vhost (null: the broker opens the client's own); ``pool`` is MAP POOL's
+    word (null: as --pool says). A vhost with a MAP POOL word and no mapping follows, by
+    name, with ``type`` and ``name`` null."""
+    records: list[dict[str, Any]] = [
         {
             "vhost": vhost,
             "default": False,
@@ -128,6 +130,7 @@ def mappings(table: RoutingTable) -> str:
             "type": kind,
             "name": name,
             "brokerVhost": table.renames.get(vhost),
+            "pool": table.pools.get(vhost),
         }
         for vhost, (kind, name) in table.mapping_order()
     ]
@@ -140,8 +143,22 @@ def mappings(table: RoutingTable) -> str:
                 "type": "farm",
                 "name": table.default_farm,
                 "brokerVhost": None,
+                "pool": None,
             }
         )
+    records += [
+        {
+            "vhost": vhost,
+            "default": False,
+            "pattern": is_pattern(vhost),
+            "type": None,
+            "name": None,
+            "brokerVhost": None,
+            "pool": pooled,
+        }
+        for vhost, pooled in sorted(table.pools.items())
+        if vhost not in table.mappings
+    ]
     return json_lines(records)
 
 

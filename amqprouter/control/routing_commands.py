@@ -71,6 +71,7 @@ ROUTING_COMMANDS = (
     c.MapUnmap,
     c.MapDefault,
     c.MapRemoveDefault,
+    c.MapPool,
     c.MapPrint,
     c.RuleAdd,
     c.RuleDelete,
@@ -157,6 +158,11 @@ def apply(
             return attrs.evolve(table, default_farm=farm), ""
         case c.MapRemoveDefault():
             return attrs.evolve(table, default_farm=None), ""
+        case c.MapPool(vhost=vhost, pooled=pooled):
+            pools = {v: p for v, p in table.pools.items() if v != vhost}
+            if pooled is not None:
+                pools[vhost] = pooled
+            return attrs.evolve(table, pools=pools), ""
         case c.MapPrint():
             return table, _map_print(table)
         case c.RuleAdd():
@@ -330,6 +336,11 @@ def _map_print(table: RoutingTable) -> str:
     ]
     if table.default_farm is not None:
         lines.append(f"(default) => Farm:{table.default_farm}\n")
+    # MAP POOL's word per vhost; a vhost not listed follows --pool.
+    lines += [
+        f'"{vhost}" pool {"ON" if pooled else "OFF"}\n'
+        for vhost, pooled in sorted(table.pools.items())
+    ]
     return "".join(lines)
 
 
@@ -368,6 +379,7 @@ def config_commands(table: RoutingTable) -> list[c.Command]:
             result.append(c.MapBackend(vhost, target, renamed))
     if table.default_farm is not None:
         result.append(c.MapDefault(table.default_farm))
+    result += [c.MapPool(vhost, pooled) for vhost, pooled in sorted(table.pools.items())]
     result += [
         c.RuleAdd(rule.priority, rule.networks, rule.target[0], rule.target[1], rule.on_down)
         for rule in table.rules

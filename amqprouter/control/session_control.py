@@ -39,6 +39,11 @@ def execute_session(server: Server, command: c.SessionControl) -> Reply:
         return Reply("Session not found.\n", ok=False)
     action = command.action
     if action == "PAUSE":
+        if session.pool_link is not None:
+            return Reply(
+                f"Session {session.id} is pooled: a pooled session cannot be paused.\n",
+                ok=False,
+            )
         session.pause()
     elif action == "UNPAUSE":
         session.unpause()

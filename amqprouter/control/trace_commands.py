@@ -32,6 +32,14 @@ TraceCommand = c.SessionTrace | c.SessionCapture | c.VhostTrace
 _NOT_FOUND: Final = "Session not found.\n"
 
 
+def _pooled(session: Session, verb: str) -> Reply:
+    return Reply(
+        f"Session {session.id} is pooled: its frames share a broker connection with other "
+        f"clients' and {verb} does not follow them yet (docs/pooling.md).\n",
+        ok=False,
+    )
+
+
 def execute(server: Server, command: TraceCommand, *, as_json: bool = False) -> Reply:
     if isinstance(command, c.SessionCapture):
         return _capture(server, command, as_json)
@@ -46,6 +54,8 @@ def execute(server: Server, command: TraceCommand, *, as_json: bool = False) -> 
             return _done(f"Stopped {stopped} trace(s) of {label}.\n", as_json, stopped)
         if session.state in (State.CLOSING, State.CLOSED):
             return Reply(f"Session {session.id} is ending; there is nothing to trace.\n", ok=False)
+        if session.pool_link is not None:
+            return _pooled(session, "TRACE")
         return _start(server, label, command.options, as_json, [session], vhost=None)
     label = f"vhost {command.vhost}"
     if not command.on:
@@ -107,6 +117,8 @@ def _capture(server: Server, command: c.SessionCapture, as_json: bool) -> Reply:
     session = server.sessions.get(command.session_id)
     if session is None:
         return Reply(_NOT_FOUND, ok=False)
+    if session.pool_link is not None:
+        return _pooled(session, "CAPTURE")
     if session.state is not State.OPEN:
         return Reply(
             f"Session {session.id} is not forwarding ({session.state.value}); CAPTURE needs "

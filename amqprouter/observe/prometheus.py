@@ -38,6 +38,7 @@ from amqprouter.observe.stats import (
     Totals,
 )
 from amqprouter.server.primed import PoolStats
+from amqprouter.session.pool import PoolFigures
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: ``reason`` label of amqprouter_sessions_ended_total, per Removal.
@@ -131,6 +132,7 @@ def metrics_text(
     paused_vhosts: int = 0,
     process: ProcessFigures | None = None,
     primed: PrimedFigures | None = None,
+    pool: PoolFigures | None = None,
     tls_expiry: Iterable[tuple[str, str, float]] = (),
 ) -> str:
     """The /metrics page.
@@ -140,7 +142,8 @@ def metrics_text(
     fills the session counters and histograms (no samples without it).
     ``vhost_label`` maps each vhost to its label value (see the module docstring).
     ``process`` is read from /proc when not given. ``primed``: the primed broker
-    connections' counters and how many are ready now (no samples without it).
+    connections' counters and how many are ready now (no samples without it). ``pool``:
+    pooling mode's figures (no samples without it).
     ``tls_expiry``: (role, subject, notAfter in epoch seconds) of each certificate the
     router presents (``ingress``, ``egress``), as of its last load.
     """
@@ -226,6 +229,8 @@ def metrics_text(
     out.sample(name, [], shed)
     if primed is not None:
         _primed(out, *primed)
+    if pool is not None:
+        _pool(out, pool)
     _process(out, process or process_figures())
     return out.text()
 
@@ -247,6 +252,42 @@ def _primed(out: _Exposition, stats: PoolStats, ready: int) -> None:
     name = "amqprouter_primed_connections_ready"
     out.family(name, "gauge", "Primed broker connections waiting for a session, now.")
     out.sample(name, [], ready)
+
+
+def _pool(out: _Exposition, pool: PoolFigures) -> None:
+    for name, kind, help_text, value in (
+        (
+            "amqprouter_pool_connections",
+            "gauge",
+            "Pooled broker connections open now (pooling mode).",
+            pool.links,
+        ),
+        ("amqprouter_pool_clients", "gauge", "Clients on pooled connections now.", pool.clients),
+        (
+            "amqprouter_pool_connections_opened_total",
+            "counter",
+            "Pooled broker connections opened.",
+            pool.links_opened,
+        ),
+        (
+            "amqprouter_pool_clients_total",
+            "counter",
+            "Clients served by pooled broker connections.",
+            pool.clients_served,
+        ),
+        (
+            "amqprouter_pool_channels_reused_total",
+            "counter",
+            "Client Channel.Opens answered with a broker channel kept open.",
+            pool.channels_reused,
+        ),
+    ):
+        out.family(name, kind, help_text)
+        out.sample(name, [], value)
+    name = "amqprouter_pool_channels"
+    out.family(name, "gauge", "Broker channels of pooled connections now, by state.")
+    out.sample(name, [("state", "in_use")], pool.channels - pool.idle_channels)
+    out.sample(name, [("state", "idle")], pool.idle_channels)
 
 
 def _session_events(out: _Exposition, events: SessionMetrics) -> None:

@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 from amqprouter.observe.process import ProcessStats
 from amqprouter.observe.stats import BufferStats, ConnectionStats, StatsSnapshot, StoreState
+from amqprouter.session.pool import PoolFigures
 from amqprouter.text import escape
 
 Output = Literal["json", "human"]
@@ -71,6 +72,28 @@ def store_json(store: StoreState) -> str:
     )
 
 
+def pool_json(pool: PoolFigures) -> str:
+    return _json_object(
+        (
+            ("links", pool.links),
+            ("clients", pool.clients),
+            ("channels", pool.channels),
+            ("idleChannels", pool.idle_channels),
+            ("linksOpened", pool.links_opened),
+            ("clientsServed", pool.clients_served),
+            ("channelsReused", pool.channels_reused),
+        )
+    )
+
+
+def pool_human(pool: PoolFigures) -> str:
+    return (
+        f"Broker connections: {pool.links} Clients: {pool.clients} Channels: {pool.channels} "
+        f"Idle channels: {pool.idle_channels} Opened: {pool.links_opened} "
+        f"Clients served: {pool.clients_served} Channels reused: {pool.channels_reused}"
+    )
+
+
 def store_human(store: StoreState) -> str:
     since = _since_read(store)
     return (
@@ -95,6 +118,8 @@ def snapshot_json(snapshot: StatsSnapshot, *, sources: bool = True) -> str:
     parts.append(("backends", _axis_json(snapshot.backends)))
     if snapshot.store is not None:
         parts.append(("configStore", store_json(snapshot.store)))
+    if snapshot.pool is not None:
+        parts.append(("pool", pool_json(snapshot.pool)))
     return _json_object(parts)
 
 
@@ -160,6 +185,8 @@ def snapshot_human(snapshot: StatsSnapshot, *, sources: bool = True) -> str:
         lines += [f"{escape(key)}: {stats_human(stats, interval)}" for key, stats in axis.items()]
     if snapshot.store is not None:
         lines += ["ConfigStore:", store_human(snapshot.store)]
+    if snapshot.pool is not None:
+        lines += ["Pool:", pool_human(snapshot.pool)]
     return "".join(line + "\n" for line in lines)
 
 

@@ -20,6 +20,7 @@ import trio
 from amqprouter.observe.render import DEFAULT_PREFIX, Output, render, statsd_lines
 from amqprouter.observe.session_metrics import SessionMetrics
 from amqprouter.observe.stats import StatsCollector, StatsSnapshot, StoreState
+from amqprouter.session.pool import PoolFigures
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -68,6 +69,8 @@ class StatsService:
         #: The configuration store's state at each snapshot (``--config-store``; set by
         #: the application, which owns the store: the store lives above this layer).
         self.store_state: Callable[[], StoreState | None] | None = None
+        #: Pooling mode's figures at each snapshot (set by the application).
+        self.pool_state: Callable[[], PoolFigures | None] | None = None
 
     @property
     def listener_count(self) -> int:
@@ -95,6 +98,8 @@ class StatsService:
         snapshot = self.collector.collect()
         if self.store_state is not None:
             snapshot = attrs.evolve(snapshot, store=self.store_state())
+        if self.pool_state is not None:
+            snapshot = attrs.evolve(snapshot, pool=self.pool_state())
         for channel in list(self._listeners):
             try:
                 channel.send_nowait(snapshot)

@@ -49,6 +49,7 @@ import attrs
 
 from amqprouter.observe.process import ProcessSampler, ProcessStats
 from amqprouter.session import End, State
+from amqprouter.session.pool import PoolFigures
 
 if TYPE_CHECKING:
     from amqprouter.session import Session
@@ -224,6 +225,8 @@ class StatsSnapshot:
     pairs: Mapping[tuple[str, str], ConnectionStats] = attrs.field(factory=dict)
     #: The configuration store's state; None without ``--config-store``.
     store: StoreState | None = None
+    #: Pooling mode's shared broker connections; None while no vhost is pooled.
+    pool: PoolFigures | None = None
 
 
 def empty_snapshot(interval: float) -> StatsSnapshot:

@@ -122,6 +122,18 @@ def status_page(
     ]
     if started is not None:
         summary.append([_plain("up for"), _plain(f"{time.time() - started:.0f} s")])
+    pool = server.pool_stats()
+    if pool is not None:  # pooling mode in use (docs/pooling.md)
+        summary.append(
+            [
+                _plain("pooled broker connections"),
+                _plain(
+                    f"{pool.links} ({pool.clients} clients, {pool.channels} channels, "
+                    f"{pool.idle_channels} idle; {pool.links_opened} opened, "
+                    f"{pool.clients_served} clients served)"
+                ),
+            ]
+        )
 
     listeners = []
     for port in sorted(server.listeners):

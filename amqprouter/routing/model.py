@@ -269,6 +269,9 @@ class RoutingTable:
     renames: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
     default_farm: str | None = None
     datacenter: str = ""
+    #: Pooling mode per vhost (MAP POOL vhost ON|OFF): True pools the vhost's clients,
+    #: False keeps them unpooled even under ``--pool``; a vhost not here follows ``--pool``.
+    pools: Mapping[str, bool] = attrs.field(factory=dict, converter=_frozen)
     #: Backends taken out of rotation (BACKEND DISABLE/DRAIN): configuration, so part
     #: of the snapshot; new connections skip them, existing sessions stay.
     disabled: frozenset[str] = attrs.field(factory=frozenset, converter=_names)

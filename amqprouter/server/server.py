@@ -36,6 +36,7 @@ from amqprouter.session import End, Session, SessionSettings
 from amqprouter.session.connect import StartClient, WrapBackend
 from amqprouter.session.context import Admitted, Refused, SessionContext
 from amqprouter.session.metrics_hooks import SessionEvents
+from amqprouter.session.pool import Pool, PoolFigures, PoolLimits
 from amqprouter.session.trace import Trace
 from amqprouter.session.watch import Watchdog
 
@@ -82,6 +83,8 @@ class Server:
         max_connections: int = 0,
         data_rate_burst: float = BURST_SECONDS,
         forwarding: Forwarding = "engine",
+        pool: bool = False,
+        pool_limits: PoolLimits | None = None,
     ) -> None:
         self.settings = settings
         #: ``--forwarding engine`` (the default): one thread forwards every established
@@ -145,6 +148,10 @@ class Server:
         self.primed = PrimedPool(self._prime, self._primable, max_per_backend=primed_per_backend)
         #: What every new session is given of this server (session/context.py); built
         #: once, and built anew when ``auth``, ``events`` or ``wrap_backend`` is set.
+        #: Pooling mode (session/pool.py): shared broker connections, for every vhost
+        #: with ``pool`` (--pool), else for the vhosts MAP POOL turns on.
+        self.pool = Pool(pool_limits)
+        self.pool_default = pool
         self.context = SessionContext(
             settings=settings,
             routing=self.current_routing,
@@ -159,6 +166,8 @@ class Server:
             take_primed=self.primed.take if self.primed.enabled else None,
             engine=self.engine,
             vhost_traces=self.traces_on,
+            pool=self.pool,
+            pooled=self.pooled,
         )
         self._nursery: trio.Nursery | None = None
         # Set when the last session ends, while a drain waits for that.
@@ -176,6 +185,7 @@ class Server:
                 await nursery.start(self.engine.run)
             if self.primed.enabled:
                 await nursery.start(self.primed.run)
+            await nursery.start(self.pool.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -223,6 +233,17 @@ class Server:
         """Every configured backend's health now: name → up (for /metrics, /healthz)."""
         down = self.health.registry.down()
         return {name: name not in down for name in self.routing.backends}
+
+    def pool_stats(self) -> PoolFigures | None:
+        """Pooling mode's figures; None while it has never been in use (no --pool, no
+        MAP POOL ON, no pooled connection ever), so STAT stays as it was without it."""
+        if self.pool_default or self.pool.links_opened or any(self._routing.pools.values()):
+            return self.pool.stats()
+        return None
+
+    def pooled(self, vhost: str) -> bool:
+        """Whether ``vhost``'s clients are pooled: MAP POOL's word, else ``--pool``."""
+        return self._routing.pools.get(vhost, self.pool_default)
 
     def current_routing(self) -> RoutingTable:
         return self._routing

@@ -28,6 +28,7 @@ from amqprouter.routing.rate_window import DataBudget
 from amqprouter.session.auth import Authorize
 from amqprouter.session.connect import OpenConnection, TakePrimed, WrapBackend, open_tcp
 from amqprouter.session.metrics_hooks import NO_EVENTS, SessionEvents
+from amqprouter.session.pool import Pool
 from amqprouter.session.settings import SessionSettings
 from amqprouter.session.trace import FrameObserver
 from amqprouter.session.watch import Watchdog
@@ -69,6 +70,10 @@ def _never_traced(vhost: str) -> Sequence[FrameObserver]:
     return ()
 
 
+def _never_pooled(vhost: str) -> bool:
+    return False
+
+
 @attrs.frozen
 class SessionContext:
     """The server's services and hooks, as every session of it sees them."""
@@ -102,3 +107,7 @@ class SessionContext:
     engine: Engine | None = None
     #: The VHOST TRACEs on a vhost, asked once per session as it starts forwarding.
     vhost_traces: Callable[[str], Sequence[FrameObserver]] = _never_traced
+    #: Pooling mode (pool.py): the shared broker connections; None turns it off.
+    pool: Pool | None = None
+    #: Whether a vhost's clients are pooled (``--pool``, MAP POOL), asked at Open.
+    pooled: Callable[[str], bool] = _never_pooled

@@ -62,8 +62,12 @@ from amqprouter.session.pause import hold_at_open
 from amqprouter.session.state import SessionState, State, log
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from amqprouter.net.transport import Transport
+    from amqprouter.routing import Route
     from amqprouter.session.pause import Pause
+    from amqprouter.session.pool import Pool
     from amqprouter.session.session import Session  # what every Opening is
 
 #: A client refused at Connection.Open by a LIMIT waits this long for its Close, as in
@@ -116,6 +120,9 @@ class Opening(SessionState):
         def pause(self) -> bool: ...
         def disconnect(self, end: End, reason: str) -> bool: ...
         def _release(self, pause: Pause) -> None: ...
+        async def _open_pooled(
+            self, pool: Pool, opened: ClientOpened, route: Route, allowed: Allow
+        ) -> BrokerOpened | None: ...
 
     async def _open(self) -> Opened | None:
         """Steps 1 to 6, inside the opening scope that a disconnect cancels: what
@@ -279,6 +286,23 @@ class Opening(SessionState):
         allowed = await self._authenticate(opened)
         if allowed is None:
             return None
+        pool = self.context.pool
+        if pool is not None and self.context.pooled(opened.vhost):
+            return await self._open_pooled(pool, opened, route, allowed)
+        return await self._connect_and_replay(opened, candidates, allowed)
+
+    async def _connect_and_replay(
+        self,
+        opened: ClientOpened,
+        candidates: Sequence[Backend],
+        allowed: Allow,
+        tune: TuneParams | None = None,
+    ) -> BrokerOpened | None:
+        """Steps 5 and 6: the broker's Open-Ok, or None once the client was told why not.
+        ``tune``: what the broker is told in place of the client's agreement (a pooled
+        connection's own)."""
+        route = self.route
+        assert route is not None
         began = time.monotonic()
         take_primed = self.context.take_primed
         while True:
@@ -297,7 +321,7 @@ class Opening(SessionState):
             self.broker_address = shared(broker.peer_name())  # every session's to it
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
-            open_ok = await self._broker_handshake(opened, backend, allowed, greeted)
+            open_ok = await self._broker_handshake(opened, backend, allowed, greeted, tune)
             if open_ok is PRIMED_GONE:
                 # The broker closed the primed connection between the pool's check and
                 # the replay, before answering it: the client has been told nothing, so
@@ -353,7 +377,12 @@ class Opening(SessionState):
         return None
 
     async def _broker_handshake(
-        self, opened: ClientOpened, backend: Backend, allowed: Allow, greeted: bool
+        self,
+        opened: ClientOpened,
+        backend: Backend,
+        allowed: Allow,
+        greeted: bool,
+        tune: TuneParams | None = None,
     ) -> BrokerOpened | PrimedGone | None:
         """The broker's Open-Ok; None once the client has been told why not; PRIMED_GONE
         (nothing told) when a primed connection turned out closed before any answer."""
@@ -376,7 +405,7 @@ class Opening(SessionState):
                 if self.route is None or self.route.broker_vhost is None
                 else self.route.broker_vhost,
                 start_ok=opened.start_ok,
-                client_tune=opened.tune,
+                client_tune=opened.tune if tune is None else tune,
                 extra_client_properties=extra,
                 backend=backend.name,
                 sasl=allowed.sasl,

@@ -49,6 +49,7 @@ from amqprouter.session.closing import Closing, End
 from amqprouter.session.forwarding import Forwarding
 from amqprouter.session.opening import Opening
 from amqprouter.session.pause import Pause, hold_ingress, keep_broker_alive
+from amqprouter.session.pooling import Pooling
 from amqprouter.session.state import State
 from amqprouter.session.trace import FrameObserver, Tap
 from amqprouter.session.watch import Supervised
@@ -56,7 +57,7 @@ from amqprouter.session.watch import Supervised
 __all__ = ["End", "Session", "State"]
 
 
-class Session(Opening, Forwarding, Supervised, Closing):
+class Session(Opening, Pooling, Forwarding, Supervised, Closing):
     """One routed connection: its state (state.py), the parts of its life, and session
     control; readable by the control plane and stats."""
 
@@ -85,8 +86,13 @@ class Session(Opening, Forwarding, Supervised, Closing):
                         opened.broker_early,
                     )
                     del opened
-                    forwarded = True
-                    await self._forward(tune, client_early, broker_early)
+                    if self._link_of_pool is not None:
+                        # Pooling mode: served on a shared broker connection (pooling.py),
+                        # which closes on its own.
+                        await self._serve_pooled(tune, client_early, broker_early)
+                    else:
+                        forwarded = True
+                        await self._forward(tune, client_early, broker_early)
             if forwarded and self.ended is not End.OPERATOR_FORCED:
                 await self._close_forwarded(scope.cancelled_caught)
         except Exception:
@@ -96,6 +102,10 @@ class Session(Opening, Forwarding, Supervised, Closing):
             if self._trace is not None:  # what watched it hears that it ended
                 self._trace.ended(self)
                 self._trace = None
+            if self._link_of_pool is not None:
+                # Joined a pooled connection but ended before serving on it (serving
+                # detaches itself): its place there is given back.
+                self._link_of_pool.forget(self.id)
             if self.route is not None:
                 self.route.release()
             self.client.close()
@@ -120,6 +130,10 @@ class Session(Opening, Forwarding, Supervised, Closing):
         """
         if self.paused or self.state in (State.CLOSING, State.CLOSED):
             return False
+        if self._link_of_pool is not None:
+            # A pooled session's broker connection is shared: there is no broker side of
+            # its own to keep alive while its client is held (docs/pooling.md).
+            return False
         self.paused = True
         if self._pause is None:
             self._pause = Pause()
@@ -136,8 +150,9 @@ class Session(Opening, Forwarding, Supervised, Closing):
     def watch_frames(self, observer: FrameObserver) -> bool:
         """Show ``observer`` (a trace, a capture: trace.py) every frame forwarded from now
         on; False if the session is ending. A session inside the engine leaves it for
-        the task path first, as for a pause, so the engine's thread never traces."""
-        if self.state in (State.CLOSING, State.CLOSED):
+        the task path first, as for a pause, so the engine's thread never traces. False
+        for a pooled session too: its frames pass through the pool, not ``_scanned``."""
+        if self.state in (State.CLOSING, State.CLOSED) or self._link_of_pool is not None:
             return False
         if self._trace is None:
             self._trace = Tap([observer])

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from amqprouter.session.connect import StartClient
     from amqprouter.session.context import SessionContext
     from amqprouter.session.pause import Pause
+    from amqprouter.session.pool import BrokerLink, PooledClient
     from amqprouter.session.trace import Tap
     from amqprouter.session.watch import Handle
 
@@ -71,10 +72,12 @@ class SessionState:
         "_forwarding_tasks",
         "_heartbeat",
         "_link",
+        "_link_of_pool",
         "_now",
         "_opening",
         "_pause",
         "_pending_end",
+        "_pooled",
         "_start_client",
         "_trace",
         "_watch_handle",
@@ -206,6 +209,10 @@ class SessionState:
         # SESSION/VHOST TRACE and SESSION CAPTURE (trace.py): what watches this session's
         # frames; None costs a pump one slot read per read, and keeps the engine open.
         self._trace: Tap | None = None
+        # Pooling mode (pooling.py): the shared broker connection this session is a
+        # client of, and its place there; None for a session with a broker of its own.
+        self._link_of_pool: BrokerLink | None = None
+        self._pooled: PooledClient | None = None
         # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
         self._writing = Writing()
@@ -215,3 +222,9 @@ class SessionState:
         # Who sent the Connection.Close that ended forwarding, its code and text.
         self._closed_by: tuple[str, int, str] | None = None
         self.log = log.bind(session=self.id, client=endpoint(self.client_address))
+
+    @property
+    def pool_link(self) -> int | None:
+        """The id of the shared broker connection a pooled session uses (CONN)."""
+        link = self._link_of_pool
+        return None if link is None else link.id

@@ -44,6 +44,7 @@ async def test_json_and_text_from_one_router(tmp_path: Path) -> None:
                 "type": "backend",
                 "name": "b1",
                 "brokerVhost": None,
+                "pool": None,
             }
         ]
         text = await _ctl(str(path), "MAP", "PRINT")

@@ -50,6 +50,7 @@ from amqprouter.control.commands import (
     MapDefault,
     MapFarm,
     MapHostnameDns,
+    MapPool,
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
@@ -129,9 +130,11 @@ EXPECTED_HELP = (
     "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]\n"
     "LOG CONSOLE verbosity | FILE verbosity\n"
     "MAP (BACKEND vhost backend [AS brokerVhost] | FARM vhost name [AS brokerVhost] | "
-    "UNMAP vhost | DEFAULT farmName | REMOVE_DEFAULT | PRINT) - Change mappings of resources "
-    "to servers (a vhost with * is a pattern: * matches any run of characters; AS makes the "
-    "broker open brokerVhost instead of the client's vhost)\n"
+    "UNMAP vhost | DEFAULT farmName | REMOVE_DEFAULT | POOL vhost (ON | OFF | DEFAULT) | "
+    "PRINT) - Change mappings of resources to servers (a vhost with * is a pattern: * matches "
+    "any run of characters; AS makes the broker open brokerVhost instead of the client's "
+    "vhost; POOL shares broker connections among the vhost's clients, DEFAULT follows "
+    "--pool: docs/pooling.md)\n"
     "MAPHOSTNAME DNS - Set up mapping of IPs to hostnames\n"
     "RULE (ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] |"
     " DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's"
@@ -291,6 +294,7 @@ VALID: list[tuple[str, Command]] = [
     ("MAP UNMAP vhost-example", MapUnmap("vhost-example")),
     ("MAP DEFAULT shared", MapDefault("shared")),
     ("MAP REMOVE_DEFAULT", MapRemoveDefault()),
+    ("MAP POOL vhost-example ON", MapPool("vhost-example", True)),
     ("MAP PRINT", MapPrint()),
     # LISTEN
     ("LISTEN START 5673", ListenStart(5673)),
@@ -378,7 +382,7 @@ def test_every_command_class_is_reached_by_valid_lines() -> None:
 # --------------------------------------------------------------------------- #
 
 FARM_SUBCOMMANDS = "ADD, ADD_MANUAL, PARTITION, DELETE, PRINT, ON_DOWN, WEIGHT, STICKY"
-MAP_SUBCOMMANDS = "BACKEND, FARM, UNMAP, DEFAULT, REMOVE_DEFAULT, PRINT"
+MAP_SUBCOMMANDS = "BACKEND, FARM, UNMAP, DEFAULT, REMOVE_DEFAULT, POOL, PRINT"
 BACKEND_SUBCOMMANDS = "ADD, ADD_DNS, DELETE, DISABLE, ENABLE, DRAIN, PRINT, CHECK"
 _LOG_USAGE = "Command or verbosity not found; usage: LOG (CONSOLE | FILE) verbosity (0..5).\n"
 
@@ -894,6 +898,7 @@ CANONICAL: list[tuple[Command, str]] = [
     (MapUnmap("vhost-example"), "MAP UNMAP vhost-example"),
     (MapDefault("shared"), "MAP DEFAULT shared"),
     (MapRemoveDefault(), "MAP REMOVE_DEFAULT"),
+    (MapPool("vhost-example", False), "MAP POOL vhost-example OFF"),
     (ListenStart(5673), "LISTEN START 5673"),
     (ListenStartSecure(5671), "LISTEN START_SECURE 5671"),
     (ListenStop(5673), "LISTEN STOP 5673"),
@@ -1058,6 +1063,7 @@ def test_mutating_commands_are_exactly_the_configuration_changes() -> None:
         MapUnmap,
         MapDefault,
         MapRemoveDefault,
+        MapPool,
         ListenStart,
         ListenStartSecure,
         ListenStop,

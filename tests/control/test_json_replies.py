@@ -91,6 +91,7 @@ async def test_configuration_listings() -> None:
                 "type": "farm",
                 "name": "shared",
                 "brokerVhost": None,
+                "pool": None,
             },
             {
                 "vhost": 'we"ird',
@@ -99,6 +100,7 @@ async def test_configuration_listings() -> None:
                 "type": "backend",
                 "name": "b1",
                 "brokerVhost": "my vhost",
+                "pool": None,
             },
             {
                 "vhost": None,
@@ -107,6 +109,7 @@ async def test_configuration_listings() -> None:
                 "type": "farm",
                 "name": "shared",
                 "brokerVhost": None,
+                "pool": None,
             },
         ]
         default_rate = {

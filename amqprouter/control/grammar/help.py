@@ -50,9 +50,11 @@ HELP_TEXTS: Mapping[str, str] = {
     "START_SECURE port [ACCEPT-PROXY FROM cidr[,cidr...]] [ALLOW cidr[,cidr...]] | STOP [port]",
     "LOG": "CONSOLE verbosity | FILE verbosity",
     "MAP": "(BACKEND vhost backend [AS brokerVhost] | FARM vhost name [AS brokerVhost] | "
-    "UNMAP vhost | DEFAULT farmName | REMOVE_DEFAULT | PRINT) - Change mappings of resources "
-    "to servers (a vhost with * is a pattern: * matches any run of characters; AS makes the "
-    "broker open brokerVhost instead of the client's vhost)",
+    "UNMAP vhost | DEFAULT farmName | REMOVE_DEFAULT | POOL vhost (ON | OFF | DEFAULT) | "
+    "PRINT) - Change mappings of resources to servers (a vhost with * is a pattern: * matches "
+    "any run of characters; AS makes the broker open brokerVhost instead of the client's "
+    "vhost; POOL shares broker connections among the vhost's clients, DEFAULT follows "
+    "--pool: docs/pooling.md)",
     "MAPHOSTNAME": "DNS - Set up mapping of IPs to hostnames",
     "RULE": "(ADD priority cidr[,cidr...] (FARM name | BACKEND name) [BREAK | CONTINUE] | "
     "DELETE priority | PRINT) - Narrow the backends of clients from these networks to a farm's "

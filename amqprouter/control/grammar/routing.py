@@ -28,6 +28,7 @@ from amqprouter.control.commands import (
     MapBackend,
     MapDefault,
     MapFarm,
+    MapPool,
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
@@ -324,6 +325,15 @@ def _map_default(args: Sequence[str]) -> Command | ParseError:
     return MapDefault(args[0])
 
 
+_POOL_WORDS = {"ON": True, "OFF": False, "DEFAULT": None}
+
+
+def _map_pool(args: Sequence[str]) -> Command | ParseError:
+    if len(args) != 2 or upper(args[1]) not in _POOL_WORDS:
+        return ParseError("MAP POOL needs a vhost and ON, OFF or DEFAULT.\n")
+    return _pattern_error(args[0]) or MapPool(args[0], _POOL_WORDS[upper(args[1])])
+
+
 MAP = subcommands(
     {
         "BACKEND": _map_backend,
@@ -331,6 +341,7 @@ MAP = subcommands(
         "UNMAP": _map_unmap,
         "DEFAULT": _map_default,
         "REMOVE_DEFAULT": lambda args: MapRemoveDefault(),
+        "POOL": _map_pool,
         "PRINT": lambda args: MapPrint(),
     },
     missing="Unrecognized subcommand.",

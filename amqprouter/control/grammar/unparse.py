@@ -47,6 +47,7 @@ from amqprouter.control.commands import (
     MapDefault,
     MapFarm,
     MapHostnameDns,
+    MapPool,
     MapPrint,
     MapRemoveDefault,
     MapUnmap,
@@ -166,6 +167,8 @@ def words_of(command: Command) -> list[str]:
             return ["MAP", "DEFAULT", farm]
         case MapRemoveDefault():
             return ["MAP", "REMOVE_DEFAULT"]
+        case MapPool(vhost, pooled):
+            return ["MAP", "POOL", vhost, {True: "ON", False: "OFF", None: "DEFAULT"}[pooled]]
         case MapPrint():
             return ["MAP", "PRINT"]
         case RuleAdd(priority, networks, kind, target, on_down):
