@@ -166,6 +166,18 @@ def free_port(host: str = HOST) -> int:
     raise BrokerError(f"could not find a free TCP port on {host}")
 
 
+def _can_bind(port: int, host: str = HOST) -> bool:
+    """True when a listener could bind host:port now (SO_REUSEADDR, as Erlang sets it,
+    so a closed connection's TIME_WAIT does not count as taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def port_is_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     """True when a TCP connect to host:port succeeds."""
     try:
@@ -625,8 +637,9 @@ class RabbitNode(_CtlBroker):
     """A private RabbitMQ node owned by the test run.
 
     Create with :meth:`RabbitNodeFactory.create` (or the ``rabbit_node``
-    fixtures) rather than directly.  ``port`` and ``dist_port`` stay fixed
-    for the node's lifetime, across :meth:`kill`/:meth:`restart`.
+    fixtures) rather than directly.  ``port`` stays fixed for the node's
+    lifetime, across :meth:`kill`/:meth:`restart`; ``dist_port`` too, unless
+    another process took it while the node was down.
     """
 
     name: str  # Erlang node name, "amqprt-<pid>-<n>@localhost"
@@ -741,6 +754,11 @@ class RabbitNode(_CtlBroker):
             timeout=min(15.0, timeout),
             what=f"{self.name}'s epmd name and port {self.port} to be released",
         )
+        if not _can_bind(self.dist_port, self.host):
+            # Another process took the distribution port while the node was down (the
+            # node would exit at boot with dist_port_already_used): nothing outside the
+            # node knows that port, so a restart may take another.
+            self.dist_port = free_port()
         self._write_config()
         with _live_lock:
             _live_nodes.add(self)
