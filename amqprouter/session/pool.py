@@ -44,7 +44,7 @@ import contextlib
 import enum
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -194,7 +194,7 @@ class PooledClient:
         self.scope = scope
         self.ended: PoolEnded | None = None
 
-    async def write(self, data: bytes, frames: int = 1) -> None:
+    async def write(self, data: bytes | bytearray, frames: int = 1) -> None:
         async with self.write_lock:
             await self.transport.send_all(data)
         counter = self.counter
@@ -289,7 +289,9 @@ class BrokerLink:
         if not self.clients:
             self._emptied.set()
 
-    async def from_client(self, client_id: int, sends: list[tuple[int | None, bytes]]) -> None:
+    async def from_client(
+        self, client_id: int, sends: list[tuple[int | None, bytes | bytearray]]
+    ) -> None:
         """Send what a client's frames came to (``ClientStream.receive``, channel 0
         aside): to the broker, or the router's own answers back to the client, in order.
 
@@ -300,7 +302,7 @@ class BrokerLink:
         client = self.clients.get(client_id)
         if client is None:  # the link ended (and told it so) since the client last read
             raise PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - broker gone")
-        to_broker: list[bytes] = []
+        to_broker: list[bytes | bytearray] = []
         for target, data in sends:
             if target is BROKER:
                 to_broker.append(data)
@@ -428,14 +430,14 @@ class BrokerLink:
         except (PeerGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             client.scope.cancel()  # its session sees the socket go and detaches
 
-    async def _send_broker(self, frames: list[bytes]) -> None:
+    async def _send_broker(self, frames: Sequence[bytes | bytearray]) -> None:
         if not frames:
             return
         if self.closed:
             raise PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - broker gone")
         async with self._write_lock:
             try:
-                await self.transport.send_all(b"".join(frames))
+                await self.transport.send_all(frames[0] if len(frames) == 1 else b"".join(frames))
             except (PeerGone, OSError) as exc:
                 # The reader sees the end of stream too, and ends every client; the
                 # client whose write found it first is told the same.

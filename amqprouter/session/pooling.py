@@ -248,7 +248,7 @@ class Pooling(SessionState):
         while True:
             try:
                 frames_before = stream.frames
-                sends: list[tuple[int | None, bytes]] = []
+                sends: list[tuple[int | None, bytes | bytearray]] = []
                 for target, item in stream.receive(data):
                     if target is CHANNEL_ZERO:
                         assert isinstance(item, Frame)
@@ -258,7 +258,7 @@ class Pooling(SessionState):
                         if done is not None:
                             return done
                     else:
-                        assert isinstance(item, bytes)
+                        assert not isinstance(item, Frame)
                         sends.append((target, item))
                 await link.from_client(self.id, sends)
                 self.ingress.frames += stream.frames - frames_before
