@@ -116,11 +116,11 @@ class PooledChannel:
     __slots__ = (
         "_confirmed_early",
         "client_confirms",
-        "open_answered",
         "confirm_base",
         "confirming",
         "content_left",
         "delivered",
+        "open_answered",
         "outstanding",
         "published",
         "safe",
