@@ -173,15 +173,16 @@ class Pooling(SessionState):
             with scope:
                 # Joined while the broker blocks publishers: told at once, as the others were.
                 blocked = link.blocked
-                await client.write(
-                    open_ok if blocked is None else open_ok + blocked, 1 + bool(blocked)
-                )
+                client.offer(open_ok if blocked is None else open_ok + blocked, 1 + bool(blocked))
                 async with trio.open_nursery() as nursery:
                     if tune.heartbeat:
                         nursery.start_soon(self._heartbeat_client, client, tune.heartbeat)
                     end, reply = await self._pooled_ingress(
                         link, client, stream, client_early, tune.heartbeat
                     )
+                    if client.queued:  # the Close-Ok, say, behind what the client reads slowly
+                        with trio.move_on_after(self.settings.timeouts.close):
+                            await client.drained()
                     nursery.cancel_scope.cancel()
         except PeerGone:
             end = End.CLIENT_GONE
@@ -205,6 +206,12 @@ class Pooling(SessionState):
                     0,
                     0,
                 )
+            elif client.stuck:
+                end = End.CLIENT_STUCK
+                self.end_reason = f"client stopped reading ({client.limit} bytes waiting)"
+                # Cut already inside a frame, where a Close would be garbage; else told.
+                text = f"CONNECTION_FORCED - {self.end_reason}"
+                reply = None if client.mid_frame else (constants.CONNECTION_FORCED, text, 0, 0)
             elif client.ended is not None:
                 ended = client.ended
                 end = End.BROKER_GONE
@@ -231,8 +238,14 @@ class Pooling(SessionState):
             reply_code=reply[0],
             reply_text=reply[1],
         )
-        async with client.write_lock:  # the link writes to it no more (detached)
-            await self._close_client(*reply)
+        # Detached: the link writes to it no more; what it was offered goes first.
+        if client.queued:
+            with trio.move_on_after(self.settings.timeouts.close):
+                await client.drained()
+        if client.mid_frame:
+            self.client.close()  # a Close would land inside a frame
+            return
+        await self._close_client(*reply)
 
     async def _pooled_ingress(
         self,
@@ -297,7 +310,7 @@ class Pooling(SessionState):
         if method == constants.CONNECTION_CLOSE:
             closed = peer_closed(frame)
             self._closed_by = ("client", closed.reply_code, closed.reply_text)
-            await client.write(CLOSE_OK_FRAME)
+            client.offer(CLOSE_OK_FRAME)
             return End.CLEAN, None
         if method == constants.CONNECTION_CLOSE_OK:
             return End.CLEAN, None
@@ -307,8 +320,5 @@ class Pooling(SessionState):
         """Heartbeat the client; a socket gone is the ingress task's to notice."""
         while True:
             await trio.sleep(heartbeat / 2)
-            try:
-                await client.write(HEARTBEAT_FRAME)
-            except (PeerGone, OSError):
-                return
+            client.offer(HEARTBEAT_FRAME)
             self.last_egress = self._now()
