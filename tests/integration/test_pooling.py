@@ -438,4 +438,3 @@ def test_a_pooled_client_that_stops_reading_is_cut_and_never_holds_the_others(
         stuck.close()
     other.close()
     loader.close()
-
