@@ -442,34 +442,41 @@ class ClientStream(Generic[ClientT]):
         out: list[tuple[ClientT | _Zero | None, bytes | bytearray | Frame]] = []
         mux, client, frame_max = self._mux, self._client, self.frame_max
         limit = frame_max - constants.FRAME_OVERHEAD if frame_max else 1 << 32
-        # Client channel -> (broker channel, its state) for channels whose content and
-        # publishes pass straight on: looked up once per channel per read. Only
-        # ``client_frame`` changes a channel's stage while this runs (broker frames are
-        # handled between reads), so the cache is dropped after each call of it.
-        fast: dict[int, tuple[int, PooledChannel]] = {}
+        # The channel whose content and publishes pass straight on (``Multiplexer.
+        # passing``), looked up when the channel changes: a publisher's frames come in
+        # runs on one channel. Only ``client_frame`` changes a channel's stage while
+        # this runs (broker frames are handled between reads), so after each call of it
+        # the channel is looked up again. The loop is the pooled publisher's hot path:
+        # locals and literals (7, 8: a frame's header and overhead; 206: its end).
+        unpack, pack = _unpack_header, _pack_channel
+        fast_channel = 0  # none: channel 0 is never passed straight on
+        broker_channel = 0
+        state: PooledChannel | None = None
         length = len(buffer)
         frames = 0
         position = run = 0  # the current run of rewritten content frames starts at ``run``
-        while length - position >= constants.FRAME_HEADER_SIZE:
-            frame_type, channel, size = _unpack_header(buffer, position)
+        while length - position >= 7:
+            frame_type, channel, size = unpack(buffer, position)
             if size > limit or not (1 <= frame_type <= 3 or frame_type == 8):
                 check_frame_header(frame_type, size, frame_max)
-            end = position + size + constants.FRAME_OVERHEAD
+            end = position + size + 8
             if end > length:
                 break
-            if buffer[end - 1] != constants.FRAME_END:
+            if buffer[end - 1] != 206:
                 raise FrameError(f"bad frame-end octet {buffer[end - 1]:#04x}")
             frames += 1
             if channel:
-                hit = fast.get(channel)
-                if hit is None:
+                if channel != fast_channel:
                     hit = mux.passing(client, channel)
-                    if hit is not None:
-                        fast[channel] = hit
-                if hit is not None:
-                    if frame_type == 2 or frame_type == 3:
-                        if hit[0] != channel:
-                            _pack_channel(buffer, position + 1, hit[0])
+                    if hit is None:
+                        fast_channel, state = 0, None
+                    else:
+                        fast_channel = channel
+                        broker_channel, state = hit
+                if state is not None:
+                    if frame_type == 3 or frame_type == 2:
+                        if broker_channel != channel:
+                            pack(buffer, position + 1, broker_channel)
                         position = end
                         continue
                     if (
@@ -487,19 +494,19 @@ class ClientStream(Generic[ClientT]):
                         if at < end - 1:
                             at += 1 + buffer[at]
                         if at < end - 1:
-                            hit[1].client_published(buffer[at])
-                            if hit[0] != channel:
-                                _pack_channel(buffer, position + 1, hit[0])
+                            flags = buffer[at]
+                            if flags & 0b11 or state.confirming:  # else nothing to note
+                                state.client_published(flags)
+                            if broker_channel != channel:
+                                pack(buffer, position + 1, broker_channel)
                             position = end
                             continue
             if run < position:
                 out.append((BROKER, bytes(buffer[run:position])))
             frame = Frame(frame_type, channel, bytes(buffer[position:end]))
             if channel:
-                try:
-                    out += mux.client_frame(client, frame)
-                finally:
-                    fast.clear()
+                fast_channel, state = 0, None  # looked up again after this
+                out += mux.client_frame(client, frame)
             else:
                 out.append((CHANNEL_ZERO, frame))
             position = run = end

@@ -18,8 +18,12 @@ connection agreed; a client must never get one larger than its own).
   broker accepted.
 * **One task per link** reads the broker, cuts frames and dispatches them by channel
   (``Multiplexer.broker_frame``); a client's session writes its frames to the broker
-  through the link (``from_client``). Each transport is written under its own lock, so
-  whole frames never interleave.
+  through the link (``from_client``). The broker is written under the link's
+  ``WriteGate``, so whole frames never interleave. A client is written through its
+  ``PooledClient.offer``, which never waits: what the kernel does not take at once
+  waits in the client's own queue for a writer task, up to ``CLIENT_BUFFER`` bytes,
+  past which that client alone is cut; so the link's reader never waits on a client
+  that stopped reading. What one read of the broker brings a client is one write.
 * **Heartbeats are per side.** The link heartbeats the broker (``POOL_HEARTBEAT``)
   and ends itself when the broker is silent for two intervals; each pooled session
   heartbeats its client and drops one that is silent for two of its intervals.

@@ -9,9 +9,10 @@ broker connection of its own, the session takes a place on a ``BrokerLink``:
   the broker's own 403), with the pool's tune (``POOL_HEARTBEAT``, the router's
   channel_max), and hands the connection to the pool once the broker's Open-Ok came.
 * ``_serve_pooled``: one task reads the client, cuts frames and hands them to the link
-  (channel 0 is the router's: heartbeats, Close); a second heartbeats the client. The
-  link's reader task writes the broker's frames to the client, under the client's
-  write lock.
+  (channel 0 is the router's: heartbeats, Close); a second heartbeats the client. Every
+  write to the client (the link's, the session's own answers) goes through
+  ``PooledClient.offer``, in order, and never waits (pool.py); at the end the session
+  waits, bounded, for what is still queued before its Close.
 
 The session ends on the client's Close (answered by the router), on the client's
 socket going or falling silent for two heartbeat intervals, on a disconnect, or when

@@ -637,6 +637,26 @@ def test_a_client_stream_cut_anywhere_gives_the_same_bytes(cuts: list[int]) -> N
     assert sent == rewrite_channel_all(data, b)
 
 
+def test_a_client_stream_follows_its_channels_within_one_read() -> None:
+    """Two channels interleaved in one read each go to their own broker channel; a
+    Channel.Close in the middle of a read counts for what follows it in that read."""
+    mux: Multiplexer[str] = Multiplexer(2047)
+    open_channel(mux, "other", 1)
+    b1 = open_channel(mux, "a", 1)
+    b2 = open_channel(mux, "a", 2)
+    stream = ClientStream(mux, "a", 131072)
+    out = stream.receive(publish_bytes(1) + publish_bytes(2) + publish_bytes(1))
+    sent = b"".join(item for target, item in out if target is BROKER)  # type: ignore[misc]
+    assert sent == (
+        rewrite_channel_all(publish_bytes(1), b1)
+        + rewrite_channel_all(publish_bytes(2), b2)
+        + rewrite_channel_all(publish_bytes(1), b1)
+    )
+    close = raw(commands.Channel.Close(200, "bye", 0, 0), 1)
+    with pytest.raises(ClientError, match=r"expected 'channel\.open' on channel 1"):
+        stream.receive(publish_bytes(1) + close + raw(body.ContentBody(b"late"), 1))
+
+
 def test_a_client_stream_refuses_a_frame_over_frame_max_and_a_bad_frame_end() -> None:
     mux: Multiplexer[str] = Multiplexer(2047)
     open_channel(mux, "a", 1)
