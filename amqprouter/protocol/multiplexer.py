@@ -511,12 +511,15 @@ class ClientStream(Generic[ClientT]):
                 out.append((CHANNEL_ZERO, frame))
             position = run = end
         self.frames += frames
-        if run == 0 and position == length:
-            # The whole read went on as it is (the common case of a publisher): the
-            # buffer itself is handed over, uncopied, and a new one started.
-            if position:
-                out.append((BROKER, buffer))
-                self._buffer = bytearray()
+        if run == 0 and position:
+            # Every whole frame went on as it is (the common case of a publisher): the
+            # buffer itself is handed over, uncopied, and what follows them (less than
+            # a frame) starts the next one. Copying a large read costs more than it
+            # seems: each new buffer of that size is fresh memory for the kernel to map.
+            tail = buffer[position:]
+            del buffer[position:]
+            out.append((BROKER, buffer))
+            self._buffer = tail
             return out
         if run < position:
             out.append((BROKER, bytes(buffer[run:position])))
