@@ -286,6 +286,11 @@ class PooledClient:
                 except (PeerGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                     self._lost()
                     return
+                except Exception:
+                    # It runs in the pool's nursery: nothing may escape to end the links.
+                    log.exception("pooled client writer failed", client=self.id)
+                    self._lost()
+                    return
                 self._head_partial = False
                 self.queued -= len(batch)
         finally:
