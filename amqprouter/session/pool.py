@@ -150,10 +150,11 @@ class WriteGate:
     """Several tasks writing whole frames to one transport, one write at a time.
 
     ``async with gate:`` costs no checkpoint when nobody else holds it: a trio.Lock's
-    acquire yields to the scheduler every time, and a request's round trip through the
-    pool takes the gates of both sides, so a busy router would add a trip through the
-    run queue to each. A holder cancelled mid-write leaves the stream inside a frame;
-    the owner then cuts that peer, as the sessions' pumps do.
+    acquire yields to the scheduler every time, and every frame a client sends the
+    broker takes its link's gate, so a busy router would add a trip through the run
+    queue to each. (Clients are written through ``PooledClient.offer``, never a gate.)
+    A holder cancelled mid-write leaves the stream inside a frame; the owner then cuts
+    that peer, as the sessions' pumps do.
     """
 
     __slots__ = ("_busy", "_free")
