@@ -11,12 +11,16 @@ import os
 
 from setuptools import setup
 
-#: The frame scanner (per forwarded read) and the handshake machines (per connection).
-#: They import no trio; their attrs value classes (tune.py, events.py) stay interpreted,
-#: as mypyc compiles no attrs field() defaults. close.py is here because its machine
-#: subclasses machine.Machine: an interpreted class cannot inherit from a compiled one.
+#: The frame scanner (per forwarded read), the forwarding engine's thread (every read of
+#: every session in it) and the handshake machines (per connection). The machines import
+#: no trio; their attrs value classes (tune.py, events.py) stay interpreted, as mypyc
+#: compiles no attrs field() defaults. close.py is here because its machine subclasses
+#: machine.Machine: an interpreted class cannot inherit from a compiled one. The engine
+#: calls trio only on the trio thread (its owner task, the wait's abort callback, the
+#: hand-back), through trio's Python API like any caller.
 COMPILED_MODULES = [
     "amqprouter/protocol/frames.py",
+    "amqprouter/net/engine.py",
     "amqprouter/protocol/machine.py",
     "amqprouter/protocol/client_handshake.py",
     "amqprouter/protocol/broker_handshake.py",

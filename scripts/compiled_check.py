@@ -1,4 +1,4 @@
-"""Build the wheel with the compiled frame scanner and run the tests on it.
+"""Build the wheel with the compiled frame scanner and engine and run the tests on it.
 
     .venv/bin/python scripts/compiled_check.py                 # build, install, test
     .venv/bin/python scripts/compiled_check.py --build-only DIR  # build, install into DIR
@@ -8,8 +8,10 @@ scripts/test runs it (so CI does): the tests run on both frames modules, the pur
 
 1. ``AMQPROUTER_COMPILE=1 python -m build --wheel`` in a copy of the checkout's files
    (packaging/backend adds mypy to the build's requirements; setup.py compiles
-   ``amqprouter/protocol/frames.py`` with mypyc).
-2. The wheel is a CPython wheel for this platform and holds the compiled module.
+   ``amqprouter/protocol/frames.py``, ``amqprouter/net/engine.py`` and the handshake
+   machines with mypyc).
+2. The wheel is a CPython wheel for this platform and holds the compiled scanner and
+   forwarding engine.
 3. ``pip install --no-deps --target`` a scratch directory: the whole package, from the
    wheel, without touching .venv (whose editable install stays pure Python).
 4. ``amqprouter --version`` from there says the frame scanner is compiled.
@@ -17,7 +19,9 @@ scripts/test runs it (so CI does): the tests run on both frames modules, the pur
    tests/net) with the scratch directory first on the path: ``--import-mode=append``
    and no ``pythonpath`` setting keep the checkout from shadowing it, and
    ``AMQPROUTER_EXPECT_COMPILED=1`` makes tests/conftest.py stop the run at once if
-   the pure module was imported after all.
+   the pure scanner or engine was imported after all. The session and net tests run
+   on the engine (the default data plane), so the compiled engine's thread, its epoll
+   loop and its hand-backs are what they exercise.
 
 With ``--build-only DIR`` it stops after step 4 and leaves the install in DIR (for
 ``benchmarks/bench.py --compiled``). Exits 0 when every step passed, else 1 with a
@@ -51,7 +55,9 @@ from wheel_smoke import phase as smoke_phase
 #: The layers whose tests exercise the frame reader and scanner.
 TEST_PATHS: Final = ("tests/protocol", "tests/session", "tests/net")
 TEST_TIMEOUT: Final = 600.0
-COMPILED_MODULE: Final = "amqprouter/protocol/frames.cpython-"
+#: The compiled modules the wheel must hold (of setup.py's COMPILED_MODULES, those the
+#: forwarding path runs: the frame scanner and the forwarding engine).
+COMPILED_MODULES: Final = ("amqprouter/protocol/frames.cpython-", "amqprouter/net/engine.cpython-")
 
 
 def phase(what: str) -> AbstractContextManager[None]:
@@ -102,7 +108,7 @@ def build_and_install(scratch: Path, site: Path) -> None:
         if len(wheels) != 1:
             raise SmokeError(f"expected one wheel in {out}, found {wheels}")
     wheel = wheels[0]
-    with phase(f"{wheel.name} is a CPython wheel holding the compiled frames module"):
+    with phase(f"{wheel.name} is a CPython wheel holding the compiled scanner and engine"):
         check_wheel(wheel)
     with phase(f"installed it into {site}"):
         run(
@@ -125,8 +131,9 @@ def check_wheel(wheel: Path) -> None:
         raise SmokeError(f"{wheel.name} is not a CPython {tag.strip('-')} wheel")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    if not any(name.startswith(COMPILED_MODULE) and name.endswith(".so") for name in names):
-        raise SmokeError(f"{wheel.name} holds no {COMPILED_MODULE}*.so")
+    for module in COMPILED_MODULES:
+        if not any(name.startswith(module) and name.endswith(".so") for name in names):
+            raise SmokeError(f"{wheel.name} holds no {module}*.so")
 
 
 def run_tests(site: Path) -> None:

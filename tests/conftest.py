@@ -48,13 +48,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     mypyc-compiled frames module, and stops at once if the pure one was imported."""
     if os.environ.get("AMQPROUTER_EXPECT_COMPILED") != "1":
         return
+    from amqprouter.net import engine
     from amqprouter.protocol import frames
 
-    if not frames.COMPILED:
-        raise pytest.UsageError(
-            f"AMQPROUTER_EXPECT_COMPILED=1, but {frames.__file__} is the pure module: "
-            "put the compiled build first on PYTHONPATH (scripts/compiled_check.py does)"
-        )
+    for module in (frames, engine):
+        if not module.COMPILED:
+            raise pytest.UsageError(
+                f"AMQPROUTER_EXPECT_COMPILED=1, but {module.__file__} is the pure module: "
+                "put the compiled build first on PYTHONPATH (scripts/compiled_check.py does)"
+            )
 
 
 # --------------------------------------------------------------------------- #
@@ -69,7 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="the routers' data plane for this run (sets AMQPROUTER_FORWARDING, which the "
         "router processes the tests spawn read, and which tests/session/wire.py's "
-        "in-process routers follow); default: the environment's, else the router's own",
+        "in-process routers follow); default: the environment's, else the router's own "
+        "(engine)",
     )
 
 
@@ -80,8 +83,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def forwarding() -> Literal["engine", "tasks"]:
-    """The data plane in-process routers use in this run (AMQPROUTER_FORWARDING)."""
-    return "engine" if os.environ.get("AMQPROUTER_FORWARDING") == "engine" else "tasks"
+    """The data plane in-process routers use in this run (AMQPROUTER_FORWARDING): the
+    router's default, the engine, unless the run asks for the pumps."""
+    return "tasks" if os.environ.get("AMQPROUTER_FORWARDING") == "tasks" else "engine"
 
 
 # --------------------------------------------------------------------------- #

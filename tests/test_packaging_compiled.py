@@ -17,6 +17,7 @@ from types import ModuleType
 
 import pytest
 
+from amqprouter.net import engine
 from amqprouter.protocol import frames
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +100,8 @@ def test_this_checkout_runs_the_pure_module_and_says_so() -> None:
     # scripts/compiled_check.py the compiled one.
     assert frames.__file__ is not None and frames.__file__.endswith("frames.py")
     assert frames.COMPILED is False
+    assert engine.__file__ is not None and engine.__file__.endswith("engine.py")
+    assert engine.COMPILED is False
     said = subprocess.run(
         [sys.executable, "-m", "amqprouter", "--version"],
         capture_output=True,
@@ -107,3 +110,14 @@ def test_this_checkout_runs_the_pure_module_and_says_so() -> None:
         check=True,
     ).stdout.strip()
     assert said.endswith("(frame scanner: pure Python)")
+
+
+def test_the_compiled_build_holds_the_scanner_and_the_engine() -> None:
+    """setup.py compiles the forwarding engine with the scanner (each read of every
+    session in the engine runs both), and compiled_check.py asks the wheel for both."""
+    setup = (REPO / "setup.py").read_text()
+    listed = setup[setup.index("COMPILED_MODULES = [") :].split("]")[0]
+    assert '"amqprouter/protocol/frames.py"' in listed
+    assert '"amqprouter/net/engine.py"' in listed
+    check = (REPO / "scripts" / "compiled_check.py").read_text()
+    assert '"amqprouter/net/engine.cpython-"' in check

@@ -311,12 +311,13 @@ _seconds = click.FloatRange(min=0.001)
     "Broker connections",
     "--forwarding",
     type=click.Choice(["engine", "tasks"]),
-    default="tasks",
+    default="engine",
     show_default=True,
     help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
     "one forwarding thread with its own epoll loop, without a task switch per read; "
-    "'tasks' gives each session its own trio pump tasks. TLS sessions, and paused or "
-    "rate-limited ones, always use tasks (docs/usage.md#forwarding-engine-or-tasks).",
+    "'tasks' gives each session its own trio pump tasks (the fallback). Paused or "
+    "rate-limited sessions use tasks while they are "
+    "(docs/usage.md#forwarding-engine-or-tasks).",
 )
 @option(
     "Broker connections",

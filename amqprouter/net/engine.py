@@ -1,4 +1,4 @@
-"""The forwarding engine: one thread moves every established plain session's bytes.
+"""The forwarding engine: one thread moves every established session's bytes.
 
 Why a thread (docs/benchmark.md, "Forwarding engine: two designs measured"): a trio
 task per direction pays trio's wake-up and park on every read (epoll_wait, the run
@@ -6,7 +6,17 @@ loop's pass, the one-shot re-arm), two thirds of a round trip's instructions. He
 thread blocks in its own ``epoll.poll`` (the GIL released while it waits) over an
 edge-triggered set where each socket is registered once, and per read does only
 ``recv``, the frame scan and ``send``. Trio keeps everything else: accept,
-handshakes, routing, control, supervision, closing.
+handshakes (TLS's too), routing, control, supervision, closing.
+
+TLS. A side whose transport is a ``TLSTransport`` is read through the transport's
+``recv`` (TLS records until a read's size or until OpenSSL wants the socket, so a short
+read means nothing is left decrypted) and written on its ``ssl.SSLSocket``, whose
+``SSL_read``/``SSL_write`` release the GIL like ``recv``/``send``. A read that must write
+first (``want_write``: a key update's answer) is retried on ``EPOLLOUT``; a write the
+socket cannot take (``SSLWantWriteError``) is owed and retried with the same bytes, as
+OpenSSL requires; a write that must read first (renegotiation) hands the link back,
+since the task path knows that dance; bytes OpenSSL already decrypted when the link
+enters are read on the thread's next pass (no edge would say so).
 
 Ownership. A session hands its two sockets to the engine after Open-Ok (``forward``)
 and awaits an ``Outcome``. While a ``Link`` is inside, only the engine thread reads or
@@ -20,7 +30,8 @@ per batch): a link's end, and channel-0 method frames (Close, Close-Ok, Blocked,
 Unblocked) for the session to act on. ``Outcome.LEFT`` means "continue on the task
 path": the session paused, got a data-rate limit, or the engine stopped; any bytes the
 engine still owed a peer are in the link (``owed_to_client``/``owed_to_broker``) and go
-out first.
+out first. A session handed back comes in again, with a new ``Link`` over the same
+sockets and scanners, once nothing holds it on the task path (session/forwarding.py).
 
 Back-pressure and memory: a side is not read while bytes are owed to its peer, so a
 link holds at most one read (``READ_SIZE``) and one partial frame per direction.
@@ -34,11 +45,12 @@ import enum
 import os
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import structlog
 import trio
@@ -50,11 +62,11 @@ from amqprouter.protocol.errors import ProtocolError
 from amqprouter.protocol.frames import Frame, FrameScanner
 from amqprouter.protocol.methods import peer_closed
 
-if TYPE_CHECKING:
-    from trio_typing import TaskStatus
-
 log = structlog.get_logger("amqprouter.engine")
 
+#: Whether this module is the mypyc-compiled build of itself (``AMQPROUTER_COMPILE=1``,
+#: setup.py's ``COMPILED_MODULES``), as ``protocol.frames.COMPILED`` says of the scanner.
+COMPILED: Final = not __file__.endswith(".py")
 #: Reads in a row from one socket before the other ready sockets get their turn.
 BURST: Final = 16
 _IN: Final = select.EPOLLIN
@@ -76,6 +88,9 @@ class Outcome(enum.Enum):
     BROKER_ERROR = "broker sent a malformed frame"
     #: Handed back: continue on the task path (pause, data-rate limit, engine stop).
     LEFT = "left the engine"
+    #: Handed back after an error of the engine's own on this link (``Link.detail``):
+    #: the session continues on the task path and does not come back.
+    FAILED = "the engine failed on it"
 
 
 class Owner(Protocol):
@@ -88,10 +103,33 @@ class Owner(Protocol):
     def data_budget(self) -> object: ...
 
 
+class WriteSet(Protocol):
+    """The session's set of transports with a write under way (a ``set`` will do)."""
+
+    def add(self, transport: Any, /) -> None: ...
+
+    def discard(self, transport: Any, /) -> None: ...
+
+
+class TlsTransport(Protocol):
+    """What the engine uses of a TLS side's transport (net/tls_transport.py's
+    ``TLSTransport``; not imported here, so that the compiled build type-checks this
+    module without the TLS modules' optional imports)."""
+
+    #: Its last read needed the socket writable (TLS had to send first).
+    want_write: bool
+
+    @property
+    def recv(self) -> Callable[[int], bytes]: ...
+
+    def pending(self) -> int: ...
+
+
 class _Side:
     """One socket of a link: what it reads goes to ``peer``."""
 
     __slots__ = (
+        "fd",
         "from_client",
         "hangup",
         "link",
@@ -100,6 +138,7 @@ class _Side:
         "readable",
         "scanner",
         "sock",
+        "tls",
         "transport",
     )
 
@@ -109,8 +148,13 @@ class _Side:
         self.link = link
         self.sock = sock
         self.transport = transport
+        #: The TLS transport when the socket carries TLS records (its socket is an
+        #: ``ssl.SSLSocket``; its ``recv`` reads records up to a read's size), else None.
+        self.tls = cast(TlsTransport, transport) if isinstance(sock, ssl.SSLSocket) else None
         self.scanner = scanner
         self.from_client = False
+        #: The descriptor it is registered under (kept: the socket may be closed first).
+        self.fd = -1
         #: Bytes read from the peer and not yet taken by this socket's kernel buffer.
         self.owed: memoryview | None = None
         #: Edge-triggered: True until a read finds the kernel buffer empty.
@@ -125,6 +169,7 @@ class Link:
     """One session inside the engine: its two sockets, scanners and outcome."""
 
     __slots__ = (
+        "_engine",
         "_task",
         "broker",
         "clean",
@@ -141,7 +186,7 @@ class Link:
         owner: Owner,
         client: tuple[socket.socket, object, FrameScanner],
         broker: tuple[socket.socket, object, FrameScanner],
-        writing: set[Any],
+        writing: WriteSet,
         on_channel_zero: Callable[[list[Frame], str], None],
     ) -> None:
         self.owner = owner
@@ -162,6 +207,19 @@ class Link:
         #: What went wrong, for the session's log line (a malformed frame's error).
         self.detail = ""
         self._task: trio.lowlevel.Task | None = None
+        self._engine: Engine | None = None
+
+    def abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        """The waiting session was cancelled (trio's abort callback, on the trio thread):
+        the thread forgets the link, and an end it already posted is not delivered. A
+        method, not a closure made per wait: an idle session holds only its bound form."""
+        engine = self._engine
+        assert engine is not None
+        with engine.lock:
+            if self in engine._links:
+                engine._drop(self)
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     @property
     def owed_to_client(self) -> bytes:
@@ -179,7 +237,10 @@ class Engine:
         self.lock = threading.Lock()
         self._epoll: select.epoll | None = None
         self._wake = -1
-        self._sides: dict[int, _Side] = {}
+        # Each registered socket's side, indexed by its descriptor (a list, not a dict:
+        # 8 bytes a socket where a dict entry costs over 50); grown in place only, since
+        # the thread holds it in a local.
+        self._sides: list[_Side | None] = []
         self._links: set[Link] = set()
         self._again: collections.deque[_Side] = collections.deque()
         # Filled by the thread under the lock, handed to trio once per batch.
@@ -201,7 +262,9 @@ class Engine:
 
     # -- the owner task (trio) ------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    # ``task_status`` is Any, not trio_typing's TaskStatus: the compiled build type-checks
+    # with trio's own annotations and without the stubs, which disagree on its type.
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the engine until cancelled; then hand every link back (``LEFT``)."""
         self._token = trio.lowlevel.current_trio_token()
         self._epoll = select.epoll()
@@ -234,28 +297,38 @@ class Engine:
     async def forward(self, link: Link) -> Outcome:
         """Move ``link``'s bytes until it ends or leaves; cancellation evicts it.
 
+        On the trio thread; the caller checked ``running``. A session does the same in
+        its own frame (``enter``, then the wait), a coroutine less per idle session.
+        """
+        self.enter(link)
+        outcome: Outcome = await trio.lowlevel.wait_task_rescheduled(link.abort)
+        return outcome
+
+    def enter(self, link: Link) -> None:
+        """Take ``link`` in for the current task, which then awaits
+        ``trio.lowlevel.wait_task_rescheduled(link.abort)``: the ``Outcome``.
+
         On the trio thread; the caller checked ``running``.
         """
         assert self._epoll is not None
         link._task = trio.lowlevel.current_task()
+        link._engine = self
         with self.lock:
             self._links.add(link)
             for side in (link.client, link.broker):
-                self._sides[side.sock.fileno()] = side
+                fd = side.fd = side.sock.fileno()
+                if fd >= len(self._sides):
+                    self._sides.extend([None] * max(fd + 1 - len(self._sides), 64))
+                self._sides[fd] = side
                 # Edge-triggered, once for the link's life: registering a socket that
                 # already has data (or room) reports it once, so nothing is missed.
-                self._epoll.register(side.sock.fileno(), _MASK)
+                self._epoll.register(fd, _MASK)
+                if side.tls is not None and side.tls.pending():
+                    # Bytes OpenSSL decrypted already, with nothing on the socket: no
+                    # edge will say so, so the thread reads them on its next pass.
+                    self._again.append(side)
+                    os.eventfd_write(self._wake, 1)
             self.served += 1
-
-        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-            with self.lock:
-                if link in self._links:
-                    self._drop(link)
-            link._task = None  # an end the thread already posted is not delivered
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        outcome: Outcome = await trio.lowlevel.wait_task_rescheduled(abort)
-        return outcome
 
     def evict(self, link: Link) -> None:
         """Hand ``link`` back now (trio thread): its ``forward`` returns ``LEFT``."""
@@ -317,7 +390,10 @@ class Engine:
                 if self._stopping:
                     return
                 for fd, mask in events:
-                    side = sides.get(fd)
+                    if fd == self._wake:
+                        os.eventfd_read(fd)  # level-triggered: drained, or it fires again
+                        continue
+                    side = sides[fd] if fd < len(sides) else None
                     if side is not None:
                         self._handle(side, mask)
                 for _ in range(len(self._again)):
@@ -338,6 +414,8 @@ class Engine:
                 side.readable = True
                 if mask & _GONE:
                     side.hangup = True
+            if mask & _OUT and side.tls is not None and side.tls.want_write:
+                side.readable = True  # its last TLS read had to write first: read again
             if mask & _OUT and side.owed is not None:
                 peer = side.peer
                 if self._flush(side) and peer.readable:  # its reads waited for this write
@@ -349,15 +427,22 @@ class Engine:
         except Exception as exc:  # a bug here must end one session, not the engine
             log.exception("forwarding engine error", error=str(exc))
             if side.link in self._links:
-                self._finish(side.link, Outcome.LEFT)
+                side.link.detail = repr(exc)
+                self._finish(side.link, Outcome.FAILED)
 
     def _flush(self, side: _Side) -> bool:
         """Write what ``side`` is owed; whether all of it is out (False: full or ended)."""
         owed = side.owed
         assert owed is not None
         try:
+            # TLS: the same bytes again, as OpenSSL wants a retried write.
             sent = side.sock.send(owed)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            return False
+        except ssl.SSLWantReadError:
+            # TLS must read before it can write (a renegotiation): the task path does
+            # that dance (TLSTransport.send_all); the owed bytes go with the link.
+            self._finish(side.link, Outcome.LEFT)
             return False
         except OSError:
             self._finish(side.link, _gone(side))
@@ -377,7 +462,10 @@ class Engine:
         """Read ``side`` and forward to its peer until drained, blocked or a burst is done."""
         link, peer, scanner = side.link, side.peer, side.scanner
         owner = link.owner
-        sock = side.sock
+        # A TLS transport's recv reads records until a read's size or until OpenSSL
+        # wants the socket (BlockingIOError; ``want_write`` if it must write first), so
+        # a short read means drained here too: nothing is left decrypted in OpenSSL.
+        recv = side.sock.recv if side.tls is None else side.tls.recv
         for _ in range(BURST):
             if peer.owed is not None or not side.readable:
                 return
@@ -386,7 +474,7 @@ class Engine:
                 self._finish(link, Outcome.LEFT)
                 return
             try:
-                data = sock.recv(READ_SIZE)
+                data = recv(READ_SIZE)
             except BlockingIOError:
                 side.readable = False
                 return
@@ -434,8 +522,10 @@ class Engine:
     def _write(self, peer: _Side, pieces: Sequence[bytes | memoryview]) -> bool:
         """Write ``pieces`` to ``peer``; False if the link ended or bytes are owed."""
         try:
-            if len(pieces) == 1:
-                piece = pieces[0]
+            if len(pieces) == 1 or peer.tls is not None:
+                # TLS has no sendmsg (one record stream): one joined write, all of it
+                # or a want (no partial-write mode), retried with the same bytes.
+                piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 sent = peer.sock.send(piece)
                 if sent == len(piece):
                     return True
@@ -446,8 +536,14 @@ class Engine:
                 if sent == len(joined):
                     return True
                 rest = memoryview(joined)[sent:]
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
             rest = memoryview(b"".join(pieces))
+        except ssl.SSLWantReadError:
+            # TLS must read before it can write: the task path does that (above).
+            peer.owed = memoryview(b"".join(pieces))
+            peer.link.writing.add(peer.transport)
+            self._finish(peer.link, Outcome.LEFT)
+            return False
         except OSError:
             self._finish(peer.link, _gone(peer))
             return False
@@ -469,8 +565,11 @@ class Engine:
         self._links.discard(link)
         assert self._epoll is not None
         for side in (link.client, link.broker):
-            fd = side.sock.fileno()
-            if self._sides.pop(fd, None) is not None and fd != -1:
+            fd = side.fd
+            if 0 <= fd < len(self._sides) and self._sides[fd] is side:
+                self._sides[fd] = None
+                if side.sock.fileno() != fd:
+                    continue  # closed: the kernel dropped it (the number may be reused)
                 with contextlib.suppress(OSError):  # already closed: the kernel dropped it
                     self._epoll.unregister(fd)
 

@@ -19,6 +19,8 @@ import math
 import os
 import select
 import socket
+import sys
+from typing import Final
 
 import trio
 
@@ -147,7 +149,27 @@ def _host_port(address: tuple[object, ...]) -> tuple[str, int]:
     # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; show them as a.b.c.d.
     if host.startswith("::ffff:") and "." in host:
         host = host[len("::ffff:") :]
-    return host, int(str(address[1]))
+    # Interned: each session keeps four addresses, and most share a host (the broker's,
+    # the router's own, a client host's many connections): one string each, not four
+    # per session.
+    return sys.intern(host), int(str(address[1]))
+
+
+#: Addresses that many sessions hold (a listener's, a broker's), one tuple each instead
+#: of one per session; bounded, since past it an address is simply not shared.
+SHARED_ADDRESSES: Final = 4096
+_shared: dict[tuple[str, int], tuple[str, int]] = {}
+
+
+def shared(address: tuple[str, int]) -> tuple[str, int]:
+    """``address``, or an equal tuple already held (memory per idle session: a session
+    keeps four addresses, and its listener's and its broker's are everyone's)."""
+    known = _shared.get(address)
+    if known is not None:
+        return known
+    if len(_shared) < SHARED_ADDRESSES:
+        _shared[address] = address
+    return address
 
 
 def endpoint(address: tuple[str, int]) -> str:

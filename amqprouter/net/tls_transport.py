@@ -111,14 +111,15 @@ def _subject(sock: ssl.SSLSocket) -> str | None:
 class TLSTransport:
     """A connected TLS stream (see the module docstring and ``net.transport``)."""
 
-    __slots__ = ("_parked", "_subject", "_version", "_want_write", "recv", "sock", "ssl_sock")
+    __slots__ = ("_parked", "_subject", "_version", "recv", "sock", "ssl_sock", "want_write")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         #: The same socket twice: typed as the Transport's TCP socket, and as SSL.
         self.sock: socket.socket = sock
         self.ssl_sock = sock
-        # The last read needed the socket writable (TLS wants to send first).
-        self._want_write = False
+        #: The last read needed the socket writable (TLS wants to send first); the
+        #: forwarding engine reads it too, to read again on EPOLLOUT.
+        self.want_write = False
         # One TLS connection, two tasks (the pump reading it, the one writing it), and
         # TLS may make either wait for either readiness (a read that must write a
         # KeyUpdate reply, a write that must read). trio allows one task parked per
@@ -142,12 +143,12 @@ class TLSTransport:
             try:
                 data = self.ssl_sock.recv(size - total)
             except ssl.SSLWantReadError:
-                self._want_write = False
+                self.want_write = False
                 if chunks:
                     break
                 raise BlockingIOError from None
             except ssl.SSLWantWriteError:
-                self._want_write = True  # the next wait is for writable
+                self.want_write = True  # the next wait is for writable
                 if chunks:
                     return b"".join(chunks)
                 raise BlockingIOError from None
@@ -159,7 +160,7 @@ class TLSTransport:
                 break
             chunks.append(data)
             total += len(data)
-        self._want_write = False
+        self.want_write = False
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)
@@ -183,7 +184,7 @@ class TLSTransport:
     async def wait_readable(self) -> None:
         if self.ssl_sock.pending():
             return  # already decrypted: waiting on the socket could stall for ever
-        await self._park(writable=self._want_write)
+        await self._park(writable=self.want_write)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)

@@ -5,8 +5,9 @@ than for generality:
 
 * ``recv(size)`` is a plain synchronous call that returns what is there now: bytes,
   ``b""`` at end of stream, ``BlockingIOError`` when nothing is ready (any other
-  ``OSError`` means the peer is gone). For a plain socket it *is* ``socket.recv``,
-  bound once, so the seam costs the plain path nothing.
+  ``OSError`` means the peer is gone). For a plain socket it *is* ``socket.recv``
+  (bound when asked for, not kept: one bound method less per transport of every idle
+  session), which a pump takes once, so the seam costs the plain path nothing.
 * ``wait_readable()`` parks until ``recv`` may return something. A TLS transport may
   have decrypted bytes already (``pending()``), and it may need the socket
   *writable* before it can read (a renegotiation or a key update): it knows which,
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -38,8 +39,10 @@ from amqprouter.net import sockets
 class Transport(Protocol):
     """A connected, non-blocking byte stream (see the module docstring)."""
 
-    #: Read what is ready now: bytes, b"" at EOF, BlockingIOError if nothing is.
-    recv: Callable[[int], bytes]
+    @property
+    def recv(self) -> Callable[[int], bytes]:
+        """Read what is ready now: bytes, b"" at EOF, BlockingIOError if nothing is."""
+        ...
 
     async def wait_readable(self) -> None: ...
 
@@ -75,11 +78,14 @@ class Transport(Protocol):
 class PlainTransport:
     """A TCP socket as it is: every call goes straight to the socket."""
 
-    __slots__ = ("recv", "sock")
+    __slots__ = ("sock",)
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.recv: Callable[[int], bytes] = sock.recv
+
+    @property
+    def recv(self) -> Callable[[int], bytes]:
+        return self.sock.recv
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.wait_readable(self.sock.fileno())
@@ -111,6 +117,22 @@ class PlainTransport:
 
     def raw_socket(self) -> socket.socket | None:
         return self.sock
+
+
+class Writing(dict[Any, None]):
+    """The transports with a write under way (a session's ``_writing``): a set's
+    ``add``, ``discard`` and ``in`` over a dict, since an empty dict is 64 bytes where
+    an empty set is 216, and every idle session has one."""
+
+    __slots__ = ()
+
+    def add(self, transport: object) -> None:
+        self[transport] = None
+
+    def discard(self, transport: object) -> None:
+        self.pop(transport, None)
+        if not self:
+            self.clear()  # a dict keeps its table once used: back to 64 bytes
 
 
 def tcp_socket(transport: Transport) -> socket.socket:

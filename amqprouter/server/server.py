@@ -82,13 +82,14 @@ class Server:
         primed_per_backend: int = PRIMED_PER_BACKEND,
         max_connections: int = 0,
         data_rate_burst: float = BURST_SECONDS,
-        forwarding: Forwarding = "tasks",
+        forwarding: Forwarding = "engine",
         pool: bool = False,
         pool_limits: PoolLimits | None = None,
     ) -> None:
         self.settings = settings
-        #: ``--forwarding engine``: one thread forwards every established plain session
-        #: (net/engine.py), owned by a task of this server's nursery; None with ``tasks``.
+        #: ``--forwarding engine`` (the default): one thread forwards every established
+        #: plain session (net/engine.py), owned by a task of this server's nursery; None
+        #: with ``tasks``.
         self.engine = Engine() if forwarding == "engine" else None
         #: Per-listener connection caps, the control socket's descriptor reserve and the
         #: shedding of silent clients (capacity.py); ``max_connections`` 0 derives the cap.
@@ -431,7 +432,7 @@ class Server:
         )
         self.sessions[session.id] = session
         self.capacity.opened(session)
-        self._nursery.start_soon(self._run_session, session)
+        self._nursery.start_soon(session.run, self._session_ended)
 
     def traces_on(self, vhost: str) -> list[Trace]:
         """The VHOST TRACEs on ``vhost`` still running (a session starting to forward
@@ -476,17 +477,15 @@ class Server:
                 changed += 1
         return changed
 
-    async def _run_session(self, session: Session) -> None:
-        try:
-            await session.run()
-        finally:
-            del self.sessions[session.id]
-            self.capacity.closed(session)
-            self.limits.release(session.id)
-            if not self.sessions and self._emptied is not None:
-                self._emptied.set()
-            for callback in self.session_ended:
-                try:
-                    callback(session)
-                except Exception:  # one broken observer must not end the server
-                    log.exception("session-ended callback failed", session=session.id)
+    def _session_ended(self, session: Session) -> None:
+        """A session closed (called at the end of its ``run``): forget it."""
+        del self.sessions[session.id]
+        self.capacity.closed(session)
+        self.limits.release(session.id)
+        if not self.sessions and self._emptied is not None:
+            self._emptied.set()
+        for callback in self.session_ended:
+            try:
+                callback(session)
+            except Exception:  # one broken observer must not end the server
+                log.exception("session-ended callback failed", session=session.id)

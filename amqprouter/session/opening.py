@@ -36,7 +36,7 @@ import attrs
 import trio
 
 from amqprouter.net.proxy_transport import ClientRefused
-from amqprouter.net.sockets import PeerGone, endpoint
+from amqprouter.net.sockets import PeerGone, endpoint, shared
 from amqprouter.net.transport import converse
 from amqprouter.protocol import (
     BadProtocolHeader,
@@ -318,7 +318,7 @@ class Opening(SessionState):
             backend, broker, greeted = connected
             self.broker, self.backend = broker, backend
             route.landed(backend)
-            self.broker_address = broker.peer_name()
+            self.broker_address = shared(broker.peer_name())  # every session's to it
             self.broker_local = broker.local_name()
             self.log = self.log.bind(backend=backend.name)
             open_ok = await self._broker_handshake(opened, backend, allowed, greeted, tune)

@@ -39,7 +39,7 @@ import trio
 
 from amqprouter.net import sockets
 from amqprouter.net.sockets import PeerGone
-from amqprouter.net.transport import Transport, recv_some
+from amqprouter.net.transport import Transport, Writing, recv_some
 from amqprouter.protocol import constants
 
 #: A heartbeat frame: channel 0, empty payload.
@@ -141,7 +141,7 @@ async def hold_at_open(
     *,
     heartbeat: int,
     max_pause: float,
-    writing: set[Transport],
+    writing: Writing,
 ) -> bool:
     """Hold a client at Connection.Open until resumed: True, or False once the pause
     has lasted ``max_pause``. PeerGone if the client leaves.
@@ -194,7 +194,7 @@ async def keep_broker_alive(
     heartbeat: int,
     max_pause: float,
     write_timeout: float,
-    writing: set[Transport],
+    writing: Writing,
 ) -> str | None:
     """While paused: heartbeat the broker every half ``heartbeat``, at frame boundaries.
 

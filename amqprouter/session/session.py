@@ -42,6 +42,8 @@ session must never take the server down.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amqprouter.net.sockets import PeerGone
 from amqprouter.session.closing import Closing, End
 from amqprouter.session.forwarding import Forwarding
@@ -61,11 +63,38 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
 
     __slots__ = ()
 
-    async def run(self) -> None:
-        """Serve the connection to its end; never raises except on cancellation."""
+    async def run(self, ended: Callable[[Session], object] | None = None) -> None:
+        """Serve the connection to its end; never raises except on cancellation.
+
+        ``ended`` is called with the session once it is closed (the server's
+        bookkeeping: here rather than in a coroutine of the server's around this one,
+        which every idle session would hold).
+        """
         try:
-            with self._cut:
-                await self._serve()
+            forwarded = False
+            # The opening and forwarding in this frame, not a coroutine below it (an idle
+            # session holds every frame of its await chain), in one scope: a forced cut
+            # cancels it, and while forwarding it is forwarding's scope (``_forward``).
+            with self._cut as scope:
+                opened = await self._open()
+                if self._pending_end is not None:
+                    await self._disconnect_before_forwarding()
+                elif opened is not None:
+                    tune, client_early, broker_early = (
+                        opened.tune,
+                        opened.client_early,
+                        opened.broker_early,
+                    )
+                    del opened
+                    if self._link_of_pool is not None:
+                        # Pooling mode: served on a shared broker connection (pooling.py),
+                        # which closes on its own.
+                        await self._serve_pooled(tune, client_early, broker_early)
+                    else:
+                        forwarded = True
+                        await self._forward(tune, client_early, broker_early)
+            if forwarded and self.ended is not End.OPERATOR_FORCED:
+                await self._close_forwarded(scope.cancelled_caught)
         except Exception:
             self.log.exception("session failed")
         finally:
@@ -82,20 +111,8 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
             self.client.close()
             if self.broker is not None:
                 self.broker.close()
-
-    async def _serve(self) -> None:
-        opened = await self._open()
-        if self._pending_end is not None:
-            await self._disconnect_before_forwarding()
-            return
-        if opened is None:
-            return
-        tune, client_early, broker_early = opened.tune, opened.client_early, opened.broker_early
-        del opened
-        if self._link_of_pool is not None:
-            await self._serve_pooled(tune, client_early, broker_early)
-            return
-        await self._forward(tune, client_early, broker_early)
+            if ended is not None:
+                ended(self)
 
     # -- session control: pause, unpause, disconnect (control plane, drains) --------
 
@@ -124,7 +141,7 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
             self._pause.rearm()
         if self._link is not None and self.context.engine is not None:
             # The pumps hold and the keeper heartbeats: the session leaves the engine
-            # for the task path (for the rest of its life).
+            # for the task path, until the unpause.
             self.context.engine.evict(self._link)
         self._start_keeper()
         self.log.info("session paused")
@@ -163,6 +180,7 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
         self.log.info("session unpaused", held_bytes=pause.held_bytes)
         pause.resume()
         self._release(pause)
+        self._request_engine()  # on the task path for the pause: back into the engine
         return True
 
     def disconnect(self, end: End, reason: str) -> bool:
@@ -210,8 +228,14 @@ class Session(Opening, Pooling, Forwarding, Supervised, Closing):
     def _start_keeper(self) -> None:
         pause = self._pause
         if self._forwarding_tasks is not None and pause is not None and not pause.keeper_running:
+            try:
+                self._forwarding_tasks.start_soon(self._keep_broker_alive, pause)
+            except RuntimeError:
+                # "Nursery is closed to new arrivals": the pumps have just stopped to go
+                # back into the engine; the session, paused, starts them again with the
+                # keeper (``_forward_on_tasks``).
+                return
             pause.keeper_running = True
-            self._forwarding_tasks.start_soon(self._keep_broker_alive, pause)
 
     async def _keep_broker_alive(self, pause: Pause) -> None:
         """The keeper task (pause.py): heartbeats, and the end of a pause gone wrong."""

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from amqprouter.net.sockets import endpoint
-from amqprouter.net.transport import Transport
+from amqprouter.net.sockets import endpoint, shared
+from amqprouter.net.transport import Transport, Writing
 from amqprouter.protocol import FrameScanner, constants
 from amqprouter.protocol.client_identity import UNKNOWN, ClientIdentity
 
@@ -62,10 +62,12 @@ class SessionState:
 
     # Thousands of idle sessions: slots instead of a dict per session.
     __slots__ = (
+        "_back",
         "_blocked",
         "_close_ok_forwarded",
         "_closed_by",
         "_cut",
+        "_forward_end",
         "_forwarding",
         "_forwarding_tasks",
         "_heartbeat",
@@ -144,7 +146,7 @@ class SessionState:
         #: The client's product, version, platform and SASL user (StartOk), bounded.
         self.identity: ClientIdentity = UNKNOWN
         self.client_address = client.peer_name()
-        self.client_local = client.local_name()
+        self.client_local = shared(client.local_name())  # the listener's: shared
         self.broker_address: tuple[str, int] = ("0.0.0.0", 0)
         self.broker_local: tuple[str, int] = ("0.0.0.0", 0)
         # The clock of last_ingress/last_egress: time.monotonic, unless a test's watchdog
@@ -176,14 +178,18 @@ class SessionState:
         # pump looks at it once per read.
         self._pause: Pause | None = None
         # The End a disconnect or the watchdog asked for and not yet acted on, delivered
-        # by cancelling a scope: ``_opening`` before forwarding, ``_forwarding`` during;
-        # ``_cut`` for a forced disconnect.
+        # by cancelling a scope: ``_opening`` before forwarding, ``_forwarding`` during
+        # (which is ``_cut``, the scope of the session's opening and forwarding);
+        # ``_cut`` for a forced disconnect (closing runs in a ``_cut`` of its own).
         self._pending_end: End | None = None
         self._cut = trio.CancelScope()
         self._opening: trio.CancelScope | None = None
         # The nursery the pumps run in while forwarding (the session's own): a pause
         # starts the heartbeat keeper there (session control, ``_start_keeper``).
         self._forwarding_tasks: trio.Nursery | None = None
+        # Set on the task path when the session may go back into the forwarding engine
+        # (an unpause, a data-rate limit lifted): each pump stops at its next park.
+        self._back = False
         self._heartbeat = 0
         # Supervision while forwarding (``watch_check``): this session's place in the
         # server's watchdog, when client→broker supervision last (re)started (a resume,
@@ -195,6 +201,8 @@ class SessionState:
         self.ingress = FrameScanner(constants.FRAME_MIN_SIZE)
         self.egress = FrameScanner(constants.FRAME_MIN_SIZE)
         self._forwarding: trio.CancelScope | None = None
+        # Why forwarding ended: the first direction (or the engine's outcome) to say.
+        self._forward_end: End | None = None
         # While the forwarding engine moves this session's bytes (net/engine.py): its
         # link there, which a pause evicts.
         self._link: Link | None = None
@@ -207,7 +215,7 @@ class SessionState:
         self._pooled: PooledClient | None = None
         # Transports with a write in progress. A pump cancelled mid-write leaves its peer's
         # stream inside a frame, where a Close would be garbage: such a peer is just cut.
-        self._writing: set[Transport] = set()
+        self._writing = Writing()
         # A Connection.Close-Ok was scanned in a pump's read: the close handshake is
         # complete once that read is forwarded, and forwarding ends CLEAN.
         self._close_ok_forwarded = False

@@ -7,8 +7,9 @@ tests on trio's virtual clock run their sessions on the task path); the waits ar
 short. They prove that the engine really carries the session (the engine's count of
 links served and the session's link), and that the counters, supervision (a client that
 never reads is cut, holding a bounded amount; a silent broker is found), session
-control (pause leaves the engine, graceful, forced and backend disconnects), a data-rate
-limit, channel 0 (Close/Close-Ok clean, Blocked) and a malformed frame behave the same.
+control (pause leaves the engine, test_engine_return.py has the way back; graceful,
+forced and backend disconnects), a data-rate limit, channel 0 (Close/Close-Ok clean,
+Blocked) and a malformed frame behave the same.
 """
 
 from __future__ import annotations
