@@ -47,6 +47,7 @@ from amqprouter.protocol.pooled_channel import (
     CHANNEL_CLOSE_OK,
     CHANNEL_OPEN,
     CHANNEL_OPEN_OK,
+    CONFIRM_SELECT,
     CONFIRM_SELECT_OK,
     PooledChannel,
     Stage,
@@ -62,8 +63,8 @@ _CHANNEL_OPEN_OK_ARGS: Final = b"\x00\x00\x00\x00"  # reserved long string, empt
 _CLOSE_TAIL: Final = struct.Struct(">HH")
 _unpack_header = constants.FRAME_HEADER_STRUCT.unpack_from
 _pack_channel = struct.Struct(">H").pack_into
-#: Basic.Publish's class and method ids, as they stand after a frame's header.
-_PUBLISH_ID: Final = constants.METHOD_ID_STRUCT.pack(60, 40)
+#: A kept channel's first methods that say nothing of what its client will do with it.
+_NOT_SETTLING: Final = frozenset({CHANNEL_OPEN, CHANNEL_CLOSE, CHANNEL_CLOSE_OK})
 
 
 def channel_close_frame(
@@ -161,6 +162,24 @@ class Multiplexer(Generic[ClientT]):
                 reply_code=CHANNEL_ERROR,
             )
         state = self._channels[broker_channel]
+        sends: list[tuple[ClientT | None, bytes]] = []
+        if state.unsettled and method is not None:
+            broker_channel, state, sends = self._settle(
+                client, channel, broker_channel, state, method
+            )
+        if sends:
+            return sends + self._client_method(client, channel, broker_channel, state, frame)
+        return self._client_method(client, channel, broker_channel, state, frame)
+
+    def _client_method(
+        self,
+        client: ClientT,
+        channel: int,
+        broker_channel: int,
+        state: PooledChannel,
+        frame: Frame,
+    ) -> list[tuple[ClientT | None, bytes]]:
+        method = frame.method_id
         if method is None:  # content header, body (heartbeats are on channel 0)
             if state.stage is Stage.OPEN or state.stage is Stage.OPENING:
                 return [(BROKER, rewrite_channel(frame.raw, broker_channel))]
@@ -207,6 +226,59 @@ class Multiplexer(Generic[ClientT]):
         self._channels[broker_channel] = PooledChannel()
         self.channels.bind(client, channel, broker_channel)
         return [(BROKER, channel_open_frame(broker_channel))]
+
+    def _settle(
+        self,
+        client: ClientT,
+        channel: int,
+        broker_channel: int,
+        state: PooledChannel,
+        method: tuple[int, int],
+    ) -> tuple[int, PooledChannel, list[tuple[ClientT | None, bytes]]]:
+        """A kept channel's first method from its new client: a channel in confirm mode
+        for a client that does not start with Confirm.Select (a publisher that wants no
+        confirms) would make the broker ack every publish for the router to drop, so it
+        is swapped for a kept channel of the right kind, or, for a client that wants no
+        confirms, a fresh one (opened on the broker behind the Open-Ok the client has
+        had). A client starting with Confirm.Select gets a kept confirming channel if
+        there is one. Otherwise the channel stays. The broker channel, its state, and
+        what to send first."""
+        state.unsettled = False
+        wants_confirms = method == CONFIRM_SELECT
+        if (
+            state.confirming == wants_confirms
+            or state.stage is not Stage.OPEN
+            or method in _NOT_SETTLING
+        ):
+            return broker_channel, state, []
+        sends: list[tuple[ClientT | None, bytes]] = []
+        other = self._take_idle(confirming=wants_confirms)
+        if other is not None:
+            other_state = self._channels[other]
+            other_state.handed_over()
+            other_state.unsettled = False
+        elif wants_confirms:
+            return broker_channel, state, []  # the Select goes to the broker
+        else:
+            other = self.channels.allocate()
+            if other is None:
+                return broker_channel, state, []  # the acks are dropped, as before
+            other_state = PooledChannel()
+            other_state.open_answered = True
+            self._channels[other] = other_state
+            sends.append((BROKER, channel_open_frame(other)))
+        self.channels.unbind(broker_channel)
+        self._keep(broker_channel, state)
+        self.channels.bind(client, channel, other)
+        return other, other_state, sends
+
+    def _take_idle(self, *, confirming: bool) -> int | None:
+        """The most recently kept idle channel in (or not in) confirm mode, taken."""
+        idle, channels = self._idle, self._channels
+        for at in range(len(idle) - 1, -1, -1):
+            if channels[idle[at]].confirming == confirming:
+                return idle.pop(at)
+        return None
 
     def _client_close(
         self,
@@ -264,6 +336,9 @@ class Multiplexer(Generic[ClientT]):
         if method == CHANNEL_OPEN_OK:
             if state.stage is Stage.OPENING:
                 state.stage = Stage.OPEN
+            if state.open_answered:  # a channel swapped in (``_settle``)
+                state.open_answered = False
+                return []
             return [(bound[0], rewrite_channel(frame.raw, bound[1]))]
         raw = state.broker_method(frame, method)
         if raw is None:  # a confirm for a client that did not ask for confirms
@@ -299,23 +374,18 @@ class Multiplexer(Generic[ClientT]):
                 )
         return sends
 
-    def content_channel(self, client: ClientT, channel: int) -> int | None:
-        """The broker channel a content frame (header, body) of ``client`` on ``channel``
-        goes to unchanged but for its channel number; None: ``client_frame`` decides."""
+    def passing(self, client: ClientT, channel: int) -> tuple[int, PooledChannel] | None:
+        """The broker channel (and its state) that ``client``'s content frames and
+        publishes on ``channel`` go to with only their channel number changed (a publish
+        noted with ``PooledChannel.client_published``); None: ``client_frame`` decides."""
         broker_channel = self.channels.to_broker(client, channel)
         if broker_channel is None:
             return None
-        stage = self._channels[broker_channel].stage
-        return broker_channel if stage is Stage.OPEN or stage is Stage.OPENING else None
-
-    def publish_channel(self, client: ClientT, channel: int, flags: int) -> int | None:
-        """The broker channel a Basic.Publish (with these flags) of ``client`` on
-        ``channel`` goes to with only its channel number changed, noted as sent; None:
-        ``client_frame`` decides."""
-        broker_channel = self.content_channel(client, channel)
-        if broker_channel is not None:
-            self._channels[broker_channel].client_published(flags)
-        return broker_channel
+        state = self._channels[broker_channel]
+        stage = state.stage
+        if (stage is Stage.OPEN or stage is Stage.OPENING) and not state.unsettled:
+            return broker_channel, state
+        return None
 
     def clients(self) -> set[ClientT]:
         return self.channels.clients()
@@ -359,53 +429,98 @@ class ClientStream(Generic[ClientT]):
         #: Whole frames read so far (CONN's inFrames).
         self.frames = 0
 
-    def receive(self, data: bytes) -> list[tuple[ClientT | _Zero | None, bytes | Frame]]:
+    def receive(
+        self, data: bytes
+    ) -> list[tuple[ClientT | _Zero | None, bytes | bytearray | Frame]]:
         """The sends for ``data`` (with what came before it), in order. Raises
         ``FrameError`` for a malformed frame and ``ClientError`` as ``client_frame``."""
         buffer = self._buffer
-        buffer += data
-        out: list[tuple[ClientT | _Zero | None, bytes | Frame]] = []
+        if buffer:
+            buffer += data
+        else:
+            buffer = self._buffer = bytearray(data)
+        out: list[tuple[ClientT | _Zero | None, bytes | bytearray | Frame]] = []
         mux, client, frame_max = self._mux, self._client, self.frame_max
+        limit = frame_max - constants.FRAME_OVERHEAD if frame_max else 1 << 32
+        # The channel whose content and publishes pass straight on (``Multiplexer.
+        # passing``), looked up when the channel changes: a publisher's frames come in
+        # runs on one channel. Only ``client_frame`` changes a channel's stage while
+        # this runs (broker frames are handled between reads), so after each call of it
+        # the channel is looked up again. The loop is the pooled publisher's hot path:
+        # locals and literals (7, 8: a frame's header and overhead; 206: its end).
+        unpack, pack = _unpack_header, _pack_channel
+        fast_channel = 0  # none: channel 0 is never passed straight on
+        broker_channel = 0
+        state: PooledChannel | None = None
         length = len(buffer)
+        frames = 0
         position = run = 0  # the current run of rewritten content frames starts at ``run``
-        while length - position >= constants.FRAME_HEADER_SIZE:
-            frame_type, channel, size = _unpack_header(buffer, position)
-            check_frame_header(frame_type, size, frame_max)
-            end = position + size + constants.FRAME_OVERHEAD
+        while length - position >= 7:
+            frame_type, channel, size = unpack(buffer, position)
+            if size > limit or not (1 <= frame_type <= 3 or frame_type == 8):
+                check_frame_header(frame_type, size, frame_max)
+            end = position + size + 8
             if end > length:
                 break
-            if buffer[end - 1] != constants.FRAME_END:
+            if buffer[end - 1] != 206:
                 raise FrameError(f"bad frame-end octet {buffer[end - 1]:#04x}")
-            self.frames += 1
+            frames += 1
             if channel:
-                broker_channel = None
-                if frame_type == 2 or frame_type == 3:
-                    broker_channel = mux.content_channel(client, channel)
-                elif (
-                    frame_type == 1
-                    and size >= 8
-                    and buffer[position + 7 : position + 11] == (_PUBLISH_ID)
-                ):
-                    # Basic.Publish, the other frame of every message: its flags octet
-                    # follows a reserved short and two short strings (exchange, key).
-                    at = position + 13
-                    at += 1 + buffer[at]
-                    if at < end - 1:
+                if channel != fast_channel:
+                    hit = mux.passing(client, channel)
+                    if hit is None:
+                        fast_channel, state = 0, None
+                    else:
+                        fast_channel = channel
+                        broker_channel, state = hit
+                if state is not None:
+                    if frame_type == 3 or frame_type == 2:
+                        if broker_channel != channel:
+                            pack(buffer, position + 1, broker_channel)
+                        position = end
+                        continue
+                    if (
+                        frame_type == 1
+                        and size >= 8
+                        and buffer[position + 10] == 40  # Basic.Publish: class 60, method 40
+                        and buffer[position + 8] == 60
+                        and not buffer[position + 7]
+                        and not buffer[position + 9]
+                    ):
+                        # Basic.Publish, the other frame of every message: its flags
+                        # octet follows a reserved short and two short strings.
+                        at = position + 13
                         at += 1 + buffer[at]
-                    if at < end - 1:
-                        broker_channel = mux.publish_channel(client, channel, buffer[at])
-                if broker_channel is not None:
-                    _pack_channel(buffer, position + 1, broker_channel)
-                    position = end
-                    continue
+                        if at < end - 1:
+                            at += 1 + buffer[at]
+                        if at < end - 1:
+                            flags = buffer[at]
+                            if flags & 0b11 or state.confirming:  # else nothing to note
+                                state.client_published(flags)
+                            if broker_channel != channel:
+                                pack(buffer, position + 1, broker_channel)
+                            position = end
+                            continue
             if run < position:
                 out.append((BROKER, bytes(buffer[run:position])))
             frame = Frame(frame_type, channel, bytes(buffer[position:end]))
             if channel:
+                fast_channel, state = 0, None  # looked up again after this
                 out += mux.client_frame(client, frame)
             else:
                 out.append((CHANNEL_ZERO, frame))
             position = run = end
+        self.frames += frames
+        if run == 0 and position:
+            # Every whole frame went on as it is (the common case of a publisher): the
+            # buffer itself is handed over, uncopied, and what follows them (less than
+            # a frame) starts the next one. Copying a large read costs more than it
+            # seems: each new buffer of that size is fresh memory for the kernel to map.
+            tail = buffer[position:]
+            del buffer[position:]
+            out.append((BROKER, buffer))
+            self._buffer = tail
+            return out
         if run < position:
             out.append((BROKER, bytes(buffer[run:position])))
         del buffer[:position]

@@ -120,12 +120,14 @@ class PooledChannel:
         "confirming",
         "content_left",
         "delivered",
+        "open_answered",
         "outstanding",
         "published",
         "safe",
         "stage",
         "tag_base",
         "unconfirmed",
+        "unsettled",
     )
 
     def __init__(self) -> None:
@@ -150,6 +152,12 @@ class PooledChannel:
         self.delivered = 0
         #: ``delivered`` when the current client got the channel (its tags count from here).
         self.tag_base = 0
+        #: Handed to a client whose first method on it is not seen yet: the multiplexer
+        #: may swap it for a kept channel of the other kind (confirm mode or not).
+        self.unsettled = False
+        #: The router answered the client's Channel.Open itself: the broker's Open-Ok
+        #: of this channel is not the client's to see.
+        self.open_answered = False
 
     @property
     def reusable(self) -> bool:
@@ -167,6 +175,7 @@ class PooledChannel:
         self.outstanding = 0
         self.client_confirms = False
         self.confirm_base = self.published
+        self.unsettled = True
 
     # -- the client's frames -------------------------------------------------------
 

@@ -18,8 +18,12 @@ connection agreed; a client must never get one larger than its own).
   broker accepted.
 * **One task per link** reads the broker, cuts frames and dispatches them by channel
   (``Multiplexer.broker_frame``); a client's session writes its frames to the broker
-  through the link (``from_client``). Each transport is written under its own lock, so
-  whole frames never interleave.
+  through the link (``from_client``). The broker is written under the link's
+  ``WriteGate``, so whole frames never interleave. A client is written through its
+  ``PooledClient.offer``, which never waits: what the kernel does not take at once
+  waits in the client's own queue for a writer task, up to ``CLIENT_BUFFER`` bytes,
+  past which that client alone is cut; so the link's reader never waits on a client
+  that stopped reading. What one read of the broker brings a client is one write.
 * **Heartbeats are per side.** The link heartbeats the broker (``POOL_HEARTBEAT``)
   and ends itself when the broker is silent for two intervals; each pooled session
   heartbeats its client and drops one that is silent for two of its intervals.
@@ -44,7 +48,7 @@ import contextlib
 import enum
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -81,10 +85,9 @@ IDLE_TIMEOUT: Final = 5.0
 POOL_HEARTBEAT: Final = 60
 #: A heartbeat frame (type 8, channel 0, empty payload).
 HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
-#: A write to one pooled client that takes longer than this cuts that client: the
-#: link's one reader task writes to every client in turn, so a client that stopped
-#: reading holds the others' frames until then.
-CLIENT_WRITE_TIMEOUT: Final = 10.0
+#: What may wait to be written to one pooled client (bytes): a client that stopped
+#: reading is cut past this, alone; the link's reader never waits on it.
+CLIENT_BUFFER: Final = 1 << 20
 #: How long a link waits for the broker's Close-Ok when it closes (idle, shutdown).
 CLOSE_WAIT: Final = 1.0
 
@@ -147,10 +150,11 @@ class WriteGate:
     """Several tasks writing whole frames to one transport, one write at a time.
 
     ``async with gate:`` costs no checkpoint when nobody else holds it: a trio.Lock's
-    acquire yields to the scheduler every time, and a request's round trip through the
-    pool takes the gates of both sides, so a busy router would add a trip through the
-    run queue to each. A holder cancelled mid-write leaves the stream inside a frame;
-    the owner then cuts that peer, as the sessions' pumps do.
+    acquire yields to the scheduler every time, and every frame a client sends the
+    broker takes its link's gate, so a busy router would add a trip through the run
+    queue to each. (Clients are written through ``PooledClient.offer``, never a gate.)
+    A holder cancelled mid-write leaves the stream inside a frame; the owner then cuts
+    that peer, as the sessions' pumps do.
     """
 
     __slots__ = ("_busy", "_free")
@@ -174,9 +178,33 @@ class WriteGate:
 
 
 class PooledClient:
-    """One client of a link, as the link's reader task writes to it."""
+    """One client of a link, as the link (and its own session) writes to it.
 
-    __slots__ = ("counter", "ended", "id", "scope", "transport", "write_lock")
+    Writes never wait: ``offer`` sends at once what the kernel takes (one system call,
+    the common case) and queues the rest for a writer task, so the link's one reader
+    never waits on a client that stopped reading. What waits is bounded by ``limit``
+    bytes: past it the client is cut alone (``stuck``), the others of its link go on.
+    Every write to the client goes through ``offer``, in order, until its session ends.
+    """
+
+    __slots__ = (
+        "_drained",
+        "_gone",
+        "_head_partial",
+        "_outbox",
+        "_sock",
+        "_torn",
+        "_writing",
+        "counter",
+        "ended",
+        "id",
+        "limit",
+        "queued",
+        "scope",
+        "spawn",
+        "stuck",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -184,24 +212,123 @@ class PooledClient:
         transport: Transport,
         scope: trio.CancelScope,
         counter: FrameScanner | None = None,
+        limit: int = CLIENT_BUFFER,
     ) -> None:
         self.id = client_id
         self.transport = transport
+        #: The socket itself when writes may go straight to it (plain TCP).
+        self._sock = transport.raw_socket()
         #: The session's broker→client counters (CONN, STAT): bytes, frames, writes.
         self.counter = counter
-        self.write_lock = WriteGate()
-        #: Cancelled when the link ends (``ended`` says with what).
+        #: Cancelled when the link ends (``ended`` says with what), when the client is
+        #: cut (``stuck``) or found gone.
         self.scope = scope
         self.ended: PoolEnded | None = None
+        self.limit = limit
+        #: Bytes offered and not yet written (queued, or being written by the writer).
+        self.queued = 0
+        self._outbox: list[bytes | bytearray] = []
+        #: The first queued piece was partly sent: the stream stands inside a frame.
+        self._head_partial = False
+        self._writing = False  # the writer task is in a write (perhaps inside a frame)
+        self._torn = False  # cut inside a frame
+        self._drained: trio.Event | None = None
+        self._gone = False
+        #: Cut for having more than ``limit`` bytes waiting.
+        self.stuck = False
+        #: Where the writer task runs (the pool's nursery, set by ``BrokerLink.attach``).
+        self.spawn: Callable[[Callable[[], Awaitable[None]]], object] | None = None
 
-    async def write(self, data: bytes, frames: int = 1) -> None:
-        async with self.write_lock:
-            await self.transport.send_all(data)
+    @property
+    def mid_frame(self) -> bool:
+        """Whether what the client got so far may end inside a frame (nothing more, no
+        Close, may be written then)."""
+        return self._torn or self._writing or self._head_partial
+
+    def offer(self, data: bytes | bytearray, frames: int = 1) -> None:
+        """Write ``data`` (whole frames) after everything offered before; never waits."""
+        if self._gone or self.stuck:
+            return
         counter = self.counter
         if counter is not None:
             counter.bytes += len(data)
             counter.frames += frames
             counter.reads += 1
+        if not self.queued and self._sock is not None:
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._lost()
+                return
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
+                self._head_partial = True
+        self._outbox.append(data)
+        self.queued += len(data)
+        if self.queued > self.limit:
+            self._cut()
+            return
+        if not self._writing and self.spawn is not None:
+            self._writing = True
+            self.spawn(self._write_out)
+
+    async def _write_out(self) -> None:
+        """The writer: what ``offer`` queued, in batches, until none is left."""
+        try:
+            while self._outbox and not self._gone:
+                outbox, self._outbox = self._outbox, []
+                batch = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+                try:
+                    await self.transport.send_all(batch)
+                except (PeerGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._lost()
+                    return
+                except Exception:
+                    # It runs in the pool's nursery: nothing may escape to end the links.
+                    log.exception("pooled client writer failed", client=self.id)
+                    self._lost()
+                    return
+                self._head_partial = False
+                self.queued -= len(batch)
+        finally:
+            self._writing = False
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    async def drained(self) -> bool:
+        """Wait until everything offered is written; False if it never will be (the
+        client was cut or went). The caller bounds the wait."""
+        while self.queued and not (self._gone or self.stuck):
+            if not self._writing and self.spawn is not None:  # no writer to wait for
+                self._writing = True
+                self.spawn(self._write_out)
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+        return not (self._gone or self.stuck)
+
+    def _cut(self) -> None:
+        """Too much waits for a client that stopped reading: it is ended, alone. At a
+        frame boundary its session closes it with a 320; inside a frame the socket is
+        cut (a Close there would be garbage to the client)."""
+        self.stuck = True
+        self._outbox = []
+        if self.mid_frame:
+            self._torn = True
+            self.transport.close()
+        self.scope.cancel()
+
+    def _lost(self) -> None:
+        """A write found the client gone: its session sees the scope cancelled and
+        detaches it."""
+        self._gone = True
+        self._outbox = []
+        self.scope.cancel()
 
 
 _link_ids = itertools.count(1)
@@ -220,9 +347,10 @@ class BrokerLink:
         pending: bytes,
         limits: PoolLimits,
         clock: Callable[[], float],
+        spawn: Callable[[Callable[[], Awaitable[None]]], object] | None = None,
     ) -> None:
         """``tune``: what the broker connection agreed; ``pending``: what the broker sent
-        after its Open-Ok."""
+        after its Open-Ok; ``spawn``: where clients' writer tasks run (the pool's)."""
         self.id = next(_link_ids)
         self.key, self.backend, self.transport = key, backend, transport
         self.limits = limits
@@ -237,6 +365,10 @@ class BrokerLink:
         self._reader = FrameReader(tune.frame_max)
         self._reader.feed(pending)
         self._write_lock = WriteGate()
+        self._spawn = spawn
+        #: What one read of the broker came to, per client: written at once after it
+        #: (one write per client per read).
+        self._batch: dict[int, list[bytes]] = {}
         self._scope = trio.CancelScope()
         self._emptied = trio.Event()
         self.closed = False
@@ -260,6 +392,8 @@ class BrokerLink:
         )
 
     def attach(self, client: PooledClient) -> None:
+        if client.spawn is None:
+            client.spawn = self._spawn
         self.clients[client.id] = client
         self.clients_served += 1
         self._emptied = trio.Event()
@@ -289,7 +423,9 @@ class BrokerLink:
         if not self.clients:
             self._emptied.set()
 
-    async def from_client(self, client_id: int, sends: list[tuple[int | None, bytes]]) -> None:
+    async def from_client(
+        self, client_id: int, sends: Sequence[tuple[int | None, bytes | bytearray]]
+    ) -> None:
         """Send what a client's frames came to (``ClientStream.receive``, channel 0
         aside): to the broker, or the router's own answers back to the client, in order.
 
@@ -300,17 +436,24 @@ class BrokerLink:
         client = self.clients.get(client_id)
         if client is None:  # the link ended (and told it so) since the client last read
             raise PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - broker gone")
-        to_broker: list[bytes] = []
+        to_broker: list[bytes | bytearray] = []
+        answers: list[bytes | bytearray] = []
         for target, data in sends:
             if target is BROKER:
+                if answers:
+                    client.offer(b"".join(answers), len(answers))
+                    answers = []
                 to_broker.append(data)
             else:
                 # The router's own answers (a kept channel's Open-Ok, Close-Ok):
-                # everything before them goes to the broker first, in order.
+                # everything before them goes to the broker first, in order; answers
+                # in a row go in one write.
                 await self._send_broker(to_broker)
                 to_broker = []
-                await client.write(data)
+                answers.append(data)
         await self._send_broker(to_broker)
+        if answers:
+            client.offer(answers[0] if len(answers) == 1 else b"".join(answers), len(answers))
 
     # -- the link's task -----------------------------------------------------------
 
@@ -341,6 +484,8 @@ class BrokerLink:
                     await self._await_close_ok()
             self.closed = True
             drop(self)
+            if self._batch:  # what came before the end, first
+                self._write_batch()
             for client in list(self.clients.values()):
                 client.ended = ended
                 client.scope.cancel()
@@ -360,6 +505,8 @@ class BrokerLink:
             try:
                 frame = reader.next_frame()
                 if frame is None:
+                    if self._batch:
+                        self._write_batch()
                     data = await recv_some(self.transport)
                     self.last_read = self._clock()
                     reader.feed(data)
@@ -390,6 +537,7 @@ class BrokerLink:
                 reply_code=closed.reply_code,
                 reply_text=closed.reply_text,
             )
+            self._write_batch()
             with contextlib.suppress(PeerGone, OSError):
                 await self._send_broker([CLOSE_OK_FRAME])
             return PoolEnded(
@@ -399,43 +547,45 @@ class BrokerLink:
             return PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - pool closed")
         if method in (constants.CONNECTION_BLOCKED, constants.CONNECTION_UNBLOCKED):
             self.blocked = frame.raw if method == constants.CONNECTION_BLOCKED else None
-            for client in list(self.clients.values()):
-                await self._write_client(client, frame.raw)
+            for client in self.clients.values():
+                self._batch.setdefault(client.id, []).append(frame.raw)
         return None  # heartbeats (their arrival is what counts), anything else
 
     async def _dispatch(self, sends: list[tuple[int | None, bytes]]) -> None:
         to_broker: list[bytes] = []
+        batch = self._batch
         for target, data in sends:
             if target is BROKER:
                 to_broker.append(data)
-                continue
-            client = self.clients.get(target)
+            elif target in batch:
+                batch[target].append(data)
+            else:
+                batch[target] = [data]
+        if to_broker:
+            # The write may wait: what the clients are owed goes first, so a router's
+            # own answer (a session's) never overtakes a broker frame before it.
+            self._write_batch()
+            await self._send_broker(to_broker)
+
+    def _write_batch(self) -> None:
+        """Write what the last read of the broker came to, one write per client (a
+        client gone since is skipped). Never waits: a client that stopped reading is
+        cut by its own bound (``PooledClient.offer``)."""
+        batch, self._batch = self._batch, {}
+        clients = self.clients
+        for client_id, frames in batch.items():
+            client = clients.get(client_id)
             if client is not None:
-                await self._write_client(client, data)
-        await self._send_broker(to_broker)
+                client.offer(frames[0] if len(frames) == 1 else b"".join(frames), len(frames))
 
-    async def _write_client(self, client: PooledClient, data: bytes) -> None:
-        """Write to one client; a client that is gone or stuck is that client's end only."""
-        try:
-            with trio.move_on_after(CLIENT_WRITE_TIMEOUT) as scope:
-                await client.write(data)
-            if scope.cancelled_caught:
-                # Cut, not closed: the write stopped inside a frame, where a Close would
-                # be garbage to the client.
-                self.log.info("pooled client stopped reading; cut", client=client.id)
-                client.transport.close()
-                client.scope.cancel()
-        except (PeerGone, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            client.scope.cancel()  # its session sees the socket go and detaches
-
-    async def _send_broker(self, frames: list[bytes]) -> None:
+    async def _send_broker(self, frames: Sequence[bytes | bytearray]) -> None:
         if not frames:
             return
         if self.closed:
             raise PoolEnded(constants.CONNECTION_FORCED, "CONNECTION_FORCED - broker gone")
         async with self._write_lock:
             try:
-                await self.transport.send_all(b"".join(frames))
+                await self.transport.send_all(frames[0] if len(frames) == 1 else b"".join(frames))
             except (PeerGone, OSError) as exc:
                 # The reader sees the end of stream too, and ends every client; the
                 # client whose write found it first is told the same.
@@ -584,7 +734,14 @@ class Pool:
         and start its task."""
         assert self._nursery is not None, "Pool.run() must be started first"
         link = BrokerLink(
-            key, backend, transport, tune, pending=pending, limits=self.limits, clock=self._clock
+            key,
+            backend,
+            transport,
+            tune,
+            pending=pending,
+            limits=self.limits,
+            clock=self._clock,
+            spawn=self._nursery.start_soon,
         )
         self.links.setdefault(key, []).append(link)
         self.links_opened += 1

@@ -9,9 +9,10 @@ broker connection of its own, the session takes a place on a ``BrokerLink``:
   the broker's own 403), with the pool's tune (``POOL_HEARTBEAT``, the router's
   channel_max), and hands the connection to the pool once the broker's Open-Ok came.
 * ``_serve_pooled``: one task reads the client, cuts frames and hands them to the link
-  (channel 0 is the router's: heartbeats, Close); a second heartbeats the client. The
-  link's reader task writes the broker's frames to the client, under the client's
-  write lock.
+  (channel 0 is the router's: heartbeats, Close); a second heartbeats the client. Every
+  write to the client (the link's, the session's own answers) goes through
+  ``PooledClient.offer``, in order, and never waits (pool.py); at the end the session
+  waits, bounded, for what is still queued before its Close.
 
 The session ends on the client's Close (answered by the router), on the client's
 socket going or falling silent for two heartbeat intervals, on a disconnect, or when
@@ -173,15 +174,16 @@ class Pooling(SessionState):
             with scope:
                 # Joined while the broker blocks publishers: told at once, as the others were.
                 blocked = link.blocked
-                await client.write(
-                    open_ok if blocked is None else open_ok + blocked, 1 + bool(blocked)
-                )
+                client.offer(open_ok if blocked is None else open_ok + blocked, 1 + bool(blocked))
                 async with trio.open_nursery() as nursery:
                     if tune.heartbeat:
                         nursery.start_soon(self._heartbeat_client, client, tune.heartbeat)
                     end, reply = await self._pooled_ingress(
                         link, client, stream, client_early, tune.heartbeat
                     )
+                    if client.queued:  # the Close-Ok, say, behind what the client reads slowly
+                        with trio.move_on_after(self.settings.timeouts.close):
+                            await client.drained()
                     nursery.cancel_scope.cancel()
         except PeerGone:
             end = End.CLIENT_GONE
@@ -205,6 +207,12 @@ class Pooling(SessionState):
                     0,
                     0,
                 )
+            elif client.stuck:
+                end = End.CLIENT_STUCK
+                self.end_reason = f"client stopped reading ({client.limit} bytes waiting)"
+                # Cut already inside a frame, where a Close would be garbage; else told.
+                text = f"CONNECTION_FORCED - {self.end_reason}"
+                reply = None if client.mid_frame else (constants.CONNECTION_FORCED, text, 0, 0)
             elif client.ended is not None:
                 ended = client.ended
                 end = End.BROKER_GONE
@@ -231,8 +239,14 @@ class Pooling(SessionState):
             reply_code=reply[0],
             reply_text=reply[1],
         )
-        async with client.write_lock:  # the link writes to it no more (detached)
-            await self._close_client(*reply)
+        # Detached: the link writes to it no more; what it was offered goes first.
+        if client.queued:
+            with trio.move_on_after(self.settings.timeouts.close):
+                await client.drained()
+        if client.mid_frame:
+            self.client.close()  # a Close would land inside a frame
+            return
+        await self._close_client(*reply)
 
     async def _pooled_ingress(
         self,
@@ -248,7 +262,7 @@ class Pooling(SessionState):
         while True:
             try:
                 frames_before = stream.frames
-                sends: list[tuple[int | None, bytes]] = []
+                sends: list[tuple[int | None, bytes | bytearray]] = []
                 for target, item in stream.receive(data):
                     if target is CHANNEL_ZERO:
                         assert isinstance(item, Frame)
@@ -258,7 +272,7 @@ class Pooling(SessionState):
                         if done is not None:
                             return done
                     else:
-                        assert isinstance(item, bytes)
+                        assert not isinstance(item, Frame)
                         sends.append((target, item))
                 await link.from_client(self.id, sends)
                 self.ingress.frames += stream.frames - frames_before
@@ -297,7 +311,7 @@ class Pooling(SessionState):
         if method == constants.CONNECTION_CLOSE:
             closed = peer_closed(frame)
             self._closed_by = ("client", closed.reply_code, closed.reply_text)
-            await client.write(CLOSE_OK_FRAME)
+            client.offer(CLOSE_OK_FRAME)
             return End.CLEAN, None
         if method == constants.CONNECTION_CLOSE_OK:
             return End.CLEAN, None
@@ -307,8 +321,5 @@ class Pooling(SessionState):
         """Heartbeat the client; a socket gone is the ingress task's to notice."""
         while True:
             await trio.sleep(heartbeat / 2)
-            try:
-                await client.write(HEARTBEAT_FRAME)
-            except (PeerGone, OSError):
-                return
+            client.offer(HEARTBEAT_FRAME)
             self.last_egress = self._now()

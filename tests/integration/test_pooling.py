@@ -331,7 +331,7 @@ def test_the_brokers_connection_close_reaches_every_pooled_client_with_its_words
 class RawClient:
     """A client written with pamqp frames, for what a library would not send."""
 
-    def __init__(self, port: int, heartbeat: int = 0) -> None:
+    def __init__(self, port: int, heartbeat: int = 0, vhost: str = "/") -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.reader = FrameReader(131072)
         self.sock.sendall(constants.PROTOCOL_HEADER)
@@ -344,7 +344,7 @@ class RawClient:
         tune_ok = commands.Connection.TuneOk(
             channel_max=2047, frame_max=131072, heartbeat=heartbeat
         )
-        self.sock.sendall(pamqp_frame.marshal(tune_ok, 0) + methods.open_frame("/"))
+        self.sock.sendall(pamqp_frame.marshal(tune_ok, 0) + methods.open_frame(vhost))
         assert self.next_frame().method_id == constants.CONNECTION_OPEN_OK
 
     def next_frame(self) -> Frame:
@@ -395,3 +395,46 @@ def test_a_silent_pooled_client_is_heartbeaten_then_closed(pool_router: RouterPr
         assert 1.9 < elapsed < 3.5
     finally:
         client.close()
+
+
+def test_a_pooled_client_that_stops_reading_is_cut_and_never_holds_the_others(
+    pool_router: RouterProcess, system_broker: SystemBroker, system_vhost: str
+) -> None:
+    """A consumer that stops reading while the broker pushes it 32 MiB: the other client
+    of the same broker connection gets each confirm at once (the link never waits on
+    the stuck one), and the stuck one is cut once more than the router's bound waits
+    for it (its socket: the write stopped inside a frame)."""
+    declare(pool_router, system_vhost)
+    loader = pika.BlockingConnection(params(pool_router, system_vhost))
+    loading = loader.channel()
+    loading.confirm_delivery()
+    for _ in range(512):
+        loading.basic_publish("", QUEUE, b"x" * 65536)
+    other = pika.BlockingConnection(params(pool_router, system_vhost))
+    channel = other.channel()
+    channel.confirm_delivery()
+    stuck = RawClient(pool_router.port, vhost=system_vhost)
+    try:
+        stuck.sock.sendall(
+            pamqp_frame.marshal(commands.Channel.Open(), 1)
+            + pamqp_frame.marshal(commands.Basic.Consume(queue=QUEUE, no_ack=True), 1)
+        )  # and reads nothing from now on
+        slowest = 0.0
+        ended = time.monotonic() + 3
+        while time.monotonic() < ended:
+            began = time.monotonic()
+            channel.basic_publish("", "nowhere", b"still here")  # waits for its confirm
+            slowest = max(slowest, time.monotonic() - began)
+        assert slowest < 0.5, f"a confirm took {slowest:.2f}s behind the stuck client"
+        assert other.is_open and loader.is_open
+        assert broker_connections(system_broker, system_vhost) == 1
+        stuck.sock.settimeout(5)
+        with pytest.raises((ConnectionError, EOFError)):  # cut: its stream just ends
+            while True:
+                data = stuck.sock.recv(1 << 20)
+                if not data:
+                    raise EOFError
+    finally:
+        stuck.close()
+    other.close()
+    loader.close()

@@ -313,7 +313,8 @@ def test_out_of_order_confirms_complete_the_count() -> None:
 
 
 def test_a_client_that_did_not_ask_for_confirms_never_sees_them() -> None:
-    mux: Multiplexer[str] = Multiplexer(2047)
+    # One broker channel only: the kept confirming one cannot be swapped for a fresh one.
+    mux: Multiplexer[str] = Multiplexer(1)
     b = confirm_channel(mux, "a")
     publish(mux, "a", 1)
     from_broker(mux, commands.Basic.Ack(delivery_tag=1), b)
@@ -322,6 +323,52 @@ def test_a_client_that_did_not_ask_for_confirms_never_sees_them() -> None:
     publish(mux, "plain", 1)
     assert from_broker(mux, commands.Basic.Ack(delivery_tag=2), b) == []
     assert close_channel(mux, "plain", 1)  # confirmed (unseen): kept
+
+
+def test_a_publisher_without_confirms_is_moved_off_a_kept_confirming_channel() -> None:
+    """A kept channel in confirm mode would have the broker ack every publish of a client
+    that asked for none: its first method moves it to a fresh broker channel, opened
+    behind the Open-Ok the router gave; the confirming channel stays kept."""
+    mux: Multiplexer[str] = Multiplexer(2047)
+    b = confirm_channel(mux, "a")
+    publish(mux, "a", 1)
+    from_broker(mux, commands.Basic.Ack(delivery_tag=1), b)
+    assert close_channel(mux, "a", 1)
+    assert open_channel(mux, "plain", 1) == b  # answered by the router at once
+    sends = send(mux, "plain", commands.Basic.Publish(exchange="", routing_key="q"), 1)
+    assert [target for target, _data in sends] == [BROKER, BROKER]
+    fresh, opened = decode(sends[0][1])
+    assert isinstance(opened, commands.Channel.Open) and fresh != b
+    assert decode(sends[1][1])[0] == fresh
+    assert mux.channels.to_broker("plain", 1) == fresh
+    assert mux.idle == 1  # the confirming channel, for the next confirming client
+    assert from_broker(mux, commands.Channel.OpenOk(), fresh) == []  # the client had one
+    assert publish(mux, "plain", 1) == fresh
+    assert close_channel(mux, "plain", 1)
+    # The next confirming client gets the confirming channel, its Select answered.
+    assert open_channel(mux, "c", 1) in (b, fresh)
+    assert send(mux, "c", commands.Confirm.Select(), 1) == [
+        ("c", raw(commands.Confirm.SelectOk(), 1))
+    ]
+    assert mux.channels.to_broker("c", 1) == b
+
+
+def test_a_kept_channel_of_the_right_kind_is_taken() -> None:
+    """Kept channels in and out of confirm mode: each client's first method picks one of
+    its kind, whichever the Channel.Open took."""
+    mux: Multiplexer[str] = Multiplexer(2047)
+    confirming = confirm_channel(mux, "a")
+    plain = open_channel(mux, "b", 2)
+    assert close_channel(mux, "b", 2) and close_channel(mux, "a", 1)
+    assert open_channel(mux, "p", 1) == confirming  # the most recently kept
+    assert publish(mux, "p", 1) == plain
+    assert close_channel(mux, "p", 1)
+    assert open_channel(mux, "c", 1) == plain  # the most recently kept
+    assert send(mux, "c", commands.Confirm.Select(), 1) == [
+        ("c", raw(commands.Confirm.SelectOk(), 1))
+    ]
+    assert mux.channels.to_broker("c", 1) == confirming
+    assert mux.channels.allocated == 2  # nothing opened on the broker
 
 
 def test_confirms_are_each_clients_own() -> None:
@@ -588,6 +635,26 @@ def test_a_client_stream_cut_anywhere_gives_the_same_bytes(cuts: list[int]) -> N
         if target is BROKER
     )
     assert sent == rewrite_channel_all(data, b)
+
+
+def test_a_client_stream_follows_its_channels_within_one_read() -> None:
+    """Two channels interleaved in one read each go to their own broker channel; a
+    Channel.Close in the middle of a read counts for what follows it in that read."""
+    mux: Multiplexer[str] = Multiplexer(2047)
+    open_channel(mux, "other", 1)
+    b1 = open_channel(mux, "a", 1)
+    b2 = open_channel(mux, "a", 2)
+    stream = ClientStream(mux, "a", 131072)
+    out = stream.receive(publish_bytes(1) + publish_bytes(2) + publish_bytes(1))
+    sent = b"".join(item for target, item in out if target is BROKER)  # type: ignore[misc]
+    assert sent == (
+        rewrite_channel_all(publish_bytes(1), b1)
+        + rewrite_channel_all(publish_bytes(2), b2)
+        + rewrite_channel_all(publish_bytes(1), b1)
+    )
+    close = raw(commands.Channel.Close(200, "bye", 0, 0), 1)
+    with pytest.raises(ClientError, match=r"expected 'channel\.open' on channel 1"):
+        stream.receive(publish_bytes(1) + close + raw(body.ContentBody(b"late"), 1))
 
 
 def test_a_client_stream_refuses_a_frame_over_frame_max_and_a_bad_frame_end() -> None:

@@ -14,7 +14,6 @@ from amqprouter.net.memory_transport import MemoryTransport, memory_transport_pa
 from amqprouter.protocol import Frame, FrameReader, TuneParams
 from amqprouter.routing import Backend
 from amqprouter.session.pool import (
-    CLIENT_WRITE_TIMEOUT,
     HEARTBEAT_FRAME,
     BrokerLink,
     Pool,
@@ -49,8 +48,10 @@ def client_pair(client_id: int) -> tuple[PooledClient, MemoryTransport]:
     return PooledClient(client_id, ours, trio.CancelScope()), theirs
 
 
-async def read_frame(peer: MemoryTransport) -> Frame:
-    reader = FrameReader(1 << 20)
+async def read_frame(peer: MemoryTransport, reader: FrameReader | None = None) -> Frame:
+    """The next frame ``peer`` got (a ``reader`` kept across calls holds what one read
+    brought beyond it: the link writes what one broker read came to at once)."""
+    reader = reader or FrameReader(1 << 20)
     while True:
         got = reader.next_frame()
         if got is not None:
@@ -148,39 +149,96 @@ async def test_blocked_and_the_brokers_close_reach_every_client(nursery: trio.Nu
         )
 
 
-async def test_a_client_that_stops_reading_is_cut_and_the_others_go_on(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    pool = Pool()
-    link, broker = await start_link(pool, nursery)
-    ours, stuck_peer = memory_transport_pair(max_buffer=1024)
-    stuck = PooledClient(1, ours, trio.CancelScope())
-    fine, fine_peer = client_pair(2)
+async def open_channels(
+    link: BrokerLink, broker: MemoryTransport, clients: list[PooledClient]
+) -> dict[int, int]:
+    """Open channel 1 of each client (the broker answering); their broker channels."""
     channels = {}
-    for client in (stuck, fine):
-        link.attach(client)
+    for client in clients:
         opening = Frame(1, 1, frame.marshal(commands.Channel.Open(), 1))
         await link.from_client(client.id, link.mux.client_frame(client.id, opening))
         sent = await read_frame(broker)
         channels[client.id] = sent.channel
         await broker.send_all(frame.marshal(commands.Channel.OpenOk(), sent.channel))
-    assert (await read_frame(fine_peer)).method_id == (20, 11)
+    return channels
+
+
+async def test_a_client_that_stops_reading_is_cut_at_once_and_the_others_go_on(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The link never waits on one client: past its bound of unwritten bytes a client
+    that stopped reading is cut (its socket, the write having stopped inside a frame),
+    and the other client's frame read in the same read of the broker arrives at once."""
+    pool = Pool()
+    link, broker = await start_link(pool, nursery)
+    ours, stuck_peer = memory_transport_pair(max_buffer=1024)
+    stuck = PooledClient(1, ours, trio.CancelScope(), limit=4096)
+    fine, fine_peer = client_pair(2)
+    for client in (stuck, fine):
+        link.attach(client)
+    channels = await open_channels(link, broker, [stuck, fine])
+    fine_reader = FrameReader(1 << 20)
+    assert (await read_frame(fine_peer, fine_reader)).method_id == (20, 11)
     assert stuck_peer.recv(1 << 16)  # its Open-Ok; from now on it reads nothing
     began = trio.current_time()
     big = frame.marshal(commands.Basic.Deliver("ctag", 1, False, "", "x" * 200), 1)
-    for _ in range(20):  # about 5 KiB for a reader that takes 1 KiB
-        await broker.send_all(rewrite(big, channels[1]))
     ack = frame.marshal(commands.Basic.Ack(delivery_tag=1), channels[2])
-    await broker.send_all(ack)
-    got = await read_frame(fine_peer)  # behind the stuck one's frames, after the timeout
-    assert got.method_id == (60, 80) and got.channel == 1
-    assert trio.current_time() - began == pytest.approx(CLIENT_WRITE_TIMEOUT)
-    assert ours.closed and stuck.scope.cancel_called and stuck.ended is None
+    for _ in range(40):  # about 10 KiB for a reader that takes 1 KiB, bound 4 KiB
+        await broker.send_all(rewrite(big, channels[1]) + ack)
+        await trio.testing.wait_all_tasks_blocked()  # one read of the broker each
+    for _ in range(40):
+        got = await read_frame(fine_peer, fine_reader)
+        assert got.method_id == (60, 80) and got.channel == 1
+    assert trio.current_time() == began  # nobody waited on the stuck client
+    assert stuck.stuck and stuck.mid_frame and ours.closed
+    assert stuck.scope.cancel_called and stuck.ended is None
     assert not link.closed
+
+
+async def test_a_client_cut_at_a_frame_boundary_is_told_320_by_its_session() -> None:
+    """``offer`` past the bound with nothing written inside a frame: the client is
+    marked stuck and its scope cancelled, its transport left open for the 320 that
+    its session writes (pooling.py)."""
+    ours, _peer = memory_transport_pair()
+    client = PooledClient(1, ours, trio.CancelScope(), limit=100)  # no writer: all waits
+    client.offer(b"x" * 60)
+    assert not client.stuck and client.queued == 60
+    client.offer(b"y" * 60)
+    assert client.stuck and not client.mid_frame and client.scope.cancel_called
+    assert not ours.closed and client.queued == 120
+    client.offer(b"z")  # nothing more is taken
+    assert client.queued == 120
+
+
+async def test_a_slow_reader_under_its_bound_gets_everything_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    pool = Pool()
+    link, broker = await start_link(pool, nursery)
+    ours, peer = memory_transport_pair(max_buffer=512)
+    client = PooledClient(1, ours, trio.CancelScope(), limit=1 << 16)
+    link.attach(client)
+    channels = await open_channels(link, broker, [client])
+    sent = [
+        frame.marshal(commands.Basic.Deliver("ctag", n, False, "", "x" * 100), 1)
+        for n in range(1, 51)
+    ]
+    await broker.send_all(b"".join(rewrite(raw, channels[1]) for raw in sent))
+    await trio.testing.wait_all_tasks_blocked()
+    assert client.queued > 0  # the reader has read nothing yet: it waits, bounded
+    reader = FrameReader(1 << 20)
+    assert (await read_frame(peer, reader)).method_id == (20, 11)
+    for n in range(1, 51):
+        got = await read_frame(peer, reader)
+        assert got.raw == raw_on(sent[n - 1], 1)
+    assert await client.drained() and not client.stuck
 
 
 def rewrite(raw: bytes, channel: int) -> bytes:
     return raw[:1] + channel.to_bytes(2, "big") + raw[3:]
+
+
+raw_on = rewrite
 
 
 async def test_a_client_forgotten_before_serving_leaves_the_link_idle(
