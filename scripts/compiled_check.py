@@ -15,9 +15,9 @@ scripts/test runs it (so CI does): the tests run on both frames modules, the pur
 3. ``pip install --no-deps --target`` a scratch directory: the whole package, from the
    wheel, without touching .venv (whose editable install stays pure Python).
 4. ``amqprouter --version`` from there says the frame scanner is compiled.
-5. The tests of the layers that use the frames module (tests/protocol, tests/session,
-   tests/net) with the scratch directory first on the path: ``--import-mode=append``
-   and no ``pythonpath`` setting keep the checkout from shadowing it, and
+5. The tests that run the compiled modules (tests/protocol, tests/session, the
+   engine's tests in tests/net) with the scratch directory first on the path:
+   ``--import-mode=append`` and no ``pythonpath`` setting keep the checkout from shadowing it, and
    ``AMQPROUTER_EXPECT_COMPILED=1`` makes tests/conftest.py stop the run at once if
    the pure scanner or engine was imported after all. The session and net tests run
    on the engine (the default data plane), so the compiled engine's thread, its epoll
@@ -52,8 +52,16 @@ from wheel_smoke import (
 )
 from wheel_smoke import phase as smoke_phase
 
-#: The layers whose tests exercise the frame reader and scanner.
-TEST_PATHS: Final = ("tests/protocol", "tests/session", "tests/net")
+#: The tests that exercise the compiled modules: the frame reader and scanner and the
+#: handshake machines (tests/protocol), the forwarding engine (its own tests, and the
+#: sessions that forward through it). The rest of tests/net (names, TLS contexts) runs
+#: no compiled code.
+TEST_PATHS: Final = (
+    "tests/protocol",
+    "tests/session",
+    "tests/net/test_engine.py",
+    "tests/net/test_engine_tls.py",
+)
 TEST_TIMEOUT: Final = 600.0
 #: The compiled modules the wheel must hold (of setup.py's COMPILED_MODULES, those the
 #: forwarding path runs: the frame scanner and the forwarding engine).
