@@ -313,11 +313,11 @@ _seconds = click.FloatRange(min=0.001)
     type=click.Choice(["engine", "tasks"]),
     default="engine",
     show_default=True,
-    help="How established plain-TCP sessions are forwarded: 'engine' moves them all in "
-    "one forwarding thread with its own epoll loop, without a task switch per read; "
-    "'tasks' gives each session its own trio pump tasks (the fallback). Paused or "
-    "rate-limited sessions use tasks while they are "
-    "(docs/usage.md#forwarding-engine-or-tasks).",
+    help="How established sessions (plain TCP or TLS) are forwarded: 'engine' moves them "
+    "all in one forwarding thread with its own epoll loop, without a task switch per "
+    "read; 'tasks' gives each session its own trio pump tasks (the fallback). Sessions "
+    "behind a PROXY header use tasks, and paused, rate-limited or traced ones while they "
+    "are (docs/usage.md#forwarding-engine-or-tasks).",
 )
 @option(
     "Broker connections",
