@@ -162,12 +162,11 @@ class Multiplexer(Generic[ClientT]):
                 reply_code=CHANNEL_ERROR,
             )
         state = self._channels[broker_channel]
-        sends: list[tuple[ClientT | None, bytes]] = []
         if state.unsettled and method is not None:
+            # The rare case (a reused channel's first method): what settling sends goes first.
             broker_channel, state, sends = self._settle(
                 client, channel, broker_channel, state, method
             )
-        if sends:
             return sends + self._client_method(client, channel, broker_channel, state, frame)
         return self._client_method(client, channel, broker_channel, state, frame)
 
