@@ -287,7 +287,9 @@ class Opening(SessionState):
         if allowed is None:
             return None
         pool = self.context.pool
-        if pool is not None and self.context.pooled(opened.vhost):
+        # A data-rate limit paces one client's reads, which a shared broker connection
+        # cannot do for one client alone: such a client gets a connection of its own.
+        if pool is not None and self.data_budget is None and self.context.pooled(opened.vhost):
             return await self._open_pooled(pool, opened, route, allowed)
         return await self._connect_and_replay(opened, candidates, allowed)
 

@@ -298,6 +298,13 @@ def test_map_pool_at_runtime_and_the_pool_in_conn_stat_and_metrics(
         assert figures[("amqprouter_pool_channels_reused_total", frozenset())] == 1
         php_request(plain, system_vhost, b"reused")
         assert metrics(http_port)[("amqprouter_pool_channels_reused_total", frozenset())] == 2
+        # A data-rate limit is honoured by giving its clients their own broker connection.
+        router.must("LIMIT DATA_RATE VHOST", system_vhost, 1_000_000)
+        limited = pika.BlockingConnection(params(plain, system_vhost))
+        conn = router.must("CONN")
+        assert "id=" in conn and "poolLink" not in conn, conn
+        limited.close()
+        router.must("LIMIT DISABLE DATA_RATE VHOST", system_vhost)
         # OFF: the vhost's next client is not pooled (no poolLink on its CONN line).
         router.must("MAP POOL", system_vhost, "OFF")
         own = pika.BlockingConnection(params(plain, system_vhost))
